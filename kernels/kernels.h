@@ -1,0 +1,144 @@
+/*
+ * kernels.h - the backend-neutral math interface used by model/.
+ *
+ * Everything the forward pass computes goes through these calls. The CPU
+ * backend (kernels/cpu/) implements all of them; the CUDA backend
+ * (kernels/cuda/) implements the same contract on device memory.
+ *
+ * Conventions
+ * - Activations are fp32, row-major, one row per token: x[t * ld + i].
+ * - Weights are stored as the checkpoint holds them (F32, BF16, F16 or
+ *   F8_E4M3 with a per-128x128-block fp32 scale), row-major [rows, cols],
+ *   i.e. a torch nn.Linear weight [out_features, in_features].
+ * - All accumulation is fp32.
+ * - Functions return 0 on success and a negative MTPD_K_E* code on error.
+ *
+ * Threading: a kpool is a fixed set of worker threads created once. Ops
+ * that take a pool split their work across it; pool == NULL runs on the
+ * calling thread. The decode loop never creates threads or allocates.
+ */
+#ifndef MTPD_KERNELS_H
+#define MTPD_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum kdtype {
+    KDT_F32 = 0,
+    KDT_BF16,
+    KDT_F16,
+    KDT_F8_E4M3, /* needs a block scale (weight_scale_inv) */
+    KDT_COUNT
+};
+
+/* Bytes per element of a dtype (1 for F8_E4M3). */
+size_t kdtype_size(enum kdtype t);
+const char *kdtype_str(enum kdtype t);
+
+enum {
+    MTPD_K_OK = 0,
+    MTPD_K_EINVAL = -1, /* bad argument (shape, dtype, missing scale) */
+    MTPD_K_ENOMEM = -2,
+};
+
+/*
+ * A 2-D weight matrix as the checkpoint stores it. data usually points
+ * into an mmap'd safetensors file; the struct owns nothing.
+ * For KDT_F8_E4M3, scale is fp32 [ceil(rows/blk), ceil(cols/blk)] and the
+ * real weight is W[r][c] = fp8(data[r][c]) * scale[r/blk][c/blk]
+ * (DeepSeek's weight_scale_inv multiplies, despite its name).
+ */
+struct kmat {
+    enum kdtype dtype;
+    int rows;           /* out_features */
+    int cols;           /* in_features */
+    const void *data;   /* rows * cols elements, row-major, contiguous */
+    const float *scale; /* F8 only: block scales, else NULL */
+    int blk;            /* F8 only: block edge (128), else 0 */
+};
+
+/* ---- run-time CPU feature selection -------------------------------- */
+
+enum kisa {
+    KISA_SCALAR = 0, /* portable C, always available */
+    KISA_AVX2,       /* AVX2 + FMA + F16C */
+    KISA_AVX512,     /* AVX-512F (+BW) */
+    KISA_COUNT
+};
+
+/* Best ISA this CPU supports (cpuid at first call). */
+enum kisa kisa_detect(void);
+/* The ISA ops use now. Defaults to kisa_detect(), or to the value of the
+ * environment variable MTPD_ISA=scalar|avx2|avx512 when set. */
+enum kisa kisa_active(void);
+/* Force an ISA (tests use this to check every path). Returns MTPD_K_EINVAL
+ * if the CPU lacks it. Not thread-safe with running ops. */
+int kisa_set(enum kisa isa);
+const char *kisa_str(enum kisa isa);
+
+/* ---- thread pool --------------------------------------------------- */
+
+struct kpool;
+
+/* Starts n_threads - 1 workers (the caller is the n-th). NULL on failure. */
+struct kpool *kpool_new(int n_threads);
+void kpool_free(struct kpool *p);
+int kpool_size(const struct kpool *p);
+
+/* Runs fn(arg, i, n) for i in [0, n) across the pool and returns when all
+ * are done. n is the number of parts (usually the pool size). */
+typedef void (*kpool_fn)(void *arg, int part, int n_parts);
+void kpool_run(struct kpool *p, kpool_fn fn, void *arg, int n_parts);
+
+/* ---- ops ------------------------------------------------------------ */
+
+/*
+ * y[t][o] = sum_i x[t][i] * W[o][i]      for t < n_tok, o < W->rows
+ * x: [n_tok, ldx] fp32 (ldx >= W->cols), y: [n_tok, ldy] fp32.
+ * Reads each weight element once for all n_tok rows (the point of
+ * batched verification). Output rows are split across the pool.
+ */
+int kmatmul(struct kpool *p, const struct kmat *W, const float *x, int ldx,
+            float *y, int ldy, int n_tok);
+
+/* Same, restricted to output rows [row0, row1). */
+int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
+                 const float *x, int ldx, float *y, int ldy, int n_tok);
+
+/* Dequantize weight row r of W into out[W->cols] fp32. */
+int kmat_row_f32(const struct kmat *W, int r, float *out);
+
+/* out[i] = x[i] / sqrt(mean(x^2) + eps) * w[i], n elements, in place ok.
+ * w may be any dtype but F8 (norm weights are bf16/f32 in checkpoints). */
+void krmsnorm(float *out, const float *x, const void *w, enum kdtype wt,
+              int n, float eps);
+
+/* Interleaved RoPE (DeepSeek layout): pairs (x[2i], x[2i+1]) rotated by
+ * angle pos * inv_freq[i], with cos/sin multiplied by mscale.
+ * x has dim elements (dim even), inv_freq dim/2. */
+void krope(float *x, int dim, int pos, const float *inv_freq, float mscale);
+
+/* In place softmax over n elements; returns the max logit seen. */
+float ksoftmax(float *x, int n);
+
+/* out[i] = silu(gate[i]) * up[i]. */
+void kswiglu(float *out, const float *gate, const float *up, int n);
+
+/* Dot product / axpy on fp32 vectors, SIMD-dispatched (attention uses them). */
+float kdot(const float *a, const float *b, int n);
+void kaxpy(float *y, float a, const float *x, int n); /* y += a * x */
+
+/* Scalar conversions, exact. */
+float kbf16_to_f32(uint16_t h);
+float kf16_to_f32(uint16_t h);
+float kf8e4m3_to_f32(uint8_t v);
+uint16_t kf32_to_bf16(float f); /* round to nearest even */
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,188 @@
+/*
+ * model.h - DeepSeek-V3 main model + MTP ("next-n") modules on the CPU.
+ *
+ * Objects and owners
+ * - struct mtpd_model: config + weights (mmap'd checkpoint). One per
+ *   process, read-only after load, shared by every sequence.
+ * - struct mtpd_kv: one sequence's latent KV cache (c_kv and k_pe per token
+ *   per layer) for the main layers and, separately, for each MTP module.
+ *   Owned by whoever runs the sequence (a session, the generate CLI).
+ * - struct mtpd_ctx: scratch, thread pool and output buffers for forward
+ *   calls, sized once for at most max_tokens rows per call. Not thread-safe:
+ *   one ctx per engine thread.
+ *
+ * One forward call processes any number of sequences, each with any number
+ * of new tokens (prefill, decode and the k+1-row verify step are the same
+ * path), and reads every weight matrix once per call.
+ *
+ * Return values: 0 success, negative MTPD_E* on error; on error the KV
+ * caches are left as they were before the call.
+ */
+#ifndef MTPD_MODEL_H
+#define MTPD_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum mtpd_err {
+    MTPD_OK = 0,
+    MTPD_EINVAL = -1,  /* bad argument */
+    MTPD_ENOMEM = -2,  /* allocation failed */
+    MTPD_EIO = -3,     /* file could not be read */
+    MTPD_EFORMAT = -4, /* checkpoint / json malformed or inconsistent */
+    MTPD_EFULL = -5,   /* KV cache or batch capacity exceeded */
+    MTPD_ENOMTP = -6,  /* model has no MTP module (or not that one) */
+};
+const char *mtpd_err_str(int err);
+
+#define MTPD_MAX_MTP 4 /* num_nextn_predict_layers supported */
+
+/* Hyper-parameters read from config.json (DeepseekV3Config names). */
+struct mtpd_config {
+    int vocab_size;
+    int hidden_size;
+    int intermediate_size;     /* dense MLP */
+    int moe_intermediate_size; /* per expert */
+    int num_hidden_layers;
+    int num_attention_heads;
+    int q_lora_rank; /* 0 when null: q_proj is a plain [H*qk_head, hidden] */
+    int kv_lora_rank;
+    int qk_nope_head_dim;
+    int qk_rope_head_dim;
+    int v_head_dim;
+    int n_routed_experts; /* 0: every layer dense */
+    int n_shared_experts;
+    int num_experts_per_tok;
+    int first_k_dense_replace;
+    int moe_layer_freq;
+    int n_group;
+    int topk_group;
+    int norm_topk_prob;
+    float routed_scaling_factor;
+    char topk_method[32];  /* "noaux_tc" | "greedy" | "group_limited_greedy" */
+    char scoring_func[32]; /* "sigmoid" | "softmax" */
+    float rms_norm_eps;
+    float rope_theta;
+    int max_position_embeddings;
+    /* rope_scaling: yarn when rope_yarn = 1 */
+    int rope_yarn;
+    float yarn_factor;
+    int yarn_original_max_pos;
+    float yarn_beta_fast, yarn_beta_slow;
+    float yarn_mscale, yarn_mscale_all_dim;
+    int tie_word_embeddings;
+    int num_nextn_predict_layers; /* as declared in config.json */
+    int bos_token_id, eos_token_id; /* -1 when absent */
+    /* quantization_config (fp8 block) */
+    int fp8_block; /* 0 when not quantized, else weight_block_size (128) */
+};
+
+struct mtpd_model;
+struct mtpd_kv;
+struct mtpd_ctx;
+
+struct mtpd_load_opts {
+    int verbose;   /* progress lines on stderr */
+    int no_mtp;    /* skip loading MTP modules */
+};
+
+/*
+ * Loads config.json + safetensors (single file or sharded with index) from
+ * dir. On failure returns a negative code, *out = NULL, and writes one line
+ * naming the file, the tensor and the problem into err (errlen bytes).
+ */
+int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
+                    struct mtpd_model **out, char *err, size_t errlen);
+void mtpd_model_free(struct mtpd_model *m);
+const struct mtpd_config *mtpd_model_config(const struct mtpd_model *m);
+/* Number of MTP modules actually loaded (0 when the checkpoint has none). */
+int mtpd_model_n_mtp(const struct mtpd_model *m);
+/* Bytes of weights one forward over the main model reads (all experts);
+ * and the bytes one token touches (routed experts counted top-k only). */
+size_t mtpd_model_weight_bytes(const struct mtpd_model *m);
+size_t mtpd_model_active_bytes(const struct mtpd_model *m);
+
+/* ---- KV cache of one sequence --------------------------------------- */
+
+/* Cache for up to max_tokens positions in the main model and in every MTP
+ * module. NULL on allocation failure. */
+struct mtpd_kv *mtpd_kv_new(const struct mtpd_model *m, int max_tokens);
+void mtpd_kv_free(struct mtpd_kv *kv);
+int mtpd_kv_capacity(const struct mtpd_kv *kv);
+/* Positions held: module -1 is the main model, 0.. the MTP modules. */
+int mtpd_kv_len(const struct mtpd_kv *kv, int module);
+/* Forget positions >= n (n <= current length) of the main model (-1) or
+ * of MTP module i. O(1): nothing is recomputed. */
+int mtpd_kv_truncate(struct mtpd_kv *kv, int module, int n);
+/* Bytes held per position (all main layers; all MTP layers). */
+size_t mtpd_kv_bytes_per_token(const struct mtpd_model *m);
+
+/* ---- forward --------------------------------------------------------- */
+
+/* max_tokens: the most rows (summed over sequences) one call may carry.
+ * n_threads: compute threads (>= 1). */
+struct mtpd_ctx *mtpd_ctx_new(const struct mtpd_model *m, int max_tokens,
+                              int n_threads);
+void mtpd_ctx_free(struct mtpd_ctx *c);
+int mtpd_ctx_max_tokens(const struct mtpd_ctx *c);
+
+/*
+ * One sequence's part of a main-model forward call. Its tokens occupy
+ * positions kv_len(main) .. kv_len(main) + n_tokens - 1 and are appended to
+ * the cache. Logits are computed for rows logits_from .. n_tokens-1 of this
+ * sequence (0 = every row, n_tokens-1 = last only).
+ */
+struct mtpd_seq {
+    struct mtpd_kv *kv;
+    const int32_t *tokens;
+    int n_tokens;
+    int logits_from;
+};
+
+/*
+ * Runs the main model. Output rows are numbered across sequences in order
+ * (sequence 0's rows first). After the call:
+ *   mtpd_ctx_hidden(c, row)  final hidden state after model.norm, every row
+ *   mtpd_ctx_logits(c, row)  logits, only rows at or after logits_from
+ * Returns MTPD_EFULL if rows > max_tokens or a cache would overflow,
+ * MTPD_EINVAL on a token id out of range.
+ */
+int mtpd_forward(struct mtpd_ctx *c, const struct mtpd_seq *seqs, int n_seqs);
+
+/*
+ * One sequence's part of an MTP-module call. Row r sits at position
+ * p = kv_len(module) + r and combines the main (or previous MTP step's)
+ * hidden state h_p (hidden + r * hidden_size) with the token at p+1:
+ *   eh_proj(concat[enorm(embed(tokens[r])), hnorm(h_p)]) -> decoder block
+ *   -> shared_head.norm -> head.
+ * The embedding is zeroed at absolute position 0 (vLLM's convention, and
+ * what the reference checkpoints were trained with).
+ */
+struct mtpd_mtp_seq {
+    struct mtpd_kv *kv;
+    const int32_t *tokens; /* the "next" tokens t_{p+1} */
+    const float *hidden;   /* n_tokens rows of hidden_size */
+    int n_tokens;
+    int logits_from;
+};
+
+/* Runs MTP module `module` (0-based). After the call mtpd_ctx_hidden gives
+ * each row's state after shared_head.norm (what recursive drafting feeds
+ * back) and mtpd_ctx_logits the head's logits from logits_from on.
+ * MTPD_ENOMTP when the module is not loaded. */
+int mtpd_mtp_forward(struct mtpd_ctx *c, int module,
+                     const struct mtpd_mtp_seq *seqs, int n_seqs);
+
+/* Output of the last call; row as described above. NULL if out of range or
+ * (logits) not computed for that row. */
+const float *mtpd_ctx_hidden(const struct mtpd_ctx *c, int row);
+const float *mtpd_ctx_logits(const struct mtpd_ctx *c, int row);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
