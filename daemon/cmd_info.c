@@ -1,0 +1,57 @@
+/*
+ * cmd_info.c - `mtpd info --model DIR`: what a checkpoint holds, as JSON
+ * (config essentials, weight bytes, bytes touched per token, KV bytes per
+ * token, MTP modules). Useful to check a download before serving it.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli_util.h"
+#include "cmd.h"
+#include "model.h"
+
+int cmd_info(int argc, char **argv)
+{
+    const char *dir = NULL, *v;
+    for (int i = 1; i < argc; i++) {
+        int r;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: mtpd info --model DIR\n\nLoads the checkpoint and "
+                   "prints its shape, sizes and MTP modules as JSON.\n");
+            return 0;
+        } else if ((r = cli_opt(argc, argv, &i, "--model", &v))) {
+            if (r < 0)
+                return 2;
+            dir = v;
+        } else {
+            fprintf(stderr, "mtpd: error: unknown option '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!dir) {
+        fprintf(stderr, "mtpd: error: --model is required\n");
+        return 2;
+    }
+    char err[512] = "";
+    struct mtpd_model *m;
+    struct mtpd_load_opts o = {.verbose = 1};
+    if (mtpd_model_load(dir, &o, &m, err, sizeof(err))) {
+        fprintf(stderr, "mtpd: error: %s\n", err);
+        return 1;
+    }
+    const struct mtpd_config *c = mtpd_model_config(m);
+    printf("{\"layers\": %d, \"hidden_size\": %d, \"heads\": %d, "
+           "\"vocab_size\": %d, \"q_lora_rank\": %d, \"kv_lora_rank\": %d, "
+           "\"n_routed_experts\": %d, \"experts_per_tok\": %d, "
+           "\"n_shared_experts\": %d, \"yarn\": %s, \"fp8_block\": %d, "
+           "\"mtp_modules\": %d, \"weight_bytes\": %zu, "
+           "\"active_bytes_per_token\": %zu, \"kv_bytes_per_token\": %zu}\n",
+           c->num_hidden_layers, c->hidden_size, c->num_attention_heads,
+           c->vocab_size, c->q_lora_rank, c->kv_lora_rank, c->n_routed_experts,
+           c->num_experts_per_tok, c->n_shared_experts,
+           c->rope_yarn ? "true" : "false", c->fp8_block, mtpd_model_n_mtp(m),
+           mtpd_model_weight_bytes(m), mtpd_model_active_bytes(m),
+           mtpd_kv_bytes_per_token(m));
+    mtpd_model_free(m);
+    return 0;
+}

@@ -1,0 +1,54 @@
+/*
+ * main.c - the mtpd command: dispatches to one subcommand per file
+ * (cmd_*.c). Nothing else lives here.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd.h"
+
+static const struct cmd_entry {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} cmds[] = {
+#ifdef MTPD_HAVE_GENERATE
+    {"generate", cmd_generate, "generate text with MTP speculative decoding"},
+#endif
+    {"logits", cmd_logits, "print main-model and MTP logits as JSON"},
+#ifdef MTPD_HAVE_TOKENIZE
+    {"tokenize", cmd_tokenize, "encode/decode JSON lines with a tokenizer"},
+#endif
+    {"info", cmd_info, "describe a checkpoint (config, sizes, MTP modules)"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: mtpd COMMAND [OPTIONS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+        fprintf(f, "  %-10s %s\n", cmds[i].name, cmds[i].help);
+    fprintf(f, "\n'mtpd COMMAND --help' describes a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
+        !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("mtpd %s\n", MTPD_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+        if (!strcmp(argv[1], cmds[i].name))
+            return cmds[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "mtpd: error: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

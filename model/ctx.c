@@ -1,0 +1,125 @@
+/*
+ * ctx.c - forward-call context: thread pool and every scratch buffer a call
+ * needs, sized once for max_tokens rows so the decode loop never allocates.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_int.h"
+
+static int imax(int a, int b) { return a > b ? a : b; }
+
+static float *fbuf(size_t n, int *fail)
+{
+    float *p = malloc(sizeof(float) * (n ? n : 1));
+    if (!p)
+        *fail = 1;
+    return p;
+}
+
+struct mtpd_ctx *mtpd_ctx_new(const struct mtpd_model *m, int max_tokens,
+                              int n_threads)
+{
+    const struct mtpd_config *c = &m->cfg;
+    if (max_tokens < 1 || n_threads < 1)
+        return NULL;
+    struct mtpd_ctx *x = calloc(1, sizeof(*x));
+    if (!x)
+        return NULL;
+    int fail = 0;
+    size_t T = (size_t)max_tokens;
+    int hid = c->hidden_size, H = c->num_attention_heads;
+    int qk = mtpd_config_qk_head_dim(c), L = c->kv_lora_rank;
+    int rope = c->qk_rope_head_dim;
+    int inter = imax(c->intermediate_size,
+                     imax(c->moe_intermediate_size,
+                          c->moe_intermediate_size * c->n_shared_experts));
+    int E = imax(c->n_routed_experts, 1), K = imax(c->num_experts_per_tok, 1);
+    x->m = m;
+    x->max_tokens = max_tokens;
+    x->max_ctx = c->max_position_embeddings;
+    x->pool = kpool_new(n_threads);
+    if (!x->pool)
+        fail = 1;
+    x->rows = calloc(T, sizeof(*x->rows));
+    x->logit_row = calloc(T, sizeof(int));
+    x->topk_idx = calloc(T * K, sizeof(int));
+    x->exp_rows = calloc(T, sizeof(int));
+    if (!x->rows || !x->logit_row || !x->topk_idx || !x->exp_rows)
+        fail = 1;
+    x->x = fbuf(T * hid, &fail);
+    x->xn = fbuf(T * hid, &fail);
+    x->tmp = fbuf(T * hid, &fail);
+    x->qa = fbuf(T * imax(c->q_lora_rank, 1), &fail);
+    x->q = fbuf(T * H * qk, &fail);
+    x->kva = fbuf(T * (L + rope), &fail);
+    x->attn = fbuf(T * H * c->v_head_dim, &fail);
+    x->ff_gate = fbuf(T * inter, &fail);
+    x->ff_up = fbuf(T * inter, &fail);
+    x->cat = fbuf(T * 2 * hid, &fail);
+    x->topk_w = fbuf(T * K, &fail);
+    x->exp_wt = fbuf(T, &fail);
+    x->xg = fbuf(T * hid, &fail);
+    x->yg = fbuf(imax((int)(T * hid), 2 * E), &fail);
+    x->router = fbuf(T * E, &fail);
+    x->hidden = fbuf(T * hid, &fail);
+    x->logits = fbuf(T * c->vocab_size, &fail);
+    x->lg_in = fbuf(T * hid, &fail);
+    x->n_attn = x->pool ? kpool_size(x->pool) : 1;
+    x->as = calloc((size_t)x->n_attn, sizeof(*x->as));
+    if (!x->as)
+        fail = 1;
+    for (int i = 0; x->as && i < x->n_attn; i++) {
+        x->as[i].wkvb = fbuf((size_t)(c->qk_nope_head_dim + c->v_head_dim) * L,
+                             &fail);
+        x->as[i].qc = fbuf(L, &fail);
+        x->as[i].oc = fbuf(L, &fail);
+        x->as[i].scores = fbuf(x->max_ctx, &fail);
+    }
+    if (fail) {
+        mtpd_ctx_free(x);
+        return NULL;
+    }
+    return x;
+}
+
+void mtpd_ctx_free(struct mtpd_ctx *x)
+{
+    if (!x)
+        return;
+    if (x->as)
+        for (int i = 0; i < x->n_attn; i++) {
+            free(x->as[i].wkvb);
+            free(x->as[i].qc);
+            free(x->as[i].oc);
+            free(x->as[i].scores);
+        }
+    free(x->as);
+    float *bufs[] = {x->x, x->xn, x->tmp, x->qa, x->q, x->kva, x->attn,
+                     x->ff_gate, x->ff_up, x->cat, x->topk_w, x->exp_wt,
+                     x->xg, x->yg, x->router, x->hidden, x->logits, x->lg_in};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
+        free(bufs[i]);
+    free(x->rows);
+    free(x->logit_row);
+    free(x->topk_idx);
+    free(x->exp_rows);
+    kpool_free(x->pool);
+    free(x);
+}
+
+int mtpd_ctx_max_tokens(const struct mtpd_ctx *c) { return c->max_tokens; }
+
+const float *mtpd_ctx_hidden(const struct mtpd_ctx *c, int row)
+{
+    if (row < 0 || row >= c->n_rows)
+        return NULL;
+    return c->hidden + (size_t)row * c->m->cfg.hidden_size;
+}
+
+const float *mtpd_ctx_logits(const struct mtpd_ctx *c, int row)
+{
+    if (row < 0 || row >= c->n_rows || c->logit_row[row] < 0)
+        return NULL;
+    return c->logits + (size_t)c->logit_row[row] * c->m->cfg.vocab_size;
+}

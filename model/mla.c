@@ -1,0 +1,127 @@
+/*
+ * mla.c - Multi-head Latent Attention with the compressed KV cache and
+ * weight absorption (DeepSeek-V2/V3 "absorb" mode).
+ *
+ * Per token the cache holds c_kv = kv_a_layernorm(kv_a(x)[:kv_lora]) and
+ * k_pe = rope(kv_a(x)[kv_lora:]): kv_lora + rope floats per layer. Keys and
+ * values are never materialised: for head h with kv_b rows W_UK (nope x
+ * kv_lora) and W_UV (v x kv_lora),
+ *   score_j = (q_nope W_UK) . c_kv_j + q_pe . k_pe_j
+ *   out     = W_UV (sum_j softmax(score)_j c_kv_j)
+ * which equals the textbook k_nope = W_UK c_kv, v = W_UV c_kv form.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "model_int.h"
+
+struct attn_job {
+    struct mtpd_ctx *c;
+    const struct layer_w *w;
+    int kv_layer;
+    int n;
+};
+
+/* One head for every row of the call. */
+static void attn_head(struct attn_job *j, struct attn_scratch *s, int h)
+{
+    struct mtpd_ctx *c = j->c;
+    const struct mtpd_model *m = c->m;
+    const struct mtpd_config *cfg = &m->cfg;
+    int nope = cfg->qk_nope_head_dim, rope = cfg->qk_rope_head_dim;
+    int vd = cfg->v_head_dim, L = cfg->kv_lora_rank;
+    int qk = nope + rope, H = cfg->num_attention_heads;
+    int row_floats = L + rope;
+
+    /* this head's kv_b slice, read once for all rows */
+    for (int d = 0; d < nope + vd; d++)
+        kmat_row_f32(&j->w->kv_b, h * (nope + vd) + d, s->wkvb + (size_t)d * L);
+
+    for (int r = 0; r < j->n; r++) {
+        const struct row_info *ri = &c->rows[r];
+        const float *q = c->q + (size_t)r * H * qk + (size_t)h * qk;
+        /* qc = q_nope W_UK */
+        memset(s->qc, 0, sizeof(float) * L);
+        for (int d = 0; d < nope; d++)
+            kaxpy(s->qc, q[d], s->wkvb + (size_t)d * L, L);
+        const float *qpe = q + nope; /* already roped */
+        const float *cache = ri->kv->layer[j->kv_layer];
+        int npos = ri->pos + 1;
+        for (int t = 0; t < npos; t++) {
+            const float *e = cache + (size_t)t * row_floats;
+            s->scores[t] = (kdot(s->qc, e, L) + kdot(qpe, e + L, rope)) *
+                           m->softmax_scale;
+        }
+        ksoftmax(s->scores, npos);
+        memset(s->oc, 0, sizeof(float) * L);
+        for (int t = 0; t < npos; t++)
+            kaxpy(s->oc, s->scores[t], cache + (size_t)t * row_floats, L);
+        float *out = c->attn + (size_t)r * H * vd + (size_t)h * vd;
+        for (int e = 0; e < vd; e++)
+            out[e] = kdot(s->wkvb + (size_t)(nope + e) * L, s->oc, L);
+    }
+}
+
+static void attn_part(void *arg, int part, int n_parts)
+{
+    struct attn_job *j = arg;
+    int H = j->c->m->cfg.num_attention_heads;
+    for (int h = part; h < H; h += n_parts)
+        attn_head(j, &j->c->as[part], h);
+}
+
+int mla_block(struct mtpd_ctx *c, const struct layer_w *w, int kv_layer,
+              int n)
+{
+    const struct mtpd_model *m = c->m;
+    const struct mtpd_config *cfg = &m->cfg;
+    int hid = cfg->hidden_size, H = cfg->num_attention_heads;
+    int nope = cfg->qk_nope_head_dim, rope = cfg->qk_rope_head_dim;
+    int qk = nope + rope, L = cfg->kv_lora_rank;
+    int rc;
+
+    /* xn [n, hid] = input_layernorm(x) */
+    for (int r = 0; r < n; r++)
+        wnorm(m, c->xn + (size_t)r * hid, c->x + (size_t)r * hid,
+              &w->attn_norm);
+    /* q [n, H * qk] */
+    if (cfg->q_lora_rank > 0) {
+        int ql = cfg->q_lora_rank;
+        rc = kmatmul(c->pool, &w->q_a, c->xn, hid, c->qa, ql, n);
+        for (int r = 0; r < n && rc == 0; r++)
+            wnorm(m, c->qa + (size_t)r * ql, c->qa + (size_t)r * ql,
+                  &w->q_a_norm);
+        if (rc == 0)
+            rc = kmatmul(c->pool, &w->q_b, c->qa, ql, c->q, H * qk, n);
+    } else {
+        rc = kmatmul(c->pool, &w->q, c->xn, hid, c->q, H * qk, n);
+    }
+    /* kva [n, L + rope] = kv_a(xn) */
+    if (rc == 0)
+        rc = kmatmul(c->pool, &w->kv_a, c->xn, hid, c->kva, L + rope, n);
+    if (rc)
+        return MTPD_EINVAL;
+    /* write c_kv (normed) and k_pe (roped) into each row's cache slot, rope
+     * q_pe of every head */
+    for (int r = 0; r < n; r++) {
+        const struct row_info *ri = &c->rows[r];
+        float *slot = ri->kv->layer[kv_layer] + (size_t)ri->pos * (L + rope);
+        float *src = c->kva + (size_t)r * (L + rope);
+        wnorm(m, slot, src, &w->kv_a_norm);
+        memcpy(slot + L, src + L, sizeof(float) * rope);
+        krope(slot + L, rope, ri->pos, m->inv_freq, m->rope_mscale);
+        for (int h = 0; h < H; h++)
+            krope(c->q + (size_t)r * H * qk + (size_t)h * qk + nope, rope,
+                  ri->pos, m->inv_freq, m->rope_mscale);
+    }
+    struct attn_job job = {.c = c, .w = w, .kv_layer = kv_layer, .n = n};
+    int parts = c->n_attn < H ? c->n_attn : H;
+    kpool_run(c->pool, attn_part, &job, parts);
+    /* x += o_proj(attn) */
+    rc = kmatmul(c->pool, &w->o, c->attn, H * cfg->v_head_dim, c->tmp, hid, n);
+    if (rc)
+        return MTPD_EINVAL;
+    for (size_t i = 0; i < (size_t)n * hid; i++)
+        c->x[i] += c->tmp[i];
+    return 0;
+}

@@ -1,0 +1,153 @@
+/*
+ * model.c - load/free a checkpoint directory and report its sizes.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "json.h"
+#include "model_int.h"
+#include "safetensors.h"
+
+const char *mtpd_err_str(int err)
+{
+    switch (err) {
+    case MTPD_OK: return "ok";
+    case MTPD_EINVAL: return "invalid argument";
+    case MTPD_ENOMEM: return "out of memory";
+    case MTPD_EIO: return "i/o error";
+    case MTPD_EFORMAT: return "bad checkpoint format";
+    case MTPD_EFULL: return "capacity exceeded (KV cache or batch)";
+    case MTPD_ENOMTP: return "no such MTP module";
+    default: return "unknown error";
+    }
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
+                    struct mtpd_model **out, char *err, size_t errlen)
+{
+    struct mtpd_load_opts none = {0};
+    if (!opts)
+        opts = &none;
+    *out = NULL;
+    double t0 = now_s();
+    struct mtpd_model *m = calloc(1, sizeof(*m));
+    if (!m) {
+        snprintf(err, errlen, "out of memory");
+        return MTPD_ENOMEM;
+    }
+    char path[4096], jerr[200];
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    struct json_doc *cfg = json_parse_file(path, jerr, sizeof(jerr));
+    if (!cfg) {
+        snprintf(err, errlen, "config.json: %s", jerr);
+        free(m);
+        return MTPD_EFORMAT;
+    }
+    int rc = mtpd_config_parse(json_root(cfg), "config.json", &m->cfg, err,
+                               errlen);
+    json_doc_free(cfg);
+    if (rc) {
+        free(m);
+        return MTPD_EFORMAT;
+    }
+    if (opts->verbose)
+        fprintf(stderr, "mtpd: loading %s: %d layers, hidden %d, vocab %d, "
+                "%d experts\n", dir, m->cfg.num_hidden_layers,
+                m->cfg.hidden_size, m->cfg.vocab_size,
+                m->cfg.n_routed_experts);
+    if (st_open_dir(dir, &m->st, err, errlen) < 0) {
+        free(m);
+        return MTPD_EFORMAT;
+    }
+    rc = weights_bind(m, opts->no_mtp, err, errlen);
+    if (rc == 0)
+        rc = rope_init(m);
+    if (rc) {
+        if (rc == MTPD_ENOMEM && !err[0])
+            snprintf(err, errlen, "out of memory");
+        mtpd_model_free(m);
+        return rc;
+    }
+    if (opts->verbose)
+        fprintf(stderr, "mtpd: loaded %.1f MB of weights, %d MTP module(s), "
+                "in %.2f s\n", st_total_bytes(m->st) / 1e6, m->n_mtp,
+                now_s() - t0);
+    *out = m;
+    return 0;
+}
+
+void mtpd_model_free(struct mtpd_model *m)
+{
+    if (!m)
+        return;
+    weights_free(m);
+    free(m->inv_freq);
+    st_close(m->st);
+    free(m);
+}
+
+const struct mtpd_config *mtpd_model_config(const struct mtpd_model *m)
+{
+    return &m->cfg;
+}
+
+int mtpd_model_n_mtp(const struct mtpd_model *m) { return m->n_mtp; }
+
+static size_t mat_bytes(const struct kmat *k)
+{
+    if (!k->data)
+        return 0;
+    size_t b = (size_t)k->rows * k->cols * kdtype_size(k->dtype);
+    if (k->scale)
+        b += sizeof(float) * (size_t)((k->rows + k->blk - 1) / k->blk) *
+             ((k->cols + k->blk - 1) / k->blk);
+    return b;
+}
+
+static size_t mlp_bytes(const struct expert_w *e)
+{
+    return mat_bytes(&e->gate) + mat_bytes(&e->up) + mat_bytes(&e->down);
+}
+
+/* Bytes a layer reads for one token; all_experts counts every expert. */
+static size_t layer_bytes(const struct mtpd_config *c, const struct layer_w *w,
+                          int all_experts)
+{
+    size_t b = mat_bytes(&w->q_a) + mat_bytes(&w->q_b) + mat_bytes(&w->q) +
+               mat_bytes(&w->kv_a) + mat_bytes(&w->kv_b) + mat_bytes(&w->o);
+    if (!w->is_moe)
+        return b + mlp_bytes(&w->dense);
+    b += mat_bytes(&w->router);
+    if (w->has_shared)
+        b += mlp_bytes(&w->shared);
+    int n = all_experts ? c->n_routed_experts : c->num_experts_per_tok;
+    return b + (size_t)n * mlp_bytes(&w->experts[0]);
+}
+
+static size_t model_bytes(const struct mtpd_model *m, int all)
+{
+    size_t b = mat_bytes(&m->lm_head) + (size_t)m->cfg.hidden_size *
+               kdtype_size(m->embed.dtype); /* one embedding row */
+    for (int i = 0; i < m->cfg.num_hidden_layers; i++)
+        b += layer_bytes(&m->cfg, &m->layers[i], all);
+    return b;
+}
+
+size_t mtpd_model_weight_bytes(const struct mtpd_model *m)
+{
+    return model_bytes(m, 1);
+}
+
+size_t mtpd_model_active_bytes(const struct mtpd_model *m)
+{
+    return model_bytes(m, 0);
+}

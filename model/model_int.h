@@ -1,0 +1,146 @@
+/*
+ * model_int.h - internal structs of the model: weights, KV cache, context.
+ * Only the model sources include this; everything else uses model.h.
+ */
+#ifndef MTPD_MODEL_INT_H
+#define MTPD_MODEL_INT_H
+
+#include "config.h"
+#include "kernels.h"
+#include "model.h"
+
+struct st_set;
+
+/* A 1-D weight (norm scale, bias): data in the checkpoint's dtype. */
+struct wvec {
+    const void *data;
+    enum kdtype dtype;
+    int n;
+};
+
+struct expert_w {
+    struct kmat gate; /* [inter, hidden] */
+    struct kmat up;   /* [inter, hidden] */
+    struct kmat down; /* [hidden, inter] */
+};
+
+/* One decoder block (main layer or the block inside an MTP module). */
+struct layer_w {
+    struct wvec attn_norm; /* input_layernorm [hidden] */
+    struct wvec ffn_norm;  /* post_attention_layernorm [hidden] */
+    /* MLA */
+    struct kmat q_a;       /* [q_lora, hidden]            (q_lora_rank > 0) */
+    struct wvec q_a_norm;  /* [q_lora] */
+    struct kmat q_b;       /* [H * qk_head, q_lora] */
+    struct kmat q;         /* [H * qk_head, hidden]       (q_lora_rank == 0) */
+    struct kmat kv_a;      /* [kv_lora + rope, hidden] */
+    struct wvec kv_a_norm; /* [kv_lora] */
+    struct kmat kv_b;      /* [H * (nope + v), kv_lora] */
+    struct kmat o;         /* [hidden, H * v] */
+    /* FFN: dense, or MoE */
+    int is_moe;
+    struct expert_w dense;  /* dense MLP (is_moe == 0) */
+    struct kmat router;     /* [n_experts, hidden] (is_moe) */
+    const float *router_bias; /* e_score_correction_bias [n_experts] or NULL */
+    struct expert_w *experts; /* [n_routed_experts] */
+    int has_shared;
+    struct expert_w shared; /* inter = moe_inter * n_shared_experts */
+};
+
+struct mtp_w {
+    struct kmat embed;     /* [vocab, hidden]: own copy or the main one */
+    struct wvec enorm, hnorm;
+    struct kmat eh_proj;   /* [hidden, 2 * hidden]: [emb ; hidden] */
+    struct layer_w block;
+    struct wvec head_norm; /* shared_head.norm */
+    struct kmat head;      /* shared_head.head, or the main lm_head */
+};
+
+struct mtpd_model {
+    struct mtpd_config cfg;
+    struct st_set *st;
+    struct kmat embed;   /* model.embed_tokens [vocab, hidden] */
+    struct layer_w *layers;
+    struct wvec final_norm;
+    struct kmat lm_head; /* lm_head, or embed when tied */
+    int n_mtp;
+    struct mtp_w mtp[MTPD_MAX_MTP];
+    /* RoPE tables */
+    float *inv_freq;     /* [rope / 2] */
+    float rope_mscale;   /* multiplies cos/sin (YaRN attention factor) */
+    float softmax_scale;
+};
+
+/* Latent cache: per layer, rows of (kv_lora normed c_kv, rope roped k_pe). */
+struct mtpd_kv {
+    const struct mtpd_model *m;
+    int cap;
+    int n_layers_total; /* main layers + MTP modules */
+    int row;            /* floats per position per layer: kv_lora + rope */
+    float **layer;      /* [n_layers_total][cap * row] */
+    int len_main;
+    int len_mtp[MTPD_MAX_MTP];
+};
+
+/* Per-row bookkeeping of one forward call. */
+struct row_info {
+    struct mtpd_kv *kv;
+    int pos;      /* absolute position of this row */
+    int kv_layer_base; /* 0 for main, n_layers + m for MTP module m */
+};
+
+struct attn_scratch {
+    float *wkvb;   /* [(nope + v) * kv_lora] one head's kv_b, dequantized */
+    float *qc;     /* [kv_lora] */
+    float *oc;     /* [kv_lora] */
+    float *scores; /* [max_ctx] */
+};
+
+struct mtpd_ctx {
+    const struct mtpd_model *m;
+    struct kpool *pool;
+    int max_tokens;
+    int max_ctx;
+    int n_rows;            /* rows of the last call */
+    struct row_info *rows; /* [max_tokens] */
+    /* activations [max_tokens, dim] */
+    float *x, *xn, *tmp;
+    float *qa, *q, *kva, *attn;
+    float *ff_gate, *ff_up;
+    float *cat;            /* MTP concat [max_tokens, 2 * hidden] */
+    /* MoE */
+    int *topk_idx;         /* [max_tokens, n_per_tok] */
+    float *topk_w;         /* [max_tokens, n_per_tok] */
+    int *exp_rows;         /* [max_tokens] rows routed to one expert */
+    float *exp_wt;         /* [max_tokens] their weights */
+    float *xg, *yg;        /* [max_tokens, hidden] gathered in/out */
+    float *router;         /* [max_tokens, n_experts] */
+    /* attention: one scratch per pool thread */
+    int n_attn;
+    struct attn_scratch *as;
+    /* outputs */
+    float *hidden;         /* [max_tokens, hidden] */
+    float *logits;         /* [max_tokens, vocab] */
+    int *logit_row;        /* [max_tokens]: index into logits or -1 */
+    float *lg_in;          /* [max_tokens, hidden] rows needing logits */
+};
+
+/* weights.c */
+int weights_bind(struct mtpd_model *m, int no_mtp, char *err, size_t errlen);
+void weights_free(struct mtpd_model *m);
+
+/* rope.c */
+int rope_init(struct mtpd_model *m);
+
+/* blocks: x [n, hidden] in ctx->x, rows described by ctx->rows */
+int mla_block(struct mtpd_ctx *c, const struct layer_w *w, int kv_layer,
+              int n);
+int ffn_block(struct mtpd_ctx *c, const struct layer_w *w, int n);
+int decoder_block(struct mtpd_ctx *c, const struct layer_w *w, int kv_layer,
+                  int n);
+
+/* norm helper: krmsnorm with a wvec */
+void wnorm(const struct mtpd_model *m, float *out, const float *x,
+           const struct wvec *w);
+
+#endif

@@ -1,0 +1,301 @@
+/*
+ * weights.c - binds checkpoint tensors (HF DeepseekV3 names) to the model's
+ * weight structs, checking presence, dtype and shape of each.
+ *
+ * MTP module m is decoder layer num_hidden_layers + m with DeepSeek's extra
+ * tensors (embed_tokens, enorm, hnorm, eh_proj, shared_head.{norm,head}).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_int.h"
+#include "safetensors.h"
+
+struct binder {
+    const struct st_set *st;
+    const struct mtpd_config *cfg;
+    char *err;
+    size_t errlen;
+    int failed;
+};
+
+static const char *file_of(const struct binder *b, const struct st_tensor *t)
+{
+    if (!t)
+        return st_source(b->st);
+    const char *s = strrchr(t->file, '/');
+    return s ? s + 1 : t->file;
+}
+
+static void bind_fail(struct binder *b, const struct st_tensor *t,
+                      const char *name, const char *fmt, long long x0,
+                      long long x1, long long x2, long long x3)
+{
+    if (b->failed)
+        return;
+    b->failed = 1;
+    int n = snprintf(b->err, b->errlen, "%s: %s: ", file_of(b, t), name);
+    if (n > 0 && (size_t)n < b->errlen)
+        snprintf(b->err + n, b->errlen - n, fmt, x0, x1, x2, x3);
+}
+
+/* Matrix [rows, cols]. Float types, or F8_E4M3 with a matching
+ * NAME_scale_inv when the config declares fp8 block quantization. */
+static struct kmat bind_mat(struct binder *b, const char *name, int rows,
+                            int cols)
+{
+    struct kmat m = {0};
+    if (b->failed)
+        return m;
+    const struct st_tensor *t = st_find(b->st, name);
+    if (!t) {
+        bind_fail(b, NULL, name, "missing tensor", 0, 0, 0, 0);
+        return m;
+    }
+    int kt = st_kdtype(t->dtype);
+    if (kt < 0) {
+        bind_fail(b, t, name, "unsupported dtype for a weight matrix", 0, 0,
+                  0, 0);
+        return m;
+    }
+    if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols) {
+        bind_fail(b, t, name, "wrong shape: expected [%lld, %lld], got %lld dims"
+                  " [%lld, ...]", rows, cols, t->ndim,
+                  t->ndim ? t->shape[0] : 0);
+        return m;
+    }
+    m.dtype = (enum kdtype)kt;
+    m.rows = rows;
+    m.cols = cols;
+    m.data = t->data;
+    if (m.dtype == KDT_F8_E4M3) {
+        int blk = b->cfg->fp8_block;
+        if (!blk) {
+            bind_fail(b, t, name, "F8_E4M3 weight but config.json has no fp8 "
+                      "quantization_config", 0, 0, 0, 0);
+            return m;
+        }
+        char sn[512];
+        snprintf(sn, sizeof(sn), "%s_scale_inv", name);
+        const struct st_tensor *s = st_find(b->st, sn);
+        long long sr = (rows + blk - 1) / blk, sc = (cols + blk - 1) / blk;
+        if (!s) {
+            bind_fail(b, NULL, sn, "missing tensor (scale of an F8 weight)",
+                      0, 0, 0, 0);
+            return m;
+        }
+        if (s->dtype != ST_F32) {
+            bind_fail(b, s, sn, "wrong dtype: expected F32", 0, 0, 0, 0);
+            return m;
+        }
+        if (s->ndim != 2 || s->shape[0] != sr || s->shape[1] != sc) {
+            bind_fail(b, s, sn, "wrong shape: expected [%lld, %lld]", sr, sc,
+                      0, 0);
+            return m;
+        }
+        m.scale = s->data;
+        m.blk = blk;
+    }
+    return m;
+}
+
+static struct wvec bind_vec(struct binder *b, const char *name, int n)
+{
+    struct wvec v = {0};
+    if (b->failed)
+        return v;
+    const struct st_tensor *t = st_find(b->st, name);
+    if (!t) {
+        bind_fail(b, NULL, name, "missing tensor", 0, 0, 0, 0);
+        return v;
+    }
+    int kt = st_kdtype(t->dtype);
+    if (kt < 0 || kt == KDT_F8_E4M3) {
+        bind_fail(b, t, name, "wrong dtype: expected F32, BF16 or F16", 0, 0,
+                  0, 0);
+        return v;
+    }
+    if (t->ndim != 1 || t->shape[0] != n) {
+        bind_fail(b, t, name, "wrong shape: expected [%lld]", n, 0, 0, 0);
+        return v;
+    }
+    v.data = t->data;
+    v.dtype = (enum kdtype)kt;
+    v.n = n;
+    return v;
+}
+
+static void bind_mlp(struct binder *b, const char *pre, int inter,
+                     struct expert_w *e)
+{
+    int hid = b->cfg->hidden_size;
+    char n[512];
+    snprintf(n, sizeof(n), "%s.gate_proj.weight", pre);
+    e->gate = bind_mat(b, n, inter, hid);
+    snprintf(n, sizeof(n), "%s.up_proj.weight", pre);
+    e->up = bind_mat(b, n, inter, hid);
+    snprintf(n, sizeof(n), "%s.down_proj.weight", pre);
+    e->down = bind_mat(b, n, hid, inter);
+}
+
+static void bind_layer(struct binder *b, int li, struct layer_w *w,
+                       int is_moe)
+{
+    const struct mtpd_config *c = b->cfg;
+    int hid = c->hidden_size, H = c->num_attention_heads;
+    int qk = c->qk_nope_head_dim + c->qk_rope_head_dim;
+    char n[512];
+#define NAME(fmt) (snprintf(n, sizeof(n), "model.layers.%d." fmt, li), n)
+    w->attn_norm = bind_vec(b, NAME("input_layernorm.weight"), hid);
+    w->ffn_norm = bind_vec(b, NAME("post_attention_layernorm.weight"), hid);
+    if (c->q_lora_rank > 0) {
+        w->q_a = bind_mat(b, NAME("self_attn.q_a_proj.weight"), c->q_lora_rank,
+                          hid);
+        w->q_a_norm = bind_vec(b, NAME("self_attn.q_a_layernorm.weight"),
+                               c->q_lora_rank);
+        w->q_b = bind_mat(b, NAME("self_attn.q_b_proj.weight"), H * qk,
+                          c->q_lora_rank);
+    } else {
+        w->q = bind_mat(b, NAME("self_attn.q_proj.weight"), H * qk, hid);
+    }
+    w->kv_a = bind_mat(b, NAME("self_attn.kv_a_proj_with_mqa.weight"),
+                       c->kv_lora_rank + c->qk_rope_head_dim, hid);
+    w->kv_a_norm = bind_vec(b, NAME("self_attn.kv_a_layernorm.weight"),
+                            c->kv_lora_rank);
+    w->kv_b = bind_mat(b, NAME("self_attn.kv_b_proj.weight"),
+                       H * (c->qk_nope_head_dim + c->v_head_dim),
+                       c->kv_lora_rank);
+    w->o = bind_mat(b, NAME("self_attn.o_proj.weight"), hid,
+                    H * c->v_head_dim);
+    w->is_moe = is_moe;
+    if (!is_moe) {
+        char pre[256];
+        snprintf(pre, sizeof(pre), "model.layers.%d.mlp", li);
+        bind_mlp(b, pre, c->intermediate_size, &w->dense);
+        return;
+    }
+    int E = c->n_routed_experts;
+    w->router = bind_mat(b, NAME("mlp.gate.weight"), E, hid);
+    const struct st_tensor *bias =
+        st_find(b->st, NAME("mlp.gate.e_score_correction_bias"));
+    if (bias) {
+        if (bias->dtype != ST_F32 || bias->ndim != 1 || bias->shape[0] != E)
+            bind_fail(b, bias, n, "expected F32 [%lld]", E, 0, 0, 0);
+        else
+            w->router_bias = bias->data;
+    } else if (strcmp(c->topk_method, "noaux_tc") == 0) {
+        bind_fail(b, NULL, n, "missing tensor (needed by topk_method noaux_tc)",
+                  0, 0, 0, 0);
+    }
+    w->experts = calloc((size_t)E, sizeof(*w->experts));
+    if (!w->experts) {
+        bind_fail(b, NULL, "experts", "out of memory", 0, 0, 0, 0);
+        return;
+    }
+    for (int e = 0; e < E && !b->failed; e++) {
+        char pre[256];
+        snprintf(pre, sizeof(pre), "model.layers.%d.mlp.experts.%d", li, e);
+        bind_mlp(b, pre, c->moe_intermediate_size, &w->experts[e]);
+    }
+    if (c->n_shared_experts > 0) {
+        char pre[256];
+        snprintf(pre, sizeof(pre), "model.layers.%d.mlp.shared_experts", li);
+        w->has_shared = 1;
+        bind_mlp(b, pre, c->moe_intermediate_size * c->n_shared_experts,
+                 &w->shared);
+    }
+#undef NAME
+}
+
+/* Optional matrix: absent -> returns 0 and leaves *out alone. */
+static int bind_opt_mat(struct binder *b, const char *name, int rows,
+                        int cols, struct kmat *out)
+{
+    if (!st_find(b->st, name))
+        return 0;
+    *out = bind_mat(b, name, rows, cols);
+    return 1;
+}
+
+static void bind_mtp(struct binder *b, struct mtpd_model *m, int k)
+{
+    const struct mtpd_config *c = &m->cfg;
+    int li = c->num_hidden_layers + k, hid = c->hidden_size;
+    struct mtp_w *t = &m->mtp[k];
+    char n[512];
+#define NAME(fmt) (snprintf(n, sizeof(n), "model.layers.%d." fmt, li), n)
+    t->embed = m->embed;
+    bind_opt_mat(b, NAME("embed_tokens.weight"), c->vocab_size, hid,
+                 &t->embed);
+    t->head = m->lm_head;
+    bind_opt_mat(b, NAME("shared_head.head.weight"), c->vocab_size, hid,
+                 &t->head);
+    t->enorm = bind_vec(b, NAME("enorm.weight"), hid);
+    t->hnorm = bind_vec(b, NAME("hnorm.weight"), hid);
+    t->eh_proj = bind_mat(b, NAME("eh_proj.weight"), hid, 2 * hid);
+    t->head_norm = bind_vec(b, NAME("shared_head.norm.weight"), hid);
+    /* MoE or dense by what the checkpoint holds */
+    int moe = c->n_routed_experts > 0 && st_find(b->st, NAME("mlp.gate.weight"));
+#undef NAME
+    bind_layer(b, li, &t->block, moe);
+}
+
+int weights_bind(struct mtpd_model *m, int no_mtp, char *err, size_t errlen)
+{
+    const struct mtpd_config *c = &m->cfg;
+    struct binder b = {.st = m->st, .cfg = c, .err = err, .errlen = errlen};
+    int hid = c->hidden_size;
+    m->embed = bind_mat(&b, "model.embed_tokens.weight", c->vocab_size, hid);
+    m->final_norm = bind_vec(&b, "model.norm.weight", hid);
+    if (c->tie_word_embeddings) {
+        m->lm_head = m->embed;
+        bind_opt_mat(&b, "lm_head.weight", c->vocab_size, hid, &m->lm_head);
+    } else {
+        m->lm_head = bind_mat(&b, "lm_head.weight", c->vocab_size, hid);
+    }
+    m->layers = calloc((size_t)c->num_hidden_layers, sizeof(*m->layers));
+    if (!m->layers) {
+        snprintf(err, errlen, "out of memory");
+        return MTPD_ENOMEM;
+    }
+    for (int i = 0; i < c->num_hidden_layers && !b.failed; i++)
+        bind_layer(&b, i, &m->layers[i], mtpd_config_layer_is_moe(c, i));
+    if (b.failed)
+        return MTPD_EFORMAT;
+    /* MTP modules: those the config declares and the checkpoint has. A
+     * missing eh_proj means "no MTP module here", not an error. */
+    m->n_mtp = 0;
+    int want = no_mtp ? 0 : c->num_nextn_predict_layers;
+    if (want > MTPD_MAX_MTP)
+        want = MTPD_MAX_MTP;
+    for (int k = 0; k < want; k++) {
+        char n[128];
+        snprintf(n, sizeof(n), "model.layers.%d.eh_proj.weight",
+                 c->num_hidden_layers + k);
+        if (!st_find(m->st, n))
+            break;
+        bind_mtp(&b, m, k);
+        if (b.failed)
+            return MTPD_EFORMAT;
+        m->n_mtp = k + 1;
+    }
+    return 0;
+}
+
+static void free_layer(struct layer_w *w)
+{
+    free(w->experts);
+    w->experts = NULL;
+}
+
+void weights_free(struct mtpd_model *m)
+{
+    if (m->layers)
+        for (int i = 0; i < m->cfg.num_hidden_layers; i++)
+            free_layer(&m->layers[i]);
+    free(m->layers);
+    m->layers = NULL;
+    for (int k = 0; k < MTPD_MAX_MTP; k++) /* also a half-bound module */
+        free_layer(&m->mtp[k].block);
+}
