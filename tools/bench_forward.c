@@ -1,0 +1,173 @@
+/*
+ * bench_forward.c - cost of one main-model forward call for T = 1, 2, 4, 8
+ * new tokens against a cache of CTX positions, and what fraction of the
+ * machine's memory bandwidth (measured in the same run) that achieves.
+ *
+ *   bench_forward --model DIR [--threads N] [--ctx 64] [--secs 1.5]
+ *
+ * Prints a markdown table: ms per call, cost(T)/cost(1), weight bytes read
+ * per call (dense parts once; routed experts: the expected number of
+ * distinct experts T tokens pick, each read once), GB/s, and % of the read
+ * bandwidth. Speculative verification pays only while cost(k+1)/cost(1)
+ * stays near 1.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels.h"
+#include "model.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+struct bw_job {
+    const uint64_t *buf;
+    size_t n;
+    uint64_t sum[256];
+};
+
+static void bw_part(void *arg, int part, int n_parts)
+{
+    struct bw_job *j = arg;
+    size_t lo = j->n * part / n_parts, hi = j->n * (part + 1) / n_parts;
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (size_t i = lo; i + 4 <= hi; i += 4) {
+        s0 += j->buf[i];
+        s1 += j->buf[i + 1];
+        s2 += j->buf[i + 2];
+        s3 += j->buf[i + 3];
+    }
+    j->sum[part] = s0 + s1 + s2 + s3;
+}
+
+/* Read bandwidth over a 1 GiB buffer with the same pool (best of 5). */
+static double read_bandwidth(struct kpool *p)
+{
+    size_t bytes = (size_t)1 << 30;
+    uint64_t *buf = malloc(bytes);
+    if (!buf)
+        return 0;
+    memset(buf, 1, bytes);
+    struct bw_job j = {.buf = buf, .n = bytes / 8};
+    double best = 0;
+    for (int it = 0; it < 5; it++) {
+        double t0 = now_s();
+        kpool_run(p, bw_part, &j, kpool_size(p));
+        double gbs = bytes / (now_s() - t0) / 1e9;
+        best = gbs > best ? gbs : best;
+    }
+    free(buf);
+    return best;
+}
+
+/* Expected weight bytes one call over T tokens reads. */
+static double bytes_for(const struct mtpd_model *m, int T)
+{
+    const struct mtpd_config *c = mtpd_model_config(m);
+    double act = (double)mtpd_model_active_bytes(m);
+    double all = (double)mtpd_model_weight_bytes(m);
+    int E = c->n_routed_experts, K = c->num_experts_per_tok;
+    if (E <= K)
+        return act;
+    double distinct = E * (1 - pow(1 - (double)K / E, T));
+    return act + (distinct - K) * (all - act) / (E - K);
+}
+
+int main(int argc, char **argv)
+{
+    const char *dir = NULL;
+    int threads = 2, ctx = 64;
+    double secs = 1.5;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--model") && i + 1 < argc)
+            dir = argv[++i];
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--ctx") && i + 1 < argc)
+            ctx = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--secs") && i + 1 < argc)
+            secs = atof(argv[++i]);
+        else {
+            fprintf(stderr, "usage: bench_forward --model DIR [--threads N] "
+                    "[--ctx N] [--secs S]\n");
+            return 2;
+        }
+    }
+    if (!dir || threads < 1 || ctx < 1) {
+        fprintf(stderr, "bench_forward: --model is required\n");
+        return 2;
+    }
+    char err[512];
+    struct mtpd_model *m;
+    if (mtpd_model_load(dir, NULL, &m, err, sizeof(err))) {
+        fprintf(stderr, "bench_forward: %s\n", err);
+        return 1;
+    }
+    const struct mtpd_config *c = mtpd_model_config(m);
+    struct mtpd_ctx *cx = mtpd_ctx_new(m, ctx + 8, threads);
+    struct mtpd_kv *kv = mtpd_kv_new(m, ctx + 8);
+    int32_t *ids = malloc(sizeof(int32_t) * (ctx + 8));
+    if (!cx || !kv || !ids) {
+        fprintf(stderr, "bench_forward: out of memory\n");
+        return 1;
+    }
+    srand(7);
+    for (int i = 0; i < ctx + 8; i++)
+        ids[i] = rand() % c->vocab_size;
+    struct mtpd_seq pre = {.kv = kv, .tokens = ids, .n_tokens = ctx,
+                           .logits_from = ctx - 1};
+    if (mtpd_forward(cx, &pre, 1)) {
+        fprintf(stderr, "bench_forward: prefill failed\n");
+        return 1;
+    }
+    struct kpool *bwp = kpool_new(threads);
+    double bw = read_bandwidth(bwp);
+    kpool_free(bwp);
+    printf("model %s: %.1f MB weights, %.1f MB touched per token (top-k "
+           "experts), %d threads, context %d, ISA %s\n", dir,
+           mtpd_model_weight_bytes(m) / 1e6, mtpd_model_active_bytes(m) / 1e6,
+           threads, ctx, kisa_str(kisa_active()));
+    printf("read bandwidth (same run, %d threads): %.1f GB/s\n\n", threads,
+           bw);
+    printf("| T | ms/forward | cost(T)/cost(1) | ms/token | weight MB read | "
+           "GB/s | %% of bandwidth |\n|---|---|---|---|---|---|---|\n");
+    double base = 0;
+    int Ts[] = {1, 2, 4, 8};
+    for (int ti = 0; ti < 4; ti++) {
+        int T = Ts[ti];
+        struct mtpd_seq s = {.kv = kv, .tokens = ids + ctx, .n_tokens = T,
+                             .logits_from = 0};
+        int iters = 0;
+        double t0 = now_s(), best = 1e9;
+        while (now_s() - t0 < secs || iters < 5) {
+            double t1 = now_s();
+            if (mtpd_forward(cx, &s, 1)) {
+                fprintf(stderr, "bench_forward: forward failed\n");
+                return 1;
+            }
+            double dt = now_s() - t1;
+            best = dt < best ? dt : best;
+            mtpd_kv_truncate(kv, -1, ctx);
+            iters++;
+        }
+        if (T == 1)
+            base = best;
+        double bytes = bytes_for(m, T), gbs = bytes / best / 1e9;
+        printf("| %d | %.3f | %.2f | %.3f | %.1f | %.1f | %.0f%% |\n", T,
+               best * 1e3, best / base, best * 1e3 / T, bytes / 1e6, gbs,
+               100 * gbs / bw);
+    }
+    free(ids);
+    mtpd_kv_free(kv);
+    mtpd_ctx_free(cx);
+    mtpd_model_free(m);
+    return 0;
+}
