@@ -83,9 +83,10 @@ PRESETS = {
     # BF16, one MTP layer with its own embed/head copies, single file.
     "bf16-base": ({}, dict(dtype="BF16", shards=1, mtp_copies=True)),
     # q_proj (q_lora_rank null), n_group 1, all layers MoE, tied, YaRN with
-    # mscale != mscale_all_dim, F32, MTP without embed/head (falls back to the
-    # main model's), 2 shards + index.
+    # mscale != mscale_all_dim, routed_scaling_factor 1.5, F32, MTP without
+    # embed/head (falls back to the main model's), 2 shards + index.
     "f32-qproj-yarn": ({
+        "routed_scaling_factor": 1.5,
         "q_lora_rank": None, "n_group": 1, "topk_group": 1,
         "first_k_dense_replace": 0, "tie_word_embeddings": True,
         "hidden_size": 64, "vocab_size": 320, "n_routed_experts": 4,
@@ -96,16 +97,20 @@ PRESETS = {
                          "mscale": 0.707, "mscale_all_dim": 1.0},
         "torch_dtype": "float32",
     }, dict(dtype="F32", shards=2, mtp_copies=False)),
-    # F16 weights, no MTP layer at all, moe_layer_freq 1, 2 layers.
+    # F16 weights, no MTP layer at all, 2 layers, 2 shared experts,
+    # norm_topk_prob false.
     "f16-nomtp": ({
         "num_hidden_layers": 2, "num_nextn_predict_layers": 0,
+        "n_shared_experts": 2, "norm_topk_prob": False,
         "n_routed_experts": 6, "n_group": 3, "topk_group": 2,
         "num_experts_per_tok": 2, "vocab_size": 300, "torch_dtype": "float16",
     }, dict(dtype="F16", shards=1, mtp_copies=False)),
     # Two MTP layers, moe_layer_freq 2 (layers 0, 1, 3 and MTP layer 5
     # dense; layer 2 and MTP layer 4 MoE), untied, BF16, 3 shards; weak
-    # residual branches (agree) so recursive drafts are partly accepted.
+    # residual branches (agree) so recursive drafts are partly accepted;
+    # rope_theta 50000, rms_norm_eps 1e-5.
     "bf16-mtp2-freq2": ({
+        "rope_theta": 50000.0, "rms_norm_eps": 1e-5,
         "num_hidden_layers": 4, "num_nextn_predict_layers": 2,
         "moe_layer_freq": 2, "first_k_dense_replace": 1,
         "n_routed_experts": 8, "n_group": 2,
@@ -195,7 +200,10 @@ def _block_tensors(rng, cfg, idx, gain=1.0):
             t[m + "shared_experts.gate_proj.weight"] = _lin(rng, Is, H)
             t[m + "shared_experts.up_proj.weight"] = _lin(rng, Is, H)
             t[m + "shared_experts.down_proj.weight"] = _lin(rng, H, Is, 0.5 * gain)
-        t[m + "gate.e_score_correction_bias"] = 0.02 * rng.standard_normal(E)
+        # +0.1 keeps every biased score positive, so masking the experts of
+        # dropped groups with -inf (DeepSeek) or 0.0 (older transformers)
+        # picks the same experts; a common shift does not change routing.
+        t[m + "gate.e_score_correction_bias"] = 0.1 + 0.02 * rng.standard_normal(E)
     else:
         I = cfg["intermediate_size"]
         t[m + "gate_proj.weight"] = _lin(rng, I, H)
