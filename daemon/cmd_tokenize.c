@@ -13,7 +13,8 @@
  *                    "add_generation_prompt": true} -> {"ids": [...]}
  * --fim             {"prefix": "...", "suffix": "..."} -> {"ids": [...]}
  * A bad line gets {"error": "..."} and processing continues; the exit
- * status is 1 if any line failed, 2 for a usage or load error.
+ * status is 1 if any line failed or the tokenizer did not load, 2 for a
+ * usage error.
  *
  * Encoding equals tokenizers.Tokenizer.encode(text).ids (post-processor
  * applied). --no-special: special tokens written in the text are plain
@@ -37,8 +38,7 @@
 
 #include "../model/json.h"
 #include "../model/tokenizer/tokenizer.h"
-
-int cmd_tokenize(int argc, char **argv);
+#include "cmd.h"
 
 enum mode { M_ENCODE, M_DECODE, M_CHAT, M_FIM };
 
@@ -394,7 +394,7 @@ static int do_bench(struct ctx *c)
     FILE *f = fopen(c->o->bench, "rb");
     if (!f) {
         fprintf(stderr, "mtpd tokenize: cannot open %s\n", c->o->bench);
-        return 2;
+        return 1;
     }
     struct mtpd_tok_buf text = {0};
     char chunk[1 << 16];
@@ -402,7 +402,7 @@ static int do_bench(struct ctx *c)
     int rc = 0;
     while ((k = fread(chunk, 1, sizeof(chunk), f)) > 0)
         if (mtpd_tok_buf_append(&text, chunk, k) < 0) {
-            rc = 2;
+            rc = 1;
             break;
         }
     fclose(f);
@@ -412,7 +412,7 @@ static int do_bench(struct ctx *c)
     for (int r = 0; r < c->o->repeat && rc == 0; r++) {
         struct mtpd_tok_enc *enc = mtpd_tok_enc_new(c->tok);
         if (!enc) {
-            rc = 2;
+            rc = 1;
             break;
         }
         c->ids.n = 0;
@@ -424,7 +424,7 @@ static int do_bench(struct ctx *c)
         mtpd_tok_enc_free(enc);
         if (e < 0) {
             fprintf(stderr, "mtpd tokenize: %s\n", err);
-            rc = 2;
+            rc = 1;
             break;
         }
         if (dt < best)
@@ -452,13 +452,13 @@ int cmd_tokenize(int argc, char **argv)
                                  sizeof(err));
     if (rc < 0) {
         fprintf(stderr, "mtpd tokenize: %s\n", err);
-        return 2;
+        return 1;
     }
     c.enc = mtpd_tok_enc_new(c.tok);
     if (!c.enc) {
         fprintf(stderr, "mtpd tokenize: out of memory\n");
         mtpd_tok_free(c.tok);
-        return 2;
+        return 1;
     }
     int status = 0;
     if (o.info) {
@@ -481,11 +481,11 @@ int cmd_tokenize(int argc, char **argv)
             do_line(&c, line, len, &ob, &failed);
             if (ob.oom) {
                 fprintf(stderr, "mtpd tokenize: out of memory\n");
-                status = 2;
+                status = 1;
                 break;
             }
             if (fwrite(ob.p, 1, ob.n, stdout) != ob.n) {
-                status = 2;
+                status = 1;
                 break;
             }
             fflush(stdout);

@@ -254,11 +254,16 @@ int tok_added_build(struct mtpd_tok *tok, char *err, size_t errlen)
         tok->has_special |= a->special;
     }
     if (need_word) {
-        /* Rust regex \w: Alphabetic | M | Nd | Pc | Join_Control; PCRE2
-         * 10.42 has no Alphabetic property, L + Nl is the close match */
-        static const char wre[] =
-            "[\\p{L}\\p{Nl}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}]";
-        tok->word_re = tok_regex_compile(wre, sizeof(wre) - 1, 0, err, errlen);
+        size_t n = strlen(tok_rust_word_class);
+        char *re = malloc(n + 3);
+        if (!re)
+            return tok_err(err, errlen, MTPD_TOK_ENOMEM, "out of memory");
+        re[0] = '[';
+        memcpy(re + 1, tok_rust_word_class, n);
+        re[n + 1] = ']';
+        re[n + 2] = '\0';
+        tok->word_re = tok_regex_compile(re, n + 2, 0, err, errlen);
+        free(re);
         if (!tok->word_re)
             return MTPD_TOK_EINVAL;
     }

@@ -68,7 +68,7 @@ int tok_load_config(struct mtpd_tok *tok, const char *path, char *err,
     struct json_doc *doc = json_parse_file(path, jerr, sizeof(jerr));
     if (!doc)
         return tok_err(err, errlen,
-                       strstr(jerr, "cannot read") ? MTPD_TOK_EIO
+                       strncmp(jerr, "cannot ", 7) == 0 ? MTPD_TOK_EIO
                                                    : MTPD_TOK_EFORMAT,
                        "%s: %s", path, jerr);
     const struct json *root = json_root(doc);

@@ -234,6 +234,7 @@ int tok_load_config(struct mtpd_tok *tok, const char *path, char *err,
 /* tok_format.c: template fingerprint -> kind */
 enum tok_chat tok_chat_recognise(const char *tmpl, size_t len);
 /* tok_pretok.c */
+extern const char tok_rust_word_class[]; /* class body of Rust regex \w */
 int tok_pretok_compile(struct tok_stage *st, const char *pattern, size_t len,
                        int literal, const char *where, char *err,
                        size_t errlen);

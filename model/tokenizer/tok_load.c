@@ -516,7 +516,7 @@ static int load_pretok(struct mtpd_tok *tok, const struct json *p,
                              err, errlen);
     }
     if (strcmp(t, "Punctuation") == 0) {
-        enum tok_behavior b;
+        enum tok_behavior b = TOK_ISOLATED;
         if ((rc = parse_behavior(p, path, TOK_ISOLATED, &b, err, errlen)) < 0)
             return rc;
         /* is_ascii_punctuation || Unicode P*, per character */
@@ -525,14 +525,20 @@ static int load_pretok(struct mtpd_tok *tok, const struct json *p,
     }
     if (strcmp(t, "WhitespaceSplit") == 0)
         return builtin_split(tok, path, WS_CLASS, TOK_REMOVED, 0, err, errlen);
-    if (strcmp(t, "Whitespace") == 0) /* Rust regex \w+|[^\w\s]+, inverted */
-        return builtin_split(tok, path,
-                             "[\\p{L}\\p{Nl}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}"
-                             "\\x{200D}]+|[^\\p{L}\\p{Nl}\\p{M}\\p{Nd}\\p{Pc}"
-                             "\\x{200C}\\x{200D}\\t-\\r\\x{20}\\x{85}\\x{A0}"
-                             "\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}"
-                             "\\x{202F}\\x{205F}\\x{3000}]+",
-                             TOK_REMOVED, 1, err, errlen);
+    if (strcmp(t, "Whitespace") == 0) {
+        /* Rust regex \w+|[^\w\s]+, inverted, Removed */
+        const char *w = tok_rust_word_class;
+        size_t n = 2 * strlen(w) + sizeof(WS_CLASS) + 16;
+        char *re = malloc(n);
+        if (!re)
+            return oom(err, errlen);
+        /* WS_CLASS without its brackets follows \w in the negated class */
+        snprintf(re, n, "[%s]+|[^%s%.*s]+", w, w,
+                 (int)(sizeof(WS_CLASS) - 3), WS_CLASS + 1);
+        rc = builtin_split(tok, path, re, TOK_REMOVED, 1, err, errlen);
+        free(re);
+        return rc;
+    }
     return tok_err(err, errlen, E_UNS,
                    "%s.type: unsupported pre-tokenizer '%s'", path, t);
 }
@@ -777,7 +783,7 @@ int tok_load_json(struct mtpd_tok *tok, const char *path, char *err,
     char jerr[200];
     struct json_doc *doc = json_parse_file(path, jerr, sizeof(jerr));
     if (!doc) {
-        int code = strstr(jerr, "cannot read") ? MTPD_TOK_EIO : E_FMT;
+        int code = strncmp(jerr, "cannot ", 7) == 0 ? MTPD_TOK_EIO : E_FMT;
         return tok_err(err, errlen, code, "%s: %s", path, jerr);
     }
     const struct json *root = json_root(doc);

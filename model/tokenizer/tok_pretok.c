@@ -28,6 +28,37 @@
 #include <stdlib.h>
 #include <string.h>
 
+/*
+ * Rust's regex crate \w (Alphabetic | M | Nd | Pc | Join_Control, Unicode
+ * 16) as the body of a PCRE2 class: PCRE2 10.42's properties (Unicode 14)
+ * plus the code points they miss (newer characters and the So letters
+ * with Other_Alphabetic such as U+24B6 CIRCLED LATIN CAPITAL LETTER A).
+ * The extra ranges were computed against tokenizers' Whitespace
+ * pre-tokenizer over every code point; none had to be removed. Used by
+ * the Whitespace pre-tokenizer and single_word added tokens, which HF
+ * runs with the regex crate (Split patterns run with Oniguruma, whose
+ * Unicode tables agree with PCRE2's for every code point: see the
+ * sweeps in tests/tokenizer/test_parity.py).
+ */
+const char tok_rust_word_class[] =
+    "\\p{L}\\p{Nl}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}"
+    "\\x{897}\\x{CF3}\\x{ECE}\\x{1C89}-\\x{1C8A}\\x{24B6}-\\x{24E9}"
+    "\\x{A7CB}-\\x{A7CD}\\x{A7DA}-\\x{A7DC}\\x{105C0}-\\x{105F3}"
+    "\\x{10D40}-\\x{10D65}\\x{10D69}-\\x{10D6D}\\x{10D6F}-\\x{10D85}"
+    "\\x{10EC2}-\\x{10EC4}\\x{10EFC}-\\x{10EFF}\\x{1123F}-\\x{11241}"
+    "\\x{11380}-\\x{11389}\\x{1138B}\\x{1138E}\\x{11390}-\\x{113B5}"
+    "\\x{113B7}-\\x{113C0}\\x{113C2}\\x{113C5}\\x{113C7}-\\x{113CA}"
+    "\\x{113CC}-\\x{113D3}\\x{113E1}-\\x{113E2}\\x{116D0}-\\x{116E3}"
+    "\\x{11BC0}-\\x{11BE0}\\x{11BF0}-\\x{11BF9}\\x{11F00}-\\x{11F10}"
+    "\\x{11F12}-\\x{11F3A}\\x{11F3E}-\\x{11F42}\\x{11F50}-\\x{11F5A}"
+    "\\x{1342F}\\x{13440}-\\x{13455}\\x{13460}-\\x{143FA}"
+    "\\x{16100}-\\x{16139}\\x{16D40}-\\x{16D6C}\\x{16D70}-\\x{16D79}"
+    "\\x{18CFF}\\x{1B132}\\x{1B155}\\x{1CCF0}-\\x{1CCF9}"
+    "\\x{1DF25}-\\x{1DF2A}\\x{1E030}-\\x{1E06D}\\x{1E08F}"
+    "\\x{1E4D0}-\\x{1E4F9}\\x{1E5D0}-\\x{1E5FA}\\x{1F130}-\\x{1F149}"
+    "\\x{1F150}-\\x{1F169}\\x{1F170}-\\x{1F189}\\x{2B739}"
+    "\\x{2EBF0}-\\x{2EE5D}\\x{31350}-\\x{323AF}";
+
 struct sbuf {
     char *p;
     size_t n, cap;
