@@ -1,0 +1,82 @@
+/*
+ * norm.c - small per-token ops: rmsnorm, rope, softmax, swiglu.
+ * O(n) work; plain C (the compiler vectorises what matters), with sums
+ * of many terms kept in double so they match the reference to ~1e-7.
+ */
+#include <math.h>
+
+#include "kcpu.h"
+
+/* Element i of a norm weight vector of dtype wt. F8 is read unscaled. */
+static float wget(const void *w, enum kdtype wt, int i)
+{
+    switch (wt) {
+    case KDT_F32: return ((const float *)w)[i];
+    case KDT_BF16: return kbf16_to_f32(((const uint16_t *)w)[i]);
+    case KDT_F16: return kf16_to_f32(((const uint16_t *)w)[i]);
+    default: return kf8e4m3_table[((const uint8_t *)w)[i]];
+    }
+}
+
+void krmsnorm(float *out, const float *x, const void *w, enum kdtype wt,
+              int n, float eps)
+{
+    double ss = 0.0;
+    for (int i = 0; i < n; i++)
+        ss += (double)x[i] * x[i];
+    float inv = (float)(1.0 / sqrt(ss / n + eps));
+    if (wt == KDT_F32) {
+        const float *wf = w;
+        for (int i = 0; i < n; i++)
+            out[i] = x[i] * inv * wf[i];
+    } else if (wt == KDT_BF16) {
+        const uint16_t *wb = w;
+        for (int i = 0; i < n; i++)
+            out[i] = x[i] * inv * kbf16_to_f32(wb[i]);
+    } else {
+        for (int i = 0; i < n; i++)
+            out[i] = x[i] * inv * wget(w, wt, i);
+    }
+}
+
+/*
+ * The angle is the fp32 product pos * inv_freq[i], as the reference
+ * computes it (torch.outer on fp32); cos/sin of that angle in double.
+ */
+void krope(float *x, int dim, int pos, const float *inv_freq, float mscale)
+{
+    for (int i = 0; i < dim / 2; i++) {
+        float ang = (float)pos * inv_freq[i];
+        float c = (float)cos((double)ang) * mscale;
+        float s = (float)sin((double)ang) * mscale;
+        float a = x[2 * i], b = x[2 * i + 1];
+        x[2 * i] = a * c - b * s;
+        x[2 * i + 1] = a * s + b * c;
+    }
+}
+
+float ksoftmax(float *x, int n)
+{
+    if (n <= 0)
+        return -INFINITY;
+    float mx = x[0];
+    for (int i = 1; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int i = 0; i < n; i++)
+        x[i] *= inv;
+    return mx;
+}
+
+void kswiglu(float *out, const float *gate, const float *up, int n)
+{
+    for (int i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}

@@ -1,0 +1,693 @@
+/*
+ * test_kernels.c - unit tests for the CPU kernel backend (kernels.h).
+ *
+ * Every op is compared against a plain double-precision reference, for
+ * every ISA this CPU supports (kisa_set), every weight dtype and odd
+ * shapes; conversions are checked exhaustively against formulas written
+ * independently of kernels/cpu/dtype.c. Tests return TEST_PASS/FAIL/SKIP
+ * (memcached testapp.c style). Run: build/tests/unit/test_kernels [name].
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+
+enum test_return { TEST_SKIP, TEST_PASS, TEST_FAIL };
+
+#define CHECK(cond, ...)                                                    \
+    do {                                                                    \
+        if (!(cond)) {                                                      \
+            fprintf(stderr, "  %s:%d: CHECK(%s) failed: ", __FILE__,        \
+                    __LINE__, #cond);                                       \
+            fprintf(stderr, __VA_ARGS__);                                   \
+            fputc('\n', stderr);                                            \
+            return TEST_FAIL;                                               \
+        }                                                                   \
+    } while (0)
+
+/* ---- helpers ------------------------------------------------------- */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint32_t rnd_u32(void)
+{
+    uint64_t x = rng_state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    rng_state = x;
+    return (uint32_t)(x >> 32);
+}
+
+/* Uniform in [-1, 1). */
+static float rnd_f(void)
+{
+    return (float)((double)rnd_u32() / 2147483648.0 - 1.0);
+}
+
+static uint32_t f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* Same value, or both NaN; +0 and -0 differ. */
+static int same_float(float a, float b)
+{
+    if (isnan(a) || isnan(b))
+        return isnan(a) && isnan(b);
+    return f32_bits(a) == f32_bits(b);
+}
+
+/* Independent decoders: sign * ldexp(significand, exponent). */
+static double ref_bf16(uint16_t h)
+{
+    int s = h >> 15, e = (h >> 7) & 0xff, m = h & 0x7f;
+    double v;
+    if (e == 0xff)
+        v = m ? NAN : INFINITY;
+    else if (e == 0)
+        v = ldexp(m, -133);
+    else
+        v = ldexp(128 + m, e - 134);
+    return s ? -v : v;
+}
+
+static double ref_f16(uint16_t h)
+{
+    int s = h >> 15, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    double v;
+    if (e == 0x1f)
+        v = m ? NAN : INFINITY;
+    else if (e == 0)
+        v = ldexp(m, -24);
+    else
+        v = ldexp(1024 + m, e - 25);
+    return s ? -v : v;
+}
+
+static double ref_f8(uint8_t b)
+{
+    int s = b >> 7, e = (b >> 3) & 0xf, m = b & 7;
+    double v;
+    if (e == 0xf && m == 7)
+        v = NAN;
+    else if (e == 0)
+        v = ldexp(m, -9);
+    else
+        v = ldexp(8 + m, e - 10);
+    return s ? -v : v;
+}
+
+/* Every ISA this CPU has; returns how many, fills isas. */
+static int supported_isas(enum kisa *isas)
+{
+    int n = 0;
+    for (int i = 0; i < KISA_COUNT; i++)
+        if ((int)kisa_detect() >= i)
+            isas[n++] = (enum kisa)i;
+    return n;
+}
+
+/* ---- conversions --------------------------------------------------- */
+
+static enum test_return test_isa(void)
+{
+    enum kisa best = kisa_detect();
+    CHECK(kisa_set(KISA_COUNT) == MTPD_K_EINVAL, "bad isa accepted");
+    CHECK(kisa_set((enum kisa)-1) == MTPD_K_EINVAL, "negative isa accepted");
+    for (int i = 0; i < KISA_COUNT; i++) {
+        int rc = kisa_set((enum kisa)i);
+        CHECK((i <= (int)best) == (rc == 0), "kisa_set(%s) = %d",
+              kisa_str((enum kisa)i), rc);
+        if (rc == 0)
+            CHECK(kisa_active() == (enum kisa)i, "active != set");
+    }
+    kisa_set(best);
+    printf("  detected ISA: %s\n", kisa_str(best));
+    return TEST_PASS;
+}
+
+static enum test_return test_bf16_exhaustive(void)
+{
+    for (uint32_t h = 0; h < 65536; h++) {
+        float got = kbf16_to_f32((uint16_t)h);
+        float want = (float)ref_bf16((uint16_t)h);
+        CHECK(same_float(got, want), "bf16 %04x: %a vs %a", h, got, want);
+        if (!isnan(got))
+            CHECK(kf32_to_bf16(got) == h, "round trip %04x", h);
+    }
+    return TEST_PASS;
+}
+
+static enum test_return test_f16_exhaustive(void)
+{
+    for (uint32_t h = 0; h < 65536; h++) {
+        float got = kf16_to_f32((uint16_t)h);
+        float want = (float)ref_f16((uint16_t)h);
+        CHECK(same_float(got, want), "f16 %04x: %a vs %a", h, got, want);
+    }
+    return TEST_PASS;
+}
+
+static enum test_return test_f8_exhaustive(void)
+{
+    for (int b = 0; b < 256; b++) {
+        float got = kf8e4m3_to_f32((uint8_t)b);
+        float want = (float)ref_f8((uint8_t)b);
+        CHECK(same_float(got, want), "f8 %02x: %a vs %a", b, got, want);
+    }
+    CHECK(kf8e4m3_to_f32(0x7e) == 448.0f, "max");
+    CHECK(isnan(kf8e4m3_to_f32(0x7f)) && isnan(kf8e4m3_to_f32(0xff)), "nan");
+    return TEST_PASS;
+}
+
+/* RNE reference on doubles: pick the nearer neighbour, ties to even. */
+static uint16_t ref_to_bf16(float f)
+{
+    uint32_t u = f32_bits(f);
+    uint16_t lo = (uint16_t)(u >> 16);
+    if ((u & 0xffff) == 0)
+        return lo;
+    uint16_t hi = (uint16_t)(lo + 1);
+    double dl = fabs((double)f - ref_bf16(lo));
+    double dh = fabs(ref_bf16(hi) - (double)f);
+    if ((hi & 0x7f80) == 0x7f80 && (hi & 0x7f) == 0) /* rounds to inf */
+        dh = fabs(ldexp(1.0, 128) - fabs((double)f));
+    if (dl < dh)
+        return lo;
+    if (dh < dl)
+        return hi;
+    return (lo & 1) ? hi : lo;
+}
+
+static enum test_return test_f32_to_bf16(void)
+{
+    for (int i = 0; i < 2000000; i++) {
+        uint32_t u = rnd_u32();
+        if (i < 1000) /* ties and near-ties */
+            u = (u & 0xffff0000u) | 0x8000u | (i & 1);
+        float f;
+        memcpy(&f, &u, sizeof f);
+        if (isnan(f)) {
+            CHECK(isnan(kbf16_to_f32(kf32_to_bf16(f))), "nan %08x", u);
+            continue;
+        }
+        uint16_t got = kf32_to_bf16(f), want = ref_to_bf16(f);
+        CHECK(got == want, "%08x: %04x vs %04x", u, got, want);
+    }
+    CHECK(kf32_to_bf16(INFINITY) == 0x7f80, "inf");
+    CHECK(kf32_to_bf16(-0.0f) == 0x8000, "-0");
+    CHECK(kf32_to_bf16(0x1.ffffp127f) == 0x7f80, "overflow to inf");
+    return TEST_PASS;
+}
+
+static enum test_return test_dtype_names(void)
+{
+    CHECK(kdtype_size(KDT_F32) == 4 && kdtype_size(KDT_BF16) == 2 &&
+              kdtype_size(KDT_F16) == 2 && kdtype_size(KDT_F8_E4M3) == 1,
+          "sizes");
+    CHECK(strcmp(kdtype_str(KDT_BF16), "BF16") == 0, "name");
+    CHECK(kdtype_size(KDT_COUNT) == 0, "bad dtype size");
+    return TEST_PASS;
+}
+
+/* ---- matmul -------------------------------------------------------- */
+
+/* A random test matrix; owns data and scale. */
+struct tmat {
+    struct kmat m;
+    void *data;
+    float *scale;
+};
+
+static void tmat_free(struct tmat *t)
+{
+    free(t->data);
+    free(t->scale);
+}
+
+static int tmat_new(struct tmat *t, enum kdtype dt, int rows, int cols,
+                    int blk)
+{
+    size_t n = (size_t)rows * cols;
+    memset(t, 0, sizeof *t);
+    t->data = malloc(n * kdtype_size(dt) + 1);
+    if (t->data == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        switch (dt) {
+        case KDT_F32: ((float *)t->data)[i] = rnd_f(); break;
+        case KDT_BF16: ((uint16_t *)t->data)[i] = kf32_to_bf16(rnd_f()); break;
+        case KDT_F16: { /* exponents 0..17: subnormals through ~8 */
+            uint32_t r = rnd_u32();
+            ((uint16_t *)t->data)[i] =
+                (uint16_t)((r & 0x8000) | ((r >> 16) % 18) << 10 | (r & 0x3ff));
+            break;
+        }
+        default: {
+            uint8_t b = (uint8_t)rnd_u32();
+            if ((b & 0x7f) == 0x7f) /* no NaN codes */
+                b ^= 1;
+            ((uint8_t *)t->data)[i] = b;
+        }
+        }
+    }
+    t->m = (struct kmat){dt, rows, cols, t->data, NULL, 0};
+    if (dt == KDT_F8_E4M3) {
+        size_t ns = (size_t)((rows + blk - 1) / blk) * ((cols + blk - 1) / blk);
+        t->scale = malloc(ns * sizeof(float));
+        if (t->scale == NULL)
+            return -1;
+        for (size_t i = 0; i < ns; i++)
+            t->scale[i] = ldexpf(1.0f + 0.5f * rnd_f(), -(int)(rnd_u32() % 12));
+        t->m.scale = t->scale;
+        t->m.blk = blk;
+    }
+    return 0;
+}
+
+static double tmat_at(const struct tmat *t, int r, int c)
+{
+    const struct kmat *m = &t->m;
+    size_t i = (size_t)r * m->cols + c;
+    switch (m->dtype) {
+    case KDT_F32: return ((const float *)m->data)[i];
+    case KDT_BF16: return ref_bf16(((const uint16_t *)m->data)[i]);
+    case KDT_F16: return ref_f16(((const uint16_t *)m->data)[i]);
+    default: {
+        int nb = (m->cols + m->blk - 1) / m->blk;
+        return ref_f8(((const uint8_t *)m->data)[i]) *
+               m->scale[(size_t)(r / m->blk) * nb + c / m->blk];
+    }
+    }
+}
+
+/* ref[t * rows + o] and the error bound 1e-5 * sum |terms| in bound[]. */
+static void matmul_ref(const struct tmat *t, const float *x, int ldx,
+                       int n_tok, double *ref, double *bound)
+{
+    int rows = t->m.rows, cols = t->m.cols;
+    for (int o = 0; o < rows; o++)
+        for (int k = 0; k < n_tok; k++) {
+            double s = 0, a = 0;
+            for (int c = 0; c < cols; c++) {
+                double term = tmat_at(t, o, c) * x[(size_t)k * ldx + c];
+                s += term;
+                a += fabs(term);
+            }
+            ref[(size_t)k * rows + o] = s;
+            bound[(size_t)k * rows + o] = 1e-5 * a + 1e-30;
+        }
+}
+
+#define SENTINEL 12345.0f
+
+/*
+ * Runs kmatmul_rows(row0, row1) for every ISA and pool and compares with
+ * ref; checks rows outside the range and the ldy padding stay untouched.
+ */
+static enum test_return check_matmul(const struct tmat *t, const float *x,
+                                     int ldx, int n_tok, const double *ref,
+                                     const double *bound, int row0, int row1,
+                                     struct kpool **pools, int n_pools)
+{
+    enum kisa isas[KISA_COUNT];
+    int n_isa = supported_isas(isas);
+    int rows = t->m.rows, ldy = rows + 3;
+    float *y = malloc((size_t)n_tok * ldy * sizeof *y);
+    if (y == NULL)
+        return TEST_FAIL;
+    enum test_return ret = TEST_PASS;
+    for (int ii = 0; ii < n_isa && ret == TEST_PASS; ii++) {
+        kisa_set(isas[ii]);
+        for (int pi = 0; pi < n_pools && ret == TEST_PASS; pi++) {
+            for (size_t i = 0; i < (size_t)n_tok * ldy; i++)
+                y[i] = SENTINEL;
+            int rc = row0 == 0 && row1 == rows
+                         ? kmatmul(pools[pi], &t->m, x, ldx, y, ldy, n_tok)
+                         : kmatmul_rows(pools[pi], &t->m, row0, row1, x, ldx,
+                                        y, ldy, n_tok);
+            for (int k = 0; k < n_tok && ret == TEST_PASS && rc == 0; k++)
+                for (int o = 0; o < ldy; o++) {
+                    float got = y[(size_t)k * ldy + o];
+                    int in = o >= row0 && o < row1;
+                    double want = in ? ref[(size_t)k * rows + o] : SENTINEL;
+                    double tol = in ? bound[(size_t)k * rows + o] : 0;
+                    if (!(fabs(got - want) <= tol)) {
+                        fprintf(stderr,
+                                "  %s %s %dx%d blk %d n_tok %d rows [%d,%d) "
+                                "pool %d: y[%d][%d] = %.9g, want %.9g "
+                                "(tol %.3g)\n",
+                                kisa_str(isas[ii]), kdtype_str(t->m.dtype),
+                                rows, t->m.cols, t->m.blk, n_tok, row0, row1,
+                                kpool_size(pools[pi]), k, o, got, want, tol);
+                        ret = TEST_FAIL;
+                        break;
+                    }
+                }
+            if (rc != 0) {
+                fprintf(stderr, "  kmatmul returned %d\n", rc);
+                ret = TEST_FAIL;
+            }
+        }
+    }
+    kisa_set(kisa_detect());
+    free(y);
+    return ret;
+}
+
+/* One shape: builds W and x (ldx = cols + 5), the reference, and checks
+ * the full range plus a sub-range. */
+static enum test_return matmul_case(enum kdtype dt, int rows, int cols,
+                                    int blk, int n_tok, struct kpool **pools,
+                                    int n_pools)
+{
+    struct tmat t;
+    int ldx = cols + 5;
+    float *x = malloc((size_t)n_tok * ldx * sizeof *x);
+    double *ref = malloc((size_t)n_tok * rows * sizeof *ref);
+    double *bound = malloc((size_t)n_tok * rows * sizeof *bound);
+    enum test_return ret = TEST_FAIL;
+    if (tmat_new(&t, dt, rows, cols, blk) != 0 || !x || !ref || !bound)
+        goto out;
+    for (size_t i = 0; i < (size_t)n_tok * ldx; i++)
+        x[i] = rnd_f();
+    matmul_ref(&t, x, ldx, n_tok, ref, bound);
+    ret = check_matmul(&t, x, ldx, n_tok, ref, bound, 0, rows, pools, n_pools);
+    if (ret == TEST_PASS && rows > 2)
+        ret = check_matmul(&t, x, ldx, n_tok, ref, bound, 1, rows - 1 - rows / 3,
+                           pools, n_pools);
+    if (ret == TEST_PASS && rows >= 20) /* 15 rows: a part ends mid-chunk */
+        ret = check_matmul(&t, x, ldx, n_tok, ref, bound, rows / 4,
+                           rows / 4 + 15, pools, n_pools);
+out:
+    tmat_free(&t);
+    free(x);
+    free(ref);
+    free(bound);
+    return ret;
+}
+
+static enum test_return matmul_suite(const enum kdtype *dts, int n_dt, int blk)
+{
+    static const int cols_v[] = {1, 15, 17, 129, 300};
+    static const int rows_v[] = {1, 2, 3, 17, 70};
+    static const int ntok_v[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 33};
+    struct kpool *pools[3];
+    for (int i = 0; i < 3; i++)
+        if ((pools[i] = kpool_new(i + 1)) == NULL)
+            return TEST_FAIL;
+    enum test_return ret = TEST_PASS;
+    for (int d = 0; d < n_dt && ret == TEST_PASS; d++)
+        for (size_t c = 0; c < sizeof cols_v / sizeof *cols_v; c++)
+            for (size_t r = 0; r < sizeof rows_v / sizeof *rows_v; r++)
+                for (size_t k = 0; k < sizeof ntok_v / sizeof *ntok_v; k++) {
+                    ret = matmul_case(dts[d], rows_v[r], cols_v[c], blk,
+                                      ntok_v[k], pools, 3);
+                    if (ret != TEST_PASS)
+                        goto done;
+                }
+done:
+    for (int i = 0; i < 3; i++)
+        kpool_free(pools[i]);
+    return ret;
+}
+
+static enum test_return test_matmul_dense(void)
+{
+    enum kdtype dts[] = {KDT_F32, KDT_BF16, KDT_F16};
+    return matmul_suite(dts, 3, 0);
+}
+
+static enum test_return test_matmul_f8_blk128(void)
+{
+    enum kdtype dt = KDT_F8_E4M3;
+    return matmul_suite(&dt, 1, 128);
+}
+
+/* Small odd blocks: many partial blocks, tails inside every block. */
+static enum test_return test_matmul_f8_blk_odd(void)
+{
+    enum kdtype dt = KDT_F8_E4M3;
+    enum test_return r = matmul_suite(&dt, 1, 7);
+    return r == TEST_PASS ? matmul_suite(&dt, 1, 16) : r;
+}
+
+/* Bigger than one L2 tile (matmul.c tiles rows when n_tok > 4). */
+static enum test_return test_matmul_tiled(void)
+{
+    struct kpool *pools[2] = {kpool_new(1), kpool_new(2)};
+    enum test_return ret = TEST_FAIL;
+    if (pools[0] && pools[1]) {
+        ret = matmul_case(KDT_F32, 301, 1100, 0, 11, pools, 2);
+        if (ret == TEST_PASS)
+            ret = matmul_case(KDT_F8_E4M3, 263, 2100, 128, 6, pools, 2);
+    }
+    kpool_free(pools[0]);
+    kpool_free(pools[1]);
+    return ret;
+}
+
+static enum test_return test_matmul_args(void)
+{
+    float x[4] = {1, 2, 3, 4}, y[4] = {0};
+    float w[4] = {1, 0, 0, 1};
+    struct kmat m = {KDT_F32, 2, 2, w, NULL, 0};
+    CHECK(kmatmul(NULL, &m, x, 2, y, 2, 2) == 0, "ok call");
+    CHECK(y[0] == 1 && y[1] == 2 && y[2] == 3 && y[3] == 4, "identity");
+    CHECK(kmatmul(NULL, NULL, x, 2, y, 2, 1) == MTPD_K_EINVAL, "null W");
+    CHECK(kmatmul(NULL, &m, x, 1, y, 2, 2) == MTPD_K_EINVAL, "ldx < cols");
+    CHECK(kmatmul(NULL, &m, x, 2, y, 1, 2) == MTPD_K_EINVAL, "ldy < rows");
+    CHECK(kmatmul(NULL, &m, x, 2, y, 2, -1) == MTPD_K_EINVAL, "n_tok < 0");
+    CHECK(kmatmul(NULL, &m, x, 2, y, 2, 0) == 0, "n_tok 0");
+    CHECK(kmatmul_rows(NULL, &m, 1, 3, x, 2, y, 2, 1) == MTPD_K_EINVAL,
+          "row1 > rows");
+    CHECK(kmatmul_rows(NULL, &m, 2, 1, x, 2, y, 2, 1) == MTPD_K_EINVAL,
+          "row0 > row1");
+    struct kmat f8 = {KDT_F8_E4M3, 2, 2, w, NULL, 128};
+    CHECK(kmatmul(NULL, &f8, x, 2, y, 2, 1) == MTPD_K_EINVAL, "f8 no scale");
+    struct kmat bad = {KDT_COUNT, 2, 2, w, NULL, 0};
+    CHECK(kmatmul(NULL, &bad, x, 2, y, 2, 1) == MTPD_K_EINVAL, "bad dtype");
+    CHECK(kmat_row_f32(&m, 2, y) == MTPD_K_EINVAL, "row out of range");
+    return TEST_PASS;
+}
+
+static enum test_return test_mat_row_f32(void)
+{
+    for (int dt = 0; dt < KDT_COUNT; dt++) {
+        struct tmat t;
+        float out[300];
+        if (tmat_new(&t, (enum kdtype)dt, 140, 300, 128) != 0)
+            return TEST_FAIL;
+        for (int r = 0; r < 140; r += 13) {
+            CHECK(kmat_row_f32(&t.m, r, out) == 0, "rc");
+            for (int c = 0; c < 300; c++)
+                CHECK(out[c] == (float)tmat_at(&t, r, c), "%s [%d][%d]",
+                      kdtype_str((enum kdtype)dt), r, c);
+        }
+        tmat_free(&t);
+    }
+    return TEST_PASS;
+}
+
+/* ---- small ops ----------------------------------------------------- */
+
+static enum test_return test_dot_axpy(void)
+{
+    enum kisa isas[KISA_COUNT];
+    int n_isa = supported_isas(isas);
+    float a[1000], b[1000], y[1000], y0[1000];
+    for (int i = 0; i < 1000; i++)
+        a[i] = rnd_f(), b[i] = rnd_f(), y0[i] = rnd_f();
+    for (int ii = 0; ii < n_isa; ii++) {
+        kisa_set(isas[ii]);
+        for (int n = 0; n <= 1000; n = n < 70 ? n + 1 : n * 3 / 2 + 1) {
+            if (n > 1000)
+                n = 1000;
+            double s = 0, abs_s = 0;
+            for (int i = 0; i < n; i++)
+                s += (double)a[i] * b[i], abs_s += fabs((double)a[i] * b[i]);
+            float got = kdot(a, b, n);
+            CHECK(fabs(got - s) <= 1e-5 * abs_s + 1e-30, "%s kdot n=%d",
+                  kisa_str(isas[ii]), n);
+            memcpy(y, y0, sizeof y);
+            kaxpy(y, 0.37f, a, n);
+            for (int i = 0; i < 1000; i++) {
+                double want = i < n ? y0[i] + 0.37 * a[i] : y0[i];
+                CHECK(fabs(y[i] - want) <= 1e-6 * (fabs(y0[i]) + 1),
+                      "%s kaxpy n=%d i=%d", kisa_str(isas[ii]), n, i);
+            }
+            if (n == 1000)
+                break;
+        }
+    }
+    kisa_set(kisa_detect());
+    return TEST_PASS;
+}
+
+static enum test_return test_rmsnorm(void)
+{
+    enum { N = 1031 };
+    float x[N], out[N], wf[N];
+    uint16_t wb[N], wh[N];
+    for (int i = 0; i < N; i++) {
+        x[i] = rnd_f() * 3;
+        wf[i] = rnd_f();
+        wb[i] = kf32_to_bf16(wf[i]);
+        wh[i] = (uint16_t)(0x3800 | (rnd_u32() & 0x83ff)); /* |w| in [.5,1) */
+    }
+    double ss = 0;
+    for (int i = 0; i < N; i++)
+        ss += (double)x[i] * x[i];
+    double inv = 1.0 / sqrt(ss / N + 1e-6);
+    for (int dt = 0; dt < 3; dt++) {
+        const void *w = dt == 0 ? (const void *)wf : dt == 1 ? (const void *)wb
+                                                             : (const void *)wh;
+        memcpy(out, x, sizeof x);
+        krmsnorm(out, out, w, (enum kdtype)dt, N, 1e-6f); /* in place */
+        for (int i = 0; i < N; i++) {
+            double wv = dt == 0 ? wf[i] : dt == 1 ? ref_bf16(wb[i])
+                                                  : ref_f16(wh[i]);
+            double want = x[i] * inv * wv;
+            CHECK(fabs(out[i] - want) <= 1e-6 * fabs(want) + 1e-30,
+                  "dt %d i %d: %g vs %g", dt, i, out[i], want);
+        }
+    }
+    return TEST_PASS;
+}
+
+static enum test_return test_rope(void)
+{
+    enum { D = 64 };
+    float x[D], x0[D], inv_freq[D / 2];
+    for (int i = 0; i < D / 2; i++)
+        inv_freq[i] = (float)pow(10000.0, -2.0 * i / D);
+    for (int pos = 0; pos < 5000; pos += 777) {
+        for (int i = 0; i < D; i++)
+            x0[i] = x[i] = rnd_f();
+        krope(x, D, pos, inv_freq, 1.25f);
+        for (int i = 0; i < D / 2; i++) {
+            double ang = (float)pos * inv_freq[i]; /* fp32 angle, like torch */
+            double c = cos(ang) * 1.25, s = sin(ang) * 1.25;
+            double a = x0[2 * i] * c - x0[2 * i + 1] * s;
+            double b = x0[2 * i] * s + x0[2 * i + 1] * c;
+            CHECK(fabs(x[2 * i] - a) <= 1e-6 && fabs(x[2 * i + 1] - b) <= 1e-6,
+                  "pos %d pair %d", pos, i);
+        }
+    }
+    return TEST_PASS;
+}
+
+static enum test_return test_softmax_swiglu(void)
+{
+    enum { N = 513 };
+    float x[N], x0[N], g[N], u[N], out[N];
+    for (int i = 0; i < N; i++)
+        x0[i] = x[i] = rnd_f() * 20, g[i] = rnd_f() * 8, u[i] = rnd_f();
+    double mx = -INFINITY, sum = 0;
+    for (int i = 0; i < N; i++)
+        mx = x0[i] > mx ? x0[i] : mx;
+    for (int i = 0; i < N; i++)
+        sum += exp(x0[i] - mx);
+    float got_mx = ksoftmax(x, N);
+    CHECK(got_mx == (float)mx, "max %g vs %g", got_mx, mx);
+    for (int i = 0; i < N; i++) {
+        double want = exp(x0[i] - mx) / sum;
+        CHECK(fabs(x[i] - want) <= 4e-6 * want + 1e-30, "softmax %d: %g vs %g", i,
+              x[i], want);
+    }
+    kswiglu(out, g, u, N);
+    for (int i = 0; i < N; i++) {
+        double want = g[i] / (1 + exp(-(double)g[i])) * u[i];
+        CHECK(fabs(out[i] - want) <= 1e-6 * fabs(want) + 1e-30, "swiglu %d", i);
+    }
+    float one = 5.0f;
+    CHECK(ksoftmax(&one, 1) == 5.0f && one == 1.0f, "n=1");
+    return TEST_PASS;
+}
+
+/* ---- pool ---------------------------------------------------------- */
+
+struct pool_probe {
+    int n_parts;
+    int hits[256];
+    int bad;
+};
+
+static void probe_fn(void *arg, int part, int n_parts)
+{
+    struct pool_probe *p = arg;
+    if (n_parts != p->n_parts || part < 0 || part >= n_parts)
+        __atomic_store_n(&p->bad, 1, __ATOMIC_RELAXED);
+    else
+        __atomic_fetch_add(&p->hits[part], 1, __ATOMIC_RELAXED);
+}
+
+static enum test_return test_pool(void)
+{
+    CHECK(kpool_new(0) == NULL, "0 threads");
+    CHECK(kpool_size(NULL) == 1, "null pool size");
+    for (int nt = 1; nt <= 4; nt++) {
+        struct kpool *p = kpool_new(nt);
+        CHECK(p != NULL && kpool_size(p) == nt, "kpool_new(%d)", nt);
+        for (int iter = 0; iter < 3000; iter++) {
+            struct pool_probe pr = {.n_parts = 1 + iter % 11};
+            if (iter % 500 == 499)
+                pr.n_parts = 256;
+            kpool_run(p, probe_fn, &pr, pr.n_parts);
+            CHECK(!pr.bad, "bad part index");
+            for (int i = 0; i < pr.n_parts; i++)
+                CHECK(pr.hits[i] == 1, "threads %d parts %d: part %d ran %d",
+                      nt, pr.n_parts, i, pr.hits[i]);
+        }
+        kpool_free(p);
+    }
+    kpool_free(NULL);
+    return TEST_PASS;
+}
+
+/* ---- runner -------------------------------------------------------- */
+
+static const struct {
+    const char *name;
+    enum test_return (*fn)(void);
+} tests[] = {
+    {"isa", test_isa},
+    {"dtype_names", test_dtype_names},
+    {"bf16_exhaustive", test_bf16_exhaustive},
+    {"f16_exhaustive", test_f16_exhaustive},
+    {"f8_exhaustive", test_f8_exhaustive},
+    {"f32_to_bf16", test_f32_to_bf16},
+    {"pool", test_pool},
+    {"matmul_args", test_matmul_args},
+    {"mat_row_f32", test_mat_row_f32},
+    {"matmul_dense", test_matmul_dense},
+    {"matmul_f8_blk128", test_matmul_f8_blk128},
+    {"matmul_f8_blk_odd", test_matmul_f8_blk_odd},
+    {"matmul_tiled", test_matmul_tiled},
+    {"dot_axpy", test_dot_axpy},
+    {"rmsnorm", test_rmsnorm},
+    {"rope", test_rope},
+    {"softmax_swiglu", test_softmax_swiglu},
+};
+
+int main(int argc, char **argv)
+{
+    int failed = 0;
+    for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
+        if (argc > 1 && strcmp(argv[1], tests[i].name) != 0)
+            continue;
+        enum test_return r = tests[i].fn();
+        printf("%s %s\n", r == TEST_PASS ? "ok  " : r == TEST_SKIP ? "skip"
+                                                                   : "FAIL",
+               tests[i].name);
+        fflush(stdout);
+        failed += r == TEST_FAIL;
+    }
+    return failed ? 1 : 0;
+}
