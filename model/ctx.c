@@ -70,10 +70,8 @@ struct mtpd_ctx *mtpd_ctx_new(const struct mtpd_model *m, int max_tokens,
     if (!x->as)
         fail = 1;
     for (int i = 0; x->as && i < x->n_attn; i++) {
-        x->as[i].wkvb = fbuf((size_t)(c->qk_nope_head_dim + c->v_head_dim) * L,
-                             &fail);
-        x->as[i].qc = fbuf(L, &fail);
-        x->as[i].oc = fbuf(L, &fail);
+        x->as[i].qc = fbuf(T * L, &fail);
+        x->as[i].oc = fbuf(T * L, &fail);
         x->as[i].scores = fbuf(x->max_ctx, &fail);
     }
     if (fail) {
@@ -89,7 +87,6 @@ void mtpd_ctx_free(struct mtpd_ctx *x)
         return;
     if (x->as)
         for (int i = 0; i < x->n_attn; i++) {
-            free(x->as[i].wkvb);
             free(x->as[i].qc);
             free(x->as[i].oc);
             free(x->as[i].scores);

@@ -22,7 +22,9 @@ struct attn_job {
     int n;
 };
 
-/* One head for every row of the call. */
+/* One head for every row of the call: q_c = W_UK^T q_nope for all rows in
+ * one matmul, softmax attention over the latent cache, then W_UV for all
+ * rows in one matmul. Runs on one pool thread (pool NULL below). */
 static void attn_head(struct attn_job *j, struct attn_scratch *s, int h)
 {
     struct mtpd_ctx *c = j->c;
@@ -31,35 +33,33 @@ static void attn_head(struct attn_job *j, struct attn_scratch *s, int h)
     int nope = cfg->qk_nope_head_dim, rope = cfg->qk_rope_head_dim;
     int vd = cfg->v_head_dim, L = cfg->kv_lora_rank;
     int qk = nope + rope, H = cfg->num_attention_heads;
-    int row_floats = L + rope;
+    int row_floats = L + rope, n = j->n;
+    struct kmat ukt = {.dtype = KDT_F32, .rows = L, .cols = nope,
+                       .data = j->w->w_ukt + (size_t)h * L * nope};
+    struct kmat uv = {.dtype = KDT_F32, .rows = vd, .cols = L,
+                      .data = j->w->w_uv + (size_t)h * vd * L};
 
-    /* this head's kv_b slice, read once for all rows */
-    for (int d = 0; d < nope + vd; d++)
-        kmat_row_f32(&j->w->kv_b, h * (nope + vd) + d, s->wkvb + (size_t)d * L);
-
-    for (int r = 0; r < j->n; r++) {
+    /* qc [n, L] = q_nope [n, nope] (row stride H * qk) x W_UK */
+    kmatmul(NULL, &ukt, c->q + (size_t)h * qk, H * qk, s->qc, L, n);
+    for (int r = 0; r < n; r++) {
         const struct row_info *ri = &c->rows[r];
-        const float *q = c->q + (size_t)r * H * qk + (size_t)h * qk;
-        /* qc = q_nope W_UK */
-        memset(s->qc, 0, sizeof(float) * L);
-        for (int d = 0; d < nope; d++)
-            kaxpy(s->qc, q[d], s->wkvb + (size_t)d * L, L);
-        const float *qpe = q + nope; /* already roped */
+        const float *qc = s->qc + (size_t)r * L;
+        const float *qpe = c->q + (size_t)r * H * qk + (size_t)h * qk + nope;
         const float *cache = ri->kv->layer[j->kv_layer];
         int npos = ri->pos + 1;
         for (int t = 0; t < npos; t++) {
             const float *e = cache + (size_t)t * row_floats;
-            s->scores[t] = (kdot(s->qc, e, L) + kdot(qpe, e + L, rope)) *
+            s->scores[t] = (kdot(qc, e, L) + kdot(qpe, e + L, rope)) *
                            m->softmax_scale;
         }
         ksoftmax(s->scores, npos);
-        memset(s->oc, 0, sizeof(float) * L);
+        float *oc = s->oc + (size_t)r * L;
+        memset(oc, 0, sizeof(float) * L);
         for (int t = 0; t < npos; t++)
-            kaxpy(s->oc, s->scores[t], cache + (size_t)t * row_floats, L);
-        float *out = c->attn + (size_t)r * H * vd + (size_t)h * vd;
-        for (int e = 0; e < vd; e++)
-            out[e] = kdot(s->wkvb + (size_t)(nope + e) * L, s->oc, L);
+            kaxpy(oc, s->scores[t], cache + (size_t)t * row_floats, L);
     }
+    /* attn[:, h*vd .. h*vd+vd) = oc [n, L] x W_UV^T */
+    kmatmul(NULL, &uv, s->oc, L, c->attn + (size_t)h * vd, H * vd, n);
 }
 
 static void attn_part(void *arg, int part, int n_parts)

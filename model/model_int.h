@@ -37,6 +37,8 @@ struct layer_w {
     struct wvec kv_a_norm; /* [kv_lora] */
     struct kmat kv_b;      /* [H * (nope + v), kv_lora] */
     struct kmat o;         /* [hidden, H * v] */
+    float *w_ukt;          /* [H][kv_lora][nope] fp32, absorb.c */
+    float *w_uv;           /* [H][v][kv_lora] fp32, absorb.c */
     /* FFN: dense, or MoE */
     int is_moe;
     struct expert_w dense;  /* dense MLP (is_moe == 0) */
@@ -90,9 +92,8 @@ struct row_info {
 };
 
 struct attn_scratch {
-    float *wkvb;   /* [(nope + v) * kv_lora] one head's kv_b, dequantized */
-    float *qc;     /* [kv_lora] */
-    float *oc;     /* [kv_lora] */
+    float *qc;     /* [max_tokens, kv_lora] absorbed queries of one head */
+    float *oc;     /* [max_tokens, kv_lora] attended latents of one head */
     float *scores; /* [max_ctx] */
 };
 
@@ -128,6 +129,10 @@ struct mtpd_ctx {
 /* weights.c */
 int weights_bind(struct mtpd_model *m, int no_mtp, char *err, size_t errlen);
 void weights_free(struct mtpd_model *m);
+
+/* absorb.c */
+int absorb_init(const struct mtpd_config *c, struct layer_w *w);
+void absorb_free(struct layer_w *w);
 
 /* rope.c */
 int rope_init(struct mtpd_model *m);

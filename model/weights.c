@@ -263,6 +263,11 @@ int weights_bind(struct mtpd_model *m, int no_mtp, char *err, size_t errlen)
         bind_layer(&b, i, &m->layers[i], mtpd_config_layer_is_moe(c, i));
     if (b.failed)
         return MTPD_EFORMAT;
+    for (int i = 0; i < c->num_hidden_layers; i++)
+        if (absorb_init(c, &m->layers[i])) {
+            snprintf(err, errlen, "out of memory");
+            return MTPD_ENOMEM;
+        }
     /* MTP modules: those the config declares and the checkpoint has. A
      * missing eh_proj means "no MTP module here", not an error. */
     m->n_mtp = 0;
@@ -278,6 +283,10 @@ int weights_bind(struct mtpd_model *m, int no_mtp, char *err, size_t errlen)
         bind_mtp(&b, m, k);
         if (b.failed)
             return MTPD_EFORMAT;
+        if (absorb_init(c, &m->mtp[k].block)) {
+            snprintf(err, errlen, "out of memory");
+            return MTPD_ENOMEM;
+        }
         m->n_mtp = k + 1;
     }
     return 0;
@@ -287,6 +296,7 @@ static void free_layer(struct layer_w *w)
 {
     free(w->experts);
     w->experts = NULL;
+    absorb_free(w);
 }
 
 void weights_free(struct mtpd_model *m)
