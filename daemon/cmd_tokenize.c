@@ -23,10 +23,10 @@
  * tokenizer_config.json's add_bos_token/add_eos_token say, instead of the
  * post-processor (transformers 4.x LlamaTokenizerFast).
  * --info prints {"n_ids", "bos_id", "eos_id", "chat_template"}.
- * --bench FILE encodes the whole file as one text, --repeat times (3)
- * with a fresh encoder (cold word cache) each time, and prints
- * {"bytes", "tokens", "best_s", "mb_per_s"} (MB = 10^6 bytes), timing
- * only the encode calls.
+ * --bench FILE reads JSON lines {"text": ...} from FILE, then encodes all
+ * the texts --repeat times (3), each time with a fresh encoder (cold word
+ * cache), and prints {"texts", "bytes", "tokens", "best_s", "mb_per_s"}
+ * (MB = 10^6 bytes); only the encode calls are timed.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -389,26 +389,76 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static int do_bench(struct ctx *c)
+/* Loads the texts of a JSON-lines file into one buffer; off[i]..off[i+1]
+ * delimit text i. Returns the count or -1. */
+static long load_texts(const char *path, struct mtpd_tok_buf *all,
+                       size_t **off)
 {
-    FILE *f = fopen(c->o->bench, "rb");
+    FILE *f = fopen(path, "rb");
     if (!f) {
-        fprintf(stderr, "mtpd tokenize: cannot open %s\n", c->o->bench);
-        return 1;
+        fprintf(stderr, "mtpd tokenize: cannot open %s\n", path);
+        return -1;
     }
-    struct mtpd_tok_buf text = {0};
-    char chunk[1 << 16];
-    size_t k;
-    int rc = 0;
-    while ((k = fread(chunk, 1, sizeof(chunk), f)) > 0)
-        if (mtpd_tok_buf_append(&text, chunk, k) < 0) {
-            rc = 1;
+    char *line = NULL, jerr[200];
+    size_t cap = 0, n = 0, ocap = 0;
+    ssize_t k;
+    long lineno = 0, rc = 0;
+    *off = NULL;
+    while ((k = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        if (k <= 1)
+            continue;
+        struct json_doc *doc = json_parse(line, (size_t)k, jerr, sizeof(jerr));
+        const struct json *t = doc ? json_get(json_root(doc), "text") : NULL;
+        if (!t || t->type != JSON_STRING) {
+            fprintf(stderr, "mtpd tokenize: %s:%ld: expected {\"text\": ...}"
+                    "\n", path, lineno);
+            json_doc_free(doc);
+            rc = -1;
             break;
         }
+        if (n + 2 > ocap) {
+            ocap = ocap ? ocap * 2 : 1024;
+            size_t *o = realloc(*off, ocap * sizeof(*o));
+            if (!o) {
+                json_doc_free(doc);
+                rc = -1;
+                break;
+            }
+            *off = o;
+        }
+        (*off)[n++] = all->n;
+        int e = mtpd_tok_buf_append(all, t->u.str, t->len);
+        json_doc_free(doc);
+        if (e < 0) {
+            rc = -1;
+            break;
+        }
+    }
+    free(line);
     fclose(f);
+    if (rc < 0 || !*off) {
+        if (rc == 0)
+            fprintf(stderr, "mtpd tokenize: %s: no texts\n", path);
+        return -1;
+    }
+    (*off)[n] = all->n;
+    return (long)n;
+}
+
+static int do_bench(struct ctx *c)
+{
+    struct mtpd_tok_buf all = {0};
+    size_t *off = NULL;
+    long n = load_texts(c->o->bench, &all, &off);
+    if (n < 0) {
+        mtpd_tok_buf_free(&all);
+        return 1;
+    }
     double best = 1e30;
     size_t ntok = 0;
     char err[512];
+    int rc = 0;
     for (int r = 0; r < c->o->repeat && rc == 0; r++) {
         struct mtpd_tok_enc *enc = mtpd_tok_enc_new(c->tok);
         if (!enc) {
@@ -417,25 +467,25 @@ static int do_bench(struct ctx *c)
         }
         c->ids.n = 0;
         double t0 = now_s();
-        int e = mtpd_tok_encode(enc, text.p ? text.p : "", text.n,
+        for (long i = 0; i < n && rc == 0; i++)
+            if (mtpd_tok_encode(enc, all.p + off[i], off[i + 1] - off[i],
                                 MTPD_TOK_ADD_SPECIAL, &c->ids, err,
-                                sizeof(err));
+                                sizeof(err)) < 0) {
+                fprintf(stderr, "mtpd tokenize: text %ld: %s\n", i + 1, err);
+                rc = 1;
+            }
         double dt = now_s() - t0;
         mtpd_tok_enc_free(enc);
-        if (e < 0) {
-            fprintf(stderr, "mtpd tokenize: %s\n", err);
-            rc = 1;
-            break;
-        }
         if (dt < best)
             best = dt;
         ntok = c->ids.n;
     }
     if (rc == 0)
-        printf("{\"bytes\": %zu, \"tokens\": %zu, \"best_s\": %.6f, "
-               "\"mb_per_s\": %.3f}\n",
-               text.n, ntok, best, (double)text.n / 1e6 / best);
-    mtpd_tok_buf_free(&text);
+        printf("{\"texts\": %ld, \"bytes\": %zu, \"tokens\": %zu, "
+               "\"best_s\": %.6f, \"mb_per_s\": %.3f}\n",
+               n, all.n, ntok, best, (double)all.n / 1e6 / best);
+    free(off);
+    mtpd_tok_buf_free(&all);
     return rc;
 }
 

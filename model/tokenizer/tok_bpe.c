@@ -240,6 +240,10 @@ int tok_bpe_word(struct mtpd_tok_enc *enc, const char *w, size_t n,
         if (whole >= 0)
             return tok_ids_push(out, &whole, 1) < 0 ? MTPD_TOK_ENOMEM : 0;
     }
+    if (n == 1 && tok->byte_level && tok->byte_id[(unsigned char)w[0]] >= 0)
+        return tok_ids_push(out, &tok->byte_id[(unsigned char)w[0]], 1) < 0
+                   ? MTPD_TOK_ENOMEM
+                   : 0;
     uint64_t h = 0;
     if (n <= TOK_CACHE_MAX_WORD) {
         size_t k;

@@ -53,6 +53,7 @@ def run_cli(args, lines):
     # not splitlines(): decoded text may hold U+2028, U+0085, ...
     out = [json.loads(x) for x in r.stdout.decode().split("\n") if x]
     assert len(out) == len(lines), (r.returncode, r.stderr.decode()[-2000:])
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
     return out
 
 
