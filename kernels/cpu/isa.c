@@ -12,6 +12,17 @@
 
 #include "kcpu.h"
 
+#if KCPU_X86
+#include <cpuid.h>
+
+/* CPUID.1:ECX.F16C[bit 29] (clang's __builtin_cpu_supports lacks "f16c"). */
+static int has_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+#endif
+
 static atomic_int g_detected = -1;
 static atomic_int g_active = -1;
 
@@ -24,7 +35,7 @@ enum kisa kisa_detect(void)
 #if KCPU_X86
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
+        has_f16c())
         d = KISA_AVX2;
     if (d == KISA_AVX2 && __builtin_cpu_supports("avx512f") &&
         __builtin_cpu_supports("avx512bw") &&

@@ -20,6 +20,8 @@
 #endif
 
 #define KINLINE static inline __attribute__((always_inline))
+/* Fully unroll small constant loops (keeps accumulator arrays in registers). */
+#define KUNROLL _Pragma("GCC unroll 8")
 
 /* Most tokens a block kernel handles at once (accumulators in registers). */
 #define KMM_NT 4

@@ -55,6 +55,7 @@ KTARGET_AVX2 KINLINE void seg_dot(enum kdtype dt, int NR, int NT,
     for (; c + 8 <= c1; c += 8) {
         __m256 a = w_load(dt, w0, c);
         __m256 b = NR > 1 ? w_load(dt, w1, c) : a;
+        KUNROLL
         for (int t = 0; t < NT; t++) {
             __m256 xv = _mm256_loadu_ps(x + (size_t)t * ldx + c);
             acc[0][t] = _mm256_fmadd_ps(a, xv, acc[0][t]);
@@ -65,6 +66,7 @@ KTARGET_AVX2 KINLINE void seg_dot(enum kdtype dt, int NR, int NT,
     for (; c < c1; c++) {
         float a = w_one(dt, w0, c);
         float b = NR > 1 ? w_one(dt, w1, c) : a;
+        KUNROLL
         for (int t = 0; t < NT; t++) {
             float xv = x[(size_t)t * ldx + c];
             tail[0][t] += a * xv;
@@ -94,6 +96,8 @@ KTARGET_AVX2 KINLINE void rows_dot(enum kdtype dt, int NR, int NT,
     __m256 acc[2][KMM_NT], tot[2][KMM_NT];
     float tl[2][KMM_NT], ttot[2][KMM_NT];
 
+    KUNROLL
+
     for (int t = 0; t < NT; t++) {
         tot[0][t] = tot[1][t] = _mm256_setzero_ps();
         ttot[0][t] = ttot[1][t] = 0.0f;
@@ -105,6 +109,7 @@ KTARGET_AVX2 KINLINE void rows_dot(enum kdtype dt, int NR, int NT,
         const float *s0 = W->scale + (size_t)(r / blk) * nb;
         const float *s1 = W->scale + (size_t)((r + NR - 1) / blk) * nb;
         for (int b = 0; b < nb; b++) {
+            KUNROLL
             for (int t = 0; t < NT; t++) {
                 acc[0][t] = acc[1][t] = _mm256_setzero_ps();
                 tl[0][t] = tl[1][t] = 0.0f;
@@ -113,6 +118,7 @@ KTARGET_AVX2 KINLINE void rows_dot(enum kdtype dt, int NR, int NT,
             seg_dot(dt, NR, NT, w0, w1, x, ldx, b * blk, c1, acc, tl);
             float fa = s0[b] * 256.0f, fb = s1[b] * 256.0f;
             __m256 sa = _mm256_set1_ps(fa), sb = _mm256_set1_ps(fb);
+            KUNROLL
             for (int t = 0; t < NT; t++) {
                 tot[0][t] = _mm256_fmadd_ps(acc[0][t], sa, tot[0][t]);
                 ttot[0][t] += tl[0][t] * fa;
@@ -123,6 +129,7 @@ KTARGET_AVX2 KINLINE void rows_dot(enum kdtype dt, int NR, int NT,
             }
         }
     }
+    KUNROLL
     for (int t = 0; t < NT; t++) {
         y[(size_t)t * ldy + r] = hsum(tot[0][t]) + ttot[0][t];
         if (NR > 1)

@@ -55,6 +55,7 @@ KTARGET_AVX512 KINLINE void seg_dot(enum kdtype dt, int NR, int NT,
     for (; c + 16 <= c1; c += 16) {
         __m512 a = w_load(dt, w0, c, 0, 0);
         __m512 b = NR > 1 ? w_load(dt, w1, c, 0, 0) : a;
+        KUNROLL
         for (int t = 0; t < NT; t++) {
             __m512 xv = _mm512_loadu_ps(x + (size_t)t * ldx + c);
             acc[0][t] = _mm512_fmadd_ps(a, xv, acc[0][t]);
@@ -66,6 +67,7 @@ KTARGET_AVX512 KINLINE void seg_dot(enum kdtype dt, int NR, int NT,
         __mmask16 m = (__mmask16)((1u << (c1 - c)) - 1);
         __m512 a = w_load(dt, w0, c, m, 1);
         __m512 b = NR > 1 ? w_load(dt, w1, c, m, 1) : a;
+        KUNROLL
         for (int t = 0; t < NT; t++) {
             __m512 xv = _mm512_maskz_loadu_ps(m, x + (size_t)t * ldx + c);
             acc[0][t] = _mm512_fmadd_ps(a, xv, acc[0][t]);
@@ -87,6 +89,8 @@ KTARGET_AVX512 KINLINE void rows_dot(enum kdtype dt, int NR, int NT,
     const void *w1 = (const char *)w0 + rb;
     __m512 acc[2][KMM_NT], tot[2][KMM_NT];
 
+    KUNROLL
+
     for (int t = 0; t < NT; t++)
         tot[0][t] = tot[1][t] = _mm512_setzero_ps();
     if (dt != KDT_F8_E4M3) {
@@ -96,12 +100,14 @@ KTARGET_AVX512 KINLINE void rows_dot(enum kdtype dt, int NR, int NT,
         const float *s0 = W->scale + (size_t)(r / blk) * nb;
         const float *s1 = W->scale + (size_t)((r + NR - 1) / blk) * nb;
         for (int b = 0; b < nb; b++) {
+            KUNROLL
             for (int t = 0; t < NT; t++)
                 acc[0][t] = acc[1][t] = _mm512_setzero_ps();
             int c1 = (b + 1) * blk < cols ? (b + 1) * blk : cols;
             seg_dot(dt, NR, NT, w0, w1, x, ldx, b * blk, c1, acc);
             __m512 sa = _mm512_set1_ps(s0[b] * 256.0f);
             __m512 sb = _mm512_set1_ps(s1[b] * 256.0f);
+            KUNROLL
             for (int t = 0; t < NT; t++) {
                 tot[0][t] = _mm512_fmadd_ps(acc[0][t], sa, tot[0][t]);
                 if (NR > 1)
@@ -109,6 +115,7 @@ KTARGET_AVX512 KINLINE void rows_dot(enum kdtype dt, int NR, int NT,
             }
         }
     }
+    KUNROLL
     for (int t = 0; t < NT; t++) {
         y[(size_t)t * ldy + r] = _mm512_reduce_add_ps(tot[0][t]);
         if (NR > 1)

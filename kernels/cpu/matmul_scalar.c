@@ -19,10 +19,12 @@ KINLINE float w_at(enum kdtype dt, const void *row, int c)
 KINLINE void seg_dot(enum kdtype dt, const void *row, const float *x,
                      int ldx, int nt, int c0, int c1, float *acc)
 {
+    KUNROLL
     for (int t = 0; t < nt; t++)
         acc[t] = 0.0f;
     for (int c = c0; c < c1; c++) {
         float w = w_at(dt, row, c);
+        KUNROLL
         for (int t = 0; t < nt; t++)
             acc[t] += w * x[(size_t)t * ldx + c];
     }
@@ -34,21 +36,24 @@ KINLINE void block_dt(enum kdtype dt, const struct kmat *W, int r0, int r1,
     size_t row_bytes = (size_t)W->cols * kdtype_size(dt);
     for (int r = r0; r < r1; r++) {
         const void *row = (const char *)W->data + (size_t)r * row_bytes;
-        float acc[KMM_NT], tot[KMM_NT];
+        float acc[KMM_NT] = {0}, tot[KMM_NT] = {0};
         if (dt != KDT_F8_E4M3) {
             seg_dot(dt, row, x, ldx, nt, 0, W->cols, tot);
         } else {
             int blk = W->blk, nb = (W->cols + blk - 1) / blk;
             const float *s = W->scale + (size_t)(r / blk) * nb;
+            KUNROLL
             for (int t = 0; t < nt; t++)
                 tot[t] = 0.0f;
             for (int b = 0; b < nb; b++) {
                 int c1 = (b + 1) * blk < W->cols ? (b + 1) * blk : W->cols;
                 seg_dot(dt, row, x, ldx, nt, b * blk, c1, acc);
+                KUNROLL
                 for (int t = 0; t < nt; t++)
                     tot[t] += acc[t] * s[b];
             }
         }
+        KUNROLL
         for (int t = 0; t < nt; t++)
             y[(size_t)t * ldy + r] = tot[t];
     }

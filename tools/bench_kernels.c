@@ -1,0 +1,230 @@
+/*
+ * bench_kernels.c - kmatmul throughput against the machine's read bandwidth.
+ *
+ * Usage: bench_kernels [max_threads] [MiB]   (ISA: MTPD_ISA=scalar|avx2|avx512)
+ *
+ * Measures (1) read bandwidth: a SIMD dot over a 1 GiB buffer split across
+ * the pool, (2) kpool_run dispatch overhead, (3) kmatmul on bf16/f8
+ * matrices cycled through a >= 1 GiB working set (so nothing is served from
+ * the last-level cache), for n_tok 1,2,4,8 and 1..max_threads threads.
+ * Prints GB/s of weight bytes, the ratio to the read bandwidth measured with
+ * the same thread count, and cost(n_tok)/cost(1).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+struct read_job {
+    const float *buf;
+    size_t n; /* floats */
+    float sums[64];
+};
+
+static void read_part(void *arg, int part, int n_parts)
+{
+    struct read_job *j = arg;
+    size_t per = j->n / (size_t)n_parts / 2;
+    const float *a = j->buf + (size_t)part * per * 2;
+    float s = 0;
+    for (size_t off = 0; off < per; off += 1 << 20) { /* int-sized chunks */
+        size_t len = per - off < (1 << 20) ? per - off : (1 << 20);
+        s += kdot(a + off, a + per + off, (int)len);
+    }
+    j->sums[part] = s;
+}
+
+/* Best-of-3 read bandwidth in GB/s over buf (bytes) with pool p. */
+static double read_bw(struct kpool *p, const float *buf, size_t bytes)
+{
+    struct read_job j = {buf, bytes / sizeof(float), {0}};
+    double best = 1e30;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = now_s();
+        kpool_run(p, read_part, &j, kpool_size(p));
+        double t = now_s() - t0;
+        best = t < best ? t : best;
+    }
+    return (double)bytes / best / 1e9;
+}
+
+static double copy_bw(char *dst, const char *src, size_t bytes)
+{
+    double best = 1e30;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = now_s();
+        memcpy(dst, src, bytes);
+        double t = now_s() - t0;
+        best = t < best ? t : best;
+    }
+    return 2.0 * (double)bytes / best / 1e9; /* read + write */
+}
+
+static void nop_part(void *arg, int part, int n_parts)
+{
+    (void)arg, (void)part, (void)n_parts;
+}
+
+static double pool_overhead_us(struct kpool *p)
+{
+    int n = 20000;
+    double t0 = now_s();
+    for (int i = 0; i < n; i++)
+        kpool_run(p, nop_part, NULL, kpool_size(p));
+    return (now_s() - t0) / n * 1e6;
+}
+
+static uint64_t rng = 88172645463325252ull;
+static uint32_t rnd(void)
+{
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (uint32_t)(rng >> 32);
+}
+
+/* n_mats copies of a rows x cols matrix (distinct memory), random data. */
+static int mats_new(struct kmat *m, int n_mats, enum kdtype dt, int rows,
+                    int cols, float *scale)
+{
+    size_t bytes = (size_t)rows * cols * kdtype_size(dt);
+    for (int k = 0; k < n_mats; k++) {
+        unsigned char *d = aligned_alloc(64, bytes);
+        if (d == NULL)
+            return -1;
+        for (size_t i = 0; i < bytes; i += 2) {
+            uint32_t r = rnd();
+            if (dt == KDT_BF16) /* |w| ~ 2^-8 .. 2^-4, random sign */
+                *(uint16_t *)(d + i) = kf32_to_bf16(
+                    (float)((int)(r % 2001) - 1000) * 6e-5f);
+            else
+                d[i] = (unsigned char)(r & 0x77), d[i + 1] = (unsigned char)(r >> 8 & 0x77);
+        }
+        m[k] = (struct kmat){dt, rows, cols, d, dt == KDT_F8_E4M3 ? scale : NULL,
+                             dt == KDT_F8_E4M3 ? 128 : 0};
+    }
+    return 0;
+}
+
+/* Seconds per kmatmul (best of 3 sweeps over all copies). */
+static double time_matmul(struct kpool *p, const struct kmat *m, int n_mats,
+                          const float *x, float *y, int n_tok)
+{
+    double best = 1e30;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = now_s();
+        for (int k = 0; k < n_mats; k++)
+            if (kmatmul(p, &m[k], x, m[k].cols, y, m[k].rows, n_tok) != 0)
+                return -1;
+        double t = (now_s() - t0) / n_mats;
+        best = t < best ? t : best;
+    }
+    return best;
+}
+
+int main(int argc, char **argv)
+{
+    int max_threads = argc > 1 ? atoi(argv[1]) : 2;
+    size_t set_mib = argc > 2 ? (size_t)atol(argv[2]) : 1024;
+    size_t set_bytes = set_mib << 20;
+    if (max_threads < 1 || max_threads > 64)
+        max_threads = 2;
+    printf("ISA %s (detected %s), working set %zu MiB\n",
+           kisa_str(kisa_active()), kisa_str(kisa_detect()), set_mib);
+
+    float *buf = aligned_alloc(64, set_bytes);
+    char *dst = aligned_alloc(64, set_bytes);
+    if (!buf || !dst)
+        return 1;
+    for (size_t i = 0; i < set_bytes / 4; i++)
+        buf[i] = (float)(i & 1023) * 1e-3f;
+    memset(dst, 1, set_bytes);
+    printf("memcpy %zu MiB: %.1f GB/s (read+write, 1 thread)\n", set_mib,
+           copy_bw(dst, (const char *)buf, set_bytes));
+    free(dst);
+
+    struct kpool *pools[65] = {0};
+    double bw[65];
+    for (int t = 1; t <= max_threads; t++) {
+        pools[t] = kpool_new(t);
+        if (pools[t] == NULL)
+            return 1;
+        bw[t] = read_bw(pools[t], buf, set_bytes);
+        printf("read bandwidth, %d thread(s): %.1f GB/s; kpool_run "
+               "overhead %.2f us\n", t, bw[t], pool_overhead_us(pools[t]));
+    }
+    free(buf);
+
+    static const struct {
+        enum kdtype dt;
+        int rows, cols;
+    } shapes[] = {
+        {KDT_BF16, 8192, 4096},
+        {KDT_BF16, 4096, 14336},
+        {KDT_F8_E4M3, 4096, 14336},
+        {KDT_BF16, 576, 7168}, /* small (cache-resident) decode matrix */
+    };
+    static const int ntoks[] = {1, 2, 4, 8};
+    float *x = malloc(8 * 14336 * sizeof *x), *y = malloc(8 * 8192 * sizeof *y);
+    float *scale = malloc(64 * 128 * sizeof *scale);
+    if (!x || !y || !scale)
+        return 1;
+    for (int i = 0; i < 8 * 14336; i++)
+        x[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
+    for (int i = 0; i < 64 * 128; i++)
+        scale[i] = 1e-3f;
+
+    printf("\n%-6s %-12s %3s %5s %9s %8s %8s %9s\n", "dtype", "shape", "thr",
+           "n_tok", "ms", "GB/s", "%read", "cost/c1");
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        size_t mbytes = (size_t)shapes[s].rows * shapes[s].cols *
+                        kdtype_size(shapes[s].dt);
+        int small = shapes[s].rows < 1024;
+        int n_mats = small ? 1 : (int)((set_bytes + mbytes - 1) / mbytes);
+        struct kmat *m = calloc((size_t)n_mats, sizeof *m);
+        if (!m || mats_new(m, n_mats, shapes[s].dt, shapes[s].rows,
+                           shapes[s].cols, scale) != 0)
+            return 1;
+        for (int t = 1; t <= max_threads; t++) {
+            double c1 = 0;
+            for (size_t k = 0; k < sizeof ntoks / sizeof *ntoks; k++) {
+                double sec = time_matmul(pools[t], m, small ? 1 : n_mats, x, y,
+                                         ntoks[k]);
+                if (small) /* average many calls: latency, not bandwidth */
+                    for (int r = 0; r < 5; r++) {
+                        double t0 = now_s();
+                        for (int i = 0; i < 200; i++)
+                            kmatmul(pools[t], m, x, m->cols, y, m->rows, ntoks[k]);
+                        double v = (now_s() - t0) / 200;
+                        sec = v < sec ? v : sec;
+                    }
+                if (k == 0)
+                    c1 = sec;
+                char shape[32];
+                snprintf(shape, sizeof shape, "%dx%d", shapes[s].rows,
+                         shapes[s].cols);
+                printf("%-6s %-12s %3d %5d %9.3f %8.1f %7.0f%% %9.2f%s\n",
+                       kdtype_str(shapes[s].dt), shape, t, ntoks[k], sec * 1e3,
+                       mbytes / sec / 1e9, 100.0 * mbytes / sec / 1e9 / bw[t],
+                       sec / c1, small ? "  (L2/L3-resident)" : "");
+                fflush(stdout);
+            }
+        }
+        for (int k = 0; k < n_mats; k++)
+            free((void *)m[k].data);
+        free(m);
+    }
+    for (int t = 1; t <= max_threads; t++)
+        kpool_free(pools[t]);
+    free(x);
+    free(y);
+    free(scale);
+    return 0;
+}
