@@ -1,0 +1,631 @@
+/*
+ * cmd_generate.c - `mtpd generate`: one generation with MTP speculative
+ * decoding (spec/spec.h), streamed as text or reported as JSON.
+ *
+ *   mtpd generate --model DIR (--prompt TEXT | --ids 1,2,3) [options]
+ *
+ * --json prints one object:
+ *   {"ids": [...], "text": "...", "finish_reason": "stop|length|context",
+ *    "draft_tokens": K|"auto", "stats": {...}}
+ * (spec/stats.h defines every stats field). Without --json the text is
+ * written to stdout as tokens are accepted and a one-line summary goes to
+ * stderr.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli_util.h"
+#include "cmd.h"
+#include "spec.h"
+#include "stop.h"
+#ifdef MTPD_HAVE_TOKENIZER
+#include "tokenizer.h"
+#endif
+
+#define MAX_STOPS 16
+#define MAX_ROLLBACK_CHECKS 16
+
+static void generate_usage(FILE *f)
+{
+    fprintf(f,
+"usage: mtpd generate --model DIR (--prompt TEXT | --ids 1,2,3) [options]\n"
+"\n"
+"Generates with the main model, drafting with its MTP modules and verifying\n"
+"k+1 positions per forward pass. Greedy output is identical to plain\n"
+"decoding; sampled output has the main model's distribution.\n"
+"\n"
+"  --model DIR          Hugging Face checkpoint directory\n"
+"  --prompt TEXT        prompt text (needs tokenizer.json in DIR)\n"
+"  --ids LIST           prompt as comma-separated token ids\n"
+"  --chat               wrap --prompt as one user message in the model's\n"
+"                       chat template (assistant turn opened)\n"
+"  --max-tokens N       most tokens to generate (default 128)\n"
+"  --draft-tokens K     draft length per pass: 0 = plain decoding, 1..%d,\n"
+"                       or 'auto' = choose per pass from recent acceptance\n"
+"                       and measured pass costs (default auto; plain\n"
+"                       decoding when the model has no MTP module)\n"
+"  --auto-max K         largest k 'auto' may choose (default 4)\n"
+"  --temperature T      0 = greedy (default 0); > 0 samples, drafts are\n"
+"                       sampled from the MTP distribution and accepted by\n"
+"                       rejection sampling\n"
+"  --top-p P            nucleus sampling mass (default 1 = off)\n"
+"  --top-k K            keep the K most likely tokens (default 0 = off)\n"
+"  --seed S             RNG seed (default 0); with a fixed k the run is\n"
+"                       reproducible ('auto' picks k from timings)\n"
+"  --stop STR           stop string (repeatable, up to %d; needs the\n"
+"                       tokenizer); the text is cut before it\n"
+"  --ignore-eos         do not stop at the EOS token\n"
+"  --ctx N              KV cache positions, prompt + output (default: the\n"
+"                       model's max_position_embeddings)\n"
+"  --threads N          compute threads (default 2)\n"
+"  --json               print one JSON object instead of streaming text\n"
+"  --trace              with --json: add \"passes\": [[k, accepted], ...]\n"
+"  --check-rollback     after passes with rejections, compare the live\n"
+"                       caches with a fresh prefill (adds \"rollback_check\"\n"
+"                       to --json; slow, for tests)\n"
+"  --n-samples N        batch mode (with --ids, implies --json): run N\n"
+"                       sequences per prompt with seeds S, S+1, ..., all\n"
+"                       advanced together (one verify pass carries them\n"
+"                       all); --ids may hold several prompts split by ';'.\n"
+"                       Prints {\"samples\": [{\"prompt\", \"seed\", \"ids\",\n"
+"                       \"finish_reason\"}, ...], \"stats\": {...}}\n"
+"  --help               this text\n",
+        SPEC_K_MAX, MAX_STOPS);
+}
+
+/* Per-run output state shared with the token callback. */
+struct gen_out {
+    int json;
+    struct spec_stop stop;
+    int have_stop;
+#ifdef MTPD_HAVE_TOKENIZER
+    struct mtpd_tok *tok;
+    struct mtpd_tok_stream ts;
+    struct mtpd_tok_buf piece;
+#endif
+    int failed;
+};
+
+static void print_released(struct gen_out *g, int final)
+{
+    const char *p;
+    size_t n = spec_stop_release(&g->stop, &p, final);
+    if (!g->json && n) {
+        fwrite(p, 1, n, stdout);
+        fflush(stdout);
+    }
+}
+
+static int on_token(void *ud, struct spec_seq *s, int32_t tok)
+{
+    (void)s;
+    struct gen_out *g = ud;
+    (void)tok;
+#ifdef MTPD_HAVE_TOKENIZER
+    if (g->tok) {
+        g->piece.n = 0;
+        if (g->piece.p)
+            g->piece.p[0] = 0;
+        if (mtpd_tok_stream_push(&g->ts, tok, &g->piece, NULL, 0) < 0) {
+            g->failed = 1;
+            return SPEC_TOK_CONTINUE;
+        }
+        int r = spec_stop_feed(&g->stop, g->piece.p ? g->piece.p : "",
+                               g->piece.n);
+        if (r < 0)
+            g->failed = 1;
+        print_released(g, 0);
+        if (r == 1)
+            return SPEC_TOK_STOP;
+    }
+#endif
+    return SPEC_TOK_CONTINUE;
+}
+
+static void json_str(const char *s, size_t n)
+{
+    putchar('"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        switch (c) {
+        case '"': fputs("\\\"", stdout); break;
+        case '\\': fputs("\\\\", stdout); break;
+        case '\n': fputs("\\n", stdout); break;
+        case '\r': fputs("\\r", stdout); break;
+        case '\t': fputs("\\t", stdout); break;
+        default:
+            if (c < 0x20)
+                printf("\\u%04x", c);
+            else
+                putchar(c);
+        }
+    }
+    putchar('"');
+}
+
+struct gen_opts {
+    const char *dir, *prompt, *ids_s;
+    const char *stops[MAX_STOPS];
+    int n_stops;
+    long max_tokens, draft, auto_max, top_k, threads, ctx;
+    unsigned long long seed;
+    double temperature, top_p;
+    int chat, json, trace, check_rollback, ignore_eos;
+    long n_samples;
+};
+
+/* 0 ok, 1 --help printed, 2 usage error. */
+static int parse_args(int argc, char **argv, struct gen_opts *o)
+{
+    const char *v;
+    for (int i = 1; i < argc; i++) {
+        int r;
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            generate_usage(stdout);
+            return 1;
+        } else if (!strcmp(a, "--json")) {
+            o->json = 1;
+        } else if (!strcmp(a, "--chat")) {
+            o->chat = 1;
+        } else if (!strcmp(a, "--trace")) {
+            o->trace = 1;
+        } else if (!strcmp(a, "--check-rollback")) {
+            o->check_rollback = 1;
+        } else if (!strcmp(a, "--ignore-eos")) {
+            o->ignore_eos = 1;
+        } else if ((r = cli_opt(argc, argv, &i, "--model", &v))) {
+            if (r < 0)
+                return 2;
+            o->dir = v;
+        } else if ((r = cli_opt(argc, argv, &i, "--prompt", &v))) {
+            if (r < 0)
+                return 2;
+            o->prompt = v;
+        } else if ((r = cli_opt(argc, argv, &i, "--ids", &v))) {
+            if (r < 0)
+                return 2;
+            o->ids_s = v;
+        } else if ((r = cli_opt(argc, argv, &i, "--stop", &v))) {
+            if (r < 0)
+                return 2;
+            if (o->n_stops == MAX_STOPS || !*v) {
+                fprintf(stderr, "mtpd: error: --stop: at most %d non-empty "
+                        "strings\n", MAX_STOPS);
+                return 2;
+            }
+            o->stops[o->n_stops++] = v;
+        } else if ((r = cli_opt(argc, argv, &i, "--max-tokens", &v))) {
+            if (r < 0 || cli_parse_int(v, 1, 1 << 24, &o->max_tokens)) {
+                fprintf(stderr, "mtpd: error: --max-tokens needs 1..%d\n",
+                        1 << 24);
+                return 2;
+            }
+        } else if ((r = cli_opt(argc, argv, &i, "--draft-tokens", &v))) {
+            if (r < 0)
+                return 2;
+            if (!strcmp(v, "auto")) {
+                o->draft = SPEC_K_AUTO;
+            } else if (cli_parse_int(v, 0, SPEC_K_MAX, &o->draft)) {
+                fprintf(stderr, "mtpd: error: --draft-tokens needs 0..%d or "
+                        "'auto'\n", SPEC_K_MAX);
+                return 2;
+            }
+        } else if ((r = cli_opt(argc, argv, &i, "--auto-max", &v))) {
+            if (r < 0 || cli_parse_int(v, 1, SPEC_K_MAX, &o->auto_max)) {
+                fprintf(stderr, "mtpd: error: --auto-max needs 1..%d\n",
+                        SPEC_K_MAX);
+                return 2;
+            }
+        } else if ((r = cli_opt(argc, argv, &i, "--temperature", &v))) {
+            if (r < 0 || cli_parse_float(v, &o->temperature) ||
+                o->temperature < 0) {
+                fprintf(stderr, "mtpd: error: --temperature needs a number "
+                        ">= 0\n");
+                return 2;
+            }
+        } else if ((r = cli_opt(argc, argv, &i, "--top-p", &v))) {
+            if (r < 0 || cli_parse_float(v, &o->top_p) || o->top_p <= 0 ||
+                o->top_p > 1) {
+                fprintf(stderr, "mtpd: error: --top-p needs (0, 1]\n");
+                return 2;
+            }
+        } else if ((r = cli_opt(argc, argv, &i, "--top-k", &v))) {
+            if (r < 0 || cli_parse_int(v, 0, 1 << 30, &o->top_k)) {
+                fprintf(stderr, "mtpd: error: --top-k needs an integer "
+                        ">= 0\n");
+                return 2;
+            }
+        } else if ((r = cli_opt(argc, argv, &i, "--seed", &v))) {
+            char *end;
+            if (r < 0 || !*v || *v == '-' ||
+                (o->seed = strtoull(v, &end, 10), *end)) {
+                fprintf(stderr, "mtpd: error: --seed needs a non-negative "
+                        "integer\n");
+                return 2;
+            }
+        } else if ((r = cli_opt(argc, argv, &i, "--threads", &v))) {
+            if (r < 0 || cli_parse_int(v, 1, 256, &o->threads)) {
+                fprintf(stderr, "mtpd: error: --threads needs 1..256\n");
+                return 2;
+            }
+        } else if ((r = cli_opt(argc, argv, &i, "--n-samples", &v))) {
+            if (r < 0 || cli_parse_int(v, 1, 1 << 20, &o->n_samples)) {
+                fprintf(stderr, "mtpd: error: --n-samples needs 1..%d\n",
+                        1 << 20);
+                return 2;
+            }
+        } else if ((r = cli_opt(argc, argv, &i, "--ctx", &v))) {
+            if (r < 0 || cli_parse_int(v, 2, 1 << 24, &o->ctx)) {
+                fprintf(stderr, "mtpd: error: --ctx needs 2..%d\n", 1 << 24);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "mtpd: error: unknown option '%s'\n", a);
+            generate_usage(stderr);
+            return 2;
+        }
+    }
+    if (!o->dir || (!o->prompt == !o->ids_s)) {
+        fprintf(stderr, "mtpd: error: --model and one of --prompt / --ids "
+                "are required\n");
+        generate_usage(stderr);
+        return 2;
+    }
+    if (o->n_samples && (!o->ids_s || o->n_stops || o->check_rollback)) {
+        fprintf(stderr, "mtpd: error: --n-samples needs --ids and no --stop "
+                "or --check-rollback\n");
+        return 2;
+    }
+    if (o->chat && !o->prompt) {
+        fprintf(stderr, "mtpd: error: --chat needs --prompt\n");
+        return 2;
+    }
+    return 0;
+}
+
+/* Prompt ids from --ids or the tokenizer. Returns the count or -1. */
+static int prompt_ids(const struct gen_opts *o, struct gen_out *g,
+                      int32_t **ids)
+{
+    if (o->ids_s) {
+        int n = cli_parse_ids(o->ids_s, ids);
+        if (n <= 0)
+            fprintf(stderr, "mtpd: error: --ids: expected comma-separated "
+                    "non-negative integers\n");
+        return n > 0 ? n : -1;
+    }
+#ifdef MTPD_HAVE_TOKENIZER
+    char err[256] = "";
+    struct mtpd_tok_enc *enc = mtpd_tok_enc_new(g->tok);
+    struct mtpd_tok_ids out = {0};
+    int rc;
+    if (!enc) {
+        fprintf(stderr, "mtpd: error: out of memory\n");
+        return -1;
+    }
+    if (o->chat) {
+        struct mtpd_tok_msg msg = {"user", o->prompt, strlen(o->prompt)};
+        rc = mtpd_tok_chat_encode(enc, &msg, 1, 1, &out, err, sizeof err);
+    } else {
+        rc = mtpd_tok_encode(enc, o->prompt, strlen(o->prompt),
+                             MTPD_TOK_ADD_SPECIAL, &out, err, sizeof err);
+    }
+    mtpd_tok_enc_free(enc);
+    if (rc < 0 || out.n == 0) {
+        fprintf(stderr, "mtpd: error: --prompt: %s\n",
+                rc < 0 ? err : "encodes to no tokens");
+        mtpd_tok_ids_free(&out);
+        return -1;
+    }
+    *ids = out.v; /* the caller frees with free() */
+    return (int)out.n;
+#else
+    (void)g;
+    return -1;
+#endif
+}
+
+static void print_json(const struct gen_opts *o, struct gen_out *g,
+                       struct spec_seq *s, double rb_main, double rb_mtp,
+                       int rb_n)
+{
+    int n;
+    const int32_t *ids = spec_seq_output(s, &n);
+    printf("{\"ids\": [");
+    for (int i = 0; i < n; i++)
+        printf(i ? ", %" PRId32 : "%" PRId32, ids[i]);
+    printf("], \"text\": ");
+    if (g->stop.text)
+        json_str(g->stop.text, g->stop.len);
+    else
+        printf(g->have_stop ? "\"\"" : "null");
+    printf(", \"finish_reason\": \"%s\"",
+           spec_finish_str(spec_seq_finish(s)));
+    if (o->draft == SPEC_K_AUTO)
+        printf(", \"draft_tokens\": \"auto\"");
+    else
+        printf(", \"draft_tokens\": %ld", o->draft);
+    const char *notice = spec_seq_notice(s);
+    if (notice) {
+        printf(", \"notice\": ");
+        json_str(notice, strlen(notice));
+    }
+    char buf[4096];
+    int len = spec_stats_json(spec_seq_stats(s), buf, sizeof buf);
+    if (len > 0 && (size_t)len < sizeof buf)
+        printf(", \"stats\": %s", buf);
+    if (o->trace) {
+        const int32_t *tk, *ta;
+        int np = spec_seq_trace_get(s, &tk, &ta);
+        printf(", \"passes\": [");
+        for (int i = 0; i < np; i++)
+            printf(i ? ", [%d, %d]" : "[%d, %d]", tk[i], ta[i]);
+        printf("]");
+    }
+    if (o->check_rollback)
+        printf(", \"rollback_check\": {\"checks\": %d, \"main_max_abs_diff\": "
+               "%.9g, \"mtp_max_abs_diff\": %.9g}",
+               rb_n, rb_main, rb_mtp);
+    printf("}\n");
+}
+
+static void print_summary(struct spec_seq *s)
+{
+    const struct spec_stats *st = spec_seq_stats(s);
+    fprintf(stderr,
+            "\n[mtpd] %s: %" PRId64 " prompt + %" PRId64 " generated tokens; "
+            "prefill %.1f tok/s, decode %.1f tok/s; %" PRId64 " passes, "
+            "acceptance %.1f%%, mean accepted length %.2f\n",
+            spec_finish_str(spec_seq_finish(s)), st->prompt_tokens,
+            st->generated_tokens, spec_stats_prefill_tps(st),
+            spec_stats_decode_tps(st), st->passes,
+            100.0 * spec_stats_accept_rate(st),
+            spec_stats_mean_accepted_len(st));
+}
+
+/* --n-samples: every prompt of o->ids_s (split by ';') times n_samples,
+ * seeds o->seed + i, all stepped together. Returns the exit status. */
+static int run_batch(const struct gen_opts *o, struct spec_engine *e,
+                     const struct spec_params *base)
+{
+    int status = 1, n_prompts = 0, n = 0;
+    char *list = strdup(o->ids_s);
+    struct spec_seq **seqs = NULL;
+    int *prompt_of = NULL;
+    if (!list)
+        return 1;
+    for (char *p = list; p; p = strchr(p, ';'), p = p ? p + 1 : NULL)
+        n_prompts++;
+    long total = (long)n_prompts * o->n_samples;
+    seqs = calloc((size_t)total, sizeof *seqs);
+    prompt_of = calloc((size_t)total, sizeof *prompt_of);
+    if (!seqs || !prompt_of)
+        goto out;
+    char *save = NULL;
+    int pi = 0;
+    for (char *tok = strtok_r(list, ";", &save); tok;
+         tok = strtok_r(NULL, ";", &save), pi++) {
+        int32_t *ids;
+        int np = cli_parse_ids(tok, &ids);
+        if (np <= 0) {
+            fprintf(stderr, "mtpd: error: --ids: prompt %d: expected "
+                    "comma-separated non-negative integers\n", pi);
+            status = 2;
+            goto out;
+        }
+        for (long j = 0; j < o->n_samples; j++) {
+            struct spec_params p = *base;
+            p.seed = o->seed + (unsigned long long)j;
+            int rc = spec_seq_new(e, &p, ids, np, &seqs[n]);
+            if (rc < 0) {
+                fprintf(stderr, "mtpd: error: prompt %d: %s\n", pi,
+                        mtpd_err_str(rc));
+                free(ids);
+                status = rc == MTPD_ENOMEM ? 1 : 2;
+                goto out;
+            }
+            if (o->trace)
+                spec_seq_trace(seqs[n], (int)o->max_tokens + 1);
+            prompt_of[n++] = pi;
+        }
+        free(ids);
+    }
+    if (n && spec_seq_notice(seqs[0]))
+        fprintf(stderr, "mtpd: notice: %s\n", spec_seq_notice(seqs[0]));
+    for (;;) {
+        int running = 0;
+        for (int i = 0; i < n; i++)
+            running += spec_seq_finish(seqs[i]) == SPEC_RUNNING;
+        if (!running)
+            break;
+        int rc = spec_step(e, seqs, n);
+        if (rc < 0) {
+            fprintf(stderr, "mtpd: error: forward: %s\n", mtpd_err_str(rc));
+            goto out;
+        }
+    }
+    struct spec_stats agg = {0};
+    printf("{\"samples\": [");
+    for (int i = 0; i < n; i++) {
+        int m;
+        const int32_t *ids = spec_seq_output(seqs[i], &m);
+        printf("%s{\"prompt\": %d, \"seed\": %llu, \"ids\": [",
+               i ? ", " : "", prompt_of[i],
+               o->seed + (unsigned long long)(i % o->n_samples));
+        for (int j = 0; j < m; j++)
+            printf(j ? ", %" PRId32 : "%" PRId32, ids[j]);
+        printf("], \"finish_reason\": \"%s\"",
+               spec_finish_str(spec_seq_finish(seqs[i])));
+        if (o->trace) {
+            const int32_t *tk, *ta;
+            int np = spec_seq_trace_get(seqs[i], &tk, &ta);
+            printf(", \"passes\": [");
+            for (int j = 0; j < np; j++)
+                printf(j ? ", [%d, %d]" : "[%d, %d]", tk[j], ta[j]);
+            printf("]");
+        }
+        printf("}");
+        spec_stats_add(&agg, spec_seq_stats(seqs[i]));
+    }
+    char buf[4096];
+    int len = spec_stats_json(&agg, buf, sizeof buf);
+    printf("], \"stats\": %s}\n", len > 0 && (size_t)len < sizeof buf
+                                        ? buf : "null");
+    status = 0;
+    for (int i = 0; i < n; i++)
+        if (spec_seq_finish(seqs[i]) == SPEC_FINISH_ERROR)
+            status = 1;
+out:
+    for (int i = 0; i < n; i++)
+        spec_seq_free(seqs[i]);
+    free(seqs);
+    free(prompt_of);
+    free(list);
+    return status;
+}
+
+int cmd_generate(int argc, char **argv)
+{
+    struct gen_opts o = {.max_tokens = 128, .draft = SPEC_K_AUTO,
+                         .auto_max = 4, .threads = 2, .top_p = 1.0};
+    int r = parse_args(argc, argv, &o);
+    if (r)
+        return r == 1 ? 0 : 2;
+
+    struct gen_out g = {.json = o.json};
+    char err[512] = "";
+    int status = 1, n_prompt = 0;
+    int32_t *ids = NULL;
+    struct mtpd_model *m = NULL;
+    struct spec_engine *e = NULL;
+    struct spec_seq *s = NULL;
+
+#ifdef MTPD_HAVE_TOKENIZER
+    if (mtpd_tok_load_dir(&g.tok, o.dir, err, sizeof err) < 0) {
+        g.tok = NULL;
+        if (o.prompt || o.n_stops) {
+            fprintf(stderr, "mtpd: error: tokenizer: %s\n", err);
+            return 1;
+        }
+    } else {
+        mtpd_tok_stream_init(&g.ts, g.tok, MTPD_TOK_SKIP_SPECIAL);
+    }
+    g.have_stop = g.tok != NULL;
+#else
+    if (o.prompt || o.n_stops) {
+        fprintf(stderr, "mtpd: error: --prompt/--stop need the tokenizer, "
+                "which this build lacks; use --ids\n");
+        return 2;
+    }
+#endif
+    if (spec_stop_init(&g.stop, o.stops, o.n_stops) < 0) {
+        fprintf(stderr, "mtpd: error: out of memory\n");
+        goto out;
+    }
+    if (!o.n_samples) {
+        n_prompt = prompt_ids(&o, &g, &ids);
+        if (n_prompt < 0) {
+            status = o.ids_s ? 2 : 1;
+            goto out;
+        }
+    }
+    if (mtpd_model_load(o.dir, NULL, &m, err, sizeof err) < 0) {
+        fprintf(stderr, "mtpd: error: %s\n", err);
+        goto out;
+    }
+    struct spec_engine_opts eo = {.n_threads = (int)o.threads};
+    const char *brk = getenv("MTPD_SPEC_BREAK_ACCEPT"); /* tests only */
+    eo.break_accept = brk && *brk && strcmp(brk, "0") != 0;
+    int rc = spec_engine_new(m, &eo, &e);
+    if (rc < 0) {
+        fprintf(stderr, "mtpd: error: engine: %s\n", mtpd_err_str(rc));
+        goto out;
+    }
+    struct spec_params p;
+    spec_params_default(&p, m);
+    p.sampling.temperature = (float)o.temperature;
+    p.sampling.top_k = (int)o.top_k;
+    p.sampling.top_p = (float)o.top_p;
+    p.seed = o.seed;
+    p.draft_tokens = (int)o.draft;
+    p.auto_k_max = (int)o.auto_max;
+    p.max_tokens = (int)o.max_tokens;
+    p.kv_capacity = (int)o.ctx;
+    if (o.ignore_eos)
+        p.eos_id = -1;
+    if (o.n_samples) {
+        status = run_batch(&o, e, &p);
+        goto out;
+    }
+    p.on_token = on_token;
+    p.ud = &g;
+    rc = spec_seq_new(e, &p, ids, n_prompt, &s);
+    if (rc < 0) {
+        fprintf(stderr, "mtpd: error: %s\n",
+                rc == MTPD_EFULL ? "the prompt does not fit the context"
+                : rc == MTPD_EINVAL ? "a prompt id is not below vocab_size"
+                                    : mtpd_err_str(rc));
+        status = rc == MTPD_ENOMEM ? 1 : 2;
+        goto out;
+    }
+    if (spec_seq_notice(s))
+        fprintf(stderr, "mtpd: notice: %s\n", spec_seq_notice(s));
+    if (o.trace && spec_seq_trace(s, (int)o.max_tokens + 1) < 0)
+        goto out;
+
+    double rb_main = 0, rb_mtp = 0;
+    int rb_n = 0;
+    while (spec_seq_finish(s) == SPEC_RUNNING) {
+        rc = spec_step(e, &s, 1);
+        if (rc < 0) {
+            fprintf(stderr, "mtpd: error: forward: %s\n", mtpd_err_str(rc));
+            goto out;
+        }
+        int k, a;
+        if (o.check_rollback && rb_n < MAX_ROLLBACK_CHECKS &&
+            spec_seq_finish(s) == SPEC_RUNNING && spec_seq_last_pass(s, &k, &a)
+            && a < k) {
+            double dm, dq;
+            rc = spec_seq_check_rollback(e, s, &dm, &dq);
+            if (rc < 0) {
+                fprintf(stderr, "mtpd: error: rollback check: %s\n",
+                        mtpd_err_str(rc));
+                goto out;
+            }
+            rb_main = dm > rb_main ? dm : rb_main;
+            rb_mtp = dq > rb_mtp ? dq : rb_mtp;
+            rb_n++;
+        }
+    }
+#ifdef MTPD_HAVE_TOKENIZER
+    if (g.tok && !g.stop.matched) {
+        g.piece.n = 0;
+        mtpd_tok_stream_finish(&g.ts, &g.piece);
+        if (g.piece.n)
+            spec_stop_feed(&g.stop, g.piece.p, g.piece.n);
+    }
+#endif
+    print_released(&g, 1);
+    if (g.failed)
+        fprintf(stderr, "mtpd: warning: some token text could not be "
+                "decoded\n");
+    if (o.json)
+        print_json(&o, &g, s, rb_main, rb_mtp, rb_n);
+    else
+        print_summary(s);
+    status = spec_seq_finish(s) == SPEC_FINISH_ERROR ? 1 : 0;
+out:
+    spec_seq_free(s);
+    spec_engine_free(e);
+    mtpd_model_free(m);
+    free(ids);
+    spec_stop_free(&g.stop);
+#ifdef MTPD_HAVE_TOKENIZER
+    mtpd_tok_buf_free(&g.piece);
+    mtpd_tok_free(g.tok);
+#endif
+    return status;
+}

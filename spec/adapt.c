@@ -1,0 +1,104 @@
+/*
+ * adapt.c - adaptive draft length (see adapt.h for the rule).
+ */
+#include "adapt.h"
+
+#define COST_FORGET 0.98   /* per sample, cost fit */
+#define ACC_FORGET 0.97    /* per observation, acceptance counts */
+#define PRIOR_W 2.0        /* pseudo-observations of the prior */
+#define PRIOR_ALPHA1 0.6   /* prior acceptance at position 1 */
+#define PROBE_EVERY 16
+
+void spec_cost_add(struct spec_cost *c, double x, double y)
+{
+    c->w = c->w * COST_FORGET + 1.0;
+    c->sx = c->sx * COST_FORGET + x;
+    c->sy = c->sy * COST_FORGET + y;
+    c->sxx = c->sxx * COST_FORGET + x * x;
+    c->sxy = c->sxy * COST_FORGET + x * y;
+}
+
+double spec_cost_eval(const struct spec_cost *c, double x)
+{
+    if (c->w <= 0.0)
+        return -1.0;
+    double mx = c->sx / c->w, my = c->sy / c->w;
+    double vxx = c->sxx / c->w - mx * mx;
+    double b;
+    if (vxx > 1e-3) {
+        b = (c->sxy / c->w - mx * my) / vxx;
+        if (b < 0.0)
+            b = 0.0;
+    } else {
+        b = 0.1 * my / (1.0 + 0.1 * mx); /* prior: +10%/row of a at x=0 */
+    }
+    double y = my + b * (x - mx);
+    return y > 0.0 ? y : 1e-9;
+}
+
+void spec_adapt_init(struct spec_adapt *a, int k_max)
+{
+    if (k_max < 0)
+        k_max = 0;
+    if (k_max > SPEC_K_MAX)
+        k_max = SPEC_K_MAX;
+    a->k_max = k_max;
+    for (int i = 0; i < SPEC_K_MAX; i++)
+        a->acc[i] = a->seen[i] = 0.0;
+    a->n_pass = 0;
+    a->warm = 0;
+}
+
+void spec_adapt_observe(struct spec_adapt *a, int k, int accepted)
+{
+    a->n_pass++;
+    for (int i = 0; i < k && i <= accepted && i < SPEC_K_MAX; i++) {
+        a->seen[i] = a->seen[i] * ACC_FORGET + 1.0;
+        a->acc[i] = a->acc[i] * ACC_FORGET + (i < accepted ? 1.0 : 0.0);
+    }
+}
+
+double spec_adapt_alpha(const struct spec_adapt *a, int i)
+{
+    if (i < 1 || i > SPEC_K_MAX)
+        return 0.0;
+    /* the prior for position i is the estimate at i-1: later positions
+     * are assumed no better than earlier ones until seen */
+    double prior = i == 1 ? PRIOR_ALPHA1 : spec_adapt_alpha(a, i - 1);
+    return (a->acc[i - 1] + PRIOR_W * prior) / (a->seen[i - 1] + PRIOR_W);
+}
+
+double spec_adapt_expected(const struct spec_adapt *a, int k)
+{
+    double e = 1.0, run = 1.0;
+    for (int i = 1; i <= k; i++) {
+        run *= spec_adapt_alpha(a, i);
+        e += run;
+    }
+    return e;
+}
+
+int spec_adapt_choose(struct spec_adapt *a, const struct spec_costs *c)
+{
+    if (a->k_max == 0)
+        return 0;
+    /* initial sweep k = 1..k_max: cost samples at every row count and a
+     * first look at every position */
+    if (a->warm < a->k_max || spec_cost_eval(&c->main, 1) < 0.0)
+        return ++a->warm > a->k_max ? a->k_max : a->warm;
+    double best = -1.0;
+    int kbest = 0;
+    for (int k = 0; k <= a->k_max; k++) {
+        double cost = spec_cost_eval(&c->main, k + 1) + c->refill_s;
+        if (k > 1)
+            cost += (k - 1) * c->step_s;
+        double rate = spec_adapt_expected(a, k) / cost;
+        if (rate > best * (1.0 + 1e-9)) {
+            best = rate;
+            kbest = k;
+        }
+    }
+    if (a->n_pass % PROBE_EVERY == PROBE_EVERY - 1 && kbest < a->k_max)
+        kbest++;
+    return kbest;
+}

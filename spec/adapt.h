@@ -1,0 +1,67 @@
+/*
+ * adapt.h - choosing the draft length k per pass ("--draft-tokens auto").
+ *
+ * The rule (docs/spec.md explains it): pick the k in [0, k_max] that
+ * maximises expected tokens per second,
+ *     E(k) / C(k),
+ *     E(k) = 1 + sum_{i=1..k} prod_{j=1..i} alpha_j
+ *     C(k) = T_main(k + 1) + T_refill + max(0, k - 1) * T_step
+ * where alpha_j is this sequence's recent conditional acceptance at draft
+ * position j (discounted counts with a prior), T_main(r) the measured time
+ * of a main-model pass over r rows (a least-squares line with forgetting),
+ * T_refill the measured MTP refill time per pass and T_step the measured
+ * time of one recursive MTP draft step. Every 16th pass tries k* + 1 so
+ * the estimate for the next position stays fresh.
+ */
+#ifndef MTPD_SPEC_ADAPT_H
+#define MTPD_SPEC_ADAPT_H
+
+#include <stdint.h>
+
+#include "stats.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Seconds as a function of rows: y ~ a + b * x fitted with exponential
+ * forgetting. Shared by all sequences of an engine (hardware property). */
+struct spec_cost {
+    double w, sx, sy, sxx, sxy;
+};
+
+void spec_cost_add(struct spec_cost *c, double rows, double seconds);
+/* Predicted seconds for rows; < 0 when there is no data yet. With data
+ * at a single row count the slope is taken as 10% of the intercept per
+ * row (a prior that is replaced as soon as two row counts are seen). */
+double spec_cost_eval(const struct spec_cost *c, double rows);
+
+struct spec_adapt {
+    int k_max;
+    double acc[SPEC_K_MAX]; /* discounted accepted counts per position */
+    double seen[SPEC_K_MAX]; /* discounted reached counts per position */
+    int64_t n_pass;
+    int warm; /* passes of the initial sweep done */
+};
+
+void spec_adapt_init(struct spec_adapt *a, int k_max);
+/* Feed one pass: k drafted, first `accepted` accepted. */
+void spec_adapt_observe(struct spec_adapt *a, int k, int accepted);
+/* Estimated conditional acceptance at position i (1-based). */
+double spec_adapt_alpha(const struct spec_adapt *a, int i);
+/* E(k) above. */
+double spec_adapt_expected(const struct spec_adapt *a, int k);
+
+struct spec_costs {
+    struct spec_cost main; /* main forward: rows -> seconds */
+    double refill_s;       /* EMA seconds of the MTP refill per pass */
+    double step_s;         /* EMA seconds of one recursive draft step */
+};
+
+/* The k for the next pass. Deterministic given its inputs. */
+int spec_adapt_choose(struct spec_adapt *a, const struct spec_costs *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,285 @@
+/*
+ * draft.c - the MTP side of a pass.
+ *
+ * Module alignment (as tools/ref/dsv3_ref.py's draft_tokens): MTP row q of
+ * every module sits at position q and takes token x_{q+1}; module 0 pairs
+ * it with the main model's hidden state h_q, module m >= 1 with module
+ * m-1's output at row q-1 (zeros at q = 0), i.e. the state that predicted
+ * x_{q+1}. Every module's row q predicts x_{q+2}, and in the decode state
+ * every module holds exact rows 0..L-1.
+ *
+ * spec_draft: d_1 comes from the logits the last refill left (module 0 at
+ * row L-1); module m (1 <= m < M) drafts d_{m+1} over rows L..L+m-1
+ * (pairing module m-1's outputs at L-1.. with d_1..d_m); past the last
+ * module M-1 the recursion continues with it at rows L+M-1, ...: (its own
+ * output at the previous row, the last draft). Draft rows are approximate
+ * and are dropped afterwards (spec_mtp_rollback).
+ *
+ * spec_refill: after the main forward, every module gets exact rows
+ * [len, min(L, T-1)) with T the number of known tokens. Module 0's last
+ * row is at L-1 in the decode state and its logits draft the next d_1.
+ * One MTP call per module for all sequences.
+ */
+#include "spec_int.h"
+
+#include <string.h>
+
+int32_t spec_draft_token(struct spec_engine *e, struct spec_seq *s,
+                         const float *logits, float *q)
+{
+    if (spec_sampling_greedy(&s->p.sampling))
+        return spec_argmax(logits, e->vocab);
+    spec_probs(&s->p.sampling, logits, e->vocab, q, e->ibuf);
+    return spec_sample(q, e->vocab, &s->rng);
+}
+
+static float *qrow(struct spec_engine *e, struct spec_seq *s, int j)
+{
+    return s->q ? s->q + (size_t)j * (size_t)e->vocab : NULL;
+}
+
+void spec_mtp_rollback(struct spec_seq *s)
+{
+    for (int i = 0; i < s->n_mod; i++)
+        if (mtpd_kv_len(s->kv, i) > s->mtp_exact[i])
+            mtpd_kv_truncate(s->kv, i, s->mtp_exact[i]);
+}
+
+/* Records draft j (1-based) of s; EOS ends the draft there. */
+static void put_draft(struct spec_seq *s, int j, int32_t d)
+{
+    int L = s->n_toks - 1;
+    s->toks[L + j] = d;
+    if (d == s->p.eos_id && s->k > j)
+        s->k = j;
+}
+
+int spec_draft(struct spec_engine *e, struct spec_seq **seqs, int n)
+{
+    const size_t H = (size_t)e->hidden;
+    int M = e->n_mtp;
+    int any = 0;
+    for (int i = 0; i < n; i++) {
+        struct spec_seq *s = seqs[i];
+        if (s->k < 1)
+            continue;
+        put_draft(s, 1, spec_draft_token(e, s, s->mtp_logits, qrow(e, s, 0)));
+        any |= s->k > 1;
+    }
+    if (!any)
+        return MTPD_OK;
+
+    /* modules 1..M-1: module m drafts d_{m+1} over rows L..L+m-1 */
+    int *off = e->r_off; /* each seq's first row in hout (prev module) */
+    for (int mi = 1; mi < M; mi++) {
+        int cnt = 0, rows = 0;
+        for (int i = 0; i < n; i++) {
+            struct spec_seq *s = seqs[i];
+            if (s->k <= mi)
+                continue;
+            int L = s->n_toks - 1;
+            if (mtpd_kv_len(s->kv, mi) != L || s->stash_pos[mi - 1] != L - 1 ||
+                rows + mi > e->max_rows) {
+                s->k = mi; /* cannot draft deeper: stop here */
+                continue;
+            }
+            float *h = e->hin + (size_t)rows * H;
+            memcpy(h, s->stash + (size_t)(mi - 1) * H, H * sizeof(float));
+            if (mi > 1) /* module mi-1's draft rows L..L+mi-2 */
+                memcpy(h + H, e->hout + (size_t)off[i] * H,
+                       (size_t)(mi - 1) * H * sizeof(float));
+            struct mtpd_mtp_seq *q = &e->qseq[cnt];
+            q->kv = s->kv;
+            q->tokens = s->toks + L + 1;
+            q->hidden = h;
+            q->n_tokens = mi;
+            q->logits_from = mi - 1;
+            e->slots[cnt].seq = i;
+            e->slots[cnt].row = rows;
+            rows += mi;
+            cnt++;
+        }
+        if (cnt == 0)
+            break;
+        int rc = mtpd_mtp_forward(e->ctx, mi, e->qseq, cnt);
+        if (rc < 0)
+            return rc;
+        for (int c = 0; c < cnt; c++) {
+            int i = e->slots[c].seq, r0 = e->slots[c].row;
+            struct spec_seq *s = seqs[i];
+            for (int r = 0; r < mi; r++)
+                memcpy(e->hout + (size_t)(r0 + r) * H,
+                       mtpd_ctx_hidden(e->ctx, r0 + r), H * sizeof(float));
+            off[i] = r0;
+            if (mi == M - 1)
+                memcpy(s->dhid, mtpd_ctx_hidden(e->ctx, r0 + mi - 1),
+                       H * sizeof(float));
+            put_draft(s, mi + 1,
+                      spec_draft_token(e, s,
+                                       mtpd_ctx_logits(e->ctx, r0 + mi - 1),
+                                       qrow(e, s, mi)));
+        }
+    }
+
+    /* recursion with the last module at rows L, L+1, ... */
+    if (M == 1)
+        for (int i = 0; i < n; i++) {
+            struct spec_seq *s = seqs[i];
+            if (s->k <= 1)
+                continue;
+            if (s->stash_pos[0] != s->n_toks - 2) {
+                s->k = 1;
+                continue;
+            }
+            memcpy(s->dhid, s->stash, H * sizeof(float));
+        }
+    for (int t = 1;; t++) {
+        int depth = M + t; /* drafting d_depth at row L + M + t - 2 */
+        int cnt = 0;
+        for (int i = 0; i < n; i++) {
+            struct spec_seq *s = seqs[i];
+            if (s->k < depth)
+                continue;
+            int L = s->n_toks - 1;
+            if (mtpd_kv_len(s->kv, M - 1) != L + M + t - 2) {
+                s->k = depth - 1;
+                continue;
+            }
+            struct mtpd_mtp_seq *q = &e->qseq[cnt];
+            q->kv = s->kv;
+            q->tokens = s->toks + L + depth - 1;
+            q->hidden = s->dhid;
+            q->n_tokens = 1;
+            q->logits_from = 0;
+            e->slots[cnt].seq = i;
+            cnt++;
+        }
+        if (cnt == 0)
+            break;
+        double t0 = spec_now();
+        int rc = mtpd_mtp_forward(e->ctx, M - 1, e->qseq, cnt);
+        if (rc < 0)
+            return rc;
+        double dt = spec_now() - t0;
+        e->costs.step_s = e->costs.step_s > 0
+                              ? 0.9 * e->costs.step_s + 0.1 * dt
+                              : dt;
+        for (int c = 0; c < cnt; c++) {
+            struct spec_seq *s = seqs[e->slots[c].seq];
+            memcpy(s->dhid, mtpd_ctx_hidden(e->ctx, c), H * sizeof(float));
+            put_draft(s, depth,
+                      spec_draft_token(e, s, mtpd_ctx_logits(e->ctx, c),
+                                       qrow(e, s, depth - 1)));
+        }
+    }
+    return MTPD_OK;
+}
+
+/* logits_from for a call that needs no logits rows */
+static int no_logits(int n_tokens)
+{
+    return n_tokens;
+}
+
+int spec_refill(struct spec_engine *e, struct spec_seq **seqs, int n)
+{
+    const size_t H = (size_t)e->hidden;
+    int M = e->n_mtp;
+    struct spec_slot *slot = e->slots;
+    /* per sequence: module mi-1's rows of this refill, as p0/n and their
+     * first row in hout */
+    int *prev_p0 = e->r_p0, *prev_off = e->r_off, *prev_n = e->r_n;
+    for (int i = 0; i < n; i++)
+        prev_n[i] = 0;
+    for (int mi = 0; mi < M; mi++) {
+        int cnt = 0, rows = 0;
+        for (int i = 0; i < n; i++) {
+            struct spec_seq *s = seqs[i];
+            if (!s->use_mtp || s->fin != SPEC_RUNNING)
+                continue;
+            int L = mtpd_kv_len(s->kv, -1);
+            int target = s->n_toks - 1 < L ? s->n_toks - 1 : L;
+            int len = mtpd_kv_len(s->kv, mi);
+            if (target <= len)
+                continue;
+            float *h = e->hin + (size_t)rows * H;
+            for (int p = len; p < target; p++, h += H) {
+                const float *src;
+                if (mi == 0) {
+                    if (p < s->main_len_before)
+                        return MTPD_EINVAL; /* main hidden no longer held */
+                    src = mtpd_ctx_hidden(e->ctx, s->rows_at + p -
+                                                      s->main_len_before);
+                } else if (p == 0) {
+                    memset(h, 0, H * sizeof(float));
+                    continue;
+                } else if (p - 1 == s->stash_pos[mi - 1]) {
+                    src = s->stash + (size_t)(mi - 1) * H;
+                } else if (p - 1 >= prev_p0[i] &&
+                           p - 1 < prev_p0[i] + prev_n[i]) {
+                    src = e->hout +
+                          (size_t)(prev_off[i] + p - 1 - prev_p0[i]) * H;
+                } else {
+                    return MTPD_EINVAL; /* broken invariant */
+                }
+                memcpy(h, src, H * sizeof(float));
+            }
+            int nr = target - len;
+            int draft_row = mi == 0 && target == L && s->n_toks == L + 1;
+            struct mtpd_mtp_seq *q = &e->qseq[cnt];
+            q->kv = s->kv;
+            q->tokens = s->toks + len + 1;
+            q->hidden = e->hin + (size_t)rows * H;
+            q->n_tokens = nr;
+            q->logits_from = draft_row ? nr - 1 : no_logits(nr);
+            slot[cnt].seq = i;
+            slot[cnt].row = rows;
+            slot[cnt].p0 = len;
+            slot[cnt].n = nr;
+            slot[cnt].logits = draft_row;
+            rows += nr;
+            cnt++;
+        }
+        /* module mi-1's inputs to module mi have been read: its stash moves
+         * to the last row it computed in this refill */
+        if (mi > 0)
+            for (int i = 0; i < n; i++)
+                if (prev_n[i] > 0) {
+                    struct spec_seq *s = seqs[i];
+                    memcpy(s->stash + (size_t)(mi - 1) * H,
+                           e->hout + (size_t)(prev_off[i] + prev_n[i] - 1) * H,
+                           H * sizeof(float));
+                    s->stash_pos[mi - 1] = prev_p0[i] + prev_n[i] - 1;
+                    prev_n[i] = 0;
+                }
+        if (cnt == 0)
+            return MTPD_OK;
+        int rc = mtpd_mtp_forward(e->ctx, mi, e->qseq, cnt);
+        if (rc < 0)
+            return rc;
+        for (int c = 0; c < cnt; c++) {
+            int i = slot[c].seq, r0 = slot[c].row, nr = slot[c].n;
+            struct spec_seq *s = seqs[i];
+            for (int r = 0; r < nr; r++)
+                memcpy(e->hout + (size_t)(r0 + r) * H,
+                       mtpd_ctx_hidden(e->ctx, r0 + r), H * sizeof(float));
+            if (slot[c].logits) {
+                memcpy(s->mtp_logits, mtpd_ctx_logits(e->ctx, r0 + nr - 1),
+                       (size_t)e->vocab * sizeof(float));
+                s->mtp_logits_pos = slot[c].p0 + nr - 1;
+            }
+            prev_p0[i] = slot[c].p0;
+            prev_off[i] = r0;
+            prev_n[i] = nr;
+        }
+    }
+    for (int i = 0; i < n; i++)
+        if (prev_n[i] > 0) {
+            struct spec_seq *s = seqs[i];
+            memcpy(s->stash + (size_t)(M - 1) * H,
+                   e->hout + (size_t)(prev_off[i] + prev_n[i] - 1) * H,
+                   H * sizeof(float));
+            s->stash_pos[M - 1] = prev_p0[i] + prev_n[i] - 1;
+        }
+    return MTPD_OK;
+}

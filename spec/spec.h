@@ -1,0 +1,148 @@
+/*
+ * spec.h - speculative decoding with the model's MTP modules.
+ *
+ * A struct spec_engine wraps one model and one forward context (scratch,
+ * thread pool). A struct spec_seq is one generation: it owns its KV cache
+ * (main model + every MTP module), its RNG, its draft state and stats.
+ *
+ * spec_step() advances any number of sequences by one scheduling step:
+ * a sequence still in its prompt gets its next prefill chunk; a sequence
+ * that is generating gets one pass of
+ *   draft k tokens (MTP) -> verify k+1 rows in ONE main forward shared by
+ *   all sequences -> accept (greedy or rejection sampling) -> truncate the
+ *   caches -> refill the MTP caches with exact entries (one MTP call per
+ *   module for all sequences), whose last row drafts the next token.
+ * Sequences in the same call may have different lengths and different k.
+ * Greedy output is identical to plain decoding; sampled output has exactly
+ * the main model's (tempered, truncated) distribution. docs/spec.md
+ * describes the cache alignment and the adaptive-k rule.
+ *
+ * Threads: an engine and its sequences are used by one thread at a time.
+ * Errors: negative MTPD_E* codes from model.h.
+ */
+#ifndef MTPD_SPEC_H
+#define MTPD_SPEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "sample.h"
+#include "stats.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SPEC_K_AUTO (-1)
+
+enum spec_finish {
+    SPEC_RUNNING = 0,
+    SPEC_FINISH_STOP,    /* EOS or a stop string / callback */
+    SPEC_FINISH_LENGTH,  /* max_tokens reached */
+    SPEC_FINISH_CONTEXT, /* the KV cache is full */
+    SPEC_FINISH_ERROR,   /* a forward call failed (see spec_seq_error) */
+};
+/* "stop", "length", "context", "error", "running". */
+const char *spec_finish_str(enum spec_finish f);
+
+struct spec_seq;
+
+/*
+ * Called once per token about to be emitted, in order. Return
+ *   SPEC_TOK_CONTINUE  emit it and go on,
+ *   SPEC_TOK_STOP      emit it, then finish ("stop"),
+ *   SPEC_TOK_DROP      do not emit it, finish ("stop") (e.g. the token
+ *                      completed a stop string).
+ * Tokens after a stop in the same pass are never emitted or reported.
+ */
+enum { SPEC_TOK_CONTINUE = 0, SPEC_TOK_STOP = 1, SPEC_TOK_DROP = 2 };
+typedef int (*spec_token_fn)(void *ud, struct spec_seq *s, int32_t tok);
+
+struct spec_params {
+    struct spec_sampling sampling; /* temperature <= 0: greedy */
+    uint64_t seed;
+    int draft_tokens;  /* k: 0 = no speculation, 1..SPEC_K_MAX, SPEC_K_AUTO */
+    int max_tokens;    /* most tokens to generate (>= 1) */
+    int eos_id;        /* -1: none; ends generation, not emitted */
+    int kv_capacity;   /* cache positions (prompt + output); 0: the model's
+                          max_position_embeddings */
+    int auto_k_max;    /* largest k auto may choose (0: 4) */
+    spec_token_fn on_token; /* may be NULL */
+    void *ud;
+};
+
+/* Defaults: greedy, k = 1 if the model has MTP else 0 is decided later,
+ * max_tokens 256, eos from the model config. */
+void spec_params_default(struct spec_params *p, const struct mtpd_model *m);
+
+struct spec_engine_opts {
+    int n_threads;    /* compute threads (>= 1) */
+    int max_rows;     /* rows per forward call (0: 256) */
+    int break_accept; /* TESTS ONLY: accept every draft (wrong on purpose) */
+};
+
+struct spec_engine;
+
+/* Creates the forward context. Returns 0 or a negative MTPD_E*. */
+int spec_engine_new(const struct mtpd_model *m,
+                    const struct spec_engine_opts *o,
+                    struct spec_engine **out);
+void spec_engine_free(struct spec_engine *e);
+/* MTP modules the engine can draft with (0: plain decoding only). */
+int spec_engine_n_mtp(const struct spec_engine *e);
+const struct mtpd_model *spec_engine_model(const struct spec_engine *e);
+
+/*
+ * A new sequence over prompt[0..n_prompt) (copied, n_prompt >= 1). k is
+ * clamped to SPEC_K_MAX and set to 0 when the model has no MTP module
+ * (spec_seq_notice() then says so). MTPD_EINVAL on bad params or a token
+ * out of range, MTPD_EFULL if the prompt does not fit kv_capacity - 1.
+ */
+int spec_seq_new(struct spec_engine *e, const struct spec_params *p,
+                 const int32_t *prompt, int n_prompt, struct spec_seq **out);
+void spec_seq_free(struct spec_seq *s);
+
+/*
+ * Advances every unfinished sequence of seqs[0..n) by one step (finished
+ * ones are skipped). Returns 0, or a negative code if a forward call
+ * failed: then the sequences of that call are finished with
+ * SPEC_FINISH_ERROR and their caches are as before the step.
+ * MTPD_EFULL if n sequences cannot each get a row in one call.
+ */
+int spec_step(struct spec_engine *e, struct spec_seq **seqs, int n);
+
+/* Runs one sequence to completion (spec_step in a loop). */
+int spec_generate(struct spec_engine *e, struct spec_seq *s);
+
+enum spec_finish spec_seq_finish(const struct spec_seq *s);
+/* Generated ids so far (EOS excluded), valid until the next step. */
+const int32_t *spec_seq_output(const struct spec_seq *s, int *n);
+const struct spec_stats *spec_seq_stats(const struct spec_seq *s);
+/* The k of the last decode pass; with a != NULL also its accepted count. */
+int spec_seq_last_k(const struct spec_seq *s);
+int spec_seq_last_pass(const struct spec_seq *s, int *k, int *a);
+/* One line for the user (e.g. "model has no MTP module: plain decoding"),
+ * or NULL. */
+const char *spec_seq_notice(const struct spec_seq *s);
+struct mtpd_kv *spec_seq_kv(struct spec_seq *s);
+/* Per-pass trace (k, accepted) of the last trace_cap passes when tracing
+ * is enabled with spec_seq_trace(s, cap) before the first step. */
+int spec_seq_trace(struct spec_seq *s, int cap);
+int spec_seq_trace_get(const struct spec_seq *s, const int32_t **k,
+                       const int32_t **accepted);
+
+/*
+ * Self-check used by tests (--check-rollback): runs a fresh prefill of the
+ * sequence's current tokens in a new cache and compares the main model's
+ * last-row logits with those of one more step on the live (rolled-back)
+ * cache, and the same for MTP module 0. Writes the largest absolute
+ * differences into *main_diff and *mtp_diff. Does not change s.
+ */
+int spec_seq_check_rollback(struct spec_engine *e, struct spec_seq *s,
+                            double *main_diff, double *mtp_diff);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,122 @@
+/*
+ * spec_int.h - engine and sequence internals shared by the spec/ files.
+ * Not a public header: daemon/ and tests use spec.h.
+ *
+ * Sequence state between passes ("decode state"):
+ *   toks[0..n_toks)  prompt + generated ids; toks[n_toks-1] is the pending
+ *                    token x_L, emitted but not yet run through the model
+ *   main cache len   L = n_toks - 1
+ *   MTP module m     exact rows 0..L-1 (len L): row q takes token
+ *                    x_{q+1} with the main hidden h_q (m = 0) or module
+ *                    m-1's output at row q-1 (zeros at q = 0)
+ *   stash[i]         module i's output hidden at its last exact row
+ *   mtp_logits       module 0's logits at row L-1: the draft of x_{L+1}
+ * During a pass the drafts d_1..d_k sit in toks[L+1..L+k].
+ */
+#ifndef MTPD_SPEC_INT_H
+#define MTPD_SPEC_INT_H
+
+#include "adapt.h"
+#include "spec.h"
+
+/* One sequence's part of an MTP call. */
+struct spec_slot {
+    int seq;    /* index into the caller's sequence array */
+    int row;    /* first output row in the call */
+    int p0;     /* position of that row */
+    int n;      /* rows */
+    int logits; /* last row's logits are the next d_1 */
+};
+
+struct spec_engine {
+    const struct mtpd_model *m;
+    struct mtpd_ctx *ctx;
+    int vocab, hidden, n_mtp, max_rows;
+    int break_accept;
+    struct spec_costs costs;
+    /* scratch, sized once */
+    float *hin;   /* max_rows * hidden: packed MTP input hidden states */
+    float *hout;  /* max_rows * hidden: previous MTP call's output rows */
+    float *pbuf;  /* vocab: target distribution of one row */
+    float *rbuf;  /* vocab: residual distribution */
+    int32_t *ibuf; /* vocab: index scratch for top-k/top-p */
+    struct mtpd_seq *mseq;      /* max_rows */
+    struct mtpd_mtp_seq *qseq;  /* max_rows */
+    struct spec_seq **act;      /* max_rows: sequences in the current call */
+    int *rbase;                 /* max_rows: first output row per call seq */
+    int *r_p0, *r_off, *r_n;    /* max_rows: refill bookkeeping per seq */
+    struct spec_slot *slots;    /* max_rows + MTPD_MAX_MTP */
+};
+
+struct spec_seq {
+    struct spec_engine *e;
+    struct spec_params p;
+    struct mtpd_kv *kv;
+    int cap;        /* KV positions */
+    int32_t *toks;  /* cap + SPEC_K_MAX + 2 */
+    int n_toks;
+    int n_prompt;
+    int32_t *out;   /* generated ids (max_tokens) */
+    int n_out;
+    int k_cfg;      /* fixed k or SPEC_K_AUTO */
+    int k_max;      /* most drafts one pass may carry */
+    int n_mod;      /* MTP modules this sequence uses (0: none) */
+    int use_mtp;    /* keep MTP caches in sync */
+    struct spec_rng rng;
+    struct spec_stats st;
+    struct spec_adapt ad;
+    enum spec_finish fin;
+    int err;
+    /* draft state */
+    float *mtp_logits;  /* vocab */
+    int mtp_logits_pos; /* row of mtp_logits, -1: none */
+    float *stash;       /* n_mod * hidden */
+    int stash_pos[MTPD_MAX_MTP];
+    int mtp_exact[MTPD_MAX_MTP]; /* exact cache len before the draft */
+    float *q;           /* k_max * vocab: draft distributions (sampling) */
+    float *dhid;        /* hidden: recursion input (last draft row) */
+    int k;              /* drafts in the current pass */
+    /* per-pass bookkeeping */
+    int last_k, last_a;
+    int rows_at;        /* first output row of this seq in the last call */
+    int main_len_before;
+    double t_prefill0;
+    int prefill_started;
+    /* tracing */
+    int32_t *trace_k, *trace_a;
+    int trace_cap, trace_n;
+    char notice[160];
+};
+
+double spec_now(void);
+
+/* Decode-state helpers. */
+static inline int spec_seq_decoding(const struct spec_seq *s)
+{
+    return s->n_toks > s->n_prompt; /* the first token has been drawn */
+}
+
+/* Emits one token through EOS / callback / max_tokens. Returns 1 if the
+ * sequence may go on, 0 if it finished (tok emitted or not, see spec.h). */
+int spec_emit(struct spec_seq *s, int32_t tok);
+
+/* draft.c: the draft phase of a pass (d_2..d_k; d_1 from mtp_logits) and
+ * the refill of exact MTP entries after the main forward. */
+int spec_draft(struct spec_engine *e, struct spec_seq **seqs, int n);
+int spec_refill(struct spec_engine *e, struct spec_seq **seqs, int n);
+/* Truncate every MTP module of s to its exact length. */
+void spec_mtp_rollback(struct spec_seq *s);
+/* Distribution (sampling) or argmax (greedy) of a draft row: fills
+ * q (vocab) and returns the drawn token. */
+int32_t spec_draft_token(struct spec_engine *e, struct spec_seq *s,
+                         const float *logits, float *q);
+
+/* verify.c: acceptance for one sequence whose k+1 verify rows start at
+ * output row s->rows_at; appends the accepted tokens and the next token to
+ * toks, emits them, and updates stats. Returns the accepted count. */
+int spec_verify_accept(struct spec_engine *e, struct spec_seq *s);
+/* First token after the prompt, from the prefill's last row. */
+void spec_first_token(struct spec_engine *e, struct spec_seq *s,
+                      const float *logits);
+
+#endif
