@@ -85,8 +85,11 @@ int mtpd_tok_encode(struct mtpd_tok_enc *enc, const char *text, size_t len,
                          !(flags & MTPD_TOK_NO_PARSE_SPECIAL));
     for (size_t i = 0; rc == 0 && i < enc->seg2.n; i++) {
         const struct tok_seg g = enc->seg2.v[i];
-        if (g.id >= 0)
+        if (g.id >= 0) {
             rc = push1(out, g.id) < 0 ? MTPD_TOK_ENOMEM : 0;
+            if (rc < 0)
+                snprintf(enc->err, sizeof(enc->err), "out of memory");
+        }
         else if (tok->n_stages == 0)
             rc = tok_bpe_word(enc, text + g.s, g.e - g.s, out);
         else
