@@ -176,12 +176,21 @@ def test_reference_matches_transformers_golden(name):
 def test_spec_sim_is_lossless(presets, name, k):
     m = presets.model(name)
     prompt = case_ids(m.cfg.vocab_size, 5, 9)
-    gen, acc = dsv3_ref.spec_sim(m, prompt, k, 32)
+    gen, passes = dsv3_ref.spec_sim(m, prompt, k, 32, trace=True)
     assert gen == dsv3_ref.greedy_generate(m, prompt, 32)
-    assert all(0 <= a <= k for a in acc)
-    # one token from the prefill, a + 1 from every pass
-    assert 1 + sum(a + 1 for a in acc) >= 32 > 1 + sum(a + 1 for a in acc[:-1])
+    assert all(0 <= a <= kk <= k for kk, a in passes)
+    # one token from the prefill, a + 1 from every pass, never past the budget
+    assert 1 + sum(a + 1 for _, a in passes) == 32
+    produced = 1
+    for kk, a in passes:  # k shrinks only to fit the remaining budget
+        assert kk == min(k, 32 - produced - 1)
+        produced += a + 1
+    acc = [a for _, a in passes]
+    assert acc == dsv3_ref.spec_sim(m, prompt, k, 32)[1]
     assert 0 < sum(acc) < k * len(acc)  # these presets accept some, not all
+    eos = gen[5]
+    g2, _ = dsv3_ref.spec_sim(m, prompt, k, 32, eos_id=eos)
+    assert g2 == gen[:gen.index(eos) + 1]
 
 
 def test_spec_sim_first_draft_is_mtp_last_row(presets):

@@ -453,44 +453,40 @@ def draft_tokens(model, seq, h, k):
     return drafts, np.array(dlogits)
 
 
-def spec_sim(model, prompt_ids, k, max_new, eos_id=None):
-    """Greedy speculative decoding simulation. Prefill the prompt, take the
-    main model's argmax as the first token, then per pass: draft k tokens
-    (draft_tokens), verify them in one main-model pass over
-    [last committed token, d_1..d_k], accept the longest prefix that equals
-    the main model's argmax at each position, and append the main model's
-    token at the first mismatch (or the bonus token after k accepted).
-    Stops after max_new tokens (output truncated to max_new; the last pass
-    still drafts k) or after eos_id.
-    -> (generated ids, accepted count per pass)."""
+def spec_sim(model, prompt_ids, k, max_new, eos_id=None, trace=False):
+    """Greedy speculative decoding simulation. Prefill the prompt and take
+    the main model's argmax as the first token; then per pass draft
+    k' = min(k, tokens still wanted - 1) tokens (draft_tokens), verify them
+    in one main-model pass over [last committed token, d_1..d_k'], accept
+    the longest prefix equal to the main model's argmax at each position,
+    and append the main model's token at the first mismatch (the bonus
+    token when all k' are accepted). A pass never produces more than the
+    max_new budget, so k' shrinks (to 0: a plain decode step) at the end.
+    Stops after max_new tokens or right after eos_id.
+    -> (generated ids, accepted count per pass), or with trace=True
+       (generated ids, [[k', accepted] per pass]) like `mtpd generate --trace`."""
     seq = list(prompt_ids)
     lg, h = model.forward(seq, logits_from=len(seq) - 1)
     gen = [argmax(lg[-1])]
     seq.append(gen[0])
-    accepted = []
-    if eos_id is not None and gen[0] == eos_id:
-        return gen, accepted
-    while len(gen) < max_new:
+    passes = []
+    while len(gen) < max_new and not (eos_id is not None and gen[-1] == eos_id):
         N = len(seq)
-        drafts, _ = draft_tokens(model, seq, h, k)
+        kk = min(k, max_new - len(gen) - 1)
+        drafts = draft_tokens(model, seq, h, kk)[0] if kk > 0 else []
         lg, hv = model.forward(seq + drafts, logits_from=N - 1)
         target = [argmax(r) for r in lg]  # target[i] predicts position N+i
         a = 0
-        while a < k and drafts[a] == target[a]:
+        while a < kk and drafts[a] == target[a]:
             a += 1
-        accepted.append(a)
-        new = drafts[:a] + [target[a]]
+        passes.append([kk, a])
         h = hv[:N + a]  # main hidden of the committed positions 0..N-1+a
-        stop = False
-        for t in new:
+        for t in drafts[:a] + [target[a]]:
             gen.append(t)
             seq.append(t)
-            if (eos_id is not None and t == eos_id) or len(gen) >= max_new:
-                stop = True
+            if eos_id is not None and t == eos_id:
                 break
-        if stop:
-            break
-    return gen[:max_new], accepted
+    return gen, (passes if trace else [a for _, a in passes])
 
 
 def logit_gaps(logits):
