@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The main job on the embedded default model, from a fresh Debian 12
+# machine: installs dependencies, builds, and completes a piece of Python
+# with MTP speculative decoding, printing the acceptance statistics.
+#   tools/run.sh ["PROMPT" [mtpd generate options...]]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/setup.sh
+[ -d build ] || meson setup build >/dev/null
+ninja -C build mtpd >/dev/null
+
+model=models/mtpd-code-small
+prompt=${1:-'def fibonacci(n):
+    """Return the n-th Fibonacci number."""
+'}
+shift || true
+echo "== mtpd generate --model $model (greedy, draft tokens: auto)" >&2
+printf '%s' "$prompt"
+build/mtpd generate --model "$model" --prompt "$prompt" --max-tokens 200 \
+    --draft-tokens auto "$@"
