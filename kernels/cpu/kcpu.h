@@ -1,9 +1,11 @@
 /*
  * kcpu.h - internals shared by the CPU backend files (not a public API).
  *
- * A matmul "block kernel" computes y[t][o] for rows o in [r0, r1) and
- * t < nt (1 <= nt <= KMM_NT) tokens; matmul.c tiles rows and tokens and
- * splits them across the pool, then calls the kernel of the active ISA.
+ * A matmul "block kernel" computes, for rows o in [r0, r1), tokens t < nt
+ * (1 <= nt <= KMM_NT) and the column range [c0, c1), the partial dot
+ * products sum_c W[o][c] * x[t][c] and stores them in y[t][o] (or adds
+ * them, when accum). matmul.c tiles rows, tokens and columns and splits
+ * rows across the pool; the kernels keep their accumulators in registers.
  */
 #ifndef MTPD_KCPU_H
 #define MTPD_KCPU_H
@@ -23,20 +25,27 @@
 /* Fully unroll small constant loops (keeps accumulator arrays in registers). */
 #define KUNROLL _Pragma("GCC unroll 8")
 
-/* Most tokens a block kernel handles at once (accumulators in registers). */
-#define KMM_NT 4
+/* Most tokens one block kernel call handles. */
+#define KMM_NT 8
 
-typedef void (*kmm_block_fn)(const struct kmat *W, int r0, int r1,
-                             const float *x, int ldx, float *y, int ldy,
-                             int nt);
+struct kmm_blk {
+    const struct kmat *W;
+    int r0, r1;     /* output rows */
+    int c0, c1;     /* columns; F8: c0 is a multiple of W->blk */
+    const float *x; /* x[t * ldx + c], c absolute */
+    int ldx;
+    float *y;       /* y[t * ldy + o], o absolute */
+    int ldy;
+    int nt;         /* tokens, 1..KMM_NT */
+    int accum;      /* 1: y += partial, 0: y = partial */
+};
 
-void kmm_block_scalar(const struct kmat *W, int r0, int r1, const float *x,
-                      int ldx, float *y, int ldy, int nt);
+typedef void (*kmm_block_fn)(const struct kmm_blk *b);
+
+void kmm_block_scalar(const struct kmm_blk *b);
 #if KCPU_X86
-void kmm_block_avx2(const struct kmat *W, int r0, int r1, const float *x,
-                    int ldx, float *y, int ldy, int nt);
-void kmm_block_avx512(const struct kmat *W, int r0, int r1, const float *x,
-                      int ldx, float *y, int ldy, int nt);
+void kmm_block_avx2(const struct kmm_blk *b);
+void kmm_block_avx512(const struct kmm_blk *b);
 #endif
 
 /* fp8 e4m3fn -> fp32 for all 256 codes (dtype.c). */

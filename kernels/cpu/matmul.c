@@ -3,16 +3,23 @@
  * tiling and the split across the thread pool. The arithmetic lives in the
  * per-ISA block kernels (matmul_scalar.c, matmul_avx2.c, matmul_avx512.c).
  *
- * Decode (n_tok <= KMM_NT): each part streams its weight rows from memory
- * once, every row dotted with all tokens from registers. Larger n_tok:
- * each part walks its rows in tiles of about KMM_TILE_BYTES of weights,
- * and runs every KMM_NT-token block over a tile while it is in L2, so
- * weights still come from DRAM once.
+ * Each part (a contiguous row range) walks its rows in tiles of about
+ * KMM_TILE_BYTES of weights; per tile, for each block of <= KMM_NT tokens,
+ * it runs the kernel over column chunks small enough that the chunk of x
+ * (nt x chunk fp32) stays in L1. So every weight byte comes from DRAM once
+ * per call (later token blocks find the tile in L2), x is read from L1,
+ * and for decode (n_tok <= KMM_NT) weights simply stream.
  */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "kcpu.h"
 
-#define KMM_TILE_BYTES (256 * 1024)
-#define KMM_ROW_ALIGN 16 /* parts start on multiples of this many rows */
+#define KMM_TILE_BYTES (256 * 1024) /* weight tile reused from L2 */
+#define KMM_X_BYTES (32 * 1024)     /* x chunk kept in L1 */
+#define KMM_ROW_ALIGN 16            /* parts start on multiples of this */
 
 struct mm_job {
     const struct kmat *W;
@@ -36,24 +43,99 @@ static kmm_block_fn block_fn(void)
     }
 }
 
+/* Columns per chunk for nt tokens: x chunk in L1, F8 chunks whole blocks. */
+static int chunk_cols(const struct kmat *W, int nt)
+{
+    int kc = KMM_X_BYTES / (4 * nt);
+    kc -= kc % 64;
+    if (W->dtype == KDT_F8_E4M3)
+        kc = kc < W->blk ? W->blk : kc - kc % W->blk;
+    if (W->cols <= kc + kc / 4)
+        kc = W->cols; /* no small last chunk */
+    return kc;
+}
+
 /* Rows [r0, r1) for all tokens of the job, tiled as described above. */
 static void mm_range(const struct mm_job *j, int r0, int r1)
 {
-    if (j->n_tok <= KMM_NT) {
-        j->fn(j->W, r0, r1, j->x, j->ldx, j->y, j->ldy, j->n_tok);
-        return;
-    }
-    size_t row_bytes = (size_t)j->W->cols * kdtype_size(j->W->dtype);
-    int tile = (int)(KMM_TILE_BYTES / row_bytes);
-    tile = tile < 2 ? 2 : tile & ~1;
+    const struct kmat *W = j->W;
+    size_t row_bytes = (size_t)W->cols * kdtype_size(W->dtype);
+    int tile = (int)(KMM_TILE_BYTES / row_bytes) & ~3;
+    if (tile < 4)
+        tile = 4;
+    int n_tb = (j->n_tok + KMM_NT - 1) / KMM_NT; /* equal token blocks */
+    int tb = (j->n_tok + n_tb - 1) / n_tb;
+    struct kmm_blk b = {.W = W, .ldx = j->ldx, .ldy = j->ldy};
+
     for (int r = r0; r < r1; r += tile) {
-        int re = r1 - r < tile ? r1 : r + tile;
-        for (int t = 0; t < j->n_tok; t += KMM_NT) {
-            int nt = j->n_tok - t < KMM_NT ? j->n_tok - t : KMM_NT;
-            j->fn(j->W, r, re, j->x + (size_t)t * j->ldx, j->ldx,
-                  j->y + (size_t)t * j->ldy, j->ldy, nt);
+        b.r0 = r;
+        b.r1 = r1 - r < tile ? r1 : r + tile;
+        for (int t = 0; t < j->n_tok; t += tb) {
+            b.nt = j->n_tok - t < tb ? j->n_tok - t : tb;
+            b.x = j->x + (size_t)t * j->ldx;
+            b.y = j->y + (size_t)t * j->ldy;
+            int kc = chunk_cols(W, b.nt);
+            for (int c = 0; c < W->cols; c += kc) {
+                b.c0 = c;
+                b.c1 = W->cols - c < kc ? W->cols : c + kc;
+                b.accum = c > 0;
+                j->fn(&b);
+            }
         }
     }
+}
+
+/*
+ * Per-thread scratch for an aligned copy of x: unaligned 64-byte loads
+ * split cache lines and cost the kernels ~30%. Grows on demand (so the
+ * decode loop allocates only on its first calls), freed at thread exit.
+ */
+struct scratch {
+    void *p;
+    size_t cap;
+};
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_ok;
+
+static void scratch_free(void *arg)
+{
+    struct scratch *s = arg;
+    free(s->p);
+    free(s);
+}
+
+static void scratch_init(void)
+{
+    scratch_ok = pthread_key_create(&scratch_key, scratch_free) == 0;
+}
+
+/* A 64-byte aligned buffer of >= bytes for this thread, or NULL. */
+static void *scratch_get(size_t bytes)
+{
+    pthread_once(&scratch_once, scratch_init);
+    if (!scratch_ok)
+        return NULL;
+    struct scratch *s = pthread_getspecific(scratch_key);
+    if (s == NULL) {
+        if ((s = calloc(1, sizeof *s)) == NULL)
+            return NULL;
+        if (pthread_setspecific(scratch_key, s) != 0) {
+            free(s);
+            return NULL;
+        }
+    }
+    if (s->cap < bytes) {
+        size_t cap = (bytes + 4095) & ~(size_t)4095;
+        void *p = aligned_alloc(64, cap);
+        if (p == NULL)
+            return NULL;
+        free(s->p);
+        s->p = p;
+        s->cap = cap;
+    }
+    return s->p;
 }
 
 /* Part `part` of n_parts takes a contiguous, KMM_ROW_ALIGN-aligned share. */
@@ -97,6 +179,18 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
     if (n_tok == 0 || row0 == row1)
         return MTPD_K_OK;
 
+    if ((((uintptr_t)x & 63) || (n_tok > 1 && ldx % 16)) &&
+        row1 - row0 >= 32) { /* copy x to aligned rows, if we can */
+        int ld = (W->cols + 15) & ~15;
+        float *xa = scratch_get((size_t)n_tok * ld * sizeof(float));
+        if (xa != NULL) {
+            for (int t = 0; t < n_tok; t++)
+                memcpy(xa + (size_t)t * ld, x + (size_t)t * ldx,
+                       (size_t)W->cols * sizeof(float));
+            x = xa;
+            ldx = ld;
+        }
+    }
     struct mm_job j = {W, row0, row1, x, ldx, y, ldy, n_tok, block_fn()};
     int chunks = (row1 - row0 + KMM_ROW_ALIGN - 1) / KMM_ROW_ALIGN;
     int parts = kpool_size(p);

@@ -1,16 +1,21 @@
 /*
- * matmul_avx2.c - AVX2+FMA+F16C block kernel: rows [r0, r1) x nt tokens.
+ * matmul_avx2.c - AVX2+FMA+F16C block kernel (see struct kmm_blk, kcpu.h).
  *
- * Same scheme as matmul_avx512.c with 8 columns per step: two weight rows
- * at a time, each widened once and FMA'd into 2 x nt accumulators; the
- * column tail (< 8) is done in scalar code. F8 e4m3 is widened through
- * f16 (value times 2^-8, exact; the 2^8 is folded into the block scale).
- * (NaN e4m3 codes read as +-480 in the vector part; checkpoints hold none.)
+ * Same scheme as matmul_avx512.c with 8 columns per step and 16 registers:
+ * NR x NT = 4x1..4x2 and 2x3..2x4 (larger token counts in passes of 4);
+ * F8, which needs a second set of accumulators, 4x1 and 2x2. Column tails:
+ * weights widened into a zero-padded stack vector, x by vmaskmovps.
+ * F8 e4m3 is widened through f16 (value times 2^-8, exact; the 2^8 is
+ * folded into the block scale).
+ * (NaN e4m3 codes read as +-480 in full steps; checkpoints hold none.)
  */
 #include "kcpu.h"
 
 #if KCPU_X86
 #include <immintrin.h>
+
+#define NRMAX 4
+#define NTMAX 4
 
 KTARGET_AVX2 KINLINE __m256 w_load(enum kdtype dt, const void *w, int c)
 {
@@ -33,47 +38,59 @@ KTARGET_AVX2 KINLINE __m256 w_load(enum kdtype dt, const void *w, int c)
     }
 }
 
-/* Scalar weight, scaled like w_load (F8: value * 2^-8). */
-KINLINE float w_one(enum kdtype dt, const void *w, int c)
+/* Weights c..c+n-1 (n < 8) widened like w_load, zero padded. */
+KTARGET_AVX2 KINLINE __m256 w_tail(enum kdtype dt, const void *w, int c,
+                                   int n)
 {
-    switch (dt) {
-    case KDT_F32: return ((const float *)w)[c];
-    case KDT_BF16: return kbf16_to_f32(((const uint16_t *)w)[c]);
-    case KDT_F16: return kf16_to_f32(((const uint16_t *)w)[c]);
-    default: return kf8e4m3_table[((const uint8_t *)w)[c]] * 0x1p-8f;
+    float v[8] = {0};
+    for (int i = 0; i < n; i++) {
+        switch (dt) {
+        case KDT_F32: v[i] = ((const float *)w)[c + i]; break;
+        case KDT_BF16: v[i] = kbf16_to_f32(((const uint16_t *)w)[c + i]); break;
+        case KDT_F16: v[i] = kf16_to_f32(((const uint16_t *)w)[c + i]); break;
+        default:
+            v[i] = kf8e4m3_table[((const uint8_t *)w)[c + i]] * 0x1p-8f;
+        }
+    }
+    return _mm256_loadu_ps(v);
+}
+
+KTARGET_AVX2 KINLINE void step(enum kdtype dt, int NR, int NT,
+                               const void *const *w, const float *x, int ldx,
+                               int c, int n, __m256 acc[NRMAX][NTMAX])
+{
+    __m256 wv[NRMAX];
+    __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n),
+                                   _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    KUNROLL
+    for (int k = 0; k < NR; k++)
+        wv[k] = n == 8 ? w_load(dt, w[k], c) : w_tail(dt, w[k], c, n);
+    KUNROLL
+    for (int t = 0; t < NT; t++) {
+        const float *xp = x + (size_t)t * ldx + c;
+        __m256 xv = n == 8 ? _mm256_loadu_ps(xp) : _mm256_maskload_ps(xp, m);
+        KUNROLL
+        for (int k = 0; k < NR; k++)
+            acc[k][t] = _mm256_fmadd_ps(wv[k], xv, acc[k][t]);
     }
 }
 
-/* acc[k][t] (vector) and tail[k][t] (scalar) += row k . x[t] on [c0,c1). */
 KTARGET_AVX2 KINLINE void seg_dot(enum kdtype dt, int NR, int NT,
-                                  const void *w0, const void *w1,
-                                  const float *x, int ldx, int c0, int c1,
-                                  __m256 acc[2][KMM_NT],
-                                  float tail[2][KMM_NT])
+                                  const void *const *w, const float *x,
+                                  int ldx, int c0, int c1,
+                                  __m256 acc[NRMAX][NTMAX])
 {
+    KUNROLL
+    for (int k = 0; k < NR; k++) {
+        KUNROLL
+        for (int t = 0; t < NT; t++)
+            acc[k][t] = _mm256_setzero_ps();
+    }
     int c = c0;
-    for (; c + 8 <= c1; c += 8) {
-        __m256 a = w_load(dt, w0, c);
-        __m256 b = NR > 1 ? w_load(dt, w1, c) : a;
-        KUNROLL
-        for (int t = 0; t < NT; t++) {
-            __m256 xv = _mm256_loadu_ps(x + (size_t)t * ldx + c);
-            acc[0][t] = _mm256_fmadd_ps(a, xv, acc[0][t]);
-            if (NR > 1)
-                acc[1][t] = _mm256_fmadd_ps(b, xv, acc[1][t]);
-        }
-    }
-    for (; c < c1; c++) {
-        float a = w_one(dt, w0, c);
-        float b = NR > 1 ? w_one(dt, w1, c) : a;
-        KUNROLL
-        for (int t = 0; t < NT; t++) {
-            float xv = x[(size_t)t * ldx + c];
-            tail[0][t] += a * xv;
-            if (NR > 1)
-                tail[1][t] += b * xv;
-        }
-    }
+    for (; c + 8 <= c1; c += 8)
+        step(dt, NR, NT, w, x, ldx, c, 8, acc);
+    if (c < c1)
+        step(dt, NR, NT, w, x, ldx, c, c1 - c, acc);
 }
 
 KTARGET_AVX2 KINLINE float hsum(__m256 v)
@@ -86,89 +103,98 @@ KTARGET_AVX2 KINLINE float hsum(__m256 v)
 }
 
 KTARGET_AVX2 KINLINE void rows_dot(enum kdtype dt, int NR, int NT,
-                                   const struct kmat *W, int r,
-                                   const float *x, int ldx, float *y, int ldy)
+                                   const struct kmm_blk *b, int r,
+                                   const float *x, float *y)
 {
-    const int cols = W->cols;
-    const size_t rb = (size_t)cols * kdtype_size(dt);
-    const void *w0 = (const char *)W->data + (size_t)r * rb;
-    const void *w1 = (const char *)w0 + rb;
-    __m256 acc[2][KMM_NT], tot[2][KMM_NT];
-    float tl[2][KMM_NT], ttot[2][KMM_NT];
+    const struct kmat *W = b->W;
+    const size_t rb = (size_t)W->cols * kdtype_size(dt);
+    const void *w[NRMAX];
+    __m256 acc[NRMAX][NTMAX], tot[NRMAX][NTMAX];
 
     KUNROLL
-
-    for (int t = 0; t < NT; t++) {
-        tot[0][t] = tot[1][t] = _mm256_setzero_ps();
-        ttot[0][t] = ttot[1][t] = 0.0f;
-    }
+    for (int k = 0; k < NR; k++)
+        w[k] = (const char *)W->data + (size_t)(r + k) * rb;
     if (dt != KDT_F8_E4M3) {
-        seg_dot(dt, NR, NT, w0, w1, x, ldx, 0, cols, tot, ttot);
+        seg_dot(dt, NR, NT, w, x, b->ldx, b->c0, b->c1, tot);
     } else {
-        const int blk = W->blk, nb = (cols + blk - 1) / blk;
-        const float *s0 = W->scale + (size_t)(r / blk) * nb;
-        const float *s1 = W->scale + (size_t)((r + NR - 1) / blk) * nb;
-        for (int b = 0; b < nb; b++) {
+        const int blk = W->blk, nb = (W->cols + blk - 1) / blk;
+        const float *s[NRMAX];
+        KUNROLL
+        for (int k = 0; k < NR; k++) {
+            s[k] = W->scale + (size_t)((r + k) / blk) * nb;
             KUNROLL
-            for (int t = 0; t < NT; t++) {
-                acc[0][t] = acc[1][t] = _mm256_setzero_ps();
-                tl[0][t] = tl[1][t] = 0.0f;
-            }
-            int c1 = (b + 1) * blk < cols ? (b + 1) * blk : cols;
-            seg_dot(dt, NR, NT, w0, w1, x, ldx, b * blk, c1, acc, tl);
-            float fa = s0[b] * 256.0f, fb = s1[b] * 256.0f;
-            __m256 sa = _mm256_set1_ps(fa), sb = _mm256_set1_ps(fb);
+            for (int t = 0; t < NT; t++)
+                tot[k][t] = _mm256_setzero_ps();
+        }
+        for (int c = b->c0; c < b->c1; c += blk) {
+            int ce = b->c1 - c < blk ? b->c1 : c + blk;
+            seg_dot(dt, NR, NT, w, x, b->ldx, c, ce, acc);
             KUNROLL
-            for (int t = 0; t < NT; t++) {
-                tot[0][t] = _mm256_fmadd_ps(acc[0][t], sa, tot[0][t]);
-                ttot[0][t] += tl[0][t] * fa;
-                if (NR > 1) {
-                    tot[1][t] = _mm256_fmadd_ps(acc[1][t], sb, tot[1][t]);
-                    ttot[1][t] += tl[1][t] * fb;
-                }
+            for (int k = 0; k < NR; k++) {
+                __m256 sv = _mm256_set1_ps(s[k][c / blk] * 256.0f);
+                KUNROLL
+                for (int t = 0; t < NT; t++)
+                    tot[k][t] = _mm256_fmadd_ps(acc[k][t], sv, tot[k][t]);
             }
         }
     }
     KUNROLL
     for (int t = 0; t < NT; t++) {
-        y[(size_t)t * ldy + r] = hsum(tot[0][t]) + ttot[0][t];
-        if (NR > 1)
-            y[(size_t)t * ldy + r + 1] = hsum(tot[1][t]) + ttot[1][t];
+        KUNROLL
+        for (int k = 0; k < NR; k++) {
+            float *yp = y + (size_t)t * b->ldy + r + k;
+            float v = hsum(tot[k][t]);
+            *yp = b->accum ? *yp + v : v;
+        }
     }
 }
 
-KTARGET_AVX2 KINLINE void block_nt(enum kdtype dt, int NT,
-                                   const struct kmat *W, int r0, int r1,
-                                   const float *x, int ldx, float *y, int ldy)
+KTARGET_AVX2 KINLINE void rows_loop(enum kdtype dt, int NR, int NT,
+                                    const struct kmm_blk *b, int t0)
 {
-    int r = r0;
-    for (; r + 2 <= r1; r += 2)
-        rows_dot(dt, 2, NT, W, r, x, ldx, y, ldy);
-    if (r < r1)
-        rows_dot(dt, 1, NT, W, r, x, ldx, y, ldy);
+    const float *x = b->x + (size_t)t0 * b->ldx;
+    float *y = b->y + (size_t)t0 * b->ldy;
+    int r = b->r0;
+    for (; r + NR <= b->r1; r += NR)
+        rows_dot(dt, NR, NT, b, r, x, y);
+    for (; r < b->r1; r++)
+        rows_dot(dt, 1, NT, b, r, x, y);
 }
 
-KTARGET_AVX2 KINLINE void block_dt(enum kdtype dt, const struct kmat *W,
-                                   int r0, int r1, const float *x, int ldx,
-                                   float *y, int ldy, int nt)
+KTARGET_AVX2 KINLINE void block_dense(enum kdtype dt, const struct kmm_blk *b)
 {
-    switch (nt) {
-    case 1: block_nt(dt, 1, W, r0, r1, x, ldx, y, ldy); break;
-    case 2: block_nt(dt, 2, W, r0, r1, x, ldx, y, ldy); break;
-    case 3: block_nt(dt, 3, W, r0, r1, x, ldx, y, ldy); break;
-    default: block_nt(dt, 4, W, r0, r1, x, ldx, y, ldy); break;
+    for (int t0 = 0; t0 < b->nt; t0 += 4) {
+        switch (b->nt - t0) {
+        case 1: rows_loop(dt, 4, 1, b, t0); break;
+        case 2: rows_loop(dt, 4, 2, b, t0); break;
+        case 3: rows_loop(dt, 2, 3, b, t0); break;
+        default: rows_loop(dt, 2, 4, b, t0); break;
+        }
     }
 }
 
-KTARGET_AVX2 void kmm_block_avx2(const struct kmat *W, int r0, int r1,
-                                 const float *x, int ldx, float *y, int ldy,
-                                 int nt)
+KTARGET_AVX2 static void block_f8(const struct kmm_blk *b)
 {
-    switch (W->dtype) {
-    case KDT_F32: block_dt(KDT_F32, W, r0, r1, x, ldx, y, ldy, nt); break;
-    case KDT_BF16: block_dt(KDT_BF16, W, r0, r1, x, ldx, y, ldy, nt); break;
-    case KDT_F16: block_dt(KDT_F16, W, r0, r1, x, ldx, y, ldy, nt); break;
-    default: block_dt(KDT_F8_E4M3, W, r0, r1, x, ldx, y, ldy, nt); break;
+    const enum kdtype dt = KDT_F8_E4M3;
+    if (b->nt == 1) {
+        rows_loop(dt, 4, 1, b, 0);
+        return;
+    }
+    for (int t0 = 0; t0 < b->nt; t0 += 2) {
+        if (b->nt - t0 == 1)
+            rows_loop(dt, 2, 1, b, t0);
+        else
+            rows_loop(dt, 2, 2, b, t0);
+    }
+}
+
+KTARGET_AVX2 void kmm_block_avx2(const struct kmm_blk *b)
+{
+    switch (b->W->dtype) {
+    case KDT_F32: block_dense(KDT_F32, b); break;
+    case KDT_BF16: block_dense(KDT_BF16, b); break;
+    case KDT_F16: block_dense(KDT_F16, b); break;
+    default: block_f8(b); break;
     }
 }
 #endif

@@ -1,13 +1,17 @@
 /*
- * matmul_avx512.c - AVX-512 block kernel: rows [r0, r1) x nt tokens.
+ * matmul_avx512.c - AVX-512 block kernel (see struct kmm_blk in kcpu.h).
  *
- * Two weight rows at a time, 16 columns per step: each weight vector is
- * loaded and widened once and FMA'd into 2 x nt fp32 accumulators, so a
- * weight byte is read from memory once for all tokens. Column tails use
- * masked loads. Widening: bf16 by zero-extend + shift, f16 by vcvtph2ps,
- * f8 e4m3 by rebuilding it as an f16 (sign-extend, shift, mask: the value
- * times 2^-8, exact) and vcvtph2ps; the 2^8 is folded into the block
- * scale. F8 sums each blk-column block, then FMAs it with its scale.
+ * NR weight rows x NT tokens per pass, 16 columns per step: each weight
+ * vector is loaded and widened once and FMA'd into NT accumulators, each
+ * x vector is loaded once for NR rows, so weights stream from memory once
+ * for all tokens. NR x NT: 4x1..4x4 and 2x5..2x8 (F8 needs a second set
+ * of accumulators, so it runs 4x1..4x2 and 2x3..2x4, and splits larger
+ * token counts). Column tails use masked loads.
+ *
+ * Widening: bf16 by zero-extend + shift; f16 by vcvtph2ps; f8 e4m3 by
+ * rebuilding it as an f16 (sign-extend, shift, mask; the value times 2^-8,
+ * exact) and vcvtph2ps, the 2^8 folded into the block scale. F8 sums each
+ * blk-column block, then FMAs it with its scale into a running total.
  * (NaN e4m3 codes 0x7f/0xff read as +-480 here; checkpoints hold none.)
  */
 #include "kcpu.h"
@@ -15,7 +19,9 @@
 #if KCPU_X86
 #include <immintrin.h>
 
-/* 16 weights of row w (element offset c) as fp32; masked when m != full. */
+#define NRMAX 4
+
+/* 16 weights of row w from element c as fp32 (F8: times 2^-8). */
 KTARGET_AVX512 KINLINE __m512 w_load(enum kdtype dt, const void *w, int c,
                                      __mmask16 m, int masked)
 {
@@ -45,117 +51,187 @@ KTARGET_AVX512 KINLINE __m512 w_load(enum kdtype dt, const void *w, int c,
     }
 }
 
-/* acc[k][t] += W[row k][c0..c1) . x[t][c0..c1), k < NR, t < NT. */
-KTARGET_AVX512 KINLINE void seg_dot(enum kdtype dt, int NR, int NT,
-                                    const void *w0, const void *w1,
-                                    const float *x, int ldx, int c0, int c1,
-                                    __m512 acc[2][KMM_NT])
+/* One 16-column step (masked when m is partial) for NR rows x NT tokens. */
+KTARGET_AVX512 KINLINE void step(enum kdtype dt, int NR, int NT,
+                                 const void *const *w, const float *x,
+                                 int ldx, int c, __mmask16 m, int masked,
+                                 __m512 acc[NRMAX][KMM_NT])
 {
-    int c = c0;
-    for (; c + 16 <= c1; c += 16) {
-        __m512 a = w_load(dt, w0, c, 0, 0);
-        __m512 b = NR > 1 ? w_load(dt, w1, c, 0, 0) : a;
+    __m512 wv[NRMAX];
+    KUNROLL
+    for (int k = 0; k < NR; k++)
+        wv[k] = w_load(dt, w[k], c, m, masked);
+    KUNROLL
+    for (int t = 0; t < NT; t++) {
+        const float *xp = x + (size_t)t * ldx + c;
+        __m512 xv = masked ? _mm512_maskz_loadu_ps(m, xp) : _mm512_loadu_ps(xp);
         KUNROLL
-        for (int t = 0; t < NT; t++) {
-            __m512 xv = _mm512_loadu_ps(x + (size_t)t * ldx + c);
-            acc[0][t] = _mm512_fmadd_ps(a, xv, acc[0][t]);
-            if (NR > 1)
-                acc[1][t] = _mm512_fmadd_ps(b, xv, acc[1][t]);
-        }
-    }
-    if (c < c1) {
-        __mmask16 m = (__mmask16)((1u << (c1 - c)) - 1);
-        __m512 a = w_load(dt, w0, c, m, 1);
-        __m512 b = NR > 1 ? w_load(dt, w1, c, m, 1) : a;
-        KUNROLL
-        for (int t = 0; t < NT; t++) {
-            __m512 xv = _mm512_maskz_loadu_ps(m, x + (size_t)t * ldx + c);
-            acc[0][t] = _mm512_fmadd_ps(a, xv, acc[0][t]);
-            if (NR > 1)
-                acc[1][t] = _mm512_fmadd_ps(b, xv, acc[1][t]);
-        }
+        for (int k = 0; k < NR; k++)
+            acc[k][t] = _mm512_fmadd_ps(wv[k], xv, acc[k][t]);
     }
 }
 
-/* y[t][r + k] for k < NR, t < NT. */
-KTARGET_AVX512 KINLINE void rows_dot(enum kdtype dt, int NR, int NT,
-                                     const struct kmat *W, int r,
-                                     const float *x, int ldx, float *y,
-                                     int ldy)
+/* acc[k][t] = W[row k][c0..c1) . x[t][c0..c1). */
+KTARGET_AVX512 KINLINE void seg_dot(enum kdtype dt, int NR, int NT,
+                                    const void *const *w, const float *x,
+                                    int ldx, int c0, int c1,
+                                    __m512 acc[NRMAX][KMM_NT])
 {
-    const int cols = W->cols;
-    const size_t rb = (size_t)cols * kdtype_size(dt);
-    const void *w0 = (const char *)W->data + (size_t)r * rb;
-    const void *w1 = (const char *)w0 + rb;
-    __m512 acc[2][KMM_NT], tot[2][KMM_NT];
+    KUNROLL
+    for (int k = 0; k < NR; k++) {
+        KUNROLL
+        for (int t = 0; t < NT; t++)
+            acc[k][t] = _mm512_setzero_ps();
+    }
+    int c = c0;
+    for (; c + 16 <= c1; c += 16)
+        step(dt, NR, NT, w, x, ldx, c, 0, 0, acc);
+    if (c < c1)
+        step(dt, NR, NT, w, x, ldx, c, (__mmask16)((1u << (c1 - c)) - 1), 1,
+             acc);
+}
+
+/* Sums of a, b, c, d as one vector {sum a, sum b, sum c, sum d}. */
+KTARGET_AVX512 KINLINE __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d)
+{
+    __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b),
+                              _mm512_unpackhi_ps(a, b)); /* a0 b0 a1 b1 */
+    __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d),
+                              _mm512_unpackhi_ps(c, d));
+    __m512 s = _mm512_add_ps(
+        _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(ab),
+                                            _mm512_castps_pd(cd))),
+        _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(ab),
+                                            _mm512_castps_pd(cd))));
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(s),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(
+                                 _mm512_castps_pd(s), 1)));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+/* Stores (or adds) n <= 4 results v to y[0..n). */
+KTARGET_AVX512 KINLINE void put(float *y, __m128 v, int n, int accum)
+{
+    __mmask8 m = (__mmask8)((1u << n) - 1);
+    if (accum)
+        v = _mm_add_ps(v, _mm_maskz_loadu_ps(m, y));
+    _mm_mask_storeu_ps(y, m, v);
+}
+
+/* y[t][r + k] (=|+=) rows r..r+NR-1 . x[t] over [c0, c1), t < NT. */
+KTARGET_AVX512 KINLINE void rows_dot(enum kdtype dt, int NR, int NT,
+                                     const struct kmm_blk *b, int r,
+                                     const float *x, float *y)
+{
+    const struct kmat *W = b->W;
+    const size_t rb = (size_t)W->cols * kdtype_size(dt);
+    const void *w[NRMAX];
+    __m512 acc[NRMAX][KMM_NT], tot[NRMAX][KMM_NT];
 
     KUNROLL
-
-    for (int t = 0; t < NT; t++)
-        tot[0][t] = tot[1][t] = _mm512_setzero_ps();
+    for (int k = 0; k < NR; k++)
+        w[k] = (const char *)W->data + (size_t)(r + k) * rb;
     if (dt != KDT_F8_E4M3) {
-        seg_dot(dt, NR, NT, w0, w1, x, ldx, 0, cols, tot);
+        seg_dot(dt, NR, NT, w, x, b->ldx, b->c0, b->c1, tot);
     } else {
-        const int blk = W->blk, nb = (cols + blk - 1) / blk;
-        const float *s0 = W->scale + (size_t)(r / blk) * nb;
-        const float *s1 = W->scale + (size_t)((r + NR - 1) / blk) * nb;
-        for (int b = 0; b < nb; b++) {
+        const int blk = W->blk, nb = (W->cols + blk - 1) / blk;
+        const float *s[NRMAX];
+        KUNROLL
+        for (int k = 0; k < NR; k++) {
+            s[k] = W->scale + (size_t)((r + k) / blk) * nb;
             KUNROLL
             for (int t = 0; t < NT; t++)
-                acc[0][t] = acc[1][t] = _mm512_setzero_ps();
-            int c1 = (b + 1) * blk < cols ? (b + 1) * blk : cols;
-            seg_dot(dt, NR, NT, w0, w1, x, ldx, b * blk, c1, acc);
-            __m512 sa = _mm512_set1_ps(s0[b] * 256.0f);
-            __m512 sb = _mm512_set1_ps(s1[b] * 256.0f);
+                tot[k][t] = _mm512_setzero_ps();
+        }
+        for (int c = b->c0; c < b->c1; c += blk) {
+            int ce = b->c1 - c < blk ? b->c1 : c + blk;
+            seg_dot(dt, NR, NT, w, x, b->ldx, c, ce, acc);
             KUNROLL
-            for (int t = 0; t < NT; t++) {
-                tot[0][t] = _mm512_fmadd_ps(acc[0][t], sa, tot[0][t]);
-                if (NR > 1)
-                    tot[1][t] = _mm512_fmadd_ps(acc[1][t], sb, tot[1][t]);
+            for (int k = 0; k < NR; k++) {
+                __m512 sv = _mm512_set1_ps(s[k][c / blk] * 256.0f);
+                KUNROLL
+                for (int t = 0; t < NT; t++)
+                    tot[k][t] = _mm512_fmadd_ps(acc[k][t], sv, tot[k][t]);
             }
         }
     }
-    KUNROLL
-    for (int t = 0; t < NT; t++) {
-        y[(size_t)t * ldy + r] = _mm512_reduce_add_ps(tot[0][t]);
-        if (NR > 1)
-            y[(size_t)t * ldy + r + 1] = _mm512_reduce_add_ps(tot[1][t]);
+    const size_t ldy = (size_t)b->ldy;
+    if (NR == 4) {
+        KUNROLL
+        for (int t = 0; t < NT; t++)
+            put(y + t * ldy + r, reduce4(tot[0][t], tot[1][t], tot[2][t],
+                                         tot[3][t]), 4, b->accum);
+    } else if (NR == 2) {
+        KUNROLL
+        for (int t = 0; t + 1 < NT; t += 2) {
+            __m128 v = reduce4(tot[0][t], tot[1][t], tot[0][t + 1],
+                               tot[1][t + 1]);
+            put(y + t * ldy + r, v, 2, b->accum);
+            put(y + (t + 1) * ldy + r, _mm_movehl_ps(v, v), 2, b->accum);
+        }
+        if (NT & 1) {
+            __m512 z = _mm512_setzero_ps();
+            put(y + (NT - 1) * ldy + r,
+                reduce4(tot[0][NT - 1], tot[1][NT - 1], z, z), 2, b->accum);
+        }
+    } else {
+        KUNROLL
+        for (int t = 0; t < NT; t++) {
+            float v = _mm512_reduce_add_ps(tot[0][t]);
+            y[t * ldy + r] = b->accum ? y[t * ldy + r] + v : v;
+        }
     }
 }
 
-KTARGET_AVX512 KINLINE void block_nt(enum kdtype dt, int NT,
-                                     const struct kmat *W, int r0, int r1,
-                                     const float *x, int ldx, float *y,
-                                     int ldy)
+/* Rows [r0, r1) in groups of NR (then single rows) for tokens [t0, t0+NT). */
+KTARGET_AVX512 KINLINE void rows_loop(enum kdtype dt, int NR, int NT,
+                                      const struct kmm_blk *b, int t0)
 {
-    int r = r0;
-    for (; r + 2 <= r1; r += 2)
-        rows_dot(dt, 2, NT, W, r, x, ldx, y, ldy);
-    if (r < r1)
-        rows_dot(dt, 1, NT, W, r, x, ldx, y, ldy);
+    const float *x = b->x + (size_t)t0 * b->ldx;
+    float *y = b->y + (size_t)t0 * b->ldy;
+    int r = b->r0;
+    for (; r + NR <= b->r1; r += NR)
+        rows_dot(dt, NR, NT, b, r, x, y);
+    for (; r < b->r1; r++)
+        rows_dot(dt, 1, NT, b, r, x, y);
 }
 
-KTARGET_AVX512 KINLINE void block_dt(enum kdtype dt, const struct kmat *W,
-                                     int r0, int r1, const float *x, int ldx,
-                                     float *y, int ldy, int nt)
+KTARGET_AVX512 KINLINE void block_dense(enum kdtype dt,
+                                        const struct kmm_blk *b)
 {
-    switch (nt) {
-    case 1: block_nt(dt, 1, W, r0, r1, x, ldx, y, ldy); break;
-    case 2: block_nt(dt, 2, W, r0, r1, x, ldx, y, ldy); break;
-    case 3: block_nt(dt, 3, W, r0, r1, x, ldx, y, ldy); break;
-    default: block_nt(dt, 4, W, r0, r1, x, ldx, y, ldy); break;
+    switch (b->nt) {
+    case 1: rows_loop(dt, 4, 1, b, 0); break;
+    case 2: rows_loop(dt, 4, 2, b, 0); break;
+    case 3: rows_loop(dt, 4, 3, b, 0); break;
+    case 4: rows_loop(dt, 4, 4, b, 0); break;
+    case 5: rows_loop(dt, 2, 5, b, 0); break;
+    case 6: rows_loop(dt, 2, 6, b, 0); break;
+    case 7: rows_loop(dt, 2, 7, b, 0); break;
+    default: rows_loop(dt, 2, 8, b, 0); break;
     }
 }
 
-KTARGET_AVX512 void kmm_block_avx512(const struct kmat *W, int r0, int r1,
-                                     const float *x, int ldx, float *y,
-                                     int ldy, int nt)
+/* F8: at most 4 tokens per pass (acc + tot must fit the 32 registers). */
+KTARGET_AVX512 static void block_f8(const struct kmm_blk *b)
 {
-    switch (W->dtype) {
-    case KDT_F32: block_dt(KDT_F32, W, r0, r1, x, ldx, y, ldy, nt); break;
-    case KDT_BF16: block_dt(KDT_BF16, W, r0, r1, x, ldx, y, ldy, nt); break;
-    case KDT_F16: block_dt(KDT_F16, W, r0, r1, x, ldx, y, ldy, nt); break;
-    default: block_dt(KDT_F8_E4M3, W, r0, r1, x, ldx, y, ldy, nt); break;
+    const enum kdtype dt = KDT_F8_E4M3;
+    for (int t0 = 0; t0 < b->nt; t0 += 4) {
+        switch (b->nt - t0) {
+        case 1: rows_loop(dt, 4, 1, b, t0); break;
+        case 2: rows_loop(dt, 4, 2, b, t0); break;
+        case 3: rows_loop(dt, 2, 3, b, t0); break;
+        default: rows_loop(dt, 2, 4, b, t0); break;
+        }
+    }
+}
+
+KTARGET_AVX512 void kmm_block_avx512(const struct kmm_blk *b)
+{
+    switch (b->W->dtype) {
+    case KDT_F32: block_dense(KDT_F32, b); break;
+    case KDT_BF16: block_dense(KDT_BF16, b); break;
+    case KDT_F16: block_dense(KDT_F16, b); break;
+    default: block_f8(b); break;
     }
 }
 #endif
