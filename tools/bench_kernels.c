@@ -1,7 +1,8 @@
 /*
  * bench_kernels.c - kmatmul throughput against the machine's read bandwidth.
  *
- * Usage: bench_kernels [max_threads] [MiB]   (ISA: MTPD_ISA=scalar|avx2|avx512)
+ * Usage: bench_kernels [threads,...] [MiB]   (default 1,2 1024;
+ *        ISA: MTPD_ISA=scalar|avx2|avx512)
  *
  * Measures (1) read bandwidth: a SIMD dot over a 1 GiB buffer split across
  * the pool, (2) kpool_run dispatch overhead, (3) kmatmul on bf16/f8
@@ -131,11 +132,19 @@ static double time_matmul(struct kpool *p, const struct kmat *m, int n_mats,
 
 int main(int argc, char **argv)
 {
-    int max_threads = argc > 1 ? atoi(argv[1]) : 2;
+    int thr[16], n_thr = 0;
+    const char *list = argc > 1 ? argv[1] : "1,2";
+    for (const char *q = list; q != NULL && n_thr < 16;) {
+        int v = atoi(q);
+        if (v >= 1 && v <= 64)
+            thr[n_thr++] = v;
+        q = strchr(q, ',');
+        q = q ? q + 1 : NULL;
+    }
+    if (n_thr == 0)
+        thr[n_thr++] = 1;
     size_t set_mib = argc > 2 ? (size_t)atol(argv[2]) : 1024;
     size_t set_bytes = set_mib << 20;
-    if (max_threads < 1 || max_threads > 64)
-        max_threads = 2;
     printf("ISA %s (detected %s), working set %zu MiB\n",
            kisa_str(kisa_active()), kisa_str(kisa_detect()), set_mib);
 
@@ -152,7 +161,10 @@ int main(int argc, char **argv)
 
     struct kpool *pools[65] = {0};
     double bw[65];
-    for (int t = 1; t <= max_threads; t++) {
+    for (int i = 0; i < n_thr; i++) {
+        int t = thr[i];
+        if (pools[t] != NULL)
+            continue;
         pools[t] = kpool_new(t);
         if (pools[t] == NULL)
             return 1;
@@ -192,7 +204,8 @@ int main(int argc, char **argv)
         if (!m || mats_new(m, n_mats, shapes[s].dt, shapes[s].rows,
                            shapes[s].cols, scale) != 0)
             return 1;
-        for (int t = 1; t <= max_threads; t++) {
+        for (int i = 0; i < n_thr; i++) {
+            int t = thr[i];
             double c1 = 0;
             for (size_t k = 0; k < sizeof ntoks / sizeof *ntoks; k++) {
                 double sec = time_matmul(pools[t], m, small ? 1 : n_mats, x, y,
@@ -221,7 +234,7 @@ int main(int argc, char **argv)
             free((void *)m[k].data);
         free(m);
     }
-    for (int t = 1; t <= max_threads; t++)
+    for (int t = 1; t <= 64; t++)
         kpool_free(pools[t]);
     free(x);
     free(y);
