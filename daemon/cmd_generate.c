@@ -57,6 +57,8 @@ static void generate_usage(FILE *f)
 "  --stop STR           stop string (repeatable, up to %d; needs the\n"
 "                       tokenizer); the text is cut before it\n"
 "  --ignore-eos         do not stop at the EOS token\n"
+"  --eos ID             end-of-sequence id (default: eos_token_id of\n"
+"                       config.json)\n"
 "  --ctx N              KV cache positions, prompt + output (default: the\n"
 "                       model's max_position_embeddings)\n"
 "  --threads N          compute threads (default 2)\n"
@@ -154,6 +156,7 @@ struct gen_opts {
     double temperature, top_p;
     int chat, json, trace, check_rollback, ignore_eos;
     long n_samples;
+    long eos; /* -2: from the config */
 };
 
 /* 0 ok, 1 --help printed, 2 usage error. */
@@ -249,6 +252,11 @@ static int parse_args(int argc, char **argv, struct gen_opts *o)
         } else if ((r = cli_opt(argc, argv, &i, "--threads", &v))) {
             if (r < 0 || cli_parse_int(v, 1, 256, &o->threads)) {
                 fprintf(stderr, "mtpd: error: --threads needs 1..256\n");
+                return 2;
+            }
+        } else if ((r = cli_opt(argc, argv, &i, "--eos", &v))) {
+            if (r < 0 || cli_parse_int(v, 0, INT32_MAX, &o->eos)) {
+                fprintf(stderr, "mtpd: error: --eos needs a token id\n");
                 return 2;
             }
         } else if ((r = cli_opt(argc, argv, &i, "--n-samples", &v))) {
@@ -490,7 +498,8 @@ out:
 int cmd_generate(int argc, char **argv)
 {
     struct gen_opts o = {.max_tokens = 128, .draft = SPEC_K_AUTO,
-                         .auto_max = 4, .threads = 2, .top_p = 1.0};
+                         .auto_max = 4, .threads = 2, .top_p = 1.0,
+                         .eos = -2};
     int r = parse_args(argc, argv, &o);
     if (r)
         return r == 1 ? 0 : 2;
@@ -554,6 +563,8 @@ int cmd_generate(int argc, char **argv)
     p.auto_k_max = (int)o.auto_max;
     p.max_tokens = (int)o.max_tokens;
     p.kv_capacity = (int)o.ctx;
+    if (o.eos >= 0)
+        p.eos_id = (int)o.eos;
     if (o.ignore_eos)
         p.eos_id = -1;
     if (o.n_samples) {

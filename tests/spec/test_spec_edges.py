@@ -1,0 +1,185 @@
+"""Rollback and edge cases of speculative decoding: caches after rejections
+equal a fresh prefill; max_tokens < k+1; EOS inside a draft; the context
+limit reached mid-draft; k beyond anything useful; a model without MTP;
+stop strings; the CLI's --help and argument errors."""
+import os
+import subprocess
+
+import pytest
+
+from tools.ref.testutil import case_ids
+
+from spec_helpers import SHARED_MODEL, generate, generate_prompt
+
+
+@pytest.mark.parametrize("name,k", [("bf16-agree", 3), ("bf16-mtp2-freq2", 4),
+                                    ("f32-qproj-yarn", 2)])
+def test_rollback_equals_fresh_prefill(mtpd, presets, name, k):
+    """After every pass with a rejection (up to 16), one more position on
+    the rolled-back caches gives the same main and MTP logits as on caches
+    built from scratch over the accepted sequence."""
+    v = presets.model(name).cfg.vocab_size
+    out = generate(mtpd, presets.dir(name), case_ids(v, 5, 9), 40, k,
+                   "--ignore-eos", "--check-rollback")
+    rb = out["rollback_check"]
+    assert rb["checks"] > 0, "no pass had a rejection: nothing was checked"
+    assert 0 <= rb["main_max_abs_diff"] < 1e-3, rb
+    assert 0 <= rb["mtp_max_abs_diff"] < 1e-3, rb
+
+
+def test_rollback_sampling(mtpd, presets):
+    v = presets.model("bf16-agree").cfg.vocab_size
+    out = generate(mtpd, presets.dir("bf16-agree"), case_ids(v, 6, 4), 40, 4,
+                   "--ignore-eos", "--check-rollback", "--temperature", 1.0,
+                   "--seed", 3)
+    rb = out["rollback_check"]
+    assert rb["checks"] > 0 and rb["main_max_abs_diff"] < 1e-3 and \
+        rb["mtp_max_abs_diff"] < 1e-3, rb
+
+
+def test_max_tokens_below_k_plus_one(mtpd, presets):
+    d = presets.dir("bf16-agree")
+    prompt = case_ids(presets.model("bf16-agree").cfg.vocab_size, 8, 6)
+    full = generate(mtpd, d, prompt, 8, 0, "--ignore-eos")["ids"]
+    for n in (1, 2, 3, 4):
+        out = generate(mtpd, d, prompt, n, 4, "--ignore-eos", "--trace")
+        assert out["ids"] == full[:n]
+        assert out["finish_reason"] == "length"
+        # a pass never drafts more than it could emit
+        emitted = 1
+        for k, a in out["passes"]:
+            assert k <= n - emitted - 1, out["passes"]
+            emitted += a + 1
+        assert out["stats"]["generated_tokens"] == n
+
+
+def test_eos_inside_the_draft(mtpd, presets):
+    """Declare as EOS a token that the greedy continuation produces in the
+    middle of a pass: every k stops right before it, never emitting the
+    tokens drafted after it."""
+    d = presets.dir("bf16-agree")
+    prompt = case_ids(presets.model("bf16-agree").cfg.vocab_size, 22, 7)
+    full = generate(mtpd, d, prompt, 24, 0, "--ignore-eos")["ids"]
+    ref_k3 = generate(mtpd, d, prompt, 24, 3, "--ignore-eos", "--trace")
+    # the first token that was an accepted draft at position >= 2
+    pos, emitted = None, 1
+    for k, a in ref_k3["passes"]:
+        if a >= 2 and emitted + 1 < len(full) and full[emitted + 1] not in full[:emitted + 1]:
+            pos = emitted + 1
+            break
+        emitted += a + 1
+    assert pos is not None, "no suitable pass (test ids)"
+    eos = full[pos]
+    for k in range(0, 5):
+        out = generate(mtpd, d, prompt, 24, k, "--eos", eos)
+        assert out["ids"] == full[:pos], f"k={k}"
+        assert out["finish_reason"] == "stop"
+
+
+def test_context_limit_mid_draft(mtpd, presets):
+    d = presets.dir("bf16-agree")
+    prompt = case_ids(presets.model("bf16-agree").cfg.vocab_size, 9, 10)
+    ctx = 17
+    base = generate(mtpd, d, prompt, 100, 0, "--ignore-eos", "--ctx", ctx)
+    assert base["finish_reason"] == "context"
+    # ctx positions hold prompt + output minus the last (pending) token
+    assert len(base["ids"]) == ctx - len(prompt) + 1
+    for k in (1, 3, 4, 16):
+        out = generate(mtpd, d, prompt, 100, k, "--ignore-eos", "--ctx", ctx,
+                       "--trace")
+        assert out["ids"] == base["ids"], f"k={k}"
+        assert out["finish_reason"] == "context"
+        pos = len(prompt)
+        for kk, a in out["passes"]:
+            assert pos + kk + 1 <= ctx, out["passes"]  # never past the cache
+            pos += a + 1
+    # prompt longer than the context: usage error
+    r = generate(mtpd, d, prompt, 5, 1, "--ctx", 5, expect_rc=2)
+    assert "context" in r.stderr
+
+
+def test_k_larger_than_useful(mtpd, presets):
+    """k = 16 with one MTP module (recursion 15 steps deep) and with two
+    modules: still exact; k = 17 is refused."""
+    for name in ("bf16-agree", "bf16-mtp2-freq2"):
+        d = presets.dir(name)
+        prompt = case_ids(presets.model(name).cfg.vocab_size, 30, 5)
+        base = generate(mtpd, d, prompt, 40, 0, "--ignore-eos")["ids"]
+        out = generate(mtpd, d, prompt, 40, 16, "--ignore-eos")
+        assert out["ids"] == base
+        assert len(out["stats"]["acceptance_by_position"]) == 16
+    r = generate(mtpd, presets.dir("bf16-agree"), [1, 2], 5, 17, expect_rc=2)
+    assert "--draft-tokens" in r.stderr
+
+
+def test_model_without_mtp(mtpd, presets):
+    d = presets.dir("f16-nomtp")
+    prompt = case_ids(presets.model("f16-nomtp").cfg.vocab_size, 3, 6)
+    base = generate(mtpd, d, prompt, 16, 0, "--ignore-eos")
+    for k in ("3", "auto"):
+        out = generate(mtpd, d, prompt, 16, k, "--ignore-eos")
+        assert out["ids"] == base["ids"]
+        assert "no MTP module" in out["notice"]
+        assert out["stats"]["drafts"] == 0
+    r = subprocess.run([mtpd, "generate", "--model", d, "--ids", "1,2",
+                        "--max-tokens", "3", "--draft-tokens", "2"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "notice" in r.stderr
+
+
+def test_auto_draft_length(mtpd, presets):
+    d = presets.dir("bf16-agree")
+    prompt = case_ids(presets.model("bf16-agree").cfg.vocab_size, 31, 6)
+    base = generate(mtpd, d, prompt, 60, 0, "--ignore-eos")["ids"]
+    out = generate(mtpd, d, prompt, 60, "auto", "--ignore-eos", "--auto-max", 6)
+    assert out["ids"] == base
+    assert out["draft_tokens"] == "auto"
+    hist = out["stats"]["k_histogram"]
+    assert len(hist) <= 7 and sum(hist) == out["stats"]["verify_passes"]
+
+
+def test_stop_string(mtpd):
+    if not os.path.exists(os.path.join(SHARED_MODEL, "tokenizer.json")):
+        pytest.skip("needs ../shared/models/pycode-mtp-tiny")
+    text = "def add(a, b):\n"
+    base = generate_prompt(mtpd, SHARED_MODEL, text, 64, 0)
+    t = base["text"]
+    assert len(t) > 30
+    stop = t[20:24]
+    cut = t.find(stop)
+    for k in (0, 2, 4):
+        out = generate_prompt(mtpd, SHARED_MODEL, text, 64, k, "--stop", stop)
+        assert out["finish_reason"] == "stop"
+        assert out["text"] == t[:cut], f"k={k}"
+        assert out["ids"] == base["ids"][:len(out["ids"])]
+        assert len(out["ids"]) < len(base["ids"])
+
+
+def test_streaming_text_equals_json_text(mtpd):
+    if not os.path.exists(os.path.join(SHARED_MODEL, "tokenizer.json")):
+        pytest.skip("needs ../shared/models/pycode-mtp-tiny")
+    args = [mtpd, "generate", "--model", SHARED_MODEL, "--prompt",
+            "import re\n", "--max-tokens", "40", "--draft-tokens", "3"]
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 0
+    j = generate_prompt(mtpd, SHARED_MODEL, "import re\n", 40, 3)
+    assert r.stdout == j["text"]
+    assert "decode" in r.stderr and "tok/s" in r.stderr
+
+
+def test_help_and_usage_errors(mtpd, presets):
+    r = subprocess.run([mtpd, "generate", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0
+    for flag in ("--model", "--prompt", "--ids", "--max-tokens", "--draft-tokens",
+                 "--temperature", "--top-p", "--top-k", "--seed", "--threads",
+                 "--json", "--chat", "--stop"):
+        assert flag in r.stdout, flag
+    d = presets.dir("bf16-agree")
+    for bad in (["--draft-tokens", "x"], ["--temperature", "-1"],
+                ["--top-p", "0"], ["--bogus"], ["--max-tokens", "0"]):
+        r = subprocess.run([mtpd, "generate", "--model", d, "--ids", "1,2"] + bad,
+                           capture_output=True, text=True)
+        assert r.returncode == 2, bad
+    r = subprocess.run([mtpd, "generate", "--model", d, "--ids", "1,99999"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "vocab" in r.stderr
