@@ -7,8 +7,9 @@
  * claimed while its own run is live (a late worker's CAS fails once the
  * generation moved on). Idle workers spin on the 32-bit generation word
  * for KPOOL_SPIN_NS, then sleep on it with a futex; the caller waits for
- * the done counter the same way. Only the creator of the pool may call
- * kpool_run, and fn must not call kpool_run on the same pool.
+ * the done counter the same way. Only one thread at a time may call
+ * kpool_run on a pool, and fn must not call kpool_run on the same pool.
+ * Runs with more than KPOOL_MAX_PARTS parts execute on the caller.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
