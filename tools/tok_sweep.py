@@ -2,7 +2,7 @@
 
 Each sweep is a deterministic text built from a range of code points, so
 the goldens store only a hash of the ids (tools/tok_goldens.py) and the
-test rebuilds the same text (tests/tokenizer/test_parity.py). Two forms per
+test rebuilds the same text (tests/tokenizer/test_tokenizer_parity.py). Two forms per
 block of 4096 code points:
   raw-XXXXXX  the code points concatenated
   ctx-XXXXXX  each code point c as "x" + c + "x " (how the pre-tokenizer
