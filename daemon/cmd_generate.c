@@ -61,6 +61,11 @@ static void generate_usage(FILE *f)
 "                       config.json)\n"
 "  --ctx N              KV cache positions, prompt + output (default: the\n"
 "                       model's max_position_embeddings)\n"
+"  --draft-vocab FILE   restrict the MTP draft head to the ids listed in\n"
+"                       FILE (most frequent first; tools/draft_vocab.py\n"
+"                       writes it), 'off' for the full vocabulary\n"
+"                       (default: DIR/draft_vocab.txt when it exists)\n"
+"  --draft-vocab-size N use the first N ids of that list (default 2048)\n"
 "  --threads N          compute threads (default 2)\n"
 "  --json               print one JSON object instead of streaming text\n"
 "  --trace              with --json: add \"passes\": [[k, accepted], ...]\n"
@@ -157,6 +162,8 @@ struct gen_opts {
     int chat, json, trace, check_rollback, ignore_eos;
     long n_samples;
     long eos; /* -2: from the config */
+    const char *draft_vocab;
+    long draft_vocab_size;
 };
 
 /* 0 ok, 1 --help printed, 2 usage error. */
@@ -259,6 +266,16 @@ static int parse_args(int argc, char **argv, struct gen_opts *o)
                 fprintf(stderr, "mtpd: error: --eos needs a token id\n");
                 return 2;
             }
+        } else if ((r = cli_opt(argc, argv, &i, "--draft-vocab", &v))) {
+            if (r < 0)
+                return 2;
+            o->draft_vocab = v;
+        } else if ((r = cli_opt(argc, argv, &i, "--draft-vocab-size", &v))) {
+            if (r < 0 || cli_parse_int(v, 1, 1 << 24, &o->draft_vocab_size)) {
+                fprintf(stderr, "mtpd: error: --draft-vocab-size needs a "
+                        "positive integer\n");
+                return 2;
+            }
         } else if ((r = cli_opt(argc, argv, &i, "--n-samples", &v))) {
             if (r < 0 || cli_parse_int(v, 1, 1 << 20, &o->n_samples)) {
                 fprintf(stderr, "mtpd: error: --n-samples needs 1..%d\n",
@@ -292,6 +309,49 @@ static int parse_args(int argc, char **argv, struct gen_opts *o)
         return 2;
     }
     return 0;
+}
+
+/* Reads up to max ids (whitespace/comma separated, '#' starts a comment)
+ * from path. Returns the count (0 when the file does not exist and
+ * !required), or -1 with a message. */
+static int read_vocab_file(const char *path, int max, int required,
+                           int32_t **out)
+{
+    *out = NULL;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        if (required)
+            fprintf(stderr, "mtpd: error: --draft-vocab: cannot open %s\n",
+                    path);
+        return required ? -1 : 0;
+    }
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)max);
+    int n = 0, c;
+    long v = -1;
+    while (ids && n < max && (c = fgetc(f)) != EOF) {
+        if (c == '#') {
+            while ((c = fgetc(f)) != EOF && c != '\n')
+                ;
+        }
+        if (c >= '0' && c <= '9') {
+            v = (v < 0 ? 0 : v * 10) + (c - '0');
+            if (v > INT32_MAX)
+                break;
+        } else if (v >= 0) {
+            ids[n++] = (int32_t)v;
+            v = -1;
+        }
+    }
+    if (ids && v >= 0 && v <= INT32_MAX && n < max)
+        ids[n++] = (int32_t)v;
+    fclose(f);
+    if (!ids || n == 0) {
+        fprintf(stderr, "mtpd: error: --draft-vocab: no ids in %s\n", path);
+        free(ids);
+        return -1;
+    }
+    *out = ids;
+    return n;
 }
 
 /* Prompt ids from --ids or the tokenizer. Returns the count or -1. */
@@ -499,7 +559,7 @@ int cmd_generate(int argc, char **argv)
 {
     struct gen_opts o = {.max_tokens = 128, .draft = SPEC_K_AUTO,
                          .auto_max = 4, .threads = 2, .top_p = 1.0,
-                         .eos = -2};
+                         .eos = -2, .draft_vocab_size = 2048};
     int r = parse_args(argc, argv, &o);
     if (r)
         return r == 1 ? 0 : 2;
@@ -546,9 +606,24 @@ int cmd_generate(int argc, char **argv)
         goto out;
     }
     struct spec_engine_opts eo = {.n_threads = (int)o.threads};
+    int32_t *dv = NULL;
+    if (!o.draft_vocab || strcmp(o.draft_vocab, "off") != 0) {
+        char path[4096];
+        if (o.draft_vocab)
+            snprintf(path, sizeof path, "%s", o.draft_vocab);
+        else
+            snprintf(path, sizeof path, "%s/draft_vocab.txt", o.dir);
+        int nv = read_vocab_file(path, (int)o.draft_vocab_size,
+                                 o.draft_vocab != NULL, &dv);
+        if (nv < 0)
+            goto out;
+        eo.draft_vocab = dv;
+        eo.n_draft_vocab = nv;
+    }
     const char *brk = getenv("MTPD_SPEC_BREAK_ACCEPT"); /* tests only */
     eo.break_accept = brk && *brk && strcmp(brk, "0") != 0;
     int rc = spec_engine_new(m, &eo, &e);
+    free(dv);
     if (rc < 0) {
         fprintf(stderr, "mtpd: error: engine: %s\n", mtpd_err_str(rc));
         goto out;

@@ -22,6 +22,8 @@
  */
 #include "spec_int.h"
 
+#include "mtp_head.h"
+
 #include <string.h>
 
 int32_t spec_draft_token(struct spec_engine *e, struct spec_seq *s,
@@ -31,6 +33,34 @@ int32_t spec_draft_token(struct spec_engine *e, struct spec_seq *s,
         return spec_argmax(logits, e->vocab);
     spec_probs(&s->p.sampling, logits, e->vocab, q, e->ibuf);
     return spec_sample(q, e->vocab, &s->rng);
+}
+
+/* With the restricted head: projects the last MTP call's output rows
+ * rows[0..n) through module's packed head into e->sub (one matmul). */
+static int sub_logits(struct spec_engine *e, int module, const int *rows,
+                      int n)
+{
+    const size_t H = (size_t)e->hidden;
+    for (int i = 0; i < n; i++)
+        memcpy(e->gather + (size_t)i * H, mtpd_ctx_hidden(e->ctx, rows[i]),
+               H * sizeof(float));
+    return spec_draft_head_logits(&e->dh[module], mtpd_ctx_pool(e->ctx),
+                                  e->gather, e->hidden, n, e->sub) < 0
+               ? MTPD_EINVAL
+               : MTPD_OK;
+}
+
+/* Full-vocabulary draft logits of output row `row` of the last MTP call,
+ * i-th of the rows given to sub_logits (restricted head: scattered into
+ * dst, -inf outside the subset). */
+static const float *draft_logits(struct spec_engine *e, int i, int row,
+                                 float *dst)
+{
+    if (!e->n_sub)
+        return mtpd_ctx_logits(e->ctx, row);
+    spec_draft_head_scatter(&e->dh[0], e->sub + (size_t)i * e->n_sub, dst,
+                            e->vocab);
+    return dst;
 }
 
 static float *qrow(struct spec_engine *e, struct spec_seq *s, int j)
@@ -93,7 +123,7 @@ int spec_draft(struct spec_engine *e, struct spec_seq **seqs, int n)
             q->tokens = s->toks + L + 1;
             q->hidden = h;
             q->n_tokens = mi;
-            q->logits_from = mi - 1;
+            q->logits_from = e->n_sub ? mi : mi - 1;
             e->slots[cnt].seq = i;
             e->slots[cnt].row = rows;
             rows += mi;
@@ -104,6 +134,12 @@ int spec_draft(struct spec_engine *e, struct spec_seq **seqs, int n)
         int rc = mtpd_mtp_forward(e->ctx, mi, e->qseq, cnt);
         if (rc < 0)
             return rc;
+        if (e->n_sub) {
+            for (int c = 0; c < cnt; c++)
+                e->rowidx[c] = e->slots[c].row + mi - 1;
+            if ((rc = sub_logits(e, mi, e->rowidx, cnt)) < 0)
+                return rc;
+        }
         for (int c = 0; c < cnt; c++) {
             int i = e->slots[c].seq, r0 = e->slots[c].row;
             struct spec_seq *s = seqs[i];
@@ -116,7 +152,8 @@ int spec_draft(struct spec_engine *e, struct spec_seq **seqs, int n)
                        H * sizeof(float));
             put_draft(s, mi + 1,
                       spec_draft_token(e, s,
-                                       mtpd_ctx_logits(e->ctx, r0 + mi - 1),
+                                       draft_logits(e, c, r0 + mi - 1,
+                                                    e->lbuf),
                                        qrow(e, s, mi)));
         }
     }
@@ -150,7 +187,7 @@ int spec_draft(struct spec_engine *e, struct spec_seq **seqs, int n)
             q->tokens = s->toks + L + depth - 1;
             q->hidden = s->dhid;
             q->n_tokens = 1;
-            q->logits_from = 0;
+            q->logits_from = e->n_sub ? 1 : 0;
             e->slots[cnt].seq = i;
             cnt++;
         }
@@ -160,6 +197,12 @@ int spec_draft(struct spec_engine *e, struct spec_seq **seqs, int n)
         int rc = mtpd_mtp_forward(e->ctx, M - 1, e->qseq, cnt);
         if (rc < 0)
             return rc;
+        if (e->n_sub) {
+            for (int c = 0; c < cnt; c++)
+                e->rowidx[c] = c;
+            if ((rc = sub_logits(e, M - 1, e->rowidx, cnt)) < 0)
+                return rc;
+        }
         double dt = spec_now() - t0;
         e->costs.step_s = e->costs.step_s > 0
                               ? 0.9 * e->costs.step_s + 0.1 * dt
@@ -168,7 +211,7 @@ int spec_draft(struct spec_engine *e, struct spec_seq **seqs, int n)
             struct spec_seq *s = seqs[e->slots[c].seq];
             memcpy(s->dhid, mtpd_ctx_hidden(e->ctx, c), H * sizeof(float));
             put_draft(s, depth,
-                      spec_draft_token(e, s, mtpd_ctx_logits(e->ctx, c),
+                      spec_draft_token(e, s, draft_logits(e, c, c, e->lbuf),
                                        qrow(e, s, depth - 1)));
         }
     }
@@ -231,7 +274,7 @@ int spec_refill(struct spec_engine *e, struct spec_seq **seqs, int n)
             q->tokens = s->toks + len + 1;
             q->hidden = e->hin + (size_t)rows * H;
             q->n_tokens = nr;
-            q->logits_from = draft_row ? nr - 1 : no_logits(nr);
+            q->logits_from = draft_row && !e->n_sub ? nr - 1 : no_logits(nr);
             slot[cnt].seq = i;
             slot[cnt].row = rows;
             slot[cnt].p0 = len;
@@ -257,6 +300,15 @@ int spec_refill(struct spec_engine *e, struct spec_seq **seqs, int n)
         int rc = mtpd_mtp_forward(e->ctx, mi, e->qseq, cnt);
         if (rc < 0)
             return rc;
+        int n_lg = 0;
+        if (e->n_sub) {
+            for (int c = 0; c < cnt; c++)
+                if (slot[c].logits)
+                    e->rowidx[n_lg++] = slot[c].row + slot[c].n - 1;
+            if (n_lg && (rc = sub_logits(e, mi, e->rowidx, n_lg)) < 0)
+                return rc;
+        }
+        n_lg = 0;
         for (int c = 0; c < cnt; c++) {
             int i = slot[c].seq, r0 = slot[c].row, nr = slot[c].n;
             struct spec_seq *s = seqs[i];
@@ -264,8 +316,11 @@ int spec_refill(struct spec_engine *e, struct spec_seq **seqs, int n)
                 memcpy(e->hout + (size_t)(r0 + r) * H,
                        mtpd_ctx_hidden(e->ctx, r0 + r), H * sizeof(float));
             if (slot[c].logits) {
-                memcpy(s->mtp_logits, mtpd_ctx_logits(e->ctx, r0 + nr - 1),
-                       (size_t)e->vocab * sizeof(float));
+                const float *lg = draft_logits(e, n_lg++, r0 + nr - 1,
+                                               s->mtp_logits);
+                if (lg != s->mtp_logits)
+                    memcpy(s->mtp_logits, lg,
+                           (size_t)e->vocab * sizeof(float));
                 s->mtp_logits_pos = slot[c].p0 + nr - 1;
             }
             prev_p0[i] = slot[c].p0;

@@ -5,6 +5,8 @@
  */
 #include "spec_int.h"
 
+#include "mtp_head.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +65,12 @@ void spec_engine_free(struct spec_engine *e)
     free(e->r_off);
     free(e->r_n);
     free(e->slots);
+    for (int i = 0; i < MTPD_MAX_MTP; i++)
+        spec_draft_head_free(&e->dh[i]);
+    free(e->sub);
+    free(e->gather);
+    free(e->lbuf);
+    free(e->rowidx);
     free(e);
 }
 
@@ -107,6 +115,26 @@ int spec_engine_new(const struct mtpd_model *m,
         !e->r_p0 || !e->r_off || !e->r_n || !e->slots) {
         spec_engine_free(e);
         return MTPD_ENOMEM;
+    }
+    if (o->draft_vocab && o->n_draft_vocab > 0 && e->n_mtp > 0 &&
+        o->n_draft_vocab < e->vocab) {
+        e->n_sub = o->n_draft_vocab;
+        for (int i = 0; i < e->n_mtp; i++) {
+            int rc = spec_draft_head_init(&e->dh[i], mtpd_mtp_head(m, i),
+                                          o->draft_vocab, e->n_sub);
+            if (rc < 0) {
+                spec_engine_free(e);
+                return rc == -2 ? MTPD_ENOMEM : MTPD_EINVAL;
+            }
+        }
+        e->sub = malloc((size_t)ctx_rows * (size_t)e->n_sub * sizeof(float));
+        e->gather = malloc(hr * sizeof(float));
+        e->lbuf = malloc((size_t)e->vocab * sizeof(float));
+        e->rowidx = malloc((size_t)ctx_rows * sizeof(int));
+        if (!e->sub || !e->gather || !e->lbuf || !e->rowidx) {
+            spec_engine_free(e);
+            return MTPD_ENOMEM;
+        }
     }
     *out = e;
     return MTPD_OK;

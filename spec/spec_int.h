@@ -17,6 +17,7 @@
 #define MTPD_SPEC_INT_H
 
 #include "adapt.h"
+#include "draft_head.h"
 #include "spec.h"
 
 /* One sequence's part of an MTP call. */
@@ -46,6 +47,13 @@ struct spec_engine {
     int *rbase;                 /* max_rows: first output row per call seq */
     int *r_p0, *r_off, *r_n;    /* max_rows: refill bookkeeping per seq */
     struct spec_slot *slots;    /* max_rows + MTPD_MAX_MTP */
+    /* restricted draft head (n_sub > 0), one packed copy per module */
+    int n_sub;
+    struct spec_draft_head dh[MTPD_MAX_MTP];
+    float *sub;    /* [max_rows + MTPD_MAX_MTP, n_sub] subset logits */
+    float *gather; /* [max_rows + MTPD_MAX_MTP, hidden] rows to project */
+    float *lbuf;   /* vocab: one scattered draft logits row */
+    int *rowidx;   /* [max_rows + MTPD_MAX_MTP] */
 };
 
 struct spec_seq {

@@ -128,3 +128,27 @@ def test_trained_models_identical_for_every_k(mtpd, model_dir):
             assert out["ids"] == base["ids"], f"k={k} prompt {text!r}"
             assert out["text"] == base["text"]
         assert out["stats"]["acceptance_rate"] > 0.3, out["stats"]
+
+
+@pytest.mark.parametrize("name", ["bf16-agree", "bf16-mtp2-freq2"])
+def test_restricted_draft_head_greedy(mtpd, presets, name, tmp_path):
+    """A draft head over a subset of the vocabulary (here the ids the plain
+    run emits plus some others, in a scrambled order) changes acceptance
+    only: the ids stay those of plain decoding."""
+    d = presets.dir(name)
+    v = presets.model(name).cfg.vocab_size
+    prompt = case_ids(v, 22, 7)
+    base = generate(mtpd, d, prompt, 32, 0, "--ignore-eos")["ids"]
+    keep = sorted(set(base[::2]) | set(range(0, v, 3)), key=lambda i: (i * 37) % v)
+    f = tmp_path / "vocab.txt"
+    f.write_text("\n".join(str(i) for i in keep))
+    for k in (1, 3):
+        full = generate(mtpd, d, prompt, 32, k, "--ignore-eos")
+        sub = generate(mtpd, d, prompt, 32, k, "--ignore-eos", "--draft-vocab", f)
+        assert sub["ids"] == base
+        assert full["ids"] == base
+        assert sub["stats"]["accepted_tokens"] > 0
+    bad = tmp_path / "bad.txt"
+    bad.write_text(f"1 2 {v + 5}")
+    r = generate(mtpd, d, prompt, 4, 2, "--draft-vocab", bad, expect_rc=1)
+    assert "engine" in r.stderr

@@ -157,6 +157,20 @@ def test_broken_acceptance_rule_is_detected(mtpd, tiny_vocab, k, temperature,
     assert p_joint < 1e-8 and p_pit < 1e-8, (p_joint, p_pit)
 
 
+def test_restricted_draft_head_is_exact(mtpd, tiny_vocab, tmp_path):
+    """FR-Spec style draft head over 9 of the 16 ids: q is zero elsewhere,
+    acceptance uses that q, the output law is still p."""
+    d, ref = tiny_vocab
+    f = tmp_path / "vocab.txt"
+    f.write_text("# test subset\n" + "\n".join(str(i) for i in
+                                                 [6, 5, 0, 9, 10, 11, 12, 13, 3]))
+    settings = ["--temperature", 1.0, "--draft-vocab", str(f)]
+    seqs, st = sample_runs(mtpd, d, 3, settings, seed=2000)
+    assert 0.1 < st["acceptance_rate"] < 0.95, st
+    p_joint, p_pit = pvalues(ref, seqs, 1.0, 0, 1.0)
+    assert p_joint > P_MIN and p_pit > P_MIN, (p_joint, p_pit)
+
+
 def test_plain_sampling_distribution(mtpd, tiny_vocab):
     """k = 0 (no speculation) passes the same test: the reference side of
     the comparison is right."""
