@@ -101,11 +101,13 @@ void kpool_run(struct kpool *p, kpool_fn fn, void *arg, int n_parts);
  * x: [n_tok, ldx] fp32 (ldx >= W->cols), y: [n_tok, ldy] fp32.
  * Reads each weight element once for all n_tok rows (the point of
  * batched verification). Output rows are split across the pool.
+ * x 64-byte aligned with ldx a multiple of 16 avoids a staging copy.
  */
 int kmatmul(struct kpool *p, const struct kmat *W, const float *x, int ldx,
             float *y, int ldy, int n_tok);
 
-/* Same, restricted to output rows [row0, row1). */
+/* Same, restricted to output rows [row0, row1). y is still indexed by the
+ * absolute row (y[t * ldy + o], o in [row0, row1)), so ldy >= row1. */
 int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
                  const float *x, int ldx, float *y, int ldy, int n_tok);
 
