@@ -12,7 +12,7 @@
 set -o pipefail
 export PYTHONUNBUFFERED=1
 : "${OUT:?OUT must name the output folder}"
-BUDGET=${BUDGET:-400}
+BUDGET=${BUDGET:-150}
 DEVICE=${DEVICE:-cuda}
 cd "$(dirname "$0")/../.." || exit 1
 if [ "$DEVICE" = cuda ]; then
