@@ -1,0 +1,199 @@
+"""Speculative-decoding benchmark: tokens/s of `mtpd generate` for
+k = 0..4 and auto, greedy and temperature 0.7, on held-out code prompts and
+on chat prompts; speed-up over k = 0 measured in the same run, acceptance
+by draft position, mean accepted length. Prints markdown tables.
+
+    python3 tools/bench_spec.py [--model DIR ...] [--threads 2]
+        [--max-tokens 128] [--n-code 4] [--n-chat 2] [--reps 1]
+        [--ks 0,1,2,3,4,auto] [--modes greedy,t0.7] [--draft-vocab auto|off]
+
+Models: the default model (models/mtpd-code-small) and
+../shared/models/pycode-mtp-tiny, whichever exist, unless --model is given.
+Code prompts are chunks of .py files from /usr/lib/python3/dist-packages
+(the models train on /usr/lib/python3.11, so these are held out), chosen by
+a hash of the path; chat prompts use the model's chat template (--chat).
+Every prompt runs every k back to back (interleaved), --reps times; the
+table reports the median over repetitions of the summed tokens/s.
+--draft-vocab auto uses tools/draft_vocab/<model name>.txt (or
+DIR/draft_vocab.txt) when present.
+"""
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+CODE_TREE = "/usr/lib/python3/dist-packages"
+CHAT_PROMPTS = [
+    "Write a Python function that checks whether a string is a palindrome.",
+    "How do I read a CSV file and compute the average of one column?",
+    "Explain what a Python decorator is, with a short example.",
+    "Write a class that implements a simple LRU cache.",
+]
+
+
+def code_prompts(n, lines=40, skip=20):
+    """n chunks of `lines` lines from held-out .py files (deterministic)."""
+    files = []
+    for root, dirs, fs in os.walk(CODE_TREE):
+        dirs.sort()
+        for f in sorted(fs):
+            if f.endswith(".py"):
+                files.append(os.path.join(root, f))
+    files.sort(key=lambda p: hashlib.sha1(p.encode()).hexdigest())
+    out = []
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read().splitlines()
+        except (UnicodeDecodeError, OSError):
+            continue
+        if len(text) < skip + lines:
+            continue
+        chunk = "\n".join(text[skip:skip + lines]) + "\n"
+        if 600 <= len(chunk) <= 3000:
+            out.append((os.path.relpath(path, CODE_TREE), chunk))
+        if len(out) == n:
+            break
+    return out
+
+
+def run(binary, model, prompt, k, mode, args, chat):
+    cmd = [binary, "generate", "--model", model, "--prompt", prompt,
+           "--max-tokens", str(args.max_tokens), "--draft-tokens", str(k),
+           "--threads", str(args.threads), "--json", "--ignore-eos",
+           "--seed", "1"]
+    if mode != "greedy":
+        cmd += ["--temperature", mode[1:]]
+    if chat:
+        cmd.append("--chat")
+    if args.draft_vocab_file:
+        cmd += ["--draft-vocab", args.draft_vocab_file]
+    elif args.draft_vocab == "off":
+        cmd += ["--draft-vocab", "off"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:8])}...: {r.stderr.strip()}")
+    return json.loads(r.stdout)["stats"]
+
+
+class Cell:
+    """Sums over the prompts of one (set, mode, k) for one repetition."""
+
+    def __init__(self):
+        self.tokens = 0
+        self.seconds = 0.0
+        self.drafts = 0
+        self.accepted = 0
+        self.acc_pos = []  # summed accepted-at-position counts
+        self.drafted_pos = []
+
+    def add(self, st):
+        self.tokens += st["generated_tokens"] - 1
+        self.seconds += st["decode_seconds"]
+        self.drafts += st["drafts"]
+        self.accepted += st["accepted_tokens"]
+        # rates x drafts reconstruct the counts (every draft of a fixed-k
+        # run drafts every position; auto runs are approximate)
+        for i, r in enumerate(st["acceptance_by_position"]):
+            while len(self.acc_pos) <= i:
+                self.acc_pos.append(0.0)
+                self.drafted_pos.append(0.0)
+            n = st["drafts"] * st["k_histogram_frac"][i]
+            self.acc_pos[i] += r * n
+            self.drafted_pos[i] += n
+
+    def tps(self):
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def add_frac(st):
+    """Fraction of drafts that drafted position i (from the k histogram)."""
+    h = st.get("k_histogram", [])
+    drafts = sum(h[1:]) or 1
+    st["k_histogram_frac"] = [sum(h[i + 1:]) / drafts for i in range(len(h))]
+    return st
+
+
+def bench_model(binary, model, args):
+    name = os.path.basename(os.path.normpath(model))
+    args.draft_vocab_file = None
+    if args.draft_vocab == "auto":
+        for cand in (os.path.join(ROOT, "tools", "draft_vocab", name + ".txt"),
+                     os.path.join(model, "draft_vocab.txt")):
+            if os.path.exists(cand):
+                args.draft_vocab_file = cand
+                break
+    sets = [("code", False, [p for _, p in code_prompts(args.n_code)])]
+    if args.n_chat:
+        sets.append(("chat", True, CHAT_PROMPTS[:args.n_chat]))
+    ks = args.ks.split(",")
+    modes = args.modes.split(",")
+    results = {}  # (set, mode, k) -> [Cell per rep]
+    for rep in range(args.reps):
+        for set_name, chat, prompts in sets:
+            for mode in modes:
+                cells = {k: Cell() for k in ks}
+                for prompt in prompts:
+                    for k in ks:
+                        cells[k].add(add_frac(run(binary, model, prompt, k, mode,
+                                                  args, chat)))
+                for k in ks:
+                    results.setdefault((set_name, mode, k), []).append(cells[k])
+                print(f"[{name}] rep {rep + 1}/{args.reps} {set_name} {mode}: "
+                      + " ".join(f"k={k} {cells[k].tps():.0f}" for k in ks),
+                      file=sys.stderr)
+    print(f"\n### {name}\n")
+    print(f"{args.threads} threads, {args.max_tokens} tokens per prompt, "
+          f"{len(sets[0][2])} code prompts" +
+          (f", {len(sets[1][2])} chat prompts" if len(sets) > 1 else "") +
+          f", median of {args.reps} run(s); draft vocabulary: "
+          f"{os.path.relpath(args.draft_vocab_file, ROOT) if args.draft_vocab_file else 'full'}\n")
+    print("| prompts | sampling | k | tokens/s | speed-up vs k=0 | mean accepted length "
+          "| acceptance by position (unconditional) |")
+    print("|---|---|---|---|---|---|---|")
+    for set_name, _, _ in sets:
+        for mode in modes:
+            base = statistics.median(c.tps() for c in results[(set_name, mode, ks[0])])
+            for k in ks:
+                cs = results[(set_name, mode, k)]
+                tps = statistics.median(c.tps() for c in cs)
+                c = cs[-1]
+                mal = 1 + c.accepted / c.drafts if c.drafts else 1.0
+                pos = ", ".join(f"{a / d:.2f}" for a, d in
+                                zip(c.acc_pos, c.drafted_pos) if d > 0)
+                print(f"| {set_name} | {mode} | {k} | {tps:.1f} | "
+                      f"{tps / base:.2f}x | {mal:.2f} | {pos or '-'} |")
+    sys.stdout.flush()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", action="append")
+    ap.add_argument("--bin", default=os.environ.get("MTPD_BIN",
+                                                   os.path.join(ROOT, "build", "mtpd")))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--n-code", type=int, default=4)
+    ap.add_argument("--n-chat", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--ks", default="0,1,2,3,4,auto")
+    ap.add_argument("--modes", default="greedy,t0.7")
+    ap.add_argument("--draft-vocab", default="auto", choices=["auto", "off"])
+    args = ap.parse_args(argv)
+    models = args.model or [m for m in (
+        os.path.join(ROOT, "models", "mtpd-code-small"),
+        os.path.join(ROOT, "..", "shared", "models", "pycode-mtp-tiny"))
+        if os.path.isdir(m)]
+    if not models:
+        sys.exit("bench_spec: no model found (use --model DIR)")
+    for m in models:
+        bench_model(args.bin, m, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
