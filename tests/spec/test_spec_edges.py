@@ -155,6 +155,16 @@ def test_stop_string(mtpd):
         assert len(out["ids"]) < len(base["ids"])
 
 
+def test_chat_prompt(mtpd):
+    if not os.path.exists(os.path.join(SHARED_MODEL, "tokenizer.json")):
+        pytest.skip("needs ../shared/models/pycode-mtp-tiny")
+    base = generate_prompt(mtpd, SHARED_MODEL, "Sort a list in Python.", 24, 0, "--chat")
+    plain = generate_prompt(mtpd, SHARED_MODEL, "Sort a list in Python.", 24, 0)
+    assert base["stats"]["prompt_tokens"] > plain["stats"]["prompt_tokens"]
+    out = generate_prompt(mtpd, SHARED_MODEL, "Sort a list in Python.", 24, 3, "--chat")
+    assert out["ids"] == base["ids"]
+
+
 def test_streaming_text_equals_json_text(mtpd):
     if not os.path.exists(os.path.join(SHARED_MODEL, "tokenizer.json")):
         pytest.skip("needs ../shared/models/pycode-mtp-tiny")
