@@ -156,3 +156,21 @@ def test_c_logits_match_pytorch(trained):
     assert _rel(got["logits"], want) <= 1e-3
     # MTP rows p = 0..n-2 over (h_p, ids[p+1]); mtp_logits is row n-2
     assert _rel(got["mtp_logits"], mtp_logits[0, -1].numpy()) <= 1e-3
+
+
+def test_c_logits_match_pytorch_on_shipped_model():
+    binary = _mtpd_bin()
+    ship = os.path.join(REPO, "models", "mtpd-code-small")
+    if binary is None or not os.path.isfile(os.path.join(ship, "config.json")):
+        pytest.skip("mtpd binary or models/mtpd-code-small missing")
+    model = M.from_pretrained(ship).eval()
+    ids = torch.randint(0, model.c.vocab_size, (1, 40), generator=torch.Generator().manual_seed(2))
+    res = subprocess.run([binary, "logits", "--model", ship,
+                          "--ids", ",".join(str(int(i)) for i in ids[0]), "--last", "4", "--mtp"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    with torch.no_grad():
+        logits, mtp_logits = model(ids)
+    assert _rel(got["logits"], logits[0, -4:].numpy()) <= 1e-3
+    assert _rel(got["mtp_logits"], mtp_logits[0, -1].numpy()) <= 1e-3

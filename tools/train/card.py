@@ -6,6 +6,7 @@ evaluation results, so every number in it comes from a file.
 """
 import argparse
 import json
+import os
 
 
 def pct(x):
@@ -26,7 +27,7 @@ def eval_rows(name, runs):
     return rows
 
 
-def render(s, ours, refs, manifest, model_name, ref_names, notes):
+def render(s, ours, refs, manifest, model_name, ref_names, notes, size_mb, ref_notes=()):
     m, p = s["model"], s["params"]
     cfg, data = s["config"], s["data"]
     kept = s.get("kept_step", s["steps"])
@@ -34,6 +35,7 @@ def render(s, ours, refs, manifest, model_name, ref_names, notes):
     st = manifest["stats"]
     py = next(r for r in ours if r["lang"] == "py")
     g = py["greedy"]
+    c_first = next(r for r in ours if r["lang"] == "c")["greedy"]["accept_cond"][0]
     lines = [
         f"# {model_name}",
         "",
@@ -70,8 +72,8 @@ def render(s, ours, refs, manifest, model_name, ref_names, notes):
         f"- Parameters: **{p['total'] / 1e6:.2f} M total** (shared tensors counted once; main model"
         f" {p['main_total'] / 1e6:.2f} M, MTP module {p['mtp_only'] / 1e6:.2f} M), **{p['active'] / 1e6:.2f} M"
         " active per token** (routed experts counted top-k of n). Weights are bf16, except"
-        " `e_score_correction_bias`, which is fp32. The 4 shards, each under 16 MiB, are"
-        " 58.2 MB together.",
+        " `e_score_correction_bias`, which is fp32. The shards are each under 16 MiB and"
+        f" {size_mb:.1f} MB together.",
         "- transformers' `DeepseekV3ForCausalLM` loads the checkpoint as is (it warns about the"
         " unused MTP layer). Its logits match the training code's to 1e-6"
         " (`tests/train/test_model_parity.py`). `mtpd logits` matches both the main and the MTP"
@@ -130,7 +132,7 @@ def render(s, ours, refs, manifest, model_name, ref_names, notes):
         "real held-out text, how often the MTP draft for t+2 equals the main model's greedy token",
         "for t+2. Acceptance is simulated greedy speculative decoding from",
         f"{g['prompts']} held-out prompts of {g['prompt_len']} tokens, each continued for {g['gen_len']} greedy tokens",
-        "(2208 draft chains). The one MTP module drafts recursively, and each step from depth 2 on",
+        f"({g['chains']} draft chains). The one MTP module drafts recursively, and each step from depth 2 on",
         "feeds back its post-`shared_head.norm` state and its drafted token. A draft counts as",
         "accepted when it equals the main model's greedy token at that position. \"cond\" is",
         "P(draft j accepted | drafts 1..j-1 accepted); \"uncond\" is P(drafts 1..j all accepted).",
@@ -143,12 +145,8 @@ def render(s, ours, refs, manifest, model_name, ref_names, notes):
     lines += eval_rows(model_name, ours)
     for name, r in zip(ref_names, refs):
         lines += eval_rows(name, r)
+    lines += [""] + list(ref_notes) + [""]
     lines += [
-        "",
-        "pycode-mtp-tiny was trained on the whole Python standard library, so our held-out",
-        "Python files were probably in its training data. Its Python numbers are optimistic, and",
-        "C was never in its training data.",
-        "",
         "## How close to DeepSeek-V3's 85–90%",
         "",
         f"DeepSeek-V3 reports 85–90% acceptance for the first drafted token. Here the first draft"
@@ -161,15 +159,18 @@ def render(s, ours, refs, manifest, model_name, ref_names, notes):
         " module drafts for a 20 M-parameter main model. That model's own top-1 accuracy on real"
         f" held-out Python is {pct(py['top1_main'])}. The MTP head has to guess t+2 without"
         " seeing t+1's hidden state, and with an uncertain main model that is the hard part.",
-        "- The data is small: 11.5 M tokens, of which about 6.7 M are Python. Both heads start to"
-        " overfit after about 4 epochs, which caps how far either can improve.",
+        f"- The data is small: {data['train_tokens'] / 1e6:.1f} M tokens per pass, with each"
+        " Python file in it twice. Held-out loss stops improving after about 4 epochs, so more"
+        " compute does not buy a better model here.",
         "- Acceptance depends on the text. On the more regular C headers the first draft is"
-        " accepted about 8 points more often than on Python. Greedy continuations of a small"
+        f" accepted {100 * (c_first - g['accept_cond'][0]):.0f} points more often than on"
+        " Python. Greedy continuations of a small"
         " model also repeat themselves, which helps acceptance. Held-out prompts with short"
         " continuations limit that effect, but it is there.",
         "- At depth 2 and 3 the module is reused recursively, on inputs (its own output state)"
         " that training never showed it, since training used depth 1 only, as DeepSeek-V3 did."
-        " That is why conditional acceptance drops with depth. DeepSeek-V3 reports depth 1 only.",
+        " That is why conditional acceptance is lower at depth 2 than at depth 1. DeepSeek-V3"
+        " reports depth 1 only.",
         "",
         "## Reproduce",
         "",
@@ -207,12 +208,17 @@ def main(argv=None):
     ap.add_argument("--ref-name", action="append", default=[])
     ap.add_argument("--manifest", required=True)
     ap.add_argument("--name", default="mtpd-code-small")
-    ap.add_argument("--note", action="append", default=[])
+    ap.add_argument("--note", action="append", default=[], help="training bullet")
+    ap.add_argument("--ref-note", action="append", default=[],
+                    help="paragraph under the results table")
+    ap.add_argument("--model-dir", required=True, help="for the checkpoint's size")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     load = lambda p: json.load(open(p))  # noqa: E731
+    size = sum(os.path.getsize(os.path.join(a.model_dir, f)) for f in os.listdir(a.model_dir)
+               if f.endswith(".safetensors"))
     text = render(load(a.summary), load(a.eval), [load(p) for p in a.ref_eval],
-                  load(a.manifest), a.name, a.ref_name, a.note)
+                  load(a.manifest), a.name, a.ref_name, a.note, size / 1e6, a.ref_note)
     with open(a.out, "w", encoding="utf-8") as f:
         f.write(text)
 

@@ -4,7 +4,8 @@
 
 The held-out documents (corpus heldout.jsonl, one language at a time) are
 tokenized with the model's own tokenizer.json, as BOS + text + EOS, and cut
-into consecutive windows of --seq-len + 1 tokens. Reported:
+into non-overlapping windows of --seq-len + 1 tokens, --max-windows of them
+spread evenly over the stream. Reported:
 
   loss_main   mean CE of the main head on token t+1 (nats/token)
   loss_mtp    mean CE of the MTP head on token t+2 (nats/token)
@@ -61,9 +62,14 @@ def heldout_stream(tok, texts, bos, eos):
 
 
 def windows(stream, seq_len, max_windows):
-    n = min(max_windows, (len(stream) - 1) // seq_len)
+    """Up to max_windows non-overlapping windows of seq_len + 1 tokens, spread
+    evenly over the whole stream (so every part of the held-out set counts,
+    not just its first files)."""
+    total = (len(stream) - 1) // seq_len
+    n = min(max_windows, total)
+    picks = np.unique(np.linspace(0, total - 1, n).round().astype(np.int64))
     return torch.from_numpy(np.stack([stream[i * seq_len: i * seq_len + seq_len + 1]
-                                      for i in range(n)]))
+                                      for i in picks]))
 
 
 @torch.no_grad()
@@ -183,7 +189,7 @@ def acceptance(model, prompts, n_new, depth=3):
             "tokens_per_step": 1 + sum(uncond), "greedy_consistency": consistent}
 
 
-def evaluate(model_dir, corpus_dir, lang, seq_len=512, max_windows=64, n_prompts=48,
+def evaluate(model_dir, corpus_dir, lang, seq_len=512, max_windows=128, n_prompts=48,
              prompt_len=128, gen_len=48, device="cpu", seed=0, tokenizer_json=None):
     from tools.train import tokenizer as T
     tok = T.load(tokenizer_json or os.path.join(model_dir, "tokenizer.json"))
@@ -212,7 +218,7 @@ def main(argv=None):
     ap.add_argument("--tokenizer", help="tokenizer.json (default: the model's)")
     ap.add_argument("--lang", default="py", help="comma list of py,c")
     ap.add_argument("--seq-len", type=int, default=512)
-    ap.add_argument("--max-windows", type=int, default=64)
+    ap.add_argument("--max-windows", type=int, default=128)
     ap.add_argument("--prompts", type=int, default=48)
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--gen-len", type=int, default=48)
