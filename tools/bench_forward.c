@@ -29,34 +29,35 @@ static double now_s(void)
 }
 
 struct bw_job {
-    const uint64_t *buf;
-    size_t n;
-    uint64_t sum[256];
+    const float *buf;
+    size_t n; /* floats */
+    float sum[256];
 };
 
+/* Reads its slice as two streams through the SIMD dot kernel. */
 static void bw_part(void *arg, int part, int n_parts)
 {
     struct bw_job *j = arg;
     size_t lo = j->n * part / n_parts, hi = j->n * (part + 1) / n_parts;
-    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (size_t i = lo; i + 4 <= hi; i += 4) {
-        s0 += j->buf[i];
-        s1 += j->buf[i + 1];
-        s2 += j->buf[i + 2];
-        s3 += j->buf[i + 3];
+    size_t half = (hi - lo) / 2, step = 1 << 16;
+    float s = 0;
+    for (size_t i = 0; i < half; i += step) {
+        size_t m = half - i < step ? half - i : step;
+        s += kdot(j->buf + lo + i, j->buf + lo + half + i, (int)m);
     }
-    j->sum[part] = s0 + s1 + s2 + s3;
+    j->sum[part] = s;
 }
 
 /* Read bandwidth over a 1 GiB buffer with the same pool (best of 5). */
 static double read_bandwidth(struct kpool *p)
 {
     size_t bytes = (size_t)1 << 30;
-    uint64_t *buf = malloc(bytes);
+    float *buf = malloc(bytes);
     if (!buf)
         return 0;
-    memset(buf, 1, bytes);
-    struct bw_job j = {.buf = buf, .n = bytes / 8};
+    for (size_t i = 0; i < bytes / sizeof(float); i++)
+        buf[i] = 1.0f;
+    struct bw_job j = {.buf = buf, .n = bytes / sizeof(float)};
     double best = 0;
     for (int it = 0; it < 5; it++) {
         double t0 = now_s();
@@ -86,6 +87,7 @@ int main(int argc, char **argv)
     const char *dir = NULL;
     int threads = 2, ctx = 64;
     double secs = 1.5;
+    int only_t = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             dir = argv[++i];
@@ -95,9 +97,11 @@ int main(int argc, char **argv)
             ctx = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--secs") && i + 1 < argc)
             secs = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            only_t = atoi(argv[++i]); /* one T, for profiling */
         else {
             fprintf(stderr, "usage: bench_forward --model DIR [--threads N] "
-                    "[--ctx N] [--secs S]\n");
+                    "[--ctx N] [--secs S] [--only T]\n");
             return 2;
         }
     }
@@ -143,6 +147,8 @@ int main(int argc, char **argv)
     int Ts[] = {1, 2, 4, 8};
     for (int ti = 0; ti < 4; ti++) {
         int T = Ts[ti];
+        if (only_t && T != only_t)
+            continue;
         struct mtpd_seq s = {.kv = kv, .tokens = ids + ctx, .n_tokens = T,
                              .logits_from = 0};
         int iters = 0;
