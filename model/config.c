@@ -191,7 +191,7 @@ int mtpd_config_parse(const struct json *root, const char *path,
     c->qk_nope_head_dim = cfg_int(&r, "qk_nope_head_dim", 1, 0, 1, 4096);
     c->qk_rope_head_dim = cfg_int(&r, "qk_rope_head_dim", 1, 0, 2, 4096);
     c->v_head_dim = cfg_int(&r, "v_head_dim", 1, 0, 1, 4096);
-    c->n_routed_experts = cfg_int(&r, "n_routed_experts", 0, 0, 0, 1 << 16);
+    c->n_routed_experts = cfg_int(&r, "n_routed_experts", 0, 0, 0, 4096);
     c->n_shared_experts = cfg_int(&r, "n_shared_experts", 0, 0, 0, 1024);
     c->num_experts_per_tok = cfg_int(&r, "num_experts_per_tok", 0, 0, 0, 1024);
     c->moe_intermediate_size =

@@ -34,9 +34,6 @@ struct mtpd_ctx *mtpd_ctx_new(const struct mtpd_model *m, int max_tokens,
     int hid = c->hidden_size, H = c->num_attention_heads;
     int qk = mtpd_config_qk_head_dim(c), L = c->kv_lora_rank;
     int rope = c->qk_rope_head_dim;
-    int inter = imax(c->intermediate_size,
-                     imax(c->moe_intermediate_size,
-                          c->moe_intermediate_size * c->n_shared_experts));
     int E = imax(c->n_routed_experts, 1), K = imax(c->num_experts_per_tok, 1);
     x->m = m;
     x->max_tokens = max_tokens;
@@ -47,8 +44,8 @@ struct mtpd_ctx *mtpd_ctx_new(const struct mtpd_model *m, int max_tokens,
     x->rows = calloc(T, sizeof(*x->rows));
     x->logit_row = calloc(T, sizeof(int));
     x->topk_idx = calloc(T * K, sizeof(int));
-    x->exp_rows = calloc(T, sizeof(int));
-    if (!x->rows || !x->logit_row || !x->topk_idx || !x->exp_rows)
+    x->ffn_rows = calloc(T * K, sizeof(int));
+    if (!x->rows || !x->logit_row || !x->topk_idx || !x->ffn_rows)
         fail = 1;
     x->x = fbuf(T * hid, &fail);
     x->xn = fbuf(T * hid, &fail);
@@ -57,13 +54,21 @@ struct mtpd_ctx *mtpd_ctx_new(const struct mtpd_model *m, int max_tokens,
     x->q = fbuf(T * H * qk, &fail);
     x->kva = fbuf(T * (L + rope), &fail);
     x->attn = fbuf(T * H * c->v_head_dim, &fail);
-    x->ff_gate = fbuf(T * inter, &fail);
-    x->ff_up = fbuf(T * inter, &fail);
+    /* gate/up activations: the dense MLP, or K routed slots + shared */
+    size_t acts = imax(c->intermediate_size,
+                       K * c->moe_intermediate_size +
+                           c->moe_intermediate_size * c->n_shared_experts);
+    x->ffn_h = fbuf(T * acts, &fail);
+    x->ffn_u = fbuf(T * acts, &fail);
     x->cat = fbuf(T * 2 * hid, &fail);
     x->topk_w = fbuf(T * K, &fail);
-    x->exp_wt = fbuf(T, &fail);
-    x->xg = fbuf(T * hid, &fail);
-    x->yg = fbuf(imax((int)(T * hid), 2 * E), &fail);
+    x->ffn_wt = fbuf(T * K, &fail);
+    x->ffn_x = fbuf(T * K * hid, &fail);
+    x->ffn_y = fbuf(T * (K + 1) * hid, &fail);
+    x->route_tmp = fbuf(2 * E, &fail);
+    x->ffn_batch = ffn_batch_new(c);
+    if (!x->ffn_batch)
+        fail = 1;
     x->router = fbuf(T * E, &fail);
     x->hidden = fbuf(T * hid, &fail);
     x->logits = fbuf(T * c->vocab_size, &fail);
@@ -73,7 +78,7 @@ struct mtpd_ctx *mtpd_ctx_new(const struct mtpd_model *m, int max_tokens,
     if (!x->as)
         fail = 1;
     for (int i = 0; x->as && i < x->n_attn; i++) {
-        x->as[i].qc = fbuf(T * L, &fail);
+        x->as[i].qc = fbuf(T * (L + rope), &fail);
         x->as[i].oc = fbuf(T * L, &fail);
         x->as[i].scores = fbuf(x->max_ctx, &fail);
     }
@@ -96,14 +101,16 @@ void mtpd_ctx_free(struct mtpd_ctx *x)
         }
     free(x->as);
     float *bufs[] = {x->x, x->xn, x->tmp, x->qa, x->q, x->kva, x->attn,
-                     x->ff_gate, x->ff_up, x->cat, x->topk_w, x->exp_wt,
-                     x->xg, x->yg, x->router, x->hidden, x->logits, x->lg_in};
+                     x->ffn_h, x->ffn_u, x->cat, x->topk_w, x->ffn_wt,
+                     x->ffn_x, x->ffn_y, x->route_tmp, x->router, x->hidden,
+                     x->logits, x->lg_in};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
         free(bufs[i]);
     free(x->rows);
     free(x->logit_row);
     free(x->topk_idx);
-    free(x->exp_rows);
+    free(x->ffn_rows);
+    ffn_batch_free(x->ffn_batch);
     kpool_free(x->pool);
     free(x);
 }

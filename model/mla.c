@@ -23,8 +23,10 @@ struct attn_job {
 };
 
 /* One head for every row of the call: q_c = W_UK^T q_nope for all rows in
- * one matmul, softmax attention over the latent cache, then W_UV for all
- * rows in one matmul. Runs on one pool thread (pool NULL below). */
+ * one matmul (written next to q_pe, so each query is one [kv_lora + rope]
+ * vector matching a cache row), scores as a matvec over the cache rows,
+ * softmax, the attended latent, then W_UV for all rows in one matmul.
+ * Runs on one pool thread (pool NULL below). */
 static void attn_head(struct attn_job *j, struct attn_scratch *s, int h)
 {
     struct mtpd_ctx *c = j->c;
@@ -39,19 +41,23 @@ static void attn_head(struct attn_job *j, struct attn_scratch *s, int h)
     struct kmat uv = {.dtype = KDT_F32, .rows = vd, .cols = L,
                       .data = j->w->w_uv + (size_t)h * vd * L};
 
-    /* qc [n, L] = q_nope [n, nope] (row stride H * qk) x W_UK */
-    kmatmul(NULL, &ukt, c->q + (size_t)h * qk, H * qk, s->qc, L, n);
+    /* qc [n, L + rope] = [q_nope W_UK, q_pe] */
+    kmatmul(NULL, &ukt, c->q + (size_t)h * qk, H * qk, s->qc, row_floats, n);
+    for (int r = 0; r < n; r++)
+        memcpy(s->qc + (size_t)r * row_floats + L,
+               c->q + (size_t)r * H * qk + (size_t)h * qk + nope,
+               sizeof(float) * rope);
     for (int r = 0; r < n; r++) {
         const struct row_info *ri = &c->rows[r];
-        const float *qc = s->qc + (size_t)r * L;
-        const float *qpe = c->q + (size_t)r * H * qk + (size_t)h * qk + nope;
         const float *cache = ri->kv->layer[j->kv_layer];
         int npos = ri->pos + 1;
-        for (int t = 0; t < npos; t++) {
-            const float *e = cache + (size_t)t * row_floats;
-            s->scores[t] = (kdot(qc, e, L) + kdot(qpe, e + L, rope)) *
-                           m->softmax_scale;
-        }
+        /* scores [npos] = cache rows [npos, L + rope] . query */
+        struct kmat kc = {.dtype = KDT_F32, .rows = npos, .cols = row_floats,
+                          .data = cache};
+        kmatmul(NULL, &kc, s->qc + (size_t)r * row_floats, row_floats,
+                s->scores, npos, 1);
+        for (int t = 0; t < npos; t++)
+            s->scores[t] *= m->softmax_scale;
         ksoftmax(s->scores, npos);
         float *oc = s->oc + (size_t)r * L;
         memset(oc, 0, sizeof(float) * L);

@@ -107,14 +107,17 @@ struct mtpd_ctx {
     /* activations [max_tokens, dim] */
     float *x, *xn, *tmp;
     float *qa, *q, *kva, *attn;
-    float *ff_gate, *ff_up;
     float *cat;            /* MTP concat [max_tokens, 2 * hidden] */
-    /* MoE */
+    /* FFN / MoE (moe.c): every active expert's rows side by side */
     int *topk_idx;         /* [max_tokens, n_per_tok] */
     float *topk_w;         /* [max_tokens, n_per_tok] */
-    int *exp_rows;         /* [max_tokens] rows routed to one expert */
-    float *exp_wt;         /* [max_tokens] their weights */
-    float *xg, *yg;        /* [max_tokens, hidden] gathered in/out */
+    int *ffn_rows;         /* [max_tokens * n_per_tok] row of each routed slot */
+    float *ffn_wt;         /* [max_tokens * n_per_tok] its routing weight */
+    float *ffn_x;          /* [max_tokens * n_per_tok, hidden] gathered inputs */
+    float *ffn_h, *ffn_u;  /* gate / up activations, all experts */
+    float *ffn_y;          /* [max_tokens * (n_per_tok + 1), hidden] outputs */
+    float *route_tmp;      /* [2 * n_experts] */
+    struct ffn_batch *ffn_batch; /* expert job list (moe.c) */
     float *router;         /* [max_tokens, n_experts] */
     /* attention: one scratch per pool thread */
     int n_attn;
@@ -141,6 +144,8 @@ int rope_init(struct mtpd_model *m);
 int mla_block(struct mtpd_ctx *c, const struct layer_w *w, int kv_layer,
               int n);
 int ffn_block(struct mtpd_ctx *c, const struct layer_w *w, int n);
+struct ffn_batch *ffn_batch_new(const struct mtpd_config *c);
+void ffn_batch_free(struct ffn_batch *b);
 int decoder_block(struct mtpd_ctx *c, const struct layer_w *w, int kv_layer,
                   int n);
 
