@@ -12,13 +12,9 @@ static const struct cmd_entry {
     int (*fn)(int argc, char **argv);
     const char *help;
 } cmds[] = {
-#ifdef MTPD_HAVE_GENERATE
     {"generate", cmd_generate, "generate text with MTP speculative decoding"},
-#endif
     {"logits", cmd_logits, "print main-model and MTP logits as JSON"},
-#ifdef MTPD_HAVE_TOKENIZE
     {"tokenize", cmd_tokenize, "encode/decode JSON lines with a tokenizer"},
-#endif
     {"info", cmd_info, "describe a checkpoint (config, sizes, MTP modules)"},
 };
 

@@ -48,7 +48,7 @@ int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
     snprintf(path, sizeof(path), "%s/config.json", dir);
     struct json_doc *cfg = json_parse_file(path, jerr, sizeof(jerr));
     if (!cfg) {
-        snprintf(err, errlen, "config.json: %s", jerr);
+        snprintf(err, errlen, "%s: %s", path, jerr);
         free(m);
         return MTPD_EFORMAT;
     }
