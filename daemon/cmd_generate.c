@@ -72,6 +72,10 @@ static void generate_usage(FILE *f)
 "  --check-rollback     after passes with rejections, compare the live\n"
 "                       caches with a fresh prefill (adds \"rollback_check\"\n"
 "                       to --json; slow, for tests)\n"
+"  --compare-k LIST     benchmark mode (implies --json): one sequence per\n"
+"                       draft length in LIST (e.g. 0,1,2,auto), stepped in\n"
+"                       turn pass by pass so machine noise hits all alike;\n"
+"                       prints {\"compare\": [{\"k\", \"ids\", \"stats\"}, ...]}\n"
 "  --n-samples N        batch mode (with --ids, implies --json): run N\n"
 "                       sequences per prompt with seeds S, S+1, ..., all\n"
 "                       advanced together (one verify pass carries them\n"
@@ -164,6 +168,7 @@ struct gen_opts {
     long eos; /* -2: from the config */
     const char *draft_vocab;
     long draft_vocab_size;
+    const char *compare_k;
 };
 
 /* 0 ok, 1 --help printed, 2 usage error. */
@@ -266,6 +271,10 @@ static int parse_args(int argc, char **argv, struct gen_opts *o)
                 fprintf(stderr, "mtpd: error: --eos needs a token id\n");
                 return 2;
             }
+        } else if ((r = cli_opt(argc, argv, &i, "--compare-k", &v))) {
+            if (r < 0)
+                return 2;
+            o->compare_k = v;
         } else if ((r = cli_opt(argc, argv, &i, "--draft-vocab", &v))) {
             if (r < 0)
                 return 2;
@@ -297,6 +306,11 @@ static int parse_args(int argc, char **argv, struct gen_opts *o)
         fprintf(stderr, "mtpd: error: --model and one of --prompt / --ids "
                 "are required\n");
         generate_usage(stderr);
+        return 2;
+    }
+    if (o->compare_k && (o->n_samples || o->check_rollback)) {
+        fprintf(stderr, "mtpd: error: --compare-k excludes --n-samples and "
+                "--check-rollback\n");
         return 2;
     }
     if (o->n_samples && (!o->ids_s || o->n_stops || o->check_rollback)) {
@@ -555,6 +569,82 @@ out:
     return status;
 }
 
+#define MAX_COMPARE 16
+
+/* --compare-k: one sequence per k, stepped round-robin. */
+static int run_compare(const struct gen_opts *o, struct spec_engine *e,
+                       const struct spec_params *base, const int32_t *ids,
+                       int n_ids)
+{
+    struct spec_seq *seqs[MAX_COMPARE] = {0};
+    char names[MAX_COMPARE][16];
+    int n = 0, status = 1;
+    char *list = strdup(o->compare_k), *save = NULL;
+    if (!list)
+        return 1;
+    for (char *t = strtok_r(list, ",", &save); t;
+         t = strtok_r(NULL, ",", &save)) {
+        long k;
+        struct spec_params p = *base;
+        if (!strcmp(t, "auto")) {
+            k = SPEC_K_AUTO;
+        } else if (cli_parse_int(t, 0, SPEC_K_MAX, &k)) {
+            fprintf(stderr, "mtpd: error: --compare-k: '%s' is not 0..%d or "
+                    "auto\n", t, SPEC_K_MAX);
+            status = 2;
+            goto out;
+        }
+        if (n == MAX_COMPARE) {
+            fprintf(stderr, "mtpd: error: --compare-k: at most %d values\n",
+                    MAX_COMPARE);
+            status = 2;
+            goto out;
+        }
+        p.draft_tokens = (int)k;
+        snprintf(names[n], sizeof names[n], "%s", t);
+        int rc = spec_seq_new(e, &p, ids, n_ids, &seqs[n]);
+        if (rc < 0) {
+            fprintf(stderr, "mtpd: error: %s\n", mtpd_err_str(rc));
+            goto out;
+        }
+        n++;
+    }
+    for (int running = 1; running;) {
+        running = 0;
+        for (int i = 0; i < n; i++) {
+            if (spec_seq_finish(seqs[i]) != SPEC_RUNNING)
+                continue;
+            int rc = spec_step(e, &seqs[i], 1);
+            if (rc < 0) {
+                fprintf(stderr, "mtpd: error: forward: %s\n",
+                        mtpd_err_str(rc));
+                goto out;
+            }
+            running = 1;
+        }
+    }
+    printf("{\"compare\": [");
+    for (int i = 0; i < n; i++) {
+        int m;
+        const int32_t *out = spec_seq_output(seqs[i], &m);
+        printf("%s{\"k\": \"%s\", \"finish_reason\": \"%s\", \"ids\": [",
+               i ? ", " : "", names[i], spec_finish_str(spec_seq_finish(seqs[i])));
+        for (int j = 0; j < m; j++)
+            printf(j ? ", %" PRId32 : "%" PRId32, out[j]);
+        char buf[4096];
+        int len = spec_stats_json(spec_seq_stats(seqs[i]), buf, sizeof buf);
+        printf("], \"stats\": %s}", len > 0 && (size_t)len < sizeof buf
+                                          ? buf : "null");
+    }
+    printf("]}\n");
+    status = 0;
+out:
+    for (int i = 0; i < n; i++)
+        spec_seq_free(seqs[i]);
+    free(list);
+    return status;
+}
+
 int cmd_generate(int argc, char **argv)
 {
     struct gen_opts o = {.max_tokens = 128, .draft = SPEC_K_AUTO,
@@ -644,6 +734,10 @@ int cmd_generate(int argc, char **argv)
         p.eos_id = -1;
     if (o.n_samples) {
         status = run_batch(&o, e, &p);
+        goto out;
+    }
+    if (o.compare_k) {
+        status = run_compare(&o, e, &p, ids, n_prompt);
         goto out;
     }
     p.on_token = on_token;

@@ -8,6 +8,7 @@
 #define PRIOR_W 2.0        /* pseudo-observations of the prior */
 #define PRIOR_ALPHA1 0.6   /* prior acceptance at position 1 */
 #define PROBE_EVERY 16
+#define OFF_AFTER 8        /* consecutive k = 0 choices that turn MTP off */
 
 void spec_cost_add(struct spec_cost *c, double x, double y)
 {
@@ -47,6 +48,8 @@ void spec_adapt_init(struct spec_adapt *a, int k_max)
         a->acc[i] = a->seen[i] = 0.0;
     a->n_pass = 0;
     a->warm = 0;
+    a->zero_run = 0;
+    a->off = 0;
 }
 
 void spec_adapt_observe(struct spec_adapt *a, int k, int accepted)
@@ -80,24 +83,32 @@ double spec_adapt_expected(const struct spec_adapt *a, int k)
 
 int spec_adapt_choose(struct spec_adapt *a, const struct spec_costs *c)
 {
-    if (a->k_max == 0)
+    if (a->k_max == 0 || a->off)
         return 0;
-    /* initial sweep k = 1..k_max: cost samples at every row count and a
-     * first look at every position */
-    if (a->warm < a->k_max || spec_cost_eval(&c->main, 1) < 0.0)
-        return ++a->warm > a->k_max ? a->k_max : a->warm;
+    /* initial sweep k = 0..k_max: cost samples at every row count (k = 0
+     * measures the plain decode step) and a first look at every position */
+    if (a->warm <= a->k_max || spec_cost_eval(&c->main, 1) < 0.0)
+        return a->warm <= a->k_max ? a->warm++ : a->k_max;
     double best = -1.0;
     int kbest = 0;
     for (int k = 0; k <= a->k_max; k++) {
-        double cost = spec_cost_eval(&c->main, k + 1) + c->refill_s;
-        if (k > 1)
-            cost += (k - 1) * c->step_s;
+        /* k = 0 is plain decoding: once chosen for good the MTP caches
+         * are no longer kept, so it pays neither refill nor drafts */
+        double cost = spec_cost_eval(&c->main, k + 1);
+        if (k > 0)
+            cost += c->refill_s + (k - 1) * c->step_s;
         double rate = spec_adapt_expected(a, k) / cost;
         if (rate > best * (1.0 + 1e-9)) {
             best = rate;
             kbest = k;
         }
     }
+    if (kbest == 0 && ++a->zero_run >= OFF_AFTER) {
+        a->off = 1; /* speculation does not pay here: plain decoding */
+        return 0;
+    }
+    if (kbest > 0)
+        a->zero_run = 0;
     if (a->n_pass % PROBE_EVERY == PROBE_EVERY - 1 && kbest < a->k_max)
         kbest++;
     return kbest;

@@ -6,12 +6,16 @@
  *     E(k) / C(k),
  *     E(k) = 1 + sum_{i=1..k} prod_{j=1..i} alpha_j
  *     C(k) = T_main(k + 1) + T_refill + max(0, k - 1) * T_step
+ * (C(0) = T_main(1): plain decoding pays no MTP work)
  * where alpha_j is this sequence's recent conditional acceptance at draft
  * position j (discounted counts with a prior), T_main(r) the measured time
  * of a main-model pass over r rows (a least-squares line with forgetting),
  * T_refill the measured MTP refill time per pass and T_step the measured
- * time of one recursive MTP draft step. Every 16th pass tries k* + 1 so
- * the estimate for the next position stays fresh.
+ * time of one recursive MTP draft step. The first k_max + 1 passes sweep
+ * k = 0..k_max; every 16th pass tries k* + 1 so the estimate for the next
+ * position stays fresh; when k = 0 wins 8 times in a row speculation is
+ * switched off for the sequence (off = 1) and the MTP caches are no longer
+ * maintained.
  */
 #ifndef MTPD_SPEC_ADAPT_H
 #define MTPD_SPEC_ADAPT_H
@@ -41,7 +45,9 @@ struct spec_adapt {
     double acc[SPEC_K_MAX]; /* discounted accepted counts per position */
     double seen[SPEC_K_MAX]; /* discounted reached counts per position */
     int64_t n_pass;
-    int warm; /* passes of the initial sweep done */
+    int warm;     /* passes of the initial sweep done */
+    int zero_run; /* consecutive choices of k = 0 */
+    int off;      /* speculation switched off for good */
 };
 
 void spec_adapt_init(struct spec_adapt *a, int k_max);

@@ -350,8 +350,16 @@ static void settle_finished(struct spec_seq *s)
 static int choose_k(struct spec_engine *e, struct spec_seq *s)
 {
     int L = s->n_toks - 1;
-    int k = s->k_cfg == SPEC_K_AUTO ? spec_adapt_choose(&s->ad, &e->costs)
-                                    : s->k_cfg;
+    int k = s->k_cfg;
+    if (k == SPEC_K_AUTO) {
+        k = s->use_mtp ? spec_adapt_choose(&s->ad, &e->costs) : 0;
+        if (s->ad.off && s->use_mtp) {
+            s->use_mtp = 0; /* plain decoding from here: no refill */
+            snprintf(s->notice, sizeof s->notice,
+                     "draft-tokens auto: speculation does not pay here "
+                     "(acceptance vs pass cost), switched to plain decoding");
+        }
+    }
     int room_out = s->p.max_tokens - s->n_out - 1;
     int room_ctx = s->cap - L - 1;
     if (k > room_out)
@@ -454,7 +462,8 @@ int spec_step(struct spec_engine *e, struct spec_seq **seqs, int n)
         fail_seqs(act, n_act, rc);
         return rc;
     }
-    spec_cost_add(&e->costs.main, rows, ta - tv);
+    if (n_act == n_dec) /* decode-only calls: prompt chunks cost differently */
+        spec_cost_add(&e->costs.main, rows, ta - tv);
 
     /* 4. accept / first token */
     for (int i = 0; i < n_act; i++) {

@@ -5,6 +5,7 @@
  * the restricted (FR-Spec) head for one row. Median of repeated runs.
  *
  *   bench_draft --model DIR [--threads N] [--ctx N] [--sub N] [--reps N]
+ *               [--only-main ROWS]   (just main forwards, for perf)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,13 +35,14 @@ static double samples[MAXREP];
 int main(int argc, char **argv)
 {
     const char *dir = NULL;
-    int threads = 2, ctx = 400, sub = 4096, reps = 200;
+    int threads = 2, ctx = 400, sub = 4096, reps = 200, only = 0;
     for (int i = 1; i < argc - 1; i += 2) {
         if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--ctx")) ctx = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--sub")) sub = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--only-main")) only = atoi(argv[i + 1]);
     }
     if (!dir || reps < 1 || reps > MAXREP) {
         fprintf(stderr, "usage: bench_draft --model DIR [--threads N] "
@@ -69,6 +71,14 @@ int main(int argc, char **argv)
     if (has_mtp) {
         struct mtpd_mtp_seq q = {kv, toks + 1, hid, ctx, ctx};
         if (mtpd_mtp_forward(c, 0, &q, 1)) return 1;
+    }
+    if (only > 0) { /* for profilers: main forwards over `only` rows */
+        for (int it = 0; it < reps; it++) {
+            struct mtpd_seq v = {kv, toks + ctx, only, 0};
+            mtpd_forward(c, &v, 1);
+            mtpd_kv_truncate(kv, -1, ctx);
+        }
+        return 0;
     }
     printf("model %s, context %d, %d threads, median of %d\n\n", dir, ctx,
            threads, reps);

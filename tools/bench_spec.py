@@ -12,8 +12,11 @@ Models: the default model (models/mtpd-code-small) and
 Code prompts are chunks of .py files from /usr/lib/python3/dist-packages
 (the models train on /usr/lib/python3.11, so these are held out), chosen by
 a hash of the path; chat prompts use the model's chat template (--chat).
-Every prompt runs every k back to back (interleaved), --reps times; the
-table reports the median over repetitions of the summed tokens/s.
+Each prompt runs all k values in ONE process (`mtpd generate --compare-k`:
+one sequence per k, advanced in turn pass by pass, so load from other
+processes hits every k alike), --reps times; for each (prompt, k) the
+fastest repetition counts, and tokens/s is the sum of tokens over the sum of
+those decode times.
 --draft-vocab auto uses tools/draft_vocab/<model name>.txt (or
 DIR/draft_vocab.txt) when present.
 """
@@ -21,7 +24,6 @@ import argparse
 import hashlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 
@@ -61,23 +63,28 @@ def code_prompts(n, lines=40, skip=20):
     return out
 
 
-def run(binary, model, prompt, k, mode, args, chat):
+def run(binary, model, prompt, ks, mode, args, chat):
+    """One process, every k interleaved; -> {k: stats}."""
     cmd = [binary, "generate", "--model", model, "--prompt", prompt,
-           "--max-tokens", str(args.max_tokens), "--draft-tokens", str(k),
-           "--threads", str(args.threads), "--json", "--ignore-eos",
-           "--seed", "1"]
+           "--max-tokens", str(args.max_tokens), "--compare-k", ",".join(ks),
+           "--threads", str(args.threads), "--ignore-eos", "--seed", "1"]
     if mode != "greedy":
         cmd += ["--temperature", mode[1:]]
     if chat:
         cmd.append("--chat")
     if args.draft_vocab_file:
         cmd += ["--draft-vocab", args.draft_vocab_file]
+        if args.draft_vocab_size:
+            cmd += ["--draft-vocab-size", str(args.draft_vocab_size)]
     elif args.draft_vocab == "off":
         cmd += ["--draft-vocab", "off"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:8])}...: {r.stderr.strip()}")
-    return json.loads(r.stdout)["stats"]
+    out = json.loads(r.stdout)["compare"]
+    if mode == "greedy":
+        assert all(c["ids"] == out[0]["ids"] for c in out), "greedy ids differ across k"
+    return {c["k"]: c["stats"] for c in out}
 
 
 class Cell:
@@ -121,7 +128,9 @@ def add_frac(st):
 def bench_model(binary, model, args):
     name = os.path.basename(os.path.normpath(model))
     args.draft_vocab_file = None
-    if args.draft_vocab == "auto":
+    if args.draft_vocab not in ("auto", "off"):
+        args.draft_vocab_file = args.draft_vocab
+    elif args.draft_vocab == "auto":
         for cand in (os.path.join(ROOT, "tools", "draft_vocab", name + ".txt"),
                      os.path.join(model, "draft_vocab.txt")):
             if os.path.exists(cand):
@@ -132,36 +141,36 @@ def bench_model(binary, model, args):
         sets.append(("chat", True, CHAT_PROMPTS[:args.n_chat]))
     ks = args.ks.split(",")
     modes = args.modes.split(",")
-    results = {}  # (set, mode, k) -> [Cell per rep]
+    best = {}  # (set, mode, k, prompt index) -> stats of the fastest rep
     for rep in range(args.reps):
         for set_name, chat, prompts in sets:
             for mode in modes:
-                cells = {k: Cell() for k in ks}
-                for prompt in prompts:
-                    for k in ks:
-                        cells[k].add(add_frac(run(binary, model, prompt, k, mode,
-                                                  args, chat)))
-                for k in ks:
-                    results.setdefault((set_name, mode, k), []).append(cells[k])
-                print(f"[{name}] rep {rep + 1}/{args.reps} {set_name} {mode}: "
-                      + " ".join(f"k={k} {cells[k].tps():.0f}" for k in ks),
-                      file=sys.stderr)
+                for pi, prompt in enumerate(prompts):
+                    for k, st in run(binary, model, prompt, ks, mode, args,
+                                     chat).items():
+                        st = add_frac(st)
+                        key = (set_name, mode, k, pi)
+                        if key not in best or st["decode_seconds"] < best[key]["decode_seconds"]:
+                            best[key] = st
+            print(f"[{name}] rep {rep + 1}/{args.reps} done", file=sys.stderr)
+    results = {}
+    for (set_name, mode, k, pi), st in best.items():
+        results.setdefault((set_name, mode, k), Cell()).add(st)
     print(f"\n### {name}\n")
     print(f"{args.threads} threads, {args.max_tokens} tokens per prompt, "
           f"{len(sets[0][2])} code prompts" +
           (f", {len(sets[1][2])} chat prompts" if len(sets) > 1 else "") +
-          f", median of {args.reps} run(s); draft vocabulary: "
+          f", best of {args.reps} run(s) per prompt; draft vocabulary: "
           f"{os.path.relpath(args.draft_vocab_file, ROOT) if args.draft_vocab_file else 'full'}\n")
     print("| prompts | sampling | k | tokens/s | speed-up vs k=0 | mean accepted length "
           "| acceptance by position (unconditional) |")
     print("|---|---|---|---|---|---|---|")
     for set_name, _, _ in sets:
         for mode in modes:
-            base = statistics.median(c.tps() for c in results[(set_name, mode, ks[0])])
+            base = results[(set_name, mode, ks[0])].tps()
             for k in ks:
-                cs = results[(set_name, mode, k)]
-                tps = statistics.median(c.tps() for c in cs)
-                c = cs[-1]
+                c = results[(set_name, mode, k)]
+                tps = c.tps()
                 mal = 1 + c.accepted / c.drafts if c.drafts else 1.0
                 pos = ", ".join(f"{a / d:.2f}" for a, d in
                                 zip(c.acc_pos, c.drafted_pos) if d > 0)
@@ -182,7 +191,10 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--ks", default="0,1,2,3,4,auto")
     ap.add_argument("--modes", default="greedy,t0.7")
-    ap.add_argument("--draft-vocab", default="auto", choices=["auto", "off"])
+    ap.add_argument("--draft-vocab", default="auto",
+                    help="auto (tools/draft_vocab/<model>.txt if present), off, or a file")
+    ap.add_argument("--draft-vocab-size", type=int, default=0,
+                    help="ids of the list to use (default: mtpd's, 2048)")
     args = ap.parse_args(argv)
     models = args.model or [m for m in (
         os.path.join(ROOT, "models", "mtpd-code-small"),

@@ -93,8 +93,8 @@ static enum test_return test_adapt_choice(void)
     /* cheap verify and draft, drafts always accepted: take the most */
     struct spec_costs cheap = costs_line(0.010, 0.0002, 0.0005, 0.0005);
     spec_adapt_init(&ad, 6);
-    for (int i = 0; i < 6; i++) /* the initial sweep 1..k_max */
-        CHECK(spec_adapt_choose(&ad, &cheap) == i + 1, "sweep");
+    for (int i = 0; i <= 6; i++) /* the initial sweep 0..k_max */
+        CHECK(spec_adapt_choose(&ad, &cheap) == i, "sweep");
     for (int i = 0; i < 60; i++)
         spec_adapt_observe(&ad, 6, 6);
     CHECK(spec_adapt_alpha(&ad, 1) > 0.95, "alpha %g",
@@ -105,11 +105,15 @@ static enum test_return test_adapt_choice(void)
      * (with rows nearly free even 4% acceptance would pay for k = 1) */
     struct spec_costs dear = costs_line(0.010, 0.002, 0.0005, 0.0005);
     spec_adapt_init(&ad, 6);
-    ad.warm = 6;
+    ad.warm = 7;
     for (int i = 0; i < 60; i++)
         spec_adapt_observe(&ad, 3, 0);
     k = spec_adapt_choose(&ad, &dear);
     CHECK(k == 0, "k = %d with zero acceptance", k);
+    for (int i = 0; i < 7; i++)
+        spec_adapt_choose(&ad, &dear);
+    CHECK(ad.off == 1, "speculation switched off after 8 zero choices");
+    CHECK(spec_adapt_choose(&ad, &cheap) == 0, "stays off");
     /* expected tokens formula */
     spec_adapt_init(&ad, 4);
     for (int i = 0; i < 2000; i++)
@@ -119,7 +123,7 @@ static enum test_return test_adapt_choice(void)
     /* moderate acceptance, verify cost rising fast: a small k */
     struct spec_costs steep = costs_line(0.010, 0.006, 0.001, 0.002);
     spec_adapt_init(&ad, 6);
-    ad.warm = 6;
+    ad.warm = 7;
     /* conditional acceptance 0.6 at every position (a geometric run):
      * rate(0) = 1/0.017, rate(1) = 1.6/0.023, rate(2) = 1.96/0.031 */
     unsigned x = 12345;
