@@ -1,14 +1,14 @@
 /*
- * absorb.c - the MLA weight-absorption matrices, made once at load.
+ * absorb.c - the dense form of kv_b_proj that MLA's weight absorption
+ * reads, made once at load.
  *
  * kv_b_proj holds, per head h, W_UK (qk_nope_head_dim x kv_lora_rank) and
- * W_UV (v_head_dim x kv_lora_rank). Decoding multiplies q_nope by W_UK from
- * the left (q_c = W_UK^T q_nope) and the attended latent by W_UV. Both are
- * kept here as fp32 row-major matrices the matmul kernel can stream:
- *   ukt[h] = W_UK^T  (kv_lora x nope)     uv[h] = W_UV  (v x kv_lora)
- * Dequantizing once costs H * kv_lora * (nope + v) floats per layer (0.6%
- * of DeepSeek-V3's weights) and removes a per-call conversion that took a
- * fifth of a decode step.
+ * W_UV (v_head_dim x kv_lora_rank) as consecutive rows. Decoding computes
+ * q_c = q_nope W_UK (kmatmul_pv: rows of W_UK weighted by q_nope) and
+ * W_UV times the attended latent (kmatmul), both straight from those rows.
+ * F32, BF16 and F16 checkpoints are read in place (kv_bd = kv_b, no copy);
+ * F8 is dequantized once to fp32, because a head's rows need not start on
+ * a scale block (0.6% of DeepSeek-V3's weights, fp32).
  */
 #include <stdlib.h>
 
@@ -16,34 +16,25 @@
 
 int absorb_init(const struct mtpd_config *c, struct layer_w *w)
 {
-    int H = c->num_attention_heads, L = c->kv_lora_rank;
-    int nope = c->qk_nope_head_dim, vd = c->v_head_dim;
-    w->w_ukt = malloc(sizeof(float) * H * (size_t)L * nope);
-    w->w_uv = malloc(sizeof(float) * H * (size_t)L * vd);
-    float *row = malloc(sizeof(float) * L);
-    if (!w->w_ukt || !w->w_uv || !row) {
-        free(row);
+    (void)c;
+    w->kv_bd = w->kv_b;
+    w->kv_b_f32 = NULL;
+    if (w->kv_b.dtype != KDT_F8_E4M3)
+        return 0;
+    size_t cols = (size_t)w->kv_b.cols;
+    w->kv_b_f32 = malloc(sizeof(float) * (size_t)w->kv_b.rows * cols);
+    if (!w->kv_b_f32)
         return MTPD_ENOMEM;
-    }
-    for (int h = 0; h < H; h++) {
-        float *ukt = w->w_ukt + (size_t)h * L * nope;
-        float *uv = w->w_uv + (size_t)h * vd * L;
-        for (int d = 0; d < nope; d++) {
-            kmat_row_f32(&w->kv_b, h * (nope + vd) + d, row);
-            for (int j = 0; j < L; j++)
-                ukt[(size_t)j * nope + d] = row[j];
-        }
-        for (int e = 0; e < vd; e++)
-            kmat_row_f32(&w->kv_b, h * (nope + vd) + nope + e,
-                         uv + (size_t)e * L);
-    }
-    free(row);
+    for (int r = 0; r < w->kv_b.rows; r++)
+        kmat_row_f32(&w->kv_b, r, w->kv_b_f32 + (size_t)r * cols);
+    w->kv_bd = (struct kmat){.dtype = KDT_F32, .rows = w->kv_b.rows,
+                             .cols = w->kv_b.cols, .data = w->kv_b_f32};
     return 0;
 }
 
 void absorb_free(struct layer_w *w)
 {
-    free(w->w_ukt);
-    free(w->w_uv);
-    w->w_ukt = w->w_uv = NULL;
+    free(w->kv_b_f32);
+    w->kv_b_f32 = NULL;
+    w->kv_bd.data = NULL;
 }

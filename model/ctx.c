@@ -79,8 +79,8 @@ struct mtpd_ctx *mtpd_ctx_new(const struct mtpd_model *m, int max_tokens,
         fail = 1;
     for (int i = 0; x->as && i < x->n_attn; i++) {
         x->as[i].qc = fbuf(T * (L + rope), &fail);
-        x->as[i].oc = fbuf(T * L, &fail);
-        x->as[i].scores = fbuf(x->max_ctx, &fail);
+        x->as[i].oc = fbuf(T * (L + rope), &fail);
+        x->as[i].scores = fbuf((size_t)ATTN_ROWS * x->max_ctx, &fail);
     }
     if (fail) {
         mtpd_ctx_free(x);

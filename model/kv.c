@@ -36,8 +36,10 @@ struct mtpd_kv *mtpd_kv_new(const struct mtpd_model *m, int max_tokens)
         return NULL;
     }
     for (int i = 0; i < kv->n_layers_total; i++) {
-        /* rows beyond the length are never read: no need to zero */
-        kv->layer[i] = malloc(sizeof(float) * (size_t)kv->row * max_tokens);
+        /* rows beyond the length are never read: no need to zero; 64-byte
+         * aligned so the attention kernels' row loads do not split lines */
+        size_t bytes = sizeof(float) * (size_t)kv->row * max_tokens;
+        kv->layer[i] = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
         if (!kv->layer[i]) {
             mtpd_kv_free(kv);
             return NULL;

@@ -9,6 +9,7 @@
  *   score_j = (q_nope W_UK) . c_kv_j + q_pe . k_pe_j
  *   out     = W_UV (sum_j softmax(score)_j c_kv_j)
  * which equals the textbook k_nope = W_UK c_kv, v = W_UV c_kv form.
+ * Rows of one sequence in a call share their reads of the cache.
  */
 #include <math.h>
 #include <string.h>
@@ -22,11 +23,46 @@ struct attn_job {
     int n;
 };
 
-/* One head for every row of the call: q_c = W_UK^T q_nope for all rows in
- * one matmul (written next to q_pe, so each query is one [kv_lora + rope]
- * vector matching a cache row), scores as a matvec over the cache rows,
- * softmax, the attended latent, then W_UV for all rows in one matmul.
- * Runs on one pool thread (pool NULL below). */
+/*
+ * Scores, softmax and attended latents for rows [r0, r1) of one sequence
+ * (consecutive positions, r1 - r0 <= ATTN_ROWS): the cache rows up to the
+ * last row's position are read once for all of them - scores as one
+ * matmul over the cache rows, the latents as one kmatmul_pv - and each
+ * row's probabilities past its own position are zero (causal mask).
+ */
+static void attn_rows(struct attn_job *j, struct attn_scratch *s, int r0,
+                      int r1)
+{
+    struct mtpd_ctx *c = j->c;
+    const struct mtpd_config *cfg = &c->m->cfg;
+    int row_floats = cfg->kv_lora_rank + cfg->qk_rope_head_dim;
+    int ld = c->max_ctx, npos = 0;
+    for (int r = r0; r < r1; r++)
+        npos = c->rows[r].pos + 1 > npos ? c->rows[r].pos + 1 : npos;
+    struct kmat kc = {.dtype = KDT_F32, .rows = npos, .cols = row_floats,
+                      .data = c->rows[r0].kv->layer[j->kv_layer]};
+    /* scores [r1 - r0, npos] = query rows . cache rows */
+    kmatmul(NULL, &kc, s->qc + (size_t)r0 * row_floats, row_floats,
+            s->scores, ld, r1 - r0);
+    for (int r = r0; r < r1; r++) {
+        float *sc = s->scores + (size_t)(r - r0) * ld;
+        int np = c->rows[r].pos + 1;
+        for (int t = 0; t < np; t++)
+            sc[t] *= c->m->softmax_scale;
+        ksoftmax(sc, np);
+        memset(sc + np, 0, sizeof(float) * (size_t)(npos - np));
+    }
+    /* oc [r1 - r0, row_floats] = probabilities x cache rows (the rope
+     * columns come along and are ignored) */
+    kmatmul_pv(&kc, s->scores, ld, s->oc + (size_t)r0 * row_floats,
+               row_floats, r1 - r0);
+}
+
+/* One head for every row of the call: q_c = q_nope W_UK for all rows in
+ * one kmatmul_pv (written next to q_pe, so each query is one
+ * [kv_lora + rope] vector matching a cache row), attention per sequence
+ * (attn_rows), then W_UV for all rows in one matmul. W_UK and W_UV are
+ * the head's rows of kv_b (absorb.c). Runs on one pool thread. */
 static void attn_head(struct attn_job *j, struct attn_scratch *s, int h)
 {
     struct mtpd_ctx *c = j->c;
@@ -36,36 +72,29 @@ static void attn_head(struct attn_job *j, struct attn_scratch *s, int h)
     int vd = cfg->v_head_dim, L = cfg->kv_lora_rank;
     int qk = nope + rope, H = cfg->num_attention_heads;
     int row_floats = L + rope, n = j->n;
-    struct kmat ukt = {.dtype = KDT_F32, .rows = L, .cols = nope,
-                       .data = j->w->w_ukt + (size_t)h * L * nope};
-    struct kmat uv = {.dtype = KDT_F32, .rows = vd, .cols = L,
-                      .data = j->w->w_uv + (size_t)h * vd * L};
+    const struct kmat *kvb = &j->w->kv_bd;
+    size_t esz = kdtype_size(kvb->dtype);
+    struct kmat uk = {.dtype = kvb->dtype, .rows = nope, .cols = L,
+                      .data = (const char *)kvb->data +
+                              (size_t)h * (nope + vd) * L * esz};
+    struct kmat uv = {.dtype = kvb->dtype, .rows = vd, .cols = L,
+                      .data = (const char *)uk.data + (size_t)nope * L * esz};
 
     /* qc [n, L + rope] = [q_nope W_UK, q_pe] */
-    kmatmul(NULL, &ukt, c->q + (size_t)h * qk, H * qk, s->qc, row_floats, n);
+    kmatmul_pv(&uk, c->q + (size_t)h * qk, H * qk, s->qc, row_floats, n);
     for (int r = 0; r < n; r++)
         memcpy(s->qc + (size_t)r * row_floats + L,
                c->q + (size_t)r * H * qk + (size_t)h * qk + nope,
                sizeof(float) * rope);
-    for (int r = 0; r < n; r++) {
-        const struct row_info *ri = &c->rows[r];
-        const float *cache = ri->kv->layer[j->kv_layer];
-        int npos = ri->pos + 1;
-        /* scores [npos] = cache rows [npos, L + rope] . query */
-        struct kmat kc = {.dtype = KDT_F32, .rows = npos, .cols = row_floats,
-                          .data = cache};
-        kmatmul(NULL, &kc, s->qc + (size_t)r * row_floats, row_floats,
-                s->scores, npos, 1);
-        for (int t = 0; t < npos; t++)
-            s->scores[t] *= m->softmax_scale;
-        ksoftmax(s->scores, npos);
-        float *oc = s->oc + (size_t)r * L;
-        memset(oc, 0, sizeof(float) * L);
-        for (int t = 0; t < npos; t++)
-            kaxpy(oc, s->scores[t], cache + (size_t)t * row_floats, L);
+    for (int r0 = 0, r1; r0 < n; r0 = r1) {
+        for (r1 = r0 + 1; r1 < n && r1 - r0 < ATTN_ROWS &&
+                          c->rows[r1].kv == c->rows[r0].kv; r1++)
+            ;
+        attn_rows(j, s, r0, r1);
     }
     /* attn[:, h*vd .. h*vd+vd) = oc [n, L] x W_UV^T */
-    kmatmul(NULL, &uv, s->oc, L, c->attn + (size_t)h * vd, H * vd, n);
+    kmatmul(NULL, &uv, s->oc, row_floats, c->attn + (size_t)h * vd, H * vd,
+            n);
 }
 
 static void attn_part(void *arg, int part, int n_parts)

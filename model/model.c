@@ -122,11 +122,9 @@ static size_t mlp_bytes(const struct expert_w *e)
 static size_t layer_bytes(const struct mtpd_config *c, const struct layer_w *w,
                           int all_experts)
 {
-    /* kv_b_proj itself is not read per token: its fp32 absorbed form is */
-    size_t absorbed = sizeof(float) * (size_t)c->num_attention_heads *
-                      c->kv_lora_rank * (c->qk_nope_head_dim + c->v_head_dim);
+    /* kv_b_proj is read in its dense form (absorb.c) */
     size_t b = mat_bytes(&w->q_a) + mat_bytes(&w->q_b) + mat_bytes(&w->q) +
-               mat_bytes(&w->kv_a) + absorbed + mat_bytes(&w->o);
+               mat_bytes(&w->kv_a) + mat_bytes(&w->kv_bd) + mat_bytes(&w->o);
     if (!w->is_moe)
         return b + mlp_bytes(&w->dense);
     b += mat_bytes(&w->router);

@@ -37,8 +37,9 @@ struct layer_w {
     struct wvec kv_a_norm; /* [kv_lora] */
     struct kmat kv_b;      /* [H * (nope + v), kv_lora] */
     struct kmat o;         /* [hidden, H * v] */
-    float *w_ukt;          /* [H][kv_lora][nope] fp32, absorb.c */
-    float *w_uv;           /* [H][v][kv_lora] fp32, absorb.c */
+    struct kmat kv_bd;     /* kv_b as absorption reads it: kv_b itself, or
+                              an fp32 copy of an F8 kv_b (absorb.c) */
+    float *kv_b_f32;       /* that copy, or NULL */
     /* FFN: dense, or MoE */
     int is_moe;
     struct expert_w dense;  /* dense MLP (is_moe == 0) */
@@ -91,10 +92,14 @@ struct row_info {
     int kv_layer_base; /* 0 for main, n_layers + m for MTP module m */
 };
 
+/* Rows of one sequence whose scores are computed together (mla.c). */
+#define ATTN_ROWS 8
+
 struct attn_scratch {
-    float *qc;     /* [max_tokens, kv_lora] absorbed queries of one head */
-    float *oc;     /* [max_tokens, kv_lora] attended latents of one head */
-    float *scores; /* [max_ctx] */
+    float *qc;     /* [max_tokens, kv_lora + rope] absorbed queries, 1 head */
+    float *oc;     /* [max_tokens, kv_lora + rope] attended latents (the
+                      rope columns are scratch) */
+    float *scores; /* [ATTN_ROWS, max_ctx] */
 };
 
 struct mtpd_ctx {

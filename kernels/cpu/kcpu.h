@@ -46,6 +46,9 @@ void kmm_block_scalar(const struct kmm_blk *b);
 #if KCPU_X86
 void kmm_block_avx2(const struct kmm_blk *b);
 void kmm_block_avx512(const struct kmm_blk *b);
+/* act_avx512.c: ksoftmax / kswiglu for KISA_AVX512 (n >= 1). */
+float ksoftmax_avx512(float *x, int n);
+void kswiglu_avx512(float *out, const float *gate, const float *up, int n);
 #endif
 
 /* fp8 e4m3fn -> fp32 for all 256 codes (dtype.c). */

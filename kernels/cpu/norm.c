@@ -2,6 +2,8 @@
  * norm.c - small per-token ops: rmsnorm, rope, softmax, swiglu.
  * O(n) work; plain C (the compiler vectorises what matters), with sums
  * of many terms kept in double so they match the reference to ~1e-7.
+ * Softmax and SwiGLU, which need exp, have AVX-512 versions
+ * (act_avx512.c), used when kisa_active() is KISA_AVX512.
  */
 #include <math.h>
 
@@ -59,6 +61,10 @@ float ksoftmax(float *x, int n)
 {
     if (n <= 0)
         return -INFINITY;
+#if KCPU_X86
+    if (kisa_active() == KISA_AVX512)
+        return ksoftmax_avx512(x, n);
+#endif
     float mx = x[0];
     for (int i = 1; i < n; i++)
         mx = x[i] > mx ? x[i] : mx;
@@ -75,6 +81,12 @@ float ksoftmax(float *x, int n)
 
 void kswiglu(float *out, const float *gate, const float *up, int n)
 {
+#if KCPU_X86
+    if (kisa_active() == KISA_AVX512) {
+        kswiglu_avx512(out, gate, up, n);
+        return;
+    }
+#endif
     for (int i = 0; i < n; i++) {
         float g = gate[i];
         out[i] = g / (1.0f + expf(-g)) * up[i];

@@ -495,6 +495,87 @@ static enum test_return test_mat_row_f32(void)
     return TEST_PASS;
 }
 
+/* ---- kmatmul_pv ---------------------------------------------------- */
+
+/* One shape: y = x V for every ISA, against a double reference with the
+ * matmul bound; the ldy padding must stay untouched. */
+static enum test_return pv_case(enum kdtype dt, int rows, int cols, int n_tok)
+{
+    enum kisa isas[KISA_COUNT];
+    int n_isa = supported_isas(isas);
+    struct tmat t;
+    int ldx = rows + 3, ldy = cols + 2;
+    float *x = malloc(((size_t)n_tok * ldx + 1) * sizeof *x);
+    float *y = malloc((size_t)n_tok * ldy * sizeof *y);
+    enum test_return ret = TEST_FAIL;
+    if (tmat_new(&t, dt, rows > 0 ? rows : 1, cols, 0) != 0 || !x || !y)
+        goto out;
+    t.m.rows = rows;
+    for (size_t i = 0; i < (size_t)n_tok * ldx; i++)
+        x[i] = rnd_f();
+    ret = TEST_PASS;
+    for (int ii = 0; ii < n_isa && ret == TEST_PASS; ii++) {
+        kisa_set(isas[ii]);
+        for (size_t i = 0; i < (size_t)n_tok * ldy; i++)
+            y[i] = SENTINEL;
+        if (kmatmul_pv(&t.m, x, ldx, y, ldy, n_tok) != 0) {
+            fprintf(stderr, "  kmatmul_pv failed\n");
+            ret = TEST_FAIL;
+        }
+        for (int k = 0; k < n_tok && ret == TEST_PASS; k++)
+            for (int j = 0; j < ldy; j++) {
+                double s = 0, a = 0;
+                for (int i = 0; i < rows && j < cols; i++) {
+                    double term = x[(size_t)k * ldx + i] * tmat_at(&t, i, j);
+                    s += term;
+                    a += fabs(term);
+                }
+                double want = j < cols ? s : SENTINEL;
+                double tol = j < cols ? 1e-5 * a + 1e-30 : 0;
+                float got = y[(size_t)k * ldy + j];
+                if (!(fabs(got - want) <= tol)) {
+                    fprintf(stderr, "  %s %s pv %dx%d n_tok %d: y[%d][%d] = "
+                            "%.9g, want %.9g (tol %.3g)\n",
+                            kisa_str(isas[ii]), kdtype_str(dt), rows, cols,
+                            n_tok, k, j, got, want, tol);
+                    ret = TEST_FAIL;
+                    break;
+                }
+            }
+    }
+    kisa_set(kisa_detect());
+out:
+    tmat_free(&t);
+    free(x);
+    free(y);
+    return ret;
+}
+
+static enum test_return test_matmul_pv(void)
+{
+    static const enum kdtype dts[] = {KDT_F32, KDT_BF16, KDT_F16};
+    static const int rows_v[] = {0, 1, 7, 64, 301, 2000};
+    static const int cols_v[] = {1, 15, 16, 17, 40, 64, 144, 200};
+    static const int ntok_v[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 19};
+    for (size_t d = 0; d < 3; d++)
+        for (size_t r = 0; r < sizeof rows_v / sizeof *rows_v; r++)
+            for (size_t c = 0; c < sizeof cols_v / sizeof *cols_v; c++)
+                for (size_t k = 0; k < sizeof ntok_v / sizeof *ntok_v; k++) {
+                    if (rows_v[r] == 2000 && (ntok_v[k] % 4 || cols_v[c] < 64))
+                        continue; /* long sums: a few shapes are enough */
+                    if (pv_case(dts[d], rows_v[r], cols_v[c], ntok_v[k]) !=
+                        TEST_PASS)
+                        return TEST_FAIL;
+                }
+    float x[2] = {1, 2}, y[2];
+    struct kmat f8 = {KDT_F8_E4M3, 2, 1, x, x, 128};
+    CHECK(kmatmul_pv(&f8, x, 2, y, 1, 1) == MTPD_K_EINVAL, "f8 accepted");
+    struct kmat v = {KDT_F32, 2, 1, x, NULL, 0};
+    CHECK(kmatmul_pv(&v, x, 1, y, 1, 2) == MTPD_K_EINVAL, "ldx < rows");
+    CHECK(kmatmul_pv(&v, x, 2, y, 1, 1) == 0 && y[0] == 5.0f, "1x2 . 2x1");
+    return TEST_PASS;
+}
+
 /* ---- small ops ----------------------------------------------------- */
 
 static enum test_return test_dot_axpy(void)
@@ -583,31 +664,53 @@ static enum test_return test_rope(void)
     return TEST_PASS;
 }
 
-static enum test_return test_softmax_swiglu(void)
+/* Softmax and SwiGLU for one ISA and length n (x in +-20, g in +-8, a few
+ * large |g| for exp's overflow and underflow). */
+static enum test_return softmax_swiglu_n(enum kisa isa, int n)
 {
     enum { N = 513 };
     float x[N], x0[N], g[N], u[N], out[N];
-    for (int i = 0; i < N; i++)
+    for (int i = 0; i < n; i++)
         x0[i] = x[i] = rnd_f() * 20, g[i] = rnd_f() * 8, u[i] = rnd_f();
+    if (n > 3)
+        g[0] = -200.0f, g[1] = 200.0f, g[2] = -90.0f, x0[3] = x[3] = -1e30f;
     double mx = -INFINITY, sum = 0;
-    for (int i = 0; i < N; i++)
+    for (int i = 0; i < n; i++)
         mx = x0[i] > mx ? x0[i] : mx;
-    for (int i = 0; i < N; i++)
+    for (int i = 0; i < n; i++)
         sum += exp(x0[i] - mx);
-    float got_mx = ksoftmax(x, N);
-    CHECK(got_mx == (float)mx, "max %g vs %g", got_mx, mx);
-    for (int i = 0; i < N; i++) {
+    float got_mx = ksoftmax(x, n);
+    CHECK(got_mx == (float)mx, "%s n %d: max %g vs %g", kisa_str(isa), n,
+          got_mx, mx);
+    for (int i = 0; i < n; i++) {
         double want = exp(x0[i] - mx) / sum;
-        CHECK(fabs(x[i] - want) <= 4e-6 * want + 1e-30, "softmax %d: %g vs %g", i,
-              x[i], want);
+        CHECK(fabs(x[i] - want) <= 4e-6 * want + 1e-30,
+              "%s n %d: softmax %d: %g vs %g", kisa_str(isa), n, i, x[i], want);
     }
-    kswiglu(out, g, u, N);
-    for (int i = 0; i < N; i++) {
+    kswiglu(out, g, u, n);
+    for (int i = 0; i < n; i++) {
         double want = g[i] / (1 + exp(-(double)g[i])) * u[i];
-        CHECK(fabs(out[i] - want) <= 1e-6 * fabs(want) + 1e-30, "swiglu %d", i);
+        CHECK(fabs(out[i] - want) <= 1e-6 * fabs(want) + 1e-30,
+              "%s n %d: swiglu %d: %g vs %g", kisa_str(isa), n, i, out[i], want);
     }
-    float one = 5.0f;
-    CHECK(ksoftmax(&one, 1) == 5.0f && one == 1.0f, "n=1");
+    return TEST_PASS;
+}
+
+static enum test_return test_softmax_swiglu(void)
+{
+    enum kisa isas[KISA_COUNT];
+    int n_isa = supported_isas(isas);
+    for (int ii = 0; ii < n_isa; ii++) {
+        kisa_set(isas[ii]);
+        for (int n = 1; n <= 513; n = n < 40 ? n + 1 : n * 2 + 1)
+            if (softmax_swiglu_n(isas[ii], n) != TEST_PASS) {
+                kisa_set(kisa_detect());
+                return TEST_FAIL;
+            }
+        float one = 5.0f;
+        CHECK(ksoftmax(&one, 1) == 5.0f && one == 1.0f, "n=1");
+    }
+    kisa_set(kisa_detect());
     return TEST_PASS;
 }
 
@@ -670,6 +773,7 @@ static const struct {
     {"matmul_f8_blk128", test_matmul_f8_blk128},
     {"matmul_f8_blk_odd", test_matmul_f8_blk_odd},
     {"matmul_tiled", test_matmul_tiled},
+    {"matmul_pv", test_matmul_pv},
     {"dot_axpy", test_dot_axpy},
     {"rmsnorm", test_rmsnorm},
     {"rope", test_rope},

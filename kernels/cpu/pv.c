@@ -1,0 +1,263 @@
+/*
+ * pv.c - kmatmul_pv: y[t][j] = sum_i x[t][i] * V[i][j], the rows of V
+ * weighted by x (attention's probabilities times values, q_nope times
+ * W_UK). Dispatched on kisa_active().
+ *
+ * SIMD over j: a tile of M column vectors x NT tokens stays in registers
+ * while i runs over all V rows, so each V element is loaded (and widened)
+ * once per tile and used for NT tokens; x[t][i] is broadcast from memory.
+ * Tiles: AVX-512 M=4 for NT<=4, M=2 for NT 5..8; AVX2 M=2 for NT<=4,
+ * M=1 for NT 5..8. Column tails are masked (AVX-512) or handled by the
+ * scalar loop (AVX2).
+ */
+#include "kcpu.h"
+
+#define PV_NT 8 /* most tokens per tile */
+
+/* V element (i, j) as fp32. */
+KINLINE float v_at(enum kdtype dt, const void *v, size_t i)
+{
+    switch (dt) {
+    case KDT_F32: return ((const float *)v)[i];
+    case KDT_BF16: return kbf16_to_f32(((const uint16_t *)v)[i]);
+    default: return kf16_to_f32(((const uint16_t *)v)[i]);
+    }
+}
+
+/* Columns [j0, j1) for all tokens, one column at a time (portable). */
+static void pv_scalar(const struct kmat *V, const float *x, int ldx,
+                      float *y, int ldy, int n_tok, int j0, int j1)
+{
+    const size_t ld = (size_t)V->cols;
+    for (int t0 = 0; t0 < n_tok; t0 += PV_NT) {
+        int nt = n_tok - t0 < PV_NT ? n_tok - t0 : PV_NT;
+        for (int j = j0; j < j1; j++) {
+            float acc[PV_NT] = {0};
+            for (int i = 0; i < V->rows; i++) {
+                float v = v_at(V->dtype, V->data, (size_t)i * ld + j);
+                for (int t = 0; t < nt; t++)
+                    acc[t] += x[(size_t)(t0 + t) * ldx + i] * v;
+            }
+            for (int t = 0; t < nt; t++)
+                y[(size_t)(t0 + t) * ldy + j] = acc[t];
+        }
+    }
+}
+
+#if KCPU_X86
+#include <immintrin.h>
+
+/* 16 elements of V from p (element offset), fp32; masked when m != ~0. */
+KTARGET_AVX512 KINLINE __m512 v16(enum kdtype dt, const void *v, size_t p,
+                                  __mmask16 m)
+{
+    switch (dt) {
+    case KDT_F32: return _mm512_maskz_loadu_ps(m, (const float *)v + p);
+    case KDT_BF16:
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(
+                _mm256_maskz_loadu_epi16(m, (const uint16_t *)v + p)),
+            16));
+    default:
+        return _mm512_cvtph_ps(
+            _mm256_maskz_loadu_epi16(m, (const uint16_t *)v + p));
+    }
+}
+
+/* Tokens [0, NT) x columns [j, j + 16M), the last vector masked by mlast. */
+KTARGET_AVX512 KINLINE void pv_tile512(enum kdtype dt, int NT, int M,
+                                       const struct kmat *V, const float *x,
+                                       int ldx, float *y, int ldy, int j,
+                                       __mmask16 mlast)
+{
+    __m512 acc[PV_NT][4], vv[4];
+    const size_t ld = (size_t)V->cols;
+    KUNROLL
+    for (int t = 0; t < NT; t++) {
+        KUNROLL
+        for (int k = 0; k < M; k++)
+            acc[t][k] = _mm512_setzero_ps();
+    }
+    for (int i = 0; i < V->rows; i++) {
+        size_t p = (size_t)i * ld + j;
+        KUNROLL
+        for (int k = 0; k < M; k++)
+            vv[k] = v16(dt, V->data, p + 16 * k,
+                        k == M - 1 ? mlast : (__mmask16)0xffff);
+        KUNROLL
+        for (int t = 0; t < NT; t++) {
+            __m512 b = _mm512_set1_ps(x[(size_t)t * ldx + i]);
+            KUNROLL
+            for (int k = 0; k < M; k++)
+                acc[t][k] = _mm512_fmadd_ps(b, vv[k], acc[t][k]);
+        }
+    }
+    KUNROLL
+    for (int t = 0; t < NT; t++) {
+        KUNROLL
+        for (int k = 0; k < M; k++)
+            _mm512_mask_storeu_ps(y + (size_t)t * ldy + j + 16 * k,
+                                  k == M - 1 ? mlast : (__mmask16)0xffff,
+                                  acc[t][k]);
+    }
+}
+
+/* All columns for NT tokens: 16M-wide tiles, then single (masked) vectors. */
+KTARGET_AVX512 KINLINE void pv_nt512(enum kdtype dt, int NT, int M,
+                                     const struct kmat *V, const float *x,
+                                     int ldx, float *y, int ldy)
+{
+    int j = 0, n = V->cols;
+    for (; j + 16 * M <= n; j += 16 * M)
+        pv_tile512(dt, NT, M, V, x, ldx, y, ldy, j, 0xffff);
+    for (; j < n; j += 16) {
+        __mmask16 m = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
+        pv_tile512(dt, NT, 1, V, x, ldx, y, ldy, j, m);
+    }
+}
+
+KTARGET_AVX512 KINLINE void pv_dt512(enum kdtype dt, const struct kmat *V,
+                                     const float *x, int ldx, float *y,
+                                     int ldy, int nt)
+{
+    switch (nt) {
+    case 1: pv_nt512(dt, 1, 4, V, x, ldx, y, ldy); break;
+    case 2: pv_nt512(dt, 2, 4, V, x, ldx, y, ldy); break;
+    case 3: pv_nt512(dt, 3, 4, V, x, ldx, y, ldy); break;
+    case 4: pv_nt512(dt, 4, 4, V, x, ldx, y, ldy); break;
+    case 5: pv_nt512(dt, 5, 2, V, x, ldx, y, ldy); break;
+    case 6: pv_nt512(dt, 6, 2, V, x, ldx, y, ldy); break;
+    case 7: pv_nt512(dt, 7, 2, V, x, ldx, y, ldy); break;
+    default: pv_nt512(dt, 8, 2, V, x, ldx, y, ldy); break;
+    }
+}
+
+KTARGET_AVX512 static void pv_avx512(const struct kmat *V, const float *x,
+                                     int ldx, float *y, int ldy, int nt)
+{
+    switch (V->dtype) {
+    case KDT_F32: pv_dt512(KDT_F32, V, x, ldx, y, ldy, nt); break;
+    case KDT_BF16: pv_dt512(KDT_BF16, V, x, ldx, y, ldy, nt); break;
+    default: pv_dt512(KDT_F16, V, x, ldx, y, ldy, nt); break;
+    }
+}
+
+KTARGET_AVX2 KINLINE __m256 v8(enum kdtype dt, const void *v, size_t p)
+{
+    switch (dt) {
+    case KDT_F32: return _mm256_loadu_ps((const float *)v + p);
+    case KDT_BF16:
+        return _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(
+                _mm_loadu_si128((const __m128i *)((const uint16_t *)v + p))),
+            16));
+    default:
+        return _mm256_cvtph_ps(
+            _mm_loadu_si128((const __m128i *)((const uint16_t *)v + p)));
+    }
+}
+
+/* Tokens [0, NT) x columns [j, j + 8M), all full vectors. */
+KTARGET_AVX2 KINLINE void pv_tile256(enum kdtype dt, int NT, int M,
+                                     const struct kmat *V, const float *x,
+                                     int ldx, float *y, int ldy, int j)
+{
+    __m256 acc[PV_NT][2], vv[2];
+    const size_t ld = (size_t)V->cols;
+    KUNROLL
+    for (int t = 0; t < NT; t++) {
+        KUNROLL
+        for (int k = 0; k < M; k++)
+            acc[t][k] = _mm256_setzero_ps();
+    }
+    for (int i = 0; i < V->rows; i++) {
+        size_t p = (size_t)i * ld + j;
+        KUNROLL
+        for (int k = 0; k < M; k++)
+            vv[k] = v8(dt, V->data, p + 8 * k);
+        KUNROLL
+        for (int t = 0; t < NT; t++) {
+            __m256 b = _mm256_broadcast_ss(x + (size_t)t * ldx + i);
+            KUNROLL
+            for (int k = 0; k < M; k++)
+                acc[t][k] = _mm256_fmadd_ps(b, vv[k], acc[t][k]);
+        }
+    }
+    KUNROLL
+    for (int t = 0; t < NT; t++) {
+        KUNROLL
+        for (int k = 0; k < M; k++)
+            _mm256_storeu_ps(y + (size_t)t * ldy + j + 8 * k, acc[t][k]);
+    }
+}
+
+KTARGET_AVX2 KINLINE void pv_nt256(enum kdtype dt, int NT, int M,
+                                   const struct kmat *V, const float *x,
+                                   int ldx, float *y, int ldy, int t0)
+{
+    int j = 0, n = V->cols;
+    x += (size_t)t0 * ldx;
+    y += (size_t)t0 * ldy;
+    for (; j + 8 * M <= n; j += 8 * M)
+        pv_tile256(dt, NT, M, V, x, ldx, y, ldy, j);
+    for (; j + 8 <= n; j += 8)
+        pv_tile256(dt, NT, 1, V, x, ldx, y, ldy, j);
+    if (j < n)
+        pv_scalar(V, x, ldx, y, ldy, NT, j, n);
+}
+
+KTARGET_AVX2 KINLINE void pv_dt256(enum kdtype dt, const struct kmat *V,
+                                   const float *x, int ldx, float *y, int ldy,
+                                   int nt)
+{
+    for (int t0 = 0; t0 < nt; t0 += 4) {
+        switch (nt - t0) {
+        case 1: pv_nt256(dt, 1, 2, V, x, ldx, y, ldy, t0); break;
+        case 2: pv_nt256(dt, 2, 2, V, x, ldx, y, ldy, t0); break;
+        case 3: pv_nt256(dt, 3, 2, V, x, ldx, y, ldy, t0); break;
+        default: pv_nt256(dt, 4, 2, V, x, ldx, y, ldy, t0); break;
+        }
+    }
+}
+
+KTARGET_AVX2 static void pv_avx2(const struct kmat *V, const float *x,
+                                 int ldx, float *y, int ldy, int nt)
+{
+    switch (V->dtype) {
+    case KDT_F32: pv_dt256(KDT_F32, V, x, ldx, y, ldy, nt); break;
+    case KDT_BF16: pv_dt256(KDT_BF16, V, x, ldx, y, ldy, nt); break;
+    default: pv_dt256(KDT_F16, V, x, ldx, y, ldy, nt); break;
+    }
+}
+#endif
+
+int kmatmul_pv(const struct kmat *V, const float *x, int ldx, float *y,
+               int ldy, int n_tok)
+{
+    if (V == NULL || x == NULL || y == NULL || n_tok < 0 || V->rows < 0 ||
+        V->cols <= 0 || (V->rows > 0 && V->data == NULL) ||
+        (V->dtype != KDT_F32 && V->dtype != KDT_BF16 &&
+         V->dtype != KDT_F16))
+        return MTPD_K_EINVAL;
+    if (n_tok > 1 && (ldx < V->rows || ldy < V->cols))
+        return MTPD_K_EINVAL;
+    enum kisa isa = kisa_active();
+    for (int t0 = 0; t0 < n_tok; t0 += PV_NT) {
+        int nt = n_tok - t0 < PV_NT ? n_tok - t0 : PV_NT;
+        const float *xt = x + (size_t)t0 * ldx;
+        float *yt = y + (size_t)t0 * ldy;
+#if KCPU_X86
+        if (isa == KISA_AVX512) {
+            pv_avx512(V, xt, ldx, yt, ldy, nt);
+            continue;
+        }
+        if (isa == KISA_AVX2) {
+            pv_avx2(V, xt, ldx, yt, ldy, nt);
+            continue;
+        }
+#endif
+        (void)isa;
+        pv_scalar(V, xt, ldx, yt, ldy, nt, 0, V->cols);
+    }
+    return MTPD_K_OK;
+}
