@@ -8,12 +8,13 @@ import subprocess
 import pytest
 
 from spec_helpers import make_tiny_vocab
-from tools.ref import dsv3_ref, random_ckpt
+from tools.ref import dsv3_ref
 from tools.ref.testutil import mtpd_bin
 
 
 @pytest.fixture(scope="session")
 def mtpd():
+    """Overrides tests/conftest.py's: also needs the generate subcommand."""
     b = mtpd_bin()
     if not os.path.exists(b):
         pytest.skip(f"mtpd binary not found at {b} (set MTPD_BIN)")
@@ -23,31 +24,7 @@ def mtpd():
     return b
 
 
-class Presets:
-    """Random checkpoints (tools.ref.random_ckpt, seed 0) and their numpy
-    reference models, made on first use."""
-
-    def __init__(self, base):
-        self.base = base
-        self.dirs = {}
-        self.models = {}
-
-    def dir(self, name):
-        if name not in self.dirs:
-            d = os.path.join(self.base, name)
-            random_ckpt.make_preset(name, d, seed=0)
-            self.dirs[name] = d
-        return self.dirs[name]
-
-    def model(self, name):
-        if name not in self.models:
-            self.models[name] = dsv3_ref.load(self.dir(name))
-        return self.models[name]
-
-
-@pytest.fixture(scope="session")
-def presets(tmp_path_factory):
-    return Presets(str(tmp_path_factory.mktemp("spec-presets")))
+# the presets fixture comes from tests/conftest.py
 
 
 @pytest.fixture(scope="session")
