@@ -20,6 +20,10 @@
 #define KMM_TILE_BYTES (256 * 1024) /* weight tile reused from L2 */
 #define KMM_X_BYTES (32 * 1024)     /* x chunk kept in L1 */
 #define KMM_ROW_ALIGN 16            /* parts start on multiples of this */
+/* BF16 on AVX-512 packs x in pairs (matmul_bf16p.c) from this size on;
+ * smaller calls keep the unpacked kernel (and tests exercise both). */
+#define KMM_PAIR_MIN_COLS 32
+#define KMM_PAIR_MIN_ROWS 4
 
 struct mm_job {
     const struct kmat *W;
@@ -179,7 +183,23 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
     if (n_tok == 0 || row0 == row1)
         return MTPD_K_OK;
 
-    if ((((uintptr_t)x & 63) || (n_tok > 1 && ldx % 16)) &&
+    kmm_block_fn fn = block_fn();
+    int packed = 0;
+#if KCPU_X86
+    if (fn == kmm_block_avx512 && W->dtype == KDT_BF16 &&
+        W->cols >= KMM_PAIR_MIN_COLS && row1 - row0 >= KMM_PAIR_MIN_ROWS) {
+        int ld = (W->cols + 31) & ~31;
+        float *xp = scratch_get((size_t)n_tok * ld * sizeof(float));
+        if (xp != NULL) { /* else the unpacked kernel does it */
+            kmm_pack_pairs_avx512(x, ldx, W->cols, n_tok, xp, ld);
+            x = xp;
+            ldx = ld;
+            fn = kmm_block_avx512_bf16p;
+            packed = 1;
+        }
+    }
+#endif
+    if (!packed && (((uintptr_t)x & 63) || (n_tok > 1 && ldx % 16)) &&
         row1 - row0 >= 32) { /* copy x to aligned rows, if we can */
         int ld = (W->cols + 15) & ~15;
         float *xa = scratch_get((size_t)n_tok * ld * sizeof(float));
@@ -191,7 +211,7 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
             ldx = ld;
         }
     }
-    struct mm_job j = {W, row0, row1, x, ldx, y, ldy, n_tok, block_fn()};
+    struct mm_job j = {W, row0, row1, x, ldx, y, ldy, n_tok, fn};
     int chunks = (row1 - row0 + KMM_ROW_ALIGN - 1) / KMM_ROW_ALIGN;
     int parts = kpool_size(p);
     if (parts > chunks)

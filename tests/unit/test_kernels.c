@@ -438,13 +438,16 @@ static enum test_return test_matmul_f8_blk_odd(void)
     return r == TEST_PASS ? matmul_suite(&dt, 1, 16) : r;
 }
 
-/* Bigger than one L2 tile (matmul.c tiles rows when n_tok > 4). */
+/* Bigger than one L2 tile (matmul.c tiles rows when n_tok > 4); x wider
+ * than one L1 chunk. */
 static enum test_return test_matmul_tiled(void)
 {
     struct kpool *pools[2] = {kpool_new(1), kpool_new(2)};
     enum test_return ret = TEST_FAIL;
     if (pools[0] && pools[1]) {
         ret = matmul_case(KDT_F32, 301, 1100, 0, 11, pools, 2);
+        if (ret == TEST_PASS) /* BF16 column chunks with a masked tail */
+            ret = matmul_case(KDT_BF16, 70, 2100, 0, 9, pools, 2);
         if (ret == TEST_PASS)
             ret = matmul_case(KDT_F8_E4M3, 263, 2100, 128, 6, pools, 2);
     }

@@ -1,0 +1,39 @@
+/*
+ * avx512_sum.h - horizontal sums and result stores shared by the AVX-512
+ * matmul kernels (matmul_avx512.c, matmul_bf16p.c). Internal.
+ */
+#ifndef MTPD_AVX512_SUM_H
+#define MTPD_AVX512_SUM_H
+
+#include <immintrin.h>
+
+#include "kcpu.h"
+
+/* Sums of a, b, c, d as one vector {sum a, sum b, sum c, sum d}. */
+KTARGET_AVX512 KINLINE __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d)
+{
+    __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b),
+                              _mm512_unpackhi_ps(a, b)); /* a0 b0 a1 b1 */
+    __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d),
+                              _mm512_unpackhi_ps(c, d));
+    __m512 s = _mm512_add_ps(
+        _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(ab),
+                                            _mm512_castps_pd(cd))),
+        _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(ab),
+                                            _mm512_castps_pd(cd))));
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(s),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(
+                                 _mm512_castps_pd(s), 1)));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+/* Stores (or adds) n <= 4 results v to y[0..n). */
+KTARGET_AVX512 KINLINE void put(float *y, __m128 v, int n, int accum)
+{
+    __mmask8 m = (__mmask8)((1u << n) - 1);
+    if (accum)
+        v = _mm_add_ps(v, _mm_maskz_loadu_ps(m, y));
+    _mm_mask_storeu_ps(y, m, v);
+}
+
+#endif
