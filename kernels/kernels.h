@@ -135,6 +135,13 @@ void krmsnorm(float *out, const float *x, const void *w, enum kdtype wt,
  * angle pos * inv_freq[i], with cos/sin multiplied by mscale.
  * x has dim elements (dim even), inv_freq dim/2. */
 void krope(float *x, int dim, int pos, const float *inv_freq, float mscale);
+/* The same in two steps, for many vectors at one position (all heads, all
+ * layers): krope_cs writes cs[2i], cs[2i+1] = cos, sin of that angle
+ * times mscale (dim floats); krope_apply rotates x by it. Together they
+ * give krope's results exactly. */
+void krope_cs(float *cs, int dim, int pos, const float *inv_freq,
+              float mscale);
+void krope_apply(float *x, int dim, const float *cs);
 
 /* In place softmax over n elements; returns the max logit seen. */
 float ksoftmax(float *x, int n);

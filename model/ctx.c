@@ -61,6 +61,7 @@ struct mtpd_ctx *mtpd_ctx_new(const struct mtpd_model *m, int max_tokens,
     x->ffn_h = fbuf(T * acts, &fail);
     x->ffn_u = fbuf(T * acts, &fail);
     x->cat = fbuf(T * 2 * hid, &fail);
+    x->rope_cs = fbuf(rope, &fail);
     x->topk_w = fbuf(T * K, &fail);
     x->ffn_wt = fbuf(T * K, &fail);
     x->ffn_x = fbuf(T * K * hid, &fail);
@@ -103,7 +104,7 @@ void mtpd_ctx_free(struct mtpd_ctx *x)
     float *bufs[] = {x->x, x->xn, x->tmp, x->qa, x->q, x->kva, x->attn,
                      x->ffn_h, x->ffn_u, x->cat, x->topk_w, x->ffn_wt,
                      x->ffn_x, x->ffn_y, x->route_tmp, x->router, x->hidden,
-                     x->logits, x->lg_in};
+                     x->logits, x->lg_in, x->rope_cs};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
         free(bufs[i]);
     free(x->rows);

@@ -144,10 +144,11 @@ int mla_block(struct mtpd_ctx *c, const struct layer_w *w, int kv_layer,
         float *src = c->kva + (size_t)r * (L + rope);
         wnorm(m, slot, src, &w->kv_a_norm);
         memcpy(slot + L, src + L, sizeof(float) * rope);
-        krope(slot + L, rope, ri->pos, m->inv_freq, m->rope_mscale);
+        krope_cs(c->rope_cs, rope, ri->pos, m->inv_freq, m->rope_mscale);
+        krope_apply(slot + L, rope, c->rope_cs);
         for (int h = 0; h < H; h++)
-            krope(c->q + (size_t)r * H * qk + (size_t)h * qk + nope, rope,
-                  ri->pos, m->inv_freq, m->rope_mscale);
+            krope_apply(c->q + (size_t)r * H * qk + (size_t)h * qk + nope,
+                        rope, c->rope_cs);
     }
     struct attn_job job = {.c = c, .w = w, .kv_layer = kv_layer, .n = n};
     int parts = c->n_attn < H ? c->n_attn : H;

@@ -113,6 +113,7 @@ struct mtpd_ctx {
     float *x, *xn, *tmp;
     float *qa, *q, *kva, *attn;
     float *cat;            /* MTP concat [max_tokens, 2 * hidden] */
+    float *rope_cs;        /* [rope]: krope_cs table of one position */
     /* FFN / MoE (moe.c): every active expert's rows side by side */
     int *topk_idx;         /* [max_tokens, n_per_tok] */
     float *topk_w;         /* [max_tokens, n_per_tok] */

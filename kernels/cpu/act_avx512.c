@@ -1,5 +1,10 @@
 /*
- * act_avx512.c - AVX-512 softmax and SwiGLU (norm.c dispatches to them).
+ * act_avx512.c - AVX-512 rmsnorm, softmax and SwiGLU (norm.c dispatches
+ * to them; they run once per row per op, on the calling thread, so at
+ * T tokens they are serial work that grows with T).
+ *
+ * rmsnorm sums squares in double, like the portable version, and scales
+ * each element in the same order ((x * inv) * w), so results match it.
  *
  * exp(x) = 2^n * p(r), n = round(x log2 e), r = x - n ln2 in two steps
  * (Cody-Waite), p the Cephes expf polynomial (~1 ulp on |r| <= ln2/2);
@@ -36,6 +41,40 @@ KTARGET_AVX512 KINLINE __m512 exp16(__m512 x)
 KTARGET_AVX512 KINLINE __mmask16 tail_mask(int left)
 {
     return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+}
+
+/* 16 weights from w (dtype wt, not F8) as fp32, masked. */
+KTARGET_AVX512 KINLINE __m512 wvec16(const void *w, enum kdtype wt, int i,
+                                     __mmask16 k)
+{
+    if (wt == KDT_F32)
+        return _mm512_maskz_loadu_ps(k, (const float *)w + i);
+    __m256i h = _mm256_maskz_loadu_epi16(k, (const uint16_t *)w + i);
+    if (wt == KDT_F16)
+        return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+KTARGET_AVX512 void krmsnorm_avx512(float *out, const float *x, const void *w,
+                                    enum kdtype wt, int n, float eps)
+{
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    for (int i = 0; i < n; i += 16) {
+        __m512 v = _mm512_maskz_loadu_ps(tail_mask(n - i), x + i);
+        __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(
+            _mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+        s0 = _mm512_fmadd_pd(lo, lo, s0);
+        s1 = _mm512_fmadd_pd(hi, hi, s1);
+    }
+    double ss = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    __m512 inv = _mm512_set1_ps((float)(1.0 / sqrt(ss / n + eps)));
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 k = tail_mask(n - i);
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), inv);
+        _mm512_mask_storeu_ps(out + i, k,
+                              _mm512_mul_ps(v, wvec16(w, wt, i, k)));
+    }
 }
 
 KTARGET_AVX512 float ksoftmax_avx512(float *x, int n)

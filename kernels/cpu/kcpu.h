@@ -55,7 +55,10 @@ void kmm_block_avx512(const struct kmm_blk *b);
 void kmm_block_avx512_bf16p(const struct kmm_blk *b);
 void kmm_pack_pairs_avx512(const float *x, int ldx, int cols, int n_tok,
                            float *xp, int ldp);
-/* act_avx512.c: ksoftmax / kswiglu for KISA_AVX512 (n >= 1). */
+/* act_avx512.c: krmsnorm (w not F8) / ksoftmax / kswiglu for
+ * KISA_AVX512 (n >= 1). */
+void krmsnorm_avx512(float *out, const float *x, const void *w,
+                     enum kdtype wt, int n, float eps);
 float ksoftmax_avx512(float *x, int n);
 void kswiglu_avx512(float *out, const float *gate, const float *up, int n);
 #endif

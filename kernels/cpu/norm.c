@@ -2,8 +2,8 @@
  * norm.c - small per-token ops: rmsnorm, rope, softmax, swiglu.
  * O(n) work; plain C (the compiler vectorises what matters), with sums
  * of many terms kept in double so they match the reference to ~1e-7.
- * Softmax and SwiGLU, which need exp, have AVX-512 versions
- * (act_avx512.c), used when kisa_active() is KISA_AVX512.
+ * rmsnorm, softmax and SwiGLU have AVX-512 versions (act_avx512.c), used
+ * when kisa_active() is KISA_AVX512.
  */
 #include <math.h>
 
@@ -23,6 +23,12 @@ static float wget(const void *w, enum kdtype wt, int i)
 void krmsnorm(float *out, const float *x, const void *w, enum kdtype wt,
               int n, float eps)
 {
+#if KCPU_X86
+    if (n > 0 && wt != KDT_F8_E4M3 && kisa_active() == KISA_AVX512) {
+        krmsnorm_avx512(out, x, w, wt, n, eps);
+        return;
+    }
+#endif
     double ss = 0.0;
     for (int i = 0; i < n; i++)
         ss += (double)x[i] * x[i];
@@ -45,15 +51,32 @@ void krmsnorm(float *out, const float *x, const void *w, enum kdtype wt,
  * The angle is the fp32 product pos * inv_freq[i], as the reference
  * computes it (torch.outer on fp32); cos/sin of that angle in double.
  */
-void krope(float *x, int dim, int pos, const float *inv_freq, float mscale)
+void krope_cs(float *cs, int dim, int pos, const float *inv_freq,
+              float mscale)
 {
     for (int i = 0; i < dim / 2; i++) {
         float ang = (float)pos * inv_freq[i];
-        float c = (float)cos((double)ang) * mscale;
-        float s = (float)sin((double)ang) * mscale;
+        cs[2 * i] = (float)cos((double)ang) * mscale;
+        cs[2 * i + 1] = (float)sin((double)ang) * mscale;
+    }
+}
+
+void krope_apply(float *x, int dim, const float *cs)
+{
+    for (int i = 0; i < dim / 2; i++) {
+        float c = cs[2 * i], s = cs[2 * i + 1];
         float a = x[2 * i], b = x[2 * i + 1];
         x[2 * i] = a * c - b * s;
         x[2 * i + 1] = a * s + b * c;
+    }
+}
+
+void krope(float *x, int dim, int pos, const float *inv_freq, float mscale)
+{
+    for (int i = 0; i < dim / 2; i++) {
+        float cs[2];
+        krope_cs(cs, 2, pos, inv_freq + i, mscale);
+        krope_apply(x + 2 * i, 2, cs);
     }
 }
 

@@ -614,35 +614,56 @@ static enum test_return test_dot_axpy(void)
     return TEST_PASS;
 }
 
-static enum test_return test_rmsnorm(void)
+/* rmsnorm of the first n elements for one ISA, F32/BF16/F16 weights, in
+ * place and out of place. */
+static enum test_return rmsnorm_n(enum kisa isa, int n)
 {
     enum { N = 1031 };
     float x[N], out[N], wf[N];
     uint16_t wb[N], wh[N];
-    for (int i = 0; i < N; i++) {
+    for (int i = 0; i < n; i++) {
         x[i] = rnd_f() * 3;
         wf[i] = rnd_f();
         wb[i] = kf32_to_bf16(wf[i]);
         wh[i] = (uint16_t)(0x3800 | (rnd_u32() & 0x83ff)); /* |w| in [.5,1) */
     }
     double ss = 0;
-    for (int i = 0; i < N; i++)
+    for (int i = 0; i < n; i++)
         ss += (double)x[i] * x[i];
-    double inv = 1.0 / sqrt(ss / N + 1e-6);
+    double inv = 1.0 / sqrt(ss / n + 1e-6);
     for (int dt = 0; dt < 3; dt++) {
         const void *w = dt == 0 ? (const void *)wf : dt == 1 ? (const void *)wb
                                                              : (const void *)wh;
-        memcpy(out, x, sizeof x);
-        krmsnorm(out, out, w, (enum kdtype)dt, N, 1e-6f); /* in place */
-        for (int i = 0; i < N; i++) {
+        memcpy(out, x, sizeof(float) * n);
+        if (dt == 1)
+            krmsnorm(out, x, w, (enum kdtype)dt, n, 1e-6f);
+        else
+            krmsnorm(out, out, w, (enum kdtype)dt, n, 1e-6f); /* in place */
+        for (int i = 0; i < n; i++) {
             double wv = dt == 0 ? wf[i] : dt == 1 ? ref_bf16(wb[i])
                                                   : ref_f16(wh[i]);
             double want = x[i] * inv * wv;
             CHECK(fabs(out[i] - want) <= 1e-6 * fabs(want) + 1e-30,
-                  "dt %d i %d: %g vs %g", dt, i, out[i], want);
+                  "%s n %d dt %d i %d: %g vs %g", kisa_str(isa), n, dt, i,
+                  out[i], want);
         }
     }
     return TEST_PASS;
+}
+
+static enum test_return test_rmsnorm(void)
+{
+    enum kisa isas[KISA_COUNT];
+    int n_isa = supported_isas(isas);
+    enum test_return ret = TEST_PASS;
+    for (int ii = 0; ii < n_isa && ret == TEST_PASS; ii++) {
+        kisa_set(isas[ii]);
+        for (int n = 1; n <= 1031 && ret == TEST_PASS;
+             n = n < 40 ? n + 1 : n == 40 ? 320 : n == 320 ? 1031 : 1032)
+            ret = rmsnorm_n(isas[ii], n);
+    }
+    kisa_set(kisa_detect());
+    return ret;
 }
 
 static enum test_return test_rope(void)
@@ -655,6 +676,12 @@ static enum test_return test_rope(void)
         for (int i = 0; i < D; i++)
             x0[i] = x[i] = rnd_f();
         krope(x, D, pos, inv_freq, 1.25f);
+        float y[D], cs[D];
+        memcpy(y, x0, sizeof y);
+        krope_cs(cs, D, pos, inv_freq, 1.25f);
+        krope_apply(y, D, cs);
+        CHECK(memcmp(x, y, sizeof y) == 0, "krope_cs/apply != krope, pos %d",
+              pos);
         for (int i = 0; i < D / 2; i++) {
             double ang = (float)pos * inv_freq[i]; /* fp32 angle, like torch */
             double c = cos(ang) * 1.25, s = sin(ang) * 1.25;
