@@ -112,16 +112,17 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
                  const float *x, int ldx, float *y, int ldy, int n_tok);
 
 /*
- * y[t][j] = sum_i x[t][i] * V[i][j]      for t < n_tok, j < V->cols,
+ * y[t][j] = sum_i x[t][i] * V[i][j]      for t < n_tok, j < n_cols,
  *                                        i < V->rows
  * The rows of V weighted by x: attention's probabilities times the value
- * rows, or q_nope times W_UK. x: [n_tok, ldx] fp32 (ldx >= V->rows),
- * y: [n_tok, ldy] fp32 (ldy >= V->cols). V: F32, BF16 or F16 (no F8),
- * rows >= 0 (0 rows: y = 0). Each V element is read once per 8 tokens.
- * Runs on the calling thread.
+ * rows, or q_nope times W_UK. Only the first n_cols (<= V->cols) columns
+ * are computed; V->cols is the row length. x: [n_tok, ldx] fp32
+ * (ldx >= V->rows), y: [n_tok, ldy] fp32 (ldy >= n_cols). V: F32, BF16
+ * or F16 (no F8), rows >= 0 (0 rows: y = 0). Each V element is read once
+ * per 8 tokens. Runs on the calling thread.
  */
-int kmatmul_pv(const struct kmat *V, const float *x, int ldx, float *y,
-               int ldy, int n_tok);
+int kmatmul_pv(const struct kmat *V, int n_cols, const float *x, int ldx,
+               float *y, int ldy, int n_tok);
 
 /* Dequantize weight row r of W into out[W->cols] fp32. */
 int kmat_row_f32(const struct kmat *W, int r, float *out);

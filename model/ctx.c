@@ -79,8 +79,8 @@ struct mtpd_ctx *mtpd_ctx_new(const struct mtpd_model *m, int max_tokens,
     if (!x->as)
         fail = 1;
     for (int i = 0; x->as && i < x->n_attn; i++) {
-        x->as[i].qc = fbuf(T * (L + rope), &fail);
-        x->as[i].oc = fbuf(T * (L + rope), &fail);
+        x->as[i].qc = fbuf((size_t)ATTN_PAIRS(x) * (L + rope), &fail);
+        x->as[i].oc = fbuf((size_t)ATTN_PAIRS(x) * (L + rope), &fail);
         x->as[i].scores = fbuf((size_t)ATTN_ROWS * x->max_ctx, &fail);
     }
     if (fail) {

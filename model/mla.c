@@ -9,7 +9,8 @@
  *   score_j = (q_nope W_UK) . c_kv_j + q_pe . k_pe_j
  *   out     = W_UV (sum_j softmax(score)_j c_kv_j)
  * which equals the textbook k_nope = W_UK c_kv, v = W_UV c_kv form.
- * Rows of one sequence in a call share their reads of the cache.
+ * The queries of several heads and of all rows of one sequence share
+ * their reads of the cache.
  */
 #include <math.h>
 #include <string.h>
@@ -24,85 +25,104 @@ struct attn_job {
 };
 
 /*
- * Scores, softmax and attended latents for rows [r0, r1) of one sequence
- * (consecutive positions, r1 - r0 <= ATTN_ROWS): the cache rows up to the
+ * Scores, softmax and attended latents for query pairs [p0, p1) of the
+ * heads being done (pair p = row p / nh, head p % nh; all rows of one
+ * sequence, so one cache; p1 - p0 <= ATTN_ROWS). The cache rows up to the
  * last row's position are read once for all of them - scores as one
  * matmul over the cache rows, the latents as one kmatmul_pv - and each
- * row's probabilities past its own position are zero (causal mask).
+ * pair's probabilities past its row's position are zero (causal mask).
  */
-static void attn_rows(struct attn_job *j, struct attn_scratch *s, int r0,
-                      int r1)
+static void attn_pairs(struct attn_job *j, struct attn_scratch *s, int nh,
+                       int p0, int p1)
 {
     struct mtpd_ctx *c = j->c;
     const struct mtpd_config *cfg = &c->m->cfg;
     int row_floats = cfg->kv_lora_rank + cfg->qk_rope_head_dim;
-    int ld = c->max_ctx, npos = 0;
-    for (int r = r0; r < r1; r++)
-        npos = c->rows[r].pos + 1 > npos ? c->rows[r].pos + 1 : npos;
+    int ld = c->max_ctx, npos = c->rows[(p1 - 1) / nh].pos + 1;
     struct kmat kc = {.dtype = KDT_F32, .rows = npos, .cols = row_floats,
-                      .data = c->rows[r0].kv->layer[j->kv_layer]};
-    /* scores [r1 - r0, npos] = query rows . cache rows */
-    kmatmul(NULL, &kc, s->qc + (size_t)r0 * row_floats, row_floats,
-            s->scores, ld, r1 - r0);
-    for (int r = r0; r < r1; r++) {
-        float *sc = s->scores + (size_t)(r - r0) * ld;
-        int np = c->rows[r].pos + 1;
+                      .data = c->rows[p0 / nh].kv->layer[j->kv_layer]};
+    /* scores [p1 - p0, npos] = queries . cache rows */
+    kmatmul(NULL, &kc, s->qc + (size_t)p0 * row_floats, row_floats,
+            s->scores, ld, p1 - p0);
+    for (int p = p0; p < p1; p++) {
+        float *sc = s->scores + (size_t)(p - p0) * ld;
+        int np = c->rows[p / nh].pos + 1;
         for (int t = 0; t < np; t++)
             sc[t] *= c->m->softmax_scale;
         ksoftmax(sc, np);
         memset(sc + np, 0, sizeof(float) * (size_t)(npos - np));
     }
-    /* oc [r1 - r0, row_floats] = probabilities x cache rows (the rope
-     * columns come along and are ignored) */
-    kmatmul_pv(&kc, s->scores, ld, s->oc + (size_t)r0 * row_floats,
-               row_floats, r1 - r0);
+    /* oc [p1 - p0, kv_lora] = probabilities x the cache rows' c_kv */
+    kmatmul_pv(&kc, cfg->kv_lora_rank, s->scores, ld,
+               s->oc + (size_t)p0 * row_floats, row_floats, p1 - p0);
 }
 
-/* One head for every row of the call: q_c = q_nope W_UK for all rows in
- * one kmatmul_pv (written next to q_pe, so each query is one
- * [kv_lora + rope] vector matching a cache row), attention per sequence
- * (attn_rows), then W_UV for all rows in one matmul. W_UK and W_UV are
- * the head's rows of kv_b (absorb.c). Runs on one pool thread. */
-static void attn_head(struct attn_job *j, struct attn_scratch *s, int h)
+/* Heads hs[0..nh) for every row of the call: q_c = q_nope W_UK per head
+ * (kmatmul_pv, all rows; next to q_pe, so each query is one
+ * [kv_lora + rope] vector matching a cache row), attention for all
+ * (row, head) pairs of a sequence in blocks of ATTN_ROWS, which read the
+ * cache once per block instead of once per head, then W_UV per head.
+ * W_UK and W_UV are the head's rows of kv_b (absorb.c). qc and oc hold
+ * pair p = r * nh + hl at p * (kv_lora + rope). Runs on one pool thread. */
+static void attn_heads(struct attn_job *j, struct attn_scratch *s,
+                       const int *hs, int nh)
 {
     struct mtpd_ctx *c = j->c;
-    const struct mtpd_model *m = c->m;
-    const struct mtpd_config *cfg = &m->cfg;
+    const struct mtpd_config *cfg = &c->m->cfg;
     int nope = cfg->qk_nope_head_dim, rope = cfg->qk_rope_head_dim;
     int vd = cfg->v_head_dim, L = cfg->kv_lora_rank;
     int qk = nope + rope, H = cfg->num_attention_heads;
-    int row_floats = L + rope, n = j->n;
+    int rf = L + rope, n = j->n;
     const struct kmat *kvb = &j->w->kv_bd;
     size_t esz = kdtype_size(kvb->dtype);
-    struct kmat uk = {.dtype = kvb->dtype, .rows = nope, .cols = L,
-                      .data = (const char *)kvb->data +
-                              (size_t)h * (nope + vd) * L * esz};
-    struct kmat uv = {.dtype = kvb->dtype, .rows = vd, .cols = L,
-                      .data = (const char *)uk.data + (size_t)nope * L * esz};
 
-    /* qc [n, L + rope] = [q_nope W_UK, q_pe] */
-    kmatmul_pv(&uk, c->q + (size_t)h * qk, H * qk, s->qc, row_floats, n);
-    for (int r = 0; r < n; r++)
-        memcpy(s->qc + (size_t)r * row_floats + L,
-               c->q + (size_t)r * H * qk + (size_t)h * qk + nope,
-               sizeof(float) * rope);
-    for (int r0 = 0, r1; r0 < n; r0 = r1) {
-        for (r1 = r0 + 1; r1 < n && r1 - r0 < ATTN_ROWS &&
-                          c->rows[r1].kv == c->rows[r0].kv; r1++)
-            ;
-        attn_rows(j, s, r0, r1);
+    for (int hl = 0; hl < nh; hl++) {
+        int h = hs[hl];
+        struct kmat uk = {.dtype = kvb->dtype, .rows = nope, .cols = L,
+                          .data = (const char *)kvb->data +
+                                  (size_t)h * (nope + vd) * L * esz};
+        kmatmul_pv(&uk, L, c->q + (size_t)h * qk, H * qk,
+                   s->qc + (size_t)hl * rf, nh * rf, n);
+        for (int r = 0; r < n; r++)
+            memcpy(s->qc + ((size_t)r * nh + hl) * rf + L,
+                   c->q + (size_t)r * H * qk + (size_t)h * qk + nope,
+                   sizeof(float) * rope);
     }
-    /* attn[:, h*vd .. h*vd+vd) = oc [n, L] x W_UV^T */
-    kmatmul(NULL, &uv, s->oc, row_floats, c->attn + (size_t)h * vd, H * vd,
-            n);
+    for (int r0 = 0, r1; r0 < n; r0 = r1) { /* rows of one sequence */
+        for (r1 = r0 + 1; r1 < n && c->rows[r1].kv == c->rows[r0].kv; r1++)
+            ;
+        for (int p = r0 * nh; p < r1 * nh; p += ATTN_ROWS)
+            attn_pairs(j, s, nh, p,
+                       r1 * nh - p < ATTN_ROWS ? r1 * nh : p + ATTN_ROWS);
+    }
+    for (int hl = 0; hl < nh; hl++) {
+        int h = hs[hl];
+        struct kmat uv = {.dtype = kvb->dtype, .rows = vd, .cols = L,
+                          .data = (const char *)kvb->data +
+                                  ((size_t)h * (nope + vd) + nope) * L * esz};
+        /* attn[:, h*vd .. h*vd+vd) = oc [n, L] x W_UV^T */
+        kmatmul(NULL, &uv, s->oc + (size_t)hl * rf, nh * rf,
+                c->attn + (size_t)h * vd, H * vd, n);
+    }
 }
 
+/* Part `part` takes heads part, part + n_parts, ..., in groups that fit
+ * the ATTN_PAIRS(c) query pairs of its scratch. */
 static void attn_part(void *arg, int part, int n_parts)
 {
     struct attn_job *j = arg;
     int H = j->c->m->cfg.num_attention_heads;
-    for (int h = part; h < H; h += n_parts)
-        attn_head(j, &j->c->as[part], h);
+    int hs[ATTN_HEADS_MAX], nh = 0;
+    int cap = ATTN_PAIRS(j->c) / j->n;
+    if (cap > ATTN_HEADS_MAX)
+        cap = ATTN_HEADS_MAX;
+    for (int h = part; h < H; h += n_parts) {
+        hs[nh++] = h;
+        if (nh == cap || h + n_parts >= H) {
+            attn_heads(j, &j->c->as[part], hs, nh);
+            nh = 0;
+        }
+    }
 }
 
 int mla_block(struct mtpd_ctx *c, const struct layer_w *w, int kv_layer,

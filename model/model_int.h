@@ -92,13 +92,18 @@ struct row_info {
     int kv_layer_base; /* 0 for main, n_layers + m for MTP module m */
 };
 
-/* Rows of one sequence whose scores are computed together (mla.c). */
+/* Attention (mla.c): (row, head) query pairs of one sequence whose
+ * scores are computed together; query pairs one pool thread holds (its
+ * heads x all rows: at least max_tokens, so one head always fits); most
+ * heads done together. */
 #define ATTN_ROWS 8
+#define ATTN_PAIRS(c) ((c)->max_tokens > 64 ? (c)->max_tokens : 64)
+#define ATTN_HEADS_MAX 64
 
 struct attn_scratch {
-    float *qc;     /* [max_tokens, kv_lora + rope] absorbed queries, 1 head */
-    float *oc;     /* [max_tokens, kv_lora + rope] attended latents (the
-                      rope columns are scratch) */
+    float *qc;     /* [ATTN_PAIRS, kv_lora + rope] absorbed queries */
+    float *oc;     /* [ATTN_PAIRS, kv_lora + rope] attended latents (row
+                      stride kv_lora + rope, like qc; rope columns unused) */
     float *scores; /* [ATTN_ROWS, max_ctx] */
 };
 

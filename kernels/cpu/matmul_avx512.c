@@ -4,7 +4,9 @@
  * NR weight rows x NT tokens per pass, 16 columns per step: each weight
  * vector is loaded and widened once and FMA'd into NT accumulators, each
  * x vector is loaded once for NR rows, so weights stream from memory once
- * for all tokens. NR x NT: 4x1..4x4 and 2x5..2x8 (F8 needs a second set
+ * for all tokens. NR x NT: 8x1 (eight FMA chains: short, cache-resident
+ * matrices such as attention scores are latency-bound with four), 4x2..4x4
+ * and 2x5..2x8 (F8 needs a second set
  * of accumulators, so it runs 4x1..4x2 and 2x3..2x4, and splits larger
  * token counts). Column tails use masked loads.
  *
@@ -19,7 +21,7 @@
 #if KCPU_X86
 #include "avx512_sum.h"
 
-#define NRMAX 4
+#define NRMAX 8
 
 /* 16 weights of row w from element c as fp32 (F8: times 2^-8). */
 KTARGET_AVX512 KINLINE __m512 w_load(enum kdtype dt, const void *w, int c,
@@ -129,7 +131,16 @@ KTARGET_AVX512 KINLINE void rows_dot(enum kdtype dt, int NR, int NT,
         }
     }
     const size_t ldy = (size_t)b->ldy;
-    if (NR == 4) {
+    if (NR == 8) {
+        KUNROLL
+        for (int t = 0; t < NT; t++) {
+            put(y + t * ldy + r, reduce4(tot[0][t], tot[1][t], tot[2][t],
+                                         tot[3][t]), 4, b->accum);
+            put(y + t * ldy + r + 4, reduce4(tot[4 % NR][t], tot[5 % NR][t],
+                                             tot[6 % NR][t], tot[7 % NR][t]),
+                4, b->accum);
+        }
+    } else if (NR == 4) {
         KUNROLL
         for (int t = 0; t < NT; t++)
             put(y + t * ldy + r, reduce4(tot[0][t], tot[1][t], tot[2][t],
@@ -156,7 +167,8 @@ KTARGET_AVX512 KINLINE void rows_dot(enum kdtype dt, int NR, int NT,
     }
 }
 
-/* Rows [r0, r1) in groups of NR (then single rows) for tokens [t0, t0+NT). */
+/* Rows [r0, r1) in groups of NR (then of 4 when NR is 8, then single
+ * rows) for tokens [t0, t0+NT). */
 KTARGET_AVX512 KINLINE void rows_loop(enum kdtype dt, int NR, int NT,
                                       const struct kmm_blk *b, int t0)
 {
@@ -165,6 +177,8 @@ KTARGET_AVX512 KINLINE void rows_loop(enum kdtype dt, int NR, int NT,
     int r = b->r0;
     for (; r + NR <= b->r1; r += NR)
         rows_dot(dt, NR, NT, b, r, x, y);
+    for (; NR > 4 && r + 4 <= b->r1; r += 4)
+        rows_dot(dt, NR > 4 ? 4 : 1, NT, b, r, x, y);
     for (; r < b->r1; r++)
         rows_dot(dt, 1, NT, b, r, x, y);
 }
@@ -173,7 +187,7 @@ KTARGET_AVX512 KINLINE void block_dense(enum kdtype dt,
                                         const struct kmm_blk *b)
 {
     switch (b->nt) {
-    case 1: rows_loop(dt, 4, 1, b, 0); break;
+    case 1: rows_loop(dt, 8, 1, b, 0); break;
     case 2: rows_loop(dt, 4, 2, b, 0); break;
     case 3: rows_loop(dt, 4, 3, b, 0); break;
     case 4: rows_loop(dt, 4, 4, b, 0); break;

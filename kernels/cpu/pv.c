@@ -6,9 +6,10 @@
  * SIMD over j: a tile of M column vectors x NT tokens stays in registers
  * while i runs over all V rows, so each V element is loaded (and widened)
  * once per tile and used for NT tokens; x[t][i] is broadcast from memory.
- * Tiles: AVX-512 M=4 for NT<=4, M=2 for NT 5..8; AVX2 M=2 for NT<=4,
- * M=1 for NT 5..8. Column tails are masked (AVX-512) or handled by the
- * scalar loop (AVX2).
+ * AVX-512: the columns are cut into equal tiles of at most MMAX(NT)
+ * vectors (8 for NT <= 2, 6, 4, then 3, 2), the last vector masked; wide
+ * tiles keep enough independent FMA chains when NT is 1 (attention at
+ * T=1). AVX2: M=2 for NT<=4, tails by the scalar loop.
  */
 #include "kcpu.h"
 
@@ -70,7 +71,7 @@ KTARGET_AVX512 KINLINE void pv_tile512(enum kdtype dt, int NT, int M,
                                        int ldx, float *y, int ldy, int j,
                                        __mmask16 mlast)
 {
-    __m512 acc[PV_NT][4], vv[4];
+    __m512 acc[PV_NT][8], vv[8];
     const size_t ld = (size_t)V->cols;
     KUNROLL
     for (int t = 0; t < NT; t++) {
@@ -102,43 +103,54 @@ KTARGET_AVX512 KINLINE void pv_tile512(enum kdtype dt, int NT, int M,
     }
 }
 
-/* All columns for NT tokens: 16M-wide tiles, then single (masked) vectors. */
-KTARGET_AVX512 KINLINE void pv_nt512(enum kdtype dt, int NT, int M,
-                                     const struct kmat *V, const float *x,
-                                     int ldx, float *y, int ldy)
+/* Columns [0, n) for NT tokens in equal tiles of at most MMAX vectors. */
+KTARGET_AVX512 KINLINE void pv_nt512(enum kdtype dt, int NT, int MMAX,
+                                     const struct kmat *V, int n,
+                                     const float *x, int ldx, float *y,
+                                     int ldy)
 {
-    int j = 0, n = V->cols;
-    for (; j + 16 * M <= n; j += 16 * M)
-        pv_tile512(dt, NT, M, V, x, ldx, y, ldy, j, 0xffff);
-    for (; j < n; j += 16) {
-        __mmask16 m = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
-        pv_tile512(dt, NT, 1, V, x, ldx, y, ldy, j, m);
+    int nvec = (n + 15) / 16, ntile = (nvec + MMAX - 1) / MMAX;
+    for (int tl = 0, j = 0; tl < ntile; tl++) {
+        int m = nvec * (tl + 1) / ntile - nvec * tl / ntile;
+        int left = n - (j + 16 * (m - 1)); /* columns in the last vector */
+        __mmask16 ml = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+        switch (m) { /* cases above MMAX are never taken */
+#define PV_M(M)                                                              \
+    case M:                                                                  \
+        if (M <= MMAX)                                                       \
+            pv_tile512(dt, NT, M <= MMAX ? M : 1, V, x, ldx, y, ldy, j, ml); \
+        break;
+        PV_M(1) PV_M(2) PV_M(3) PV_M(4) PV_M(5) PV_M(6) PV_M(7) PV_M(8)
+#undef PV_M
+        }
+        j += 16 * m;
     }
 }
 
 KTARGET_AVX512 KINLINE void pv_dt512(enum kdtype dt, const struct kmat *V,
-                                     const float *x, int ldx, float *y,
+                                     int n, const float *x, int ldx, float *y,
                                      int ldy, int nt)
 {
     switch (nt) {
-    case 1: pv_nt512(dt, 1, 4, V, x, ldx, y, ldy); break;
-    case 2: pv_nt512(dt, 2, 4, V, x, ldx, y, ldy); break;
-    case 3: pv_nt512(dt, 3, 4, V, x, ldx, y, ldy); break;
-    case 4: pv_nt512(dt, 4, 4, V, x, ldx, y, ldy); break;
-    case 5: pv_nt512(dt, 5, 2, V, x, ldx, y, ldy); break;
-    case 6: pv_nt512(dt, 6, 2, V, x, ldx, y, ldy); break;
-    case 7: pv_nt512(dt, 7, 2, V, x, ldx, y, ldy); break;
-    default: pv_nt512(dt, 8, 2, V, x, ldx, y, ldy); break;
+    case 1: pv_nt512(dt, 1, 8, V, n, x, ldx, y, ldy); break;
+    case 2: pv_nt512(dt, 2, 8, V, n, x, ldx, y, ldy); break;
+    case 3: pv_nt512(dt, 3, 6, V, n, x, ldx, y, ldy); break;
+    case 4: pv_nt512(dt, 4, 4, V, n, x, ldx, y, ldy); break;
+    case 5: pv_nt512(dt, 5, 3, V, n, x, ldx, y, ldy); break;
+    case 6: pv_nt512(dt, 6, 3, V, n, x, ldx, y, ldy); break;
+    case 7: pv_nt512(dt, 7, 2, V, n, x, ldx, y, ldy); break;
+    default: pv_nt512(dt, 8, 2, V, n, x, ldx, y, ldy); break;
     }
 }
 
-KTARGET_AVX512 static void pv_avx512(const struct kmat *V, const float *x,
-                                     int ldx, float *y, int ldy, int nt)
+KTARGET_AVX512 static void pv_avx512(const struct kmat *V, int n,
+                                     const float *x, int ldx, float *y,
+                                     int ldy, int nt)
 {
     switch (V->dtype) {
-    case KDT_F32: pv_dt512(KDT_F32, V, x, ldx, y, ldy, nt); break;
-    case KDT_BF16: pv_dt512(KDT_BF16, V, x, ldx, y, ldy, nt); break;
-    default: pv_dt512(KDT_F16, V, x, ldx, y, ldy, nt); break;
+    case KDT_F32: pv_dt512(KDT_F32, V, n, x, ldx, y, ldy, nt); break;
+    case KDT_BF16: pv_dt512(KDT_BF16, V, n, x, ldx, y, ldy, nt); break;
+    default: pv_dt512(KDT_F16, V, n, x, ldx, y, ldy, nt); break;
     }
 }
 
@@ -192,10 +204,11 @@ KTARGET_AVX2 KINLINE void pv_tile256(enum kdtype dt, int NT, int M,
 }
 
 KTARGET_AVX2 KINLINE void pv_nt256(enum kdtype dt, int NT, int M,
-                                   const struct kmat *V, const float *x,
-                                   int ldx, float *y, int ldy, int t0)
+                                   const struct kmat *V, int n,
+                                   const float *x, int ldx, float *y, int ldy,
+                                   int t0)
 {
-    int j = 0, n = V->cols;
+    int j = 0;
     x += (size_t)t0 * ldx;
     y += (size_t)t0 * ldy;
     for (; j + 8 * M <= n; j += 8 * M)
@@ -207,39 +220,39 @@ KTARGET_AVX2 KINLINE void pv_nt256(enum kdtype dt, int NT, int M,
 }
 
 KTARGET_AVX2 KINLINE void pv_dt256(enum kdtype dt, const struct kmat *V,
-                                   const float *x, int ldx, float *y, int ldy,
-                                   int nt)
+                                   int n, const float *x, int ldx, float *y,
+                                   int ldy, int nt)
 {
     for (int t0 = 0; t0 < nt; t0 += 4) {
         switch (nt - t0) {
-        case 1: pv_nt256(dt, 1, 2, V, x, ldx, y, ldy, t0); break;
-        case 2: pv_nt256(dt, 2, 2, V, x, ldx, y, ldy, t0); break;
-        case 3: pv_nt256(dt, 3, 2, V, x, ldx, y, ldy, t0); break;
-        default: pv_nt256(dt, 4, 2, V, x, ldx, y, ldy, t0); break;
+        case 1: pv_nt256(dt, 1, 2, V, n, x, ldx, y, ldy, t0); break;
+        case 2: pv_nt256(dt, 2, 2, V, n, x, ldx, y, ldy, t0); break;
+        case 3: pv_nt256(dt, 3, 2, V, n, x, ldx, y, ldy, t0); break;
+        default: pv_nt256(dt, 4, 2, V, n, x, ldx, y, ldy, t0); break;
         }
     }
 }
 
-KTARGET_AVX2 static void pv_avx2(const struct kmat *V, const float *x,
+KTARGET_AVX2 static void pv_avx2(const struct kmat *V, int n, const float *x,
                                  int ldx, float *y, int ldy, int nt)
 {
     switch (V->dtype) {
-    case KDT_F32: pv_dt256(KDT_F32, V, x, ldx, y, ldy, nt); break;
-    case KDT_BF16: pv_dt256(KDT_BF16, V, x, ldx, y, ldy, nt); break;
-    default: pv_dt256(KDT_F16, V, x, ldx, y, ldy, nt); break;
+    case KDT_F32: pv_dt256(KDT_F32, V, n, x, ldx, y, ldy, nt); break;
+    case KDT_BF16: pv_dt256(KDT_BF16, V, n, x, ldx, y, ldy, nt); break;
+    default: pv_dt256(KDT_F16, V, n, x, ldx, y, ldy, nt); break;
     }
 }
 #endif
 
-int kmatmul_pv(const struct kmat *V, const float *x, int ldx, float *y,
-               int ldy, int n_tok)
+int kmatmul_pv(const struct kmat *V, int n_cols, const float *x, int ldx,
+               float *y, int ldy, int n_tok)
 {
     if (V == NULL || x == NULL || y == NULL || n_tok < 0 || V->rows < 0 ||
-        V->cols <= 0 || (V->rows > 0 && V->data == NULL) ||
+        n_cols <= 0 || n_cols > V->cols || (V->rows > 0 && V->data == NULL) ||
         (V->dtype != KDT_F32 && V->dtype != KDT_BF16 &&
          V->dtype != KDT_F16))
         return MTPD_K_EINVAL;
-    if (n_tok > 1 && (ldx < V->rows || ldy < V->cols))
+    if (n_tok > 1 && (ldx < V->rows || ldy < n_cols))
         return MTPD_K_EINVAL;
     enum kisa isa = kisa_active();
     for (int t0 = 0; t0 < n_tok; t0 += PV_NT) {
@@ -248,16 +261,16 @@ int kmatmul_pv(const struct kmat *V, const float *x, int ldx, float *y,
         float *yt = y + (size_t)t0 * ldy;
 #if KCPU_X86
         if (isa == KISA_AVX512) {
-            pv_avx512(V, xt, ldx, yt, ldy, nt);
+            pv_avx512(V, n_cols, xt, ldx, yt, ldy, nt);
             continue;
         }
         if (isa == KISA_AVX2) {
-            pv_avx2(V, xt, ldx, yt, ldy, nt);
+            pv_avx2(V, n_cols, xt, ldx, yt, ldy, nt);
             continue;
         }
 #endif
         (void)isa;
-        pv_scalar(V, xt, ldx, yt, ldy, nt, 0, V->cols);
+        pv_scalar(V, xt, ldx, yt, ldy, nt, 0, n_cols);
     }
     return MTPD_K_OK;
 }

@@ -500,9 +500,11 @@ static enum test_return test_mat_row_f32(void)
 
 /* ---- kmatmul_pv ---------------------------------------------------- */
 
-/* One shape: y = x V for every ISA, against a double reference with the
- * matmul bound; the ldy padding must stay untouched. */
-static enum test_return pv_case(enum kdtype dt, int rows, int cols, int n_tok)
+/* One shape: y = x V (first n_cols columns) for every ISA, against a
+ * double reference with the matmul bound; columns past n_cols and the ldy
+ * padding must stay untouched. */
+static enum test_return pv_case(enum kdtype dt, int rows, int cols,
+                                int n_cols, int n_tok)
 {
     enum kisa isas[KISA_COUNT];
     int n_isa = supported_isas(isas);
@@ -521,26 +523,26 @@ static enum test_return pv_case(enum kdtype dt, int rows, int cols, int n_tok)
         kisa_set(isas[ii]);
         for (size_t i = 0; i < (size_t)n_tok * ldy; i++)
             y[i] = SENTINEL;
-        if (kmatmul_pv(&t.m, x, ldx, y, ldy, n_tok) != 0) {
+        if (kmatmul_pv(&t.m, n_cols, x, ldx, y, ldy, n_tok) != 0) {
             fprintf(stderr, "  kmatmul_pv failed\n");
             ret = TEST_FAIL;
         }
         for (int k = 0; k < n_tok && ret == TEST_PASS; k++)
             for (int j = 0; j < ldy; j++) {
                 double s = 0, a = 0;
-                for (int i = 0; i < rows && j < cols; i++) {
+                for (int i = 0; i < rows && j < n_cols; i++) {
                     double term = x[(size_t)k * ldx + i] * tmat_at(&t, i, j);
                     s += term;
                     a += fabs(term);
                 }
-                double want = j < cols ? s : SENTINEL;
-                double tol = j < cols ? 1e-5 * a + 1e-30 : 0;
+                double want = j < n_cols ? s : SENTINEL;
+                double tol = j < n_cols ? 1e-5 * a + 1e-30 : 0;
                 float got = y[(size_t)k * ldy + j];
                 if (!(fabs(got - want) <= tol)) {
-                    fprintf(stderr, "  %s %s pv %dx%d n_tok %d: y[%d][%d] = "
-                            "%.9g, want %.9g (tol %.3g)\n",
+                    fprintf(stderr, "  %s %s pv %dx%d cols %d n_tok %d: "
+                            "y[%d][%d] = %.9g, want %.9g (tol %.3g)\n",
                             kisa_str(isas[ii]), kdtype_str(dt), rows, cols,
-                            n_tok, k, j, got, want, tol);
+                            n_cols, n_tok, k, j, got, want, tol);
                     ret = TEST_FAIL;
                     break;
                 }
@@ -558,24 +560,34 @@ static enum test_return test_matmul_pv(void)
 {
     static const enum kdtype dts[] = {KDT_F32, KDT_BF16, KDT_F16};
     static const int rows_v[] = {0, 1, 7, 64, 301, 2000};
-    static const int cols_v[] = {1, 15, 16, 17, 40, 64, 144, 200};
+    /* column counts: every tile split of 1..9+ vectors, tails, n_cols <
+     * cols (the attention's c_kv part of a cache row) */
+    static const int cols_v[] = {1, 15, 16, 17, 40, 64, 100, 128, 144, 200,
+                                 300};
     static const int ntok_v[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 19};
     for (size_t d = 0; d < 3; d++)
         for (size_t r = 0; r < sizeof rows_v / sizeof *rows_v; r++)
             for (size_t c = 0; c < sizeof cols_v / sizeof *cols_v; c++)
                 for (size_t k = 0; k < sizeof ntok_v / sizeof *ntok_v; k++) {
-                    if (rows_v[r] == 2000 && (ntok_v[k] % 4 || cols_v[c] < 64))
+                    int cols = cols_v[c];
+                    if (rows_v[r] == 2000 && (ntok_v[k] % 4 || cols < 64))
                         continue; /* long sums: a few shapes are enough */
-                    if (pv_case(dts[d], rows_v[r], cols_v[c], ntok_v[k]) !=
-                        TEST_PASS)
+                    if (pv_case(dts[d], rows_v[r], cols, cols, ntok_v[k]) !=
+                            TEST_PASS ||
+                        (cols > 1 &&
+                         pv_case(dts[d], rows_v[r], cols,
+                                 cols - 1 - (int)(k * 7 % (size_t)(cols - 1)),
+                                 ntok_v[k]) != TEST_PASS))
                         return TEST_FAIL;
                 }
     float x[2] = {1, 2}, y[2];
     struct kmat f8 = {KDT_F8_E4M3, 2, 1, x, x, 128};
-    CHECK(kmatmul_pv(&f8, x, 2, y, 1, 1) == MTPD_K_EINVAL, "f8 accepted");
+    CHECK(kmatmul_pv(&f8, 1, x, 2, y, 1, 1) == MTPD_K_EINVAL, "f8 accepted");
     struct kmat v = {KDT_F32, 2, 1, x, NULL, 0};
-    CHECK(kmatmul_pv(&v, x, 1, y, 1, 2) == MTPD_K_EINVAL, "ldx < rows");
-    CHECK(kmatmul_pv(&v, x, 2, y, 1, 1) == 0 && y[0] == 5.0f, "1x2 . 2x1");
+    CHECK(kmatmul_pv(&v, 1, x, 1, y, 1, 2) == MTPD_K_EINVAL, "ldx < rows");
+    CHECK(kmatmul_pv(&v, 2, x, 2, y, 1, 1) == MTPD_K_EINVAL, "n_cols > cols");
+    CHECK(kmatmul_pv(&v, 0, x, 2, y, 1, 1) == MTPD_K_EINVAL, "n_cols 0");
+    CHECK(kmatmul_pv(&v, 1, x, 2, y, 1, 1) == 0 && y[0] == 5.0f, "1x2 . 2x1");
     return TEST_PASS;
 }
 
