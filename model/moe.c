@@ -17,7 +17,9 @@
  * one job list in two pool runs - gate+up+SwiGLU in row chunks of the
  * intermediate dimension, then down in row chunks of the hidden one - so
  * a layer costs three fork/joins (router, up, down) however many experts
- * are active, instead of three per expert.
+ * are active, instead of three per expert. Each thread takes a contiguous
+ * run of work items, so it streams each matrix's rows in order and the
+ * kernels' prefetch runs on into its next chunk.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -91,7 +93,8 @@ static void build_items(struct ffn_batch *b, int up_phase)
 static void up_part(void *arg, int part, int n_parts)
 {
     struct ffn_batch *b = arg;
-    for (int it = part; it < b->n_items; it += n_parts) {
+    for (int it = b->n_items * part / n_parts;
+         it < b->n_items * (part + 1) / n_parts; it++) {
         const struct ffn_job *j = &b->job[b->item_job[it]];
         int r0 = b->item_row[it];
         int r1 = r0 + FFN_CHUNK < j->inter ? r0 + FFN_CHUNK : j->inter;
@@ -109,7 +112,8 @@ static void up_part(void *arg, int part, int n_parts)
 static void down_part(void *arg, int part, int n_parts)
 {
     struct ffn_batch *b = arg;
-    for (int it = part; it < b->n_items; it += n_parts) {
+    for (int it = b->n_items * part / n_parts;
+         it < b->n_items * (part + 1) / n_parts; it++) {
         const struct ffn_job *j = &b->job[b->item_job[it]];
         int r0 = b->item_row[it];
         int r1 = r0 + FFN_CHUNK < b->hid ? r0 + FFN_CHUNK : b->hid;
