@@ -15,18 +15,7 @@
 
 #include "kernels.h"
 
-enum test_return { TEST_SKIP, TEST_PASS, TEST_FAIL };
-
-#define CHECK(cond, ...)                                                    \
-    do {                                                                    \
-        if (!(cond)) {                                                      \
-            fprintf(stderr, "  %s:%d: CHECK(%s) failed: ", __FILE__,        \
-                    __LINE__, #cond);                                       \
-            fprintf(stderr, __VA_ARGS__);                                   \
-            fputc('\n', stderr);                                            \
-            return TEST_FAIL;                                               \
-        }                                                                   \
-    } while (0)
+#include "unit_test.h"
 
 /* ---- helpers ------------------------------------------------------- */
 

@@ -9,7 +9,7 @@
 #include <math.h>
 
 #include "accept.h"
-#include "spec_test.h"
+#include "unit_test.h"
 
 static enum test_return test_greedy_rule(void)
 {

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 
 #include "sample.h"
-#include "spec_test.h"
+#include "unit_test.h"
 
 static enum test_return test_rng_reproducible(void)
 {

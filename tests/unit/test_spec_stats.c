@@ -8,7 +8,7 @@
 #include <stdlib.h>
 
 #include "adapt.h"
-#include "spec_test.h"
+#include "unit_test.h"
 #include "stats.h"
 #include "stop.h"
 

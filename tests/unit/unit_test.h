@@ -1,9 +1,9 @@
 /*
- * spec_test.h - the tiny table-driven harness of the spec/ unit tests
- * (same TEST_PASS/FAIL/SKIP convention as test_kernels.c).
+ * unit_test.h - the tiny table-driven harness of the C unit tests
+ * (TEST_PASS/FAIL/SKIP, memcached testapp.c style).
  */
-#ifndef MTPD_SPEC_TEST_H
-#define MTPD_SPEC_TEST_H
+#ifndef MTPD_UNIT_TEST_H
+#define MTPD_UNIT_TEST_H
 
 #include <stdio.h>
 #include <string.h>
