@@ -36,30 +36,43 @@ int32_t spec_draft_token(struct spec_engine *e, struct spec_seq *s,
 }
 
 /* With the restricted head: projects the last MTP call's output rows
- * rows[0..n) through module's packed head into e->sub (one matmul). */
+ * rows[0..n) through module's packed head into e->sub (one matmul), and
+ * row i through the context ids of its sequence seqs[owner[i]] into
+ * e->csub. */
 static int sub_logits(struct spec_engine *e, int module, const int *rows,
-                      int n)
+                      struct spec_seq **seqs, const int *owner, int n)
 {
     const size_t H = (size_t)e->hidden;
+    struct kpool *pool = mtpd_ctx_pool(e->ctx);
     for (int i = 0; i < n; i++)
         memcpy(e->gather + (size_t)i * H, mtpd_ctx_hidden(e->ctx, rows[i]),
                H * sizeof(float));
-    return spec_draft_head_logits(&e->dh[module], mtpd_ctx_pool(e->ctx),
-                                  e->gather, e->hidden, n, e->sub) < 0
-               ? MTPD_EINVAL
-               : MTPD_OK;
+    if (spec_draft_head_logits(&e->dh[module], pool, e->gather, e->hidden, n,
+                               e->sub) < 0)
+        return MTPD_EINVAL;
+    for (int i = 0; i < n; i++) {
+        const struct spec_draft_ctx *c = &seqs[owner[i]]->dctx;
+        if (c->cap && spec_draft_ctx_logits(c, module, e->hidden, pool,
+                                            e->gather + (size_t)i * H,
+                                            e->csub + (size_t)i * e->n_ctx))
+            return MTPD_EINVAL;
+    }
+    return MTPD_OK;
 }
 
 /* Full-vocabulary draft logits of output row `row` of the last MTP call,
- * i-th of the rows given to sub_logits (restricted head: scattered into
- * dst, -inf outside the subset). */
-static const float *draft_logits(struct spec_engine *e, int i, int row,
+ * i-th of the rows given to sub_logits, of sequence s (restricted head:
+ * scattered into dst, -inf outside the subset). */
+static const float *draft_logits(struct spec_engine *e, int module, int i,
+                                 int row, const struct spec_seq *s,
                                  float *dst)
 {
     if (!e->n_sub)
         return mtpd_ctx_logits(e->ctx, row);
-    spec_draft_head_scatter(&e->dh[0], e->sub + (size_t)i * e->n_sub, dst,
-                            e->vocab);
+    const struct spec_draft_ctx *c = s->dctx.cap ? &s->dctx : NULL;
+    spec_draft_head_scatter(&e->dh[module], e->sub + (size_t)i * e->n_sub,
+                            c, c ? e->csub + (size_t)i * e->n_ctx : NULL,
+                            dst, e->vocab);
     return dst;
 }
 
@@ -135,9 +148,11 @@ int spec_draft(struct spec_engine *e, struct spec_seq **seqs, int n)
         if (rc < 0)
             return rc;
         if (e->n_sub) {
-            for (int c = 0; c < cnt; c++)
+            for (int c = 0; c < cnt; c++) {
                 e->rowidx[c] = e->slots[c].row + mi - 1;
-            if ((rc = sub_logits(e, mi, e->rowidx, cnt)) < 0)
+                e->rowseq[c] = e->slots[c].seq;
+            }
+            if ((rc = sub_logits(e, mi, e->rowidx, seqs, e->rowseq, cnt)) < 0)
                 return rc;
         }
         for (int c = 0; c < cnt; c++) {
@@ -152,8 +167,8 @@ int spec_draft(struct spec_engine *e, struct spec_seq **seqs, int n)
                        H * sizeof(float));
             put_draft(s, mi + 1,
                       spec_draft_token(e, s,
-                                       draft_logits(e, c, r0 + mi - 1,
-                                                    e->lbuf),
+                                       draft_logits(e, mi, c, r0 + mi - 1,
+                                                    s, e->lbuf),
                                        qrow(e, s, mi)));
         }
     }
@@ -198,9 +213,12 @@ int spec_draft(struct spec_engine *e, struct spec_seq **seqs, int n)
         if (rc < 0)
             return rc;
         if (e->n_sub) {
-            for (int c = 0; c < cnt; c++)
+            for (int c = 0; c < cnt; c++) {
                 e->rowidx[c] = c;
-            if ((rc = sub_logits(e, M - 1, e->rowidx, cnt)) < 0)
+                e->rowseq[c] = e->slots[c].seq;
+            }
+            if ((rc = sub_logits(e, M - 1, e->rowidx, seqs, e->rowseq,
+                                 cnt)) < 0)
                 return rc;
         }
         double dt = spec_now() - t0;
@@ -211,7 +229,9 @@ int spec_draft(struct spec_engine *e, struct spec_seq **seqs, int n)
             struct spec_seq *s = seqs[e->slots[c].seq];
             memcpy(s->dhid, mtpd_ctx_hidden(e->ctx, c), H * sizeof(float));
             put_draft(s, depth,
-                      spec_draft_token(e, s, draft_logits(e, c, c, e->lbuf),
+                      spec_draft_token(e, s,
+                                       draft_logits(e, M - 1, c, c, s,
+                                                    e->lbuf),
                                        qrow(e, s, depth - 1)));
         }
     }
@@ -303,9 +323,12 @@ int spec_refill(struct spec_engine *e, struct spec_seq **seqs, int n)
         int n_lg = 0;
         if (e->n_sub) {
             for (int c = 0; c < cnt; c++)
-                if (slot[c].logits)
+                if (slot[c].logits) {
+                    e->rowseq[n_lg] = slot[c].seq;
                     e->rowidx[n_lg++] = slot[c].row + slot[c].n - 1;
-            if (n_lg && (rc = sub_logits(e, mi, e->rowidx, n_lg)) < 0)
+                }
+            if (n_lg && (rc = sub_logits(e, mi, e->rowidx, seqs, e->rowseq,
+                                         n_lg)) < 0)
                 return rc;
         }
         n_lg = 0;
@@ -316,7 +339,7 @@ int spec_refill(struct spec_engine *e, struct spec_seq **seqs, int n)
                 memcpy(e->hout + (size_t)(r0 + r) * H,
                        mtpd_ctx_hidden(e->ctx, r0 + r), H * sizeof(float));
             if (slot[c].logits) {
-                const float *lg = draft_logits(e, n_lg++, r0 + nr - 1,
+                const float *lg = draft_logits(e, mi, n_lg++, r0 + nr - 1, s,
                                                s->mtp_logits);
                 if (lg != s->mtp_logits)
                     memcpy(s->mtp_logits, lg,

@@ -68,9 +68,11 @@ void spec_engine_free(struct spec_engine *e)
     for (int i = 0; i < MTPD_MAX_MTP; i++)
         spec_draft_head_free(&e->dh[i]);
     free(e->sub);
+    free(e->csub);
     free(e->gather);
     free(e->lbuf);
     free(e->rowidx);
+    free(e->rowseq);
     free(e);
 }
 
@@ -119,6 +121,9 @@ int spec_engine_new(const struct mtpd_model *m,
     if (o->draft_vocab && o->n_draft_vocab > 0 && e->n_mtp > 0 &&
         o->n_draft_vocab < e->vocab) {
         e->n_sub = o->n_draft_vocab;
+        e->n_ctx = o->n_draft_ctx > 0 ? o->n_draft_ctx : 0;
+        if (e->n_ctx > e->vocab)
+            e->n_ctx = e->vocab;
         for (int i = 0; i < e->n_mtp; i++) {
             int rc = spec_draft_head_init(&e->dh[i], mtpd_mtp_head(m, i),
                                           o->draft_vocab, e->n_sub);
@@ -128,10 +133,14 @@ int spec_engine_new(const struct mtpd_model *m,
             }
         }
         e->sub = malloc((size_t)ctx_rows * (size_t)e->n_sub * sizeof(float));
+        e->csub = malloc((size_t)ctx_rows * (size_t)(e->n_ctx ? e->n_ctx : 1) *
+                         sizeof(float));
         e->gather = malloc(hr * sizeof(float));
         e->lbuf = malloc((size_t)e->vocab * sizeof(float));
         e->rowidx = malloc((size_t)ctx_rows * sizeof(int));
-        if (!e->sub || !e->gather || !e->lbuf || !e->rowidx) {
+        e->rowseq = malloc((size_t)ctx_rows * sizeof(int));
+        if (!e->sub || !e->csub || !e->gather || !e->lbuf || !e->rowidx ||
+            !e->rowseq) {
             spec_engine_free(e);
             return MTPD_ENOMEM;
         }
@@ -150,6 +159,8 @@ const struct mtpd_model *spec_engine_model(const struct spec_engine *e)
     return e->m;
 }
 
+_Static_assert(SPEC_DRAFT_MODS == MTPD_MAX_MTP, "draft_head.h module count");
+
 /* ---- sequences ------------------------------------------------------- */
 
 void spec_seq_free(struct spec_seq *s)
@@ -163,6 +174,7 @@ void spec_seq_free(struct spec_seq *s)
     free(s->stash);
     free(s->q);
     free(s->dhid);
+    spec_draft_ctx_free(&s->dctx);
     free(s->trace_k);
     free(s->trace_a);
     free(s);
@@ -232,6 +244,14 @@ int spec_seq_new(struct spec_engine *e, const struct spec_params *p,
         return MTPD_ENOMEM;
     }
     memcpy(s->toks, prompt, (size_t)n_prompt * sizeof(int32_t));
+    if (s->use_mtp && e->n_sub && e->n_ctx) {
+        if (spec_draft_ctx_init(&s->dctx, e->dh, e->n_mtp, e->n_ctx) < 0) {
+            spec_seq_free(s);
+            return MTPD_ENOMEM;
+        }
+        for (int i = 0; i < n_prompt; i++)
+            spec_draft_ctx_add(&s->dctx, e->dh, prompt[i]);
+    }
     *out = s;
     return MTPD_OK;
 }
@@ -301,6 +321,8 @@ int spec_seq_trace_get(const struct spec_seq *s, const int32_t **k,
 
 int spec_emit(struct spec_seq *s, int32_t tok)
 {
+    if (s->dctx.cap)
+        spec_draft_ctx_add(&s->dctx, s->e->dh, tok);
     if (tok == s->p.eos_id) {
         s->fin = SPEC_FINISH_STOP;
         return 0;

@@ -81,10 +81,12 @@ struct spec_engine_opts {
     int max_rows;     /* rows per forward call (0: 256) */
     int break_accept; /* TESTS ONLY: accept every draft (wrong on purpose) */
     /* FR-Spec style draft head: the MTP head restricted to these ids (the
-     * most frequent tokens). NULL / 0: the full vocabulary. Exactness does
-     * not depend on the choice (see draft_head.h). */
+     * most frequent tokens) plus up to n_draft_ctx ids seen in prompts and
+     * outputs. NULL / 0: the full vocabulary. Exactness does not depend on
+     * the choice (see draft_head.h). */
     const int32_t *draft_vocab;
     int n_draft_vocab;
+    int n_draft_ctx;
 };
 
 struct spec_engine;

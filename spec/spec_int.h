@@ -47,13 +47,16 @@ struct spec_engine {
     int *rbase;                 /* max_rows: first output row per call seq */
     int *r_p0, *r_off, *r_n;    /* max_rows: refill bookkeeping per seq */
     struct spec_slot *slots;    /* max_rows + MTPD_MAX_MTP */
-    /* restricted draft head (n_sub > 0), one packed copy per module */
-    int n_sub;
+    /* restricted draft head (n_sub > 0): the fixed part, one packed copy
+     * per module, and room for n_ctx context ids per sequence */
+    int n_sub, n_ctx;
     struct spec_draft_head dh[MTPD_MAX_MTP];
     float *sub;    /* [max_rows + MTPD_MAX_MTP, n_sub] subset logits */
+    float *csub;   /* [max_rows + MTPD_MAX_MTP, n_ctx] context-id logits */
     float *gather; /* [max_rows + MTPD_MAX_MTP, hidden] rows to project */
     float *lbuf;   /* vocab: one scattered draft logits row */
     int *rowidx;   /* [max_rows + MTPD_MAX_MTP] */
+    int *rowseq;   /* [max_rows + MTPD_MAX_MTP]: sequence of each rowidx */
 };
 
 struct spec_seq {
@@ -83,6 +86,8 @@ struct spec_seq {
     int mtp_exact[MTPD_MAX_MTP]; /* exact cache len before the draft */
     float *q;           /* k_max * vocab: draft distributions (sampling) */
     float *dhid;        /* hidden: recursion input (last draft row) */
+    struct spec_draft_ctx dctx; /* context ids of the draft head (cap 0:
+                                 * none) */
     int k;              /* drafts in the current pass */
     /* per-pass bookkeeping */
     int last_k, last_a;

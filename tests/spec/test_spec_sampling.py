@@ -157,14 +157,18 @@ def test_broken_acceptance_rule_is_detected(mtpd, tiny_vocab, k, temperature,
     assert p_joint < 1e-8 and p_pit < 1e-8, (p_joint, p_pit)
 
 
-def test_restricted_draft_head_is_exact(mtpd, tiny_vocab, tmp_path):
-    """FR-Spec style draft head over 9 of the 16 ids: q is zero elsewhere,
-    acceptance uses that q, the output law is still p."""
+@pytest.mark.parametrize("ctx_tokens", [0, 3])
+def test_restricted_draft_head_is_exact(mtpd, tiny_vocab, tmp_path, ctx_tokens):
+    """FR-Spec style draft head over 9 of the 16 ids (plus, with
+    ctx_tokens, up to 3 ids each sequence has seen, so q's support grows
+    during a run): q is zero elsewhere, acceptance uses that q, the output
+    law is still p."""
     d, ref = tiny_vocab
     f = tmp_path / "vocab.txt"
     f.write_text("# test subset\n" + "\n".join(str(i) for i in
                                                  [6, 5, 0, 9, 10, 11, 12, 13, 3]))
-    settings = ["--temperature", 1.0, "--draft-vocab", str(f)]
+    settings = ["--temperature", 1.0, "--draft-vocab", str(f),
+                "--draft-ctx-tokens", ctx_tokens]
     seqs, st = sample_runs(mtpd, d, 3, settings, seed=2000)
     assert 0.1 < st["acceptance_rate"] < 0.95, st
     p_joint, p_pit = pvalues(ref, seqs, 1.0, 0, 1.0)
@@ -178,6 +182,23 @@ def test_plain_sampling_distribution(mtpd, tiny_vocab):
     seqs, _ = sample_runs(mtpd, d, 0, ["--temperature", 1.0], seed=77)
     p_joint, p_pit = pvalues(ref, seqs, 1.0, 0, 1.0)
     assert p_joint > P_MIN and p_pit > P_MIN, (p_joint, p_pit)
+
+
+def test_batch_independent_with_context_draft_ids(mtpd, presets, tmp_path):
+    """The restricted draft head's context ids belong to each sequence: a
+    sampled sequence is the same alone and batched with other prompts."""
+    d = presets.dir("bf16-agree")
+    v = presets.model("bf16-agree").cfg.vocab_size
+    f = tmp_path / "vocab.txt"
+    f.write_text("\n".join(str(i) for i in range(0, v, 4)))
+    args = ["--temperature", 0.9, "--ignore-eos", "--draft-vocab", f,
+            "--draft-ctx-tokens", 64]
+    solo = generate(mtpd, d, [3, 4, 5], 40, 3, "--seed", 21, *args)
+    batch = generate(mtpd, d, "3,4,5;9,2,7,1;6", 40, 3, "--seed", 20,
+                     "--n-samples", 3, *args)
+    s = [x for x in batch["samples"] if x["prompt"] == 0 and x["seed"] == 21]
+    assert s and s[0]["ids"] == solo["ids"]
+    assert solo["stats"]["accepted_tokens"] > 0
 
 
 def test_seed_reproducible(mtpd, presets):
