@@ -65,7 +65,10 @@ static void generate_usage(FILE *f)
 "                       FILE (most frequent first; tools/draft_vocab.py\n"
 "                       writes it), 'off' for the full vocabulary\n"
 "                       (default: DIR/draft_vocab.txt when it exists)\n"
-"  --draft-vocab-size N use the first N ids of that list (default 2048)\n"
+"  --draft-vocab-size N use the first N ids of that list (default 512)\n"
+"  --draft-ctx-tokens N also draft the ids seen in the prompt and output,\n"
+"                       up to N of them beyond the list (default 1024;\n"
+"                       0 = the list only)\n"
 "  --threads N          compute threads (default 2)\n"
 "  --json               print one JSON object instead of streaming text\n"
 "  --trace              with --json: add \"passes\": [[k, accepted], ...]\n"
@@ -168,6 +171,7 @@ struct gen_opts {
     long eos; /* -2: from the config */
     const char *draft_vocab;
     long draft_vocab_size;
+    long draft_ctx_tokens;
     const char *compare_k;
 };
 
@@ -283,6 +287,12 @@ static int parse_args(int argc, char **argv, struct gen_opts *o)
             if (r < 0 || cli_parse_int(v, 1, 1 << 24, &o->draft_vocab_size)) {
                 fprintf(stderr, "mtpd: error: --draft-vocab-size needs a "
                         "positive integer\n");
+                return 2;
+            }
+        } else if ((r = cli_opt(argc, argv, &i, "--draft-ctx-tokens", &v))) {
+            if (r < 0 || cli_parse_int(v, 0, 1 << 24, &o->draft_ctx_tokens)) {
+                fprintf(stderr, "mtpd: error: --draft-ctx-tokens needs an "
+                        "integer >= 0\n");
                 return 2;
             }
         } else if ((r = cli_opt(argc, argv, &i, "--n-samples", &v))) {
@@ -649,7 +659,8 @@ int cmd_generate(int argc, char **argv)
 {
     struct gen_opts o = {.max_tokens = 128, .draft = SPEC_K_AUTO,
                          .auto_max = 4, .threads = 2, .top_p = 1.0,
-                         .eos = -2, .draft_vocab_size = 2048};
+                         .eos = -2, .draft_vocab_size = 512,
+                         .draft_ctx_tokens = 1024};
     int r = parse_args(argc, argv, &o);
     if (r)
         return r == 1 ? 0 : 2;
@@ -709,6 +720,7 @@ int cmd_generate(int argc, char **argv)
             goto out;
         eo.draft_vocab = dv;
         eo.n_draft_vocab = nv;
+        eo.n_draft_ctx = (int)o.draft_ctx_tokens;
     }
     const char *brk = getenv("MTPD_SPEC_BREAK_ACCEPT"); /* tests only */
     eo.break_accept = brk && *brk && strcmp(brk, "0") != 0;
