@@ -8,7 +8,7 @@ PATH is a file or a directory searched for *.py files (use the model's
 TRAINING corpus, e.g. /usr/lib/python3.11 for the stdlib-trained models, so
 benchmarks on held-out code stay held out). Writes every id seen, most
 frequent first, one per line with its count as a comment; mtpd reads the
-first N (--draft-vocab-size, default 2048). Needs the `tokenizers` package.
+first N (--draft-vocab-size, default 512). Needs the `tokenizers` package.
 The draft head may use any subset: exactness never depends on it, only the
 acceptance rate does.
 """
