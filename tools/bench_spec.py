@@ -76,6 +76,8 @@ def run(binary, model, prompt, ks, mode, args, chat):
         cmd += ["--draft-vocab", args.draft_vocab_file]
         if args.draft_vocab_size:
             cmd += ["--draft-vocab-size", str(args.draft_vocab_size)]
+        if args.draft_ctx_tokens >= 0:
+            cmd += ["--draft-ctx-tokens", str(args.draft_ctx_tokens)]
     elif args.draft_vocab == "off":
         cmd += ["--draft-vocab", "off"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -97,10 +99,16 @@ class Cell:
         self.accepted = 0
         self.acc_pos = []  # summed accepted-at-position counts
         self.drafted_pos = []
+        self.passes = 0
+        self.verify_s = self.draft_s = self.refill_s = 0.0
 
     def add(self, st):
         self.tokens += st["generated_tokens"] - 1
         self.seconds += st["decode_seconds"]
+        self.passes += st["verify_passes"]
+        self.verify_s += st["verify_seconds"]
+        self.draft_s += st["draft_seconds"]
+        self.refill_s += st["refill_seconds"]
         self.drafts += st["drafts"]
         self.accepted += st["accepted_tokens"]
         # rates x drafts reconstruct the counts (every draft of a fixed-k
@@ -115,6 +123,41 @@ class Cell:
 
     def tps(self):
         return self.tokens / self.seconds if self.seconds else 0.0
+
+    def per_pass_ms(self):
+        """(verify, MTP refill, draft steps, everything else) ms per pass."""
+        n = self.passes or 1
+        v, r, d = self.verify_s / n, self.refill_s / n, self.draft_s / n
+        return 1e3 * v, 1e3 * r, 1e3 * d, 1e3 * (self.seconds / n - v - r - d)
+
+
+def cost_table(results, sets, ks, mode):
+    """Where the time of a pass goes, in units of one plain decode step
+    (k = 0 of the same run): the main model's verify pass, the MTP refill
+    (exact rows for the accepted tokens + the first draft), the further
+    draft steps, and the rest (acceptance, sampling, bookkeeping). The
+    speed-up is tokens per pass over the summed costs; 'verify only' is
+    what it would be if drafting were free."""
+    print(f"\nWhere the time of a pass goes ({mode}; costs in plain decode "
+          "steps of the same run):\n")
+    print("| prompts | k | tokens/pass | verify | MTP refill | draft steps "
+          "| other | pass total | speed-up | speed-up if drafts were free |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for set_name, _, _ in sets:
+        base = results.get((set_name, mode, ks[0]))
+        if base is None or ks[0] != "0" or not base.passes:
+            continue
+        step = base.seconds / base.passes * 1e3
+        for k in ks[1:]:
+            c = results[(set_name, mode, k)]
+            if not c.passes:
+                continue
+            v, r, d, o = (x / step for x in c.per_pass_ms())
+            tpp = c.tokens / c.passes
+            tot = v + r + d + o
+            print(f"| {set_name} | {k} | {tpp:.2f} | {v:.2f} | {r:.2f} | "
+                  f"{d:.2f} | {o:.2f} | {tot:.2f} | {tpp / tot:.2f}x | "
+                  f"{tpp / v:.2f}x |")
 
 
 def add_frac(st):
@@ -176,6 +219,8 @@ def bench_model(binary, model, args):
                                 zip(c.acc_pos, c.drafted_pos) if d > 0)
                 print(f"| {set_name} | {mode} | {k} | {tps:.1f} | "
                       f"{tps / base:.2f}x | {mal:.2f} | {pos or '-'} |")
+    for mode in modes:
+        cost_table(results, sets, ks, mode)
     sys.stdout.flush()
 
 
@@ -194,7 +239,10 @@ def main(argv=None):
     ap.add_argument("--draft-vocab", default="auto",
                     help="auto (tools/draft_vocab/<model>.txt if present), off, or a file")
     ap.add_argument("--draft-vocab-size", type=int, default=0,
-                    help="ids of the list to use (default: mtpd's, 2048)")
+                    help="ids of the list to use (default: mtpd's, 512)")
+    ap.add_argument("--draft-ctx-tokens", type=int, default=-1,
+                    help="context ids added to the draft head (default: "
+                         "mtpd's, 1024; 0 = off)")
     args = ap.parse_args(argv)
     models = args.model or [m for m in (
         os.path.join(ROOT, "models", "mtpd-code-small"),
