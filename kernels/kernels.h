@@ -147,6 +147,15 @@ void krope_apply(float *x, int dim, const float *cs);
 /* In place softmax over n elements; returns the max logit seen. */
 float ksoftmax(float *x, int n);
 
+/* out[i] = softmax(scale * x)[i] over the entries that are not NaN; NaN
+ * and -inf entries get exactly 0 (scale > 0). Returns the max x, -inf when
+ * no entry is finite (out then all 0). Sampling from logits rows. */
+float ksoftmax_scaled(const float *x, int n, float scale, float *out);
+
+/* Index of the largest entry, the lowest one on ties, NaN ignored; -1 when
+ * every entry is NaN (or n <= 0). */
+int kargmax(const float *x, int n);
+
 /* out[i] = silu(gate[i]) * up[i]. */
 void kswiglu(float *out, const float *gate, const float *up, int n);
 

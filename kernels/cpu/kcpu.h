@@ -60,6 +60,8 @@ void kmm_pack_pairs_avx512(const float *x, int ldx, int cols, int n_tok,
 void krmsnorm_avx512(float *out, const float *x, const void *w,
                      enum kdtype wt, int n, float eps);
 float ksoftmax_avx512(float *x, int n);
+float ksoftmax_scaled_avx512(const float *x, int n, float scale, float *out);
+int kargmax_avx512(const float *x, int n);
 void kswiglu_avx512(float *out, const float *gate, const float *up, int n);
 #endif
 

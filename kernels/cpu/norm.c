@@ -102,6 +102,41 @@ float ksoftmax(float *x, int n)
     return mx;
 }
 
+float ksoftmax_scaled(const float *x, int n, float scale, float *out)
+{
+#if KCPU_X86
+    if (kisa_active() == KISA_AVX512)
+        return ksoftmax_scaled_avx512(x, n, scale, out);
+#endif
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx; /* NaN compares false */
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        out[i] = x[i] > -INFINITY ? expf(scale * (x[i] - mx)) : 0.0f;
+        sum += out[i];
+    }
+    if (sum > 0.0) {
+        float inv = (float)(1.0 / sum);
+        for (int i = 0; i < n; i++)
+            out[i] *= inv;
+    }
+    return mx;
+}
+
+int kargmax(const float *x, int n)
+{
+#if KCPU_X86
+    if (kisa_active() == KISA_AVX512)
+        return kargmax_avx512(x, n);
+#endif
+    int best = -1;
+    for (int i = 0; i < n; i++)
+        if (x[i] == x[i] && (best < 0 || x[i] > x[best]))
+            best = i;
+    return best;
+}
+
 void kswiglu(float *out, const float *gate, const float *up, int n)
 {
 #if KCPU_X86

@@ -745,6 +745,75 @@ static enum test_return test_softmax_swiglu(void)
     return TEST_PASS;
 }
 
+/* Sampling helpers for one ISA and length n: softmax(scale * x) with NaN
+ * and -inf entries at exactly 0, and argmax (lowest index, NaN ignored). */
+static enum test_return probs_argmax_n(enum kisa isa, int n)
+{
+    enum { N = 1030 };
+    float x[N] = {0}, out[N];
+    for (int i = 0; i < n; i++)
+        x[i] = rnd_f() * 30;
+    if (n > 5)
+        x[1] = NAN, x[2] = -INFINITY, x[4] = -500.0f;
+    const float scale = 1.0f / 0.7f;
+    double mx = -INFINITY, sum = 0;
+    int amax = -1;
+    for (int i = 0; i < n; i++)
+        if (x[i] == x[i] && (amax < 0 || x[i] > x[amax]))
+            amax = i, mx = x[i];
+    /* the exponent rounded to float as the kernels form it (a rounding
+     * of a -50 exponent alone is a 3e-6 relative change of its exp) */
+#define ARG(i) ((double)(scale * (x[i] - (float)mx)))
+    for (int i = 0; i < n; i++)
+        if (x[i] == x[i])
+            sum += exp(ARG(i));
+    CHECK(ksoftmax_scaled(x, n, scale, out) == (float)mx, "%s n %d: max",
+          kisa_str(isa), n);
+    for (int i = 0; i < n; i++) {
+        double want = x[i] == x[i] ? exp(ARG(i)) / sum : 0.0;
+        CHECK(fabs(out[i] - want) <= 4e-6 * want + 1e-37,
+              "%s n %d: probs %d: %g vs %g", kisa_str(isa), n, i, out[i], want);
+        if (!(x[i] > -1e30f))
+            CHECK(out[i] == 0.0f, "%s: NaN/-inf entry %d not 0", kisa_str(isa), i);
+    }
+#undef ARG
+    CHECK(kargmax(x, n) == amax, "%s n %d: argmax %d vs %d", kisa_str(isa), n,
+          kargmax(x, n), amax);
+    if (n > 3) { /* ties go to the lowest index, wherever they are */
+        x[n - 1] = x[n - 3] = 1e9f;
+        CHECK(kargmax(x, n) == n - 3, "%s n %d: tie", kisa_str(isa), n);
+        x[0] = NAN;
+        x[n - 2] = 1e9f;
+        CHECK(kargmax(x, n) == n - 3, "%s n %d: tie after NaN", kisa_str(isa), n);
+    }
+    for (int i = 0; i < n; i++)
+        x[i] = NAN;
+    CHECK(kargmax(x, n) == -1, "%s n %d: all NaN", kisa_str(isa), n);
+    CHECK(ksoftmax_scaled(x, n, 1.0f, out) == -INFINITY && out[0] == 0.0f,
+          "%s n %d: all NaN softmax", kisa_str(isa), n);
+    for (int i = 0; i < n; i++)
+        x[i] = -INFINITY;
+    CHECK(kargmax(x, n) == 0, "%s n %d: all -inf", kisa_str(isa), n);
+    return TEST_PASS;
+}
+
+static enum test_return test_probs_argmax(void)
+{
+    enum kisa isas[KISA_COUNT];
+    int n_isa = supported_isas(isas);
+    for (int ii = 0; ii < n_isa; ii++) {
+        kisa_set(isas[ii]);
+        for (int n = 1; n <= 1030; n = n < 40 ? n + 1 : n * 2 + 3)
+            if (probs_argmax_n(isas[ii], n) != TEST_PASS) {
+                kisa_set(kisa_detect());
+                return TEST_FAIL;
+            }
+    }
+    kisa_set(kisa_detect());
+    CHECK(kargmax(NULL, 0) == -1, "n = 0");
+    return TEST_PASS;
+}
+
 /* ---- pool ---------------------------------------------------------- */
 
 struct pool_probe {
@@ -809,6 +878,7 @@ static const struct {
     {"rmsnorm", test_rmsnorm},
     {"rope", test_rope},
     {"softmax_swiglu", test_softmax_swiglu},
+    {"probs_argmax", test_probs_argmax},
 };
 
 int main(int argc, char **argv)
