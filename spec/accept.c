@@ -17,15 +17,13 @@ int spec_accept_token(int32_t d, const float *p, const float *q,
 int32_t spec_sample_residual(const float *p, const float *q, int n,
                              float *scratch, struct spec_rng *r)
 {
-    double sum = 0.0;
+    int any = 0;
     for (int i = 0; i < n; i++) {
         float x = p[i] - q[i];
         scratch[i] = x > 0.0f ? x : 0.0f;
-        sum += scratch[i];
+        any |= x > 0.0f;
     }
-    if (!(sum > 0.0))
-        return spec_sample(p, n, r);
-    return spec_sample(scratch, n, r);
+    return spec_sample(any ? scratch : p, n, r);
 }
 
 int spec_accept_greedy(const int32_t *draft, int k, const int32_t *target,

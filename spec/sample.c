@@ -7,6 +7,8 @@
 #include <math.h>
 #include <stddef.h>
 
+#include "kernels.h"
+
 /* ---- RNG ------------------------------------------------------------- */
 
 static uint64_t splitmix64(uint64_t *x)
@@ -126,32 +128,56 @@ static void sort_order(const float *v, int32_t *idx, int lo, int hi)
 
 int32_t spec_argmax(const float *x, int n)
 {
-    int32_t best = -1;
-    for (int i = 0; i < n; i++) {
-        if (x[i] != x[i])
-            continue; /* NaN */
-        if (best < 0 || x[i] > x[best])
-            best = i;
-    }
+    int best = kargmax(x, n); /* SIMD; the lowest index on ties */
     return best < 0 ? 0 : best;
+}
+
+/* Sum of p[0..n) in double with eight independent chains (the compiler
+ * may not reorder one chain; eight vectorise and hide the add latency). */
+static double sum_f(const float *p, int n)
+{
+    double a[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            a[j] += p[i + j];
+    for (; i < n; i++)
+        a[i & 7] += p[i];
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+/* Sum of the p[i] >= t, like sum_f. */
+static double sum_ge(const float *p, int n, float t)
+{
+    double a[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            a[j] += p[i + j] >= t ? p[i + j] : 0.0f;
+    for (; i < n; i++)
+        a[i & 7] += p[i] >= t ? p[i] : 0.0f;
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
 int spec_probs(const struct spec_sampling *s, const float *logits, int n,
                float *out, int32_t *idx)
 {
+    int32_t amax = spec_argmax(logits, n);
     if (spec_sampling_greedy(s)) {
-        int32_t a = spec_argmax(logits, n);
         for (int i = 0; i < n; i++)
             out[i] = 0.0f;
-        out[a] = 1.0f;
+        out[amax] = 1.0f;
         return 1;
     }
-    float mx = logits[spec_argmax(logits, n)];
-    float inv_t = 1.0f / s->temperature;
-    for (int i = 0; i < n; i++) {
-        float l = logits[i];
-        out[i] = l == l ? expf((l - mx) * inv_t) : 0.0f;
+    /* softmax(logits / T) by the SIMD kernel (a vocabulary-sized expf
+     * loop is ~50 us, several times a pass); NaN and -inf logits get
+     * probability exactly 0 */
+    if (!(logits[amax] > -INFINITY)) { /* every logit NaN or -inf */
+        for (int i = 0; i < n; i++)
+            out[i] = i == amax;
+        return 1;
     }
+    ksoftmax_scaled(logits, n, 1.0f / s->temperature, out);
     int m = n; /* candidates idx[0..m) when truncating */
     int truncated = 0;
     if (s->top_k > 0 && s->top_k < n) {
@@ -162,24 +188,45 @@ int spec_probs(const struct spec_sampling *s, const float *logits, int n,
         truncated = 1;
     }
     if (s->top_p > 0.0f && s->top_p < 1.0f) {
-        if (!truncated)
-            for (int i = 0; i < n; i++)
-                idx[i] = i;
+        /* candidates: idx[0..m) after top-k, else every id */
         double total = 0.0;
-        for (int i = 0; i < m; i++)
-            total += out[idx[i]];
-        /* Only tokens above a small threshold can be in the nucleus if
-         * they already hold top_p of the mass: sort just those then. */
-        float tau = 1e-4f; /* relative to the max, which is 1 */
-        int c = 0;
-        double csum = 0.0;
-        for (int i = 0; i < m; i++)
-            if (out[idx[i]] >= tau) {
-                csum += out[idx[i]];
-                swap32(&idx[i], &idx[c++]);
-            }
+        if (truncated)
+            for (int i = 0; i < m; i++)
+                total += out[idx[i]];
+        else
+            total = sum_f(out, n);
         double need = (double)s->top_p * total;
-        int sorted_n = csum >= need ? c : m;
+        /* Only tokens at or above a threshold tau can be in the nucleus if
+         * those already hold top_p of the mass: sort just those. tau falls
+         * from a tenth of the largest probability until they do (usually
+         * at once: a handful of tokens), down to 0 (all of them). */
+        float tau = 0.0f;
+        for (float rel = 0.1f; rel >= 1e-6f; rel *= 0.1f) {
+            float t = rel * out[amax];
+            double csum = 0.0;
+            if (truncated) {
+                for (int i = 0; i < m; i++)
+                    if (out[idx[i]] >= t)
+                        csum += out[idx[i]];
+            } else {
+                csum = sum_ge(out, n, t);
+            }
+            if (csum >= need) {
+                tau = t;
+                break;
+            }
+        }
+        int c = 0;
+        if (truncated) {
+            for (int i = 0; i < m; i++)
+                if (out[idx[i]] >= tau)
+                    swap32(&idx[i], &idx[c++]);
+        } else {
+            for (int i = 0; i < n; i++)
+                if (out[i] >= tau)
+                    idx[c++] = i;
+        }
+        int sorted_n = c;
         sort_order(out, idx, 0, sorted_n - 1);
         double cum = 0.0;
         int keep = sorted_n;
@@ -200,33 +247,43 @@ int spec_probs(const struct spec_sampling *s, const float *logits, int n,
         for (int i = 0; i < n; i++)
             out[i] = out[i] < 0.0f ? -(out[i] + 1.0f) : 0.0f;
     }
-    double sum = 0.0;
     int nz = 0;
-    for (int i = 0; i < n; i++) {
-        sum += out[i];
-        nz += out[i] > 0.0f;
-    }
-    float inv = (float)(1.0 / sum);
     for (int i = 0; i < n; i++)
-        out[i] *= inv;
+        nz += out[i] > 0.0f;
+    if (truncated) {
+        float inv = (float)(1.0 / sum_f(out, n));
+        for (int i = 0; i < n; i++)
+            out[i] *= inv;
+    }
     return nz;
 }
 
 int32_t spec_sample(const float *p, int n, struct spec_rng *r)
 {
-    double sum = 0.0;
-    for (int i = 0; i < n; i++)
-        sum += p[i];
-    double u = spec_rng_uniform(r) * sum;
+    /* u * total, then blocks of 64 summed like the total until the one
+     * where the running sum passes it, then that block one by one */
+    enum { B = 64 };
+    double u = spec_rng_uniform(r) * sum_f(p, n);
     double cum = 0.0;
     int32_t last = -1;
-    for (int i = 0; i < n; i++) {
-        if (p[i] <= 0.0f)
+    for (int b = 0; b < n; b += B) {
+        int e = n - b < B ? n : b + B;
+        double bs = sum_f(p + b, e - b);
+        if (cum + bs <= u) {
+            cum += bs;
+            for (int i = e - 1; i >= b && last < b; i--)
+                if (p[i] > 0.0f)
+                    last = i;
             continue;
-        cum += p[i];
-        last = i;
-        if (u < cum)
-            return i;
+        }
+        for (int i = b; i < e; i++) {
+            if (p[i] <= 0.0f)
+                continue;
+            cum += p[i];
+            last = i;
+            if (u < cum)
+                return i;
+        }
     }
     return last < 0 ? 0 : last; /* rounding: the last nonzero id */
 }
