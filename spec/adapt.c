@@ -9,6 +9,9 @@
 #define PRIOR_ALPHA1 0.6   /* prior acceptance at position 1 */
 #define PROBE_EVERY 16
 #define OFF_AFTER 8        /* consecutive k = 0 choices that turn MTP off */
+#define OFF_MIN_SEEN 12.0  /* ... once this many (discounted) drafts were
+                            * judged: a few unlucky first passes must not
+                            * turn speculation off for good */
 
 void spec_cost_add(struct spec_cost *c, double x, double y)
 {
@@ -103,6 +106,8 @@ int spec_adapt_choose(struct spec_adapt *a, const struct spec_costs *c)
             kbest = k;
         }
     }
+    if (kbest == 0 && a->seen[0] < OFF_MIN_SEEN)
+        return (int)(a->n_pass & 1); /* too little evidence: keep looking */
     if (kbest == 0 && ++a->zero_run >= OFF_AFTER) {
         a->off = 1; /* speculation does not pay here: plain decoding */
         return 0;

@@ -15,7 +15,8 @@
  * k = 0..k_max; every 16th pass tries k* + 1 so the estimate for the next
  * position stays fresh; when k = 0 wins 8 times in a row speculation is
  * switched off for the sequence (off = 1) and the MTP caches are no longer
- * maintained.
+ * maintained, but only once about a dozen drafts have been judged: with
+ * less evidence a k = 0 verdict alternates with k = 1 passes.
  */
 #ifndef MTPD_SPEC_ADAPT_H
 #define MTPD_SPEC_ADAPT_H

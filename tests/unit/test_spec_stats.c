@@ -114,6 +114,24 @@ static enum test_return test_adapt_choice(void)
         spec_adapt_choose(&ad, &dear);
     CHECK(ad.off == 1, "speculation switched off after 8 zero choices");
     CHECK(spec_adapt_choose(&ad, &cheap) == 0, "stays off");
+    /* the same verdict from only the sweep's few drafts: not off, k = 1
+     * every other pass to learn more */
+    spec_adapt_init(&ad, 4);
+    for (int i = 0; i <= 4; i++) {
+        int kk = spec_adapt_choose(&ad, &dear);
+        spec_adapt_observe(&ad, kk, 0);
+    }
+    int ones = 0;
+    for (int i = 0; i < 20; i++) {
+        int kk = spec_adapt_choose(&ad, &dear);
+        CHECK(kk <= 1, "k = %d", kk);
+        ones += kk;
+        spec_adapt_observe(&ad, kk, 0);
+    }
+    CHECK(ones >= 5 && !ad.off, "%d k=1 passes, off %d", ones, ad.off);
+    for (int i = 0; i < 40; i++)
+        spec_adapt_observe(&ad, spec_adapt_choose(&ad, &dear), 0);
+    CHECK(ad.off == 1, "off once the evidence is in");
     /* expected tokens formula */
     spec_adapt_init(&ad, 4);
     for (int i = 0; i < 2000; i++)
