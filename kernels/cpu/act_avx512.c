@@ -82,36 +82,6 @@ KTARGET_AVX512 void krmsnorm_avx512(float *out, const float *x, const void *w,
     }
 }
 
-KTARGET_AVX512 float ksoftmax_avx512(float *x, int n)
-{
-    __m512 mv = _mm512_set1_ps(-INFINITY);
-    for (int i = 0; i < n; i += 16)
-        mv = _mm512_mask_max_ps(mv, tail_mask(n - i), mv,
-                                _mm512_maskz_loadu_ps(tail_mask(n - i), x + i));
-    float mx = _mm512_reduce_max_ps(mv);
-    __m512 m = _mm512_set1_ps(mx);
-    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
-    for (int i = 0; i < n; i += 16) {
-        __mmask16 k = tail_mask(n - i);
-        __m512 e = _mm512_maskz_mov_ps(
-            k, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), m)));
-        _mm512_mask_storeu_ps(x + i, k, e);
-        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
-        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(
-                                   _mm512_extractf64x4_pd(
-                                       _mm512_castps_pd(e), 1))));
-    }
-    __m512 inv = _mm512_set1_ps(
-        (float)(1.0 / _mm512_reduce_add_pd(_mm512_add_pd(s0, s1))));
-    for (int i = 0; i < n; i += 16) {
-        __mmask16 k = tail_mask(n - i);
-        _mm512_mask_storeu_ps(x + i, k,
-                              _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i),
-                                            inv));
-    }
-    return mx;
-}
-
 /* max over x[0..n), NaN ignored (max_ps returns its second operand when
  * the first is NaN) */
 KTARGET_AVX512 static float max_nan_ignored(const float *x, int n)
@@ -155,6 +125,11 @@ KTARGET_AVX512 float ksoftmax_scaled_avx512(const float *x, int n,
                                             inv));
     }
     return mx;
+}
+
+KTARGET_AVX512 float ksoftmax_avx512(float *x, int n)
+{
+    return ksoftmax_scaled_avx512(x, n, 1.0f, x); /* in place is safe */
 }
 
 KTARGET_AVX512 int kargmax_avx512(const float *x, int n)
