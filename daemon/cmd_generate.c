@@ -655,6 +655,18 @@ out:
     return status;
 }
 
+/* A log line when other processes kept the compute threads waiting. */
+static void note_busy_machine(const struct spec_engine *e)
+{
+    long fb, solo, runs;
+    spec_engine_pool_stats(e, &fb, &solo, &runs);
+    if (fb > 0)
+        fprintf(stderr, "mtpd: note: the CPU is busy with other work: "
+                "compute ran on one thread in %ld of %ld parallel sections "
+                "(%ld fallbacks); --threads 1 may be as fast here\n", solo,
+                runs, fb);
+}
+
 int cmd_generate(int argc, char **argv)
 {
     struct gen_opts o = {.max_tokens = 128, .draft = SPEC_K_AUTO,
@@ -809,6 +821,7 @@ int cmd_generate(int argc, char **argv)
     else
         print_summary(s);
     status = spec_seq_finish(s) == SPEC_FINISH_ERROR ? 1 : 0;
+    note_busy_machine(e);
 out:
     spec_seq_free(s);
     spec_engine_free(e);

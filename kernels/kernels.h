@@ -90,9 +90,20 @@ void kpool_free(struct kpool *p);
 int kpool_size(const struct kpool *p);
 
 /* Runs fn(arg, i, n) for i in [0, n) across the pool and returns when all
- * are done. n is the number of parts (usually the pool size). */
+ * are done. n is the number of parts (usually the pool size).
+ * On a machine busy with other work a worker can be descheduled holding a
+ * part, and the caller then waits for it: when the caller's waiting
+ * becomes a large share of its runs, the pool runs the next runs on the
+ * caller alone (workers asleep) and then tries again. */
 typedef void (*kpool_fn)(void *arg, int part, int n_parts);
 void kpool_run(struct kpool *p, kpool_fn fn, void *arg, int n_parts);
+
+struct kpool_stats {
+    long runs;      /* kpool_run calls */
+    long solo_runs; /* of them run on the caller alone after a fallback */
+    long fallbacks; /* times the caller's waiting turned the workers off */
+};
+void kpool_get_stats(const struct kpool *p, struct kpool_stats *st);
 
 /* ---- ops ------------------------------------------------------------ */
 

@@ -154,6 +154,16 @@ int spec_engine_n_mtp(const struct spec_engine *e)
     return e->n_mtp;
 }
 
+void spec_engine_pool_stats(const struct spec_engine *e, long *fallbacks,
+                            long *solo_runs, long *runs)
+{
+    struct kpool_stats st;
+    kpool_get_stats(mtpd_ctx_pool(e->ctx), &st);
+    *fallbacks = st.fallbacks;
+    *solo_runs = st.solo_runs;
+    *runs = st.runs;
+}
+
 const struct mtpd_model *spec_engine_model(const struct spec_engine *e)
 {
     return e->m;

@@ -99,6 +99,11 @@ void spec_engine_free(struct spec_engine *e);
 /* MTP modules the engine can draft with (0: plain decoding only). */
 int spec_engine_n_mtp(const struct spec_engine *e);
 const struct mtpd_model *spec_engine_model(const struct spec_engine *e);
+/* How often the compute threads fell back to one thread because the
+ * machine was busy (kernels.h, kpool_run): (fallbacks, runs done alone,
+ * all runs). */
+void spec_engine_pool_stats(const struct spec_engine *e, long *fallbacks,
+                            long *solo_runs, long *runs);
 
 /*
  * A new sequence over prompt[0..n_prompt) (copied, n_prompt >= 1). k is

@@ -10,6 +10,18 @@
  * the done counter the same way. Only one thread at a time may call
  * kpool_run on a pool, and fn must not call kpool_run on the same pool.
  * Runs with more than KPOOL_MAX_PARTS parts execute on the caller.
+ *
+ * Contention fallback: a worker descheduled while it holds a part (other
+ * processes on the cores) makes the caller wait for a whole timeslice; on
+ * 2 cores with one busy process that made 2 threads 1.5x slower than 1.
+ * The caller keeps time-weighted averages of its runs' durations and of
+ * the part of them it spent waiting for others after its own parts (a few
+ * percent on a quiet machine; one stall of a timeslice weighs as much as
+ * hundreds of normal runs). When waiting passes KPOOL_WAIT_MAX of the
+ * time twice within KPOOL_ARM_RUNS runs (once is a one-off: page faults
+ * on first touch, an interrupt), it runs the next runs alone, which lets
+ * the workers fall asleep, then fans out again: KPOOL_SOLO_RUNS runs,
+ * doubling up to KPOOL_SOLO_MAX while the contention lasts.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -33,6 +45,11 @@
 #define KPOOL_SPIN_NS 200000 /* spin this long before sleeping */
 #define KPOOL_MAX_PARTS 0xfffff
 #define GEN_MASK 0xffffffu
+#define KPOOL_WAIT_MAX 0.4    /* waiting share of run time that turns solo on */
+#define KPOOL_WAIT_EMA 0.05   /* weight of one run in the averages */
+#define KPOOL_ARM_RUNS 2048   /* a second stall within this many runs */
+#define KPOOL_SOLO_RUNS 4096  /* ~70 forwards of a small model */
+#define KPOOL_SOLO_MAX (64 * KPOOL_SOLO_RUNS)
 
 struct kpool {
     int n_threads;
@@ -46,6 +63,13 @@ struct kpool {
     _Alignas(64) atomic_uint done;   /* futex word: parts finished */
     atomic_int caller_sleeping;
     atomic_int stop;
+    /* caller-only state (kpool_run has one caller at a time) */
+    double wait_ema, run_ema; /* average ns waited for others, ns per run */
+    int solo_left;   /* runs still to do alone */
+    int armed_left;  /* runs in which a second stall means solo */
+    int solo_period; /* length of the next solo period */
+    long calm_runs;  /* fanned-out runs since the last stall */
+    struct kpool_stats st;
 };
 
 static void cpu_relax(void)
@@ -155,7 +179,8 @@ struct kpool *kpool_new(int n_threads)
     struct kpool *p = aligned_alloc(64, sizeof *p);
     if (p == NULL)
         return NULL;
-    *p = (struct kpool){.n_threads = n_threads};
+    *p = (struct kpool){.n_threads = n_threads,
+                        .solo_period = KPOOL_SOLO_RUNS};
     if (n_threads > 1) {
         p->threads = calloc((size_t)n_threads - 1, sizeof *p->threads);
         if (p->threads == NULL) {
@@ -191,16 +216,29 @@ int kpool_size(const struct kpool *p)
     return p ? p->n_threads : 1;
 }
 
+void kpool_get_stats(const struct kpool *p, struct kpool_stats *st)
+{
+    *st = p ? p->st : (struct kpool_stats){0};
+}
+
 void kpool_run(struct kpool *p, kpool_fn fn, void *arg, int n_parts)
 {
     if (n_parts <= 0)
         return;
+    if (p)
+        p->st.runs++;
+    int solo = p && p->solo_left > 0;
     if (p == NULL || p->n_threads == 1 || n_parts == 1 ||
-        n_parts > KPOOL_MAX_PARTS) {
+        n_parts > KPOOL_MAX_PARTS || solo) {
+        if (solo) {
+            p->solo_left--;
+            p->st.solo_runs++;
+        }
         for (int i = 0; i < n_parts; i++)
             fn(arg, i, n_parts);
         return;
     }
+    uint64_t t0 = now_ns();
     uint32_t gen = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;
     p->fn = fn;
     p->arg = arg;
@@ -214,8 +252,30 @@ void kpool_run(struct kpool *p, kpool_fn fn, void *arg, int n_parts)
         futex_wake_all(&p->gen);
 
     run_parts(p, gen);
+    uint64_t t1 = now_ns();
 
     unsigned d = atomic_load_explicit(&p->done, memory_order_acquire);
     while ((int)d != n_parts)
         d = wait_change(&p->done, d, &p->caller_sleeping);
+
+    uint64_t t2 = now_ns();
+    p->wait_ema += KPOOL_WAIT_EMA * ((double)(t2 - t1) - p->wait_ema);
+    p->run_ema += KPOOL_WAIT_EMA * ((double)(t2 - t0) - p->run_ema);
+    if (p->armed_left > 0)
+        p->armed_left--;
+    if (++p->calm_runs > 4 * KPOOL_ARM_RUNS)
+        p->solo_period = KPOOL_SOLO_RUNS; /* contention is over */
+    if (p->wait_ema > KPOOL_WAIT_MAX * p->run_ema) {
+        p->wait_ema = p->run_ema = 0.0;
+        p->calm_runs = 0;
+        if (p->armed_left == 0) {
+            p->armed_left = KPOOL_ARM_RUNS;
+            return;
+        }
+        p->armed_left = 0;
+        p->solo_left = p->solo_period;
+        if (p->solo_period < KPOOL_SOLO_MAX)
+            p->solo_period *= 2;
+        p->st.fallbacks++;
+    }
 }

@@ -8,10 +8,12 @@
  * (memcached testapp.c style). Run: build/tests/unit/test_kernels [name].
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels.h"
 
@@ -831,6 +833,56 @@ static void probe_fn(void *arg, int part, int n_parts)
         __atomic_fetch_add(&p->hits[part], 1, __ATOMIC_RELAXED);
 }
 
+/* A part run by a worker stalls 2 ms, as if its thread were descheduled
+ * by another process; the caller's parts take 50 us of spinning (time
+ * for the worker to claim the other part). */
+struct stall_probe {
+    pthread_t caller;
+    int hits[2];
+};
+
+static void stall_fn(void *arg, int part, int n_parts)
+{
+    struct stall_probe *p = arg;
+    (void)n_parts;
+    struct timespec t0, t;
+    if (!pthread_equal(pthread_self(), p->caller)) {
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    } else {
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        do
+            clock_gettime(CLOCK_MONOTONIC, &t);
+        while ((t.tv_sec - t0.tv_sec) * 1000000000L + t.tv_nsec - t0.tv_nsec <
+               50000);
+    }
+    __atomic_fetch_add(&p->hits[part], 1, __ATOMIC_RELAXED);
+}
+
+static enum test_return test_pool_busy_fallback(void)
+{
+    struct kpool *p = kpool_new(2);
+    CHECK(p != NULL, "kpool_new");
+    struct kpool_stats st;
+    for (int iter = 0; iter < 300; iter++) { /* usually done by 13 */
+        struct stall_probe pr = {.caller = pthread_self()};
+        kpool_run(p, stall_fn, &pr, 2);
+        CHECK(pr.hits[0] == 1 && pr.hits[1] == 1, "run %d: parts ran %d, %d",
+              iter, pr.hits[0], pr.hits[1]);
+        kpool_get_stats(p, &st);
+        if (st.solo_runs >= 10)
+            break;
+    }
+    /* stalls 2 and on turn the workers off: the rest run on the caller */
+    CHECK(st.fallbacks == 1 && st.solo_runs >= 10,
+          "fallbacks %ld, solo runs %ld of %ld", st.fallbacks, st.solo_runs,
+          st.runs);
+    kpool_free(p);
+    kpool_get_stats(NULL, &st);
+    CHECK(st.runs == 0, "stats of no pool");
+    return TEST_PASS;
+}
+
 static enum test_return test_pool(void)
 {
     CHECK(kpool_new(0) == NULL, "0 threads");
@@ -879,6 +931,7 @@ static const struct {
     {"rope", test_rope},
     {"softmax_swiglu", test_softmax_swiglu},
     {"probs_argmax", test_probs_argmax},
+    {"pool_busy_fallback", test_pool_busy_fallback},
 };
 
 int main(int argc, char **argv)
