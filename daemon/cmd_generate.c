@@ -661,10 +661,11 @@ static void note_busy_machine(const struct spec_engine *e)
     long fb, solo, runs;
     spec_engine_pool_stats(e, &fb, &solo, &runs);
     if (fb > 0)
-        fprintf(stderr, "mtpd: note: the CPU is busy with other work: "
-                "compute ran on one thread in %ld of %ld parallel sections "
-                "(%ld fallbacks); --threads 1 may be as fast here\n", solo,
-                runs, fb);
+        fprintf(stderr, "mtpd: note: compute ran on one thread in %ld of "
+                "%ld parallel sections (%ld fallbacks): the threads kept "
+                "waiting for each other (a CPU busy with other work, or a "
+                "model too small to share); --threads 1 may be as fast\n",
+                solo, runs, fb);
 }
 
 int cmd_generate(int argc, char **argv)
@@ -781,7 +782,8 @@ int cmd_generate(int argc, char **argv)
         goto out;
 
     double rb_main = 0, rb_mtp = 0;
-    int rb_n = 0;
+    int rb_n = 0, rb_after_pause = 0;
+    int64_t pauses = 0;
     while (spec_seq_finish(s) == SPEC_RUNNING) {
         rc = spec_step(e, &s, 1);
         if (rc < 0) {
@@ -789,9 +791,18 @@ int cmd_generate(int argc, char **argv)
             goto out;
         }
         int k, a;
-        if (o.check_rollback && rb_n < MAX_ROLLBACK_CHECKS &&
+        /* besides the first rejections, the first one after each pause of
+         * draft-tokens auto: it checks the MTP caches' catch-up */
+        if (spec_seq_stats(s)->pauses > pauses) {
+            pauses = spec_seq_stats(s)->pauses;
+            rb_after_pause = 1;
+        }
+        if (o.check_rollback &&
+            (rb_n < MAX_ROLLBACK_CHECKS ||
+             (rb_after_pause && rb_n < 2 * MAX_ROLLBACK_CHECKS)) &&
             spec_seq_finish(s) == SPEC_RUNNING && spec_seq_last_pass(s, &k, &a)
             && a < k) {
+            rb_after_pause = 0;
             double dm, dq;
             rc = spec_seq_check_rollback(e, s, &dm, &dq);
             if (rc < 0) {

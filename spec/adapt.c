@@ -8,7 +8,7 @@
 #define PRIOR_W 2.0        /* pseudo-observations of the prior */
 #define PRIOR_ALPHA1 0.6   /* prior acceptance at position 1 */
 #define PROBE_EVERY 16
-#define OFF_AFTER 8        /* consecutive k = 0 choices that turn MTP off */
+#define OFF_AFTER 8        /* consecutive k = 0 choices that pause MTP */
 #define OFF_MIN_SEEN 12.0  /* ... once this many (discounted) drafts were
                             * judged: a few unlucky first passes must not
                             * turn speculation off for good */
@@ -53,6 +53,8 @@ void spec_adapt_init(struct spec_adapt *a, int k_max)
     a->warm = 0;
     a->zero_run = 0;
     a->off = 0;
+    a->pause_left = 0;
+    a->pause_len = SPEC_PAUSE_MIN;
 }
 
 void spec_adapt_observe(struct spec_adapt *a, int k, int accepted)
@@ -86,8 +88,24 @@ double spec_adapt_expected(const struct spec_adapt *a, int k)
 
 int spec_adapt_choose(struct spec_adapt *a, const struct spec_costs *c)
 {
-    if (a->k_max == 0 || a->off)
+    if (a->k_max == 0)
         return 0;
+    if (a->off) {
+        if (--a->pause_left > 0)
+            return 0;
+        /* resume: this pass refills the MTP caches (no drafts possible
+         * yet); old evidence counts for a quarter, so ~a dozen new drafts
+         * decide whether to pause again, for twice as long */
+        a->off = 0;
+        a->zero_run = 0;
+        for (int i = 0; i < SPEC_K_MAX; i++) {
+            a->acc[i] *= 0.25;
+            a->seen[i] *= 0.25;
+        }
+        if (a->pause_len < SPEC_PAUSE_MAX)
+            a->pause_len *= 2;
+        return 0;
+    }
     /* initial sweep k = 0..k_max: cost samples at every row count (k = 0
      * measures the plain decode step) and a first look at every position */
     if (a->warm <= a->k_max || spec_cost_eval(&c->main, 1) < 0.0)
@@ -110,6 +128,7 @@ int spec_adapt_choose(struct spec_adapt *a, const struct spec_costs *c)
         return (int)(a->n_pass & 1); /* too little evidence: keep looking */
     if (kbest == 0 && ++a->zero_run >= OFF_AFTER) {
         a->off = 1; /* speculation does not pay here: plain decoding */
+        a->pause_left = a->pause_len;
         return 0;
     }
     if (kbest > 0)

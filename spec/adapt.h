@@ -14,9 +14,15 @@
  * time of one recursive MTP draft step. The first k_max + 1 passes sweep
  * k = 0..k_max; every 16th pass tries k* + 1 so the estimate for the next
  * position stays fresh; when k = 0 wins 8 times in a row speculation is
- * switched off for the sequence (off = 1) and the MTP caches are no longer
- * maintained, but only once about a dozen drafts have been judged: with
- * less evidence a k = 0 verdict alternates with k = 1 passes.
+ * paused for the sequence (off = 1): no MTP work at all, the engine only
+ * logs the main model's hidden states. That needs about a dozen judged
+ * drafts first: with less evidence a k = 0 verdict alternates with k = 1
+ * passes. A pause lasts pause_len passes (32, doubling up to
+ * SPEC_PAUSE_MAX while speculation keeps not paying); then off = 0 again,
+ * the engine catches the MTP caches up from its log in one batched call,
+ * and the acceptance evidence, scaled down, is gathered afresh - text
+ * that drafts badly at first (the start of an answer) can draft well
+ * later.
  */
 #ifndef MTPD_SPEC_ADAPT_H
 #define MTPD_SPEC_ADAPT_H
@@ -48,8 +54,12 @@ struct spec_adapt {
     int64_t n_pass;
     int warm;     /* passes of the initial sweep done */
     int zero_run; /* consecutive choices of k = 0 */
-    int off;      /* speculation switched off for good */
+    int off;      /* speculation paused */
+    int pause_left, pause_len; /* passes left in this pause, next pause */
 };
+
+#define SPEC_PAUSE_MIN 32
+#define SPEC_PAUSE_MAX 128 /* passes: the engine logs this many hidden rows */
 
 void spec_adapt_init(struct spec_adapt *a, int k_max);
 /* Feed one pass: k drafted, first `accepted` accepted. */

@@ -244,11 +244,50 @@ static int no_logits(int n_tokens)
     return n_tokens;
 }
 
+/* Appends the main hidden rows of this call's new positions [p0, p1) of
+ * s to its log (auto's pause); drops MTP for s if they do not fit. */
+static void log_hidden(struct spec_engine *e, struct spec_seq *s, int p0,
+                       int p1)
+{
+    const size_t H = (size_t)e->hidden;
+    if (!s->hlog || p0 != s->hlog_base + s->hlog_n ||
+        s->hlog_n + (p1 - p0) > s->hlog_cap) {
+        spec_mtp_drop(s);
+        return;
+    }
+    for (int p = p0; p < p1; p++)
+        memcpy(s->hlog + (size_t)s->hlog_n++ * H,
+               mtpd_ctx_hidden(e->ctx, s->rows_at + p - s->main_len_before),
+               H * sizeof(float));
+}
+
+/* The main model's hidden state at position p of s: this call's output
+ * rows, or the log of a pause. NULL when neither holds it. */
+static const float *main_hidden(struct spec_engine *e,
+                                const struct spec_seq *s, int p)
+{
+    if (p >= s->main_len_before)
+        return mtpd_ctx_hidden(e->ctx, s->rows_at + p - s->main_len_before);
+    int i = p - s->hlog_base;
+    if (s->hlog && i >= 0 && i < s->hlog_n)
+        return s->hlog + (size_t)i * (size_t)e->hidden;
+    return NULL;
+}
+
 int spec_refill(struct spec_engine *e, struct spec_seq **seqs, int n)
 {
     const size_t H = (size_t)e->hidden;
     int M = e->n_mtp;
     struct spec_slot *slot = e->slots;
+    e->catchup = 0;
+    for (int i = 0; i < n; i++) { /* paused: only log */
+        struct spec_seq *s = seqs[i];
+        if (s->paused && s->fin == SPEC_RUNNING && spec_seq_decoding(s)) {
+            int L = mtpd_kv_len(s->kv, -1);
+            int target = s->n_toks - 1 < L ? s->n_toks - 1 : L;
+            log_hidden(e, s, s->main_len_before, target);
+        }
+    }
     /* per sequence: module mi-1's rows of this refill, as p0/n and their
      * first row in hout */
     int *prev_p0 = e->r_p0, *prev_off = e->r_off, *prev_n = e->r_n;
@@ -265,14 +304,20 @@ int spec_refill(struct spec_engine *e, struct spec_seq **seqs, int n)
             int len = mtpd_kv_len(s->kv, mi);
             if (target <= len)
                 continue;
+            if (mi > 0 && mtpd_kv_len(s->kv, 0) < target)
+                continue; /* module 0 deferred it (below) */
+            if (mi == 0 && rows + target - len > e->max_rows) {
+                /* a catch-up after a pause that does not fit this call
+                 * (other sequences' rows): keep logging, next pass */
+                log_hidden(e, s, s->main_len_before, target);
+                continue;
+            }
             float *h = e->hin + (size_t)rows * H;
             for (int p = len; p < target; p++, h += H) {
                 const float *src;
                 if (mi == 0) {
-                    if (p < s->main_len_before)
+                    if (!(src = main_hidden(e, s, p)))
                         return MTPD_EINVAL; /* main hidden no longer held */
-                    src = mtpd_ctx_hidden(e->ctx, s->rows_at + p -
-                                                      s->main_len_before);
                 } else if (p == 0) {
                     memset(h, 0, H * sizeof(float));
                     continue;
@@ -286,6 +331,10 @@ int spec_refill(struct spec_engine *e, struct spec_seq **seqs, int n)
                     return MTPD_EINVAL; /* broken invariant */
                 }
                 memcpy(h, src, H * sizeof(float));
+            }
+            if (mi == 0 && len < s->main_len_before) {
+                s->hlog_n = 0; /* the pause's log is consumed */
+                e->catchup = 1;
             }
             int nr = target - len;
             int draft_row = mi == 0 && target == L && s->n_toks == L + 1;

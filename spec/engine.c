@@ -184,6 +184,7 @@ void spec_seq_free(struct spec_seq *s)
     free(s->stash);
     free(s->q);
     free(s->dhid);
+    free(s->hlog);
     spec_draft_ctx_free(&s->dctx);
     free(s->trace_k);
     free(s->trace_a);
@@ -378,19 +379,60 @@ static void settle_finished(struct spec_seq *s)
 
 /* ---- one step -------------------------------------------------------- */
 
+void spec_mtp_drop(struct spec_seq *s)
+{
+    s->use_mtp = 0;
+    s->paused = 0;
+    s->n_mod = 0;
+    free(s->hlog);
+    s->hlog = NULL;
+    s->hlog_n = s->hlog_cap = 0;
+}
+
+/* auto decided speculation does not pay for now: plain decoding, the MTP
+ * caches frozen at their length, main hidden rows logged from there. */
+static void pause_mtp(struct spec_engine *e, struct spec_seq *s)
+{
+    if (!s->hlog) {
+        int cap = SPEC_PAUSE_MAX + 8;
+        if (cap > e->max_rows - SPEC_K_MAX - 1)
+            cap = e->max_rows - SPEC_K_MAX - 1;
+        if (cap >= SPEC_PAUSE_MIN + 8)
+            s->hlog = malloc((size_t)cap * (size_t)e->hidden * sizeof(float));
+        if (!s->hlog) {
+            spec_mtp_drop(s);
+            snprintf(s->notice, sizeof s->notice,
+                     "draft-tokens auto: speculation does not pay here "
+                     "(acceptance vs pass cost), switched to plain decoding");
+            return;
+        }
+        s->hlog_cap = cap;
+    }
+    s->use_mtp = 0;
+    s->paused = 1;
+    s->hlog_base = mtpd_kv_len(s->kv, 0);
+    s->hlog_n = 0;
+    s->st.pauses++;
+}
+
+/* The pause is over: the next refill catches the caches up from the log. */
+static void resume_mtp(struct spec_seq *s)
+{
+    s->paused = 0;
+    s->use_mtp = 1;
+}
+
 /* k for this pass, capped by output budget, context and draft state. */
 static int choose_k(struct spec_engine *e, struct spec_seq *s)
 {
     int L = s->n_toks - 1;
     int k = s->k_cfg;
     if (k == SPEC_K_AUTO) {
-        k = s->use_mtp ? spec_adapt_choose(&s->ad, &e->costs) : 0;
-        if (s->ad.off && s->use_mtp) {
-            s->use_mtp = 0; /* plain decoding from here: no refill */
-            snprintf(s->notice, sizeof s->notice,
-                     "draft-tokens auto: speculation does not pay here "
-                     "(acceptance vs pass cost), switched to plain decoding");
-        }
+        k = s->n_mod ? spec_adapt_choose(&s->ad, &e->costs) : 0;
+        if (s->ad.off && s->use_mtp)
+            pause_mtp(e, s);
+        else if (!s->ad.off && s->paused)
+            resume_mtp(s);
     }
     int room_out = s->p.max_tokens - s->n_out - 1;
     int room_ctx = s->cap - L - 1;
@@ -517,7 +559,7 @@ int spec_step(struct spec_engine *e, struct spec_seq **seqs, int n)
         fail_seqs(act, n_act, rc);
         return rc;
     }
-    if (n_dec > 0) {
+    if (n_dec > 0 && !e->catchup) { /* a catch-up is no typical refill */
         double rf = t1 - tr;
         e->costs.refill_s = e->costs.refill_s > 0
                                 ? 0.9 * e->costs.refill_s + 0.1 * rf

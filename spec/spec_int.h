@@ -57,6 +57,7 @@ struct spec_engine {
     float *lbuf;   /* vocab: one scattered draft logits row */
     int *rowidx;   /* [max_rows + MTPD_MAX_MTP] */
     int *rowseq;   /* [max_rows + MTPD_MAX_MTP]: sequence of each rowidx */
+    int catchup;   /* the last refill caught a paused sequence up */
 };
 
 struct spec_seq {
@@ -73,6 +74,12 @@ struct spec_seq {
     int k_max;      /* most drafts one pass may carry */
     int n_mod;      /* MTP modules this sequence uses (0: none) */
     int use_mtp;    /* keep MTP caches in sync */
+    /* auto's pause (adapt.h): while paused the main model's hidden rows of
+     * the new positions hlog_base.. are logged, so that on resuming the
+     * MTP caches catch up in one refill */
+    int paused;
+    float *hlog;    /* [hlog_cap, hidden], allocated at the first pause */
+    int hlog_base, hlog_n, hlog_cap;
     struct spec_rng rng;
     struct spec_stats st;
     struct spec_adapt ad;
@@ -117,6 +124,9 @@ int spec_emit(struct spec_seq *s, int32_t tok);
  * the refill of exact MTP entries after the main forward. */
 int spec_draft(struct spec_engine *e, struct spec_seq **seqs, int n);
 int spec_refill(struct spec_engine *e, struct spec_seq **seqs, int n);
+/* Stops all MTP work for s for good (no more drafts, caches left as they
+ * are); used when a pause cannot be resumed. */
+void spec_mtp_drop(struct spec_seq *s);
 /* Truncate every MTP module of s to its exact length. */
 void spec_mtp_rollback(struct spec_seq *s);
 /* Distribution (sampling) or argmax (greedy) of a draft row: fills

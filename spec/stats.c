@@ -45,6 +45,7 @@ void spec_stats_add(struct spec_stats *agg, const struct spec_stats *s)
     }
     for (int i = 0; i <= SPEC_K_MAX; i++)
         agg->k_hist[i] += s->k_hist[i];
+    agg->pauses += s->pauses;
     agg->prefill_s += s->prefill_s;
     agg->decode_s += s->decode_s;
     agg->draft_s += s->draft_s;
@@ -157,7 +158,8 @@ int spec_stats_json(const struct spec_stats *s, char *buf, size_t len)
             khi = i;
     for (int i = 0; i <= khi; i++)
         put(buf, len, &at, i ? ", %lld" : "%lld", (long long)s->k_hist[i]);
-    put(buf, len, &at, "], \"prefill_seconds\": %.6f", s->prefill_s);
+    put(buf, len, &at, "], \"auto_pauses\": %lld", (long long)s->pauses);
+    put(buf, len, &at, ", \"prefill_seconds\": %.6f", s->prefill_s);
     put(buf, len, &at, ", \"decode_seconds\": %.6f", s->decode_s);
     put(buf, len, &at, ", \"draft_seconds\": %.6f", s->draft_s);
     put(buf, len, &at, ", \"verify_seconds\": %.6f", s->verify_s);

@@ -38,6 +38,7 @@ struct spec_stats {
     int64_t reached_at[SPEC_K_MAX];  /* ... and accepted 1..i */
     int64_t accepted_at[SPEC_K_MAX]; /* ... and accepted position i+1 */
     int64_t k_hist[SPEC_K_MAX + 1];  /* passes per k */
+    int64_t pauses;   /* times draft-tokens auto paused speculation */
     double prefill_s; /* wall seconds: prompt forward + MTP prefill */
     double decode_s;  /* wall seconds after the prefill */
     double draft_s;   /* of decode_s: MTP drafting calls */

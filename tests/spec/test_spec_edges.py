@@ -138,6 +138,29 @@ def test_auto_draft_length(mtpd, presets):
     assert len(hist) <= 7 and sum(hist) == out["stats"]["verify_passes"]
 
 
+@pytest.mark.parametrize("name", ["bf16-base", "bf16-mtp2-freq2"])
+def test_auto_pause_and_resume(mtpd, presets, name):
+    """A random MTP head is never accepted: auto pauses speculation (only
+    the main hidden states are logged), resumes after the pause, catches
+    the MTP caches up from the log in one call and pauses again. The ids
+    stay those of plain decoding, and the rollback check run at the first
+    rejection after each pause finds the caught-up MTP caches equal to a
+    fresh prefill."""
+    d = presets.dir(name)
+    prompt = case_ids(presets.model(name).cfg.vocab_size, 5, 3)
+    base = generate(mtpd, d, prompt, 300, 0, "--ignore-eos")["ids"]
+    out = generate(mtpd, d, prompt, 300, "auto", "--ignore-eos", "--trace",
+                   "--check-rollback")
+    assert out["ids"] == base
+    assert out["stats"]["auto_pauses"] >= 2, out["stats"]
+    ks = [k for k, _ in out["passes"]]
+    resumed = any(ks[i] > 0 and all(x == 0 for x in ks[i - 32:i])
+                  for i in range(32, len(ks)))
+    assert resumed, ks
+    rb = out["rollback_check"]
+    assert rb["checks"] > 0 and rb["mtp_max_abs_diff"] < 1e-3, rb
+
+
 def test_stop_string(mtpd):
     if not os.path.exists(os.path.join(SHARED_MODEL, "tokenizer.json")):
         pytest.skip("needs ../shared/models/pycode-mtp-tiny")

@@ -112,8 +112,20 @@ static enum test_return test_adapt_choice(void)
     CHECK(k == 0, "k = %d with zero acceptance", k);
     for (int i = 0; i < 7; i++)
         spec_adapt_choose(&ad, &dear);
-    CHECK(ad.off == 1, "speculation switched off after 8 zero choices");
-    CHECK(spec_adapt_choose(&ad, &cheap) == 0, "stays off");
+    CHECK(ad.off == 1, "speculation paused after 8 zero choices");
+    /* a pause of SPEC_PAUSE_MIN passes at k = 0, whatever the costs; the
+     * last of them resumes (off = 0, old evidence scaled down) */
+    for (int i = 0; i < SPEC_PAUSE_MIN; i++)
+        CHECK(spec_adapt_choose(&ad, &cheap) == 0 && (ad.off == 1) ==
+                  (i < SPEC_PAUSE_MIN - 1),
+              "pass %d of the pause: off %d", i, ad.off);
+    CHECK(ad.seen[0] < 10.0 && ad.pause_len == 2 * SPEC_PAUSE_MIN,
+          "seen %g, next pause %d", ad.seen[0], ad.pause_len);
+    /* acceptance is still zero: paused again, for twice as long */
+    for (int i = 0; i < 60 && !ad.off; i++)
+        spec_adapt_observe(&ad, spec_adapt_choose(&ad, &dear), 0);
+    CHECK(ad.off == 1 && ad.pause_left == 2 * SPEC_PAUSE_MIN,
+          "off %d, pause %d", ad.off, ad.pause_left);
     /* the same verdict from only the sweep's few drafts: not off, k = 1
      * every other pass to learn more */
     spec_adapt_init(&ad, 4);
@@ -129,9 +141,9 @@ static enum test_return test_adapt_choice(void)
         spec_adapt_observe(&ad, kk, 0);
     }
     CHECK(ones >= 5 && !ad.off, "%d k=1 passes, off %d", ones, ad.off);
-    for (int i = 0; i < 40; i++)
+    for (int i = 0; i < 40 && !ad.off; i++)
         spec_adapt_observe(&ad, spec_adapt_choose(&ad, &dear), 0);
-    CHECK(ad.off == 1, "off once the evidence is in");
+    CHECK(ad.off == 1, "paused once the evidence is in");
     /* expected tokens formula */
     spec_adapt_init(&ad, 4);
     for (int i = 0; i < 2000; i++)
