@@ -167,6 +167,10 @@ float ksoftmax_scaled(const float *x, int n, float scale, float *out);
  * every entry is NaN (or n <= 0). */
 int kargmax(const float *x, int n);
 
+/* x[i] = exp(scale * x[i] - shift) in place; returns the sum (accumulated
+ * in double). The online softmax of split attention. */
+float kexp_sum(float *x, int n, float scale, float shift);
+
 /* out[i] = silu(gate[i]) * up[i]. */
 void kswiglu(float *out, const float *gate, const float *up, int n);
 

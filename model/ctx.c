@@ -83,11 +83,38 @@ struct mtpd_ctx *mtpd_ctx_new(const struct mtpd_model *m, int max_tokens,
         x->as[i].oc = fbuf((size_t)ATTN_PAIRS(x) * (L + rope), &fail);
         x->as[i].scores = fbuf((size_t)ATTN_ROWS * x->max_ctx, &fail);
     }
+    x->attn_split = -1;
+    x->split_tile = SPLIT_TILE;
+    const char *env = getenv("MTPD_ATTN_SPLIT"); /* tests, benchmarks */
+    if (env && (env[0] == '0' || env[0] == '1') && env[1] == '\0')
+        x->attn_split = env[0] - '0';
+    if (x->n_attn >= 2 && !fail) {
+        size_t P = (size_t)(max_tokens < SPLIT_ROWS ? max_tokens : SPLIT_ROWS) *
+                   (size_t)H;
+        x->sp.qc = fbuf(P * (L + rope), &fail);
+        x->sp.oc = fbuf(P * L, &fail);
+        x->sp.part = calloc((size_t)x->n_attn, sizeof(*x->sp.part));
+        if (!x->sp.part)
+            fail = 1;
+        for (int i = 0; x->sp.part && i < x->n_attn; i++) {
+            struct split_part *sp = &x->sp.part[i];
+            sp->m = fbuf(P, &fail);
+            sp->l = fbuf(P, &fail);
+            sp->o = fbuf(P * L, &fail);
+            sp->s = fbuf(P * SPLIT_TILE, &fail);
+            sp->tmp = fbuf(P * L, &fail);
+        }
+    }
     if (fail) {
         mtpd_ctx_free(x);
         return NULL;
     }
     return x;
+}
+
+void mtpd_ctx_set_attn_split(struct mtpd_ctx *c, int mode)
+{
+    c->attn_split = mode < 0 ? -1 : mode > 0;
 }
 
 void mtpd_ctx_free(struct mtpd_ctx *x)
@@ -101,6 +128,16 @@ void mtpd_ctx_free(struct mtpd_ctx *x)
             free(x->as[i].scores);
         }
     free(x->as);
+    if (x->sp.part)
+        for (int i = 0; i < x->n_attn; i++) {
+            struct split_part *sp = &x->sp.part[i];
+            float *b[] = {sp->m, sp->l, sp->o, sp->s, sp->tmp};
+            for (size_t k = 0; k < sizeof(b) / sizeof(b[0]); k++)
+                free(b[k]);
+        }
+    free(x->sp.part);
+    free(x->sp.qc);
+    free(x->sp.oc);
     float *bufs[] = {x->x, x->xn, x->tmp, x->qa, x->q, x->kva, x->attn,
                      x->ffn_h, x->ffn_u, x->cat, x->topk_w, x->ffn_wt,
                      x->ffn_x, x->ffn_y, x->route_tmp, x->router, x->hidden,

@@ -170,9 +170,13 @@ int mla_block(struct mtpd_ctx *c, const struct layer_w *w, int kv_layer,
             krope_apply(c->q + (size_t)r * H * qk + (size_t)h * qk + nope,
                         rope, c->rope_cs);
     }
-    struct attn_job job = {.c = c, .w = w, .kv_layer = kv_layer, .n = n};
-    int parts = c->n_attn < H ? c->n_attn : H;
-    kpool_run(c->pool, attn_part, &job, parts);
+    if (mla_split_usable(c, n)) {
+        mla_split_attend(c, w, kv_layer, n);
+    } else {
+        struct attn_job job = {.c = c, .w = w, .kv_layer = kv_layer, .n = n};
+        int parts = c->n_attn < H ? c->n_attn : H;
+        kpool_run(c->pool, attn_part, &job, parts);
+    }
     /* x += o_proj(attn) */
     rc = kmatmul(c->pool, &w->o, c->attn, H * cfg->v_head_dim, c->tmp, hid, n);
     if (rc)

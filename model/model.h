@@ -129,6 +129,11 @@ struct mtpd_ctx *mtpd_ctx_new(const struct mtpd_model *m, int max_tokens,
                               int n_threads);
 void mtpd_ctx_free(struct mtpd_ctx *c);
 int mtpd_ctx_max_tokens(const struct mtpd_ctx *c);
+/* Decode attention split across the threads by cache positions (see
+ * model/mla_split.c): -1 when it pays (one sequence, few rows, long
+ * context; the default, or MTPD_ATTN_SPLIT=0/1 in the environment), 0
+ * never, 1 whenever usable. Results equal up to float rounding. */
+void mtpd_ctx_set_attn_split(struct mtpd_ctx *c, int mode);
 
 /*
  * One sequence's part of a main-model forward call. Its tokens occupy

@@ -107,6 +107,26 @@ struct attn_scratch {
     float *scores; /* [ATTN_ROWS, max_ctx] */
 };
 
+/* Position-split decode attention (mla_split.c): calls of one sequence
+ * with at most SPLIT_ROWS rows, from SPLIT_MIN_CTX positions on (or always
+ * / never: mtpd_ctx_set_attn_split); cache tiles of SPLIT_TILE rows. */
+#define SPLIT_TILE 512
+#define SPLIT_ROWS 16
+#define SPLIT_MIN_CTX 2048
+
+struct split_part {     /* one position share: per (row, head) pair p */
+    float *m, *l;       /* [P] running max (scaled scores) and sum */
+    float *o;           /* [P, kv_lora] unnormalised attended latents */
+    float *s;           /* [P, SPLIT_TILE] one tile's scores / probs */
+    float *tmp;         /* [P, kv_lora] */
+};
+
+struct split_scratch {
+    float *qc;          /* [P, kv_lora + rope] absorbed queries, p = r*H+h */
+    float *oc;          /* [P, kv_lora] merged attended latents */
+    struct split_part *part; /* [n_attn] */
+};
+
 struct mtpd_ctx {
     const struct mtpd_model *m;
     struct kpool *pool;
@@ -133,6 +153,10 @@ struct mtpd_ctx {
     /* attention: one scratch per pool thread */
     int n_attn;
     struct attn_scratch *as;
+    int attn_split;          /* -1 auto, 0 never, 1 always (if usable) */
+    int split_tile;          /* positions per tile, <= SPLIT_TILE (tests
+                              * set it small to cross many tiles) */
+    struct split_scratch sp; /* qc NULL: no split path (one thread) */
     /* outputs */
     float *hidden;         /* [max_tokens, hidden] */
     float *logits;         /* [max_tokens, vocab] */
@@ -154,6 +178,11 @@ int rope_init(struct mtpd_model *m);
 /* blocks: x [n, hidden] in ctx->x, rows described by ctx->rows */
 int mla_block(struct mtpd_ctx *c, const struct layer_w *w, int kv_layer,
               int n);
+/* mla_split.c: whether the position-split path takes this call (rows set
+ * up in c->rows), and the attention of it (c->q roped -> c->attn). */
+int mla_split_usable(const struct mtpd_ctx *c, int n);
+void mla_split_attend(struct mtpd_ctx *c, const struct layer_w *w,
+                      int kv_layer, int n);
 int ffn_block(struct mtpd_ctx *c, const struct layer_w *w, int n);
 struct ffn_batch *ffn_batch_new(const struct mtpd_config *c);
 void ffn_batch_free(struct ffn_batch *b);

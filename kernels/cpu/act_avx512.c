@@ -132,6 +132,24 @@ KTARGET_AVX512 float ksoftmax_avx512(float *x, int n)
     return ksoftmax_scaled_avx512(x, n, 1.0f, x); /* in place is safe */
 }
 
+KTARGET_AVX512 float kexp_sum_avx512(float *x, int n, float scale,
+                                     float shift)
+{
+    __m512 sc = _mm512_set1_ps(scale), sh = _mm512_set1_ps(shift);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 k = tail_mask(n - i);
+        __m512 e = _mm512_maskz_mov_ps(
+            k, exp16(_mm512_fmsub_ps(sc, _mm512_maskz_loadu_ps(k, x + i), sh)));
+        _mm512_mask_storeu_ps(x + i, k, e);
+        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(
+                                   _mm512_extractf64x4_pd(
+                                       _mm512_castps_pd(e), 1))));
+    }
+    return (float)_mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+}
+
 KTARGET_AVX512 int kargmax_avx512(const float *x, int n)
 {
     float mx = max_nan_ignored(x, n);

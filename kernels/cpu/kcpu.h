@@ -62,6 +62,7 @@ void krmsnorm_avx512(float *out, const float *x, const void *w,
 float ksoftmax_avx512(float *x, int n);
 float ksoftmax_scaled_avx512(const float *x, int n, float scale, float *out);
 int kargmax_avx512(const float *x, int n);
+float kexp_sum_avx512(float *x, int n, float scale, float shift);
 void kswiglu_avx512(float *out, const float *gate, const float *up, int n);
 #endif
 

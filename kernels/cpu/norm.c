@@ -124,6 +124,20 @@ float ksoftmax_scaled(const float *x, int n, float scale, float *out)
     return mx;
 }
 
+float kexp_sum(float *x, int n, float scale, float shift)
+{
+#if KCPU_X86
+    if (kisa_active() == KISA_AVX512)
+        return kexp_sum_avx512(x, n, scale, shift);
+#endif
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(scale * x[i] - shift);
+        sum += x[i];
+    }
+    return (float)sum;
+}
+
 int kargmax(const float *x, int n)
 {
 #if KCPU_X86

@@ -153,3 +153,23 @@ def test_restricted_draft_head_greedy(mtpd, presets, name, tmp_path):
     bad.write_text(f"1 2 {v + 5}")
     r = generate(mtpd, d, prompt, 4, 2, "--draft-vocab", bad, expect_rc=1)
     assert "engine" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["bf16-mtp2-freq2", "fp8-yarn-mtp2"])
+def test_attention_split_same_ids(mtpd, presets, name):
+    """Decode attention split by cache positions (forced with
+    MTPD_ATTN_SPLIT=1; by default only from 2048 positions on) generates
+    the ids of the split by heads, for plain decoding and k = 3 (verify
+    rows and MTP calls go through it too), and its rolled-back caches equal
+    a fresh prefill."""
+    d = presets.dir(name)
+    prompt = case_ids(presets.model(name).cfg.vocab_size, 40, 2)
+    base = generate(mtpd, d, prompt, 60, 0, "--ignore-eos",
+                    env={"MTPD_ATTN_SPLIT": "0"})["ids"]
+    for k in (0, 3):
+        out = generate(mtpd, d, prompt, 60, k, "--ignore-eos",
+                       "--check-rollback", env={"MTPD_ATTN_SPLIT": "1"})
+        assert out["ids"] == base, f"k={k}"
+        if k:
+            rb = out["rollback_check"]
+            assert rb["mtp_max_abs_diff"] < 1e-3 and rb["main_max_abs_diff"] < 1e-3

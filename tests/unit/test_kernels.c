@@ -788,6 +788,20 @@ static enum test_return probs_argmax_n(enum kisa isa, int n)
         x[n - 2] = 1e9f;
         CHECK(kargmax(x, n) == n - 3, "%s n %d: tie after NaN", kisa_str(isa), n);
     }
+    /* exp-and-sum: x in +-30, scale 0.7, shift 5 */
+    float e[N];
+    double esum = 0;
+    for (int i = 0; i < n; i++)
+        e[i] = x[i] = rnd_f() * 30;
+    float got = kexp_sum(e, n, 0.7f, 5.0f);
+    for (int i = 0; i < n; i++) {
+        double want = exp((double)(0.7f * x[i]) - 5.0);
+        esum += e[i];
+        CHECK(fabs(e[i] - want) <= 4e-6 * want + 1e-37,
+              "%s n %d: exp %d: %g vs %g", kisa_str(isa), n, i, e[i], want);
+    }
+    CHECK(fabs(got - esum) <= 1e-6 * esum, "%s n %d: exp sum %g vs %g",
+          kisa_str(isa), n, got, esum);
     for (int i = 0; i < n; i++)
         x[i] = NAN;
     CHECK(kargmax(x, n) == -1, "%s n %d: all NaN", kisa_str(isa), n);

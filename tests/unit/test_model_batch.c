@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "model.h"
+#include "model_int.h" /* split_tile */
 #include "unit_test.h"
 
 static const char *g_dir;
@@ -141,11 +142,69 @@ static enum test_return test_truncate_then_recompute(void)
     return TEST_PASS;
 }
 
+/* Decode attention split by cache positions (mla_split.c) against split
+ * by heads (mla.c): the same logits up to rounding, for 1-5 rows over a
+ * 200-position prefix in tiles of 48 (tiles, shares and the causal mask
+ * all cut through it), with a rollback in between. */
+static enum test_return test_attention_split_equals_heads(void)
+{
+    char err[512];
+    struct mtpd_model *m;
+    CHECK(mtpd_model_load(g_dir, NULL, &m, err, sizeof(err)) == 0, "%s", err);
+    int V = mtpd_model_config(m)->vocab_size;
+    enum { PRE = 200, CAP = 240 };
+    int32_t t[CAP];
+    for (int i = 0; i < CAP; i++)
+        t[i] = (int32_t)((i * 7919 + 3) % V);
+    struct mtpd_ctx *cx[2];
+    struct mtpd_kv *kv[2];
+    for (int s = 0; s < 2; s++) {
+        cx[s] = mtpd_ctx_new(m, CAP, 2);
+        kv[s] = mtpd_kv_new(m, CAP);
+        CHECK(cx[s] && kv[s], "allocation");
+        mtpd_ctx_set_attn_split(cx[s], s); /* 0: by heads, 1: by positions */
+        cx[s]->split_tile = 48; /* several tiles per share: online softmax */
+        struct mtpd_seq pre = {kv[s], t, PRE, PRE};
+        CHECK(mtpd_forward(cx[s], &pre, 1) == 0, "prefill");
+    }
+    int pos = PRE, rows[] = {1, 3, 5, 2, 1, 4};
+    double worst = 0;
+    for (int st = 0; st < 6; st++) {
+        int T = rows[st];
+        for (int s = 0; s < 2; s++) {
+            struct mtpd_seq q = {kv[s], t + pos, T, 0};
+            CHECK(mtpd_forward(cx[s], &q, 1) == 0, "step %d", st);
+        }
+        for (int r = 0; r < T; r++) {
+            const float *a = mtpd_ctx_logits(cx[0], r);
+            double mx = 0;
+            for (int v = 0; v < V; v++)
+                mx = fabs(a[v]) > mx ? fabs(a[v]) : mx;
+            double d = maxdiff(a, mtpd_ctx_logits(cx[1], r), V) / mx;
+            worst = d > worst ? d : worst;
+        }
+        pos += T;
+        if (st == 2) { /* roll both back by 4 */
+            pos -= 4;
+            for (int s = 0; s < 2; s++)
+                CHECK(mtpd_kv_truncate(kv[s], -1, pos) == 0, "truncate");
+        }
+    }
+    CHECK(worst < 1e-5, "split vs heads: relative difference %g", worst);
+    for (int s = 0; s < 2; s++) {
+        mtpd_kv_free(kv[s]);
+        mtpd_ctx_free(cx[s]);
+    }
+    mtpd_model_free(m);
+    return TEST_PASS;
+}
+
 int main(int argc, char **argv)
 {
     static const struct test_case tests[] = {
         {"batch_equals_separate", test_batch_equals_separate},
         {"truncate_then_recompute", test_truncate_then_recompute},
+        {"attention_split_equals_heads", test_attention_split_equals_heads},
     };
     if (argc < 2) {
         fprintf(stderr, "usage: test_model_batch CHECKPOINT_DIR...\n");
