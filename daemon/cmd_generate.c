@@ -759,10 +759,12 @@ int cmd_generate(int argc, char **argv)
         p.eos_id = -1;
     if (o.n_samples) {
         status = run_batch(&o, e, &p);
+        note_busy_machine(e);
         goto out;
     }
     if (o.compare_k) {
         status = run_compare(&o, e, &p, ids, n_prompt);
+        note_busy_machine(e);
         goto out;
     }
     p.on_token = on_token;

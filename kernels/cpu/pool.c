@@ -14,14 +14,15 @@
  * Contention fallback: a worker descheduled while it holds a part (other
  * processes on the cores) makes the caller wait for a whole timeslice; on
  * 2 cores with one busy process that made 2 threads 1.5x slower than 1.
- * The caller keeps time-weighted averages of its runs' durations and of
- * the part of them it spent waiting for others after its own parts (a few
- * percent on a quiet machine; one stall of a timeslice weighs as much as
- * hundreds of normal runs). When waiting passes KPOOL_WAIT_MAX of the
- * time twice within KPOOL_ARM_RUNS runs (once is a one-off: page faults
- * on first touch, an interrupt), it runs the next runs alone, which lets
- * the workers fall asleep, then fans out again: KPOOL_SOLO_RUNS runs,
- * doubling up to KPOOL_SOLO_MAX while the contention lasts.
+ * The caller sums, over windows of KPOOL_WINDOW_NS, each run's wall time
+ * and what the run would have cost it alone: its own time per part (its
+ * parts run under the same conditions, descheduling included) times the
+ * number of parts. On a quiet machine the first is about 1/n of the
+ * second. When the wall time is the larger in two windows in a row (one
+ * is a one-off: page faults on first touch, a timeslice lost now and
+ * then) it runs alone for KPOOL_SOLO_NS, which lets the workers fall
+ * asleep, then fans out again; the solo period doubles up to
+ * KPOOL_SOLO_MAX_NS while the contention lasts.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -45,11 +46,9 @@
 #define KPOOL_SPIN_NS 200000 /* spin this long before sleeping */
 #define KPOOL_MAX_PARTS 0xfffff
 #define GEN_MASK 0xffffffu
-#define KPOOL_WAIT_MAX 0.4    /* waiting share of run time that turns solo on */
-#define KPOOL_WAIT_EMA 0.05   /* weight of one run in the averages */
-#define KPOOL_ARM_RUNS 2048   /* a second stall within this many runs */
-#define KPOOL_SOLO_RUNS 4096  /* ~70 forwards of a small model */
-#define KPOOL_SOLO_MAX (64 * KPOOL_SOLO_RUNS)
+#define KPOOL_WINDOW_NS 20000000ull   /* 20 ms of runs */
+#define KPOOL_SOLO_NS 100000000ull    /* first solo period: 0.1 s */
+#define KPOOL_SOLO_MAX_NS 3200000000ull
 
 struct kpool {
     int n_threads;
@@ -64,11 +63,11 @@ struct kpool {
     atomic_int caller_sleeping;
     atomic_int stop;
     /* caller-only state (kpool_run has one caller at a time) */
-    double wait_ema, run_ema; /* average ns waited for others, ns per run */
-    int solo_left;   /* runs still to do alone */
-    int armed_left;  /* runs in which a second stall means solo */
-    int solo_period; /* length of the next solo period */
-    long calm_runs;  /* fanned-out runs since the last stall */
+    double win_alone, win_time; /* this window: estimated solo ns, wall ns */
+    int bad_windows;     /* consecutive windows waiting too much */
+    int calm_windows;    /* other windows since the last solo period */
+    uint64_t solo_until; /* now_ns() before which runs go alone */
+    uint64_t solo_ns;    /* length of the next solo period */
     struct kpool_stats st;
 };
 
@@ -137,22 +136,25 @@ static unsigned wait_change(atomic_uint *addr, unsigned val,
     }
 }
 
-/* Claims and runs parts of generation gen until none is left. */
-static void run_parts(struct kpool *p, uint32_t gen)
+/* Claims and runs parts of generation gen until none is left; returns
+ * how many it ran. */
+static int run_parts(struct kpool *p, uint32_t gen)
 {
     uint64_t t = atomic_load_explicit(&p->ticket, memory_order_acquire);
+    int ran = 0;
     for (;;) {
         if ((uint32_t)(t >> 40) != (gen & GEN_MASK))
-            return;
+            return ran;
         int np = (int)((t >> 20) & KPOOL_MAX_PARTS);
         int part = (int)(t & KPOOL_MAX_PARTS);
         if (part >= np)
-            return;
+            return ran;
         if (!atomic_compare_exchange_weak_explicit(
                 &p->ticket, &t, t + 1, memory_order_acq_rel,
                 memory_order_acquire))
             continue;
         p->fn(p->arg, part, np);
+        ran++;
         unsigned d = atomic_fetch_add(&p->done, 1) + 1; /* seq_cst: */
         if ((int)d == np && atomic_load(&p->caller_sleeping)) /* Dekker */
             futex_wake_all(&p->done);
@@ -179,8 +181,7 @@ struct kpool *kpool_new(int n_threads)
     struct kpool *p = aligned_alloc(64, sizeof *p);
     if (p == NULL)
         return NULL;
-    *p = (struct kpool){.n_threads = n_threads,
-                        .solo_period = KPOOL_SOLO_RUNS};
+    *p = (struct kpool){.n_threads = n_threads, .solo_ns = KPOOL_SOLO_NS};
     if (n_threads > 1) {
         p->threads = calloc((size_t)n_threads - 1, sizeof *p->threads);
         if (p->threads == NULL) {
@@ -227,13 +228,11 @@ void kpool_run(struct kpool *p, kpool_fn fn, void *arg, int n_parts)
         return;
     if (p)
         p->st.runs++;
-    int solo = p && p->solo_left > 0;
+    int solo = p && p->solo_until && now_ns() < p->solo_until;
     if (p == NULL || p->n_threads == 1 || n_parts == 1 ||
         n_parts > KPOOL_MAX_PARTS || solo) {
-        if (solo) {
-            p->solo_left--;
+        if (solo)
             p->st.solo_runs++;
-        }
         for (int i = 0; i < n_parts; i++)
             fn(arg, i, n_parts);
         return;
@@ -251,7 +250,7 @@ void kpool_run(struct kpool *p, kpool_fn fn, void *arg, int n_parts)
     if (atomic_load(&p->sleepers) > 0)
         futex_wake_all(&p->gen);
 
-    run_parts(p, gen);
+    int own = run_parts(p, gen);
     uint64_t t1 = now_ns();
 
     unsigned d = atomic_load_explicit(&p->done, memory_order_acquire);
@@ -259,23 +258,27 @@ void kpool_run(struct kpool *p, kpool_fn fn, void *arg, int n_parts)
         d = wait_change(&p->done, d, &p->caller_sleeping);
 
     uint64_t t2 = now_ns();
-    p->wait_ema += KPOOL_WAIT_EMA * ((double)(t2 - t1) - p->wait_ema);
-    p->run_ema += KPOOL_WAIT_EMA * ((double)(t2 - t0) - p->run_ema);
-    if (p->armed_left > 0)
-        p->armed_left--;
-    if (++p->calm_runs > 4 * KPOOL_ARM_RUNS)
-        p->solo_period = KPOOL_SOLO_RUNS; /* contention is over */
-    if (p->wait_ema > KPOOL_WAIT_MAX * p->run_ema) {
-        p->wait_ema = p->run_ema = 0.0;
-        p->calm_runs = 0;
-        if (p->armed_left == 0) {
-            p->armed_left = KPOOL_ARM_RUNS;
-            return;
-        }
-        p->armed_left = 0;
-        p->solo_left = p->solo_period;
-        if (p->solo_period < KPOOL_SOLO_MAX)
-            p->solo_period *= 2;
-        p->st.fallbacks++;
+    if (own > 0)
+        p->win_alone += (double)(t1 - t0) * n_parts / own;
+    else
+        p->win_alone += (double)(t2 - t0); /* all taken: no estimate */
+    p->win_time += (double)(t2 - t0);
+    if (p->win_time < (double)KPOOL_WINDOW_NS)
+        return;
+    int bad = p->win_time > p->win_alone;
+    p->win_alone = p->win_time = 0.0;
+    if (!bad) {
+        p->bad_windows = 0;
+        if (++p->calm_windows >= 8)
+            p->solo_ns = KPOOL_SOLO_NS; /* the contention is over */
+        return;
     }
+    p->calm_windows = 0;
+    if (++p->bad_windows < 2)
+        return;
+    p->bad_windows = 0;
+    p->solo_until = t2 + p->solo_ns;
+    if (p->solo_ns < KPOOL_SOLO_MAX_NS)
+        p->solo_ns *= 2;
+    p->st.fallbacks++;
 }
