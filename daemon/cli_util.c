@@ -91,3 +91,13 @@ int cli_opt(int argc, char **argv, int *i, const char *name,
     *val = argv[*i];
     return 1;
 }
+
+int cli_parse_kv_dtype(const char *s, int *bf16)
+{
+    if (s && (!strcmp(s, "f32") || !strcmp(s, "bf16"))) {
+        *bf16 = s[0] == 'b';
+        return 0;
+    }
+    fprintf(stderr, "mtpd: error: --kv-dtype is f32 or bf16\n");
+    return -1;
+}

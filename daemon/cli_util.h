@@ -14,6 +14,9 @@ int cli_parse_int(const char *s, long lo, long hi, long *out);
 /* Parses a whole finite float; 0 ok, -1 otherwise. */
 int cli_parse_float(const char *s, double *out);
 
+/* "--kv-dtype f32|bf16" -> *bf16 (0/1); 0 ok, -1 (error printed). */
+int cli_parse_kv_dtype(const char *s, int *bf16);
+
 /* Matches option argv[*i] against `name` ("--name VALUE" or
  * "--name=VALUE"). Returns 0 when it is another option; 1 with *val set
  * (and *i advanced past a separate value); -1 when the value is missing

@@ -13,16 +13,22 @@
 int cmd_info(int argc, char **argv)
 {
     const char *dir = NULL, *v;
+    int kv_bf16 = 0;
     for (int i = 1; i < argc; i++) {
         int r;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: mtpd info --model DIR\n\nLoads the checkpoint and "
-                   "prints its shape, sizes and MTP modules as JSON.\n");
+            printf("usage: mtpd info --model DIR [--kv-dtype f32|bf16]\n\n"
+                   "Loads the checkpoint and prints its shape, sizes and MTP "
+                   "modules as JSON\n(kv_bytes_per_token for the KV dtype "
+                   "given, f32 by default).\n");
             return 0;
         } else if ((r = cli_opt(argc, argv, &i, "--model", &v))) {
             if (r < 0)
                 return 2;
             dir = v;
+        } else if ((r = cli_opt(argc, argv, &i, "--kv-dtype", &v))) {
+            if (r < 0 || cli_parse_kv_dtype(v, &kv_bf16))
+                return 2;
         } else {
             fprintf(stderr, "mtpd: error: unknown option '%s'\n", argv[i]);
             return 2;
@@ -34,7 +40,7 @@ int cmd_info(int argc, char **argv)
     }
     char err[512] = "";
     struct mtpd_model *m;
-    struct mtpd_load_opts o = {.verbose = 1};
+    struct mtpd_load_opts o = {.verbose = 1, .kv_bf16 = kv_bf16};
     if (mtpd_model_load(dir, &o, &m, err, sizeof(err))) {
         fprintf(stderr, "mtpd: error: %s\n", err);
         return 1;
@@ -45,13 +51,14 @@ int cmd_info(int argc, char **argv)
            "\"n_routed_experts\": %d, \"experts_per_tok\": %d, "
            "\"n_shared_experts\": %d, \"yarn\": %s, \"fp8_block\": %d, "
            "\"mtp_modules\": %d, \"weight_bytes\": %zu, "
-           "\"active_bytes_per_token\": %zu, \"kv_bytes_per_token\": %zu}\n",
+           "\"active_bytes_per_token\": %zu, \"kv_dtype\": \"%s\", "
+           "\"kv_bytes_per_token\": %zu}\n",
            c->num_hidden_layers, c->hidden_size, c->num_attention_heads,
            c->vocab_size, c->q_lora_rank, c->kv_lora_rank, c->n_routed_experts,
            c->num_experts_per_tok, c->n_shared_experts,
            c->rope_yarn ? "true" : "false", c->fp8_block, mtpd_model_n_mtp(m),
            mtpd_model_weight_bytes(m), mtpd_model_active_bytes(m),
-           mtpd_kv_bytes_per_token(m));
+           mtpd_model_kv_dtype(m), mtpd_kv_bytes_per_token(m));
     mtpd_model_free(m);
     return 0;
 }

@@ -22,7 +22,7 @@ static void logits_usage(FILE *f)
 {
     fprintf(f,
         "usage: mtpd logits --model DIR --ids 1,2,3 [--last N] [--mtp] "
-        "[--threads N]\n\n"
+        "[--threads N] [--kv-dtype f32|bf16]\n\n"
         "Runs the main model over the ids (one forward call) and prints JSON\n"
         "{\"logits\": [[...], ...]} for the last N positions (default 1).\n"
         "  --model DIR    Hugging Face checkpoint directory (config.json +\n"
@@ -32,7 +32,8 @@ static void logits_usage(FILE *f)
         "  --mtp          also print \"mtp_logits\": MTP module 0 run over\n"
         "                 rows p=0..n-2 with (hidden h_p, ids[p+1]); its last\n"
         "                 row's logits (needs >= 2 ids)\n"
-        "  --threads N    compute threads (default 2)\n");
+        "  --threads N    compute threads (default 2)\n"
+        "  --kv-dtype T   f32 (default) or bf16 KV cache\n");
 }
 
 static void print_row(const float *v, int n)
@@ -47,6 +48,7 @@ int cmd_logits(int argc, char **argv)
 {
     const char *dir = NULL, *ids_s = NULL, *v;
     long last = 1, threads = 2;
+    int kv_bf16 = 0;
     int want_mtp = 0;
     for (int i = 1; i < argc; i++) {
         int r;
@@ -73,6 +75,9 @@ int cmd_logits(int argc, char **argv)
                 fprintf(stderr, "mtpd: error: --threads needs 1..256\n");
                 return 2;
             }
+        } else if ((r = cli_opt(argc, argv, &i, "--kv-dtype", &v))) {
+            if (r < 0 || cli_parse_kv_dtype(v, &kv_bf16))
+                return 2;
         } else {
             fprintf(stderr, "mtpd: error: unknown option '%s'\n", argv[i]);
             logits_usage(stderr);
@@ -95,7 +100,8 @@ int cmd_logits(int argc, char **argv)
         last = n;
     char err[512] = "";
     struct mtpd_model *m;
-    int rc = mtpd_model_load(dir, NULL, &m, err, sizeof(err));
+    struct mtpd_load_opts lo = {.kv_bf16 = kv_bf16};
+    int rc = mtpd_model_load(dir, &lo, &m, err, sizeof(err));
     if (rc) {
         fprintf(stderr, "mtpd: error: %s\n", err);
         free(ids);

@@ -1,8 +1,8 @@
 /*
  * kv.c - one sequence's latent KV cache (see model.h, model_int.h).
  *
- * Layout per layer: cap rows of (kv_lora_rank + qk_rope_head_dim) fp32,
- * c_kv first, then the roped k_pe. Main layers come first, then one layer
+ * Layout per layer: cap rows of (kv_lora_rank + qk_rope_head_dim) fp32
+ * (or BF16, mtpd_load_opts.kv_bf16), c_kv first, then the roped k_pe. Main layers come first, then one layer
  * per MTP module. Lengths are kept per part (main, each MTP module) so the
  * speculative engine can roll each back on its own.
  */
@@ -14,7 +14,8 @@
 size_t mtpd_kv_bytes_per_token(const struct mtpd_model *m)
 {
     const struct mtpd_config *c = &m->cfg;
-    return sizeof(float) * (size_t)(c->kv_lora_rank + c->qk_rope_head_dim) *
+    return kdtype_size(m->kv_dtype) *
+           (size_t)(c->kv_lora_rank + c->qk_rope_head_dim) *
            (size_t)(c->num_hidden_layers + m->n_mtp);
 }
 
@@ -29,6 +30,7 @@ struct mtpd_kv *mtpd_kv_new(const struct mtpd_model *m, int max_tokens)
     kv->m = m;
     kv->cap = max_tokens;
     kv->row = c->kv_lora_rank + c->qk_rope_head_dim;
+    kv->dtype = m->kv_dtype;
     kv->n_layers_total = c->num_hidden_layers + m->n_mtp;
     kv->layer = calloc((size_t)kv->n_layers_total, sizeof(*kv->layer));
     if (!kv->layer) {
@@ -38,7 +40,7 @@ struct mtpd_kv *mtpd_kv_new(const struct mtpd_model *m, int max_tokens)
     for (int i = 0; i < kv->n_layers_total; i++) {
         /* rows beyond the length are never read: no need to zero; 64-byte
          * aligned so the attention kernels' row loads do not split lines */
-        size_t bytes = sizeof(float) * (size_t)kv->row * max_tokens;
+        size_t bytes = kdtype_size(kv->dtype) * (size_t)kv->row * max_tokens;
         kv->layer[i] = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
         if (!kv->layer[i]) {
             mtpd_kv_free(kv);

@@ -39,8 +39,9 @@ static void attn_pairs(struct attn_job *j, struct attn_scratch *s, int nh,
     const struct mtpd_config *cfg = &c->m->cfg;
     int row_floats = cfg->kv_lora_rank + cfg->qk_rope_head_dim;
     int ld = c->max_ctx, npos = c->rows[(p1 - 1) / nh].pos + 1;
-    struct kmat kc = {.dtype = KDT_F32, .rows = npos, .cols = row_floats,
-                      .data = c->rows[p0 / nh].kv->layer[j->kv_layer]};
+    const struct mtpd_kv *kv = c->rows[p0 / nh].kv;
+    struct kmat kc = {.dtype = kv->dtype, .rows = npos, .cols = row_floats,
+                      .data = kv->layer[j->kv_layer]};
     /* scores [p1 - p0, npos] = queries . cache rows */
     kmatmul(NULL, &kc, s->qc + (size_t)p0 * row_floats, row_floats,
             s->scores, ld, p1 - p0);
@@ -160,12 +161,16 @@ int mla_block(struct mtpd_ctx *c, const struct layer_w *w, int kv_layer,
      * q_pe of every head */
     for (int r = 0; r < n; r++) {
         const struct row_info *ri = &c->rows[r];
-        float *slot = ri->kv->layer[kv_layer] + (size_t)ri->pos * (L + rope);
-        float *src = c->kva + (size_t)r * (L + rope);
-        wnorm(m, slot, src, &w->kv_a_norm);
-        memcpy(slot + L, src + L, sizeof(float) * rope);
+        float *src = c->kva + (size_t)r * (L + rope); /* made in place */
+        wnorm(m, src, src, &w->kv_a_norm);
         krope_cs(c->rope_cs, rope, ri->pos, m->inv_freq, m->rope_mscale);
-        krope_apply(slot + L, rope, c->rope_cs);
+        krope_apply(src + L, rope, c->rope_cs);
+        void *slot = kv_at(ri->kv, kv_layer, ri->pos);
+        if (ri->kv->dtype == KDT_BF16)
+            for (int i = 0; i < L + rope; i++)
+                ((uint16_t *)slot)[i] = kf32_to_bf16(src[i]);
+        else
+            memcpy(slot, src, sizeof(float) * (size_t)(L + rope));
         for (int h = 0; h < H; h++)
             krope_apply(c->q + (size_t)r * H * qk + (size_t)h * qk + nope,
                         rope, c->rope_cs);

@@ -84,13 +84,13 @@ static void positions_part(void *arg, int part, int n_parts)
         sp->l[p] = 0.0f;
     }
     memset(sp->o, 0, sizeof(float) * (size_t)P * L);
-    const float *cache = c->rows[0].kv->layer[j->kv_layer];
+    const struct mtpd_kv *kv = c->rows[0].kv;
     const float scale = c->m->softmax_scale;
     const int tile = c->split_tile;
     for (int t0 = p0; t0 < p1; t0 += tile) {
         int nt = p1 - t0 < tile ? p1 - t0 : tile;
-        struct kmat kc = {.dtype = KDT_F32, .rows = nt, .cols = rf,
-                          .data = cache + (size_t)t0 * rf};
+        struct kmat kc = {.dtype = kv->dtype, .rows = nt, .cols = rf,
+                          .data = kv_at(kv, j->kv_layer, t0)};
         /* s [P, nt] = queries . cache rows t0 .. t0 + nt */
         kmatmul(NULL, &kc, c->sp.qc, rf, sp->s, SPLIT_TILE, P);
         for (int p = 0; p < P; p++) {

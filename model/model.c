@@ -68,6 +68,7 @@ int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
         free(m);
         return MTPD_EFORMAT;
     }
+    m->kv_dtype = opts->kv_bf16 ? KDT_BF16 : KDT_F32;
     rc = weights_bind(m, opts->no_mtp, err, errlen);
     if (rc == 0)
         rc = rope_init(m);
@@ -83,6 +84,11 @@ int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
                 now_s() - t0);
     *out = m;
     return 0;
+}
+
+const char *mtpd_model_kv_dtype(const struct mtpd_model *m)
+{
+    return m->kv_dtype == KDT_BF16 ? "bf16" : "f32";
 }
 
 void mtpd_model_free(struct mtpd_model *m)

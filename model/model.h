@@ -88,6 +88,9 @@ struct mtpd_ctx;
 struct mtpd_load_opts {
     int verbose;   /* progress lines on stderr */
     int no_mtp;    /* skip loading MTP modules */
+    int kv_bf16;   /* latent KV cache in BF16 instead of fp32: half the
+                    * memory and the cache traffic of attention; logits
+                    * then differ from the fp32 path by ~1e-3 relative */
 };
 
 /*
@@ -118,6 +121,8 @@ int mtpd_kv_len(const struct mtpd_kv *kv, int module);
 /* Forget positions >= n (n <= current length) of the main model (-1) or
  * of MTP module i. O(1): nothing is recomputed. */
 int mtpd_kv_truncate(struct mtpd_kv *kv, int module, int n);
+/* "f32" or "bf16": the element type of the model's KV caches. */
+const char *mtpd_model_kv_dtype(const struct mtpd_model *m);
 /* Bytes held per position (all main layers; all MTP layers). */
 size_t mtpd_kv_bytes_per_token(const struct mtpd_model *m);
 

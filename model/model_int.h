@@ -72,6 +72,7 @@ struct mtpd_model {
     float *inv_freq;     /* [rope / 2] */
     float rope_mscale;   /* multiplies cos/sin (YaRN attention factor) */
     float softmax_scale;
+    enum kdtype kv_dtype; /* KDT_F32 or KDT_BF16 (mtpd_load_opts.kv_bf16) */
 };
 
 /* Latent cache: per layer, rows of (kv_lora normed c_kv, rope roped k_pe). */
@@ -79,11 +80,19 @@ struct mtpd_kv {
     const struct mtpd_model *m;
     int cap;
     int n_layers_total; /* main layers + MTP modules */
-    int row;            /* floats per position per layer: kv_lora + rope */
-    float **layer;      /* [n_layers_total][cap * row] */
+    int row;            /* elements per position per layer: kv_lora + rope */
+    enum kdtype dtype;  /* of the elements: KDT_F32 or KDT_BF16 */
+    void **layer;       /* [n_layers_total][cap * row] */
     int len_main;
     int len_mtp[MTPD_MAX_MTP];
 };
+
+/* Position pos of layer (row of kv->row elements of kv->dtype). */
+static inline void *kv_at(const struct mtpd_kv *kv, int layer, int pos)
+{
+    return (char *)kv->layer[layer] +
+           (size_t)pos * (size_t)kv->row * kdtype_size(kv->dtype);
+}
 
 /* Per-row bookkeeping of one forward call. */
 struct row_info {

@@ -2,9 +2,11 @@
 equal a fresh prefill; max_tokens < k+1; EOS inside a draft; the context
 limit reached mid-draft; k beyond anything useful; a model without MTP;
 stop strings; the CLI's --help and argument errors."""
+import json
 import os
 import subprocess
 
+import numpy as np
 import pytest
 
 from tools.ref.testutil import case_ids
@@ -216,3 +218,38 @@ def test_help_and_usage_errors(mtpd, presets):
     r = subprocess.run([mtpd, "generate", "--model", d, "--ids", "1,99999"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "vocab" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["bf16-agree", "fp8-yarn-mtp2"])
+def test_kv_cache_bf16(mtpd, presets, name):
+    """--kv-dtype bf16 stores the latent cache in BF16 (half the bytes per
+    token): logits stay within a few percent of the fp32 cache's, and
+    within that mode greedy speculation still equals plain decoding and
+    rolled-back caches equal a fresh prefill."""
+    from tools.ref.testutil import run_mtpd
+    d = presets.dir(name)
+    v = presets.model(name).cfg.vocab_size
+    prompt = case_ids(v, 48, 5)
+    lg = {}
+    for dt in ("f32", "bf16"):
+        r = run_mtpd(mtpd, ["logits", "--model", d, "--ids",
+                            ",".join(map(str, prompt)), "--last", 4, "--mtp",
+                            "--kv-dtype", dt])
+        assert r.returncode == 0, r.stderr
+        lg[dt] = json.loads(r.stdout)
+    for key in ("logits", "mtp_logits"):
+        a, b = np.array(lg["f32"][key]), np.array(lg["bf16"][key])
+        rel = np.abs(a - b).max() / np.abs(a).max()
+        assert 0 < rel < 5e-2, (key, rel)  # it is a different cache ...
+    base = generate(mtpd, d, prompt, 40, 0, "--ignore-eos", "--kv-dtype", "bf16")
+    spec = generate(mtpd, d, prompt, 40, 3, "--ignore-eos", "--kv-dtype", "bf16",
+                    "--check-rollback")
+    assert spec["ids"] == base["ids"]
+    rb = spec["rollback_check"]
+    assert rb["main_max_abs_diff"] < 1e-3 and rb["mtp_max_abs_diff"] < 1e-3, rb
+    r = run_mtpd(mtpd, ["info", "--model", d, "--kv-dtype", "bf16"])
+    f = run_mtpd(mtpd, ["info", "--model", d])
+    assert json.loads(r.stdout)["kv_bytes_per_token"] * 2 == \
+        json.loads(f.stdout)["kv_bytes_per_token"]
+    assert run_mtpd(mtpd, ["generate", "--model", d, "--ids", "1,2",
+                           "--kv-dtype", "f16"]).returncode == 2

@@ -146,11 +146,12 @@ static enum test_return test_truncate_then_recompute(void)
  * by heads (mla.c): the same logits up to rounding, for 1-5 rows over a
  * 200-position prefix in tiles of 48 (tiles, shares and the causal mask
  * all cut through it), with a rollback in between. */
-static enum test_return test_attention_split_equals_heads(void)
+static enum test_return split_equals_heads(int kv_bf16)
 {
     char err[512];
     struct mtpd_model *m;
-    CHECK(mtpd_model_load(g_dir, NULL, &m, err, sizeof(err)) == 0, "%s", err);
+    struct mtpd_load_opts lo = {.kv_bf16 = kv_bf16};
+    CHECK(mtpd_model_load(g_dir, &lo, &m, err, sizeof(err)) == 0, "%s", err);
     int V = mtpd_model_config(m)->vocab_size;
     enum { PRE = 200, CAP = 240 };
     int32_t t[CAP];
@@ -190,13 +191,21 @@ static enum test_return test_attention_split_equals_heads(void)
                 CHECK(mtpd_kv_truncate(kv[s], -1, pos) == 0, "truncate");
         }
     }
-    CHECK(worst < 1e-5, "split vs heads: relative difference %g", worst);
+    CHECK(worst < 1e-5, "split vs heads (kv %s): relative difference %g",
+          kv_bf16 ? "bf16" : "f32", worst);
     for (int s = 0; s < 2; s++) {
         mtpd_kv_free(kv[s]);
         mtpd_ctx_free(cx[s]);
     }
     mtpd_model_free(m);
     return TEST_PASS;
+}
+
+/* ... with the fp32 and with the BF16 KV cache */
+static enum test_return test_attention_split_equals_heads(void)
+{
+    enum test_return r = split_equals_heads(0);
+    return r == TEST_PASS ? split_equals_heads(1) : r;
 }
 
 int main(int argc, char **argv)
