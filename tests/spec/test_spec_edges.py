@@ -253,3 +253,16 @@ def test_kv_cache_bf16(mtpd, presets, name):
         json.loads(f.stdout)["kv_bytes_per_token"]
     assert run_mtpd(mtpd, ["generate", "--model", d, "--ids", "1,2",
                            "--kv-dtype", "f16"]).returncode == 2
+
+
+def test_auto_pause_many_sequences(mtpd, presets):
+    """Eight sequences pause and resume together: their catch-ups do not
+    all fit one MTP call (8 x 33 rows > 256), so some wait a pass while
+    their logs grow; every sequence still generates plain decoding's ids."""
+    d = presets.dir("bf16-base")
+    prompt = case_ids(presets.model("bf16-base").cfg.vocab_size, 5, 3)
+    base = generate(mtpd, d, prompt, 200, 0, "--ignore-eos")["ids"]
+    out = generate(mtpd, d, prompt, 200, "auto", "--ignore-eos",
+                   "--n-samples", 8)
+    assert [s["ids"] for s in out["samples"]] == [base] * 8
+    assert out["stats"]["auto_pauses"] >= 8, out["stats"]
