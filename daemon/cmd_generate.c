@@ -299,8 +299,8 @@ static int parse_args(int argc, char **argv, struct gen_opts *o)
             }
         } else if ((r = cli_opt(argc, argv, &i, "--draft-ctx-tokens", &v))) {
             if (r < 0 || cli_parse_int(v, 0, 1 << 24, &o->draft_ctx_tokens)) {
-                fprintf(stderr, "mtpd: error: --draft-ctx-tokens needs an "
-                        "integer >= 0\n");
+                fprintf(stderr, "mtpd: error: --draft-ctx-tokens needs "
+                        "0..%d\n", 1 << 24);
                 return 2;
             }
         } else if ((r = cli_opt(argc, argv, &i, "--n-samples", &v))) {
