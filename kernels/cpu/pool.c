@@ -228,7 +228,12 @@ void kpool_run(struct kpool *p, kpool_fn fn, void *arg, int n_parts)
         return;
     if (p)
         p->st.runs++;
-    int solo = p && p->solo_until && now_ns() < p->solo_until;
+    int solo = 0;
+    if (p && p->solo_until) {
+        solo = now_ns() < p->solo_until;
+        if (!solo)
+            p->solo_until = 0; /* the solo period is over */
+    }
     if (p == NULL || p->n_threads == 1 || n_parts == 1 ||
         n_parts > KPOOL_MAX_PARTS || solo) {
         if (solo)
