@@ -92,16 +92,17 @@ int kpool_size(const struct kpool *p);
 /* Runs fn(arg, i, n) for i in [0, n) across the pool and returns when all
  * are done. n is the number of parts (usually the pool size).
  * On a machine busy with other work a worker can be descheduled holding a
- * part, and the caller then waits for it: when the caller's waiting
- * becomes a large share of its runs, the pool runs the next runs on the
- * caller alone (workers asleep) and then tries again. */
+ * part, and the caller then waits for it: when, over two 20 ms windows in
+ * a row, the runs took longer than the caller alone would have (pool.c),
+ * the pool runs the next runs on the caller alone (workers asleep) and
+ * then tries again. */
 typedef void (*kpool_fn)(void *arg, int part, int n_parts);
 void kpool_run(struct kpool *p, kpool_fn fn, void *arg, int n_parts);
 
 struct kpool_stats {
     long runs;      /* kpool_run calls */
     long solo_runs; /* of them run on the caller alone after a fallback */
-    long fallbacks; /* times the caller's waiting turned the workers off */
+    long fallbacks; /* times the runs went solo for a while */
 };
 void kpool_get_stats(const struct kpool *p, struct kpool_stats *st);
 
@@ -167,8 +168,9 @@ float ksoftmax_scaled(const float *x, int n, float scale, float *out);
  * every entry is NaN (or n <= 0). */
 int kargmax(const float *x, int n);
 
-/* x[i] = exp(scale * x[i] - shift) in place; returns the sum (accumulated
- * in double). The online softmax of split attention. */
+/* x[i] = exp(scale * x[i] - shift) in place (0 for NaN and -inf x);
+ * returns the sum (accumulated in double). The online softmax of split
+ * attention. */
 float kexp_sum(float *x, int n, float scale, float shift);
 
 /* out[i] = silu(gate[i]) * up[i]. */

@@ -58,6 +58,44 @@ static void attn_pairs(struct attn_job *j, struct attn_scratch *s, int nh,
                s->oc + (size_t)p0 * row_floats, row_floats, p1 - p0);
 }
 
+/* W_UK (part 0: nope rows) or W_UV (part 1: v rows) of head h: its rows
+ * of the dense kv_b (absorb.c), kv_lora columns each. */
+static struct kmat head_rows(const struct mtpd_config *cfg,
+                             const struct kmat *kvb, int h, int part)
+{
+    int nope = cfg->qk_nope_head_dim, vd = cfg->v_head_dim;
+    int L = cfg->kv_lora_rank;
+    size_t r0 = (size_t)h * (nope + vd) + (part ? (size_t)nope : 0);
+    return (struct kmat){.dtype = kvb->dtype, .rows = part ? vd : nope,
+                         .cols = L,
+                         .data = (const char *)kvb->data +
+                                 r0 * L * kdtype_size(kvb->dtype)};
+}
+
+void mla_absorb_q(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,
+                  float *dst, int ld)
+{
+    const struct mtpd_config *cfg = &c->m->cfg;
+    int nope = cfg->qk_nope_head_dim, rope = cfg->qk_rope_head_dim;
+    int qk = nope + rope, H = cfg->num_attention_heads;
+    int L = cfg->kv_lora_rank;
+    struct kmat uk = head_rows(cfg, &w->kv_bd, h, 0);
+    kmatmul_pv(&uk, L, c->q + (size_t)h * qk, H * qk, dst, ld, n);
+    for (int r = 0; r < n; r++)
+        memcpy(dst + (size_t)r * ld + L,
+               c->q + (size_t)r * H * qk + (size_t)h * qk + nope,
+               sizeof(float) * rope);
+}
+
+void mla_head_out(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,
+                  const float *oc, int ld)
+{
+    const struct mtpd_config *cfg = &c->m->cfg;
+    int vd = cfg->v_head_dim, H = cfg->num_attention_heads;
+    struct kmat uv = head_rows(cfg, &w->kv_bd, h, 1);
+    kmatmul(NULL, &uv, oc, ld, c->attn + (size_t)h * vd, H * vd, n);
+}
+
 /* Heads hs[0..nh) for every row of the call: q_c = q_nope W_UK per head
  * (kmatmul_pv, all rows; next to q_pe, so each query is one
  * [kv_lora + rope] vector matching a cache row), attention for all
@@ -70,25 +108,10 @@ static void attn_heads(struct attn_job *j, struct attn_scratch *s,
 {
     struct mtpd_ctx *c = j->c;
     const struct mtpd_config *cfg = &c->m->cfg;
-    int nope = cfg->qk_nope_head_dim, rope = cfg->qk_rope_head_dim;
-    int vd = cfg->v_head_dim, L = cfg->kv_lora_rank;
-    int qk = nope + rope, H = cfg->num_attention_heads;
-    int rf = L + rope, n = j->n;
-    const struct kmat *kvb = &j->w->kv_bd;
-    size_t esz = kdtype_size(kvb->dtype);
+    int rf = cfg->kv_lora_rank + cfg->qk_rope_head_dim, n = j->n;
 
-    for (int hl = 0; hl < nh; hl++) {
-        int h = hs[hl];
-        struct kmat uk = {.dtype = kvb->dtype, .rows = nope, .cols = L,
-                          .data = (const char *)kvb->data +
-                                  (size_t)h * (nope + vd) * L * esz};
-        kmatmul_pv(&uk, L, c->q + (size_t)h * qk, H * qk,
-                   s->qc + (size_t)hl * rf, nh * rf, n);
-        for (int r = 0; r < n; r++)
-            memcpy(s->qc + ((size_t)r * nh + hl) * rf + L,
-                   c->q + (size_t)r * H * qk + (size_t)h * qk + nope,
-                   sizeof(float) * rope);
-    }
+    for (int hl = 0; hl < nh; hl++)
+        mla_absorb_q(c, j->w, hs[hl], n, s->qc + (size_t)hl * rf, nh * rf);
     for (int r0 = 0, r1; r0 < n; r0 = r1) { /* rows of one sequence */
         for (r1 = r0 + 1; r1 < n && c->rows[r1].kv == c->rows[r0].kv; r1++)
             ;
@@ -96,15 +119,8 @@ static void attn_heads(struct attn_job *j, struct attn_scratch *s,
             attn_pairs(j, s, nh, p,
                        r1 * nh - p < ATTN_ROWS ? r1 * nh : p + ATTN_ROWS);
     }
-    for (int hl = 0; hl < nh; hl++) {
-        int h = hs[hl];
-        struct kmat uv = {.dtype = kvb->dtype, .rows = vd, .cols = L,
-                          .data = (const char *)kvb->data +
-                                  ((size_t)h * (nope + vd) + nope) * L * esz};
-        /* attn[:, h*vd .. h*vd+vd) = oc [n, L] x W_UV^T */
-        kmatmul(NULL, &uv, s->oc + (size_t)hl * rf, nh * rf,
-                c->attn + (size_t)h * vd, H * vd, n);
-    }
+    for (int hl = 0; hl < nh; hl++)
+        mla_head_out(c, j->w, hs[hl], n, s->oc + (size_t)hl * rf, nh * rf);
 }
 
 /* Part `part` takes heads part, part + n_parts, ..., in groups that fit

@@ -36,33 +36,16 @@ struct split_job {
     int parts; /* position shares in phase 2 */
 };
 
-static int split_pairs(const struct mtpd_ctx *c, int n)
-{
-    return n * c->m->cfg.num_attention_heads;
-}
-
 /* Phase 1: absorbed queries of heads part, part + n_parts, ... */
 static void absorb_part(void *arg, int part, int n_parts)
 {
     struct split_job *j = arg;
-    struct mtpd_ctx *c = j->c;
-    const struct mtpd_config *cfg = &c->m->cfg;
-    int nope = cfg->qk_nope_head_dim, rope = cfg->qk_rope_head_dim;
-    int vd = cfg->v_head_dim, L = cfg->kv_lora_rank;
-    int qk = nope + rope, H = cfg->num_attention_heads, rf = L + rope;
-    const struct kmat *kvb = &j->w->kv_bd;
-    size_t esz = kdtype_size(kvb->dtype);
-    for (int h = part; h < H; h += n_parts) {
-        struct kmat uk = {.dtype = kvb->dtype, .rows = nope, .cols = L,
-                          .data = (const char *)kvb->data +
-                                  (size_t)h * (nope + vd) * L * esz};
-        kmatmul_pv(&uk, L, c->q + (size_t)h * qk, H * qk,
-                   c->sp.qc + (size_t)h * rf, H * rf, j->n);
-        for (int r = 0; r < j->n; r++)
-            memcpy(c->sp.qc + ((size_t)r * H + h) * rf + L,
-                   c->q + (size_t)r * H * qk + (size_t)h * qk + nope,
-                   sizeof(float) * rope);
-    }
+    const struct mtpd_config *cfg = &j->c->m->cfg;
+    int H = cfg->num_attention_heads;
+    int rf = cfg->kv_lora_rank + cfg->qk_rope_head_dim;
+    for (int h = part; h < H; h += n_parts)
+        mla_absorb_q(j->c, j->w, h, j->n, j->c->sp.qc + (size_t)h * rf,
+                     H * rf);
 }
 
 /* Phase 2: positions [p0, p1) of share `part` for every pair. */
@@ -72,7 +55,7 @@ static void positions_part(void *arg, int part, int n_parts)
     struct mtpd_ctx *c = j->c;
     const struct mtpd_config *cfg = &c->m->cfg;
     int L = cfg->kv_lora_rank, rf = L + cfg->qk_rope_head_dim;
-    int P = split_pairs(c, j->n), H = cfg->num_attention_heads;
+    int H = cfg->num_attention_heads, P = j->n * H;
     int blocks = (j->npos + 15) / 16; /* shares start on 16 positions */
     int p0 = blocks * part / n_parts * 16;
     int p1 = blocks * (part + 1) / n_parts * 16;
@@ -128,10 +111,7 @@ static void merge_part(void *arg, int part, int n_parts)
     struct split_job *j = arg;
     struct mtpd_ctx *c = j->c;
     const struct mtpd_config *cfg = &c->m->cfg;
-    int nope = cfg->qk_nope_head_dim, vd = cfg->v_head_dim;
     int L = cfg->kv_lora_rank, H = cfg->num_attention_heads;
-    const struct kmat *kvb = &j->w->kv_bd;
-    size_t esz = kdtype_size(kvb->dtype);
     for (int h = part; h < H; h += n_parts) {
         for (int r = 0; r < j->n; r++) {
             int p = r * H + h;
@@ -153,11 +133,7 @@ static void merge_part(void *arg, int part, int n_parts)
             for (int i = 0; i < L; i++)
                 o[i] *= inv;
         }
-        struct kmat uv = {.dtype = kvb->dtype, .rows = vd, .cols = L,
-                          .data = (const char *)kvb->data +
-                                  ((size_t)h * (nope + vd) + nope) * L * esz};
-        kmatmul(NULL, &uv, c->sp.oc + (size_t)h * L, H * L,
-                c->attn + (size_t)h * vd, H * vd, j->n);
+        mla_head_out(c, j->w, h, j->n, c->sp.oc + (size_t)h * L, H * L);
     }
 }
 

@@ -187,6 +187,13 @@ int rope_init(struct mtpd_model *m);
 /* blocks: x [n, hidden] in ctx->x, rows described by ctx->rows */
 int mla_block(struct mtpd_ctx *c, const struct layer_w *w, int kv_layer,
               int n);
+/* One head h, rows 0..n of the call: dst[r * ld ..] = the absorbed query
+ * [q_nope W_UK, q_pe] (kv_lora + rope floats); attn[r, h*vd ..] = the
+ * attended latent oc[r * ld ..] (kv_lora floats) times W_UV^T. */
+void mla_absorb_q(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,
+                  float *dst, int ld);
+void mla_head_out(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,
+                  const float *oc, int ld);
 /* mla_split.c: whether the position-split path takes this call (rows set
  * up in c->rows), and the attention of it (c->q roped -> c->attn). */
 int mla_split_usable(const struct mtpd_ctx *c, int n);

@@ -94,27 +94,37 @@ KTARGET_AVX512 static float max_nan_ignored(const float *x, int n)
     return _mm512_reduce_max_ps(mv);
 }
 
-KTARGET_AVX512 float ksoftmax_scaled_avx512(const float *x, int n,
-                                            float scale, float *out)
+/* out[i] = exp(SHIFTED ? sc * x[i] - a : sc * (x[i] - a)), 0 for NaN and
+ * -inf x; returns the sum in double. The two forms round differently:
+ * softmax subtracts the max first, kexp_sum gets its shift pre-scaled. */
+KTARGET_AVX512 KINLINE double exp_store_sum(const float *x, float *out,
+                                            int n, float scale, float a,
+                                            int SHIFTED)
 {
-    float mx = max_nan_ignored(x, n);
-    __m512 m = _mm512_set1_ps(mx), sc = _mm512_set1_ps(scale);
+    __m512 sc = _mm512_set1_ps(scale), av = _mm512_set1_ps(a);
     __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
     for (int i = 0; i < n; i += 16) {
         __mmask16 k = tail_mask(n - i);
         __m512 v = _mm512_maskz_loadu_ps(k, x + i);
-        /* finite or +inf lanes; NaN and -inf give 0 */
         __mmask16 ok = _mm512_mask_cmp_ps_mask(k, v, _mm512_set1_ps(-INFINITY),
                                                _CMP_GT_OQ);
-        __m512 e = _mm512_maskz_mov_ps(
-            ok, exp16(_mm512_mul_ps(sc, _mm512_sub_ps(v, m))));
+        __m512 arg = SHIFTED ? _mm512_fmsub_ps(sc, v, av)
+                             : _mm512_mul_ps(sc, _mm512_sub_ps(v, av));
+        __m512 e = _mm512_maskz_mov_ps(ok, exp16(arg));
         _mm512_mask_storeu_ps(out + i, k, e);
         s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
         s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(
                                    _mm512_extractf64x4_pd(
                                        _mm512_castps_pd(e), 1))));
     }
-    double sum = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+}
+
+KTARGET_AVX512 float ksoftmax_scaled_avx512(const float *x, int n,
+                                            float scale, float *out)
+{
+    float mx = max_nan_ignored(x, n);
+    double sum = exp_store_sum(x, out, n, scale, mx, 0);
     if (!(sum > 0.0))
         return mx;
     __m512 inv = _mm512_set1_ps((float)(1.0 / sum));
@@ -135,19 +145,7 @@ KTARGET_AVX512 float ksoftmax_avx512(float *x, int n)
 KTARGET_AVX512 float kexp_sum_avx512(float *x, int n, float scale,
                                      float shift)
 {
-    __m512 sc = _mm512_set1_ps(scale), sh = _mm512_set1_ps(shift);
-    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
-    for (int i = 0; i < n; i += 16) {
-        __mmask16 k = tail_mask(n - i);
-        __m512 e = _mm512_maskz_mov_ps(
-            k, exp16(_mm512_fmsub_ps(sc, _mm512_maskz_loadu_ps(k, x + i), sh)));
-        _mm512_mask_storeu_ps(x + i, k, e);
-        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
-        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(
-                                   _mm512_extractf64x4_pd(
-                                       _mm512_castps_pd(e), 1))));
-    }
-    return (float)_mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    return (float)exp_store_sum(x, x, n, scale, shift, 1);
 }
 
 KTARGET_AVX512 int kargmax_avx512(const float *x, int n)

@@ -132,7 +132,7 @@ float kexp_sum(float *x, int n, float scale, float shift)
 #endif
     double sum = 0.0;
     for (int i = 0; i < n; i++) {
-        x[i] = expf(scale * x[i] - shift);
+        x[i] = x[i] > -INFINITY ? expf(scale * x[i] - shift) : 0.0f;
         sum += x[i];
     }
     return (float)sum;
