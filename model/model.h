@@ -109,13 +109,76 @@ int mtpd_model_n_mtp(const struct mtpd_model *m);
 size_t mtpd_model_weight_bytes(const struct mtpd_model *m);
 size_t mtpd_model_active_bytes(const struct mtpd_model *m);
 
+/* ---- KV pool: paged cache memory shared by all sequences ------------- */
+
+/*
+ * A pool hands out KV memory in pages of page_positions positions; one
+ * page holds those positions for every layer (main layers and every MTP
+ * module), so a page is page_positions * mtpd_kv_bytes_per_token() bytes
+ * (of the pool's dtype). Pages are taken as a cache grows and given back
+ * on truncate / free. The budget is enforced to the byte: a page that
+ * would take the pool over it is refused with MTPD_ENOMEM, never an abort.
+ * Freed pages are kept for reuse (the pool never holds more than the
+ * budget). A pool and its caches are used by one thread at a time.
+ */
+struct mtpd_kv_pool;
+
+enum mtpd_kv_dtype { MTPD_KV_DEFAULT = 0, MTPD_KV_F32, MTPD_KV_BF16 };
+
+struct mtpd_kv_pool_opts {
+    size_t budget_bytes;  /* 0: unlimited */
+    int page_positions;   /* 0: MTPD_KV_PAGE_DEFAULT; a power of two */
+    enum mtpd_kv_dtype dtype; /* DEFAULT: mtpd_load_opts.kv_bf16 */
+};
+#define MTPD_KV_PAGE_DEFAULT 64
+
+int mtpd_kv_pool_new(const struct mtpd_model *m,
+                     const struct mtpd_kv_pool_opts *o,
+                     struct mtpd_kv_pool **out);
+/* Frees the pool; every cache drawn from it must be freed first. */
+void mtpd_kv_pool_free(struct mtpd_kv_pool *p);
+
+struct mtpd_kv_pool_stats {
+    size_t budget_bytes;  /* 0: unlimited */
+    size_t page_bytes;
+    int page_positions;
+    size_t used_bytes;    /* pages held by caches */
+    size_t peak_bytes;    /* most used_bytes ever */
+    size_t cached_bytes;  /* free pages kept for reuse */
+    long pages_used;
+    long caches;          /* live caches drawn from the pool */
+};
+void mtpd_kv_pool_get_stats(const struct mtpd_kv_pool *p,
+                            struct mtpd_kv_pool_stats *st);
+/* Bytes a cache holding n positions takes from the pool (whole pages). */
+size_t mtpd_kv_pool_cost(const struct mtpd_kv_pool *p, int n_positions);
+/* "f32" or "bf16". */
+const char *mtpd_kv_pool_dtype(const struct mtpd_kv_pool *p);
+
 /* ---- KV cache of one sequence --------------------------------------- */
 
-/* Cache for up to max_tokens positions in the main model and in every MTP
- * module. NULL on allocation failure. */
+/* A cache of at most max_positions positions (1 .. the model's
+ * max_position_embeddings) drawn from pool p. It holds no page until it
+ * grows. MTPD_EINVAL / MTPD_ENOMEM. */
+int mtpd_kv_new_in(struct mtpd_kv_pool *p, int max_positions,
+                   struct mtpd_kv **out);
+/* A cache of up to max_tokens positions with its own unlimited pool (the
+ * simple form for tools and tests). NULL on allocation failure. */
 struct mtpd_kv *mtpd_kv_new(const struct mtpd_model *m, int max_tokens);
 void mtpd_kv_free(struct mtpd_kv *kv);
 int mtpd_kv_capacity(const struct mtpd_kv *kv);
+/*
+ * Makes sure pages for positions [0, n_positions) are held in every part
+ * (main + MTP modules), and keeps them held until a later reserve with a
+ * smaller n (truncate then gives back only pages above both the lengths
+ * and the reservation). A forward call takes pages for the rows it writes
+ * itself; reserving first is how a caller learns of a full pool per
+ * sequence, before a call. MTPD_EFULL if n_positions > capacity,
+ * MTPD_ENOMEM if the pool's budget does not allow it (nothing taken).
+ */
+int mtpd_kv_reserve(struct mtpd_kv *kv, int n_positions);
+/* Bytes of pool memory this cache holds now. */
+size_t mtpd_kv_bytes(const struct mtpd_kv *kv);
 /* Positions held: module -1 is the main model, 0.. the MTP modules. */
 int mtpd_kv_len(const struct mtpd_kv *kv, int module);
 /* Forget positions >= n (n <= current length) of the main model (-1) or
@@ -159,7 +222,8 @@ struct mtpd_seq {
  *   mtpd_ctx_hidden(c, row)  final hidden state after model.norm, every row
  *   mtpd_ctx_logits(c, row)  logits, only rows at or after logits_from
  * Returns MTPD_EFULL if rows > max_tokens or a cache would overflow,
- * MTPD_EINVAL on a token id out of range.
+ * MTPD_ENOMEM if a cache needs a page its pool cannot give,
+ * MTPD_EINVAL on a token id out of range. Either way no cache changed.
  */
 int mtpd_forward(struct mtpd_ctx *c, const struct mtpd_seq *seqs, int n_seqs);
 

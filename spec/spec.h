@@ -40,10 +40,14 @@ enum spec_finish {
     SPEC_RUNNING = 0,
     SPEC_FINISH_STOP,    /* EOS or a stop string / callback */
     SPEC_FINISH_LENGTH,  /* max_tokens reached */
-    SPEC_FINISH_CONTEXT, /* the KV cache is full */
-    SPEC_FINISH_ERROR,   /* a forward call failed (see spec_seq_error) */
+    SPEC_FINISH_CONTEXT, /* the model's context / the sequence's capacity
+                            is full */
+    SPEC_FINISH_ERROR,   /* this sequence could not go on (see
+                            spec_seq_error): e.g. its KV pool is out of
+                            budget (MTPD_ENOMEM) */
+    SPEC_FINISH_CANCELLED, /* spec_seq_cancel() */
 };
-/* "stop", "length", "context", "error", "running". */
+/* "stop", "length", "context", "error", "cancelled", "running". */
 const char *spec_finish_str(enum spec_finish f);
 
 struct spec_seq;
@@ -57,6 +61,8 @@ struct spec_seq;
  * Tokens after a stop in the same pass are never emitted or reported.
  */
 enum { SPEC_TOK_CONTINUE = 0, SPEC_TOK_STOP = 1, SPEC_TOK_DROP = 2 };
+/* on_token runs on the thread that calls spec_step (the compute thread of
+ * a server): it must not block. */
 typedef int (*spec_token_fn)(void *ud, struct spec_seq *s, int32_t tok);
 
 struct spec_params {
@@ -65,8 +71,8 @@ struct spec_params {
     int draft_tokens;  /* k: 0 = no speculation, 1..SPEC_K_MAX, SPEC_K_AUTO */
     int max_tokens;    /* most tokens to generate (>= 1) */
     int eos_id;        /* -1: none; ends generation, not emitted */
-    int kv_capacity;   /* cache positions (prompt + output); 0: the model's
-                          max_position_embeddings */
+    int kv_capacity;   /* cache positions (prompt + output); 0 or more
+                          than the model's max_position_embeddings: that */
     int auto_k_max;    /* largest k auto may choose (0: 4) */
     spec_token_fn on_token; /* may be NULL */
     void *ud;
@@ -87,6 +93,10 @@ struct spec_engine_opts {
     const int32_t *draft_vocab;
     int n_draft_vocab;
     int n_draft_ctx;
+    /* Sequences draw their KV caches from this pool (not owned; it must
+     * outlive the engine's sequences). NULL: the engine makes its own
+     * unlimited pool. */
+    struct mtpd_kv_pool *kv_pool;
 };
 
 struct spec_engine;
@@ -115,19 +125,61 @@ int spec_seq_new(struct spec_engine *e, const struct spec_params *p,
                  const int32_t *prompt, int n_prompt, struct spec_seq **out);
 void spec_seq_free(struct spec_seq *s);
 
+/* Bytes of KV pool a sequence holding n positions takes (main + MTP). */
+size_t spec_engine_kv_cost(const struct spec_engine *e, int n_positions);
+struct mtpd_kv_pool *spec_engine_kv_pool(struct spec_engine *e);
+/* Holds pool pages for n_positions positions up front (mtpd_kv_reserve),
+ * so that the generation cannot run out of budget halfway: MTPD_ENOMEM
+ * (nothing taken) or MTPD_EFULL (over the sequence's capacity). */
+int spec_seq_reserve(struct spec_seq *s, int n_positions);
+
+/*
+ * Starts a new generation on an existing sequence (multi-turn, prefix
+ * reuse): the cached positions that tokens[0..n) share with the sequence's
+ * history (prompt + output so far) are kept, the rest are truncated, and
+ * the remaining tokens become the new prompt, prefilled by the next steps.
+ * At least the last token is always recomputed (its logits are needed).
+ * p replaces the parameters (sampling, seed, k, max_tokens, on_token...);
+ * output, finish and per-generation stats start again. The sequence may be
+ * finished or not yet started, not in the middle of a step. Returns the
+ * number of positions reused (>= 0), or MTPD_EINVAL / MTPD_EFULL /
+ * MTPD_ENOMEM (then the sequence is unchanged).
+ */
+int spec_seq_restart(struct spec_seq *s, const struct spec_params *p,
+                     const int32_t *tokens, int n);
+/* The history the caches hold or will hold: prompt + emitted output. */
+const int32_t *spec_seq_tokens(const struct spec_seq *s, int *n);
+
+/* Finishes s with SPEC_FINISH_CANCELLED at the next spec_step (it takes no
+ * more rows). Safe to call from any thread. */
+void spec_seq_cancel(struct spec_seq *s);
+
 /*
  * Advances every unfinished sequence of seqs[0..n) by one step (finished
- * ones are skipped). Returns 0, or a negative code if a forward call
- * failed: then the sequences of that call are finished with
- * SPEC_FINISH_ERROR and their caches are as before the step.
- * MTPD_EFULL if n sequences cannot each get a row in one call.
+ * ones are skipped). Failures are per sequence: a sequence that cannot go
+ * on (context full, pool out of budget, a bad token) finishes alone with
+ * its own reason and message (spec_seq_error); the others go on. Returns
+ * 0, or a negative code only for an engine-wide failure (then every
+ * sequence of the failed call is finished with SPEC_FINISH_ERROR and its
+ * caches are as before the step).
  */
 int spec_step(struct spec_engine *e, struct spec_seq **seqs, int n);
+
+/* spec_step with a row budget for this step (0: the engine's max_rows;
+ * at most that). Sequences that had work but got no row this step are
+ * flagged in deferred[i] (may be NULL) and counted in *n_deferred (may be
+ * NULL); decoding sequences are served before prompt chunks, in order. */
+int spec_step_ex(struct spec_engine *e, struct spec_seq **seqs, int n,
+                 int max_rows, unsigned char *deferred, int *n_deferred);
 
 /* Runs one sequence to completion (spec_step in a loop). */
 int spec_generate(struct spec_engine *e, struct spec_seq *s);
 
 enum spec_finish spec_seq_finish(const struct spec_seq *s);
+/* Why the sequence finished with SPEC_FINISH_ERROR (one line; "" when it
+ * did not), and its MTPD_E* code (0 when none). */
+const char *spec_seq_error(const struct spec_seq *s);
+int spec_seq_error_code(const struct spec_seq *s);
 /* Generated ids so far (EOS excluded), valid until the next step. */
 const int32_t *spec_seq_output(const struct spec_seq *s, int *n);
 const struct spec_stats *spec_seq_stats(const struct spec_seq *s);
