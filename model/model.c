@@ -48,7 +48,8 @@ int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
     snprintf(path, sizeof(path), "%s/config.json", dir);
     struct json_doc *cfg = json_parse_file(path, jerr, sizeof(jerr));
     if (!cfg) {
-        snprintf(err, errlen, "%s: %s", path, jerr);
+        char q[JSON_ESC_CAP];
+        snprintf(err, errlen, "%s: %s", json_escz(q, sizeof q, path), jerr);
         free(m);
         return MTPD_EFORMAT;
     }

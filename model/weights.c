@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "model_int.h"
 #include "safetensors.h"
 
@@ -35,7 +36,10 @@ static void bind_fail(struct binder *b, const struct st_tensor *t,
     if (b->failed)
         return;
     b->failed = 1;
-    int n = snprintf(b->err, b->errlen, "%s: %s: ", file_of(b, t), name);
+    char qf[JSON_ESC_CAP], qn[JSON_ESC_CAP]; /* shard names come from input */
+    int n = snprintf(b->err, b->errlen, "%s: %s: ",
+                     json_escz(qf, sizeof qf, file_of(b, t)),
+                     json_escz(qn, sizeof qn, name));
     if (n > 0 && (size_t)n < b->errlen)
         snprintf(b->err + n, b->errlen - n, fmt, x0, x1, x2, x3);
 }
