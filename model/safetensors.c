@@ -179,7 +179,8 @@ static int load_file(struct st_set *s, const char *path, char *err,
             continue;
 #define QKEY json_esc(q, sizeof q, m->key, m->key_len)
         const struct json *v = m->val;
-        const char *dt = json_str(json_get(v, "dtype"));
+        const struct json *dtv = json_get(v, "dtype");
+        const char *dt = json_str(dtv);
         const struct json *shape = json_get(v, "shape");
         const struct json *offs = json_get(v, "data_offsets");
         if (!dt || !shape || shape->type != JSON_ARRAY || !offs ||
@@ -199,7 +200,7 @@ static int load_file(struct st_set *s, const char *path, char *err,
         }
         if (!esize) {
             snprintf(err, errlen, "%s: %s: unknown dtype \"%s\"", bn, QKEY,
-                     json_escz(q2, sizeof q2, dt));
+                     json_esc(q2, sizeof q2, dt, dtv->len));
             goto out;
         }
         snprintf(t.dtype_name, sizeof(t.dtype_name), "%s", dt);
