@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_runtime.h"
 #include "cli_util.h"
 #include "cmd.h"
 #include "spec.h"
@@ -724,6 +725,7 @@ int cmd_generate(int argc, char **argv)
         }
     }
     struct mtpd_load_opts lo = {.kv_bf16 = o.kv_bf16};
+    cli_load_opts(&lo);
     if (mtpd_model_load(o.dir, &lo, &m, err, sizeof err) < 0) {
         fprintf(stderr, "mtpd: error: %s\n", err);
         goto out;
@@ -752,6 +754,7 @@ int cmd_generate(int argc, char **argv)
         fprintf(stderr, "mtpd: error: engine: %s\n", mtpd_err_str(rc));
         goto out;
     }
+    mtpd_ctx_set_attn_split(spec_engine_ctx(e), cli_attn_split());
     struct spec_params p;
     spec_params_default(&p, m);
     p.sampling.temperature = (float)o.temperature;
