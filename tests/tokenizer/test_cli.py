@@ -1,8 +1,9 @@
 """`mtpd tokenize` behaviour beyond parity: bad tokenizer files, bad input
 lines, out-of-range ids, --add-bos, --info, chat/FIM errors.
 
-Uses the committed fixtures (tests/tokenizer/fixtures), so it runs without
-../shared; a few checks on the real tokenizers skip when it is absent.
+Uses the committed fixtures (tests/tokenizer/fixtures) and the committed
+default model, so it runs without ../shared; the checks on the real
+tokenizers there skip when it is absent.
 """
 import json
 import os
@@ -199,21 +200,32 @@ def test_chat_template_errors(tmp_path):
     assert "FIM" in lines(r)[0]["error"]
 
 
-@pytest.mark.skipif(not os.path.isdir(PYCODE), reason="no ../shared")
-def test_info_and_roles():
-    r = run(["--model", PYCODE, "--info"])
+# the committed default model always; the ../shared one when present
+INFO = [(os.path.join(ROOT, "models", "mtpd-code-small"), 0, 1, 6),
+        pytest.param(PYCODE, 8185, 8186, 8191, marks=pytest.mark.skipif(
+            not os.path.isdir(PYCODE), reason="no ../shared"))]
+
+
+@pytest.mark.parametrize("model,bos,eos,assistant", INFO)
+def test_info_and_roles(model, bos, eos, assistant):
+    r = run(["--model", model, "--info"])
     info = json.loads(r.stdout)
-    assert info == {"n_ids": 8192, "bos_id": 8185, "eos_id": 8186,
+    assert info == {"n_ids": 8192, "bos_id": bos, "eos_id": eos,
                     "chat_template": "deepseek-v3-plain"}
     bad = '{"messages": [{"role": "tool", "content": "x"}]}\n'
-    out = lines(run(["--model", PYCODE, "--chat"], bad))
+    out = lines(run(["--model", model, "--chat"], bad))
     assert "role 'tool'" in out[0]["error"]
-    noprompt = lines(run(["--model", PYCODE, "--chat"], json.dumps(
+    # a role quoted in the error is escaped (no raw control bytes)
+    odd = '{"messages": [{"role": "\\u001b[2J\\u0007", "content": "x"}]}\n'
+    r = run(["--model", model, "--chat"], odd)
+    err = lines(r)[0]["error"]
+    assert "role '\\x1B[2J\\x07'" in err, err
+    noprompt = lines(run(["--model", model, "--chat"], json.dumps(
         {"messages": [{"role": "user", "content": "hi"}],
          "add_generation_prompt": False}) + "\n"))[0]["ids"]
-    withp = lines(run(["--model", PYCODE, "--chat"], json.dumps(
+    withp = lines(run(["--model", model, "--chat"], json.dumps(
         {"messages": [{"role": "user", "content": "hi"}]}) + "\n"))[0]["ids"]
-    assert withp == noprompt + [8191]  # <｜Assistant｜>
+    assert withp == noprompt + [assistant]  # <｜Assistant｜>
 
 
 @pytest.mark.skipif(not os.path.isdir(DSV3), reason="no ../shared")
