@@ -20,6 +20,7 @@
 #include "cli_util.h"
 #include "cmd.h"
 #include "spec.h"
+#include "spec_test.h"
 #include "stop.h"
 #ifdef MTPD_HAVE_TOKENIZER
 #include "tokenizer.h"
@@ -746,8 +747,6 @@ int cmd_generate(int argc, char **argv)
         eo.n_draft_vocab = nv;
         eo.n_draft_ctx = (int)o.draft_ctx_tokens;
     }
-    const char *brk = getenv("MTPD_SPEC_BREAK_ACCEPT"); /* tests only */
-    eo.break_accept = brk && *brk && strcmp(brk, "0") != 0;
     int rc = spec_engine_new(m, &eo, &e);
     free(dv);
     if (rc < 0) {
@@ -755,6 +754,8 @@ int cmd_generate(int argc, char **argv)
         goto out;
     }
     mtpd_ctx_set_attn_split(spec_engine_ctx(e), cli_attn_split());
+    const char *brk = getenv("MTPD_SPEC_BREAK_ACCEPT"); /* tests only */
+    spec_engine_break_accept(e, brk && *brk && strcmp(brk, "0") != 0);
     struct spec_params p;
     spec_params_default(&p, m);
     p.sampling.temperature = (float)o.temperature;

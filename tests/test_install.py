@@ -129,6 +129,24 @@ def test_libmtpd_needs_no_pcre2(installed):
     assert "pcre2" not in r.stdout and "tokenizer" not in r.stdout
 
 
+@pytest.mark.parametrize("lib,prefixes", [
+    ("mtpd", ("mtpd_", "spec_")), ("mtpd_tokenizer", ("mtpd_tok_",)),
+    ("mtpd_json", ("json_",))])
+def test_shared_exports_public_calls_only(installed, lib, prefixes):
+    _, _, libdir = installed
+    r = subprocess.run(["nm", "-D", "--defined-only",
+                        os.path.join(libdir, f"lib{lib}.so")],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("nm not available")
+    names = [ln.split()[-1] for ln in r.stdout.splitlines()
+             if ln.split()[-2:-1] in (["T"], ["D"], ["B"], ["R"])]
+    assert names, r.stdout
+    assert [n for n in names if not n.startswith(prefixes)] == []
+    if lib == "mtpd":
+        assert "mtpd_model_load" in names and "spec_step" in names
+
+
 @pytest.mark.parametrize("header", PUBLIC)
 def test_public_header_self_contained(installed, tmp_path, header):
     # only the installed directory on the include path: a public header
