@@ -115,6 +115,47 @@ def test_malformed_tokenizer_json(tmp_path, mutate, needle):
     assert needle in err, err
 
 
+# odd bytes: a terminal escape, BEL and a lone surrogate (WTF-8 ED B3 BF)
+ODD = "\x1b[2J\x07\udcff"
+ODD_SHOWN = "\\x1B[2J\\x07\\xED\\xB3\\xBF"
+
+
+def odd_type(d):
+    d["model"]["type"] = ODD
+
+
+def odd_vocab_key(d):
+    d["model"]["vocab"][ODD] = "seven"
+
+
+def odd_merge(d):
+    d["model"]["merges"][3] = ["Ġ", ODD]
+
+
+def odd_decoder(d):
+    d["decoder"] = {"type": ODD}
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (odd_type, "model.type: '%s'" % ODD_SHOWN),
+    (odd_vocab_key, "model.vocab['%s']" % ODD_SHOWN),
+    (odd_merge, "token '%s' is not in model.vocab" % ODD_SHOWN),
+    (odd_decoder, "unsupported decoder '%s'" % ODD_SHOWN),
+])
+def test_quoted_input_is_escaped(tmp_path, mutate, needle):
+    """Strings from tokenizer.json quoted in an error come out as printable
+    UTF-8: control bytes and invalid UTF-8 as \\xNN."""
+    d = base()
+    mutate(d)
+    p = tmp_path / "tokenizer.json"
+    p.write_text(json.dumps(d))  # ASCII, with \u escapes
+    r = run(["--tokenizer", str(p)], '{"text": "hi"}\n')
+    assert r.returncode == 1 and r.stdout == b"", r.stderr
+    err = r.stderr.decode("utf-8")  # raises on invalid UTF-8
+    assert not [c for c in err[:-1] if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F], err
+    assert needle in err, err
+
+
 def test_not_json(tmp_path):
     p = tmp_path / "tokenizer.json"
     p.write_text('{"model": {"type": "BPE", ')
