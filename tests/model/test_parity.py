@@ -3,7 +3,8 @@ transformers goldens: logits at every position, MTP logits, greedy
 continuations. Relative error per row = max|c - ref| / max|ref| <= 1e-4.
 
 Skips only when an input is missing: the mtpd binary ($MTPD_BIN, default
-build/mtpd) or the trained reference checkpoint in ../shared. A generate
+build/mtpd) or the trained reference checkpoint in ../shared (the committed
+default model runs the same checks always). A generate
 run that fails, usage errors (exit status 2) included, fails its test."""
 import json
 import os
@@ -146,22 +147,30 @@ def test_transformers_golden_greedy(mtpd, name):
     assert len(got) == 32 or eos in (want[len(got)], got[-1] if got else None)
 
 
-# ---- the trained reference checkpoint in ../shared --------------------------------
+# ---- trained checkpoints: the committed default model, and the reference
+# ---- checkpoint in ../shared when present ---------------------------------------
 
-@pytest.fixture(scope="module")
-def shared_model():
-    if not os.path.isdir(SHARED_MODEL):
+COMMITTED_MODEL = os.path.normpath(os.path.join(
+    GOLDEN_DIR, "..", "..", "..", "models", "mtpd-code-small"))
+
+
+@pytest.fixture(scope="module", params=["committed", "shared"])
+def trained_model(request):
+    """-> (dir, reference model)."""
+    d = COMMITTED_MODEL if request.param == "committed" else SHARED_MODEL
+    if request.param == "shared" and not os.path.isdir(d):
         pytest.skip(f"{SHARED_MODEL} absent")
-    return dsv3_ref.load(SHARED_MODEL)
+    return d, dsv3_ref.load(d)
 
 
 @pytest.mark.parametrize("seed,n", [(31, 6), (32, 24)])
-def test_shared_model_logits(mtpd, shared_model, seed, n):
-    ids = case_ids(shared_model.cfg.vocab_size, seed, n)
-    check_logits(mtpd, SHARED_MODEL, shared_model, ids)
+def test_trained_model_logits(mtpd, trained_model, seed, n):
+    d, ref = trained_model
+    check_logits(mtpd, d, ref, case_ids(ref.cfg.vocab_size, seed, n))
 
 
-def test_shared_model_greedy(mtpd, shared_model):
-    bos = shared_model.cfg.bos_token_id
-    check_greedy(mtpd, SHARED_MODEL, shared_model,
-                 [bos] + case_ids(shared_model.cfg.vocab_size - 8, 33, 6), n=24)
+def test_trained_model_greedy(mtpd, trained_model):
+    d, ref = trained_model
+    bos = ref.cfg.bos_token_id
+    check_greedy(mtpd, d, ref, [bos] + case_ids(ref.cfg.vocab_size - 8, 33, 6),
+                 n=24)
