@@ -124,12 +124,13 @@ static inline int json_utf8_cont(unsigned char b) { return (b & 0xC0) == 0x80; }
  * becomes "\\", and every other byte (control characters, DEL, C1
  * controls U+0080-U+009F, bytes that are not well-formed UTF-8) becomes
  * \xNN. Writes at most cap - 1 bytes and a NUL (cap >= 8); input that does
- * not fit is cut at a character boundary and ends in "...". Returns out, so
+ * not fit is cut at a character boundary and ends in "...". JSON_ESC_CAP
+ * leaves room for three quotes in a 512-byte message. Returns out, so
  * the call can be an snprintf argument:
  *   char q[JSON_ESC_CAP];
  *   snprintf(err, errlen, "%s: unknown dtype", json_esc(q, sizeof q, s, n));
  */
-#define JSON_ESC_CAP 192
+#define JSON_ESC_CAP 128
 const char *json_esc(char *out, size_t cap, const char *s, size_t len);
 /* json_esc of a NUL-terminated string (NULL prints as "(null)"). */
 const char *json_escz(char *out, size_t cap, const char *s);

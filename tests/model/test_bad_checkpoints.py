@@ -421,3 +421,20 @@ def test_config_key_not_printable(mtpd, presets, tmp_path):
     expect_escaped_error(mtpd, d, "config.json", "'\\x1B'")
     open(p, "wb").write(b'{"k": \xff, ' + raw.lstrip()[1:])
     expect_escaped_error(mtpd, d, "config.json", "'\\xFF'")
+
+
+def test_long_odd_tensor_name_is_cut_cleanly(mtpd, presets, tmp_path):
+    # 3000 bytes of multi-byte characters and escapes: the quote is cut at a
+    # character boundary ("...") and the line stays one valid UTF-8 line
+    d = copy_preset(presets, SINGLE, tmp_path)
+    p = os.path.join(d, "model.safetensors")
+    header, data = header_of(p)
+    entry = header.pop(T_KVB)
+    entry["dtype"] = "Q4_K"
+    hb = json.dumps(header)[:-1].encode()
+    hb += b', "' + ("\u20ac\\u0007" * 300).encode() + b'": ' + \
+        json.dumps(entry).encode() + b"}"
+    write_raw(p, hb, data)
+    line = expect_escaped_error(mtpd, d, "model.safetensors", "\u20ac\\x07",
+                                "...: unknown dtype")
+    assert len(line.encode()) < 512
