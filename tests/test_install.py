@@ -107,6 +107,15 @@ def pkg_config(installed, *args):
     return r.stdout.split()
 
 
+def test_pkg_config_cflags(installed):
+    # both <mtpd/spec.h> and <spec.h> work, whatever the prefix
+    prefix, _, _ = installed
+    for pc in ["mtpd", "mtpd-tokenizer"]:
+        flags = pkg_config(installed, "--cflags", pc)
+        assert "-I" + os.path.join(prefix, "include") in flags, flags
+        assert "-I" + os.path.join(prefix, "include", "mtpd") in flags, flags
+
+
 def test_installed_files(installed):
     prefix, pcdir, libdir = installed
     inc = os.path.join(prefix, "include", "mtpd")
