@@ -16,9 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_runtime.h"
 #include "cli_util.h"
 #include "cmd.h"
 #include "spec.h"
+#include "spec_test.h"
 #include "stop.h"
 #ifdef MTPD_HAVE_TOKENIZER
 #include "tokenizer.h"
@@ -724,6 +726,7 @@ int cmd_generate(int argc, char **argv)
         }
     }
     struct mtpd_load_opts lo = {.kv_bf16 = o.kv_bf16};
+    cli_load_opts(&lo);
     if (mtpd_model_load(o.dir, &lo, &m, err, sizeof err) < 0) {
         fprintf(stderr, "mtpd: error: %s\n", err);
         goto out;
@@ -744,14 +747,15 @@ int cmd_generate(int argc, char **argv)
         eo.n_draft_vocab = nv;
         eo.n_draft_ctx = (int)o.draft_ctx_tokens;
     }
-    const char *brk = getenv("MTPD_SPEC_BREAK_ACCEPT"); /* tests only */
-    eo.break_accept = brk && *brk && strcmp(brk, "0") != 0;
     int rc = spec_engine_new(m, &eo, &e);
     free(dv);
     if (rc < 0) {
         fprintf(stderr, "mtpd: error: engine: %s\n", mtpd_err_str(rc));
         goto out;
     }
+    mtpd_ctx_set_attn_split(spec_engine_ctx(e), cli_attn_split());
+    const char *brk = getenv("MTPD_SPEC_BREAK_ACCEPT"); /* tests only */
+    spec_engine_break_accept(e, brk && *brk && strcmp(brk, "0") != 0);
     struct spec_params p;
     spec_params_default(&p, m);
     p.sampling.temperature = (float)o.temperature;

@@ -72,11 +72,11 @@ enum kisa {
 
 /* Best ISA this CPU supports (cpuid at first call). */
 enum kisa kisa_detect(void);
-/* The ISA ops use now. Defaults to kisa_detect(), or to the value of the
- * environment variable MTPD_ISA=scalar|avx2|avx512 when set. */
+/* The ISA ops use now: kisa_detect() unless kisa_set() chose another. */
 enum kisa kisa_active(void);
-/* Force an ISA (tests use this to check every path). Returns MTPD_K_EINVAL
- * if the CPU lacks it. Not thread-safe with running ops. */
+/* Force an ISA (programs through mtpd_set_isa() in model.h; tests to check
+ * every path). Returns MTPD_K_EINVAL if the CPU lacks it. Not thread-safe
+ * with running ops. */
 int kisa_set(enum kisa isa);
 const char *kisa_str(enum kisa isa);
 

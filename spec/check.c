@@ -1,5 +1,6 @@
 /*
- * check.c - rollback self-check (tests, `mtpd generate --check-rollback`).
+ * check.c - the test hooks of spec_test.h: the rollback self-check
+ * (`mtpd generate --check-rollback`) and the broken acceptance rule.
  *
  * After passes with rejections the live caches must hold what a fresh
  * prefill of the accepted sequence would hold. We run one more position
@@ -9,6 +10,7 @@
  * caches are truncated back afterwards, so the sequence is unchanged.
  */
 #include "spec_int.h"
+#include "spec_test.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -102,4 +104,9 @@ int spec_seq_check_rollback(struct spec_engine *e, struct spec_seq *s,
     mtpd_kv_free(kv);
     free(buf);
     return rc < 0 ? rc : MTPD_OK;
+}
+
+void spec_engine_break_accept(struct spec_engine *e, int on)
+{
+    e->break_accept = on != 0;
 }

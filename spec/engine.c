@@ -93,7 +93,6 @@ int spec_engine_new(const struct mtpd_model *m,
     e->max_rows = o->max_rows ? o->max_rows : 256;
     if (e->max_rows < SPEC_K_MAX + 1)
         e->max_rows = SPEC_K_MAX + 1;
-    e->break_accept = o->break_accept;
     /* MTP refill calls may carry one row per module more than the main
      * call they follow (see draft.c) */
     int ctx_rows = e->max_rows + MTPD_MAX_MTP;
@@ -168,6 +167,8 @@ const struct mtpd_model *spec_engine_model(const struct spec_engine *e)
 {
     return e->m;
 }
+
+struct mtpd_ctx *spec_engine_ctx(struct spec_engine *e) { return e->ctx; }
 
 _Static_assert(SPEC_DRAFT_MODS == MTPD_MAX_MTP, "draft_head.h module count");
 

@@ -109,6 +109,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_forward: --model is required\n");
         return 2;
     }
+    const char *isa = getenv("MTPD_ISA"); /* the library reads no env */
+    if (isa && mtpd_set_isa(isa))
+        fprintf(stderr, "bench_forward: MTPD_ISA=%s: unknown or not "
+                "supported, using %s\n", isa, mtpd_isa());
     char err[512];
     struct mtpd_model *m;
     if (mtpd_model_load(dir, NULL, &m, err, sizeof(err))) {

@@ -143,6 +143,10 @@ int main(int argc, char **argv)
     }
     if (n_thr == 0)
         thr[n_thr++] = 1;
+    const char *isa = getenv("MTPD_ISA"); /* the library reads no env */
+    for (int i = 0; isa && i < KISA_COUNT; i++)
+        if (!strcmp(isa, kisa_str((enum kisa)i)) && kisa_set((enum kisa)i))
+            fprintf(stderr, "bench_kernels: MTPD_ISA=%s not supported\n", isa);
     size_t set_mib = argc > 2 ? (size_t)atol(argv[2]) : 1024;
     size_t set_bytes = set_mib << 20;
     printf("ISA %s (detected %s), working set %zu MiB\n",
