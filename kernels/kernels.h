@@ -114,6 +114,10 @@ void kpool_get_stats(const struct kpool *p, struct kpool_stats *st);
  * Reads each weight element once for all n_tok rows (the point of
  * batched verification). Output rows are split across the pool.
  * x 64-byte aligned with ldx a multiple of 16 avoids a staging copy.
+ * Batch invariant: y[t] is bitwise the same whatever n_tok, t's place in
+ * x, the other rows, the pool size or the row range asked (kmatmul_rows);
+ * it depends only on W, x[t] and the active ISA. MTPD_K_ENOMEM when a
+ * staging buffer the kernel needs cannot be allocated.
  */
 int kmatmul(struct kpool *p, const struct kmat *W, const float *x, int ldx,
             float *y, int ldy, int n_tok);
@@ -131,7 +135,8 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
  * are computed; V->cols is the row length. x: [n_tok, ldx] fp32
  * (ldx >= V->rows), y: [n_tok, ldy] fp32 (ldy >= n_cols). V: F32, BF16
  * or F16 (no F8), rows >= 0 (0 rows: y = 0). Each V element is read once
- * per 8 tokens. Runs on the calling thread.
+ * per 8 tokens. Runs on the calling thread. Batch invariant like kmatmul:
+ * y[t] depends only on V, n_cols, x[t] and the ISA.
  */
 int kmatmul_pv(const struct kmat *V, int n_cols, const float *x, int ldx,
                float *y, int ldy, int n_tok);
