@@ -82,6 +82,7 @@ struct mtpd_ctx *mtpd_ctx_new(const struct mtpd_model *m, int max_tokens,
         x->as[i].qc = fbuf((size_t)ATTN_PAIRS(x) * (L + rope), &fail);
         x->as[i].oc = fbuf((size_t)ATTN_PAIRS(x) * (L + rope), &fail);
         x->as[i].scores = fbuf((size_t)ATTN_ROWS * x->max_ctx, &fail);
+        x->as[i].pv = fbuf((size_t)ATTN_ROWS * L, &fail);
     }
     x->attn_split = -1;
     x->split_tile = SPLIT_TILE;
@@ -126,6 +127,7 @@ void mtpd_ctx_free(struct mtpd_ctx *x)
             free(x->as[i].qc);
             free(x->as[i].oc);
             free(x->as[i].scores);
+            free(x->as[i].pv);
         }
     free(x->as);
     if (x->sp.part)

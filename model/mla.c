@@ -40,11 +40,15 @@ static void attn_pairs(struct attn_job *j, struct attn_scratch *s, int nh,
     int row_floats = cfg->kv_lora_rank + cfg->qk_rope_head_dim;
     int ld = c->max_ctx, npos = c->rows[(p1 - 1) / nh].pos + 1;
     const struct mtpd_kv *kv = c->rows[p0 / nh].kv;
-    struct kmat kc = {.dtype = kv->dtype, .rows = npos, .cols = row_floats,
-                      .data = kv->layer[j->kv_layer]};
-    /* scores [p1 - p0, npos] = queries . cache rows */
-    kmatmul(NULL, &kc, s->qc + (size_t)p0 * row_floats, row_floats,
-            s->scores, ld, p1 - p0);
+    int pp = kv->page_pos;
+    /* scores [p1 - p0, npos] = queries . cache rows, page by page */
+    for (int t0 = 0; t0 < npos; t0 += pp) {
+        struct kmat kc = {.dtype = kv->dtype, .cols = row_floats,
+                          .rows = npos - t0 < pp ? npos - t0 : pp,
+                          .data = kv_page(kv, j->kv_layer, t0 / pp)};
+        kmatmul(NULL, &kc, s->qc + (size_t)p0 * row_floats, row_floats,
+                s->scores + t0, ld, p1 - p0);
+    }
     for (int p = p0; p < p1; p++) {
         float *sc = s->scores + (size_t)(p - p0) * ld;
         int np = c->rows[p / nh].pos + 1;
@@ -54,8 +58,20 @@ static void attn_pairs(struct attn_job *j, struct attn_scratch *s, int nh,
         memset(sc + np, 0, sizeof(float) * (size_t)(npos - np));
     }
     /* oc [p1 - p0, kv_lora] = probabilities x the cache rows' c_kv */
-    kmatmul_pv(&kc, cfg->kv_lora_rank, s->scores, ld,
-               s->oc + (size_t)p0 * row_floats, row_floats, p1 - p0);
+    float *oc = s->oc + (size_t)p0 * row_floats;
+    for (int t0 = 0; t0 < npos; t0 += pp) {
+        struct kmat kc = {.dtype = kv->dtype, .cols = row_floats,
+                          .rows = npos - t0 < pp ? npos - t0 : pp,
+                          .data = kv_page(kv, j->kv_layer, t0 / pp)};
+        kmatmul_pv(&kc, cfg->kv_lora_rank, s->scores + t0, ld,
+                   t0 ? s->pv : oc, t0 ? cfg->kv_lora_rank : row_floats,
+                   p1 - p0);
+        if (t0)
+            for (int p = 0; p < p1 - p0; p++)
+                for (int i = 0; i < cfg->kv_lora_rank; i++)
+                    oc[(size_t)p * row_floats + i] +=
+                        s->pv[(size_t)p * cfg->kv_lora_rank + i];
+    }
 }
 
 /* W_UK (part 0: nope rows) or W_UV (part 1: v rows) of head h: its rows

@@ -70,8 +70,11 @@ static void positions_part(void *arg, int part, int n_parts)
     const struct mtpd_kv *kv = c->rows[0].kv;
     const float scale = c->m->softmax_scale;
     const int tile = c->split_tile;
-    for (int t0 = p0; t0 < p1; t0 += tile) {
-        int nt = p1 - t0 < tile ? p1 - t0 : tile;
+    const int pp = kv->page_pos;
+    for (int t0 = p0, nt; t0 < p1; t0 += nt) {
+        nt = p1 - t0 < tile ? p1 - t0 : tile;
+        if (nt > pp - (t0 & (pp - 1)))
+            nt = pp - (t0 & (pp - 1)); /* tiles end on page ends */
         struct kmat kc = {.dtype = kv->dtype, .rows = nt, .cols = rf,
                           .data = kv_at(kv, j->kv_layer, t0)};
         /* s [P, nt] = queries . cache rows t0 .. t0 + nt */

@@ -75,24 +75,66 @@ struct mtpd_model {
     enum kdtype kv_dtype; /* KDT_F32 or KDT_BF16 (mtpd_load_opts.kv_bf16) */
 };
 
-/* Latent cache: per layer, rows of (kv_lora normed c_kv, rope roped k_pe). */
+/*
+ * Paged latent cache (kv.c). A pool hands out pages of page_pos positions;
+ * one page holds those positions for every layer (main layers, then one
+ * per MTP module): layer l's rows of a page are contiguous, at
+ * page + l * layer_bytes, row_bytes apart (kv_lora normed c_kv, then the
+ * roped k_pe, of the pool's dtype).
+ */
+struct mtpd_kv_pool {
+    const struct mtpd_model *m;
+    size_t budget;      /* bytes; 0: unlimited */
+    int page_pos;       /* positions per page, a power of two */
+    int page_shift;     /* log2(page_pos) */
+    enum kdtype dtype;  /* KDT_F32 or KDT_BF16 */
+    int n_layers_total; /* main layers + MTP modules */
+    int row;            /* elements per position per layer */
+    size_t row_bytes, layer_bytes, page_bytes;
+    void **free_pages;  /* [free_cap] pages kept for reuse */
+    long n_free, free_cap;
+    long pages_total;   /* allocated: used + free */
+    long pages_used;
+    size_t peak;
+    long caches;
+};
+
 struct mtpd_kv {
     const struct mtpd_model *m;
+    struct mtpd_kv_pool *pool;
+    int own_pool;       /* mtpd_kv_new: the pool goes with the cache */
     int cap;
-    int n_layers_total; /* main layers + MTP modules */
+    int n_layers_total;
     int row;            /* elements per position per layer: kv_lora + rope */
     enum kdtype dtype;  /* of the elements: KDT_F32 or KDT_BF16 */
-    void **layer;       /* [n_layers_total][cap * row] */
+    int page_pos, page_shift;
+    size_t row_bytes, layer_bytes;
+    void **pages;       /* page table [ceil(cap / page_pos)] */
+    int n_pages;        /* pages held: positions [0, n_pages * page_pos) */
+    int reserved;       /* positions kept by mtpd_kv_reserve */
     int len_main;
     int len_mtp[MTPD_MAX_MTP];
 };
 
-/* Position pos of layer (row of kv->row elements of kv->dtype). */
+/* Position pos of layer (row of kv->row elements of kv->dtype); the page
+ * holding it must be held. */
 static inline void *kv_at(const struct mtpd_kv *kv, int layer, int pos)
 {
-    return (char *)kv->layer[layer] +
-           (size_t)pos * (size_t)kv->row * kdtype_size(kv->dtype);
+    return (char *)kv->pages[pos >> kv->page_shift] +
+           (size_t)layer * kv->layer_bytes +
+           (size_t)(pos & (kv->page_pos - 1)) * kv->row_bytes;
 }
+
+/* The page_pos rows of page pg of layer, contiguous. */
+static inline const void *kv_page(const struct mtpd_kv *kv, int layer, int pg)
+{
+    return (const char *)kv->pages[pg] + (size_t)layer * kv->layer_bytes;
+}
+
+/* kv.c: makes sure pages for [0, n_pos) are held (MTPD_ENOMEM: nothing
+ * taken); kv_fit gives back pages no length or reservation needs. */
+int kv_grow(struct mtpd_kv *kv, int n_pos);
+void kv_fit(struct mtpd_kv *kv);
 
 /* Per-row bookkeeping of one forward call. */
 struct row_info {
@@ -114,6 +156,7 @@ struct attn_scratch {
     float *oc;     /* [ATTN_PAIRS, kv_lora + rope] attended latents (row
                       stride kv_lora + rope, like qc; rope columns unused) */
     float *scores; /* [ATTN_ROWS, max_ctx] */
+    float *pv;     /* [ATTN_ROWS, kv_lora] one page's attended latents */
 };
 
 /* Position-split decode attention (mla_split.c): calls of one sequence
