@@ -38,7 +38,7 @@ int mtpd_kv_pool_new(const struct mtpd_model *m,
     if (!o)
         o = &dflt;
     int pp = o->page_positions ? o->page_positions : MTPD_KV_PAGE_DEFAULT;
-    if (pp < 1 || pp > (1 << 20) || (pp & (pp - 1)))
+    if (pp < 1 || pp > KV_PAGE_MAX || (pp & (pp - 1)))
         return MTPD_EINVAL;
     enum kdtype dt;
     switch (o->dtype) {

@@ -25,53 +25,35 @@ struct attn_job {
 };
 
 /*
- * Scores, softmax and attended latents for query pairs [p0, p1) of the
- * heads being done (pair p = row p / nh, head p % nh; all rows of one
- * sequence, so one cache; p1 - p0 <= ATTN_ROWS). The cache rows up to the
- * last row's position are read once for all of them - scores as one
- * matmul over the cache rows, the latents as one kmatmul_pv - and each
- * pair's probabilities past its row's position are zero (causal mask).
+ * Attended latents for query pairs [p0, p1) of the heads being done
+ * (pair p = row p / nh, head p % nh; all rows of one sequence, so one
+ * cache; p1 - p0 <= ATTN_ROWS): chunk by chunk up to the last row's
+ * position (mla_chunk.c), each chunk's pages read once for all of them,
+ * merged in chunk order, then divided by the softmax sum.
  */
 static void attn_pairs(struct attn_job *j, struct attn_scratch *s, int nh,
                        int p0, int p1)
 {
     struct mtpd_ctx *c = j->c;
-    const struct mtpd_config *cfg = &c->m->cfg;
-    int row_floats = cfg->kv_lora_rank + cfg->qk_rope_head_dim;
-    int ld = c->max_ctx, npos = c->rows[(p1 - 1) / nh].pos + 1;
+    const int L = c->m->cfg.kv_lora_rank;
+    const int rf = L + c->m->cfg.qk_rope_head_dim, np = p1 - p0;
     const struct mtpd_kv *kv = c->rows[p0 / nh].kv;
-    int pp = kv->page_pos;
-    /* scores [p1 - p0, npos] = queries . cache rows, page by page */
-    for (int t0 = 0; t0 < npos; t0 += pp) {
-        struct kmat kc = {.dtype = kv->dtype, .cols = row_floats,
-                          .rows = npos - t0 < pp ? npos - t0 : pp,
-                          .data = kv_page(kv, j->kv_layer, t0 / pp)};
-        kmatmul(NULL, &kc, s->qc + (size_t)p0 * row_floats, row_floats,
-                s->scores + t0, ld, p1 - p0);
+    for (int p = 0; p < np; p++) {
+        s->vis[p] = c->rows[(p0 + p) / nh].pos + 1;
+        s->m[p] = -INFINITY;
+        s->l[p] = 0.0f;
     }
-    for (int p = p0; p < p1; p++) {
-        float *sc = s->scores + (size_t)(p - p0) * ld;
-        int np = c->rows[p / nh].pos + 1;
-        for (int t = 0; t < np; t++)
-            sc[t] *= c->m->softmax_scale;
-        ksoftmax(sc, np);
-        memset(sc + np, 0, sizeof(float) * (size_t)(npos - np));
+    float *o = s->oc + (size_t)p0 * rf;
+    int cp = attn_chunk_pos(c, kv), npos = s->vis[np - 1];
+    for (int ch = 0; ch * cp < npos; ch++) {
+        attn_chunk(c, kv, j->kv_layer, ch, s->qc + (size_t)p0 * rf, rf, np,
+                   s->vis, &s->cs, s->mc, s->lc, s->o, L);
+        for (int p = 0; p < np; p++)
+            attn_merge(&s->m[p], &s->l[p], o + (size_t)p * rf, s->mc[p],
+                       s->lc[p], s->o + (size_t)p * L, L);
     }
-    /* oc [p1 - p0, kv_lora] = probabilities x the cache rows' c_kv */
-    float *oc = s->oc + (size_t)p0 * row_floats;
-    for (int t0 = 0; t0 < npos; t0 += pp) {
-        struct kmat kc = {.dtype = kv->dtype, .cols = row_floats,
-                          .rows = npos - t0 < pp ? npos - t0 : pp,
-                          .data = kv_page(kv, j->kv_layer, t0 / pp)};
-        kmatmul_pv(&kc, cfg->kv_lora_rank, s->scores + t0, ld,
-                   t0 ? s->pv : oc, t0 ? cfg->kv_lora_rank : row_floats,
-                   p1 - p0);
-        if (t0)
-            for (int p = 0; p < p1 - p0; p++)
-                for (int i = 0; i < cfg->kv_lora_rank; i++)
-                    oc[(size_t)p * row_floats + i] +=
-                        s->pv[(size_t)p * cfg->kv_lora_rank + i];
-    }
+    for (int p = 0; p < np; p++)
+        attn_normalize(o + (size_t)p * rf, s->l[p], L);
 }
 
 /* W_UK (part 0: nope rows) or W_UV (part 1: v rows) of head h: its rows

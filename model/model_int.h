@@ -143,6 +143,18 @@ struct row_info {
     int kv_layer_base; /* 0 for main, n_layers + m for MTP module m */
 };
 
+/* Attention over the paged cache in chunks (mla_chunk.c): chunks of
+ * ctx->attn_chunk positions (whole pages: one page when pages are
+ * larger), at most ATTN_CHUNK_MAX; pages at most KV_PAGE_MAX positions. */
+#define ATTN_CHUNK 256
+#define ATTN_CHUNK_MAX 1024
+#define KV_PAGE_MAX 1024
+
+struct chunk_scratch {
+    float *s;   /* [pairs, ATTN_CHUNK_MAX] one chunk's scores / probs */
+    float *tmp; /* [pairs, kv_lora] one page's attended latents */
+};
+
 /* Attention (mla.c): (row, head) query pairs of one sequence whose
  * scores are computed together; query pairs one pool thread holds (its
  * heads x all rows: at least max_tokens, so one head always fits); most
@@ -155,28 +167,30 @@ struct attn_scratch {
     float *qc;     /* [ATTN_PAIRS, kv_lora + rope] absorbed queries */
     float *oc;     /* [ATTN_PAIRS, kv_lora + rope] attended latents (row
                       stride kv_lora + rope, like qc; rope columns unused) */
-    float *scores; /* [ATTN_ROWS, max_ctx] */
-    float *pv;     /* [ATTN_ROWS, kv_lora] one page's attended latents */
+    struct chunk_scratch cs; /* pairs: ATTN_ROWS */
+    float *o;      /* [ATTN_ROWS, kv_lora] one chunk's latents */
+    float m[ATTN_ROWS], l[ATTN_ROWS];   /* running max and sum */
+    float mc[ATTN_ROWS], lc[ATTN_ROWS]; /* one chunk's */
+    int vis[ATTN_ROWS];                 /* positions each pair sees */
 };
 
 /* Position-split decode attention (mla_split.c): calls of one sequence
  * with at most SPLIT_ROWS rows, from SPLIT_MIN_CTX positions on (or always
- * / never: mtpd_ctx_set_attn_split); cache tiles of SPLIT_TILE rows. */
-#define SPLIT_TILE 512
+ * / never: mtpd_ctx_set_attn_split); chunks spread over the threads, at
+ * most n_round chunks per round. */
 #define SPLIT_ROWS 16
 #define SPLIT_MIN_CTX 2048
-
-struct split_part {     /* one position share: per (row, head) pair p */
-    float *m, *l;       /* [P] running max (scaled scores) and sum */
-    float *o;           /* [P, kv_lora] unnormalised attended latents */
-    float *s;           /* [P, SPLIT_TILE] one tile's scores / probs */
-    float *tmp;         /* [P, kv_lora] */
-};
+#define SPLIT_ROUND_BYTES (32u << 20) /* chunk results kept per round */
 
 struct split_scratch {
     float *qc;          /* [P, kv_lora + rope] absorbed queries, p = r*H+h */
     float *oc;          /* [P, kv_lora] merged attended latents */
-    struct split_part *part; /* [n_attn] */
+    float *m, *l;       /* [P] running max and sum */
+    int *vis;           /* [P] positions each pair sees */
+    int n_round;        /* chunks per round */
+    float *rm, *rl;     /* [n_round, P] each chunk's max and sum */
+    float *ro;          /* [n_round, P, kv_lora] each chunk's latents */
+    struct chunk_scratch *part; /* [n_attn]: pairs P */
 };
 
 struct mtpd_ctx {
@@ -206,8 +220,9 @@ struct mtpd_ctx {
     int n_attn;
     struct attn_scratch *as;
     int attn_split;          /* -1 auto, 0 never, 1 always (if usable) */
-    int split_tile;          /* positions per tile, <= SPLIT_TILE (tests
-                              * set it small to cross many tiles) */
+    int attn_chunk;          /* positions per attention chunk, <=
+                              * ATTN_CHUNK_MAX (tests set it small to
+                              * cross many chunks); rounded to pages */
     struct split_scratch sp; /* qc NULL: no split path (one thread) */
     /* outputs */
     float *hidden;         /* [max_tokens, hidden] */
@@ -242,6 +257,19 @@ void mla_head_out(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,
 int mla_split_usable(const struct mtpd_ctx *c, int n);
 void mla_split_attend(struct mtpd_ctx *c, const struct layer_w *w,
                       int kv_layer, int n);
+/* mla_chunk.c: positions per chunk for this cache; one chunk ch of
+ * layer for np pairs (queries qc, row stride ldq; pair p sees positions
+ * [0, vis[p])): its max m, sum l and unnormalised latents o (row stride
+ * ldo); m = -inf when a pair sees none of it. attn_merge folds a chunk into
+ * a running (m, l, o) (start: m = -inf); attn_normalize divides by l. */
+int attn_chunk_pos(const struct mtpd_ctx *c, const struct mtpd_kv *kv);
+void attn_chunk(const struct mtpd_ctx *c, const struct mtpd_kv *kv, int layer,
+                int ch, const float *qc, int ldq, int np, const int *vis,
+                struct chunk_scratch *cs, float *m, float *l, float *o,
+                int ldo);
+void attn_merge(float *m, float *l, float *o, float mc, float lc,
+                const float *oc, int L);
+void attn_normalize(float *o, float l, int L);
 int ffn_block(struct mtpd_ctx *c, const struct layer_w *w, int n);
 struct ffn_batch *ffn_batch_new(const struct mtpd_config *c);
 void ffn_batch_free(struct ffn_batch *b);
