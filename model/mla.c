@@ -22,7 +22,16 @@ struct attn_job {
     const struct layer_w *w;
     int kv_layer;
     int n;
+    int err; /* first error of any part (atomic), 0 if none */
 };
+
+void attn_set_err(int *err, int rc)
+{
+    int none = 0;
+    if (rc)
+        __atomic_compare_exchange_n(err, &none, rc, 0, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED);
+}
 
 /*
  * Attended latents for query pairs [p0, p1) of the heads being done
@@ -31,8 +40,8 @@ struct attn_job {
  * position (mla_chunk.c), each chunk's pages read once for all of them,
  * merged in chunk order, then divided by the softmax sum.
  */
-static void attn_pairs(struct attn_job *j, struct attn_scratch *s, int nh,
-                       int p0, int p1)
+static int attn_pairs(struct attn_job *j, struct attn_scratch *s, int nh,
+                      int p0, int p1)
 {
     struct mtpd_ctx *c = j->c;
     const int L = c->m->cfg.kv_lora_rank;
@@ -46,14 +55,17 @@ static void attn_pairs(struct attn_job *j, struct attn_scratch *s, int nh,
     float *o = s->oc + (size_t)p0 * rf;
     int cp = attn_chunk_pos(c, kv), npos = s->vis[np - 1];
     for (int ch = 0; ch * cp < npos; ch++) {
-        attn_chunk(c, kv, j->kv_layer, ch, s->qc + (size_t)p0 * rf, rf, np,
-                   s->vis, &s->cs, s->mc, s->lc, s->o, L);
+        int rc = attn_chunk(c, kv, j->kv_layer, ch, s->qc + (size_t)p0 * rf,
+                            rf, np, s->vis, &s->cs, s->mc, s->lc, s->o, L);
+        if (rc)
+            return rc;
         for (int p = 0; p < np; p++)
             attn_merge(&s->m[p], &s->l[p], o + (size_t)p * rf, s->mc[p],
                        s->lc[p], s->o + (size_t)p * L, L);
     }
     for (int p = 0; p < np; p++)
         attn_normalize(o + (size_t)p * rf, s->l[p], L);
+    return 0;
 }
 
 /* W_UK (part 0: nope rows) or W_UV (part 1: v rows) of head h: its rows
@@ -70,28 +82,31 @@ static struct kmat head_rows(const struct mtpd_config *cfg,
                                  r0 * L * kdtype_size(kvb->dtype)};
 }
 
-void mla_absorb_q(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,
-                  float *dst, int ld)
+int mla_absorb_q(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,
+                 float *dst, int ld)
 {
     const struct mtpd_config *cfg = &c->m->cfg;
     int nope = cfg->qk_nope_head_dim, rope = cfg->qk_rope_head_dim;
     int qk = nope + rope, H = cfg->num_attention_heads;
     int L = cfg->kv_lora_rank;
     struct kmat uk = head_rows(cfg, &w->kv_bd, h, 0);
-    kmatmul_pv(&uk, L, c->q + (size_t)h * qk, H * qk, dst, ld, n);
+    if (kmatmul_pv(&uk, L, c->q + (size_t)h * qk, H * qk, dst, ld, n))
+        return MTPD_EINVAL;
     for (int r = 0; r < n; r++)
         memcpy(dst + (size_t)r * ld + L,
                c->q + (size_t)r * H * qk + (size_t)h * qk + nope,
                sizeof(float) * rope);
+    return 0;
 }
 
-void mla_head_out(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,
-                  const float *oc, int ld)
+int mla_head_out(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,
+                 const float *oc, int ld)
 {
     const struct mtpd_config *cfg = &c->m->cfg;
     int vd = cfg->v_head_dim, H = cfg->num_attention_heads;
     struct kmat uv = head_rows(cfg, &w->kv_bd, h, 1);
-    kmatmul(NULL, &uv, oc, ld, c->attn + (size_t)h * vd, H * vd, n);
+    int rc = kmatmul(NULL, &uv, oc, ld, c->attn + (size_t)h * vd, H * vd, n);
+    return rc == MTPD_K_ENOMEM ? MTPD_ENOMEM : rc ? MTPD_EINVAL : 0;
 }
 
 /* Heads hs[0..nh) for every row of the call: q_c = q_nope W_UK per head
@@ -108,17 +123,22 @@ static void attn_heads(struct attn_job *j, struct attn_scratch *s,
     const struct mtpd_config *cfg = &c->m->cfg;
     int rf = cfg->kv_lora_rank + cfg->qk_rope_head_dim, n = j->n;
 
-    for (int hl = 0; hl < nh; hl++)
-        mla_absorb_q(c, j->w, hs[hl], n, s->qc + (size_t)hl * rf, nh * rf);
-    for (int r0 = 0, r1; r0 < n; r0 = r1) { /* rows of one sequence */
+    int rc = 0;
+    for (int hl = 0; hl < nh && rc == 0; hl++)
+        rc = mla_absorb_q(c, j->w, hs[hl], n, s->qc + (size_t)hl * rf,
+                          nh * rf);
+    for (int r0 = 0, r1; r0 < n && rc == 0; r0 = r1) { /* one sequence */
         for (r1 = r0 + 1; r1 < n && c->rows[r1].kv == c->rows[r0].kv; r1++)
             ;
-        for (int p = r0 * nh; p < r1 * nh; p += ATTN_ROWS)
-            attn_pairs(j, s, nh, p,
-                       r1 * nh - p < ATTN_ROWS ? r1 * nh : p + ATTN_ROWS);
+        for (int p = r0 * nh; p < r1 * nh && rc == 0; p += ATTN_ROWS)
+            rc = attn_pairs(j, s, nh, p,
+                            r1 * nh - p < ATTN_ROWS ? r1 * nh
+                                                    : p + ATTN_ROWS);
     }
-    for (int hl = 0; hl < nh; hl++)
-        mla_head_out(c, j->w, hs[hl], n, s->oc + (size_t)hl * rf, nh * rf);
+    for (int hl = 0; hl < nh && rc == 0; hl++)
+        rc = mla_head_out(c, j->w, hs[hl], n, s->oc + (size_t)hl * rf,
+                          nh * rf);
+    attn_set_err(&j->err, rc);
 }
 
 /* Part `part` takes heads part, part + n_parts, ..., in groups that fit
@@ -190,12 +210,15 @@ int mla_block(struct mtpd_ctx *c, const struct layer_w *w, int kv_layer,
                         rope, c->rope_cs);
     }
     if (mla_split_usable(c, n)) {
-        mla_split_attend(c, w, kv_layer, n);
+        rc = mla_split_attend(c, w, kv_layer, n);
     } else {
         struct attn_job job = {.c = c, .w = w, .kv_layer = kv_layer, .n = n};
         int parts = c->n_attn < H ? c->n_attn : H;
         kpool_run(c->pool, attn_part, &job, parts);
+        rc = job.err;
     }
+    if (rc)
+        return rc;
     /* x += o_proj(attn) */
     rc = kmatmul(c->pool, &w->o, c->attn, H * cfg->v_head_dim, c->tmp, hid, n);
     if (rc)

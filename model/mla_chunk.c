@@ -11,10 +11,9 @@
  * from the same page-sized matmuls, and the chunks are merged in order
  * c = 0, 1, 2, ... by attn_merge. mla.c merges as it goes; mla_split.c
  * computes chunks on several threads, stores them and merges them in the
- * same order. What this relies on from the kernels: kmatmul and
- * kmatmul_pv give each token row the same bits whatever the number of
- * tokens in the call (scores are always taken over a whole page, so the
- * weight-row count never varies).
+ * same order. What this relies on from the kernels (kernels.h): kmatmul
+ * and kmatmul_pv give each row the same bits whatever the number of rows
+ * in the call and the number of cache rows (weight rows) asked.
  */
 #include <math.h>
 #include <string.h>
@@ -27,7 +26,7 @@ int attn_chunk_pos(const struct mtpd_ctx *c, const struct mtpd_kv *kv)
     return (pages > 1 ? pages : 1) * kv->page_pos;
 }
 
-void attn_chunk(const struct mtpd_ctx *c, const struct mtpd_kv *kv, int layer,
+int attn_chunk(const struct mtpd_ctx *c, const struct mtpd_kv *kv, int layer,
                 int ch, const float *qc, int ldq, int np, const int *vis,
                 struct chunk_scratch *cs, float *m, float *l, float *o,
                 int ldo)
@@ -41,15 +40,17 @@ void attn_chunk(const struct mtpd_ctx *c, const struct mtpd_kv *kv, int layer,
         v = v < 0 ? 0 : v > cp ? cp : v;
         maxvis = v > maxvis ? v : maxvis;
     }
-    int npg = (maxvis + pp - 1) / pp;
-    /* s [np, maxvis] = queries . cache rows, each page whole (rows past
-     * the length are read and masked below) */
-    for (int g = 0; g < npg; g++) {
-        struct kmat kc = {.dtype = kv->dtype, .rows = pp, .cols = kv->row,
+    int npg = (maxvis + pp - 1) / pp, rc = 0;
+    /* s [np, maxvis] = queries . cache rows, page by page */
+    for (int g = 0; g < npg && rc == 0; g++) {
+        struct kmat kc = {.dtype = kv->dtype, .cols = kv->row,
+                          .rows = maxvis - g * pp < pp ? maxvis - g * pp : pp,
                           .data = kv_page(kv, layer, t0 / pp + g)};
-        kmatmul(NULL, &kc, qc, ldq, cs->s + (size_t)g * pp, ATTN_CHUNK_MAX,
-                np);
+        rc = kmatmul(NULL, &kc, qc, ldq, cs->s + (size_t)g * pp,
+                     ATTN_CHUNK_MAX, np);
     }
+    if (rc)
+        return rc == MTPD_K_ENOMEM ? MTPD_ENOMEM : MTPD_EINVAL;
     for (int p = 0; p < np; p++) {
         float *s = cs->s + (size_t)p * ATTN_CHUNK_MAX;
         int v = vis[p] - t0; /* causal mask */
@@ -64,19 +65,20 @@ void attn_chunk(const struct mtpd_ctx *c, const struct mtpd_kv *kv, int layer,
         memset(s + v, 0, sizeof(float) * (size_t)(maxvis - v));
     }
     /* o [np, L] = probabilities x the pages' c_kv, pages summed in order */
-    for (int g = 0; g < npg; g++) {
+    for (int g = 0; g < npg && rc == 0; g++) {
         int rows = maxvis - g * pp < pp ? maxvis - g * pp : pp;
         struct kmat kc = {.dtype = kv->dtype, .rows = rows, .cols = kv->row,
                           .data = kv_page(kv, layer, t0 / pp + g)};
         const float *x = cs->s + (size_t)g * pp;
         if (g == 0) {
-            kmatmul_pv(&kc, L, x, ATTN_CHUNK_MAX, o, ldo, np);
+            rc = kmatmul_pv(&kc, L, x, ATTN_CHUNK_MAX, o, ldo, np);
             continue;
         }
-        kmatmul_pv(&kc, L, x, ATTN_CHUNK_MAX, cs->tmp, L, np);
-        for (int p = 0; p < np; p++)
+        rc = kmatmul_pv(&kc, L, x, ATTN_CHUNK_MAX, cs->tmp, L, np);
+        for (int p = 0; p < np && rc == 0; p++)
             kaxpy(o + (size_t)p * ldo, 1.0f, cs->tmp + (size_t)p * L, L);
     }
+    return rc ? MTPD_EINVAL : 0;
 }
 
 void attn_merge(float *m, float *l, float *o, float mc, float lc,

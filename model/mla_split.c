@@ -34,6 +34,7 @@ struct split_job {
     int n;      /* rows (one sequence) */
     int c0, c1; /* chunks of this round */
     int last;   /* this round ends the attention */
+    int err;    /* first error of any part (atomic), 0 if none */
 };
 
 /* Phase 1: absorbed queries of heads part, part + n_parts, ... */
@@ -43,9 +44,11 @@ static void absorb_part(void *arg, int part, int n_parts)
     const struct mtpd_config *cfg = &j->c->m->cfg;
     int H = cfg->num_attention_heads;
     int rf = cfg->kv_lora_rank + cfg->qk_rope_head_dim;
-    for (int h = part; h < H; h += n_parts)
-        mla_absorb_q(j->c, j->w, h, j->n, j->c->sp.qc + (size_t)h * rf,
-                     H * rf);
+    int rc = 0;
+    for (int h = part; h < H && rc == 0; h += n_parts)
+        rc = mla_absorb_q(j->c, j->w, h, j->n, j->c->sp.qc + (size_t)h * rf,
+                          H * rf);
+    attn_set_err(&j->err, rc);
 }
 
 /* Phase 2: a contiguous share of the round's chunks, every pair. */
@@ -57,10 +60,14 @@ static void chunks_part(void *arg, int part, int n_parts)
     int L = cfg->kv_lora_rank, rf = L + cfg->qk_rope_head_dim;
     int P = j->n * cfg->num_attention_heads, nc = j->c1 - j->c0;
     struct split_scratch *sp = &c->sp;
-    for (int k = nc * part / n_parts; k < nc * (part + 1) / n_parts; k++)
-        attn_chunk(c, c->rows[0].kv, j->kv_layer, j->c0 + k, sp->qc, rf, P,
-                   sp->vis, &sp->part[part], sp->rm + (size_t)k * P,
-                   sp->rl + (size_t)k * P, sp->ro + (size_t)k * P * L, L);
+    int rc = 0;
+    for (int k = nc * part / n_parts; k < nc * (part + 1) / n_parts && !rc;
+         k++)
+        rc = attn_chunk(c, c->rows[0].kv, j->kv_layer, j->c0 + k, sp->qc, rf,
+                        P, sp->vis, &sp->part[part], sp->rm + (size_t)k * P,
+                        sp->rl + (size_t)k * P, sp->ro + (size_t)k * P * L,
+                        L);
+    attn_set_err(&j->err, rc);
 }
 
 /* Phase 3: for heads part, part + n_parts, ...: fold the round's chunks
@@ -73,7 +80,8 @@ static void merge_part(void *arg, int part, int n_parts)
     const struct mtpd_config *cfg = &c->m->cfg;
     int L = cfg->kv_lora_rank, H = cfg->num_attention_heads, P = j->n * H;
     struct split_scratch *sp = &c->sp;
-    for (int h = part; h < H; h += n_parts) {
+    int rc = 0;
+    for (int h = part; h < H && rc == 0; h += n_parts) {
         for (int r = 0; r < j->n; r++) {
             int p = r * H + h;
             float *o = sp->oc + (size_t)p * L;
@@ -86,8 +94,10 @@ static void merge_part(void *arg, int part, int n_parts)
                 attn_normalize(o, sp->l[p], L);
         }
         if (j->last)
-            mla_head_out(c, j->w, h, j->n, sp->oc + (size_t)h * L, H * L);
+            rc = mla_head_out(c, j->w, h, j->n, sp->oc + (size_t)h * L,
+                              H * L);
     }
+    attn_set_err(&j->err, rc);
 }
 
 int mla_split_usable(const struct mtpd_ctx *c, int n)
@@ -101,8 +111,8 @@ int mla_split_usable(const struct mtpd_ctx *c, int n)
     return c->attn_split == 1 || c->rows[n - 1].pos + 1 >= SPLIT_MIN_CTX;
 }
 
-void mla_split_attend(struct mtpd_ctx *c, const struct layer_w *w,
-                      int kv_layer, int n)
+int mla_split_attend(struct mtpd_ctx *c, const struct layer_w *w,
+                     int kv_layer, int n)
 {
     int H = c->m->cfg.num_attention_heads, heads = c->n_attn < H ? c->n_attn
                                                                   : H;
@@ -116,11 +126,13 @@ void mla_split_attend(struct mtpd_ctx *c, const struct layer_w *w,
     int nch = (c->rows[n - 1].pos + 1 + cp - 1) / cp;
     struct split_job j = {.c = c, .w = w, .kv_layer = kv_layer, .n = n};
     kpool_run(c->pool, absorb_part, &j, heads);
-    for (j.c0 = 0; j.c0 < nch; j.c0 = j.c1) {
+    for (j.c0 = 0; j.c0 < nch && j.err == 0; j.c0 = j.c1) {
         j.c1 = nch - j.c0 < sp->n_round ? nch : j.c0 + sp->n_round;
         j.last = j.c1 == nch;
         kpool_run(c->pool, chunks_part, &j,
                   c->n_attn < j.c1 - j.c0 ? c->n_attn : j.c1 - j.c0);
-        kpool_run(c->pool, merge_part, &j, heads);
+        if (j.err == 0)
+            kpool_run(c->pool, merge_part, &j, heads);
     }
+    return j.err;
 }

@@ -248,22 +248,26 @@ int mla_block(struct mtpd_ctx *c, const struct layer_w *w, int kv_layer,
 /* One head h, rows 0..n of the call: dst[r * ld ..] = the absorbed query
  * [q_nope W_UK, q_pe] (kv_lora + rope floats); attn[r, h*vd ..] = the
  * attended latent oc[r * ld ..] (kv_lora floats) times W_UV^T. */
-void mla_absorb_q(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,
-                  float *dst, int ld);
-void mla_head_out(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,
-                  const float *oc, int ld);
+int mla_absorb_q(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,
+                 float *dst, int ld);
+int mla_head_out(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,
+                 const float *oc, int ld);
+/* Records rc (when not 0) in *err unless an error is there already; pool
+ * parts report errors this way. */
+void attn_set_err(int *err, int rc);
 /* mla_split.c: whether the position-split path takes this call (rows set
  * up in c->rows), and the attention of it (c->q roped -> c->attn). */
 int mla_split_usable(const struct mtpd_ctx *c, int n);
-void mla_split_attend(struct mtpd_ctx *c, const struct layer_w *w,
-                      int kv_layer, int n);
+int mla_split_attend(struct mtpd_ctx *c, const struct layer_w *w,
+                     int kv_layer, int n);
 /* mla_chunk.c: positions per chunk for this cache; one chunk ch of
  * layer for np pairs (queries qc, row stride ldq; pair p sees positions
  * [0, vis[p])): its max m, sum l and unnormalised latents o (row stride
- * ldo); m = -inf when a pair sees none of it. attn_merge folds a chunk into
- * a running (m, l, o) (start: m = -inf); attn_normalize divides by l. */
+ * ldo); m = -inf when a pair sees none of it; a kernel's error as
+ * MTPD_E*. attn_merge folds a chunk into a running (m, l, o) (start:
+ * m = -inf); attn_normalize divides by l. */
 int attn_chunk_pos(const struct mtpd_ctx *c, const struct mtpd_kv *kv);
-void attn_chunk(const struct mtpd_ctx *c, const struct mtpd_kv *kv, int layer,
+int attn_chunk(const struct mtpd_ctx *c, const struct mtpd_kv *kv, int layer,
                 int ch, const float *qc, int ldq, int np, const int *vis,
                 struct chunk_scratch *cs, float *m, float *l, float *o,
                 int ldo);
