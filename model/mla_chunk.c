@@ -13,7 +13,8 @@
  * computes chunks on several threads, stores them and merges them in the
  * same order. What this relies on from the kernels (kernels.h): kmatmul
  * and kmatmul_pv give each row the same bits whatever the number of rows
- * in the call and the number of cache rows (weight rows) asked.
+ * in the call; scores are taken over whole pages, so the weight rows of a
+ * score matmul are always the same too.
  */
 #include <math.h>
 #include <string.h>
@@ -41,10 +42,11 @@ int attn_chunk(const struct mtpd_ctx *c, const struct mtpd_kv *kv, int layer,
         maxvis = v > maxvis ? v : maxvis;
     }
     int npg = (maxvis + pp - 1) / pp, rc = 0;
-    /* s [np, maxvis] = queries . cache rows, page by page */
+    /* s [np, maxvis] = queries . cache rows, each page whole (rows past
+     * the length are read and masked below): how a kernel groups weight
+     * rows then never depends on how far the call's rows see */
     for (int g = 0; g < npg && rc == 0; g++) {
-        struct kmat kc = {.dtype = kv->dtype, .cols = kv->row,
-                          .rows = maxvis - g * pp < pp ? maxvis - g * pp : pp,
+        struct kmat kc = {.dtype = kv->dtype, .rows = pp, .cols = kv->row,
                           .data = kv_page(kv, layer, t0 / pp + g)};
         rc = kmatmul(NULL, &kc, qc, ldq, cs->s + (size_t)g * pp,
                      ATTN_CHUNK_MAX, np);
