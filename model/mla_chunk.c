@@ -11,10 +11,10 @@
  * from the same page-sized matmuls, and the chunks are merged in order
  * c = 0, 1, 2, ... by attn_merge. mla.c merges as it goes; mla_split.c
  * computes chunks on several threads, stores them and merges them in the
- * same order. What this relies on from the kernels (kernels.h): kmatmul
- * and kmatmul_pv give each row the same bits whatever the number of rows
- * in the call; scores are taken over whole pages, so the weight rows of a
- * score matmul are always the same too.
+ * same order. What this relies on from the kernels (kernels.h, once the
+ * batch-invariant kernels are in): kmatmul and kmatmul_pv give each row
+ * the same bits whatever the number of rows in the call and whatever
+ * range of weight rows (here: cache positions of a page) is asked.
  */
 #include <math.h>
 #include <string.h>
@@ -42,11 +42,10 @@ int attn_chunk(const struct mtpd_ctx *c, const struct mtpd_kv *kv, int layer,
         maxvis = v > maxvis ? v : maxvis;
     }
     int npg = (maxvis + pp - 1) / pp, rc = 0;
-    /* s [np, maxvis] = queries . cache rows, each page whole (rows past
-     * the length are read and masked below): how a kernel groups weight
-     * rows then never depends on how far the call's rows see */
+    /* s [np, maxvis] = queries . cache rows, page by page */
     for (int g = 0; g < npg && rc == 0; g++) {
-        struct kmat kc = {.dtype = kv->dtype, .rows = pp, .cols = kv->row,
+        struct kmat kc = {.dtype = kv->dtype, .cols = kv->row,
+                          .rows = maxvis - g * pp < pp ? maxvis - g * pp : pp,
                           .data = kv_page(kv, layer, t0 / pp + g)};
         rc = kmatmul(NULL, &kc, qc, ldq, cs->s + (size_t)g * pp,
                      ATTN_CHUNK_MAX, np);

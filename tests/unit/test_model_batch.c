@@ -214,29 +214,34 @@ static enum test_return inv_scenario(struct mtpd_model *m, int page,
     return TEST_PASS;
 }
 
-/* Whether kmatmul gives a row the same bits alone and among 8 rows on
- * the active ISA: the kernels' batch invariance (kernels.h), which
- * attention's rests on. */
+/* Whether kmatmul gives a row the same bits alone and among up to 8 rows,
+ * over every count of weight rows up to 40, on the active ISA: the
+ * kernels' batch invariance (kernels.h), which attention's rests on. */
 static int kmatmul_invariant(void)
 {
-    enum { R = 37, C = 144, T = 8 };
-    static float w[R * C], x[T * C], y1[R], y8[T * R];
-    for (int i = 0; i < R * C; i++)
-        w[i] = (float)((i * 37 % 101) - 50) / 64.0f;
-    for (int i = 0; i < T * C; i++)
-        x[i] = (float)((i * 53 % 97) - 48) / 32.0f;
-    uint16_t wb[R * C];
-    for (int i = 0; i < R * C; i++)
+    enum { R = 40, C = 144, T = 8 };
+    static float w[R * C], x[T * C], y1[T * R], yn[T * R];
+    static uint16_t wb[R * C];
+    for (int i = 0; i < R * C; i++) { /* full mantissas: inexact sums */
+        w[i] = sinf((float)i * 0.37f);
         wb[i] = kf32_to_bf16(w[i]);
-    struct kmat W[2] = {{.dtype = KDT_F32, .rows = R, .cols = C, .data = w},
-                        {.dtype = KDT_BF16, .rows = R, .cols = C, .data = wb}};
+    }
+    for (int i = 0; i < T * C; i++)
+        x[i] = cosf((float)i * 0.53f);
     for (int k = 0; k < 2; k++)
-        for (int t = 0; t < T; t++) {
-            if (kmatmul(NULL, &W[k], x, C, y8, R, T) ||
-                kmatmul(NULL, &W[k], x + t * C, C, y1, R, 1))
-                return 0;
-            if (memcmp(y1, y8 + t * R, sizeof(y1)))
-                return 0;
+        for (int rows = 1; rows <= R; rows++) {
+            struct kmat W = {.dtype = k ? KDT_BF16 : KDT_F32, .rows = rows,
+                             .cols = C, .data = k ? (void *)wb : (void *)w};
+            for (int t = 0; t < T; t++)
+                if (kmatmul(NULL, &W, x + t * C, C, y1 + t * R, R, 1))
+                    return 0;
+            for (int nt = 2; nt <= T; nt++) {
+                if (kmatmul(NULL, &W, x, C, yn, R, nt))
+                    return 0;
+                for (int t = 0; t < nt; t++)
+                    if (memcmp(y1 + t * R, yn + t * R, sizeof(float) * rows))
+                        return 0;
+            }
         }
     return 1;
 }
