@@ -7,9 +7,12 @@
  *
  * Conventions
  * - Activations are fp32, row-major, one row per token: x[t * ld + i].
- * - Weights are stored as the checkpoint holds them (F32, BF16, F16 or
- *   F8_E4M3 with a per-128x128-block fp32 scale), row-major [rows, cols],
- *   i.e. a torch nn.Linear weight [out_features, in_features].
+ * - Weights are stored as the checkpoint holds them (F32, BF16, F16,
+ *   F8_E4M3 with a per-128x128-block fp32 scale, or mtpd's own Q8_0 /
+ *   Q4_1 with an fp16 scale (and min) per 32 weights of a row), row-major
+ *   [rows, cols], i.e. a torch nn.Linear weight [out_features,
+ *   in_features]. Quantized weights are widened inside the kernels; no
+ *   full-precision copy is made.
  * - All accumulation is fp32.
  * - Functions return 0 on success and a negative MTPD_K_E* code on error.
  *
@@ -32,12 +35,20 @@ enum kdtype {
     KDT_BF16,
     KDT_F16,
     KDT_F8_E4M3, /* needs a block scale (weight_scale_inv) */
+    KDT_Q8_0,    /* int8, fp16 scale per KQ_BLK weights (qd) */
+    KDT_Q4_1,    /* 4-bit, fp16 scale and min per KQ_BLK weights (qd, qm) */
     KDT_COUNT
 };
 
-/* Bytes per element of a dtype (1 for F8_E4M3). */
+/* Weights per Q8_0 / Q4_1 block (along a row; cols a multiple of it). */
+#define KQ_BLK 32
+
+/* Bytes per element of a dtype (1 for F8_E4M3 and Q8_0; 0 for the packed
+ * Q4_1: use kmat_row_bytes). Scales are not counted. */
 size_t kdtype_size(enum kdtype t);
 const char *kdtype_str(enum kdtype t);
+/* Bytes of one weight row of cols elements in data (scales not counted). */
+size_t kmat_row_bytes(enum kdtype t, int cols);
 
 enum {
     MTPD_K_OK = 0,
@@ -51,15 +62,27 @@ enum {
  * For KDT_F8_E4M3, scale is fp32 [ceil(rows/blk), ceil(cols/blk)] and the
  * real weight is W[r][c] = fp8(data[r][c]) * scale[r/blk][c/blk]
  * (DeepSeek's weight_scale_inv multiplies, despite its name).
+ * Q8_0 (cols % KQ_BLK == 0): data int8 [rows, cols], qd fp16
+ * [rows, cols / KQ_BLK]; W[r][c] = q[r][c] * qd[r][c / KQ_BLK] (exact in
+ * fp32).
+ * Q4_1 (cols % KQ_BLK == 0): data [rows, cols / 2] bytes; block j of a
+ * row is bytes 16j..16j+15, byte i holding weight 32j+i in its low nibble
+ * and weight 32j+16+i in its high one (as ggml's Q4_1); qd, qm fp16
+ * [rows, cols / KQ_BLK]; W[r][c] = fmaf(q, qd, qm) rounded once to fp32.
  */
 struct kmat {
     enum kdtype dtype;
     int rows;           /* out_features */
     int cols;           /* in_features */
-    const void *data;   /* rows * cols elements, row-major, contiguous */
+    const void *data;   /* the rows, row-major, contiguous */
     const float *scale; /* F8 only: block scales, else NULL */
     int blk;            /* F8 only: block edge (128), else 0 */
+    const uint16_t *qd; /* Q8_0 / Q4_1: fp16 block scales, else NULL */
+    const uint16_t *qm; /* Q4_1: fp16 block mins, else NULL */
 };
+
+/* Bytes W reads: data plus scales (and mins). */
+size_t kmat_bytes(const struct kmat *W);
 
 /* ---- run-time CPU feature selection -------------------------------- */
 
@@ -141,7 +164,7 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
 int kmatmul_pv(const struct kmat *V, int n_cols, const float *x, int ldx,
                float *y, int ldy, int n_tok);
 
-/* Dequantize weight row r of W into out[W->cols] fp32. */
+/* Dequantize weight row r of W into out[W->cols] fp32 (every dtype). */
 int kmat_row_f32(const struct kmat *W, int r, float *out);
 
 /* out[i] = x[i] / sqrt(mean(x^2) + eps) * w[i], n elements, in place ok.
@@ -190,6 +213,7 @@ float kbf16_to_f32(uint16_t h);
 float kf16_to_f32(uint16_t h);
 float kf8e4m3_to_f32(uint8_t v);
 uint16_t kf32_to_bf16(float f); /* round to nearest even */
+uint16_t kf32_to_f16(float f);  /* round to nearest even, inf on overflow */
 
 #ifdef __cplusplus
 }

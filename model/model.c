@@ -111,13 +111,7 @@ int mtpd_model_n_mtp(const struct mtpd_model *m) { return m->n_mtp; }
 
 static size_t mat_bytes(const struct kmat *k)
 {
-    if (!k->data)
-        return 0;
-    size_t b = (size_t)k->rows * k->cols * kdtype_size(k->dtype);
-    if (k->scale)
-        b += sizeof(float) * (size_t)((k->rows + k->blk - 1) / k->blk) *
-             ((k->cols + k->blk - 1) / k->blk);
-    return b;
+    return kmat_bytes(k);
 }
 
 static size_t mlp_bytes(const struct expert_w *e)

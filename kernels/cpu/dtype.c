@@ -13,8 +13,30 @@ size_t kdtype_size(enum kdtype t)
     case KDT_BF16: return 2;
     case KDT_F16: return 2;
     case KDT_F8_E4M3: return 1;
-    default: return 0;
+    case KDT_Q8_0: return 1;
+    default: return 0; /* Q4_1 packs two per byte */
     }
+}
+
+size_t kmat_row_bytes(enum kdtype t, int cols)
+{
+    return t == KDT_Q4_1 ? (size_t)cols / 2 : (size_t)cols * kdtype_size(t);
+}
+
+size_t kmat_bytes(const struct kmat *W)
+{
+    if (W == NULL || W->data == NULL)
+        return 0;
+    size_t b = (size_t)W->rows * kmat_row_bytes(W->dtype, W->cols);
+    if (W->dtype == KDT_F8_E4M3 && W->blk > 0)
+        b += sizeof(float) * (size_t)((W->rows + W->blk - 1) / W->blk) *
+             (size_t)((W->cols + W->blk - 1) / W->blk);
+    size_t nb = (size_t)W->rows * (size_t)(W->cols / KQ_BLK);
+    if (W->dtype == KDT_Q8_0)
+        b += 2 * nb;
+    if (W->dtype == KDT_Q4_1)
+        b += 4 * nb;
+    return b;
 }
 
 const char *kdtype_str(enum kdtype t)
@@ -24,6 +46,8 @@ const char *kdtype_str(enum kdtype t)
     case KDT_BF16: return "BF16";
     case KDT_F16: return "F16";
     case KDT_F8_E4M3: return "F8_E4M3";
+    case KDT_Q8_0: return "Q8_0";
+    case KDT_Q4_1: return "Q4_1";
     default: return "?";
     }
 }
@@ -138,4 +162,25 @@ uint16_t kf32_to_bf16(float f)
         return (uint16_t)((u >> 16) | 0x0040);
     u += 0x7fffu + ((u >> 16) & 1);
     return (uint16_t)(u >> 16);
+}
+
+/* Round to nearest even; overflow to inf; NaN stays a quiet NaN. */
+uint16_t kf32_to_f16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
+    u &= 0x7fffffffu;
+    if (u > 0x7f800000u)
+        return sign | 0x7e00;
+    if (u >= 0x477ff000u) /* >= 65520: rounds to inf */
+        return sign | 0x7c00;
+    if (u < 0x38800000u) { /* below 2^-14: a subnormal (or 0); the scaling
+                            * by 2^24 is exact, lrintf rounds to even */
+        float a;
+        memcpy(&a, &u, sizeof a);
+        return sign | (uint16_t)lrintf(a * 0x1p24f);
+    }
+    u += 0xfffu + ((u >> 13) & 1);
+    return sign | (uint16_t)((u - 0x38000000u) >> 13);
 }

@@ -76,6 +76,12 @@ static inline int kmm_seg_end(const struct kmm_blk *b, int c)
 }
 
 void kmm_block_scalar(const struct kmm_blk *b);
+/* matmul_q.c: Q8_0 / Q4_1 weights, fp32 x (c0, c1 multiples of KQ_BLK). */
+void kmm_block_q_scalar(const struct kmm_blk *b);
+#if KCPU_X86
+void kmm_block_q_avx2(const struct kmm_blk *b);
+void kmm_block_q_avx512(const struct kmm_blk *b);
+#endif
 #if KCPU_X86
 void kmm_block_avx2(const struct kmm_blk *b);
 void kmm_block_avx512(const struct kmm_blk *b);
@@ -95,6 +101,21 @@ int kargmax_avx512(const float *x, int n);
 float kexp_sum_avx512(float *x, int n, float scale, float shift);
 void kswiglu_avx512(float *out, const float *gate, const float *up, int n);
 #endif
+
+/* Weight c of row r of a Q8_0 / Q4_1 matrix, exactly as every kernel
+ * widens it (kernels.h). */
+static inline float kq_weight(const struct kmat *W, int r, int c)
+{
+    size_t nb = (size_t)(W->cols / KQ_BLK), j = (size_t)(c / KQ_BLK);
+    float d = kf16_to_f32(W->qd[(size_t)r * nb + j]);
+    if (W->dtype == KDT_Q8_0)
+        return (float)((const int8_t *)W->data)[(size_t)r * W->cols + c] * d;
+    const uint8_t *blk = (const uint8_t *)W->data + (size_t)r * W->cols / 2 +
+                         j * (KQ_BLK / 2);
+    int i = c % KQ_BLK;
+    int q = i < KQ_BLK / 2 ? blk[i] & 15 : blk[i - KQ_BLK / 2] >> 4;
+    return __builtin_fmaf((float)q, d, kf16_to_f32(W->qm[(size_t)r * nb + j]));
+}
 
 /* fp8 e4m3fn -> fp32 for all 256 codes (dtype.c). */
 extern const float kf8e4m3_table[256];

@@ -43,8 +43,17 @@ struct mm_job {
     kmm_block_fn fn;
 };
 
-static kmm_block_fn block_fn(void)
+static kmm_block_fn block_fn(const struct kmat *W)
 {
+    if (W->dtype == KDT_Q8_0 || W->dtype == KDT_Q4_1) {
+        switch (kisa_active()) {
+#if KCPU_X86
+        case KISA_AVX512: return kmm_block_q_avx512;
+        case KISA_AVX2: return kmm_block_q_avx2;
+#endif
+        default: return kmm_block_q_scalar;
+        }
+    }
     switch (kisa_active()) {
 #if KCPU_X86
     case KISA_AVX512: return kmm_block_avx512;
@@ -70,7 +79,7 @@ static int chunk_cols(const struct kmat *W, int nt)
 static void mm_range(const struct mm_job *j, int r0, int r1)
 {
     const struct kmat *W = j->W;
-    size_t row_bytes = (size_t)W->cols * kdtype_size(W->dtype);
+    size_t row_bytes = kmat_row_bytes(W->dtype, W->cols);
     int tile = (int)(KMM_TILE_BYTES / row_bytes) & ~3;
     if (tile < 4)
         tile = 4;
@@ -173,6 +182,11 @@ static int kmat_check(const struct kmat *W)
         return MTPD_K_EINVAL;
     if (W->dtype == KDT_F8_E4M3 && (W->scale == NULL || W->blk <= 0))
         return MTPD_K_EINVAL;
+    if ((W->dtype == KDT_Q8_0 || W->dtype == KDT_Q4_1) &&
+        (W->qd == NULL || W->cols % KQ_BLK != 0))
+        return MTPD_K_EINVAL;
+    if (W->dtype == KDT_Q4_1 && W->qm == NULL)
+        return MTPD_K_EINVAL;
     return MTPD_K_OK;
 }
 
@@ -191,7 +205,7 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
     if (n_tok == 0 || row0 == row1)
         return MTPD_K_OK;
 
-    kmm_block_fn fn = block_fn();
+    kmm_block_fn fn = block_fn(W);
     int packed = 0;
 #if KCPU_X86
     if (fn == kmm_block_avx512 && W->dtype == KDT_BF16 &&
@@ -241,8 +255,8 @@ int kmat_row_f32(const struct kmat *W, int r, float *out)
     if (kmat_check(W) != 0 || out == NULL || r < 0 || r >= W->rows)
         return MTPD_K_EINVAL;
     size_t n = (size_t)W->cols;
-    const char *row = (const char *)W->data + (size_t)r * n *
-                                                  kdtype_size(W->dtype);
+    const char *row = (const char *)W->data +
+                      (size_t)r * kmat_row_bytes(W->dtype, W->cols);
     switch (W->dtype) {
     case KDT_F32:
         for (size_t i = 0; i < n; i++)
@@ -264,6 +278,11 @@ int kmat_row_f32(const struct kmat *W, int r, float *out)
                      s[i / (size_t)W->blk];
         break;
     }
+    case KDT_Q8_0:
+    case KDT_Q4_1:
+        for (int c = 0; c < W->cols; c++)
+            out[c] = kq_weight(W, r, c);
+        break;
     default: return MTPD_K_EINVAL;
     }
     return MTPD_K_OK;

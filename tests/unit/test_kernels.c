@@ -197,6 +197,45 @@ static enum test_return test_f32_to_bf16(void)
     return TEST_PASS;
 }
 
+/* kf32_to_f16: every f16 round trips; random floats go to the nearest
+ * f16 (ties to even), overflow to inf. */
+static enum test_return test_f32_to_f16(void)
+{
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff))
+            continue; /* NaN */
+        uint16_t g = kf32_to_f16(kf16_to_f32((uint16_t)h));
+        CHECK(g == h, "round trip %04x -> %04x", h, g);
+    }
+    for (int i = 0; i < 200000; i++) {
+        uint32_t u = rnd_u32();
+        u = (u & 0x807fffffu) | ((100 + (rnd_u32() % 44)) << 23);
+        float f;
+        memcpy(&f, &u, sizeof f);
+        uint16_t h = kf32_to_f16(f);
+        double v = ref_f16(h), e = fabs(v - f);
+        if ((h & 0x7fff) == 0x7c00) { /* inf: past the largest + half ulp */
+            CHECK(fabs(f) >= 65520.0, "%a to inf", f);
+            continue;
+        }
+        for (int dlt = -1; dlt <= 1; dlt += 2) {
+            uint16_t n = (uint16_t)(h + dlt);
+            if ((h & 0x7fff) == 0 && dlt < 0)
+                continue;
+            if ((n & 0x7c00) == 0x7c00)
+                continue;
+            double en = fabs(ref_f16(n) - f);
+            CHECK(e < en || (e == en && !(h & 1)), "%a -> %04x, %04x closer",
+                  f, h, n);
+        }
+    }
+    CHECK(kf32_to_f16(1e6f) == 0x7c00 && kf32_to_f16(-1e6f) == 0xfc00,
+          "overflow");
+    CHECK(kf32_to_f16(65504.0f) == 0x7bff, "max");
+    CHECK((kf32_to_f16(NAN) & 0x7e00) == 0x7e00, "nan");
+    return TEST_PASS;
+}
+
 static enum test_return test_dtype_names(void)
 {
     CHECK(kdtype_size(KDT_F32) == 4 && kdtype_size(KDT_BF16) == 2 &&
@@ -214,12 +253,44 @@ struct tmat {
     struct kmat m;
     void *data;
     float *scale;
+    uint16_t *qd, *qm; /* Q8_0 / Q4_1 */
 };
 
 static void tmat_free(struct tmat *t)
 {
     free(t->data);
     free(t->scale);
+    free(t->qd);
+    free(t->qm);
+}
+
+/* A random fp16 block scale (or min): +-[0.5, 1) * 2^-3..2^-9. */
+static uint16_t rnd_qscale(void)
+{
+    return kf32_to_f16(ldexpf((1.0f + rnd_f()) * 0.5f, -3 - (int)(rnd_u32() % 7)) *
+                       (rnd_u32() & 1 ? 1.0f : -1.0f));
+}
+
+/* Q8_0 / Q4_1 (cols a multiple of KQ_BLK): random codes, scales, mins. */
+static int tmat_new_q(struct tmat *t, enum kdtype dt, int rows, int cols)
+{
+    size_t nb = (size_t)rows * (cols / KQ_BLK);
+    size_t bytes = (size_t)rows * kmat_row_bytes(dt, cols);
+    t->data = malloc(bytes + 1);
+    t->qd = malloc(nb * sizeof *t->qd + 2);
+    t->qm = malloc(nb * sizeof *t->qm + 2);
+    if (t->data == NULL || t->qd == NULL || t->qm == NULL)
+        return -1;
+    for (size_t i = 0; i < bytes; i++)
+        ((uint8_t *)t->data)[i] = (uint8_t)rnd_u32();
+    for (size_t i = 0; i < nb; i++) {
+        t->qd[i] = rnd_qscale();
+        t->qm[i] = rnd_qscale();
+    }
+    t->m = (struct kmat){.dtype = dt, .rows = rows, .cols = cols,
+                         .data = t->data, .qd = t->qd,
+                         .qm = dt == KDT_Q4_1 ? t->qm : NULL};
+    return 0;
 }
 
 static int tmat_new(struct tmat *t, enum kdtype dt, int rows, int cols,
@@ -227,6 +298,8 @@ static int tmat_new(struct tmat *t, enum kdtype dt, int rows, int cols,
 {
     size_t n = (size_t)rows * cols;
     memset(t, 0, sizeof *t);
+    if (dt == KDT_Q8_0 || dt == KDT_Q4_1)
+        return tmat_new_q(t, dt, rows, cols);
     t->data = malloc(n * kdtype_size(dt) + 1);
     if (t->data == NULL)
         return -1;
@@ -248,7 +321,7 @@ static int tmat_new(struct tmat *t, enum kdtype dt, int rows, int cols,
         }
         }
     }
-    t->m = (struct kmat){dt, rows, cols, t->data, NULL, 0};
+    t->m = (struct kmat){dt, rows, cols, t->data, NULL, 0, NULL, NULL};
     if (dt == KDT_F8_E4M3) {
         size_t ns = (size_t)((rows + blk - 1) / blk) * ((cols + blk - 1) / blk);
         t->scale = malloc(ns * sizeof(float));
@@ -270,6 +343,16 @@ static double tmat_at(const struct tmat *t, int r, int c)
     case KDT_F32: return ((const float *)m->data)[i];
     case KDT_BF16: return ref_bf16(((const uint16_t *)m->data)[i]);
     case KDT_F16: return ref_f16(((const uint16_t *)m->data)[i]);
+    case KDT_Q8_0: { /* q * d */
+        size_t b = (size_t)r * (m->cols / 32) + c / 32;
+        return (double)((const int8_t *)m->data)[i] * ref_f16(m->qd[b]);
+    }
+    case KDT_Q4_1: { /* q * d + m; low nibbles: first 16 of a block */
+        size_t b = (size_t)r * (m->cols / 32) + c / 32;
+        uint8_t v = ((const uint8_t *)m->data)[b * 16 + c % 16];
+        int q = c % 32 < 16 ? v & 15 : v >> 4;
+        return q * ref_f16(m->qd[b]) + ref_f16(m->qm[b]);
+    }
     default: {
         int nb = (m->cols + m->blk - 1) / m->blk;
         return ref_f8(((const uint8_t *)m->data)[i]) *
@@ -429,6 +512,35 @@ static enum test_return test_matmul_f8_blk_odd(void)
     return r == TEST_PASS ? matmul_suite(&dt, 1, 16) : r;
 }
 
+/* Q8_0 / Q4_1: whole blocks only; one segment, several, several chunks. */
+static enum test_return test_matmul_q(void)
+{
+    static const int cols_v[] = {32, 96, 320, 2080};
+    static const int rows_v[] = {1, 3, 17, 70};
+    static const int ntok_v[] = {1, 2, 3, 4, 5, 8, 9, 33};
+    static const enum kdtype dts[] = {KDT_Q8_0, KDT_Q4_1};
+    struct kpool *pools[3];
+    for (int i = 0; i < 3; i++)
+        if ((pools[i] = kpool_new(i + 1)) == NULL)
+            return TEST_FAIL;
+    enum test_return ret = TEST_PASS;
+    for (int d = 0; d < 2 && ret == TEST_PASS; d++)
+        for (size_t c = 0; c < sizeof cols_v / sizeof *cols_v; c++)
+            for (size_t r = 0; r < sizeof rows_v / sizeof *rows_v; r++)
+                for (size_t k = 0; k < sizeof ntok_v / sizeof *ntok_v; k++) {
+                    if (cols_v[c] > 1000 && ntok_v[k] > 9)
+                        continue; /* the reference is slow */
+                    ret = matmul_case(dts[d], rows_v[r], cols_v[c], 0,
+                                      ntok_v[k], pools, 3);
+                    if (ret != TEST_PASS)
+                        goto done;
+                }
+done:
+    for (int i = 0; i < 3; i++)
+        kpool_free(pools[i]);
+    return ret;
+}
+
 /* Bigger than one L2 tile (matmul.c tiles rows when n_tok > 4); x wider
  * than one L1 chunk. */
 static enum test_return test_matmul_tiled(void)
@@ -451,7 +563,7 @@ static enum test_return test_matmul_args(void)
 {
     float x[4] = {1, 2, 3, 4}, y[4] = {0};
     float w[4] = {1, 0, 0, 1};
-    struct kmat m = {KDT_F32, 2, 2, w, NULL, 0};
+    struct kmat m = {KDT_F32, 2, 2, w, NULL, 0, NULL, NULL};
     CHECK(kmatmul(NULL, &m, x, 2, y, 2, 2) == 0, "ok call");
     CHECK(y[0] == 1 && y[1] == 2 && y[2] == 3 && y[3] == 4, "identity");
     CHECK(kmatmul(NULL, NULL, x, 2, y, 2, 1) == MTPD_K_EINVAL, "null W");
@@ -463,11 +575,27 @@ static enum test_return test_matmul_args(void)
           "row1 > rows");
     CHECK(kmatmul_rows(NULL, &m, 2, 1, x, 2, y, 2, 1) == MTPD_K_EINVAL,
           "row0 > row1");
-    struct kmat f8 = {KDT_F8_E4M3, 2, 2, w, NULL, 128};
+    struct kmat f8 = {KDT_F8_E4M3, 2, 2, w, NULL, 128, NULL, NULL};
     CHECK(kmatmul(NULL, &f8, x, 2, y, 2, 1) == MTPD_K_EINVAL, "f8 no scale");
-    struct kmat bad = {KDT_COUNT, 2, 2, w, NULL, 0};
+    struct kmat bad = {KDT_COUNT, 2, 2, w, NULL, 0, NULL, NULL};
     CHECK(kmatmul(NULL, &bad, x, 2, y, 2, 1) == MTPD_K_EINVAL, "bad dtype");
     CHECK(kmat_row_f32(&m, 2, y) == MTPD_K_EINVAL, "row out of range");
+    int8_t q[64] = {0};
+    uint16_t d[2] = {0x3c00, 0x3c00};
+    float x64[64] = {0};
+    struct kmat q8 = {.dtype = KDT_Q8_0, .rows = 1, .cols = 64, .data = q,
+                      .qd = d};
+    CHECK(kmatmul(NULL, &q8, x64, 64, y, 1, 1) == 0, "q8 ok");
+    q8.cols = 48;
+    CHECK(kmatmul(NULL, &q8, x64, 64, y, 1, 1) == MTPD_K_EINVAL,
+          "q8 cols not whole blocks");
+    q8.cols = 64;
+    q8.qd = NULL;
+    CHECK(kmatmul(NULL, &q8, x64, 64, y, 1, 1) == MTPD_K_EINVAL, "q8 no scale");
+    struct kmat q4 = {.dtype = KDT_Q4_1, .rows = 1, .cols = 64, .data = q,
+                      .qd = d};
+    CHECK(kmatmul(NULL, &q4, x64, 64, y, 1, 1) == MTPD_K_EINVAL, "q4 no min");
+    CHECK(kmat_row_f32(&q4, 0, y) == MTPD_K_EINVAL, "q4 row no min");
     return TEST_PASS;
 }
 
@@ -475,12 +603,13 @@ static enum test_return test_mat_row_f32(void)
 {
     for (int dt = 0; dt < KDT_COUNT; dt++) {
         struct tmat t;
-        float out[300];
-        if (tmat_new(&t, (enum kdtype)dt, 140, 300, 128) != 0)
+        float out[320];
+        int cols = dt == KDT_Q8_0 || dt == KDT_Q4_1 ? 320 : 300;
+        if (tmat_new(&t, (enum kdtype)dt, 140, cols, 128) != 0)
             return TEST_FAIL;
         for (int r = 0; r < 140; r += 13) {
             CHECK(kmat_row_f32(&t.m, r, out) == 0, "rc");
-            for (int c = 0; c < 300; c++)
+            for (int c = 0; c < cols; c++)
                 CHECK(out[c] == (float)tmat_at(&t, r, c), "%s [%d][%d]",
                       kdtype_str((enum kdtype)dt), r, c);
         }
@@ -572,9 +701,9 @@ static enum test_return test_matmul_pv(void)
                         return TEST_FAIL;
                 }
     float x[2] = {1, 2}, y[2];
-    struct kmat f8 = {KDT_F8_E4M3, 2, 1, x, x, 128};
+    struct kmat f8 = {KDT_F8_E4M3, 2, 1, x, x, 128, NULL, NULL};
     CHECK(kmatmul_pv(&f8, 1, x, 2, y, 1, 1) == MTPD_K_EINVAL, "f8 accepted");
-    struct kmat v = {KDT_F32, 2, 1, x, NULL, 0};
+    struct kmat v = {KDT_F32, 2, 1, x, NULL, 0, NULL, NULL};
     CHECK(kmatmul_pv(&v, 1, x, 1, y, 1, 2) == MTPD_K_EINVAL, "ldx < rows");
     CHECK(kmatmul_pv(&v, 2, x, 2, y, 1, 1) == MTPD_K_EINVAL, "n_cols > cols");
     CHECK(kmatmul_pv(&v, 0, x, 2, y, 1, 1) == MTPD_K_EINVAL, "n_cols 0");
@@ -696,6 +825,8 @@ static enum test_return test_matmul_invariant(void)
         {KDT_BF16, 45, 2100, 0},     {KDT_F16, 37, 300, 0},
         {KDT_F16, 45, 2100, 0},      {KDT_F8_E4M3, 37, 300, 128},
         {KDT_F8_E4M3, 45, 2100, 128}, {KDT_F8_E4M3, 30, 1111, 7},
+        {KDT_Q8_0, 37, 320, 0},      {KDT_Q8_0, 45, 2112, 0},
+        {KDT_Q4_1, 37, 320, 0},      {KDT_Q4_1, 45, 2112, 0},
     };
     enum test_return ret = TEST_PASS;
     for (size_t i = 0; i < sizeof cases / sizeof *cases && ret == TEST_PASS;
@@ -1121,12 +1252,14 @@ static const struct {
     {"f16_exhaustive", test_f16_exhaustive},
     {"f8_exhaustive", test_f8_exhaustive},
     {"f32_to_bf16", test_f32_to_bf16},
+    {"f32_to_f16", test_f32_to_f16},
     {"pool", test_pool},
     {"matmul_args", test_matmul_args},
     {"mat_row_f32", test_mat_row_f32},
     {"matmul_dense", test_matmul_dense},
     {"matmul_f8_blk128", test_matmul_f8_blk128},
     {"matmul_f8_blk_odd", test_matmul_f8_blk_odd},
+    {"matmul_q", test_matmul_q},
     {"matmul_tiled", test_matmul_tiled},
     {"matmul_pv", test_matmul_pv},
     {"matmul_invariant", test_matmul_invariant},
