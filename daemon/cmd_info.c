@@ -53,13 +53,15 @@ int cmd_info(int argc, char **argv)
            "\"vocab_size\": %d, \"q_lora_rank\": %d, \"kv_lora_rank\": %d, "
            "\"n_routed_experts\": %d, \"experts_per_tok\": %d, "
            "\"n_shared_experts\": %d, \"yarn\": %s, \"fp8_block\": %d, "
+           "\"quant_format\": \"%s\", "
            "\"mtp_modules\": %d, \"weight_bytes\": %zu, "
            "\"active_bytes_per_token\": %zu, \"kv_dtype\": \"%s\", "
            "\"kv_bytes_per_token\": %zu}\n",
            c->num_hidden_layers, c->hidden_size, c->num_attention_heads,
            c->vocab_size, c->q_lora_rank, c->kv_lora_rank, c->n_routed_experts,
            c->num_experts_per_tok, c->n_shared_experts,
-           c->rope_yarn ? "true" : "false", c->fp8_block, mtpd_model_n_mtp(m),
+           c->rope_yarn ? "true" : "false", c->fp8_block, c->quant_format,
+           mtpd_model_n_mtp(m),
            mtpd_model_weight_bytes(m), mtpd_model_active_bytes(m),
            mtpd_model_kv_dtype(m), mtpd_kv_bytes_per_token(m));
     mtpd_model_free(m);

@@ -17,6 +17,7 @@ static const struct cmd_entry {
     {"logits", cmd_logits, "print main-model and MTP logits as JSON"},
     {"tokenize", cmd_tokenize, "encode/decode JSON lines with a tokenizer"},
     {"info", cmd_info, "describe a checkpoint (config, sizes, MTP modules)"},
+    {"quantize", cmd_quantize, "write a q8 / q4 / fp8 copy of a checkpoint"},
 };
 
 static void usage(FILE *f)

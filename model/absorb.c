@@ -19,8 +19,9 @@ int absorb_init(const struct mtpd_config *c, struct layer_w *w)
     (void)c;
     w->kv_bd = w->kv_b;
     w->kv_b_f32 = NULL;
-    if (w->kv_b.dtype != KDT_F8_E4M3)
-        return 0;
+    if (w->kv_b.dtype == KDT_F32 || w->kv_b.dtype == KDT_BF16 ||
+        w->kv_b.dtype == KDT_F16)
+        return 0; /* F8, Q8_0, Q4_1: kmatmul_pv reads only float rows */
     size_t cols = (size_t)w->kv_b.cols;
     w->kv_b_f32 = malloc(sizeof(float) * (size_t)w->kv_b.rows * cols);
     if (!w->kv_b_f32)

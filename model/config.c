@@ -172,9 +172,19 @@ static void read_quant(struct cfg_reader *r, struct mtpd_config *c)
     if (!q || q->type == JSON_NULL)
         return;
     const char *method = json_str(json_get(q, "quant_method"));
+    if (method && strcmp(method, "mtpd") == 0) { /* mtpd quantize */
+        const char *fmt = json_str(json_get(q, "format"));
+        if (!fmt || (strcmp(fmt, "q8_0") != 0 && strcmp(fmt, "q4_1") != 0)) {
+            cfg_unsupported(r, q, "format", "quantization_config.format",
+                            "q8_0 or q4_1");
+            return;
+        }
+        snprintf(c->quant_format, sizeof c->quant_format, "%s", fmt);
+        return;
+    }
     if (!method || strcmp(method, "fp8") != 0) {
         cfg_unsupported(r, q, "quant_method",
-                        "quantization_config.quant_method", "only fp8");
+                        "quantization_config.quant_method", "fp8 or mtpd");
         return;
     }
     const struct json *bs = json_get(q, "weight_block_size");

@@ -137,8 +137,8 @@ static size_t layer_bytes(const struct mtpd_config *c, const struct layer_w *w,
 
 static size_t model_bytes(const struct mtpd_model *m, int all)
 {
-    size_t b = mat_bytes(&m->lm_head) + (size_t)m->cfg.hidden_size *
-               kdtype_size(m->embed.dtype); /* one embedding row */
+    size_t b = mat_bytes(&m->lm_head) + kmat_row_bytes(
+               m->embed.dtype, m->cfg.hidden_size); /* one embedding row */
     for (int i = 0; i < m->cfg.num_hidden_layers; i++)
         b += layer_bytes(&m->cfg, &m->layers[i], all);
     return b;

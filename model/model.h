@@ -104,6 +104,9 @@ struct mtpd_config {
     int bos_token_id, eos_token_id; /* -1 when absent */
     /* quantization_config (fp8 block) */
     int fp8_block; /* 0 when not quantized, else weight_block_size (128) */
+    /* quantization_config with quant_method "mtpd": its format, "q8_0" or
+     * "q4_1" (model/quantize.h); "" otherwise */
+    char quant_format[8];
 };
 
 struct mtpd_model;

@@ -57,8 +57,8 @@ static const struct {
 } st_types[] = {
     {"F32", ST_F32, 4},      {"BF16", ST_BF16, 2},   {"F16", ST_F16, 2},
     {"F8_E4M3", ST_F8_E4M3, 1}, {"F64", ST_OTHER, 8}, {"I64", ST_OTHER, 8},
-    {"I32", ST_OTHER, 4},    {"I16", ST_OTHER, 2},   {"I8", ST_OTHER, 1},
-    {"U8", ST_OTHER, 1},     {"BOOL", ST_OTHER, 1},  {"F8_E5M2", ST_OTHER, 1},
+    {"I32", ST_OTHER, 4},    {"I16", ST_OTHER, 2},   {"I8", ST_I8, 1},
+    {"U8", ST_U8, 1},     {"BOOL", ST_OTHER, 1},  {"F8_E5M2", ST_OTHER, 1},
     {"U16", ST_OTHER, 2},    {"U32", ST_OTHER, 4},   {"U64", ST_OTHER, 8},
 };
 

@@ -22,6 +22,8 @@ enum st_dtype {
     ST_BF16,
     ST_F16,
     ST_F8_E4M3,
+    ST_I8, /* Q8_0 codes (weights.c) */
+    ST_U8, /* Q4_1 codes, two per byte (weights.c) */
     ST_OTHER, /* a type we can map but not compute with (I64, U8, ...) */
 };
 
@@ -56,7 +58,8 @@ size_t st_total_bytes(const struct st_set *s);
 /* What to name in errors about the set as a whole (a missing tensor). */
 const char *st_source(const struct st_set *s);
 
-/* kdtype for a computable dtype; -1 for ST_OTHER. */
+/* kdtype for a computable dtype; -1 for ST_OTHER, ST_I8 and ST_U8 (the
+ * codes of quantized weights, bound with their scales by weights.c). */
 int st_kdtype(enum st_dtype t);
 
 #endif

@@ -69,8 +69,76 @@ static void bind_fail(struct binder *b, const struct st_tensor *t,
         snprintf(b->err + n, b->errlen - n, fmt, x0, x1, x2, x3);
 }
 
-/* Matrix [rows, cols]. Float types, or F8_E4M3 with a matching
- * NAME_scale_inv when the config declares fp8 block quantization. */
+/* NAME_SUFFIX: F16 [rows, nb] of finite values (a block scale or min of a
+ * Q8_0 / Q4_1 weight); NULL after bind_fail. */
+static const uint16_t *bind_qscales(struct binder *b, const char *name,
+                                    const char *suffix, int rows, int nb)
+{
+    char sn[512];
+    snprintf(sn, sizeof(sn), "%s%s", name, suffix);
+    const struct st_tensor *s = find(b, sn);
+    if (!s) {
+        bind_fail(b, NULL, sn, "missing tensor (block scales of a quantized "
+                  "weight)", 0, 0, 0, 0);
+        return NULL;
+    }
+    if (s->dtype != ST_F16) {
+        bind_fail(b, s, sn, "wrong dtype: expected F16", 0, 0, 0, 0);
+        return NULL;
+    }
+    if (s->ndim != 2 || s->shape[0] != rows || s->shape[1] != nb) {
+        bind_fail(b, s, sn, "wrong shape: expected [%lld, %lld]", rows, nb, 0,
+                  0);
+        return NULL;
+    }
+    const uint16_t *v = s->data;
+    for (size_t i = 0; i < (size_t)rows * nb; i++)
+        if ((v[i] & 0x7c00) == 0x7c00) {
+            bind_fail(b, s, sn, "damaged: element %lld is not finite",
+                      (long long)i, 0, 0, 0);
+            return NULL;
+        }
+    return v;
+}
+
+/* An I8 (Q8_0) or U8 (Q4_1) weight of an "mtpd" quantized checkpoint
+ * (q8_0: I8 only; q4_1: U8, and I8 for the output heads):
+ * codes [rows, cols] or [rows, cols / 2], NAME_qscale (and NAME_qmin) F16
+ * [rows, cols / KQ_BLK]. */
+static struct kmat bind_qmat(struct binder *b, const struct st_tensor *t,
+                             const char *name, int rows, int cols)
+{
+    struct kmat m = {0};
+    const char *f = b->cfg->quant_format;
+    int q8 = t->dtype == ST_I8;
+    /* q4_1 checkpoints hold their output heads as Q8_0 (quantize.h) */
+    if (q8 ? !*f : strcmp(f, "q4_1") != 0) {
+        bind_fail(b, t, name, q8 ? "I8 weight but config.json has no mtpd "
+                  "quantization_config" : "U8 weight but config.json's "
+                  "quantization_config is not mtpd q4_1", 0, 0, 0, 0);
+        return m;
+    }
+    long long qc = q8 ? cols : cols / 2;
+    if (cols % KQ_BLK != 0 || t->ndim != 2 || t->shape[0] != rows ||
+        t->shape[1] != qc) {
+        bind_fail(b, t, name, "wrong shape: expected [%lld, %lld] (%lld "
+                  "columns, whole blocks of 32), got %lld dims", rows, qc,
+                  cols, t->ndim);
+        return m;
+    }
+    m.dtype = q8 ? KDT_Q8_0 : KDT_Q4_1;
+    m.rows = rows;
+    m.cols = cols;
+    m.data = t->data;
+    m.qd = bind_qscales(b, name, "_qscale", rows, cols / KQ_BLK);
+    if (!q8 && m.qd)
+        m.qm = bind_qscales(b, name, "_qmin", rows, cols / KQ_BLK);
+    return m;
+}
+
+/* Matrix [rows, cols]. Float types, F8_E4M3 with a matching
+ * NAME_scale_inv when the config declares fp8 block quantization, or
+ * mtpd's Q8_0 / Q4_1 (bind_qmat). */
 static struct kmat bind_mat(struct binder *b, const char *name, int rows,
                             int cols)
 {
@@ -82,6 +150,8 @@ static struct kmat bind_mat(struct binder *b, const char *name, int rows,
         bind_fail(b, NULL, name, "missing tensor", 0, 0, 0, 0);
         return m;
     }
+    if (t->dtype == ST_I8 || t->dtype == ST_U8)
+        return bind_qmat(b, t, name, rows, cols);
     int kt = st_kdtype(t->dtype);
     if (kt < 0) {
         bind_fail(b, t, name, "unsupported dtype for a weight matrix", 0, 0,
