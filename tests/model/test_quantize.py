@@ -1,0 +1,268 @@
+"""`mtpd quantize`: q8 / q4 / fp8 copies of a checkpoint that mtpd loads
+like any other, what is kept at full precision, and the quality of the
+default model's q8 and q4 copies against the bf16 one on held-out text
+(tools/quant_eval.py). Broken quantized checkpoints fail with one clear
+error line (as tests/model/test_bad_checkpoints.py)."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from tools import quant_eval
+from tools.ref import ckpt
+from tools.ref.testutil import run_mtpd
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT = os.path.join(ROOT, "models", "mtpd-code-small")
+PRESET = "bf16-base"
+T_QA = "model.layers.0.self_attn.q_a_proj.weight"  # [64, 96]: whole blocks
+
+# Measured on the held-out windows below (2026-12-02; 4 x 256 positions):
+# q8 top-1 0.991, mean |dlogit| 0.028, max 2.34, nll +0.001 nats;
+# q4 top-1 0.901; fp8 top-1 0.955. The bounds leave room for other
+# machines' rounding (AVX2 vs AVX-512 sums), not for a broken kernel (a
+# wrong nibble or scale drops agreement below 0.3).
+Q8_TOP1, Q8_MEAN_ABS, Q8_MAX_ABS, Q8_NLL = 0.97, 0.06, 5.0, 0.02
+Q4_TOP1 = 0.80
+FP8_TOP1 = 0.90
+
+
+def quantize(mtpd, src, out, fmt, *extra):
+    r = run_mtpd(mtpd, ["quantize", "--model", src, "--out", out,
+                        "--format", fmt, *extra], timeout=300)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+@pytest.fixture(scope="module")
+def default_q(mtpd, tmp_path_factory):
+    """The default model quantized to q8, q4 and fp8 (once)."""
+    base = tmp_path_factory.mktemp("quant")
+    out = {}
+    for fmt in ("q8", "q4", "fp8"):
+        out[fmt] = str(base / fmt)
+        quantize(mtpd, DEFAULT, out[fmt], fmt)
+    return out
+
+
+@pytest.fixture(scope="module")
+def heldout(mtpd):
+    return quant_eval.windows(mtpd, DEFAULT, n_windows=4, n_tokens=256)
+
+
+def header(model_dir):
+    h, _, _ = ckpt.read_header(os.path.join(model_dir, "model.safetensors"))
+    return h
+
+
+# ---- the command -----------------------------------------------------------
+
+def test_help(mtpd):
+    r = run_mtpd(mtpd, ["quantize", "--help"])
+    assert r.returncode == 0
+    for word in ("q8", "q4", "fp8", "--keep", "quantization_config",
+                 "router", "embeddings"):
+        assert word in r.stdout, word
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--format", "q3"], "unknown --format"),
+    (["--format", "q8"], "required"),           # no --out
+    (["--format", "q8", "--out", "x", "--bogus"], "unknown option"),
+])
+def test_usage_errors(mtpd, args, needle):
+    a = ["quantize", "--model", DEFAULT] + args
+    if "--out" not in args and needle != "required":
+        a += ["--out", "/nonexistent/never"]
+    r = run_mtpd(mtpd, a)
+    assert r.returncode == 2 and needle in r.stderr, r.stderr
+
+
+def test_refuses_existing_checkpoint_and_quantized_input(mtpd, presets, tmp_path):
+    src = presets.dir(PRESET)
+    r = run_mtpd(mtpd, ["quantize", "--model", src, "--out", src, "--format", "q8"])
+    assert r.returncode == 1 and "must not hold a checkpoint" in r.stderr
+    out = str(tmp_path / "q8")
+    quantize(mtpd, src, out, "q8")
+    r = run_mtpd(mtpd, ["quantize", "--model", out, "--out", str(tmp_path / "again"),
+                        "--format", "q4"])
+    assert r.returncode == 1 and "already quantized" in r.stderr, r.stderr
+
+
+def test_what_is_kept(mtpd, default_q):
+    for fmt, code in (("q8", "I8"), ("q4", "U8")):
+        d = default_q[fmt]
+        cfg = json.load(open(os.path.join(d, "config.json")))
+        want = {"q8": "q8_0", "q4": "q4_1"}[fmt]
+        assert cfg["quantization_config"]["quant_method"] == "mtpd"
+        assert cfg["quantization_config"]["format"] == want
+        h = header(d)
+        for f in ("tokenizer.json", "draft_vocab.txt", "generation_config.json"):
+            assert os.path.exists(os.path.join(d, f)), f
+        # norms, router, its bias, kv_b, embeddings: as in the source
+        for name in ("model.norm.weight", "model.embed_tokens.weight",
+                     "model.layers.1.mlp.gate.weight",
+                     "model.layers.1.mlp.gate.e_score_correction_bias",
+                     "model.layers.1.input_layernorm.weight",
+                     "model.layers.1.self_attn.kv_b_proj.weight",
+                     "model.layers.8.embed_tokens.weight",
+                     "model.layers.8.enorm.weight"):
+            assert h[name]["dtype"] in ("BF16", "F32"), (name, h[name])
+        # projections and experts of the main model and the MTP module
+        for name in ("model.layers.0.mlp.down_proj.weight",
+                     "model.layers.1.mlp.experts.3.up_proj.weight",
+                     "model.layers.8.self_attn.q_a_proj.weight",
+                     "model.layers.8.eh_proj.weight"):
+            assert h[name]["dtype"] == code, (name, h[name])
+            assert h[name + "_qscale"]["dtype"] == "F16"
+        # tied embeddings: the output head is its own quantized tensor
+        assert h["lm_head.weight"]["dtype"] == "I8"
+        assert h["model.layers.8.shared_head.head.weight"]["dtype"] == "I8"
+    h = header(default_q["fp8"])
+    assert h["model.layers.0.mlp.down_proj.weight"]["dtype"] == "F8_E4M3"
+    assert h["model.layers.0.mlp.down_proj.weight_scale_inv"]["dtype"] == "F32"
+
+
+def test_keep_pattern(mtpd, presets, tmp_path):
+    src = presets.dir(PRESET)
+    out = str(tmp_path / "keep")
+    quantize(mtpd, src, out, "q8", "--keep", "model.layers.0.*,*.o_proj.weight")
+    h = header(out)
+    src_h = ckpt.read_header(os.path.join(src, "model.safetensors"))[0]
+    for name, v in h.items():
+        if name == "__metadata__" or name.endswith(("_qscale", "_qmin")):
+            continue
+        if name.startswith("model.layers.0.") or name.endswith("o_proj.weight"):
+            assert v["dtype"] == src_h[name]["dtype"], name
+    assert h["model.layers.1.self_attn.q_a_proj.weight"]["dtype"] == "I8"
+
+
+# ---- loading and quality ---------------------------------------------------
+
+def test_q8_quality(mtpd, default_q, heldout):
+    q = quant_eval.compare(mtpd, DEFAULT, default_q["q8"], heldout)
+    assert q["top1"] >= Q8_TOP1, q
+    assert q["mean_abs"] <= Q8_MEAN_ABS and q["max_abs"] <= Q8_MAX_ABS, q
+    assert q["nll"] - q["ref_nll"] <= Q8_NLL, q
+
+
+def test_q4_fp8_quality(mtpd, default_q, heldout):
+    q = quant_eval.compare(mtpd, DEFAULT, default_q["q4"], heldout[:2])
+    assert q["top1"] >= Q4_TOP1, q
+    q = quant_eval.compare(mtpd, DEFAULT, default_q["fp8"], heldout[:2])
+    assert q["top1"] >= FP8_TOP1, q
+
+
+@pytest.mark.parametrize("fmt", ["q8", "q4"])
+def test_generate_speculative_equals_plain(mtpd, default_q, fmt):
+    """Greedy generation on the quantized model: MTP speculation (k=3 and
+    auto) gives exactly the plain decode (the kernels are batch
+    invariant), and the first tokens match the bf16 model's."""
+    outs = {}
+    for k in ("0", "3", "auto"):
+        r = run_mtpd(mtpd, ["generate", "--model", default_q[fmt], "--prompt",
+                            "import os\nimport sys\n\ndef main(argv):\n",
+                            "--max-tokens", "48", "--draft-tokens", k,
+                            "--ignore-eos", "--json"], timeout=120)
+        assert r.returncode == 0, r.stderr
+        outs[k] = json.loads(r.stdout.strip().splitlines()[-1])
+    assert outs["0"]["ids"] == outs["3"]["ids"] == outs["auto"]["ids"]
+    assert len(outs["0"]["ids"]) == 48
+
+
+# ---- damaged quantized checkpoints ----------------------------------------
+
+@pytest.fixture
+def q8_preset(mtpd, presets, tmp_path):
+    out = str(tmp_path / "q8")
+    quantize(mtpd, presets.dir(PRESET), out, "q8")
+    return out
+
+
+def expect_error(mtpd, d, *needles):
+    r = run_mtpd(mtpd, ["logits", "--model", d, "--ids", "3,4,5"], timeout=60)
+    assert r.returncode > 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("mtpd: error: "), r.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def edit_config(d, fn):
+    p = os.path.join(d, "config.json")
+    cfg = json.load(open(p))
+    fn(cfg)
+    json.dump(cfg, open(p, "w"))
+
+
+def edit_tensors(d, fn):
+    p = os.path.join(d, "model.safetensors")
+    t = ckpt.read_safetensors(p)
+    fn(t)
+    ckpt.write_safetensors(p, t)
+
+
+def test_loads(mtpd, q8_preset):
+    r = run_mtpd(mtpd, ["logits", "--model", q8_preset, "--ids", "3,4,5"])
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("fmt", ["q3_k", "", 7])
+def test_unknown_format(mtpd, q8_preset, fmt):
+    edit_config(q8_preset, lambda c: c["quantization_config"].update(format=fmt))
+    expect_error(mtpd, q8_preset, "config.json", "quantization_config.format")
+
+
+def test_unknown_method(mtpd, q8_preset):
+    edit_config(q8_preset, lambda c: c["quantization_config"].update(quant_method="gptq"))
+    expect_error(mtpd, q8_preset, "quantization_config.quant_method", "gptq")
+
+
+def test_codes_without_quantization_config(mtpd, q8_preset):
+    edit_config(q8_preset, lambda c: c.pop("quantization_config"))
+    expect_error(mtpd, q8_preset, "I8 weight", "no mtpd quantization_config")
+
+
+def test_q8_codes_in_q4_checkpoint_need_u8(mtpd, q8_preset):
+    # q4_1 holds I8 heads too, but a U8 weight needs format q4_1
+    def to_u8(t):
+        t[T_QA] = ("U8", t[T_QA][1].view(np.uint8))
+    edit_tensors(q8_preset, to_u8)
+    expect_error(mtpd, q8_preset, T_QA, "not mtpd q4_1")
+
+
+def test_missing_scale(mtpd, q8_preset):
+    edit_tensors(q8_preset, lambda t: t.pop(T_QA + "_qscale"))
+    expect_error(mtpd, q8_preset, T_QA + "_qscale", "missing")
+
+
+def test_scale_wrong_shape(mtpd, q8_preset):
+    def cut(t):
+        t[T_QA + "_qscale"] = ("F16", t[T_QA + "_qscale"][1][:, :1].copy())
+    edit_tensors(q8_preset, cut)
+    expect_error(mtpd, q8_preset, T_QA + "_qscale", "wrong shape")
+
+
+def test_scale_wrong_dtype(mtpd, q8_preset):
+    def f32(t):
+        t[T_QA + "_qscale"] = ("F32", t[T_QA + "_qscale"][1].astype(np.float32))
+    edit_tensors(q8_preset, f32)
+    expect_error(mtpd, q8_preset, T_QA + "_qscale", "expected F16")
+
+
+def test_scale_not_finite(mtpd, q8_preset):
+    def inf(t):
+        s = t[T_QA + "_qscale"][1].copy()
+        s[3, 1] = np.inf
+        t[T_QA + "_qscale"] = ("F16", s)
+    edit_tensors(q8_preset, inf)
+    expect_error(mtpd, q8_preset, T_QA + "_qscale", "damaged")
+
+
+def test_codes_wrong_shape(mtpd, q8_preset):
+    def cut(t):
+        t[T_QA] = ("I8", t[T_QA][1][:, :64].copy())
+    edit_tensors(q8_preset, cut)
+    expect_error(mtpd, q8_preset, T_QA, "wrong shape")
