@@ -53,6 +53,23 @@ const char *kisa_str(enum kisa isa)
     }
 }
 
+int kisa_has_vnni(void)
+{
+#if KCPU_X86
+    static atomic_int v = -1;
+    int r = atomic_load_explicit(&v, memory_order_relaxed);
+    if (r < 0) {
+        __builtin_cpu_init();
+        r = kisa_detect() == KISA_AVX512 &&
+            __builtin_cpu_supports("avx512vnni");
+        atomic_store_explicit(&v, r, memory_order_relaxed);
+    }
+    return r;
+#else
+    return 0;
+#endif
+}
+
 enum kisa kisa_active(void)
 {
     int a = atomic_load_explicit(&g_active, memory_order_relaxed);

@@ -56,6 +56,9 @@ struct kmm_blk {
     int ldy;
     int nt;         /* tokens, 1..KMM_NT */
     int accum;      /* 1: y += partial, 0: y = partial */
+    const uint8_t *xq; /* Q8_0 / Q4_1 integer kernels: x quantized by
+                        * kqa_quantize, token t at xq + t * ldq */
+    size_t ldq;
 };
 
 typedef void (*kmm_block_fn)(const struct kmm_blk *b);
@@ -76,12 +79,20 @@ static inline int kmm_seg_end(const struct kmm_blk *b, int c)
 }
 
 void kmm_block_scalar(const struct kmm_blk *b);
-/* matmul_q.c: Q8_0 / Q4_1 weights, fp32 x (c0, c1 multiples of KQ_BLK). */
-void kmm_block_q_scalar(const struct kmm_blk *b);
+/* matmul_qa.c: Q8_0 / Q4_1 weights, int8 x (b->xq); c0, c1 multiples of
+ * KQ_BLK. kqa_quantize writes
+ * row t of x at q + t * ldq: cols int8 codes, then cols / KQ_BLK fp32
+ * block scales xd, then as many xd * sum(codes) (KQA_LDQ bytes). */
+#define KQA_LDQ(cols) ((((size_t)(cols) + 8 * ((cols) / KQ_BLK)) + 63) & ~(size_t)63)
+void kqa_quantize(const float *x, int ldx, int cols, int n_tok, uint8_t *q,
+                  size_t ldq);
+void kmm_block_qa_scalar(const struct kmm_blk *b);
 #if KCPU_X86
-void kmm_block_q_avx2(const struct kmm_blk *b);
-void kmm_block_q_avx512(const struct kmm_blk *b);
+void kmm_block_qa_avx2(const struct kmm_blk *b);
+void kmm_block_qa_vnni(const struct kmm_blk *b); /* AVX-512 VNNI */
 #endif
+/* isa.c: AVX-512 VNNI present (cpuid, at first call). */
+int kisa_has_vnni(void);
 #if KCPU_X86
 void kmm_block_avx2(const struct kmm_blk *b);
 void kmm_block_avx512(const struct kmm_blk *b);

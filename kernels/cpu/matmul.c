@@ -13,6 +13,8 @@
  * Batch invariance (kcpu.h): a row's result depends only on W, the row
  * and its x, never on n_tok, the row range or the pool size. Threads split
  * output rows only (never columns); chunks are whole summation segments;
+ * Q8_0 / Q4_1 quantize x per row to int8 first (matmul_qa.c), a function
+ * of that row alone;
  * the kernel for a dtype and ISA is chosen from W alone (BF16 on AVX-512
  * always packs x; if its scratch cannot be had the call fails with
  * MTPD_K_ENOMEM rather than fall back to a kernel that adds differently).
@@ -32,6 +34,7 @@
  * both). A property of W only: the row range must not pick the kernel. */
 #define KMM_PAIR_MIN_COLS 32
 
+
 struct mm_job {
     const struct kmat *W;
     int row0, row1;
@@ -41,6 +44,8 @@ struct mm_job {
     int ldy;
     int n_tok;
     kmm_block_fn fn;
+    const uint8_t *xq; /* integer kernels: quantized x */
+    size_t ldq;
 };
 
 static kmm_block_fn block_fn(const struct kmat *W)
@@ -48,10 +53,11 @@ static kmm_block_fn block_fn(const struct kmat *W)
     if (W->dtype == KDT_Q8_0 || W->dtype == KDT_Q4_1) {
         switch (kisa_active()) {
 #if KCPU_X86
-        case KISA_AVX512: return kmm_block_q_avx512;
-        case KISA_AVX2: return kmm_block_q_avx2;
+        case KISA_AVX512:
+            return kisa_has_vnni() ? kmm_block_qa_vnni : kmm_block_qa_avx2;
+        case KISA_AVX2: return kmm_block_qa_avx2;
 #endif
-        default: return kmm_block_q_scalar;
+        default: return kmm_block_qa_scalar;
         }
     }
     switch (kisa_active()) {
@@ -94,6 +100,8 @@ static void mm_range(const struct mm_job *j, int r0, int r1)
         for (int t = 0; t < j->n_tok; t += tb) {
             b.nt = j->n_tok - t < tb ? j->n_tok - t : tb;
             b.x = j->x + (size_t)t * j->ldx;
+            b.xq = j->xq ? j->xq + (size_t)t * j->ldq : NULL;
+            b.ldq = j->ldq;
             b.y = j->y + (size_t)t * j->ldy;
             int kc = chunk_cols(W, b.nt);
             for (int c = 0; c < W->cols; c += kc) {
@@ -207,6 +215,16 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
 
     kmm_block_fn fn = block_fn(W);
     int packed = 0;
+    uint8_t *xq = NULL;
+    size_t ldq = 0;
+    if (W->dtype == KDT_Q8_0 || W->dtype == KDT_Q4_1) {
+        ldq = KQA_LDQ(W->cols);
+        xq = scratch_get((size_t)n_tok * ldq);
+        if (xq == NULL)
+            return MTPD_K_ENOMEM;
+        kqa_quantize(x, ldx, W->cols, n_tok, xq, ldq);
+        packed = 1; /* x itself is not read */
+    }
 #if KCPU_X86
     if (fn == kmm_block_avx512 && W->dtype == KDT_BF16 &&
         W->cols >= KMM_PAIR_MIN_COLS) {
@@ -233,7 +251,7 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
             ldx = ld;
         }
     }
-    struct mm_job j = {W, row0, row1, x, ldx, y, ldy, n_tok, fn};
+    struct mm_job j = {W, row0, row1, x, ldx, y, ldy, n_tok, fn, xq, ldq};
     int chunks = (row1 - row0 + KMM_ROW_ALIGN - 1) / KMM_ROW_ALIGN;
     int parts = kpool_size(p);
     if (parts > chunks)

@@ -361,22 +361,43 @@ static double tmat_at(const struct tmat *t, int r, int c)
     }
 }
 
+/* x row as the Q8_0 / Q4_1 kernels see it: per 32 columns
+ * xd = max|x| / 127, codes round(x / xd) (kernels/cpu/matmul_qa.c). */
+static void qa_x(const float *x, int cols, double *out)
+{
+    for (int j = 0; j < cols / 32; j++) {
+        float amax = 0;
+        for (int i = 0; i < 32; i++)
+            amax = fmaxf(amax, fabsf(x[j * 32 + i]));
+        float d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0;
+        for (int i = 0; i < 32; i++)
+            out[j * 32 + i] = nearbyintf(x[j * 32 + i] * id) * (double)d;
+    }
+}
+
 /* ref[t * rows + o] and the error bound 1e-5 * sum |terms| in bound[]. */
 static void matmul_ref(const struct tmat *t, const float *x, int ldx,
                        int n_tok, double *ref, double *bound)
 {
     int rows = t->m.rows, cols = t->m.cols;
+    int qa = t->m.dtype == KDT_Q8_0 || t->m.dtype == KDT_Q4_1;
+    double *xq = malloc((size_t)n_tok * cols * sizeof *xq);
+    for (int k = 0; k < n_tok && qa && xq; k++)
+        qa_x(x + (size_t)k * ldx, cols, xq + (size_t)k * cols);
     for (int o = 0; o < rows; o++)
         for (int k = 0; k < n_tok; k++) {
             double s = 0, a = 0;
             for (int c = 0; c < cols; c++) {
-                double term = tmat_at(t, o, c) * x[(size_t)k * ldx + c];
+                double xv = qa && xq ? xq[(size_t)k * cols + c]
+                                     : x[(size_t)k * ldx + c];
+                double term = tmat_at(t, o, c) * xv;
                 s += term;
                 a += fabs(term);
             }
             ref[(size_t)k * rows + o] = s;
             bound[(size_t)k * rows + o] = 1e-5 * a + 1e-30;
         }
+    free(xq);
 }
 
 #define SENTINEL 12345.0f
@@ -539,6 +560,40 @@ done:
     for (int i = 0; i < 3; i++)
         kpool_free(pools[i]);
     return ret;
+}
+
+/* Q8_0 / Q4_1: the integer lanes and float steps are the same in every
+ * ISA (matmul_qa.c), so every ISA gives the same bits. */
+static enum test_return test_matmul_q_isa_equal(void)
+{
+    enum kisa isas[KISA_COUNT];
+    int n_isa = supported_isas(isas);
+    static const enum kdtype dts[] = {KDT_Q8_0, KDT_Q4_1};
+    int rows = 45, cols = 2112, n = 11;
+    float *x = malloc((size_t)n * cols * sizeof *x);
+    float *y0 = malloc((size_t)n * rows * sizeof *y0);
+    float *y = malloc((size_t)n * rows * sizeof *y);
+    CHECK(x && y0 && y, "alloc");
+    for (size_t i = 0; i < (size_t)n * cols; i++)
+        x[i] = rnd_f();
+    for (int d = 0; d < 2; d++) {
+        struct tmat t;
+        CHECK(tmat_new(&t, dts[d], rows, cols, 0) == 0, "alloc");
+        for (int ii = 0; ii < n_isa; ii++) {
+            kisa_set(isas[ii]);
+            CHECK(kmatmul(NULL, &t.m, x, cols, ii ? y : y0, rows, n) == 0,
+                  "kmatmul");
+            CHECK(ii == 0 || memcmp(y, y0, (size_t)n * rows * sizeof *y) == 0,
+                  "%s %s differs from %s", kdtype_str(dts[d]),
+                  kisa_str(isas[ii]), kisa_str(isas[0]));
+        }
+        kisa_set(kisa_detect());
+        tmat_free(&t);
+    }
+    free(x);
+    free(y0);
+    free(y);
+    return TEST_PASS;
 }
 
 /* Bigger than one L2 tile (matmul.c tiles rows when n_tok > 4); x wider
@@ -1260,6 +1315,7 @@ static const struct {
     {"matmul_f8_blk128", test_matmul_f8_blk128},
     {"matmul_f8_blk_odd", test_matmul_f8_blk_odd},
     {"matmul_q", test_matmul_q},
+    {"matmul_q_isa_equal", test_matmul_q_isa_equal},
     {"matmul_tiled", test_matmul_tiled},
     {"matmul_pv", test_matmul_pv},
     {"matmul_invariant", test_matmul_invariant},
