@@ -5,12 +5,14 @@
  *
  * x row t is quantized on its own (so batch invariance holds): per block
  * of 32 columns xd = max|x| / 127 and codes xq = round(x / xd), plus
- * xs = xd * sum(xq) for Q4_1's min term. For weight block j of row r:
- *   lane l (0..7)  = sum of w[4l..4l+3] * xq[4l..4l+3]     (int32, exact)
- *   acc[l]         = fma((float)lane l, d_j * xd_j, acc[l])
- *   Q4_1: acc[0]   = fma(m_j, xs_j, acc[0])  (the other lanes + 0 * 0)
- * and at the end of a summation segment (kcpu.h) the eight lanes are
- * summed by one tree ((a0+a4)+(a2+a6))+((a1+a5)+(a3+a7)) and added to y.
+ * xs = xd * sum(xq) for Q4_1's min term. For weight block j of row r, the
+ * p-th block of its summation segment (kcpu.h), with h = 8 * (p & 1):
+ *   lane l (0..7)   = sum of w[4l..4l+3] * xq[4l..4l+3]    (int32, exact)
+ *   acc[h+l]        = fma((float)lane l, d_j * xd_j, acc[h+l])
+ *   Q4_1: acc[h]    = fma(m_j, xs_j, acc[h])  (the other lanes + 0 * 0)
+ * (sixteen accumulators: AVX-512 does blocks j, j+1 in one zmm), and at
+ * the segment's end a[l] = acc[l] + acc[8+l] are summed by one tree
+ * ((a0+a4)+(a2+a6))+((a1+a5)+(a3+a7)) and added to y.
  * The integer lanes are the same whatever instruction computes them, and
  * the float steps are the same in every ISA, so the three kernels agree
  * bitwise (tests check it) and with themselves whatever the batch.
@@ -18,8 +20,9 @@
  * Why int8 activations: an fp32-activation version (widen each weight,
  * FMA with x; commit "kernels: Q8_0 and Q4_1 weight dtypes") was measured
  * in the same process on this machine (AVX-512 VNNI, cache-resident
- * 1024x384 matrix, one thread): int8 1.8x faster at 1 token, 1.0-1.2x at
- * 4..64 (bench/results/bench_quant-2026-12-02.md), and it was removed.
+ * 1024x384 Q8_0 matrix, one thread): 65 us at 1 token against 36 us for
+ * the first int8 kernel (22 us for this one), 1.0-1.2x at 4..64 tokens
+ * (bench/results/bench_quant-2026-12-02.md); it was removed.
  */
 #include <math.h>
 #include <string.h>
@@ -114,13 +117,26 @@ void kqa_quantize(const float *x, int ldx, int cols, int n_tok, uint8_t *q,
     }
 }
 
-/* The lane tree every kernel sums with (hsum8 in the AVX2 one). */
+/* The lane tree every kernel sums with (hsum8 in the SIMD ones). */
 KINLINE float lanes_sum(const float a[8])
 {
     return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
 }
 
 /* ---- scalar -------------------------------------------------------- */
+
+/* Weight block j of a row as 32 ints in column order. */
+KINLINE void wints(int q4, const uint8_t *wr, int j, int w[KQ_BLK])
+{
+    for (int i = 0; i < KQ_BLK; i++) {
+        if (!q4) {
+            w[i] = ((const int8_t *)wr)[j * KQ_BLK + i];
+        } else {
+            uint8_t v = wr[j * 16 + i % 16];
+            w[i] = i < 16 ? v & 15 : v >> 4;
+        }
+    }
+}
 
 void kmm_block_qa_scalar(const struct kmm_blk *b)
 {
@@ -137,31 +153,26 @@ void kmm_block_qa_scalar(const struct kmm_blk *b)
             const float *xd = (const float *)(xr + W->cols), *xs = xd + nb;
             for (int cs = b->c0, ce; cs < b->c1; cs = ce) {
                 ce = kmm_seg_end(b, cs);
-                float acc[8] = {0};
-                for (int c = cs; c < ce; c += KQ_BLK) {
-                    int j = c / KQ_BLK;
+                float acc[16] = {0}; /* even blocks 0..7, odd ones 8..15 */
+                for (int j = cs / KQ_BLK; j < ce / KQ_BLK; j++) {
+                    float *a = acc + 8 * ((j - cs / KQ_BLK) & 1);
                     int w[KQ_BLK];
-                    for (int i = 0; i < KQ_BLK; i++) {
-                        if (!q4) {
-                            w[i] = ((const int8_t *)wr)[c + i];
-                        } else {
-                            uint8_t v = wr[j * 16 + i % 16];
-                            w[i] = i < 16 ? v & 15 : v >> 4;
-                        }
-                    }
+                    wints(q4, wr, j, w);
                     float s = kf16_to_f32(d[j]) * xd[j];
                     for (int l = 0; l < 8; l++) {
                         int lane = 0;
                         for (int i = 4 * l; i < 4 * l + 4; i++)
-                            lane += w[i] * xq[c + i];
-                        acc[l] = fmaf((float)lane, s, acc[l]);
+                            lane += w[i] * xq[j * KQ_BLK + i];
+                        a[l] = fmaf((float)lane, s, a[l]);
                     }
                     if (q4) {
-                        acc[0] = fmaf(kf16_to_f32(m[j]), xs[j], acc[0]);
+                        a[0] = fmaf(kf16_to_f32(m[j]), xs[j], a[0]);
                         for (int l = 1; l < 8; l++)
-                            acc[l] = fmaf(0.0f, 0.0f, acc[l]);
+                            a[l] = fmaf(0.0f, 0.0f, a[l]);
                     }
                 }
+                for (int l = 0; l < 8; l++)
+                    acc[l] += acc[8 + l];
                 float v = lanes_sum(acc);
                 float *yp = b->y + (size_t)t * b->ldy + r;
                 *yp = b->accum || cs > b->c0 ? *yp + v : v;
@@ -171,8 +182,19 @@ void kmm_block_qa_scalar(const struct kmm_blk *b)
 }
 
 #if KCPU_X86
-#define NRMAX 4
-#define NTMAX 4
+KTARGET_AVX2 KINLINE float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v),
+                          _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* ---- AVX2: one block per step, 8 lanes -------------------------------- */
+
+#define NR2 2
+#define NT2 2
 
 /* Weight block j of row w as 32 bytes in column order: Q8_0 its int8
  * codes, Q4_1 its nibbles (0..15). */
@@ -186,21 +208,9 @@ KTARGET_AVX2 KINLINE __m256i wblock(enum kdtype dt, const uint8_t *w, int j)
                             _mm_and_si128(v, f));
 }
 
-KTARGET_AVX2 KINLINE float hsum8(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v),
-                          _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-/* The eight int32 lanes of a block: AVX2 maddubs + madd (no overflow:
- * |w| <= 128, |xq| <= 127), or AVX-512 VNNI vpdpbusd. Q8_0 moves w's sign
- * onto xq (maddubs / vpdpbusd take unsigned times signed). */
-#define KTARGET_VNNI \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
-
+/* The eight int32 lanes of a block by maddubs + madd (no overflow:
+ * |w| <= 128, |xq| <= 127); Q8_0 moves w's sign onto xq (maddubs takes
+ * unsigned times signed). */
 KTARGET_AVX2 KINLINE __m256i lanes_avx2(enum kdtype dt, __m256i w, __m256i x)
 {
     __m256i p;
@@ -211,145 +221,288 @@ KTARGET_AVX2 KINLINE __m256i lanes_avx2(enum kdtype dt, __m256i w, __m256i x)
     return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
 }
 
-KTARGET_VNNI KINLINE __m256i lanes_vnni(enum kdtype dt, __m256i w, __m256i x)
+KTARGET_AVX2 KINLINE void rows2(enum kdtype dt, int NR, int NT,
+                                const struct kmm_blk *b, int r, int t0)
 {
-    if (dt == KDT_Q8_0)
-        return _mm256_dpbusd_epi32(_mm256_setzero_si256(),
-                                   _mm256_sign_epi8(w, w),
-                                   _mm256_sign_epi8(x, w));
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, x);
+    const struct kmat *W = b->W;
+    const int nb = W->cols / KQ_BLK;
+    const size_t rb = kmat_row_bytes(dt, W->cols);
+    const uint8_t *w[NR2];
+    const uint16_t *d[NR2], *m[NR2];
+    const int8_t *xq[NT2];
+    const float *xd[NT2], *xs[NT2];
+    KUNROLL
+    for (int k = 0; k < NR; k++) {
+        w[k] = (const uint8_t *)W->data + (size_t)(r + k) * rb;
+        d[k] = W->qd + (size_t)(r + k) * nb;
+        m[k] = dt == KDT_Q4_1 ? W->qm + (size_t)(r + k) * nb : NULL;
+    }
+    KUNROLL
+    for (int t = 0; t < NT; t++) {
+        const uint8_t *xr = b->xq + (size_t)(t0 + t) * b->ldq;
+        xq[t] = (const int8_t *)xr;
+        xd[t] = (const float *)(xr + W->cols);
+        xs[t] = xd[t] + nb;
+    }
+    for (int cs = b->c0, ce; cs < b->c1; cs = ce) {
+        ce = kmm_seg_end(b, cs);
+        __m256 acc[2][NR2][NT2];
+        KUNROLL
+        for (int h = 0; h < 2; h++) {
+            KUNROLL
+            for (int k = 0; k < NR; k++) {
+                KUNROLL
+                for (int t = 0; t < NT; t++)
+                    acc[h][k][t] = _mm256_setzero_ps();
+            }
+        }
+        for (int j = cs / KQ_BLK; j < ce / KQ_BLK; j++) {
+            int h = (j - cs / KQ_BLK) & 1;
+            __m256i wv[NR2];
+            float dk[NR2];
+            KUNROLL
+            for (int k = 0; k < NR; k++) {
+                wv[k] = wblock(dt, w[k], j);
+                dk[k] = _cvtsh_ss(d[k][j]);
+            }
+            KUNROLL
+            for (int t = 0; t < NT; t++) {
+                __m256i xv = _mm256_loadu_si256(
+                    (const __m256i *)(xq[t] + (size_t)j * KQ_BLK));
+                KUNROLL
+                for (int k = 0; k < NR; k++) {
+                    __m256 p = _mm256_cvtepi32_ps(lanes_avx2(dt, wv[k], xv));
+                    __m256 a = h ? acc[1][k][t] : acc[0][k][t];
+                    a = _mm256_fmadd_ps(p, _mm256_set1_ps(dk[k] * xd[t][j]), a);
+                    if (dt == KDT_Q4_1)
+                        a = _mm256_fmadd_ps(
+                            _mm256_setr_ps(_cvtsh_ss(m[k][j]), 0, 0, 0, 0, 0,
+                                           0, 0),
+                            _mm256_setr_ps(xs[t][j], 0, 0, 0, 0, 0, 0, 0), a);
+                    if (h)
+                        acc[1][k][t] = a;
+                    else
+                        acc[0][k][t] = a;
+                }
+            }
+        }
+        int add = b->accum || cs > b->c0;
+        KUNROLL
+        for (int t = 0; t < NT; t++) {
+            KUNROLL
+            for (int k = 0; k < NR; k++) {
+                float *yp = b->y + (size_t)(t0 + t) * b->ldy + r + k;
+                float v = hsum8(_mm256_add_ps(acc[0][k][t], acc[1][k][t]));
+                *yp = add ? *yp + v : v;
+            }
+        }
+    }
 }
 
-/* Rows r..r+NR-1 x tokens 0..NT-1 of the block, segment by segment. The
- * one body serves both ISAs (vnni picks the lane instruction). */
-#define QA_ROWS(NAME, TARGET, LANES)                                          \
-    TARGET KINLINE void NAME(enum kdtype dt, int NR, int NT,                  \
-                             const struct kmm_blk *b, int r, int t0)          \
-    {                                                                         \
-        const struct kmat *W = b->W;                                          \
-        const int nb = W->cols / KQ_BLK;                                      \
-        const size_t rb = kmat_row_bytes(dt, W->cols);                        \
-        const uint8_t *w[NRMAX];                                              \
-        const uint16_t *d[NRMAX], *m[NRMAX];                                  \
-        const int8_t *xq[NTMAX];                                              \
-        const float *xd[NTMAX], *xs[NTMAX];                                   \
-        KUNROLL                                                               \
-        for (int k = 0; k < NR; k++) {                                        \
-            w[k] = (const uint8_t *)W->data + (size_t)(r + k) * rb;           \
-            d[k] = W->qd + (size_t)(r + k) * nb;                              \
-            m[k] = dt == KDT_Q4_1 ? W->qm + (size_t)(r + k) * nb : NULL;      \
-        }                                                                     \
-        KUNROLL                                                               \
-        for (int t = 0; t < NT; t++) {                                        \
-            const uint8_t *xr = b->xq + (size_t)(t0 + t) * b->ldq;            \
-            xq[t] = (const int8_t *)xr;                                       \
-            xd[t] = (const float *)(xr + W->cols);                            \
-            xs[t] = xd[t] + nb;                                               \
-        }                                                                     \
-        for (int cs = b->c0, ce; cs < b->c1; cs = ce) {                       \
-            ce = kmm_seg_end(b, cs);                                          \
-            __m256 acc[NRMAX][NTMAX];                                         \
-            KUNROLL                                                           \
-            for (int k = 0; k < NR; k++) {                                    \
-                KUNROLL                                                       \
-                for (int t = 0; t < NT; t++)                                  \
-                    acc[k][t] = _mm256_setzero_ps();                          \
-            }                                                                 \
-            for (int j = cs / KQ_BLK; j < ce / KQ_BLK; j++) {                 \
-                __m256i wv[NRMAX];                                            \
-                float dk[NRMAX];                                              \
-                KUNROLL                                                       \
-                for (int k = 0; k < NR; k++) {                                \
-                    _mm_prefetch((const char *)w[k] +                         \
-                                     kmat_row_bytes(dt, j * KQ_BLK) +         \
-                                     KMM_PF_BYTES / 4, _MM_HINT_T0);          \
-                    wv[k] = wblock(dt, w[k], j);                              \
-                    dk[k] = _cvtsh_ss(d[k][j]);                               \
-                }                                                             \
-                KUNROLL                                                       \
-                for (int t = 0; t < NT; t++) {                                \
-                    __m256i xv = _mm256_loadu_si256(                          \
-                        (const __m256i *)(xq[t] + (size_t)j * KQ_BLK));       \
-                    float xdt = xd[t][j];                                     \
-                    KUNROLL                                                   \
-                    for (int k = 0; k < NR; k++) {                            \
-                        __m256 p = _mm256_cvtepi32_ps(LANES(dt, wv[k], xv));  \
-                        acc[k][t] = _mm256_fmadd_ps(                          \
-                            p, _mm256_set1_ps(dk[k] * xdt), acc[k][t]);       \
-                        if (dt == KDT_Q4_1)                                   \
-                            acc[k][t] = _mm256_fmadd_ps(                      \
-                                _mm256_setr_ps(_cvtsh_ss(m[k][j]), 0, 0, 0,   \
-                                               0, 0, 0, 0),                   \
-                                _mm256_setr_ps(xs[t][j], 0, 0, 0, 0, 0, 0,    \
-                                               0),                            \
-                                acc[k][t]);                                   \
-                    }                                                         \
-                }                                                             \
-            }                                                                 \
-            int add = b->accum || cs > b->c0;                                 \
-            KUNROLL                                                           \
-            for (int t = 0; t < NT; t++) {                                    \
-                KUNROLL                                                       \
-                for (int k = 0; k < NR; k++) {                                \
-                    float *yp = b->y + (size_t)(t0 + t) * b->ldy + r + k;     \
-                    float v = hsum8(acc[k][t]);                               \
-                    *yp = add ? *yp + v : v;                                  \
-                }                                                             \
-            }                                                                 \
-        }                                                                     \
-    }
-
-/* Rows [r0, r1) for tokens [t0, t0 + NT), NR rows at a time. */
-#define QA_LOOP(NAME, TARGET, ROWS)                                           \
-    TARGET KINLINE void NAME(enum kdtype dt, int NR, int NT,                  \
-                             const struct kmm_blk *b, int t0)                 \
-    {                                                                         \
-        int r = b->r0;                                                        \
-        for (; r + NR <= b->r1; r += NR)                                      \
-            ROWS(dt, NR, NT, b, r, t0);                                       \
-        for (; r < b->r1; r++)                                                \
-            ROWS(dt, 1, NT, b, r, t0);                                        \
-    }
-
-/* 4 rows x 1 token; else 2 (AVX2: 16 registers) or 4 rows x up to 4
- * tokens per pass. */
-#define QA_BLOCK(NAME, TARGET, LOOP, NRT)                                     \
-    TARGET KINLINE void NAME(enum kdtype dt, const struct kmm_blk *b)         \
-    {                                                                         \
-        if (b->nt == 1) {                                                     \
-            LOOP(dt, 4, 1, b, 0);                                             \
-            return;                                                           \
-        }                                                                     \
-        for (int t0 = 0; t0 < b->nt; t0 += 4) {                               \
-            switch (b->nt - t0) {                                             \
-            case 1: LOOP(dt, NRT, 1, b, t0); break;                           \
-            case 2: LOOP(dt, NRT, 2, b, t0); break;                           \
-            case 3: LOOP(dt, NRT, 3, b, t0); break;                           \
-            default: LOOP(dt, NRT, 4, b, t0); break;                          \
-            }                                                                 \
-        }                                                                     \
-    }
-
-QA_ROWS(rows_avx2, KTARGET_AVX2, lanes_avx2)
-QA_LOOP(loop_avx2, KTARGET_AVX2, rows_avx2)
-QA_BLOCK(block_avx2, KTARGET_AVX2, loop_avx2, 2)
-QA_ROWS(rows_vnni, KTARGET_VNNI, lanes_vnni)
-QA_LOOP(loop_vnni, KTARGET_VNNI, rows_vnni)
-QA_BLOCK(block_vnni, KTARGET_VNNI, loop_vnni, 4)
+KTARGET_AVX2 KINLINE void loop2(enum kdtype dt, int NR, int NT,
+                                const struct kmm_blk *b, int t0)
+{
+    int r = b->r0;
+    for (; r + NR <= b->r1; r += NR)
+        rows2(dt, NR, NT, b, r, t0);
+    for (; r < b->r1; r++)
+        rows2(dt, 1, NT, b, r, t0);
+}
 
 KTARGET_AVX2 void kmm_block_qa_avx2(const struct kmm_blk *b)
 {
-    if (b->W->dtype == KDT_Q8_0)
-        block_avx2(KDT_Q8_0, b);
-    else
-        block_avx2(KDT_Q4_1, b);
+    const enum kdtype q8 = KDT_Q8_0, q4 = KDT_Q4_1;
+    for (int t0 = 0; t0 < b->nt; t0 += 2) {
+        int two = b->nt - t0 >= 2;
+        if (b->W->dtype == KDT_Q8_0)
+            two ? loop2(q8, 2, 2, b, t0) : loop2(q8, 2, 1, b, t0);
+        else
+            two ? loop2(q4, 2, 2, b, t0) : loop2(q4, 2, 1, b, t0);
+    }
+}
+
+/* ---- AVX-512 VNNI: two blocks per step, 16 lanes ---------------------- */
+
+#define KTARGET_VNNI \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+#define NR5 4
+#define NT5 4
+
+/* Weight blocks j, j+1 of row w (64 bytes, column order; see wblock). */
+KTARGET_VNNI KINLINE __m512i wpair(enum kdtype dt, const uint8_t *w, int j)
+{
+    if (dt == KDT_Q8_0)
+        return _mm512_loadu_si512((const void *)(w + (size_t)j * KQ_BLK));
+    __m256i v = _mm256_loadu_si256((const __m256i *)(w + (size_t)j * 16));
+    __m256i f = _mm256_set1_epi8(15);
+    __m256i lo = _mm256_and_si256(v, f);
+    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), f);
+    /* block j: lo[0..15] hi[0..15]; block j+1: lo[16..31] hi[16..31] */
+    __m512i a = _mm512_castsi256_si512(lo);
+    a = _mm512_inserti64x4(a, hi, 1); /* lo0 lo1 hi0 hi1 (128-bit parts) */
+    return _mm512_shuffle_i64x2(a, a, _MM_SHUFFLE(3, 1, 2, 0));
+}
+
+KTARGET_VNNI KINLINE __m512i lanes_vnni(enum kdtype dt, __m512i w, __m512i x)
+{
+    if (dt == KDT_Q8_0) {
+        __mmask64 neg = _mm512_movepi8_mask(w);
+        __m512i aw = _mm512_abs_epi8(w);
+        __m512i sx = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
+        return _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw, sx);
+    }
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
+}
+
+/* {a x 8, b x 8} */
+KTARGET_VNNI KINLINE __m512 pair_ps(float a, float b)
+{
+    return _mm512_castpd_ps(_mm512_insertf64x4(
+        _mm512_castps_pd(_mm512_set1_ps(a)),
+        _mm256_castps_pd(_mm256_set1_ps(b)), 1));
+}
+
+KTARGET_VNNI KINLINE void rows5(enum kdtype dt, int NR, int NT,
+                                const struct kmm_blk *b, int r, int t0)
+{
+    const struct kmat *W = b->W;
+    const int nb = W->cols / KQ_BLK;
+    const size_t rb = kmat_row_bytes(dt, W->cols);
+    const uint8_t *w[NR5];
+    const uint16_t *d[NR5], *m[NR5];
+    const int8_t *xq[NT5];
+    const float *xd[NT5], *xs[NT5];
+    const __m512 z = _mm512_setzero_ps();
+    KUNROLL
+    for (int k = 0; k < NR; k++) {
+        w[k] = (const uint8_t *)W->data + (size_t)(r + k) * rb;
+        d[k] = W->qd + (size_t)(r + k) * nb;
+        m[k] = dt == KDT_Q4_1 ? W->qm + (size_t)(r + k) * nb : NULL;
+    }
+    KUNROLL
+    for (int t = 0; t < NT; t++) {
+        const uint8_t *xr = b->xq + (size_t)(t0 + t) * b->ldq;
+        xq[t] = (const int8_t *)xr;
+        xd[t] = (const float *)(xr + W->cols);
+        xs[t] = xd[t] + nb;
+    }
+    for (int cs = b->c0, ce; cs < b->c1; cs = ce) {
+        ce = kmm_seg_end(b, cs);
+        __m512 acc[NR5][NT5];
+        KUNROLL
+        for (int k = 0; k < NR; k++) {
+            KUNROLL
+            for (int t = 0; t < NT; t++)
+                acc[k][t] = z;
+        }
+        int j = cs / KQ_BLK, je = ce / KQ_BLK;
+        for (; j + 2 <= je; j += 2) { /* blocks j (lanes 0..7), j+1 */
+            __m512i wv[NR5];
+            __m512 dv[NR5], mv[NR5];
+            KUNROLL
+            for (int k = 0; k < NR; k++) {
+                _mm_prefetch((const char *)w[k] + kmat_row_bytes(dt, j * KQ_BLK) +
+                                 KMM_PF_BYTES / 4, _MM_HINT_T0);
+                wv[k] = wpair(dt, w[k], j);
+                dv[k] = pair_ps(_cvtsh_ss(d[k][j]), _cvtsh_ss(d[k][j + 1]));
+                if (dt == KDT_Q4_1) /* {m_j, 0 x 7, m_j+1, 0 x 7} */
+                    mv[k] = _mm512_maskz_mov_ps(
+                        0x0101, pair_ps(_cvtsh_ss(m[k][j]),
+                                        _cvtsh_ss(m[k][j + 1])));
+            }
+            KUNROLL
+            for (int t = 0; t < NT; t++) {
+                __m512i xv = _mm512_loadu_si512(
+                    (const void *)(xq[t] + (size_t)j * KQ_BLK));
+                __m512 xdv = pair_ps(xd[t][j], xd[t][j + 1]);
+                __m512 xsv = dt == KDT_Q4_1
+                                 ? _mm512_maskz_mov_ps(
+                                       0x0101, pair_ps(xs[t][j], xs[t][j + 1]))
+                                 : z;
+                KUNROLL
+                for (int k = 0; k < NR; k++) {
+                    __m512 p = _mm512_cvtepi32_ps(lanes_vnni(dt, wv[k], xv));
+                    acc[k][t] = _mm512_fmadd_ps(p, _mm512_mul_ps(dv[k], xdv),
+                                                acc[k][t]);
+                    if (dt == KDT_Q4_1)
+                        acc[k][t] = _mm512_fmadd_ps(mv[k], xsv, acc[k][t]);
+                }
+            }
+        }
+        if (j < je) { /* an odd last block: lanes 0..7 only */
+            KUNROLL
+            for (int t = 0; t < NT; t++) {
+                __m256i xv = _mm256_loadu_si256(
+                    (const __m256i *)(xq[t] + (size_t)j * KQ_BLK));
+                KUNROLL
+                for (int k = 0; k < NR; k++) {
+                    __m256i wv = wblock(dt, w[k], j);
+                    __m256i l;
+                    if (dt == KDT_Q8_0)
+                        l = _mm256_dpbusd_epi32(_mm256_setzero_si256(),
+                                                _mm256_sign_epi8(wv, wv),
+                                                _mm256_sign_epi8(xv, wv));
+                    else
+                        l = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wv, xv);
+                    __m256 a = _mm512_castps512_ps256(acc[k][t]);
+                    a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(l),
+                                        _mm256_set1_ps(_cvtsh_ss(d[k][j]) *
+                                                       xd[t][j]), a);
+                    if (dt == KDT_Q4_1)
+                        a = _mm256_fmadd_ps(
+                            _mm256_setr_ps(_cvtsh_ss(m[k][j]), 0, 0, 0, 0, 0,
+                                           0, 0),
+                            _mm256_setr_ps(xs[t][j], 0, 0, 0, 0, 0, 0, 0), a);
+                    acc[k][t] = _mm512_castpd_ps(_mm512_insertf64x4(
+                        _mm512_castps_pd(acc[k][t]), _mm256_castps_pd(a), 0));
+                }
+            }
+        }
+        int add = b->accum || cs > b->c0;
+        KUNROLL
+        for (int t = 0; t < NT; t++) {
+            KUNROLL
+            for (int k = 0; k < NR; k++) {
+                float *yp = b->y + (size_t)(t0 + t) * b->ldy + r + k;
+                __m256 s = _mm256_add_ps(_mm512_castps512_ps256(acc[k][t]),
+                                         _mm256_castpd_ps(_mm512_extractf64x4_pd(
+                                             _mm512_castps_pd(acc[k][t]), 1)));
+                float v = hsum8(s);
+                *yp = add ? *yp + v : v;
+            }
+        }
+    }
+}
+
+KTARGET_VNNI KINLINE void loop5(enum kdtype dt, int NR, int NT,
+                                const struct kmm_blk *b, int t0)
+{
+    int r = b->r0;
+    for (; r + NR <= b->r1; r += NR)
+        rows5(dt, NR, NT, b, r, t0);
+    for (; r < b->r1; r++)
+        rows5(dt, 1, NT, b, r, t0);
+}
+
+/* 4 rows x up to 4 tokens per pass. */
+KTARGET_VNNI KINLINE void block5(enum kdtype dt, const struct kmm_blk *b)
+{
+    for (int t0 = 0; t0 < b->nt; t0 += 4) {
+        switch (b->nt - t0) {
+        case 1: loop5(dt, 4, 1, b, t0); break;
+        case 2: loop5(dt, 4, 2, b, t0); break;
+        case 3: loop5(dt, 4, 3, b, t0); break;
+        default: loop5(dt, 4, 4, b, t0); break;
+        }
+    }
 }
 
 KTARGET_VNNI void kmm_block_qa_vnni(const struct kmm_blk *b)
 {
     if (b->W->dtype == KDT_Q8_0)
-        block_vnni(KDT_Q8_0, b);
+        block5(KDT_Q8_0, b);
     else
-        block_vnni(KDT_Q4_1, b);
+        block5(KDT_Q4_1, b);
 }
 #endif

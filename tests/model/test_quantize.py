@@ -19,12 +19,12 @@ DEFAULT = os.path.join(ROOT, "models", "mtpd-code-small")
 PRESET = "bf16-base"
 T_QA = "model.layers.0.self_attn.q_a_proj.weight"  # [64, 96]: whole blocks
 
-# Measured on the held-out windows below (2026-12-02; 4 x 256 positions):
-# q8 top-1 0.991, mean |dlogit| 0.028, max 2.34, nll +0.001 nats;
-# q4 top-1 0.901; fp8 top-1 0.955. The bounds leave room for other
+# Measured on the held-out windows below (2026-12-02; 4 x 256 positions,
+# int8 activations): q8 top-1 0.980, mean |dlogit| 0.040, max 3.34, nll
+# +0.0001 nats; q4 top-1 0.904; fp8 top-1 0.955. The bounds leave room for other
 # machines' rounding (AVX2 vs AVX-512 sums), not for a broken kernel (a
 # wrong nibble or scale drops agreement below 0.3).
-Q8_TOP1, Q8_MEAN_ABS, Q8_MAX_ABS, Q8_NLL = 0.97, 0.06, 5.0, 0.02
+Q8_TOP1, Q8_MEAN_ABS, Q8_MAX_ABS, Q8_NLL = 0.96, 0.07, 6.0, 0.02
 Q4_TOP1 = 0.80
 FP8_TOP1 = 0.90
 
