@@ -334,14 +334,38 @@ KTARGET_VNNI KINLINE __m512i wpair(enum kdtype dt, const uint8_t *w, int j)
 {
     if (dt == KDT_Q8_0)
         return _mm512_loadu_si512((const void *)(w + (size_t)j * KQ_BLK));
-    __m256i v = _mm256_loadu_si256((const __m256i *)(w + (size_t)j * 16));
-    __m256i f = _mm256_set1_epi8(15);
-    __m256i lo = _mm256_and_si256(v, f);
-    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), f);
-    /* block j: lo[0..15] hi[0..15]; block j+1: lo[16..31] hi[16..31] */
-    __m512i a = _mm512_castsi256_si512(lo);
-    a = _mm512_inserti64x4(a, hi, 1); /* lo0 lo1 hi0 hi1 (128-bit parts) */
-    return _mm512_shuffle_i64x2(a, a, _MM_SHUFFLE(3, 1, 2, 0));
+    /* bytes 0..15 (block j), 16..31 (block j+1) as 128-bit parts
+     * [p0, p0, p1, p1]; the odd parts take the high nibbles */
+    __m512i v = _mm512_castsi256_si512(
+        _mm256_loadu_si256((const __m256i *)(w + (size_t)j * 16)));
+    v = _mm512_shuffle_i64x2(v, v, _MM_SHUFFLE(1, 1, 0, 0));
+    const __m512i sh = _mm512_setr_epi64(0, 0, 0x0004000400040004ll,
+                                         0x0004000400040004ll, 0, 0,
+                                         0x0004000400040004ll,
+                                         0x0004000400040004ll);
+    return _mm512_and_si512(_mm512_srlv_epi16(v, sh), _mm512_set1_epi8(15));
+}
+
+/* Two fp16 at h as {h[0] x 8, h[1] x 8}; with mask 0x0101 {h[0], 0 x 7,
+ * h[1], 0 x 7}. */
+KTARGET_VNNI KINLINE __m512 pair_f16(const uint16_t *h, __mmask16 mask)
+{
+    uint32_t v;
+    memcpy(&v, h, sizeof v);
+    __m512 f = _mm512_cvtph_ps(_mm256_set1_epi32((int)v)); /* h0 h1 h0 .. */
+    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1,
+                                          1, 1, 1, 1, 1);
+    return _mm512_maskz_permutexvar_ps(mask, idx, f);
+}
+
+/* Two floats at p, laid out as pair_f16. */
+KTARGET_VNNI KINLINE __m512 pair_f32(const float *p, __mmask16 mask)
+{
+    __m512 f = _mm512_castps128_ps512(
+        _mm_castpd_ps(_mm_load_sd((const double *)p)));
+    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1,
+                                          1, 1, 1, 1, 1);
+    return _mm512_maskz_permutexvar_ps(mask, idx, f);
 }
 
 KTARGET_VNNI KINLINE __m512i lanes_vnni(enum kdtype dt, __m512i w, __m512i x)
@@ -353,14 +377,6 @@ KTARGET_VNNI KINLINE __m512i lanes_vnni(enum kdtype dt, __m512i w, __m512i x)
         return _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw, sx);
     }
     return _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
-}
-
-/* {a x 8, b x 8} */
-KTARGET_VNNI KINLINE __m512 pair_ps(float a, float b)
-{
-    return _mm512_castpd_ps(_mm512_insertf64x4(
-        _mm512_castps_pd(_mm512_set1_ps(a)),
-        _mm256_castps_pd(_mm256_set1_ps(b)), 1));
 }
 
 KTARGET_VNNI KINLINE void rows5(enum kdtype dt, int NR, int NT,
@@ -405,21 +421,16 @@ KTARGET_VNNI KINLINE void rows5(enum kdtype dt, int NR, int NT,
                 _mm_prefetch((const char *)w[k] + kmat_row_bytes(dt, j * KQ_BLK) +
                                  KMM_PF_BYTES / 4, _MM_HINT_T0);
                 wv[k] = wpair(dt, w[k], j);
-                dv[k] = pair_ps(_cvtsh_ss(d[k][j]), _cvtsh_ss(d[k][j + 1]));
-                if (dt == KDT_Q4_1) /* {m_j, 0 x 7, m_j+1, 0 x 7} */
-                    mv[k] = _mm512_maskz_mov_ps(
-                        0x0101, pair_ps(_cvtsh_ss(m[k][j]),
-                                        _cvtsh_ss(m[k][j + 1])));
+                dv[k] = pair_f16(d[k] + j, 0xffff);
+                if (dt == KDT_Q4_1)
+                    mv[k] = pair_f16(m[k] + j, 0x0101);
             }
             KUNROLL
             for (int t = 0; t < NT; t++) {
                 __m512i xv = _mm512_loadu_si512(
                     (const void *)(xq[t] + (size_t)j * KQ_BLK));
-                __m512 xdv = pair_ps(xd[t][j], xd[t][j + 1]);
-                __m512 xsv = dt == KDT_Q4_1
-                                 ? _mm512_maskz_mov_ps(
-                                       0x0101, pair_ps(xs[t][j], xs[t][j + 1]))
-                                 : z;
+                __m512 xdv = pair_f32(xd[t] + j, 0xffff);
+                __m512 xsv = dt == KDT_Q4_1 ? pair_f32(xs[t] + j, 0x0101) : z;
                 KUNROLL
                 for (int k = 0; k < NR; k++) {
                     __m512 p = _mm512_cvtepi32_ps(lanes_vnni(dt, wv[k], xv));
