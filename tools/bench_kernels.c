@@ -5,7 +5,7 @@
  *        (default 1,2 1024 1,2,4,8; ISA: MTPD_ISA=scalar|avx2|avx512)
  *
  * Measures (1) read bandwidth: a SIMD dot over a 1 GiB buffer split across
- * the pool, (2) kpool_run dispatch overhead, (3) kmatmul on bf16/f8
+ * the pool, (2) kpool_run dispatch overhead, (3) kmatmul on bf16/f8/q8/q4
  * matrices cycled through a >= 1 GiB working set (so nothing is served from
  * the last-level cache), for n_tok 1,2,4,8 (or the list given) and the
  * thread counts given.
@@ -96,9 +96,11 @@ static uint32_t rnd(void)
 static int mats_new(struct kmat *m, int n_mats, enum kdtype dt, int rows,
                     int cols, float *scale)
 {
-    size_t bytes = (size_t)rows * cols * kdtype_size(dt);
+    size_t bytes = (size_t)rows * kmat_row_bytes(dt, cols);
+    size_t nq = (size_t)rows * (cols / KQ_BLK); /* Q8_0 / Q4_1 scales */
+    int q = dt == KDT_Q8_0 || dt == KDT_Q4_1;
     for (int k = 0; k < n_mats; k++) {
-        unsigned char *d = aligned_alloc(64, bytes);
+        unsigned char *d = aligned_alloc(64, (bytes + (q ? 4 * nq : 0) + 63) & ~(size_t)63);
         if (d == NULL)
             return -1;
         for (size_t i = 0; i < bytes; i += 2) {
@@ -111,6 +113,13 @@ static int mats_new(struct kmat *m, int n_mats, enum kdtype dt, int rows,
         }
         m[k] = (struct kmat){dt, rows, cols, d, dt == KDT_F8_E4M3 ? scale : NULL,
                              dt == KDT_F8_E4M3 ? 128 : 0, NULL, NULL};
+        if (q) { /* scales (and mins) after the codes: 2^-9 .. 2^-8 */
+            uint16_t *s = (uint16_t *)(d + bytes);
+            for (size_t i = 0; i < 2 * nq; i++)
+                s[i] = kf32_to_f16((float)(256 + rnd() % 256) * 0x1p-17f);
+            m[k].qd = s;
+            m[k].qm = dt == KDT_Q4_1 ? s + nq : NULL;
+        }
     }
     return 0;
 }
@@ -201,7 +210,11 @@ int main(int argc, char **argv)
         {KDT_BF16, 8192, 4096},
         {KDT_BF16, 4096, 14336},
         {KDT_F8_E4M3, 4096, 14336},
+        {KDT_Q8_0, 4096, 14336},
+        {KDT_Q4_1, 4096, 14336},
         {KDT_BF16, 576, 7168}, /* small (cache-resident) decode matrix */
+        {KDT_Q8_0, 576, 7168},
+        {KDT_Q4_1, 576, 7168},
     };
     float *x = malloc((size_t)max_tok * 14336 * sizeof *x);
     float *y = malloc((size_t)max_tok * 8192 * sizeof *y);
@@ -216,8 +229,9 @@ int main(int argc, char **argv)
     printf("\n%-6s %-12s %3s %5s %9s %8s %8s %9s\n", "dtype", "shape", "thr",
            "n_tok", "ms", "GB/s", "%read", "cost/c1");
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
-        size_t mbytes = (size_t)shapes[s].rows * shapes[s].cols *
-                        kdtype_size(shapes[s].dt);
+        struct kmat shape = {.dtype = shapes[s].dt, .rows = shapes[s].rows,
+                             .cols = shapes[s].cols, .data = "", .blk = 128};
+        size_t mbytes = kmat_bytes(&shape); /* codes + scales */
         int small = shapes[s].rows < 1024;
         int n_mats = small ? 1 : (int)((set_bytes + mbytes - 1) / mbytes);
         struct kmat *m = calloc((size_t)n_mats, sizeof *m);

@@ -25,6 +25,10 @@ meson test -C build-asan --print-errorlogs
 MTPD_BIN="$PWD/build-asan/mtpd" python3 -m pytest -q \
     tests/model/test_bad_checkpoints.py tests/tokenizer/test_cli.py \
     tests/spec/test_spec_edges.py
+# quantize and damaged quantized checkpoints under the sanitizers (the
+# quality checks run below against the release build)
+MTPD_BIN="$PWD/build-asan/mtpd" python3 -m pytest -q \
+    tests/model/test_quantize.py -k "not quality and not speculative"
 
 # everything against the release build
 export MTPD_BIN="$PWD/build/mtpd"
