@@ -361,8 +361,9 @@ KTARGET_VNNI KINLINE __m512 pair_f16(const uint16_t *h, __mmask16 mask)
 /* Two floats at p, laid out as pair_f16. */
 KTARGET_VNNI KINLINE __m512 pair_f32(const float *p, __mmask16 mask)
 {
-    __m512 f = _mm512_castps128_ps512(
-        _mm_castpd_ps(_mm_load_sd((const double *)p)));
+    double v; /* p is only 4-byte aligned: one 8-byte load via memcpy */
+    memcpy(&v, p, sizeof v);
+    __m512 f = _mm512_castps128_ps512(_mm_castpd_ps(_mm_set_sd(v)));
     const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1,
                                           1, 1, 1, 1, 1);
     return _mm512_maskz_permutexvar_ps(mask, idx, f);
