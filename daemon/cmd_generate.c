@@ -19,6 +19,7 @@
 #include "cli_util.h"
 #include "cmd.h"
 #include "spec.h"
+#include "spec_test.h"
 #include "stop.h"
 #ifdef MTPD_HAVE_TOKENIZER
 #include "tokenizer.h"
@@ -576,8 +577,11 @@ static int run_batch(const struct gen_opts *o, struct spec_engine *e,
                                         ? buf : "null");
     status = 0;
     for (int i = 0; i < n; i++)
-        if (spec_seq_finish(seqs[i]) == SPEC_FINISH_ERROR)
+        if (spec_seq_finish(seqs[i]) == SPEC_FINISH_ERROR) {
+            fprintf(stderr, "mtpd: error: sample %d: %s\n", i,
+                    spec_seq_error(seqs[i]));
             status = 1;
+        }
 out:
     for (int i = 0; i < n; i++)
         spec_seq_free(seqs[i]);
@@ -745,13 +749,13 @@ int cmd_generate(int argc, char **argv)
         eo.n_draft_ctx = (int)o.draft_ctx_tokens;
     }
     const char *brk = getenv("MTPD_SPEC_BREAK_ACCEPT"); /* tests only */
-    eo.break_accept = brk && *brk && strcmp(brk, "0") != 0;
     int rc = spec_engine_new(m, &eo, &e);
     free(dv);
     if (rc < 0) {
         fprintf(stderr, "mtpd: error: engine: %s\n", mtpd_err_str(rc));
         goto out;
     }
+    spec_engine_set_break_accept(e, brk && *brk && strcmp(brk, "0") != 0);
     struct spec_params p;
     spec_params_default(&p, m);
     p.sampling.temperature = (float)o.temperature;
@@ -843,6 +847,8 @@ int cmd_generate(int argc, char **argv)
     else
         print_summary(s);
     status = spec_seq_finish(s) == SPEC_FINISH_ERROR ? 1 : 0;
+    if (status)
+        fprintf(stderr, "mtpd: error: %s\n", spec_seq_error(s));
     note_busy_machine(e);
 out:
     spec_seq_free(s);

@@ -85,7 +85,6 @@ void spec_params_default(struct spec_params *p, const struct mtpd_model *m);
 struct spec_engine_opts {
     int n_threads;    /* compute threads (>= 1) */
     int max_rows;     /* rows per forward call (0: 256) */
-    int break_accept; /* TESTS ONLY: accept every draft (wrong on purpose) */
     /* FR-Spec style draft head: the MTP head restricted to these ids (the
      * most frequent tokens) plus up to n_draft_ctx ids seen in prompts and
      * outputs. NULL / 0: the full vocabulary. Exactness does not depend on
@@ -195,16 +194,6 @@ struct mtpd_kv *spec_seq_kv(struct spec_seq *s);
 int spec_seq_trace(struct spec_seq *s, int cap);
 int spec_seq_trace_get(const struct spec_seq *s, const int32_t **k,
                        const int32_t **accepted);
-
-/*
- * Self-check used by tests (--check-rollback): runs a fresh prefill of the
- * sequence's current tokens in a new cache and compares the main model's
- * last-row logits with those of one more step on the live (rolled-back)
- * cache, and the same for MTP module 0. Writes the largest absolute
- * differences into *main_diff and *mtp_diff. Does not change s.
- */
-int spec_seq_check_rollback(struct spec_engine *e, struct spec_seq *s,
-                            double *main_diff, double *mtp_diff);
 
 #ifdef __cplusplus
 }
