@@ -210,6 +210,21 @@ int spec_seq_cap(const struct spec_engine *e, const struct spec_params *p)
     return p->kv_capacity > 0 && p->kv_capacity < max ? p->kv_capacity : max;
 }
 
+int spec_seq_toks(struct spec_seq *s, int n)
+{
+    if (n <= s->toks_cap)
+        return MTPD_OK;
+    int cap = s->toks_cap ? s->toks_cap : 64;
+    while (cap < n)
+        cap *= 2;
+    int32_t *t = realloc(s->toks, (size_t)cap * sizeof *t);
+    if (!t)
+        return MTPD_ENOMEM;
+    s->toks = t;
+    s->toks_cap = cap;
+    return MTPD_OK;
+}
+
 int spec_seq_plan(const struct spec_engine *e, const struct spec_params *p,
                   int *k_cfg, int *k_max, int *n_mod)
 {
@@ -323,10 +338,14 @@ int spec_seq_new(struct spec_engine *e, const struct spec_params *p,
     if (!s)
         return MTPD_ENOMEM;
     s->e = e;
-    int rc = mtpd_kv_new_in(e->pool, cap, &s->kv);
-    s->toks = malloc(((size_t)cap + SPEC_K_MAX + 2) * sizeof(int32_t));
-    if (rc == MTPD_OK && !s->toks)
-        rc = MTPD_ENOMEM;
+    /* the cache may span the model's whole context: it takes pool pages
+     * only as it grows, and the sequence's capacity is a limit that a
+     * restart may change */
+    int rc = mtpd_kv_new_in(e->pool,
+                            mtpd_model_config(e->m)->max_position_embeddings,
+                            &s->kv);
+    if (rc == MTPD_OK)
+        rc = spec_seq_toks(s, n_prompt + 1); /* + the first token */
     if (rc == MTPD_OK)
         rc = spec_seq_buffers(s, p, n_mod, k_max);
     if (rc < 0) {
@@ -687,7 +706,10 @@ int spec_step_ex(struct spec_engine *e, struct spec_seq **seqs, int n,
         s->k = choose_k(e, s);
         if (rows + s->k + 1 > budget)
             s->k = budget - rows - 1;
-        int rc = hold_rows(s, L + s->k + 1);
+        /* toks gets the drafts and the next token */
+        int rc = spec_seq_toks(s, L + s->k + 2);
+        if (rc == MTPD_OK)
+            rc = hold_rows(s, L + s->k + 1);
         if (rc == MTPD_ENOMEM && s->k > 0) { /* no drafts then */
             s->k = 0;
             rc = hold_rows(s, L + 1);

@@ -52,7 +52,9 @@ int spec_seq_restart(struct spec_seq *s, const struct spec_params *p,
     int cap = min_i(spec_seq_cap(e, p), mtpd_kv_capacity(s->kv));
     if (n > cap)
         return MTPD_EFULL;
-    int rc = spec_seq_buffers(s, p, n_mod, k_max);
+    int rc = spec_seq_toks(s, n + 1);
+    if (rc == MTPD_OK)
+        rc = spec_seq_buffers(s, p, n_mod, k_max);
     if (rc < 0)
         return rc;
 

@@ -73,7 +73,8 @@ struct spec_seq {
     struct spec_params p;
     struct mtpd_kv *kv;
     int cap;        /* KV positions: at most the model's context */
-    int32_t *toks;  /* cap + SPEC_K_MAX + 2 */
+    int32_t *toks;  /* toks_cap: grows with the sequence */
+    int toks_cap;
     int n_toks;
     int n_prompt;
     int32_t *out;   /* generated ids (out_cap >= max_tokens) */
@@ -142,6 +143,8 @@ int spec_seq_buffers(struct spec_seq *s, const struct spec_params *p,
  * notice, finish state. The caches are the caller's business. */
 void spec_seq_start(struct spec_seq *s, const struct spec_params *p, int n,
                     int k_cfg, int k_max, int n_mod);
+/* Makes room for n ids in s->toks (MTPD_ENOMEM, s unchanged). */
+int spec_seq_toks(struct spec_seq *s, int n);
 /* The sequence capacity params p ask for on engine e. */
 int spec_seq_cap(const struct spec_engine *e, const struct spec_params *p);
 
