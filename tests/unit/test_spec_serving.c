@@ -15,12 +15,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "spec.h"
 #include "spec_test.h"
 #include "unit_test.h"
 
 static const char *g_dir;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 static struct mtpd_model *g_m;
 static int g_vocab, g_ctx, g_nmtp;
 
@@ -112,8 +120,18 @@ static enum test_return test_context_alone(void)
     CHECK(spec_seq_new(e, &pa_p, pa, na, &s[0]) == 0, "new A");
     CHECK(spec_seq_new(e, &p2, pb, 5, &s[1]) == 0, "new B");
     CHECK(spec_seq_new(e, &pauto, pc, 9, &s[2]) == 0, "new C");
+    double t0 = now();
     for (int guard = 0; !all_done(s, 3) && guard < 1000; guard++)
         CHECK(spec_step(e, s, 3) == 0, "step");
+    /* each sequence is charged its share of the passes it shared, so the
+     * shares add up to no more than the wall time */
+    double wall = now() - t0, sum = 0;
+    for (int i = 0; i < 3; i++) {
+        const struct spec_stats *st = spec_seq_stats(s[i]);
+        CHECK(st->prefill_s > 0 && st->decode_s > 0, "no time for %d", i);
+        sum += st->prefill_s + st->decode_s;
+    }
+    CHECK(sum <= wall * 1.001 + 1e-4, "charged %.6f s of %.6f s", sum, wall);
     int n;
     spec_seq_output(s[0], &n);
     CHECK(spec_seq_finish(s[0]) == SPEC_FINISH_CONTEXT, "A: %s",
