@@ -585,7 +585,9 @@ static void fail_seq(struct spec_seq *s, int err, const char *what)
 {
     s->fin = SPEC_FINISH_ERROR;
     s->err = err;
-    snprintf(s->errmsg, sizeof s->errmsg, "%s: %s", what, mtpd_err_str(err));
+    snprintf(s->errmsg, sizeof s->errmsg, "%s: %s%s", what, mtpd_err_str(err),
+             err == MTPD_ENOMEM ? " (the KV pool's budget is used up, or an "
+                                  "allocation failed)" : "");
     settle_finished(s);
 }
 
@@ -712,10 +714,12 @@ int spec_step_ex(struct spec_engine *e, struct spec_seq **seqs, int n,
             rc = hold_rows(s, L + s->k + 1);
         if (rc == MTPD_ENOMEM && s->k > 0) { /* no drafts then */
             s->k = 0;
-            rc = hold_rows(s, L + 1);
+            rc = spec_seq_toks(s, L + 2);
+            if (rc == MTPD_OK)
+                rc = hold_rows(s, L + 1);
         }
         if (rc < 0) {
-            fail_seq(s, rc, "KV cache");
+            fail_seq(s, rc, "KV pool");
             continue;
         }
         s->main_len_before = L;
@@ -742,7 +746,7 @@ int spec_step_ex(struct spec_engine *e, struct spec_seq **seqs, int n,
             chunk = budget - rows;
         int rc = hold_rows(s, s->main_len_before + chunk);
         if (rc < 0) {
-            fail_seq(s, rc, "KV cache");
+            fail_seq(s, rc, "KV pool");
             continue;
         }
         s->k = chunk; /* rows of this prompt chunk */
