@@ -555,13 +555,17 @@ static void resume_mtp(struct spec_seq *s)
     s->use_mtp = 1;
 }
 
-/* k for this pass, capped by output budget, context and draft state. */
-static int choose_k(struct spec_engine *e, struct spec_seq *s)
+/* k for this pass, capped by output budget, context and draft state;
+ * others: rows the other decoding sequences of this step are expected to
+ * bring (auto's cost of sharing a pass). */
+static int choose_k(struct spec_engine *e, struct spec_seq *s, int others)
 {
     int L = s->n_toks - 1;
     int k = s->k_cfg;
     if (k == SPEC_K_AUTO) {
-        k = s->n_mod ? spec_adapt_choose(&s->ad, &e->costs) : 0;
+        struct spec_costs c = e->costs;
+        c.others = others;
+        k = s->n_mod ? spec_adapt_choose(&s->ad, &c) : 0;
         if (s->ad.off && s->use_mtp)
             pause_mtp(e, s);
         else if (!s->ad.off && s->paused)
@@ -689,6 +693,15 @@ int spec_step_ex(struct spec_engine *e, struct spec_seq **seqs, int n,
         }
     }
 
+    /* rows the decoding sequences will bring, estimated from their last
+     * passes (for auto's cost of a shared pass) */
+    int dec_rows = 0;
+    for (int i = 0; i < n; i++)
+        if (seqs[i]->fin == SPEC_RUNNING && spec_seq_decoding(seqs[i]))
+            dec_rows += seqs[i]->last_k + 1;
+    if (dec_rows > budget)
+        dec_rows = budget;
+
     /* 1. decoding sequences first: k + 1 rows each, their pool pages held
      * before anything runs (a full pool finishes that sequence alone) */
     for (int i = 0; i < n; i++) {
@@ -705,7 +718,8 @@ int spec_step_ex(struct spec_engine *e, struct spec_seq **seqs, int n,
             settle_finished(s);
             continue;
         }
-        s->k = choose_k(e, s);
+        int own = s->last_k + 1;
+        s->k = choose_k(e, s, dec_rows > own ? dec_rows - own : 0);
         if (rows + s->k + 1 > budget)
             s->k = budget - rows - 1;
         /* toks gets the drafts and the next token */
