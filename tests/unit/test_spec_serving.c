@@ -545,7 +545,7 @@ static enum test_return random_ops(int budget_pos)
     struct slot sl[SLOTS];
     memset(sl, 0, sizeof sl);
     int compared = 0, restarts = 0, errors = 0;
-    for (int op = 0; op < 400; op++) {
+    for (int op = 0; op < 300; op++) {
         int i = (int)rnd(SLOTS), what = (int)rnd(10);
         struct slot *x = &sl[i];
         if (!x->s) { /* create */
