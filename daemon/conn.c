@@ -36,6 +36,8 @@ static void conn_free(struct conn *c)
     frame_dec_free(&c->dec);
     SRV_LOG(SLOG_DEBUG, "conn=%llu closed", (unsigned long long)c->id);
     free(c);
+    if (s->shutting_down == 2 && !s->conns)
+        event_base_loopbreak(s->base);
 }
 
 void conn_close(struct conn *c, int flush)

@@ -557,6 +557,16 @@ static void send_chunk(struct conn *c, uint32_t msgid,
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* spec_finish_str, with the daemon's own reasons */
+static const char *finish_str(const struct job *j)
+{
+    if (j->finish_override == 2)
+        return "shutdown";
+    if (j->finish == SPEC_FINISH_CANCELLED)
+        return "cancelled";
+    return spec_finish_str(j->finish);
+}
+
 static void send_result(struct conn *c, struct job *j)
 {
     if (j->err != SRV_OK) {
@@ -568,9 +578,7 @@ static void send_result(struct conn *c, struct job *j)
                   j->errmsg);
         return;
     }
-    const char *finish = j->finish_override == 2
-                             ? "shutdown"
-                             : spec_finish_str(j->finish);
+    const char *finish = finish_str(j);
     msgpack_sbuffer sb;
     msgpack_packer pk;
     reply_begin(&sb, &pk, j->msgid);
@@ -635,7 +643,7 @@ void methods_on_job_output(struct srv *s, struct job *j,
     if (j->conn)
         send_result(j->conn, j);
     SRV_LOG(SLOG_DEBUG, "msgid=%u session %.8s: %s, %zu tokens", j->msgid,
-            se->id, j->err ? srv_err_code(j->err) : spec_finish_str(j->finish),
+            se->id, j->err ? srv_err_code(j->err) : finish_str(j),
             j->out_ids.n);
     job_unlink(j);
     s->jobs_inflight--;

@@ -302,7 +302,16 @@ static void finish_shutdown(struct srv *s)
     s->shutting_down = 2;
     session_save_all(s);
     SRV_LOG(SLOG_INFO, "shutdown complete");
-    event_base_loopexit(s->base, NULL);
+    /* the last replies are flushed (conn.c stops the loop when the last
+     * connection is gone), for at most 2 s */
+    struct timeval cap = {2, 0};
+    event_base_loopexit(s->base, &cap);
+    for (struct conn *c = s->conns, *nx; c; c = nx) {
+        nx = c->next;
+        conn_close(c, 1);
+    }
+    if (!s->conns)
+        event_base_loopbreak(s->base);
 }
 
 void srv_shutdown_check(struct srv *s)
