@@ -21,7 +21,10 @@
 #define CONN_READ_CHUNK 65536
 #define CONN_FRAMES_PER_EVENT 64 /* then yield to other connections */
 
-static void conn_free(struct conn *c)
+/* Closes the socket and takes c out of the server's list; the struct
+ * itself is freed at once, or (drop = 1, when a caller up the stack may
+ * still hold c) by the reaper event on the next loop iteration. */
+static void conn_release(struct conn *c, int drop)
 {
     struct srv *s = c->srv;
     methods_conn_gone(c);
@@ -31,13 +34,35 @@ static void conn_free(struct conn *c)
         s->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    c->prev = c->next = NULL;
     s->n_conns--;
     bufferevent_free(c->bev);
+    c->bev = NULL;
     frame_dec_free(&c->dec);
     SRV_LOG(SLOG_DEBUG, "conn=%llu closed", (unsigned long long)c->id);
-    free(c);
+    if (drop) {
+        c->next = s->dead_conns;
+        s->dead_conns = c;
+        event_active(s->ev_reap, EV_TIMEOUT, 0);
+    } else {
+        free(c);
+    }
     if (s->shutting_down == 2 && !s->conns)
         event_base_loopbreak(s->base);
+}
+
+static void conn_free(struct conn *c)
+{
+    conn_release(c, 0);
+}
+
+void conn_reap(struct srv *s)
+{
+    while (s->dead_conns) {
+        struct conn *c = s->dead_conns;
+        s->dead_conns = c->next;
+        free(c);
+    }
 }
 
 void conn_close(struct conn *c, int flush)
@@ -53,9 +78,9 @@ void conn_close(struct conn *c, int flush)
 
 void conn_send(struct conn *c, const char *p, size_t n)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
     if (c->closing == 2)
         return;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
     if (evbuffer_get_length(out) + n > c->srv->cfg.max_outbuf) {
         /* the client does not read: drop it (freed from the event loop,
          * the caller may still be using c) */
@@ -63,11 +88,7 @@ void conn_send(struct conn *c, const char *p, size_t n)
                 "unsent): closing it", (unsigned long long)c->id,
                 evbuffer_get_length(out));
         c->closing = 2;
-        methods_conn_gone(c);
-        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-        evbuffer_drain(out, evbuffer_get_length(out));
-        bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS |
-                            BEV_TRIG_DEFER_CALLBACKS);
+        conn_release(c, 1);
         return;
     }
     evbuffer_add(out, p, n);

@@ -365,10 +365,18 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_reap(arg);
+}
+
 static void srv_free(struct srv *s)
 {
     while (s->conns)
         conn_close(s->conns, 0);
+    conn_reap(s);
     srv_listen_close(s);
     /* sessions: their sequences go to the compute thread, which frees
      * them before it exits */
@@ -377,7 +385,8 @@ static void srv_free(struct srv *s)
         session_close(s, s->sessions.head);
     }
     sched_stop(&s->sched);
-    struct event *evs[] = {s->ev_term, s->ev_int, s->ev_hup, s->ev_tick};
+    struct event *evs[] = {s->ev_term, s->ev_int, s->ev_hup, s->ev_tick,
+                           s->ev_reap};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
         if (evs[i])
             event_free(evs[i]);
@@ -443,8 +452,10 @@ static int srv_init(struct srv *s)
     s->ev_int = evsignal_new(s->base, SIGINT, on_signal, s);
     s->ev_hup = evsignal_new(s->base, SIGHUP, on_signal, s);
     s->ev_tick = event_new(s->base, -1, EV_PERSIST, on_tick, s);
+    s->ev_reap = event_new(s->base, -1, 0, on_reap, s);
     struct timeval sec = {1, 0};
     if (!s->ev_term || !s->ev_int || !s->ev_hup || !s->ev_tick ||
+        !s->ev_reap ||
         evsignal_add(s->ev_term, NULL) || evsignal_add(s->ev_int, NULL) ||
         evsignal_add(s->ev_hup, NULL) || event_add(s->ev_tick, &sec))
         return -1;

@@ -176,6 +176,8 @@ struct srv {
     struct session_table sessions;
     struct sched sched;
     struct conn *conns;
+    struct conn *dead_conns;   /* dropped, freed by ev_reap */
+    struct event *ev_reap;
     uint64_t next_conn_id;
     int n_conns;
     struct evconnlistener *listeners[SRV_MAX_LISTEN];
@@ -237,6 +239,8 @@ void job_free(struct job *j);
 void conn_new(struct srv *s, int fd, int need_auth);
 void conn_send(struct conn *c, const char *p, size_t n);
 void conn_close(struct conn *c, int flush);
+/* Frees the connections dropped since the last call. */
+void conn_reap(struct srv *s);
 
 /* methods.c */
 void methods_dispatch(struct conn *c, struct srv_req *r);

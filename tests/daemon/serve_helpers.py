@@ -53,7 +53,11 @@ class Client:
         while True:
             for msg in self.unpacker:
                 return msg
-            data = self.sock.recv(65536)
+            try:
+                data = self.sock.recv(65536)
+            except ConnectionResetError:
+                # closed by the daemon while our bytes were unread
+                return None
             if not data:
                 return None
             self.unpacker.feed(data)
