@@ -177,7 +177,7 @@ def test_unknown_method_and_session(daemon):
 
 def test_flood_beyond_queue_gets_overloaded(daemon):
     c = daemon.client(timeout=120)
-    ids = [c.send("generate", {"prompt": "def f(x):", "max_tokens": 200,
+    ids = [c.send("generate", {"prompt": "def f(x):", "max_tokens": 40,
                                "ignore_eos": True}) for _ in range(12)]
     codes = []
     for i in ids:
