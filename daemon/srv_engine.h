@@ -35,6 +35,8 @@ int srv_pool_new(const struct mtpd_model *m, size_t budget,
 void srv_pool_free(struct mtpd_kv_pool *p);
 /* Why s finished with SPEC_FINISH_ERROR ("" when it did not). */
 const char *srv_seq_error(const struct spec_seq *s);
+/* Bytes of pool memory s holds now. */
+size_t srv_seq_kv_bytes(struct spec_seq *s);
 /* Bytes of KV budget a sequence of n positions takes. */
 size_t srv_kv_cost(const struct spec_engine *e, int n);
 
