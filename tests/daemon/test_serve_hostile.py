@@ -222,3 +222,19 @@ def test_client_that_never_reads(daemon):
     assert dropped or "max-outbuf" in daemon.log_text()
     c.close()
     assert "max-outbuf" in daemon.log_text()
+
+
+def test_connection_limit(tmp_path):
+    d = Daemon(tmp_path, "--max-conns", "3")
+    try:
+        held = [d.client() for _ in range(3)]
+        for c in held:  # all three are served
+            assert c.call("tokenize", {"text": "x"})[0] is None
+        extra = d.client()
+        assert extra.recv() is None  # closed at once
+        held.pop().close()
+        time.sleep(0.2)
+        assert served_ok(d)
+        assert "--max-conns" in d.log_text()
+    finally:
+        assert d.stop() == 0
