@@ -227,6 +227,7 @@ def test_client_that_never_reads(daemon):
 def test_connection_limit(tmp_path):
     d = Daemon(tmp_path, "--max-conns", "3")
     try:
+        time.sleep(0.3)  # the start-up probe connection is gone
         held = [d.client() for _ in range(3)]
         for c in held:  # all three are served
             assert c.call("tokenize", {"text": "x"})[0] is None
