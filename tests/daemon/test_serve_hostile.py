@@ -177,8 +177,11 @@ def test_unknown_method_and_session(daemon):
 
 def test_flood_beyond_queue_gets_overloaded(daemon):
     c = daemon.client(timeout=120)
-    ids = [c.send("generate", {"prompt": "def f(x):", "max_tokens": 40,
-                               "ignore_eos": True}) for _ in range(12)]
+    # all in one write, so they arrive together
+    ids = list(range(100, 112))
+    c.send_raw(b"".join(msgpack.packb(
+        [0, i, "generate", [{"prompt": "def f(x):", "max_tokens": 40,
+                             "ignore_eos": True}]]) for i in ids))
     codes = []
     for i in ids:
         err, res, _ = c.wait(i)
