@@ -629,7 +629,8 @@ void methods_on_job_output(struct srv *s, struct job *j,
         /* the history is the prompt + the generated ids */
         struct mtpd_tok_ids h = {0};
         if (mtpd_tok_ids_append(&h, j->prompt, (size_t)j->n_prompt) == 0 &&
-            mtpd_tok_ids_append(&h, j->out_ids.v, j->out_ids.n) == 0)
+            (!j->out_ids.n ||
+             mtpd_tok_ids_append(&h, j->out_ids.v, j->out_ids.n) == 0))
             session_set_history(se, h.v, (int)h.n);
         mtpd_tok_ids_free(&h);
         se->requests++;

@@ -98,7 +98,8 @@ static void job_done(struct sched *q, struct job *j)
         }
         int n;
         const int32_t *out = spec_seq_output(j->seq, &n);
-        mtpd_tok_ids_append(&j->out_ids, out, (size_t)n);
+        if (n > 0)
+            mtpd_tok_ids_append(&j->out_ids, out, (size_t)n);
         j->stats = *spec_seq_stats(j->seq);
         /* keep only what the history holds reserved */
         srv_seq_reserve(j->seq, j->n_prompt + n);
