@@ -65,11 +65,13 @@ def test_token_required_first(tmp_path):
 
 
 def test_loopback_tcp_needs_no_token(tmp_path):
-    port = free_port()
-    d = Daemon(tmp_path, "--listen", "tcp:127.0.0.1:%d" % port)
+    port, port2 = free_port(), free_port()
+    d = Daemon(tmp_path, "--listen", "tcp:127.0.0.1:%d" % port,
+               "--listen", "tcp:%d" % port2)  # no host: loopback
     try:
-        c = TcpClient(port)
-        m = c.call(1, "tokenize", {"text": "x"})
-        assert m[2] is None and m[3]["ids"]
+        for p in (port, port2):
+            c = TcpClient(p)
+            m = c.call(1, "tokenize", {"text": "x"})
+            assert m[2] is None and m[3]["ids"]
     finally:
         assert d.stop() == 0
