@@ -561,10 +561,8 @@ static void send_chunk(struct conn *c, uint32_t msgid,
 /* spec_finish_str, with the daemon's own reasons */
 static const char *finish_str(const struct job *j)
 {
-    if (j->finish_override == 2)
-        return "shutdown";
     if (j->finish == SPEC_FINISH_CANCELLED)
-        return "cancelled";
+        return j->finish_override == 2 ? "shutdown" : "cancelled";
     return spec_finish_str(j->finish);
 }
 

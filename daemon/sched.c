@@ -89,7 +89,9 @@ static int job_start(struct sched *q, struct job *j)
 static void job_done(struct sched *q, struct job *j)
 {
     if (j->started) {
-        if (!j->finish_override)
+        /* the library's reason (a cancel that came as the generation
+         * ended anyway keeps "length"/"stop") */
+        if (!j->finish_override || j->lib_cancel)
             j->finish = spec_seq_finish(j->seq);
         if (j->finish == SPEC_FINISH_ERROR && !j->err) {
             j->err = SRV_OK; /* a result with finish_reason "error" */
@@ -232,7 +234,7 @@ static void *sched_main(void *arg)
                                   spec_seq_finish(j->seq) != SPEC_RUNNING)
                                : spec_seq_finish(j->seq) != SPEC_RUNNING;
             if (finished) {
-                if (j->finish_override)
+                if (j->finish_override && !j->lib_cancel)
                     j->finish = SPEC_FINISH_CANCELLED;
                 job_done(q, j);
             } else {
