@@ -21,9 +21,10 @@ if ((${#missing[@]})); then
 fi
 
 # Light Python packages only: tests compare against committed goldens, so
-# torch/transformers/tokenizers are not needed here.
+# torch/transformers/tokenizers are not needed here. safetensors: our
+# checkpoint writer is checked against the reference reader (test_ref.py).
 py_missing=()
-for m in numpy pytest msgpack; do
+for m in numpy pytest msgpack safetensors; do
     python3 -c "import $m" 2>/dev/null || py_missing+=("$m")
 done
 if ((${#py_missing[@]})); then
