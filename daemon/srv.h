@@ -54,6 +54,11 @@ struct srv_config {
     size_t max_outbuf;      /* unsent bytes per connection */
     double shutdown_grace;  /* seconds */
     int step_rows;          /* row budget of one step */
+    /* HTTP (http.c): off unless http_addr is set */
+    const char *http_addr;  /* HOST:PORT */
+    size_t http_max_body;   /* bytes */
+    int http_timeout;       /* seconds to read a request / idle keep-alive */
+    int http_conversations; /* recent HTTP conversations kept as sessions */
 };
 
 /* ---- sessions (session.c; loop thread) ---- */
@@ -88,6 +93,7 @@ struct job {
     /* loop thread */
     struct conn *conn;     /* NULL once the client is gone */
     struct job *cprev, *cnext; /* the connection's jobs */
+    struct http_req *http; /* an HTTP request's job (conn is NULL) */
     struct session *sess;
     uint32_t msgid;
     int stream;
@@ -100,10 +106,14 @@ struct job {
     struct spec_seq *seq;  /* the session's sequence */
     struct spec_textout *text;
     int started, lib_cancel, reused;
+    int64_t src_passes;    /* compute thread: provenance bookkeeping */
+    int src_idx;
     double queue_s;
     /* under sched.lock */
     struct mtpd_tok_ids p_ids; /* emitted, not yet sent */
     struct mtpd_tok_buf p_text;
+    struct mtpd_tok_ids p_src; /* per id: provenance (sched.c), bytes of
+                                * p_text it released */
     int notify_queued;
     struct job *notify_next;
     int done;
@@ -177,6 +187,7 @@ struct srv {
     size_t auth_len;
     struct session_table sessions;
     struct sched sched;
+    struct http_srv *http; /* NULL without --http */
     struct conn *conns;
     struct conn *dead_conns;   /* dropped, freed by ev_reap */
     struct event *ev_reap;
@@ -251,6 +262,14 @@ void methods_on_job_output(struct srv *s, struct job *j,
                            const struct mtpd_tok_ids *ids, const char *text,
                            size_t len, int done);
 void methods_conn_gone(struct conn *c);
+
+/* Provenance of an emitted token (job.p_src): the draft position (1..k)
+ * of an accepted MTP draft, or the main model's own token: */
+enum {
+    SRV_SRC_PLAIN = 0,       /* a pass without drafts (or the prefill's) */
+    SRV_SRC_CORRECTION = -1, /* where a draft was rejected */
+    SRV_SRC_BONUS = -2,      /* after every draft was accepted */
+};
 
 /* reply.c */
 void reply_error(struct conn *c, uint32_t msgid, const struct srv_error *e);
