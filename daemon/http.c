@@ -194,6 +194,32 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Replies written during a shutdown: the loop ends once they are out
+ * (or after finish_shutdown's cap). */
+static void on_flushed(struct evhttp_request *req, void *arg)
+{
+    (void)req;
+    struct http_srv *h = arg;
+    if (h->flushing > 0)
+        h->flushing--;
+    struct srv *s = h->srv;
+    if (!h->flushing && s->shutting_down == 2 && !s->conns)
+        event_base_loopbreak(s->base);
+}
+
+void http_track_flush(struct http_srv *h, struct evhttp_request *req)
+{
+    if (!h->srv->shutting_down)
+        return;
+    h->flushing++;
+    evhttp_request_set_on_complete_cb(req, on_flushed, h);
+}
+
+int http_flushing(const struct srv *s)
+{
+    return s->http ? s->http->flushing : 0;
+}
+
 void http_cancel_all(struct srv *s, int why)
 {
     if (!s->http)

@@ -21,6 +21,9 @@ void http_begin_shutdown(struct srv *s);
 /* Ends every running HTTP generation at the next pass (cancel = 1
  * cancelled, 2 shutdown). */
 void http_cancel_all(struct srv *s, int why);
+/* Final replies of a shutdown still being written (the loop runs on
+ * until they are out). */
+int http_flushing(const struct srv *s);
 /* Closes the listener and every connection. */
 void http_free(struct srv *s);
 

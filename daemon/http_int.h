@@ -77,6 +77,7 @@ struct http_srv {
     long long responses[HP_COUNT][HTTP_N_CODES];
     long long clients_gone;
     long long conv_reused;  /* requests that reused a conversation */
+    int flushing;           /* shutdown: final replies not yet written */
 };
 
 enum http_kind { HTTP_CHAT, HTTP_COMPLETION };
@@ -109,6 +110,8 @@ void http_error(struct http_srv *h, struct evhttp_request *req,
                 const char *code, const char *fmt, ...)
     __attribute__((format(printf, 7, 8)));
 void http_count(struct http_srv *h, enum http_path path, int status);
+/* During a shutdown: the loop waits for req's reply to be written. */
+void http_track_flush(struct http_srv *h, struct evhttp_request *req);
 /* Links/unlinks a request of the in-flight list. */
 void http_req_link(struct http_srv *h, struct http_req *r);
 void http_req_free(struct http_req *r);

@@ -78,6 +78,36 @@ void jw_end(struct jw *w)
     w->after_key = 0;
 }
 
+/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if none. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    size_t len;
+    uint32_t cp;
+    if (s[0] < 0x80)
+        return 1;
+    if ((s[0] & 0xe0) == 0xc0)
+        len = 2, cp = s[0] & 0x1f;
+    else if ((s[0] & 0xf0) == 0xe0)
+        len = 3, cp = s[0] & 0x0f;
+    else if ((s[0] & 0xf8) == 0xf0)
+        len = 4, cp = s[0] & 0x07;
+    else
+        return 0;
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    static const uint32_t min[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+/* A JSON string literal; bytes that are not UTF-8 become U+FFFD, so the
+ * reply stays valid JSON whatever the input held. */
 static void put_str(struct jw *w, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -101,6 +131,13 @@ static void put_str(struct jw *w, const char *s, size_t n)
             u[0] = '\\', u[1] = 'u', u[2] = '0', u[3] = '0';
             u[4] = hex[c >> 4], u[5] = hex[c & 15], u[6] = 0;
             esc = u;
+        } else if (c >= 0x80) {
+            size_t l = utf8_len((const unsigned char *)s + i, n - i);
+            if (l) {
+                i += l - 1;
+                continue;
+            }
+            esc = "\\ufffd";
         }
         if (esc) {
             jw_raw(w, s + run, i - run);

@@ -953,6 +953,7 @@ void http_job_output(struct srv *s, struct job *j,
     if (r->evcon) /* the last reply: a drop no longer concerns us */
         evhttp_connection_set_closecb(r->evcon, NULL, NULL);
     if (r->req) {
+        http_track_flush(r->h, r->req);
         if (j->err != SRV_OK && !r->started) {
             enum srv_err code = j->err;
             if (code == SRV_E_CANCELLED && j->finish_override == 2)

@@ -339,7 +339,7 @@ static void finish_shutdown(struct srv *s)
         nx = c->next;
         conn_close(c, 1);
     }
-    if (!s->conns)
+    if (!s->conns && !http_flushing(s))
         event_base_loopbreak(s->base);
 }
 
