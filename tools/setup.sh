@@ -6,7 +6,7 @@ set -euo pipefail
 
 apt_pkgs=(build-essential pkg-config meson ninja-build libevent-dev
           libmsgpack-dev libjemalloc-dev libpcre2-dev python3 python3-pip
-          clang libclang-rt-14-dev)
+          clang libclang-rt-14-dev chromium)
 missing=()
 for p in "${apt_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" \
@@ -23,7 +23,9 @@ fi
 # Light Python packages only: tests compare against committed goldens, so
 # torch/transformers/tokenizers are not needed here.
 py_missing=()
-for m in numpy pytest msgpack; do
+# openai and prometheus_client: the HTTP tests' clients (the official
+# OpenAI SDK, Prometheus' own text parser)
+for m in numpy pytest msgpack openai prometheus_client; do
     python3 -c "import $m" 2>/dev/null || py_missing+=("$m")
 done
 if ((${#py_missing[@]})); then
