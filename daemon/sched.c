@@ -89,7 +89,8 @@ static int job_start(struct sched *q, struct job *j)
     struct spec_engine *e = q->srv->engine;
     j->params.on_token = job_on_token;
     j->params.ud = j;
-    int rc = srv_seq_begin(e, &j->seq, &j->params, j->prompt, j->n_prompt);
+    int rc = srv_seq_begin(e, &j->seq, &j->params, j->prompt, j->n_prompt,
+                           !q->srv->cfg.no_prefix_reuse);
     if (rc >= 0) {
         j->reused = rc;
         rc = srv_seq_reserve(j->seq, j->reserve);
@@ -238,10 +239,12 @@ static void *sched_main(void *arg)
                 continue;
             q->seqs[n++] = j->seq;
         }
-        if (n) {
-            int rc = srv_step(e, q->seqs, n, q->srv->cfg.step_rows);
+        /* ONE step for all (--no-batching, for benchmarks: one each) */
+        int per = q->srv->cfg.no_batching ? 1 : n;
+        for (int i = 0; i < n; i += per) {
+            int rc = srv_step(e, q->seqs + i, per, q->srv->cfg.step_rows);
             if (rc < 0)
-                SRV_LOG(SLOG_ERROR, "step over %d sequences failed: %s", n,
+                SRV_LOG(SLOG_ERROR, "step over %d sequences failed: %s", per,
                         mtpd_err_str(rc));
         }
         int kept = 0;

@@ -54,6 +54,8 @@ struct srv_config {
     size_t max_outbuf;      /* unsent bytes per connection */
     double shutdown_grace;  /* seconds */
     int step_rows;          /* row budget of one step */
+    int no_batching;        /* benchmarks: one step per sequence */
+    int no_prefix_reuse;    /* benchmarks: every request from scratch */
     /* HTTP (http.c): off unless http_addr is set */
     const char *http_addr;  /* HOST:PORT */
     size_t http_max_body;   /* bytes */

@@ -3,8 +3,13 @@
 #include "srv_engine.h"
 
 int srv_seq_begin(struct spec_engine *e, struct spec_seq **seq,
-                  const struct spec_params *p, const int32_t *tokens, int n)
+                  const struct spec_params *p, const int32_t *tokens, int n,
+                  int reuse)
 {
+    if (*seq && !reuse) {
+        spec_seq_free(*seq);
+        *seq = NULL;
+    }
     if (!*seq) {
         int rc = spec_seq_new(e, p, tokens, n, seq);
         return rc < 0 ? rc : 0;
