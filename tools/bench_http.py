@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""HTTP vs MessagePack-RPC on the same daemon (issue 12's benchmark):
+the same streaming workload (N concurrent clients, held-out code
+prompts, greedy, draft tokens auto, ignore_eos) through
+POST /v1/completions (SSE) and through msgpack-rpc `generate`
+(stream: true), in one run, against one `mtpd serve --http` process.
+Aggregate tokens/s and time to first token side by side.
+
+  python3 tools/bench_daemon.py --http-vs-msgpack [--clients 1,4,16]
+  python3 tools/bench_http.py [--clients 1,4,16] [--max-tokens 64]
+
+The two protocols alternate per client count (msgpack, HTTP, HTTP,
+msgpack) and each row is the faster of its two runs, so drift on a
+shared machine hits both alike. HTTP conversations are off
+(--http-conversations 0) so that no run reuses another's prefix.
+"""
+import argparse
+import http.client
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests", "daemon"))
+
+from http_helpers import HttpDaemon  # noqa: E402
+from serve_helpers import MODEL  # noqa: E402
+
+
+def pct(xs, p):
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
+
+
+def http_one(port, prompt, max_tokens, out):
+    """One streamed completion over HTTP: (tokens, ttft, wall)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    body = json.dumps({"prompt": prompt, "max_tokens": max_tokens,
+                       "temperature": 0, "ignore_eos": True, "stream": True,
+                       "stream_options": {"include_usage": True}})
+    t0 = time.time()
+    c.request("POST", "/v1/completions", body,
+              {"Content-Type": "application/json"})
+    r = c.getresponse()
+    assert r.status == 200, r.read()
+    first, n = None, 0
+    while True:
+        line = r.readline()
+        if not line:
+            break
+        if not line.startswith(b"data: "):
+            continue
+        data = line[6:].strip()
+        if data == b"[DONE]":
+            break
+        j = json.loads(data)
+        if j.get("usage"):
+            n = j["usage"]["completion_tokens"]
+        elif first is None and j["choices"] and j["choices"][0]["text"]:
+            first = time.time() - t0
+    out.append((n, first, time.time() - t0))
+    c.close()
+
+
+def rpc_one(d, prompt, max_tokens, out):
+    """The same request over msgpack-rpc: (tokens, ttft, wall)."""
+    c = d.client(timeout=600)
+    t0 = time.time()
+    msgid = c.send("generate", {"prompt": prompt, "max_tokens": max_tokens,
+                                "temperature": 0, "ignore_eos": True,
+                                "stream": True})
+    first, n = None, 0
+    while True:
+        m = c.recv()
+        if m[0] == 2 and first is None and m[2][0]["text"]:
+            first = time.time() - t0
+        elif m[0] == 1 and m[1] == msgid:
+            assert m[2] is None, m[2]
+            n = len(m[3]["ids"])
+            break
+    out.append((n, first, time.time() - t0))
+    c.close()
+
+
+def run(kind, d, prompts, n_clients, max_tokens):
+    out, threads = [], []
+    t0 = time.time()
+    for i in range(n_clients):
+        p = prompts[i % len(prompts)]
+        t = threading.Thread(
+            target=http_one if kind == "http" else rpc_one,
+            args=((d.port if kind == "http" else d), p, max_tokens, out))
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join()
+    wall = time.time() - t0
+    return {"tps": sum(o[0] for o in out) / wall,
+            "ttft": [o[1] for o in out if o[1] is not None]}
+
+
+def compare(prompts, clients, max_tokens, threads, tmp):
+    d = HttpDaemon(tmp, "--threads", str(threads), "--http-conversations",
+                   "0")
+    try:
+        run("rpc", d, prompts, 2, 8)  # warm up both paths
+        run("http", d, prompts, 2, 8)
+        print(f"# HTTP vs msgpack-rpc: {MODEL}, {threads} threads, "
+              f"{max_tokens} tokens per request, greedy, draft tokens auto, "
+              f"load average {os.getloadavg()[0]:.1f}\n")
+        print("| clients | msgpack tok/s | HTTP tok/s | HTTP / msgpack | "
+              "msgpack TTFT p50 / p99 ms | HTTP TTFT p50 / p99 ms |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        for n in clients:
+            runs = {"rpc": [], "http": []}
+            for kind in ("rpc", "http", "http", "rpc"):
+                runs[kind].append(run(kind, d, prompts, n, max_tokens))
+            best = {k: max(v, key=lambda r: r["tps"])
+                    for k, v in runs.items()}
+            r, h = best["rpc"], best["http"]
+            print(f"| {n} | {r['tps']:.1f} | {h['tps']:.1f} | "
+                  f"{h['tps'] / r['tps']:.3f} | "
+                  f"{1e3 * pct(r['ttft'], 50):.0f} / "
+                  f"{1e3 * pct(r['ttft'], 99):.0f} | "
+                  f"{1e3 * pct(h['ttft'], 50):.0f} / "
+                  f"{1e3 * pct(h['ttft'], 99):.0f} |", flush=True)
+    finally:
+        d.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--clients", default="1,4,16")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--prompt-chars", type=int, default=400)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--binary", default=os.path.join(ROOT, "build", "mtpd"))
+    args = ap.parse_args()
+    os.environ["MTPD_BIN"] = args.binary
+    from tools.bench_spec import code_prompts
+    clients = [int(x) for x in args.clients.split(",")]
+    prompts = [p[:args.prompt_chars] for _, p in code_prompts(max(clients))]
+    compare(prompts, clients, args.max_tokens, args.threads,
+            tempfile.mkdtemp(prefix="bench_http"))
+
+
+if __name__ == "__main__":
+    main()
