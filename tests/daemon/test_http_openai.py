@@ -185,3 +185,35 @@ def test_metrics_count_exactly(daemon):
     assert "mtpd_spec_acceptance_by_position_ratio|position=1" in after
     assert after["mtpd_spec_mean_accepted_length_tokens"] >= 1
     assert after["mtpd_requests_running"] == 0
+
+
+def test_stream_provenance_matches_stats(daemon):
+    """mtpd.provenance: every token says how it was produced; the counts
+    agree with the engine's stats and the texts make up the stream."""
+    import json
+    st, _, body = daemon.post("/v1/completions", {
+        "prompt": PROMPT, "max_tokens": 60, "stream": True,
+        "mtpd": {"provenance": True, "draft_tokens": 3}})
+    assert st == 200
+    toks, text, stats = [], "", None
+    for line in body.decode().split("\n\n"):
+        if not line.startswith("data: {"):
+            continue
+        j = json.loads(line[6:])
+        c = j["choices"][0]
+        if c["finish_reason"]:
+            stats = j["mtpd"]["stats"]
+        else:
+            text += c["text"]
+            toks += j["mtpd"]["tokens"]
+    assert len(toks) == stats["generated_tokens"] == 60
+    assert "".join(t[2] for t in toks) == text
+    assert text == offline(PROMPT, 60)[1]
+    drafted = [t for t in toks if t[1] > 0]
+    main = [t for t in toks if t[1] <= 0]
+    # one main-model token per pass (+ the prefill's); the last pass may
+    # be cut by max_tokens, so its drafts may be counted but not emitted
+    assert stats["verify_passes"] <= len(main) <= stats["verify_passes"] + 1
+    assert len(drafted) <= stats["accepted_tokens"] <= len(drafted) + 3
+    assert all(t[1] in (0, -1, -2) or 1 <= t[1] <= 3 for t in toks)
+    assert drafted, "the default model accepts some drafts"
