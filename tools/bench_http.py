@@ -9,15 +9,16 @@ Aggregate tokens/s and time to first token side by side.
   python3 tools/bench_daemon.py --http-vs-msgpack [--clients 1,4,16]
   python3 tools/bench_http.py [--clients 1,4,16] [--max-tokens 64]
 
-The two protocols alternate per client count (msgpack, HTTP, HTTP,
-msgpack) and each row is the faster of its two runs, so drift on a
-shared machine hits both alike. HTTP conversations are off
+Each row is paired rounds (msgpack then HTTP, then the other order, ...):
+the medians of each protocol's tokens/s and of the per-round ratios, so
+drift on a shared machine hits both alike. HTTP conversations are off
 (--http-conversations 0) so that no run reuses another's prefix.
 """
 import argparse
-import http.client
 import json
 import os
+import socket
+import statistics
 import sys
 import tempfile
 import threading
@@ -39,33 +40,33 @@ def pct(xs, p):
 
 
 def http_one(port, prompt, max_tokens, out):
-    """One streamed completion over HTTP: (tokens, ttft, wall)."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    """One streamed completion over HTTP: (tokens, ttft, wall). A raw
+    socket and no JSON parsing until the usage chunk at the end, so the
+    client's own CPU (it shares the machine with the daemon) stays below
+    the msgpack client's."""
     body = json.dumps({"prompt": prompt, "max_tokens": max_tokens,
                        "temperature": 0, "ignore_eos": True, "stream": True,
-                       "stream_options": {"include_usage": True}})
+                       "stream_options": {"include_usage": True}}).encode()
+    s = socket.create_connection(("127.0.0.1", port), timeout=600)
     t0 = time.time()
-    c.request("POST", "/v1/completions", body,
-              {"Content-Type": "application/json"})
-    r = c.getresponse()
-    assert r.status == 200, r.read()
-    first, n = None, 0
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: b\r\n"
+              b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+              b"Connection: close\r\n\r\n" % len(body) + body)
+    buf, first = b"", None
     while True:
-        line = r.readline()
-        if not line:
+        data = s.recv(1 << 16)
+        if not data:
             break
-        if not line.startswith(b"data: "):
-            continue
-        data = line[6:].strip()
-        if data == b"[DONE]":
+        if first is None and b"data: {" in data:
+            first = time.time() - t0  # chunks carry text (no provenance)
+        buf += data
+        if b"data: [DONE]" in buf[-64:]:
             break
-        j = json.loads(data)
-        if j.get("usage"):
-            n = j["usage"]["completion_tokens"]
-        elif first is None and j["choices"] and j["choices"][0]["text"]:
-            first = time.time() - t0
+    s.close()
+    assert b" 200 OK" in buf[:20], buf[:200]
+    usage = buf[buf.rindex(b"data: {\"id\""):].split(b"\n", 1)[0][6:]
+    n = json.loads(usage)["usage"]["completion_tokens"]
     out.append((n, first, time.time() - t0))
-    c.close()
 
 
 def rpc_one(d, prompt, max_tokens, out):
@@ -105,7 +106,7 @@ def run(kind, d, prompts, n_clients, max_tokens):
             "ttft": [o[1] for o in out if o[1] is not None]}
 
 
-def compare(prompts, clients, max_tokens, threads, tmp):
+def compare(prompts, clients, max_tokens, threads, tmp, rounds=3):
     d = HttpDaemon(tmp, "--threads", str(threads), "--http-conversations",
                    "0")
     try:
@@ -113,23 +114,29 @@ def compare(prompts, clients, max_tokens, threads, tmp):
         run("http", d, prompts, 2, 8)
         print(f"# HTTP vs msgpack-rpc: {MODEL}, {threads} threads, "
               f"{max_tokens} tokens per request, greedy, draft tokens auto, "
-              f"load average {os.getloadavg()[0]:.1f}\n")
-        print("| clients | msgpack tok/s | HTTP tok/s | HTTP / msgpack | "
-              "msgpack TTFT p50 / p99 ms | HTTP TTFT p50 / p99 ms |")
+              f"{rounds} paired rounds per row (order alternating), load "
+              f"average {os.getloadavg()[0]:.1f}\n")
+        print("| clients | msgpack tok/s | HTTP tok/s | HTTP / msgpack "
+              "(median of rounds) | msgpack TTFT p50 / p99 ms | "
+              "HTTP TTFT p50 / p99 ms |")
         print("|---:|---:|---:|---:|---:|---:|")
         for n in clients:
-            runs = {"rpc": [], "http": []}
-            for kind in ("rpc", "http", "http", "rpc"):
-                runs[kind].append(run(kind, d, prompts, n, max_tokens))
-            best = {k: max(v, key=lambda r: r["tps"])
-                    for k, v in runs.items()}
-            r, h = best["rpc"], best["http"]
-            print(f"| {n} | {r['tps']:.1f} | {h['tps']:.1f} | "
-                  f"{h['tps'] / r['tps']:.3f} | "
-                  f"{1e3 * pct(r['ttft'], 50):.0f} / "
-                  f"{1e3 * pct(r['ttft'], 99):.0f} | "
-                  f"{1e3 * pct(h['ttft'], 50):.0f} / "
-                  f"{1e3 * pct(h['ttft'], 99):.0f} |", flush=True)
+            rs, hs, ratios = [], [], []
+            for i in range(rounds):
+                order = ("rpc", "http") if i % 2 == 0 else ("http", "rpc")
+                got = {k: run(k, d, prompts, n, max_tokens) for k in order}
+                rs.append(got["rpc"])
+                hs.append(got["http"])
+                ratios.append(got["http"]["tps"] / got["rpc"]["tps"])
+            tr = statistics.median(r["tps"] for r in rs)
+            th = statistics.median(h["tps"] for h in hs)
+            ttr = sum((r["ttft"] for r in rs), [])
+            tth = sum((h["ttft"] for h in hs), [])
+            print(f"| {n} | {tr:.1f} | {th:.1f} | "
+                  f"{statistics.median(ratios):.3f} | "
+                  f"{1e3 * pct(ttr, 50):.0f} / {1e3 * pct(ttr, 99):.0f} | "
+                  f"{1e3 * pct(tth, 50):.0f} / {1e3 * pct(tth, 99):.0f} |",
+                  flush=True)
     finally:
         d.stop()
 
