@@ -361,17 +361,25 @@ static int is_loopback(const struct sockaddr *sa)
     return 0;
 }
 
-/* HOST:PORT (or [V6]:PORT) -> a bound, listening socket. */
+/* HOST:PORT, [V6]:PORT, :PORT or PORT (the last two on 127.0.0.1) -> a
+ * bound, listening socket. */
 static evutil_socket_t bind_addr(struct http_srv *h, const char *spec)
 {
-    char host[256];
+    char host[256] = "127.0.0.1";
     const char *colon = strrchr(spec, ':');
-    if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof host) {
-        SRV_LOG(SLOG_ERROR, "--http: expected HOST:PORT, got %s", spec);
+    const char *port = colon ? colon + 1 : spec;
+    if (colon && colon != spec) {
+        if ((size_t)(colon - spec) >= sizeof host) {
+            SRV_LOG(SLOG_ERROR, "--http: host too long: %s", spec);
+            return -1;
+        }
+        memcpy(host, spec, (size_t)(colon - spec));
+        host[colon - spec] = 0;
+    }
+    if (!*port || strspn(port, "0123456789") != strlen(port)) {
+        SRV_LOG(SLOG_ERROR, "--http: expected [HOST:]PORT, got %s", spec);
         return -1;
     }
-    memcpy(host, spec, (size_t)(colon - spec));
-    host[colon - spec] = 0;
     size_t hl = strlen(host);
     if (host[0] == '[' && hl > 1 && host[hl - 1] == ']') {
         memmove(host, host + 1, hl - 2);
@@ -381,7 +389,7 @@ static evutil_socket_t bind_addr(struct http_srv *h, const char *spec)
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE};
     struct addrinfo *ai = NULL;
-    int rc = getaddrinfo(host, colon + 1, &hints, &ai);
+    int rc = getaddrinfo(host, port, &hints, &ai);
     if (rc) {
         SRV_LOG(SLOG_ERROR, "--http %s: %s", spec, gai_strerror(rc));
         return -1;

@@ -23,12 +23,13 @@ def free_port():
 
 
 class HttpDaemon(Daemon):
-    """mtpd serve with --http 127.0.0.1:PORT (and its Unix socket)."""
+    """mtpd serve with --http HOST:PORT (host None: --http PORT, which is
+    loopback) and its Unix socket."""
 
     def __init__(self, tmpdir, *args, host="127.0.0.1", **kw):
         self.port = free_port()
-        super().__init__(tmpdir, "--http", "%s:%d" % (host, self.port),
-                         *args, **kw)
+        addr = "%s:%d" % (host, self.port) if host else str(self.port)
+        super().__init__(tmpdir, "--http", addr, *args, **kw)
         self.url = "http://127.0.0.1:%d" % self.port
         deadline = time.time() + 30
         while True:

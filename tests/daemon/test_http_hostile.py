@@ -236,6 +236,19 @@ def test_auth_off_loopback(tmp_path):
         assert d.stop() == 0
 
 
+def test_port_alone_is_loopback(tmp_path):
+    d = HttpDaemon(tmp_path, host=None)
+    try:
+        assert http_ok(d)
+        with open("/proc/net/tcp") as f:  # listening sockets of that port
+            addrs = [line.split()[1].split(":")[0] for line in f
+                     if line.split()[1].endswith(":%04X" % d.port) and
+                     line.split()[3] == "0A"]
+        assert addrs == ["0100007F"]  # 127.0.0.1 only
+    finally:
+        assert d.stop() == 0
+
+
 def test_sigterm_during_stream(tmp_path):
     d = HttpDaemon(tmp_path, "--shutdown-grace", "0.5")
     try:
