@@ -63,6 +63,15 @@ void http_reply(struct http_srv *h, struct evhttp_request *req,
 {
     struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
     evhttp_add_header(oh, "Content-Type", ctype);
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+        /* the length of the body a GET gets, and no body */
+        char cl[32];
+        snprintf(cl, sizeof cl, "%zu", len);
+        evhttp_add_header(oh, "Content-Length", cl);
+        evhttp_send_reply(req, status, reason(status), NULL);
+        http_count(h, path, status);
+        return;
+    }
     struct evbuffer *b = evbuffer_new();
     if (b)
         evbuffer_add(b, body, len);

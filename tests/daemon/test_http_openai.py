@@ -32,6 +32,8 @@ def test_models_and_health(daemon):
     assert [m.id for m in models.data] == ["mtpd-code-small"]
     st, _, body = daemon.get("/health")
     assert st == 200 and b'"ok"' in body
+    st, h, body = daemon.request("HEAD", "/health")
+    assert st == 200 and body == b"" and h["Content-Length"] == "15"
 
 
 def test_completion_equals_offline(daemon):
