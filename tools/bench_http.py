@@ -11,7 +11,10 @@ Aggregate tokens/s and time to first token side by side.
 
 Each row is paired rounds (msgpack then HTTP, then the other order, ...):
 the medians of each protocol's tokens/s and of the per-round ratios, so
-drift on a shared machine hits both alike. HTTP conversations are off
+drift on a shared machine hits both alike. The daemon's CPU time per
+generated token (from /proc) shows the protocol's cost even when other
+processes make the wall-clock numbers noisy. msgpack-rpc goes over the
+daemon's Unix socket (its default transport), HTTP over loopback TCP. HTTP conversations are off
 (--http-conversations 0) so that no run reuses another's prefix.
 """
 import argparse
@@ -89,8 +92,16 @@ def rpc_one(d, prompt, max_tokens, out):
     c.close()
 
 
+def cpu_s(pid):
+    """User + system CPU seconds of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(kind, d, prompts, n_clients, max_tokens):
     out, threads = [], []
+    c0 = cpu_s(d.proc.pid)
     t0 = time.time()
     for i in range(n_clients):
         p = prompts[i % len(prompts)]
@@ -102,7 +113,9 @@ def run(kind, d, prompts, n_clients, max_tokens):
     for t in threads:
         t.join()
     wall = time.time() - t0
-    return {"tps": sum(o[0] for o in out) / wall,
+    tokens = sum(o[0] for o in out)
+    return {"tps": tokens / wall,
+            "cpu_ms": 1e3 * (cpu_s(d.proc.pid) - c0) / max(tokens, 1),
             "ttft": [o[1] for o in out if o[1] is not None]}
 
 
@@ -118,8 +131,9 @@ def compare(prompts, clients, max_tokens, threads, tmp, rounds=3):
               f"average {os.getloadavg()[0]:.1f}\n")
         print("| clients | msgpack tok/s | HTTP tok/s | HTTP / msgpack "
               "(median of rounds) | msgpack TTFT p50 / p99 ms | "
-              "HTTP TTFT p50 / p99 ms |")
-        print("|---:|---:|---:|---:|---:|---:|")
+              "HTTP TTFT p50 / p99 ms | daemon CPU ms per token, msgpack "
+              "/ HTTP |")
+        print("|---:|---:|---:|---:|---:|---:|---:|")
         for n in clients:
             rs, hs, ratios = [], [], []
             for i in range(rounds):
@@ -135,7 +149,9 @@ def compare(prompts, clients, max_tokens, threads, tmp, rounds=3):
             print(f"| {n} | {tr:.1f} | {th:.1f} | "
                   f"{statistics.median(ratios):.3f} | "
                   f"{1e3 * pct(ttr, 50):.0f} / {1e3 * pct(ttr, 99):.0f} | "
-                  f"{1e3 * pct(tth, 50):.0f} / {1e3 * pct(tth, 99):.0f} |",
+                  f"{1e3 * pct(tth, 50):.0f} / {1e3 * pct(tth, 99):.0f} | "
+                  f"{statistics.median(r['cpu_ms'] for r in rs):.2f} / "
+                  f"{statistics.median(h['cpu_ms'] for h in hs):.2f} |",
                   flush=True)
     finally:
         d.stop()
