@@ -4,6 +4,10 @@ not, equal `mtpd generate` offline for the same tokens; usage counts,
 finish_reason, sessions (explicit and a chat continuing its cached
 prefix), errors in OpenAI's shape, and /metrics counters that grow by
 exactly the tokens generated."""
+import http.client
+import json
+import time
+
 import pytest
 
 from http_helpers import (HttpDaemon, offline_chat, offline_fim,
@@ -192,7 +196,6 @@ def test_metrics_count_exactly(daemon):
 def test_stream_provenance_matches_stats(daemon):
     """mtpd.provenance: every token says how it was produced; the counts
     agree with the engine's stats and the texts make up the stream."""
-    import json
     st, _, body = daemon.post("/v1/completions", {
         "prompt": PROMPT, "max_tokens": 60, "stream": True,
         "mtpd": {"provenance": True, "draft_tokens": 3}})
@@ -219,3 +222,39 @@ def test_stream_provenance_matches_stats(daemon):
     assert len(drafted) <= stats["accepted_tokens"] <= len(drafted) + 3
     assert all(t[1] in (0, -1, -2) or 1 <= t[1] <= 3 for t in toks)
     assert drafted, "the default model accepts some drafts"
+
+
+def test_stop_strings(daemon):
+    ids, text, finish = offline(PROMPT, 40, ("==",))
+    r = daemon.openai().completions.create(model="m", prompt=PROMPT,
+                                           max_tokens=40, stop=["=="])
+    assert finish == "stop" and r.choices[0].finish_reason == "stop"
+    assert r.choices[0].text == text and "==" not in text
+    parts = list(daemon.openai().completions.create(
+        model="m", prompt=PROMPT, max_tokens=40, stop="==", stream=True))
+    assert "".join(p.choices[0].text for p in parts) == text
+
+
+def test_busy_session_is_409(daemon):
+    c = daemon.client()
+    sid = c.call("session.open", {})[1]["session"]
+    h = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
+    h.request("POST", "/v1/completions", json.dumps({
+        "prompt": PROMPT, "max_tokens": 2000, "ignore_eos": True,
+        "stream": True, "session": sid}),
+        {"Content-Type": "application/json"})
+    r = h.getresponse()
+    assert r.status == 200 and r.readline().startswith(b"data: ")
+    with pytest.raises(openai.ConflictError) as ei:
+        daemon.openai().completions.create(model="m", prompt=PROMPT,
+                                           max_tokens=2,
+                                           extra_body={"session": sid})
+    assert ei.value.body["code"] == "busy"
+    h.close()  # the drop cancels it; the session is free again
+    for _ in range(100):
+        err, info = c.call("session.info", {"session": sid})
+        if not info["busy"]:
+            break
+        time.sleep(0.1)
+    assert not info["busy"]
+    c.close()
