@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """HTTP vs MessagePack-RPC on the same daemon (issue 12's benchmark):
 the same streaming workload (N concurrent clients, held-out code
-prompts, greedy, draft tokens auto, ignore_eos) through
+prompts, greedy, 3 draft tokens, ignore_eos) through
 POST /v1/completions (SSE) and through msgpack-rpc `generate`
 (stream: true), in one run, against one `mtpd serve --http` process.
 Aggregate tokens/s and time to first token side by side.
 
   python3 tools/bench_daemon.py --http-vs-msgpack [--clients 1,4,16]
-  python3 tools/bench_http.py [--clients 1,4,16] [--max-tokens 64]
+  python3 tools/bench_http.py [--clients 1,4,16] [--max-tokens 64] [--rounds 3]
 
 Each row is paired rounds (msgpack then HTTP, then the other order, ...):
 the medians of each protocol's tokens/s and of the per-round ratios, so
@@ -35,6 +35,10 @@ from http_helpers import HttpDaemon  # noqa: E402
 from serve_helpers import MODEL  # noqa: E402
 
 
+K = 3  # draft tokens, fixed: both protocols run the same passes (auto
+       # picks k from measured timings, which differ run to run)
+
+
 def pct(xs, p):
     if not xs:
         return float("nan")
@@ -49,6 +53,7 @@ def http_one(port, prompt, max_tokens, out):
     the msgpack client's."""
     body = json.dumps({"prompt": prompt, "max_tokens": max_tokens,
                        "temperature": 0, "ignore_eos": True, "stream": True,
+                       "draft_tokens": K,
                        "stream_options": {"include_usage": True}}).encode()
     s = socket.create_connection(("127.0.0.1", port), timeout=600)
     t0 = time.time()
@@ -78,7 +83,7 @@ def rpc_one(d, prompt, max_tokens, out):
     t0 = time.time()
     msgid = c.send("generate", {"prompt": prompt, "max_tokens": max_tokens,
                                 "temperature": 0, "ignore_eos": True,
-                                "stream": True})
+                                "draft_tokens": K, "stream": True})
     first, n = None, 0
     while True:
         m = c.recv()
@@ -126,7 +131,7 @@ def compare(prompts, clients, max_tokens, threads, tmp, rounds=3):
         run("rpc", d, prompts, 2, 8)  # warm up both paths
         run("http", d, prompts, 2, 8)
         print(f"# HTTP vs msgpack-rpc: {MODEL}, {threads} threads, "
-              f"{max_tokens} tokens per request, greedy, draft tokens auto, "
+              f"{max_tokens} tokens per request, greedy, draft tokens {K}, "
               f"{rounds} paired rounds per row (order alternating), load "
               f"average {os.getloadavg()[0]:.1f}\n")
         print("| clients | msgpack tok/s | HTTP tok/s | HTTP / msgpack "
@@ -163,6 +168,7 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--prompt-chars", type=int, default=400)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--binary", default=os.path.join(ROOT, "build", "mtpd"))
     args = ap.parse_args()
     os.environ["MTPD_BIN"] = args.binary
@@ -170,7 +176,7 @@ def main():
     clients = [int(x) for x in args.clients.split(",")]
     prompts = [p[:args.prompt_chars] for _, p in code_prompts(max(clients))]
     compare(prompts, clients, args.max_tokens, args.threads,
-            tempfile.mkdtemp(prefix="bench_http"))
+            tempfile.mkdtemp(prefix="bench_http"), args.rounds)
 
 
 if __name__ == "__main__":
