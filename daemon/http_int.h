@@ -58,6 +58,16 @@ extern const int http_codes[HTTP_N_CODES];
 
 #define HTTP_MAX_CONVS 64
 
+/* A Prometheus histogram of seconds (http_metrics.c). */
+#define HTTP_N_BUCKETS 12
+extern const double http_buckets[HTTP_N_BUCKETS];
+struct http_hist {
+    long long n[HTTP_N_BUCKETS + 1]; /* per bucket, the last is +Inf */
+    long long count;
+    double sum;
+};
+void http_hist_observe(struct http_hist *hh, double v);
+
 struct http_req;
 
 struct http_srv {
@@ -78,6 +88,8 @@ struct http_srv {
     long long clients_gone;
     long long conv_reused;  /* requests that reused a conversation */
     int flushing;           /* shutdown: final replies not yet written */
+    struct http_hist ttft;  /* request received -> first token */
+    struct http_hist e2e;   /* request received -> last token */
 };
 
 enum http_kind { HTTP_CHAT, HTTP_COMPLETION };
@@ -93,6 +105,8 @@ struct http_req {
     enum http_path path;
     int stream, include_usage, provenance;
     int started;                  /* status line sent (streaming) */
+    double t0;                    /* when the request was submitted */
+    int got_first;                /* its first token came */
     char id[48];
     long long created;
     char session[SRV_SESSION_ID_LEN + 1]; /* "" for a temporary one */

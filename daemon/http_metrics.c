@@ -89,6 +89,33 @@ static double tokens_per_s(const struct srv *s)
     return (double)sum / 10.0;
 }
 
+const double http_buckets[HTTP_N_BUCKETS] = {
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+
+void http_hist_observe(struct http_hist *hh, double v)
+{
+    int i = 0;
+    while (i < HTTP_N_BUCKETS && v > http_buckets[i])
+        i++;
+    hh->n[i]++;
+    hh->count++;
+    hh->sum += v;
+}
+
+static void hist(struct out *o, const char *name, const char *help,
+                 const struct http_hist *hh)
+{
+    meta(o, name, "histogram", help);
+    long long cum = 0;
+    for (int i = 0; i < HTTP_N_BUCKETS; i++) {
+        cum += hh->n[i];
+        put(o, "%s_bucket{le=\"%g\"} %lld\n", name, http_buckets[i], cum);
+    }
+    put(o, "%s_bucket{le=\"+Inf\"} %lld\n", name, hh->count);
+    put(o, "%s_sum %.17g\n%s_count %lld\n", name, hh->sum, name,
+        hh->count);
+}
+
 static const char *const path_names[HP_COUNT] = {
     "/v1/chat/completions", "/v1/completions", "/v1/models", "/health",
     "/metrics", "/", "other"};
@@ -116,6 +143,11 @@ void http_metrics(struct http_srv *h, struct evhttp_request *req)
                 put(&o, "mtpd_http_requests_total{path=\"%s\",code=\"%d\"} "
                     "%lld\n", path_names[p], http_codes[c],
                     h->responses[p][c]);
+    hist(&o, "mtpd_http_time_to_first_token_seconds", "HTTP generations: "
+         "seconds from the request to its first token (queue and prefill "
+         "included).", &h->ttft);
+    hist(&o, "mtpd_http_request_duration_seconds", "HTTP generations that "
+         "ran: seconds from the request to its last token.", &h->e2e);
     one(&o, "mtpd_http_clients_gone_total", "counter", "HTTP clients that "
         "left while their generation ran (it was cancelled).",
         (double)h->clients_gone);

@@ -615,6 +615,7 @@ static int submit(struct http_srv *h, struct evhttp_request *req,
     r->include_usage = g->include_usage;
     r->provenance = g->provenance;
     r->created = (long long)time(NULL);
+    r->t0 = j->t_submit;
     snprintf(r->id, sizeof r->id, "%s-%llx%08llx",
              g->kind == HTTP_CHAT ? "chatcmpl" : "cmpl",
              (unsigned long long)time(NULL),
@@ -940,6 +941,12 @@ void http_job_output(struct srv *s, struct job *j,
 {
     (void)s;
     struct http_req *r = j->http;
+    if (ids->n && !r->got_first) {
+        r->got_first = 1;
+        http_hist_observe(&r->h->ttft, srv_now() - r->t0);
+    }
+    if (done && j->started && j->err == SRV_OK)
+        http_hist_observe(&r->h->e2e, srv_now() - r->t0);
     if (r->req && r->stream && j->err == SRV_OK &&
         (len || (r->provenance && ids->n))) {
         if (!r->started)

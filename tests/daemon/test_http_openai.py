@@ -191,6 +191,11 @@ def test_metrics_count_exactly(daemon):
     assert "mtpd_spec_acceptance_by_position_ratio|position=1" in after
     assert after["mtpd_spec_mean_accepted_length_tokens"] >= 1
     assert after["mtpd_requests_running"] == 0
+    for h in ("mtpd_http_time_to_first_token_seconds",
+              "mtpd_http_request_duration_seconds"):
+        assert after[h + "_count"] - before[h + "_count"] == 3
+        assert after[h + "_bucket|le=+Inf"] == after[h + "_count"]
+        assert after[h + "_sum"] > before[h + "_sum"]
 
 
 def test_stream_provenance_matches_stats(daemon):
