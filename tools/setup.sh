@@ -21,11 +21,12 @@ if ((${#missing[@]})); then
 fi
 
 # Light Python packages only: tests compare against committed goldens, so
-# torch/transformers/tokenizers are not needed here.
+# torch/transformers/tokenizers are not needed here. safetensors: our
+# checkpoint writer is checked against the reference reader (test_ref.py).
 py_missing=()
 # openai and prometheus_client: the HTTP tests' clients (the official
 # OpenAI SDK, Prometheus' own text parser)
-for m in numpy pytest msgpack openai prometheus_client; do
+for m in numpy pytest msgpack safetensors openai prometheus_client; do
     python3 -c "import $m" 2>/dev/null || py_missing+=("$m")
 done
 if ((${#py_missing[@]})); then
