@@ -369,12 +369,14 @@ static void begin_shutdown(struct srv *s, const char *why)
     if (s->shutting_down)
         return;
     s->shutting_down = 1;
-    s->shutdown_at = srv_now() + s->cfg.shutdown_grace;
     SRV_LOG(SLOG_INFO, "%s: stopping (no new connections; %d running "
             "generations get %.0f s to finish)", why, s->jobs_inflight,
             s->cfg.shutdown_grace);
     srv_listen_close(s);
     http_begin_shutdown(s);
+    double g = s->cfg.shutdown_grace;
+    struct timeval tv = {(time_t)g, (suseconds_t)((g - (double)(time_t)g) * 1e6)};
+    evtimer_add(s->ev_grace, &tv);
     srv_shutdown_check(s);
 }
 
@@ -388,27 +390,35 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     }
     if (s->shutting_down) {
         SRV_LOG(SLOG_INFO, "second signal: ending generations now");
-        s->shutdown_at = srv_now();
+        event_active(s->ev_grace, EV_TIMEOUT, 0);
+        return;
     }
     begin_shutdown(s, sig == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
-/* Once a second: idle sessions, and the end of the grace period. */
-static void on_tick(evutil_socket_t fd, short what, void *arg)
+/* The grace period is over: the running generations end with finish
+ * reason "shutdown" at their next pass. */
+static void on_grace(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct srv *s = arg;
-    session_expire_idle(s);
-    if (s->shutting_down == 1 && srv_now() >= s->shutdown_at) {
-        /* grace is over: the running generations end with "shutdown" */
-        for (struct conn *c = s->conns; c; c = c->next)
-            for (struct job *j = c->jobs; j; j = j->cnext)
-                atomic_store(&j->cancel, 2);
-        http_cancel_all(s, 2);
-        /* jobs of gone connections were cancelled already */
-        srv_shutdown_check(s);
-    }
+    if (s->shutting_down != 1)
+        return;
+    for (struct conn *c = s->conns; c; c = c->next)
+        for (struct job *j = c->jobs; j; j = j->cnext)
+            atomic_store(&j->cancel, 2);
+    http_cancel_all(s, 2);
+    /* jobs of gone connections were cancelled already */
+    srv_shutdown_check(s);
+}
+
+/* Once a second: idle sessions. */
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    session_expire_idle(arg);
 }
 
 static void on_reap(evutil_socket_t fd, short what, void *arg)
@@ -433,7 +443,7 @@ static void srv_free(struct srv *s)
     }
     sched_stop(&s->sched);
     struct event *evs[] = {s->ev_term, s->ev_int, s->ev_hup, s->ev_tick,
-                           s->ev_reap};
+                           s->ev_reap, s->ev_grace};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
         if (evs[i])
             event_free(evs[i]);
@@ -502,9 +512,10 @@ static int srv_init(struct srv *s)
     s->ev_hup = evsignal_new(s->base, SIGHUP, on_signal, s);
     s->ev_tick = event_new(s->base, -1, EV_PERSIST, on_tick, s);
     s->ev_reap = event_new(s->base, -1, 0, on_reap, s);
+    s->ev_grace = evtimer_new(s->base, on_grace, s);
     struct timeval sec = {1, 0};
     if (!s->ev_term || !s->ev_int || !s->ev_hup || !s->ev_tick ||
-        !s->ev_reap ||
+        !s->ev_reap || !s->ev_grace ||
         evsignal_add(s->ev_term, NULL) || evsignal_add(s->ev_int, NULL) ||
         evsignal_add(s->ev_hup, NULL) || event_add(s->ev_tick, &sec))
         return -1;

@@ -201,9 +201,8 @@ struct srv {
     char *unix_paths[SRV_MAX_LISTEN];
     void *listen_ctx[SRV_MAX_LISTEN];
     int n_listeners;
-    struct event *ev_term, *ev_int, *ev_hup, *ev_tick;
+    struct event *ev_term, *ev_int, *ev_hup, *ev_tick, *ev_grace;
     int shutting_down;
-    double shutdown_at;    /* when the grace period ends */
     int jobs_inflight;
     /* counters (loop thread) */
     double start_time;
