@@ -15,6 +15,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 
+#include "http.h"
 #include "srv.h"
 #include "srv_log.h"
 
@@ -47,7 +48,7 @@ static void conn_release(struct conn *c, int drop)
     } else {
         free(c);
     }
-    if (s->shutting_down == 2 && !s->conns)
+    if (s->shutting_down == 2 && !s->conns && !http_flushing(s))
         event_base_loopbreak(s->base);
 }
 

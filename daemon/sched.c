@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "http.h"
 #include "srv.h"
 #include "srv_engine.h"
 #include "srv_log.h"
@@ -31,19 +32,42 @@ static void notify_locked(struct sched *q, struct job *j)
     q->notify_tail = j;
 }
 
+/* How the token being emitted was produced (SRV_SRC_*, or its draft
+ * position). A verify pass that drafted k and accepted a emits the
+ * accepted drafts first, then the main model's token; the pass counter
+ * of the sequence's stats tells a new pass from the next token of the
+ * same one, so the library needs no hook for this. */
+static int32_t token_source(struct job *j, struct spec_seq *seq)
+{
+    int64_t passes = spec_seq_stats(seq)->passes;
+    int k = 0, a = 0;
+    if (passes == 0)
+        return SRV_SRC_PLAIN; /* the prefill's token */
+    if (passes != j->src_passes) {
+        j->src_passes = passes;
+        j->src_idx = 0;
+    }
+    spec_seq_last_pass(seq, &k, &a);
+    int i = j->src_idx++;
+    if (i < a)
+        return i + 1;
+    return k == 0 ? SRV_SRC_PLAIN : a < k ? SRV_SRC_CORRECTION : SRV_SRC_BONUS;
+}
+
 /* Token callback (compute thread, inside spec_step): text and stop
- * strings, then the id and the text that may be shown go to the job's
- * pending output. */
+ * strings, then the id, the text that may be shown and the token's
+ * provenance go to the job's pending output. */
 static int job_on_token(void *ud, struct spec_seq *seq, int32_t tok)
 {
-    (void)seq;
     struct job *j = ud;
     struct sched *q = j->sched;
     int stop = spec_textout_push(j->text, tok); /* < 0: text skipped */
     const char *p;
     size_t n = spec_textout_release(j->text, &p, 0);
+    int32_t src[2] = {token_source(j, seq), (int32_t)n};
     pthread_mutex_lock(&q->lock);
     int bad = mtpd_tok_ids_append(&j->p_ids, &tok, 1) < 0 ||
+              mtpd_tok_ids_append(&j->p_src, src, 2) < 0 ||
               (n && mtpd_tok_buf_append(&j->p_text, p, n) < 0);
     notify_locked(q, j);
     pthread_mutex_unlock(&q->lock);
@@ -258,6 +282,7 @@ struct notify_item {
     struct job *j;
     struct mtpd_tok_ids ids;
     struct mtpd_tok_buf text;
+    struct mtpd_tok_ids src;
     int done;
 };
 
@@ -281,7 +306,9 @@ static void on_notify(evutil_socket_t fd, short what, void *arg)
         items[n].j = j;
         items[n].ids = j->p_ids;
         items[n].text = j->p_text;
+        items[n].src = j->p_src;
         items[n].done = j->done;
+        memset(&j->p_src, 0, sizeof j->p_src);
         memset(&j->p_ids, 0, sizeof j->p_ids);
         memset(&j->p_text, 0, sizeof j->p_text);
         j->notify_queued = 0;
@@ -294,10 +321,15 @@ static void on_notify(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_unlock(&q->lock);
     for (int i = 0; i < n; i++) {
         struct notify_item *it = &items[i];
+        if (it->j->http)
+            http_job_output(q->srv, it->j, &it->ids, &it->src,
+                            it->text.p ? it->text.p : "", it->text.n,
+                            it->done);
         methods_on_job_output(q->srv, it->j, &it->ids,
                               it->text.p ? it->text.p : "", it->text.n,
                               it->done);
         mtpd_tok_ids_free(&it->ids);
+        mtpd_tok_ids_free(&it->src);
         mtpd_tok_buf_free(&it->text);
     }
     free(items);
@@ -400,6 +432,7 @@ void job_free(struct job *j)
 {
     spec_textout_free(j->text);
     mtpd_tok_ids_free(&j->p_ids);
+    mtpd_tok_ids_free(&j->p_src);
     mtpd_tok_buf_free(&j->p_text);
     mtpd_tok_ids_free(&j->out_ids);
     free(j->out_text);

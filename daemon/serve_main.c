@@ -17,6 +17,7 @@
 
 #include "cli_util.h"
 #include "cmd.h"
+#include "http.h"
 #include "srv.h"
 #include "srv_engine.h"
 #include "srv_log.h"
@@ -77,6 +78,18 @@ static void serve_usage(FILE *f)
 "  --no-batching          benchmarks: one pass per sequence instead of one\n"
 "                         pass for all\n"
 "  --no-prefix-reuse      benchmarks: compute every request from scratch\n"
+"  --http [HOST:]PORT     also serve HTTP (docs/http.md; host default\n"
+"                         127.0.0.1): OpenAI-compatible\n"
+"                         /v1/chat/completions, /v1/completions,\n"
+"                         /v1/models, /health, /metrics and a page at /.\n"
+"                         Off unless given; a non-loopback host needs\n"
+"                         --auth-token-file (Authorization: Bearer)\n"
+"  --http-max-body B      largest HTTP request body (default 8M)\n"
+"  --http-timeout S       seconds to read an HTTP request; idle\n"
+"                         keep-alive connections close after it (default\n"
+"                         30)\n"
+"  --http-conversations N recent HTTP conversations kept as sessions for\n"
+"                         prefix reuse (default 8; 0 = off)\n"
 "  --help                 this text\n"
 "\n"
 "Signals: SIGTERM/SIGINT stop gracefully (state written, exit 0); SIGHUP\n"
@@ -194,6 +207,23 @@ static int parse_args(int argc, char **argv, struct srv_config *c)
             if (r < 0 || cli_parse_float(v, &c->shutdown_grace) ||
                 c->shutdown_grace < 0)
                 goto bad;
+        } else if ((r = cli_opt(argc, argv, &i, "--http", &v))) {
+            if (r < 0)
+                return 2;
+            c->http_addr = v;
+        } else if ((r = cli_opt(argc, argv, &i, "--http-max-body", &v))) {
+            if (r < 0 || parse_bytes(v, &c->http_max_body) ||
+                c->http_max_body < 1024 || c->http_max_body > (1u << 30))
+                goto bad;
+        } else if ((r = cli_opt(argc, argv, &i, "--http-timeout", &v))) {
+            if (r < 0 || cli_parse_int(v, 1, 86400, &n))
+                goto bad;
+            c->http_timeout = (int)n;
+        } else if ((r = cli_opt(argc, argv, &i, "--http-conversations",
+                                &v))) {
+            if (r < 0 || cli_parse_int(v, 0, 64, &n))
+                goto bad;
+            c->http_conversations = (int)n;
         } else if ((r = cli_opt(argc, argv, &i, "--step-rows", &v))) {
             if (r < 0 || cli_parse_int(v, 1, 1 << 16, &n))
                 goto bad;
@@ -324,7 +354,7 @@ static void finish_shutdown(struct srv *s)
         nx = c->next;
         conn_close(c, 1);
     }
-    if (!s->conns)
+    if (!s->conns && !http_flushing(s))
         event_base_loopbreak(s->base);
 }
 
@@ -343,6 +373,7 @@ static void begin_shutdown(struct srv *s, const char *why)
             "generations get %.0f s to finish)", why, s->jobs_inflight,
             s->cfg.shutdown_grace);
     srv_listen_close(s);
+    http_begin_shutdown(s);
     double g = s->cfg.shutdown_grace;
     struct timeval tv = {(time_t)g, (suseconds_t)((g - (double)(time_t)g) * 1e6)};
     evtimer_add(s->ev_grace, &tv);
@@ -377,6 +408,7 @@ static void on_grace(evutil_socket_t fd, short what, void *arg)
     for (struct conn *c = s->conns; c; c = c->next)
         for (struct job *j = c->jobs; j; j = j->cnext)
             atomic_store(&j->cancel, 2);
+    http_cancel_all(s, 2);
     /* jobs of gone connections were cancelled already */
     srv_shutdown_check(s);
 }
@@ -401,6 +433,7 @@ static void srv_free(struct srv *s)
     while (s->conns)
         conn_close(s->conns, 0);
     conn_reap(s);
+    http_free(s);
     srv_listen_close(s);
     /* sessions: their sequences go to the compute thread, which frees
      * them before it exits */
@@ -472,6 +505,8 @@ static int srv_init(struct srv *s)
     session_load_all(s); /* problems are logged, never fatal */
     if (srv_listen_all(s) < 0)
         return -1;
+    if (s->cfg.http_addr && http_start(s) < 0)
+        return -1;
     s->ev_term = evsignal_new(s->base, SIGTERM, on_signal, s);
     s->ev_int = evsignal_new(s->base, SIGINT, on_signal, s);
     s->ev_hup = evsignal_new(s->base, SIGHUP, on_signal, s);
@@ -496,7 +531,9 @@ int cmd_serve(int argc, char **argv)
         .draft_tokens = SPEC_K_AUTO, .max_frame = FRAME_DEFAULT_MAX,
         .max_queue = 128, .max_inflight = 64, .max_outbuf = 64u << 20,
         .max_conns = 1024,
-        .shutdown_grace = 5, .step_rows = 256};
+        .shutdown_grace = 5, .step_rows = 256,
+        .http_max_body = 8u << 20, .http_timeout = 30,
+        .http_conversations = 8};
     int r = parse_args(argc, argv, &s->cfg);
     if (r)
         return r == 1 ? 0 : 2;
@@ -518,6 +555,9 @@ int cmd_serve(int argc, char **argv)
     for (int i = 0; i < s->cfg.n_listen; i++)
         snprintf(addrs + strlen(addrs), sizeof addrs - strlen(addrs), "%s%s",
                  i ? " " : "", s->cfg.listen[i]);
+    if (s->cfg.http_addr)
+        snprintf(addrs + strlen(addrs), sizeof addrs - strlen(addrs),
+                 " http://%s", s->cfg.http_addr);
     const struct mtpd_config *mc = mtpd_model_config(s->model);
     SRV_LOG(SLOG_INFO, "mtpd %s serving %s (vocab %d, context %d, %d MTP "
             "modules) on %s; KV budget %zu bytes (%.1f MiB, %zu bytes per "

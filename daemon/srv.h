@@ -16,7 +16,8 @@
  * (validation), methods.c (one handler per method), reply.c (msgpack
  * replies), session.c (sessions table, LRU, state dir), sched.c
  * (compute thread), srv_engine.c (spec calls), srv_log.c (log lines).
- * Text chunks come from spec/textout.h.
+ * Text chunks come from spec/textout.h. HTTP (--http): http.h, on the
+ * loop thread; its jobs have job.http set and no conn.
  */
 #ifndef MTPD_SRV_H
 #define MTPD_SRV_H
@@ -57,6 +58,11 @@ struct srv_config {
     int step_rows;          /* row budget of one step */
     int no_batching;        /* benchmarks: one step per sequence */
     int no_prefix_reuse;    /* benchmarks: every request from scratch */
+    /* HTTP (http.c): off unless http_addr is set */
+    const char *http_addr;  /* HOST:PORT */
+    size_t http_max_body;   /* bytes */
+    int http_timeout;       /* seconds to read a request / idle keep-alive */
+    int http_conversations; /* recent HTTP conversations kept as sessions */
 };
 
 /* ---- sessions (session.c; loop thread) ---- */
@@ -91,6 +97,7 @@ struct job {
     /* loop thread */
     struct conn *conn;     /* NULL once the client is gone */
     struct job *cprev, *cnext; /* the connection's jobs */
+    struct http_req *http; /* an HTTP request's job (conn is NULL) */
     struct session *sess;
     uint32_t msgid;
     int stream;
@@ -103,10 +110,14 @@ struct job {
     struct spec_seq *seq;  /* the session's sequence */
     struct spec_textout *text;
     int started, lib_cancel, reused;
+    int64_t src_passes;    /* compute thread: provenance bookkeeping */
+    int src_idx;
     double queue_s;
     /* under sched.lock */
     struct mtpd_tok_ids p_ids; /* emitted, not yet sent */
     struct mtpd_tok_buf p_text;
+    struct mtpd_tok_ids p_src; /* per id: provenance (sched.c), bytes of
+                                * p_text it released */
     int notify_queued;
     struct job *notify_next;
     int done;
@@ -180,6 +191,7 @@ struct srv {
     size_t auth_len;
     struct session_table sessions;
     struct sched sched;
+    struct http_srv *http; /* NULL without --http */
     struct conn *conns;
     struct conn *dead_conns;   /* dropped, freed by ev_reap */
     struct event *ev_reap;
@@ -253,6 +265,14 @@ void methods_on_job_output(struct srv *s, struct job *j,
                            const struct mtpd_tok_ids *ids, const char *text,
                            size_t len, int done);
 void methods_conn_gone(struct conn *c);
+
+/* Provenance of an emitted token (job.p_src): the draft position (1..k)
+ * of an accepted MTP draft, or the main model's own token: */
+enum {
+    SRV_SRC_PLAIN = 0,       /* a pass without drafts (or the prefill's) */
+    SRV_SRC_CORRECTION = -1, /* where a draft was rejected */
+    SRV_SRC_BONUS = -2,      /* after every draft was accepted */
+};
 
 /* reply.c */
 void reply_error(struct conn *c, uint32_t msgid, const struct srv_error *e);

@@ -173,12 +173,19 @@ def main():
                     help="only the soak: the largest client count streaming "
                     "for SECONDS, RSS every 10 s")
     ap.add_argument("--binary", default=os.path.join(ROOT, "build", "mtpd"))
+    ap.add_argument("--http-vs-msgpack", action="store_true",
+                    help="only the same streaming load through HTTP and "
+                    "msgpack-rpc side by side (tools/bench_http.py)")
     args = ap.parse_args()
     os.environ["MTPD_BIN"] = args.binary
     clients = [int(x) for x in args.clients.split(",")]
     full = [p for _, p in code_prompts(max(clients))]
     prompts = [p[:args.prompt_chars] for p in full]
     tmp = tempfile.mkdtemp(prefix="bench_daemon")
+    if args.http_vs_msgpack:
+        from tools.bench_http import compare
+        compare(prompts, clients, args.max_tokens, args.threads, tmp)
+        return
 
     def daemon(*extra):
         return Daemon(tmp, "--threads", str(args.threads), *extra)
