@@ -5,7 +5,8 @@
 set -euo pipefail
 
 apt_pkgs=(build-essential pkg-config meson ninja-build libevent-dev
-          libmsgpack-dev libjemalloc-dev libpcre2-dev python3 python3-pip)
+          libmsgpack-dev libjemalloc-dev libpcre2-dev python3 python3-pip
+          neovim)
 missing=()
 for p in "${apt_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" \
@@ -22,7 +23,8 @@ fi
 # Light Python packages only: tests compare against committed goldens, so
 # torch/transformers/tokenizers are not needed here.
 py_missing=()
-for m in numpy pytest msgpack; do
+# wheel: `pip install --no-build-isolation ./clients/python` (its test) works offline
+for m in numpy pytest msgpack wheel; do
     python3 -c "import $m" 2>/dev/null || py_missing+=("$m")
 done
 if ((${#py_missing[@]})); then
