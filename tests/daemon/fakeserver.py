@@ -35,6 +35,7 @@ class FakeServer:
         self.sessions = {}  # id -> history ids
         self.lock = threading.Lock()
         self.requests = 0
+        self.cancelled = 0  # cancel requests that stopped a running generation
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         if os.path.exists(path):
             os.unlink(path)
@@ -184,6 +185,7 @@ class Conn:
         if ev is None:
             return {"cancelled": False}
         ev.set()
+        self.server.cancelled += 1
         return {"cancelled": True}
 
     def m_fim(self, msgid, p):
@@ -230,7 +232,7 @@ class Conn:
         finally:
             del self.running[msgid]
         reused = 0
-        if sid is not None:
+        if sid is not None and sid in self.server.sessions:  # not closed meanwhile
             hist = self.server.sessions[sid]
             while reused < min(len(hist), len(ids)) and hist[reused] == ids[reused]:
                 reused += 1

@@ -3,12 +3,18 @@ connects with sockconnect('pipe', path, {rpc = true}) and calls hello,
 session.open and a greedy generate with rpcrequest; the answer equals the
 daemon's answer to the same request from the Python client."""
 import json
+import os
 import shutil
+import socket
 import subprocess
+import tempfile
+import time
 
+import msgpack
 import pytest
 
-from daemon_fixture import daemon, mtpd_serve  # noqa: F401 (fixtures)
+from daemon_fixture import ROOT, daemon, mtpd_serve  # noqa: F401 (fixtures)
+from fakeserver import FakeServer
 import mtpd_client
 
 LUA = r"""
@@ -65,3 +71,163 @@ def test_nvim_rpcrequest(daemon, tmp_path):
     # error": the call fails, the channel keeps working (the close below)
     assert "Error invoking 'generate'" in got["bad_error"]
     assert got["closed"]["closed"] is True
+
+
+# -- the plugin (clients/nvim) ------------------------------------------------
+
+PLUGIN = os.path.join(ROOT, "clients", "nvim")
+
+
+class Nvim:
+    """A headless nvim driven over its own msgpack-RPC socket (--listen),
+    as a UI would: nvim_input types keys, the event loop runs the plugin."""
+
+    def __init__(self, nvim, workdir):
+        self.path = os.path.join(workdir, "nvim.sock")
+        self.proc = subprocess.Popen([nvim, "--headless", "--clean", "--listen", self.path],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(self.path)
+                break
+            except OSError:
+                self.sock.close()
+                assert time.monotonic() < deadline, "nvim did not listen"
+                assert self.proc.poll() is None, self.proc.stderr.read()
+                time.sleep(0.05)
+        self.sock.settimeout(30)
+        self.unp = msgpack.Unpacker(raw=False)
+        self.next_id = 1
+
+    def request(self, method, *args):
+        msgid = self.next_id
+        self.next_id += 1
+        self.sock.sendall(msgpack.packb([0, msgid, method, list(args)]))
+        while True:
+            for f in self.unp:
+                if f[0] == 1 and f[1] == msgid:
+                    if f[2] is not None:
+                        raise RuntimeError(f"nvim {method}: {f[2]}")
+                    return f[3]
+            data = self.sock.recv(65536)
+            assert data, "nvim closed the connection"
+            self.unp.feed(data)
+
+    def lua(self, code, *args):
+        return self.request("nvim_exec_lua", code, list(args))
+
+    def wait(self, code, timeout=30):
+        """Polls the Lua expression `code` until it is truthy; -> its value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            v = self.lua("return " + code)
+            if v:
+                return v
+            assert time.monotonic() < deadline, f"timed out waiting for {code}"
+            time.sleep(0.02)
+
+    def close(self):
+        try:
+            self.sock.close()
+        finally:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(params=["fake", "daemon"])
+def backend(request, tmp_path):
+    """The server the plugin talks to: the fake (always) and the daemon
+    (skipped only when build/mtpd has no serve)."""
+    if request.param == "daemon":
+        yield "daemon", request.getfixturevalue("daemon").address, None
+        return
+    srv = FakeServer(os.path.join(tempfile.mkdtemp(prefix="mtpd-f-", dir="/tmp"), "s.sock"),
+                     delay=0.001)
+    yield "fake", srv.address, srv
+    srv.close()
+
+
+def buffer_text(nv):
+    return "\n".join(nv.request("nvim_buf_get_lines", 0, 0, -1, False)) + "\n"
+
+
+def test_nvim_plugin(backend, tmp_path):
+    nvim = shutil.which("nvim")
+    if nvim is None:
+        pytest.skip("nvim is not installed (tools/setup.sh installs Debian's neovim)")
+    kind, address, fake = backend
+    nv = Nvim(nvim, str(tmp_path))
+    try:
+        nv.lua("vim.opt.rtp:prepend(...); vim.cmd('runtime! plugin/mtpd.lua'); "
+               "require('mtpd').setup({address = select(2, ...), debounce_ms = 10, "
+               "max_tokens = 24})", PLUGIN, address)
+        nv.request("nvim_buf_set_lines", 0, 0, -1, False,
+                   ["def add(a, b):", "", "", "print(add(1, 2))"])
+        nv.request("nvim_input", "2GA    return")
+        ghost = nv.wait("require('mtpd').ghost_text()")
+        assert nv.request("nvim_get_mode")["mode"] == "i"
+        row, col = nv.request("nvim_win_get_cursor", 0)
+        assert (row, col) == (2, len("    return"))
+        text = buffer_text(nv)
+        prefix = "def add(a, b):\n    return"
+        suffix = text[len(prefix):]
+        assert suffix == "\n\nprint(add(1, 2))\n"
+        with mtpd_client.Client(address, timeout=120) as c:
+            want = c.fim(prefix, suffix, max_tokens=24, temperature=0)
+        assert want.text, "the daemon completes nothing here: pick another test prompt"
+        assert ghost == want.text
+        sid = nv.lua("return require('mtpd').session()")
+        assert sid and len(sid) == 32
+
+        nv.request("nvim_input", "<Tab>")
+        nv.wait(f"#table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\\n') + 1 "
+                f"~= {len(text.encode())}")
+        assert buffer_text(nv) == prefix + want.text + suffix
+        lines = (prefix + want.text).split("\n")
+        assert nv.request("nvim_win_get_cursor", 0) == [len(lines), len(lines[-1].encode())]
+
+        # the next completion (after the accepted text) reuses the session's cache
+        nv.wait("require('mtpd').ghost_text() or require('mtpd').last.finish_reason and "
+                "require('mtpd').last.text == ''")
+        assert nv.lua("return require('mtpd').session()") == sid
+        stats = nv.lua("return require('mtpd').last.stats")
+        assert stats["prompt_tokens_reused"] > 0
+        status = nv.request("nvim_exec", "MtpdStatus", True)
+        assert "last completion" in status and "ms" in status
+        assert nv.lua("return require('mtpd').statusline()").startswith("mtpd ")
+
+        # typing over a slow completion cancels it; the key still inserts
+        if fake is not None:
+            fake.delay = 0.1
+            before = fake.cancelled
+            nv.request("nvim_input", "x")
+            nv.wait("require('mtpd')._inflight_msgid()")
+            nv.request("nvim_input", "y")
+            deadline = time.monotonic() + 10
+            while fake.cancelled == before and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert fake.cancelled > before
+            fake.delay = 0.001
+        # <Tab> without ghost text is a plain tab
+        nv.lua("require('mtpd').clear(); require('mtpd').cancel()")
+        line_before = nv.request("nvim_get_current_line")
+        nv.request("nvim_input", "<Esc>A<Tab>")
+        nv.wait("vim.api.nvim_get_current_line() ~= " + json.dumps(line_before))
+        assert nv.request("nvim_get_current_line") == line_before + "\t"
+        # wiping the buffer closes its session
+        nv.request("nvim_input", "<Esc>")
+        nv.request("nvim_command", "enew | bwipeout! #")
+        with mtpd_client.Client(address, timeout=60) as c:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    c.session_info(sid)
+                except mtpd_client.UnknownSessionError:
+                    break
+                assert time.monotonic() < deadline, "the buffer's session stayed open"
+                time.sleep(0.05)
+    finally:
+        nv.close()
