@@ -6,7 +6,7 @@ response [1, msgid, error, result], notification [2, method, params].
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 
 from .errors import ProtocolError
 
@@ -47,7 +47,8 @@ def parse_address(addr: Optional[str]) -> Address:
 
 
 def pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
 
 
 def request_frame(msgid: int, method: str, params: Mapping[str, Any]) -> bytes:

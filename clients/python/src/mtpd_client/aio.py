@@ -10,10 +10,7 @@ from .errors import (ConnectionClosedError, MtpdError, ProtocolError,
                      UnknownSessionError, error_from_wire)
 from .types import Chunk, HelloInfo, Result
 
-try:
-    from typing import Literal
-except ImportError:  # pragma: no cover
-    from typing_extensions import Literal  # type: ignore
+from typing import Literal
 
 _DONE = object()
 
@@ -50,14 +47,14 @@ class AsyncClient:
 
     async def open(self) -> None:
         kind, where = _wire.parse_address(self.address)
-        if kind == "unix":
-            coro = asyncio.open_unix_connection(where)  # type: ignore[arg-type]
+        if isinstance(where, str):
+            coro = asyncio.open_unix_connection(where)
         else:
-            host, port = where  # type: ignore[misc]
-            coro = asyncio.open_connection(host, port)
-        self._reader, self._writer = await asyncio.wait_for(coro, self._connect_timeout)
+            coro = asyncio.open_connection(where[0], where[1])
+        reader, writer = await asyncio.wait_for(coro, self._connect_timeout)
+        self._reader, self._writer = reader, writer
         if kind == "tcp":
-            s = self._writer.get_extra_info("socket")
+            s = writer.get_extra_info("socket")
             if s is not None:
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._task = asyncio.ensure_future(self._read_loop())
@@ -203,12 +200,24 @@ class AsyncClient:
                             (session_id is None) if close is None else close)
 
     @overload
-    async def generate(self, prompt: Optional[str] = None, *,
-                       stream: "Literal[False]" = False, **kw: Any) -> Result: ...
+    async def generate(self, prompt: Optional[str] = None, *, ids: Optional[Sequence[int]] = None,
+            messages: Optional[Sequence[Mapping[str, str]]] = None,
+            session: Optional[str] = None, max_tokens: Optional[int] = None,
+            stop: Optional[Sequence[str]] = None, temperature: Optional[float] = None,
+            top_p: Optional[float] = None, top_k: Optional[int] = None,
+            seed: Optional[int] = None, draft_tokens: Union[int, str, None] = None,
+            ignore_eos: Optional[bool] = None, stream: "Literal[False]" = False,
+            extra: Optional[Mapping[str, Any]] = None) -> Result: ...
 
     @overload
-    async def generate(self, prompt: Optional[str] = None, *,
-                       stream: "Literal[True]", **kw: Any) -> "AsyncStream": ...
+    async def generate(self, prompt: Optional[str] = None, *, ids: Optional[Sequence[int]] = None,
+            messages: Optional[Sequence[Mapping[str, str]]] = None,
+            session: Optional[str] = None, max_tokens: Optional[int] = None,
+            stop: Optional[Sequence[str]] = None, temperature: Optional[float] = None,
+            top_p: Optional[float] = None, top_k: Optional[int] = None,
+            seed: Optional[int] = None, draft_tokens: Union[int, str, None] = None,
+            ignore_eos: Optional[bool] = None, stream: "Literal[True]",
+            extra: Optional[Mapping[str, Any]] = None) -> "AsyncStream": ...
 
     async def generate(self, prompt: Optional[str] = None, *,
                        ids: Optional[Sequence[int]] = None,
@@ -231,12 +240,22 @@ class AsyncClient:
         return await self._gen("generate", p, stream)
 
     @overload
-    async def fim(self, prefix: str, suffix: str, *, stream: "Literal[False]" = False,
-                  **kw: Any) -> Result: ...
+    async def fim(self, prefix: str, suffix: str, *, session: Optional[str] = None,
+            max_tokens: Optional[int] = None, stop: Optional[Sequence[str]] = None,
+            temperature: Optional[float] = None, top_p: Optional[float] = None,
+            top_k: Optional[int] = None, seed: Optional[int] = None,
+            draft_tokens: Union[int, str, None] = None,
+            ignore_eos: Optional[bool] = None, stream: "Literal[False]" = False,
+            extra: Optional[Mapping[str, Any]] = None) -> Result: ...
 
     @overload
-    async def fim(self, prefix: str, suffix: str, *, stream: "Literal[True]",
-                  **kw: Any) -> "AsyncStream": ...
+    async def fim(self, prefix: str, suffix: str, *, session: Optional[str] = None,
+            max_tokens: Optional[int] = None, stop: Optional[Sequence[str]] = None,
+            temperature: Optional[float] = None, top_p: Optional[float] = None,
+            top_k: Optional[int] = None, seed: Optional[int] = None,
+            draft_tokens: Union[int, str, None] = None,
+            ignore_eos: Optional[bool] = None, stream: "Literal[True]",
+            extra: Optional[Mapping[str, Any]] = None) -> "AsyncStream": ...
 
     async def fim(self, prefix: str, suffix: str, *, session: Optional[str] = None,
                   max_tokens: Optional[int] = None, stop: Optional[Sequence[str]] = None,

@@ -4,16 +4,13 @@ import collections
 import socket
 import threading
 from typing import (Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional,
-                    Sequence, Union, overload)
+                    Sequence, Set, Union, overload)
 
 from . import _wire
 from .errors import ConnectionClosedError, MtpdError, ProtocolError, error_from_wire
 from .types import Chunk, GenStats, HelloInfo, Result
 
-try:
-    from typing import Literal
-except ImportError:  # pragma: no cover - python 3.7
-    from typing_extensions import Literal  # type: ignore
+from typing import Literal
 
 
 class Client:
@@ -57,7 +54,7 @@ class Client:
         self._next_id = 1
         self._responses: Dict[int, Any] = {}
         self._chunks: Dict[int, Deque[Dict[str, Any]]] = {}
-        self._pending: set = set()
+        self._pending: Set[int] = set()
         self._dead: Optional[MtpdError] = None
         #: called with (method, params) for notifications other than
         #: generate.chunk / error
@@ -210,12 +207,24 @@ class Client:
         return Session(self, session_id, bool(close))
 
     @overload
-    def generate(self, prompt: Optional[str] = None, *, stream: "Literal[False]" = False,
-                 **kw: Any) -> Result: ...
+    def generate(self, prompt: Optional[str] = None, *, ids: Optional[Sequence[int]] = None,
+            messages: Optional[Sequence[Mapping[str, str]]] = None,
+            session: Optional[str] = None, max_tokens: Optional[int] = None,
+            stop: Optional[Sequence[str]] = None, temperature: Optional[float] = None,
+            top_p: Optional[float] = None, top_k: Optional[int] = None,
+            seed: Optional[int] = None, draft_tokens: Union[int, str, None] = None,
+            ignore_eos: Optional[bool] = None, stream: "Literal[False]" = False,
+            extra: Optional[Mapping[str, Any]] = None) -> Result: ...
 
     @overload
-    def generate(self, prompt: Optional[str] = None, *, stream: "Literal[True]",
-                 **kw: Any) -> "Stream": ...
+    def generate(self, prompt: Optional[str] = None, *, ids: Optional[Sequence[int]] = None,
+            messages: Optional[Sequence[Mapping[str, str]]] = None,
+            session: Optional[str] = None, max_tokens: Optional[int] = None,
+            stop: Optional[Sequence[str]] = None, temperature: Optional[float] = None,
+            top_p: Optional[float] = None, top_k: Optional[int] = None,
+            seed: Optional[int] = None, draft_tokens: Union[int, str, None] = None,
+            ignore_eos: Optional[bool] = None, stream: "Literal[True]",
+            extra: Optional[Mapping[str, Any]] = None) -> "Stream": ...
 
     def generate(self, prompt: Optional[str] = None, *, ids: Optional[Sequence[int]] = None,
                  messages: Optional[Sequence[Mapping[str, str]]] = None,
@@ -235,12 +244,22 @@ class Client:
         return self._gen("generate", p, stream)
 
     @overload
-    def fim(self, prefix: str, suffix: str, *, stream: "Literal[False]" = False,
-            **kw: Any) -> Result: ...
+    def fim(self, prefix: str, suffix: str, *, session: Optional[str] = None,
+            max_tokens: Optional[int] = None, stop: Optional[Sequence[str]] = None,
+            temperature: Optional[float] = None, top_p: Optional[float] = None,
+            top_k: Optional[int] = None, seed: Optional[int] = None,
+            draft_tokens: Union[int, str, None] = None,
+            ignore_eos: Optional[bool] = None, stream: "Literal[False]" = False,
+            extra: Optional[Mapping[str, Any]] = None) -> Result: ...
 
     @overload
-    def fim(self, prefix: str, suffix: str, *, stream: "Literal[True]",
-            **kw: Any) -> "Stream": ...
+    def fim(self, prefix: str, suffix: str, *, session: Optional[str] = None,
+            max_tokens: Optional[int] = None, stop: Optional[Sequence[str]] = None,
+            temperature: Optional[float] = None, top_p: Optional[float] = None,
+            top_k: Optional[int] = None, seed: Optional[int] = None,
+            draft_tokens: Union[int, str, None] = None,
+            ignore_eos: Optional[bool] = None, stream: "Literal[True]",
+            extra: Optional[Mapping[str, Any]] = None) -> "Stream": ...
 
     def fim(self, prefix: str, suffix: str, *, session: Optional[str] = None,
             max_tokens: Optional[int] = None, stop: Optional[Sequence[str]] = None,

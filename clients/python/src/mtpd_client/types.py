@@ -76,7 +76,8 @@ class Result:
     def from_wire(cls, r: Mapping[str, Any]) -> "Result":
         return cls(ids=list(r.get("ids") or []), text=str(r.get("text") or ""),
                    finish_reason=str(r.get("finish_reason") or ""),
-                   stats=GenStats(**(r.get("stats") or {})), raw=dict(r))
+                   stats=GenStats(**(r.get("stats") or {})),  # type: ignore[typeddict-item]
+                   raw=dict(r))
 
 
 @dataclass
