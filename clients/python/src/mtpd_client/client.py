@@ -101,9 +101,26 @@ class Client:
             with self._send_lock:
                 self._sock.sendall(data)
         except OSError as e:
+            self._drain_closed()  # the daemon may have said why (an error notification)
             self._fail(ConnectionClosedError(f"send failed: {e}"))
             raise self._dead from e  # type: ignore[misc]
         return msgid
+
+    def _drain_closed(self) -> None:
+        """After a failed send: reads and dispatches what the daemon sent
+        before it closed the connection (briefly, never blocking long)."""
+        try:
+            with self._read_lock:
+                self._sock.settimeout(0.5)
+                while self._dead is None:
+                    data = self._sock.recv(1 << 16)
+                    if not data:
+                        break
+                    self._unpacker.feed(data)
+                    for frame in self._unpacker:
+                        self._dispatch(frame)
+        except (OSError, ValueError, MtpdError):
+            pass
 
     def _fail(self, exc: MtpdError) -> None:
         if self._dead is None:
