@@ -5,6 +5,7 @@ daemon's answer to the same request from the Python client."""
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -13,7 +14,7 @@ import time
 import msgpack
 import pytest
 
-from daemon_fixture import ROOT, daemon, mtpd_serve  # noqa: F401 (fixtures)
+from daemon_fixture import DEFAULT_MODEL, ROOT, daemon, mtpd_serve  # noqa: F401 (fixtures)
 from fakeserver import FakeServer
 import mtpd_client
 
@@ -231,3 +232,36 @@ def test_nvim_plugin(backend, tmp_path):
                 time.sleep(0.05)
     finally:
         nv.close()
+
+
+def test_nvim_plugin_starts_the_daemon(mtpd_serve, tmp_path):
+    """No daemon answers at the configured address and a model is
+    configured: the plugin starts `mtpd serve` itself and completes."""
+    nvim = shutil.which("nvim")
+    if nvim is None:
+        pytest.skip("nvim is not installed (tools/setup.sh installs Debian's neovim)")
+    sockdir = tempfile.mkdtemp(prefix="mtpd-auto-", dir="/tmp")
+    address = "unix:" + os.path.join(sockdir, "sub", "mtpd.sock")
+    nv = Nvim(nvim, str(tmp_path))
+    pid = None
+    try:
+        nv.lua("vim.opt.rtp:prepend(...); vim.cmd('runtime! plugin/mtpd.lua'); "
+               "local a = {...}; require('mtpd').setup({address = a[2], model = a[3], "
+               "mtpd = a[4], debounce_ms = 10, max_tokens = 8})",
+               PLUGIN, address, DEFAULT_MODEL, mtpd_serve)
+        nv.request("nvim_buf_set_lines", 0, 0, -1, False, ["import os", ""])
+        nv.request("nvim_input", "2GAdef ")
+        nv.wait("require('mtpd').daemon_pid()")
+        pid = nv.lua("return require('mtpd').daemon_pid()")
+        nv.wait("require('mtpd').last.finish_reason", timeout=60)
+        assert nv.lua("return require('mtpd').last.error") is None
+        with mtpd_client.Client(address, timeout=60) as c:
+            assert c.hello()["server"] == "mtpd"
+    finally:
+        nv.close()
+        if pid:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(sockdir, ignore_errors=True)

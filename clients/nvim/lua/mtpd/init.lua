@@ -282,6 +282,15 @@ function M.session(buf)
   return sessions[buf or vim.api.nvim_get_current_buf()]
 end
 
+--- The pid of the `mtpd serve` this plugin started, or nil.
+function M.daemon_pid()
+  if not job then
+    return nil
+  end
+  local ok, pid = pcall(vim.fn.jobpid, job)
+  return ok and pid or nil
+end
+
 --- The msgid of the completion in flight (tests), or nil.
 function M._inflight_msgid()
   return inflight and inflight.msgid or nil
