@@ -154,3 +154,16 @@ def test_stats(client):
         assert k in st, k
     assert st["requests"] >= 1 and st["tokens_generated"] >= 4
     assert st["jemalloc"]["allocated"] > 0
+
+
+def test_messages_and_stop_equal_offline(client, mtpd_serve):
+    q = "Write a function that adds two numbers."
+    want = offline(mtpd_serve, prompt=q, max_tokens=24, extra=["--chat"])
+    r = client.generate(messages=[{"role": "user", "content": q}], max_tokens=24)
+    assert (r.ids, r.text) == (want["ids"], want["text"])
+    prompt = PROMPTS[1]
+    want = offline(mtpd_serve, prompt=prompt, max_tokens=48, extra=["--stop", "\n\n"])
+    r = client.generate(prompt, max_tokens=48, stop=["\n\n"])
+    assert (r.text, r.finish_reason) == (want["text"], want["finish_reason"])
+    s = client.generate(prompt, max_tokens=48, stop=["\n\n"], stream=True)
+    assert "".join(ch.text for ch in s) == s.result().text == want["text"]
