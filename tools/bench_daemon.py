@@ -3,7 +3,7 @@ clients, with its baselines measured in the same run. Prints markdown tables.
 
     python3 tools/bench_daemon.py [--bin build/mtpd] [--model DIR]
         [--clients 1,4,16] [--modes greedy,t0.7] [--max-tokens 64]
-        [--requests 2] [--threads 2] [--nobatch-args "--max-batch 1"]
+        [--requests 2] [--threads 2] [--prompt-chars 400] [--nobatch-args auto]
         [--edit-history 1500] [--edit-steps 12] [--idle-sessions 16]
         [--out FILE]
 
@@ -23,10 +23,13 @@ clients, with its baselines measured in the same run. Prints markdown tables.
    first (client-observed for the daemon, decode_seconds for offline).
 3. Cross-session batching on/off: the 16-client greedy round again with the
    daemon restarted with --nobatch-args (auto-detected from `mtpd serve
-   --help` when the daemon has such a switch; skipped otherwise).
+   --help`: --no-batching, one spec_step per session; skipped when the
+   daemon has no such switch).
 4. Editing session: a ~--edit-history token code history; request i sends
    the first history+4i ids (max_tokens 8) in one session (prefix reuse on)
-   against the same request without a session (cold: nothing reused).
+   against the same request without a session (cold: nothing reused) and,
+   when the daemon has --no-prefix-reuse, in one session of a daemon
+   started with it.
 5. RSS per idle session: the daemon's VmRSS before and after opening
    --idle-sessions sessions with a 512-token prompt each, divided by their
    number, next to the KV bytes session.info reports.
@@ -145,8 +148,8 @@ def serve_help(binary):
 def detect_nobatch(help_text):
     """Options that make the daemon run one spec_step per session, if its
     --help shows a switch for it."""
-    for pat, val in ((r"--max-batch\b", "1"), (r"--batch\b", "off"),
-                     (r"--no-batch\b", None), (r"--batching\b", "off")):
+    for pat, val in ((r"--no-batching\b", None), (r"--max-batch\b", "1"),
+                     (r"--batch\b", "off"), (r"--no-batch\b", None)):
         m = re.search(pat, help_text)
         if m:
             return [m.group(0)] + ([val] if val else [])
@@ -171,6 +174,8 @@ def main(argv=None):
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--requests", type=int, default=2, help="per client and round")
     ap.add_argument("--n-prompts", type=int, default=16)
+    ap.add_argument("--prompt-chars", type=int, default=400,
+                    help="load runs use the first CHARS of each code prompt (0: all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--serve-args", default="", help="extra `mtpd serve` options")
     ap.add_argument("--nobatch-args", default="auto",
@@ -189,7 +194,8 @@ def main(argv=None):
     base_args = args.serve_args.split()
     if "--threads" in help_text and "--threads" not in base_args:
         base_args += ["--threads", str(args.threads)]
-    prompts = [p for _, p in code_prompts(args.n_prompts)]
+    full = [p for _, p in code_prompts(args.n_prompts)]
+    prompts = [p[:args.prompt_chars] if args.prompt_chars else p for p in full]
     lines = []
 
     def out(s=""):
@@ -210,7 +216,9 @@ def main(argv=None):
         out(f"model {hello['model'].get('name')} ({os.path.relpath(args.model, ROOT)}), "
             f"mtpd serve {' '.join(base_args)}, {os.cpu_count()} CPUs (shared), "
             f"{args.max_tokens} tokens per request, {args.requests} requests per client, "
-            f"{len(prompts)} held-out code prompts, draft tokens auto\n")
+            f"{len(prompts)} held-out code prompts"
+            f"{f' (first {args.prompt_chars} chars)' if args.prompt_chars else ''}, "
+            "draft tokens auto\n")
 
         # 1. concurrency
         res = {}
@@ -267,16 +275,30 @@ def main(argv=None):
             f"{d_cli_n / d_cli_t if d_cli_t else float('nan'):.1f} |")
 
         # 4. editing session, 5. RSS per idle session (same daemon)
-        edit = asyncio.run(_editing(d.address, prompts, args))
+        edit = asyncio.run(_editing(d.address, full, args, cold=True))
+        nore = None
+        if "--no-prefix-reuse" in help_text:
+            d3 = Daemon(args.bin, *(base_args + ["--no-prefix-reuse"]), model=args.model)
+            try:
+                nore = asyncio.run(_editing(d3.address, full, args, cold=False))
+            finally:
+                d3.stop()
+                d3.cleanup()
         out("\n## Editing session: prompt grows 4 tokens per request over a "
             f"{edit['history']}-token history (max_tokens 8)\n")
+        out("TTFT: send to the first chunk with ids. Ratio: against the cold request.\n")
         out("| prefix reuse | TTFT p50 ms | TTFT p99 ms | prompt tokens reused (mean) "
-            "| ratio |")
+            "| ratio (p50) |")
         out("|---|---|---|---|---|")
-        out(f"| off (no session: cold) | {ms(edit['cold50'])} | {ms(edit['cold99'])} | "
+        cold50 = edit["cold50"]
+        out(f"| off: no session (cold) | {ms(cold50)} | {ms(edit['cold99'])} | "
             f"{edit['cold_reused']:.0f} | 1.00 |")
-        out(f"| on (one session) | {ms(edit['warm50'])} | {ms(edit['warm99'])} | "
-            f"{edit['warm_reused']:.0f} | {edit['warm50'] / edit['cold50']:.3f} |")
+        if nore:
+            out(f"| off: same session, daemon --no-prefix-reuse | {ms(nore['warm50'])} | "
+                f"{ms(nore['warm99'])} | {nore['warm_reused']:.0f} | "
+                f"{nore['warm50'] / cold50:.3f} |")
+        out(f"| on: one session | {ms(edit['warm50'])} | {ms(edit['warm99'])} | "
+            f"{edit['warm_reused']:.0f} | {edit['warm50'] / cold50:.3f} |")
 
         idle = _idle_rss(d, prompts, args.idle_sessions)
         out("\n## Idle sessions\n")
@@ -311,10 +333,14 @@ def main(argv=None):
             d2.stop()
             d2.cleanup()
         on = res[("greedy", n)]
-        out(f"| batching | clients | tokens/s | ratio |")
-        out("|---|---|---|---|")
-        out(f"| off ({' '.join(nob_list)}) | {n} | {off['tps']:.1f} | 1.00 |")
-        out(f"| on | {n} | {on['tps']:.1f} | {on['tps'] / off['tps']:.2f}x |")
+        one = res[("greedy", clients[0])]
+        out(f"| batching | clients | tokens/s | vs {clients[0]} client(s) | on / off |")
+        out("|---|---|---|---|---|")
+        out(f"| on | {clients[0]} | {one['tps']:.1f} | 1.00x | |")
+        out(f"| off ({' '.join(nob_list)}) | {n} | {off['tps']:.1f} | "
+            f"{off['tps'] / one['tps']:.2f}x | 1.00 |")
+        out(f"| on | {n} | {on['tps']:.1f} | {on['tps'] / one['tps']:.2f}x | "
+            f"{on['tps'] / off['tps']:.2f}x |")
     out("\nSoak (RSS growth over 10 minutes at 16 clients): not run here.")
 
     if args.out:
@@ -329,7 +355,10 @@ async def _single(address, prompt, max_tokens):
         return await stream_one(c, None, prompt, max_tokens, 0.0, 0)
 
 
-async def _editing(address, prompts, args):
+async def _editing(address, prompts, args, cold):
+    """TTFT of an editor's requests: the first history+4i ids of a long code
+    text, max_tokens 8, in one session (after the history was cached), and
+    with cold: the same request without a session, alternated."""
     async with mtpd_client.AsyncClient(address) as c:
         text = "".join(prompts)
         ids = await c.tokenize(text)
@@ -337,12 +366,13 @@ async def _editing(address, prompts, args):
             text += text
             ids = await c.tokenize(text)
         base = args.edit_history
-        warm, cold, wr, cr = [], [], [], []
+        warm, colds, wr, cr = [], [], [], []
         async with c.session() as s:
             await s.generate(ids=ids[:base], max_tokens=1)  # the history is cached
             for i in range(1, args.edit_steps + 1):
                 p = ids[:base + 4 * i]
-                for sess, ttft, reused in ((s.id, warm, wr), (None, cold, cr)):
+                runs = [(s.id, warm, wr)] + ([(None, colds, cr)] if cold else [])
+                for sess, ttft, reused in runs:
                     t0 = time.perf_counter()
                     st = await c.generate(ids=p, session=sess, max_tokens=8, stream=True,
                                           ignore_eos=True)
@@ -354,8 +384,9 @@ async def _editing(address, prompts, args):
                     ttft.append((t_first or time.perf_counter()) - t0)
                     reused.append(r.stats.get("prompt_tokens_reused", 0))
         return {"history": base, "warm50": pct(warm, 50), "warm99": pct(warm, 99),
-                "cold50": pct(cold, 50), "cold99": pct(cold, 99),
-                "warm_reused": statistics.mean(wr), "cold_reused": statistics.mean(cr)}
+                "cold50": pct(colds, 50), "cold99": pct(colds, 99),
+                "warm_reused": statistics.mean(wr),
+                "cold_reused": statistics.mean(cr) if cr else float("nan")}
 
 
 def _idle_rss(d, prompts, n):
