@@ -181,6 +181,8 @@ def main(argv=None):
     ap.add_argument("--nobatch-args", default="auto",
                     help="serve options that turn cross-session batching off "
                          "('auto': from serve --help; 'none': skip)")
+    ap.add_argument("--reps", type=int, default=3,
+                    help="runs per prompt of the single-client comparison (fastest counts)")
     ap.add_argument("--edit-history", type=int, default=1500)
     ap.add_argument("--edit-steps", type=int, default=12)
     ap.add_argument("--idle-sessions", type=int, default=16)
@@ -218,7 +220,9 @@ def main(argv=None):
             f"{args.max_tokens} tokens per request, {args.requests} requests per client, "
             f"{len(prompts)} held-out code prompts"
             f"{f' (first {args.prompt_chars} chars)' if args.prompt_chars else ''}, "
-            "draft tokens auto\n")
+            "draft tokens auto. Load average at the start "
+            f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min): the machine is "
+            "shared, compare rows of one run only.\n")
 
         # 1. concurrency
         res = {}
@@ -241,26 +245,36 @@ def main(argv=None):
                     f"{ms(s['ttft50'])} | {ms(s['ttft99'])} | {ms(s['itl50'])} | "
                     f"{ms(s['itl99'])} | {s['mal']:.2f} |")
 
-        # 2. single-client stream against offline
-        off_e2e_t = off_e2e_n = off_dec_t = off_dec_n = 0.0
-        d_e2e_t = d_e2e_n = d_cli_t = d_cli_n = d_srv_t = d_srv_n = 0.0
-        for p in prompts[:8]:
-            st = offline_run(args, p)["stats"]
-            off_e2e_t += st["prefill_seconds"] + st["decode_seconds"]
-            off_e2e_n += st["generated_tokens"]
-            off_dec_t += st["decode_seconds"]
-            off_dec_n += st["generated_tokens"] - 1
-            r = asyncio.run(_single(d.address, p, args.max_tokens))
-            d_e2e_t += r.t_done - r.t_send
-            d_e2e_n += r.tokens
-            d_cli_t += r.t_last - r.t_first
-            d_cli_n += r.tokens - r.first_ids
-            d_srv_t += r.stats.get("decode_seconds", 0.0)
-            d_srv_n += r.stats.get("generated_tokens", 1) - 1
+        # 2. single-client stream against offline: per prompt and path the
+        # fastest of --reps runs (the machine is shared: load only adds time)
+        best = {}
+        for rep in range(args.reps):
+            for i, p in enumerate(prompts[:8]):
+                st = offline_run(args, p)["stats"]
+                cand = {"e2e_t": st["prefill_seconds"] + st["decode_seconds"],
+                        "e2e_n": st["generated_tokens"], "dec_t": st["decode_seconds"],
+                        "dec_n": st["generated_tokens"] - 1}
+                if ("off", i) not in best or cand["e2e_t"] < best[("off", i)]["e2e_t"]:
+                    best[("off", i)] = cand
+                r = asyncio.run(_single(d.address, p, args.max_tokens))
+                cand = {"e2e_t": r.t_done - r.t_send, "e2e_n": r.tokens,
+                        "cli_t": r.t_last - r.t_first, "cli_n": r.tokens - r.first_ids,
+                        "dec_t": r.stats.get("decode_seconds", 0.0),
+                        "dec_n": r.stats.get("generated_tokens", 1) - 1}
+                if ("d", i) not in best or cand["e2e_t"] < best[("d", i)]["e2e_t"]:
+                    best[("d", i)] = cand
+
+        def tot(kind, key):
+            return sum(v[key] for (k, _), v in best.items() if k == kind)
+        off_e2e_t, off_e2e_n = tot("off", "e2e_t"), tot("off", "e2e_n")
+        off_dec_t, off_dec_n = tot("off", "dec_t"), tot("off", "dec_n")
+        d_e2e_t, d_e2e_n = tot("d", "e2e_t"), tot("d", "e2e_n")
+        d_cli_t, d_cli_n = tot("d", "cli_t"), tot("d", "cli_n")
+        d_srv_t, d_srv_n = tot("d", "dec_t"), tot("d", "dec_n")
         off_e2e = off_e2e_n / off_e2e_t
         d_e2e = d_e2e_n / d_e2e_t
         out("\n## One streaming client against `mtpd generate` offline (greedy, same "
-            "8 prompts, alternated)\n")
+            f"8 prompts, alternated, fastest of {args.reps} per prompt and path)\n")
         out("end to end: generated tokens over prefill + decode (offline: its own timers; "
             "daemon: send to final response, seen by the client). Decode: tokens after the "
             "first over the time after the first (daemon: its stats, and as the client sees "
@@ -341,7 +355,8 @@ def main(argv=None):
             f"{off['tps'] / one['tps']:.2f}x | 1.00 |")
         out(f"| on | {n} | {on['tps']:.1f} | {on['tps'] / one['tps']:.2f}x | "
             f"{on['tps'] / off['tps']:.2f}x |")
-    out("\nSoak (RSS growth over 10 minutes at 16 clients): not run here.")
+    out("\nSoak (RSS growth over 10 minutes at 16 clients): not run here. Load average at "
+        f"the end {' / '.join(f'{x:.1f}' for x in os.getloadavg())}.")
 
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
