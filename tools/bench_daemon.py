@@ -5,7 +5,7 @@ clients, with its baselines measured in the same run. Prints markdown tables.
         [--clients 1,4,16] [--modes greedy,t0.7] [--max-tokens 64]
         [--requests 2] [--threads 2] [--prompt-chars 400] [--nobatch-args auto]
         [--edit-history 1500] [--edit-steps 12] [--idle-sessions 16]
-        [--out FILE]
+        [--soak SECONDS] [--out FILE]
 
 1. Concurrency: for each N and mode (greedy, temperature 0.7; draft tokens
    auto), N clients, each with its own connection and session, stream
@@ -33,6 +33,9 @@ clients, with its baselines measured in the same run. Prints markdown tables.
 5. RSS per idle session: the daemon's VmRSS before and after opening
    --idle-sessions sessions with a 512-token prompt each, divided by their
    number, next to the KV bytes session.info reports.
+--soak SECONDS runs only a soak instead: the largest client count streaming
+request after request (greedy and T=0.7 alternating), the daemon's RSS
+every 10 s.
 """
 import argparse
 import asyncio
@@ -166,7 +169,7 @@ def ms(x):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bin", default=os.environ.get("MTPD_BIN",
+    ap.add_argument("--bin", "--binary", default=os.environ.get("MTPD_BIN",
                                                    os.path.join(ROOT, "build", "mtpd")))
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "mtpd-code-small"))
     ap.add_argument("--clients", default="1,4,16")
@@ -186,6 +189,9 @@ def main(argv=None):
     ap.add_argument("--edit-history", type=int, default=1500)
     ap.add_argument("--edit-steps", type=int, default=12)
     ap.add_argument("--idle-sessions", type=int, default=16)
+    ap.add_argument("--soak", type=int, default=0, metavar="SECONDS",
+                    help="only the soak: the largest client count streaming for "
+                         "SECONDS (greedy and T=0.7 alternating), RSS every 10 s")
     ap.add_argument("--out", help="also write the tables to this file")
     args = ap.parse_args(argv)
 
@@ -209,6 +215,25 @@ def main(argv=None):
 
     clients = [int(x) for x in args.clients.split(",")]
     modes = args.modes.split(",")
+    if args.soak:
+        d = Daemon(args.bin, *base_args, model=args.model)
+        try:
+            samples = asyncio.run(_soak(d, prompts, max(clients), args.max_tokens,
+                                        args.soak))
+        finally:
+            d.stop()
+            d.cleanup()
+        out(f"# soak: {max(clients)} clients, {args.soak} s, {args.max_tokens} tokens per "
+            "request, mtpd serve " + " ".join(base_args) + "\n")
+        out("| s | requests done | RSS KiB |\n|---:|---:|---:|")
+        for t, n, r in samples:
+            out(f"| {t:.0f} | {n} | {r // 1024} |")
+        warm = samples[min(1, len(samples) - 1)][2]
+        out(f"\nRSS growth after the first 10 s: {100.0 * (samples[-1][2] - warm) / warm:+.1f}%")
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write("\n".join(lines) + "\n")
+        return 0
     d = Daemon(args.bin, *base_args, model=args.model)
     try:
         with mtpd_client.Client(d.address) as c:
@@ -402,6 +427,33 @@ async def _editing(address, prompts, args, cold):
                 "cold50": pct(colds, 50), "cold99": pct(colds, 99),
                 "warm_reused": statistics.mean(wr),
                 "cold_reused": statistics.mean(cr) if cr else float("nan")}
+
+
+async def _soak(d, prompts, n_clients, max_tokens, seconds):
+    """n_clients streaming one request after another for `seconds`, each in
+    its own session; -> [(elapsed s, requests done, RSS bytes)] every 10 s."""
+    stop_at = time.perf_counter() + seconds
+    done = [0]
+
+    async def one_client(i):
+        async with mtpd_client.AsyncClient(d.address) as c:
+            async with c.session() as s:
+                r = 0
+                while time.perf_counter() < stop_at:
+                    await stream_one(c, s.id, prompts[(i + r) % len(prompts)], max_tokens,
+                                     0.7 if r % 2 else 0.0, seed=r)
+                    r += 1
+                    done[0] += 1
+
+    t0 = time.perf_counter()
+    tasks = [asyncio.ensure_future(one_client(i)) for i in range(n_clients)]
+    samples = []
+    while not all(t.done() for t in tasks):
+        samples.append((time.perf_counter() - t0, done[0], rss(d)))
+        await asyncio.wait(tasks, timeout=10)
+    await asyncio.gather(*tasks)
+    samples.append((time.perf_counter() - t0, done[0], rss(d)))
+    return samples
 
 
 def _idle_rss(d, prompts, n):
