@@ -380,7 +380,7 @@ def main(argv=None):
             f"{off['tps'] / one['tps']:.2f}x | 1.00 |")
         out(f"| on | {n} | {on['tps']:.1f} | {on['tps'] / one['tps']:.2f}x | "
             f"{on['tps'] / off['tps']:.2f}x |")
-    out("\nSoak (RSS growth over 10 minutes at 16 clients): not run here. Load average at "
+    out("\nSoak: not part of this run (--soak SECONDS). Load average at "
         f"the end {' / '.join(f'{x:.1f}' for x in os.getloadavg())}.")
 
     if args.out:
