@@ -59,7 +59,11 @@ class AsyncClient:
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._task = asyncio.ensure_future(self._read_loop())
         if self._token is not None:
-            await self.hello(token=self._token)
+            try:
+                await self.hello(token=self._token)
+            except BaseException:
+                await self.close()
+                raise
 
     async def __aenter__(self) -> "AsyncClient":
         if self._writer is None:

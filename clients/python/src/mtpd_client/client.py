@@ -61,7 +61,11 @@ class Client:
         self.on_notification: Optional[Callable[[str, Any], None]] = None
         self.hello_info: Optional[HelloInfo] = None
         if token is not None:
-            self.hello(token=token)
+            try:
+                self.hello(token=token)
+            except BaseException:
+                self.close()
+                raise
 
     # -- plumbing ---------------------------------------------------------
     def __enter__(self) -> "Client":
