@@ -107,6 +107,8 @@ class Conn:
             self.alive = False
             for ev in list(self.running.values()):
                 ev.set()
+            with self.wlock:
+                self.sock.close()
 
     def protocol_error(self, msg):
         self.send([2, "error", [{"code": "protocol", "message": msg}]])
