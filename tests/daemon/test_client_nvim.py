@@ -136,6 +136,7 @@ class Nvim:
         finally:
             self.proc.kill()
             self.proc.wait()
+            self.proc.stderr.close()
 
 
 @pytest.fixture(params=["fake", "daemon"])
