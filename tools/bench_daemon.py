@@ -192,6 +192,9 @@ def main(argv=None):
     ap.add_argument("--soak", type=int, default=0, metavar="SECONDS",
                     help="only the soak: the largest client count streaming for "
                          "SECONDS (greedy and T=0.7 alternating), RSS every 10 s")
+    ap.add_argument("--http-vs-msgpack", action="store_true",
+                    help="only the same streaming load through HTTP and msgpack-rpc "
+                         "side by side (tools/bench_http.py, from the http branch)")
     ap.add_argument("--out", help="also write the tables to this file")
     args = ap.parse_args(argv)
 
@@ -215,6 +218,15 @@ def main(argv=None):
 
     clients = [int(x) for x in args.clients.split(",")]
     modes = args.modes.split(",")
+    if args.http_vs_msgpack:
+        import tempfile
+        try:
+            from tools.bench_http import compare
+        except ImportError:
+            sys.exit("bench_daemon: --http-vs-msgpack needs tools/bench_http.py")
+        compare(prompts, clients, args.max_tokens, args.threads,
+                tempfile.mkdtemp(prefix="bench_daemon"))
+        return 0
     if args.soak:
         d = Daemon(args.bin, *base_args, model=args.model)
         try:
