@@ -224,6 +224,7 @@ def main(argv=None):
             from tools.bench_http import compare
         except ImportError:
             sys.exit("bench_daemon: --http-vs-msgpack needs tools/bench_http.py")
+        os.environ["MTPD_BIN"] = args.bin
         compare(prompts, clients, args.max_tokens, args.threads,
                 tempfile.mkdtemp(prefix="bench_daemon"))
         return 0
