@@ -8,8 +8,9 @@
  *   {"ids": [...], "text": "...", "finish_reason": "stop|length|context",
  *    "draft_tokens": K|"auto", "stats": {...}}
  * (spec/stats.h defines every stats field). Without --json the text is
- * written to stdout as tokens are accepted and a one-line summary goes to
- * stderr.
+ * written to stdout as tokens are accepted (spec/textout.h: stop strings,
+ * whole UTF-8 characters) and a one-line summary goes to stderr. A
+ * sequence that ends with "error" exits 1 with spec_seq_error's message.
  */
 #include <inttypes.h>
 #include <stdio.h>

@@ -1,8 +1,8 @@
 /*
  * listen.c - the listening sockets: "unix:PATH" (directory 0700, socket
- * 0600; a stale socket file is replaced) and "tcp:HOST:PORT" (a
- * non-loopback host requires the auth token: connections must say hello
- * with it first).
+ * 0600; a stale socket file is replaced) and "tcp:HOST:PORT" or
+ * "tcp:PORT" (loopback; a non-loopback host requires the auth token:
+ * connections must say hello with it first).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -133,24 +133,33 @@ static struct evconnlistener *listen_unix(struct srv *s, const char *path,
 static struct evconnlistener *listen_tcp(struct srv *s, const char *spec,
                                          struct listen_ctx *lc)
 {
-    char host[256];
+    /* "HOST:PORT", or "PORT" / ":PORT" for the loopback address */
+    char host[256] = "127.0.0.1";
     const char *colon = strrchr(spec, ':');
-    if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof host) {
-        SRV_LOG(SLOG_ERROR, "listen: expected tcp:HOST:PORT, got tcp:%s",
-                spec);
+    const char *port = colon ? colon + 1 : spec;
+    if (colon && colon > spec) {
+        if ((size_t)(colon - spec) >= sizeof host) {
+            SRV_LOG(SLOG_ERROR, "listen: tcp:%s: host name too long", spec);
+            return NULL;
+        }
+        memcpy(host, spec, (size_t)(colon - spec));
+        host[colon - spec] = 0;
+    }
+    if (!*port) {
+        SRV_LOG(SLOG_ERROR, "listen: expected tcp:HOST:PORT or tcp:PORT, "
+                "got tcp:%s", spec);
         return NULL;
     }
-    memcpy(host, spec, (size_t)(colon - spec));
-    host[colon - spec] = 0;
-    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
-        memmove(host, host + 1, strlen(host));
-        host[strlen(host) - 1] = 0;
+    size_t hl = strlen(host);
+    if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = 0;
     }
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE};
     struct addrinfo *ai = NULL;
-    int rc = getaddrinfo(host, colon + 1, &hints, &ai);
+    int rc = getaddrinfo(host, port, &hints, &ai);
     if (rc) {
         SRV_LOG(SLOG_ERROR, "listen: tcp:%s: %s", spec, gai_strerror(rc));
         return NULL;

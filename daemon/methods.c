@@ -561,10 +561,8 @@ static void send_chunk(struct conn *c, uint32_t msgid,
 /* spec_finish_str, with the daemon's own reasons */
 static const char *finish_str(const struct job *j)
 {
-    if (j->finish_override == 2)
-        return "shutdown";
     if (j->finish == SPEC_FINISH_CANCELLED)
-        return "cancelled";
+        return j->finish_override == 2 ? "shutdown" : "cancelled";
     return spec_finish_str(j->finish);
 }
 
@@ -629,7 +627,8 @@ void methods_on_job_output(struct srv *s, struct job *j,
         /* the history is the prompt + the generated ids */
         struct mtpd_tok_ids h = {0};
         if (mtpd_tok_ids_append(&h, j->prompt, (size_t)j->n_prompt) == 0 &&
-            mtpd_tok_ids_append(&h, j->out_ids.v, j->out_ids.n) == 0)
+            (!j->out_ids.n ||
+             mtpd_tok_ids_append(&h, j->out_ids.v, j->out_ids.n) == 0))
             session_set_history(se, h.v, (int)h.n);
         mtpd_tok_ids_free(&h);
         se->requests++;

@@ -89,7 +89,9 @@ static int job_start(struct sched *q, struct job *j)
 static void job_done(struct sched *q, struct job *j)
 {
     if (j->started) {
-        if (!j->finish_override)
+        /* the library's reason (a cancel that came as the generation
+         * ended anyway keeps "length"/"stop") */
+        if (!j->finish_override || j->lib_cancel)
             j->finish = spec_seq_finish(j->seq);
         if (j->finish == SPEC_FINISH_ERROR && !j->err) {
             j->err = SRV_OK; /* a result with finish_reason "error" */
@@ -98,7 +100,8 @@ static void job_done(struct sched *q, struct job *j)
         }
         int n;
         const int32_t *out = spec_seq_output(j->seq, &n);
-        mtpd_tok_ids_append(&j->out_ids, out, (size_t)n);
+        if (n > 0)
+            mtpd_tok_ids_append(&j->out_ids, out, (size_t)n);
         j->stats = *spec_seq_stats(j->seq);
         /* keep only what the history holds reserved */
         srv_seq_reserve(j->seq, j->n_prompt + n);
@@ -231,7 +234,7 @@ static void *sched_main(void *arg)
                                   spec_seq_finish(j->seq) != SPEC_RUNNING)
                                : spec_seq_finish(j->seq) != SPEC_RUNNING;
             if (finished) {
-                if (j->finish_override)
+                if (j->finish_override && !j->lib_cancel)
                     j->finish = SPEC_FINISH_CANCELLED;
                 job_done(q, j);
             } else {

@@ -6,8 +6,10 @@
  *   MTP m: eh_proj([enorm(embed(t_{p+1})) ; hnorm(h_p)]) -> one decoder
  *          block -> shared_head.norm -> shared_head.head
  *
- * Every call validates first and only then touches the caches, so a failed
- * call leaves them as they were. Lengths advance only at the very end.
+ * Every call validates first, then takes the KV pages its rows need for all
+ * its sequences (all or none), and only then touches the caches, so a
+ * failed call leaves them as they were (pages it took go back). Lengths
+ * advance only at the very end.
  */
 #include <string.h>
 

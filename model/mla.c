@@ -10,7 +10,9 @@
  *   out     = W_UV (sum_j softmax(score)_j c_kv_j)
  * which equals the textbook k_nope = W_UK c_kv, v = W_UV c_kv form.
  * The queries of several heads and of all rows of one sequence share
- * their reads of the cache.
+ * their reads of the cache, which is paged (kv.c) and read in fixed chunks
+ * of whole pages (mla_chunk.c), so a row's result does not depend on what
+ * else is in the call nor on whether mla_split.c runs it instead.
  */
 #include <math.h>
 #include <string.h>

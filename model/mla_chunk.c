@@ -11,9 +11,10 @@
  * from the same page-sized matmuls, and the chunks are merged in order
  * c = 0, 1, 2, ... by attn_merge. mla.c merges as it goes; mla_split.c
  * computes chunks on several threads, stores them and merges them in the
- * same order. What this relies on from the kernels (kernels.h): kmatmul
- * and kmatmul_pv give each row the same bits whatever the number of rows
- * in the call and the number of cache rows (weight rows) asked.
+ * same order. What this relies on from the kernels (kernels.h, once the
+ * batch-invariant kernels are in): kmatmul and kmatmul_pv give each row
+ * the same bits whatever the number of rows in the call and whatever
+ * range of weight rows (here: cache positions of a page) is asked.
  */
 #include <math.h>
 #include <string.h>

@@ -7,19 +7,20 @@
  * the whole latent cache for half of the query pairs; at long contexts
  * attention is most of a decode or verify step (default model, context
  * 3000: about 0.8 ms of a 1.4-2 ms step). Here every thread takes a
- * contiguous share of the positions for ALL (row, head) pairs and reads
- * only that share of the cache, in tiles of split_tile positions:
+ * contiguous share of the cache's chunks (mla_chunk.c) for ALL (row, head)
+ * pairs and reads only that share of the cache:
  *   1. (by heads) absorbed queries qc[p] = [q_nope W_UK, q_pe], p = r*H+h
- *   2. (by positions) per tile: scores, causal mask, online softmax
- *      (running max m and sum l per pair, earlier partial outputs rescaled
- *      by exp(m_old - m_new)), o += probabilities x cache rows
- *   3. (by heads) merge the threads' (m, l, o): M = max m_t,
- *      o = sum o_t e^(m_t - M) / sum l_t e^(m_t - M), then W_UV.
- * The result equals mla.c's up to float rounding (same sums, other order).
- * Three pool runs instead of one: it pays from ~2000 positions on
- * (interleaved A/B on the default model, 2 threads: 0.92-0.97x the time
- * of a 1-row step and 0.83-0.93x of a 3-row one at 2000-3000 positions;
- * at 1000 it is even to 15% slower), hence SPLIT_MIN_CTX.
+ *   2. (by chunks) each chunk's (max, sum, unnormalised latents) per pair,
+ *      stored per chunk
+ *   3. (by heads) the chunks merged in chunk order, exactly as mla.c
+ *      merges them, then divided by the sum and multiplied by W_UV.
+ * Phases 2-3 repeat in rounds when a long context's chunk results would
+ * take more than SPLIT_ROUND_BYTES. The result has the same bits as
+ * mla.c's (same chunks, same merge order). Three pool runs instead of one:
+ * it pays from ~2000 positions on (interleaved A/B on the default model,
+ * 2 threads: 0.92-0.97x the time of a 1-row step and 0.83-0.93x of a
+ * 3-row one at 2000-3000 positions; at 1000 it is even to 15% slower),
+ * hence SPLIT_MIN_CTX.
  */
 #include <math.h>
 #include <stdlib.h>

@@ -127,7 +127,8 @@ enum mtpd_kv_dtype { MTPD_KV_DEFAULT = 0, MTPD_KV_F32, MTPD_KV_BF16 };
 
 struct mtpd_kv_pool_opts {
     size_t budget_bytes;  /* 0: unlimited */
-    int page_positions;   /* 0: MTPD_KV_PAGE_DEFAULT; a power of two */
+    int page_positions;   /* 0: MTPD_KV_PAGE_DEFAULT; a power of two,
+                           * at most 1024 */
     enum mtpd_kv_dtype dtype; /* DEFAULT: mtpd_load_opts.kv_bf16 */
 };
 #define MTPD_KV_PAGE_DEFAULT 64
@@ -200,7 +201,8 @@ int mtpd_ctx_max_tokens(const struct mtpd_ctx *c);
 /* Decode attention split across the threads by cache positions (see
  * model/mla_split.c): -1 when it pays (one sequence, few rows, long
  * context; the default, or MTPD_ATTN_SPLIT=0/1 in the environment), 0
- * never, 1 whenever usable. Results equal up to float rounding. */
+ * never, 1 whenever usable. The results have the same bits either way
+ * (given batch-invariant kernels, kernels.h). */
 void mtpd_ctx_set_attn_split(struct mtpd_ctx *c, int mode);
 
 /*

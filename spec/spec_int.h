@@ -148,6 +148,11 @@ int spec_seq_toks(struct spec_seq *s, int n);
 /* The sequence capacity params p ask for on engine e. */
 int spec_seq_cap(const struct spec_engine *e, const struct spec_params *p);
 
+/* After a finish: caches and toks hold prompt + output, the last emitted
+ * token pending (as between passes), and pages the last pass held for its
+ * drafts go back to the pool. */
+void spec_seq_settle(struct spec_seq *s);
+
 /* Emits one token through EOS / callback / max_tokens. Returns 1 if the
  * sequence may go on, 0 if it finished (tok emitted or not, see spec.h). */
 int spec_emit(struct spec_seq *s, int32_t tok);

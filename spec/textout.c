@@ -62,7 +62,11 @@ static int feed_piece(struct spec_textout *t)
 {
     int r = spec_stop_feed(&t->stop, t->piece.p ? t->piece.p : "",
                            t->piece.n);
-    return r < 0 ? MTPD_ENOMEM : r;
+    if (r < 0) {
+        t->failures++;
+        return MTPD_ENOMEM;
+    }
+    return r;
 }
 #endif
 

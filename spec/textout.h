@@ -50,7 +50,7 @@ size_t spec_textout_release(struct spec_textout *t, const char **out,
 const char *spec_textout_text(const struct spec_textout *t, size_t *len);
 /* 1 when a stop string ended the text. */
 int spec_textout_matched(const struct spec_textout *t);
-/* Tokens whose text could not be decoded (skipped). */
+/* Tokens whose text could not be decoded or stored (skipped). */
 int spec_textout_failures(const struct spec_textout *t);
 
 #ifdef __cplusplus

@@ -113,3 +113,30 @@ def test_long_prompt_prefills_in_chunks_while_streams_flow(tmp_path):
         a.close()
     finally:
         assert d.stop() == 0
+
+
+def test_cancel_and_shutdown_during_prefill(tmp_path):
+    d = Daemon(tmp_path, "--step-rows", "64", "--shutdown-grace", "0")
+    try:
+        c = d.client()
+        long_ids = [(i * 7919) % 8000 + 5 for i in range(1500)]
+        gid = c.send("generate", {"ids": long_ids, "max_tokens": 4,
+                                  "stream": True})
+        cid = c.send("cancel", {"msgid": gid})
+        assert c.wait(cid)[:2] == (None, {"cancelled": True})
+        err, res, chunks = c.wait(gid)
+        if err is not None:  # cancelled before its first pass
+            assert err["code"] == "cancelled"
+        else:
+            assert res["finish_reason"] == "cancelled"
+            assert res["ids"] == [] and chunks == []
+        assert served_ok(d)
+        # a shutdown while a prompt is being prefilled
+        gid = c.send("generate", {"ids": long_ids, "max_tokens": 4})
+        c.send("session.open")  # a round trip: the request was read
+        c.recv()
+    finally:
+        assert d.stop() == 0
+    err, res, _ = c.wait(gid)
+    assert (err and err["code"] == "shutting_down") or \
+        res["finish_reason"] == "shutdown"

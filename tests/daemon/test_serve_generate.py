@@ -116,7 +116,9 @@ def test_32_concurrent_clients(daemon):
                 "session": sess, "prompt": PROMPTS[i % len(PROMPTS)],
                 "max_tokens": 24, "stream": True})
             assert err is None, err
-            # every chunk of this connection carries this request's msgid
+            # every chunk on this connection carried this request's msgid:
+            # nothing else arrived
+            assert c.pending == [], c.pending
             streamed = sum((ch["ids"] for ch in c.chunks), [])
             got[i] = (res["ids"], res["text"], streamed,
                       "".join(ch["text"] for ch in c.chunks))

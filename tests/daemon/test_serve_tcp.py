@@ -65,11 +65,48 @@ def test_token_required_first(tmp_path):
 
 
 def test_loopback_tcp_needs_no_token(tmp_path):
-    port = free_port()
-    d = Daemon(tmp_path, "--listen", "tcp:127.0.0.1:%d" % port)
+    port, port2 = free_port(), free_port()
+    d = Daemon(tmp_path, "--listen", "tcp:127.0.0.1:%d" % port,
+               "--listen", "tcp:%d" % port2)  # no host: loopback
     try:
-        c = TcpClient(port)
-        m = c.call(1, "tokenize", {"text": "x"})
-        assert m[2] is None and m[3]["ids"]
+        for p in (port, port2):
+            c = TcpClient(p)
+            m = c.call(1, "tokenize", {"text": "x"})
+            assert m[2] is None and m[3]["ids"]
     finally:
         assert d.stop() == 0
+
+
+def test_default_socket_modes_and_sighup(tmp_path):
+    import os
+    import signal
+    import stat
+    import time
+
+    from serve_helpers import Client
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path))
+    p = subprocess.Popen([mtpd_bin(), "serve", "--model", MODEL,
+                          "--threads", "1"], env=env,
+                         stderr=subprocess.PIPE)
+    path = tmp_path / "mtpd" / "mtpd.sock"
+    try:
+        for _ in range(600):
+            if path.exists():
+                break
+            time.sleep(0.05)
+        assert stat.S_IMODE(os.stat(tmp_path / "mtpd").st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        p.send_signal(signal.SIGHUP)  # harmless
+        time.sleep(0.2)
+        c = Client(str(path))
+        assert c.call("tokenize", {"text": "x"})[0] is None
+        c.close()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    assert p.returncode == 0
+    assert b"SIGHUP" in err and b"shutdown complete" in err
+    first = err.decode().splitlines()[0]
+    for word in ("serving", "MTP modules", "unix:", "KV budget"):
+        assert word in first, first
+    assert not path.exists()  # removed at exit

@@ -493,6 +493,11 @@ static int check_accounting(struct mtpd_kv_pool *pool, struct slot *sl)
 {
     struct mtpd_kv_pool_stats st;
     mtpd_kv_pool_get_stats(pool, &st);
+    if (st.budget_bytes && st.used_bytes > st.budget_bytes) {
+        fprintf(stderr, "  pool: %zu bytes used, budget %zu\n",
+                st.used_bytes, st.budget_bytes);
+        return 0;
+    }
     size_t bytes = 0;
     long live = 0;
     for (int i = 0; i < SLOTS; i++) {
@@ -523,17 +528,24 @@ static int check_accounting(struct mtpd_kv_pool *pool, struct slot *sl)
     return 1;
 }
 
-static enum test_return test_random_ops(void)
+/* budget_pos: the pool's budget in positions (0: unlimited); with one,
+ * sequences fail with MTPD_ENOMEM, alone. */
+static enum test_return random_ops(int budget_pos)
 {
     struct mtpd_kv_pool_opts po = {.page_positions = 16};
     struct mtpd_kv_pool *pool;
     CHECK(mtpd_kv_pool_new(g_m, &po, &pool) == 0, "pool");
+    if (budget_pos) {
+        po.budget_bytes = mtpd_kv_pool_cost(pool, budget_pos);
+        mtpd_kv_pool_free(pool);
+        CHECK(mtpd_kv_pool_new(g_m, &po, &pool) == 0, "pool");
+    }
     struct spec_engine *e = engine(pool, 48), *e1 = engine(NULL, 0);
     CHECK(e && e1, "engine");
     struct slot sl[SLOTS];
     memset(sl, 0, sizeof sl);
-    int compared = 0, restarts = 0;
-    for (int op = 0; op < 400; op++) {
+    int compared = 0, restarts = 0, errors = 0;
+    for (int op = 0; op < 300; op++) {
         int i = (int)rnd(SLOTS), what = (int)rnd(10);
         struct slot *x = &sl[i];
         if (!x->s) { /* create */
@@ -590,7 +602,10 @@ static enum test_return test_random_ops(void)
             if (rnd(2))
                 CHECK(spec_generate(e, x->s) == 0, "generate");
             enum spec_finish f = spec_seq_finish(x->s);
-            CHECK(f != SPEC_FINISH_ERROR, "error: %s", spec_seq_error(x->s));
+            CHECK(f != SPEC_FINISH_ERROR ||
+                      (budget_pos && spec_seq_error_code(x->s) == MTPD_ENOMEM),
+                  "error: %s", spec_seq_error(x->s));
+            errors += f == SPEC_FINISH_ERROR;
             if ((f == SPEC_FINISH_LENGTH || f == SPEC_FINISH_CONTEXT) &&
                 x->p.sampling.temperature == 0.0f) {
                 int32_t want[MAXOUT];
@@ -610,12 +625,26 @@ static enum test_return test_random_ops(void)
     struct mtpd_kv_pool_stats st;
     mtpd_kv_pool_get_stats(pool, &st);
     CHECK(st.used_bytes == 0 && st.caches == 0, "pool not empty");
-    CHECK(compared >= 5 && restarts >= 10, "too few checks: %d compared, %d "
-          "restarts", compared, restarts);
+    printf("  (%d compared with a lone run, %d restarts, %d out of budget)\n",
+           compared, restarts, errors);
+    CHECK(compared >= 5 && restarts >= 10 && (!budget_pos || errors >= 3),
+          "too few checks: %d compared, %d restarts, %d errors", compared,
+          restarts, errors);
     spec_engine_free(e);
     spec_engine_free(e1);
     mtpd_kv_pool_free(pool);
     return TEST_PASS;
+}
+
+static enum test_return test_random_ops(void)
+{
+    return random_ops(0);
+}
+
+/* a pool for about two sequences of the six */
+static enum test_return test_random_ops_budget(void)
+{
+    return random_ops(200);
 }
 
 static const struct test_case tests[] = {
@@ -625,6 +654,7 @@ static const struct test_case tests[] = {
     {"pool_budget", test_pool_budget},
     {"row_budget", test_row_budget},
     {"random_ops", test_random_ops},
+    {"random_ops_budget", test_random_ops_budget},
 };
 
 int main(int argc, char **argv)
