@@ -169,7 +169,9 @@ def test_nvim_plugin(backend, tmp_path):
         nv.request("nvim_buf_set_lines", 0, 0, -1, False,
                    ["def add(a, b):", "", "", "print(add(1, 2))"])
         nv.request("nvim_input", "2GA    return")
-        ghost = nv.wait("require('mtpd').ghost_text()")
+        # the ghost text streams in; the completion is whole once it is answered
+        nv.wait("require('mtpd').last.count == 1")
+        ghost = nv.lua("return require('mtpd').ghost_text()")
         assert nv.request("nvim_get_mode")["mode"] == "i"
         row, col = nv.request("nvim_win_get_cursor", 0)
         assert (row, col) == (2, len("    return"))
@@ -181,6 +183,7 @@ def test_nvim_plugin(backend, tmp_path):
             want = c.fim(prefix, suffix, max_tokens=24, temperature=0)
         assert want.text, "the daemon completes nothing here: pick another test prompt"
         assert ghost == want.text
+        assert nv.lua("return require('mtpd').last_request.stream") is True
         sid = nv.lua("return require('mtpd').session()")
         assert sid and len(sid) == 32
 
@@ -192,8 +195,7 @@ def test_nvim_plugin(backend, tmp_path):
         assert nv.request("nvim_win_get_cursor", 0) == [len(lines), len(lines[-1].encode())]
 
         # the next completion (after the accepted text) reuses the session's cache
-        nv.wait("require('mtpd').ghost_text() or require('mtpd').last.finish_reason and "
-                "require('mtpd').last.text == ''")
+        nv.wait("(require('mtpd').last.count or 0) >= 2")
         assert nv.lua("return require('mtpd').session()") == sid
         stats = nv.lua("return require('mtpd').last.stats")
         assert stats["prompt_tokens_reused"] > 0
@@ -201,6 +203,16 @@ def test_nvim_plugin(backend, tmp_path):
         assert "last completion" in status and "ms" in status
         assert nv.lua("return require('mtpd').statusline()").startswith("mtpd ")
 
+        if fake is not None:
+            # the ghost text grows while the completion streams
+            fake.delay = 0.03
+            n0 = nv.lua("return require('mtpd').last.count")
+            nv.request("nvim_input", "z")
+            partial = nv.wait("require('mtpd')._inflight_msgid() and "
+                              "require('mtpd').ghost_text()")
+            nv.wait(f"require('mtpd').last.count > {n0}")
+            final = nv.lua("return require('mtpd').ghost_text()")
+            assert final.startswith(partial) and len(final) > len(partial)
         # typing over a slow completion cancels it; the key still inserts
         if fake is not None:
             fake.delay = 0.1

@@ -211,8 +211,22 @@ local function request(buf, retried)
       end
       local p = {session = sid, prefix = prefix, suffix = suffix,
                  max_tokens = cfg.max_tokens, temperature = cfg.temperature,
-                 stop = cfg.stop, draft_tokens = cfg.draft_tokens}
+                 stop = cfg.stop, draft_tokens = cfg.draft_tokens, stream = true}
       M.last_request = p
+      local function still_here()
+        local r2, c2 = unpack(vim.api.nvim_win_get_cursor(0))
+        return inflight == req and vim.api.nvim_get_current_buf() == buf
+          and vim.fn.mode() == 'i' and vim.api.nvim_buf_get_changedtick(buf) == tick
+          and r2 == row and c2 == col
+      end
+      local streamed = {}
+      -- the ghost text grows as the chunks arrive
+      local function on_chunk(ch)
+        if type(ch.text) == 'string' and ch.text ~= '' and still_here() then
+          table.insert(streamed, ch.text)
+          show(buf, row, col, table.concat(streamed))
+        end
+      end
       req.msgid = c:request('fim', p, function(ferr, res)
         if ferr and ferr.code == 'unknown_session' and not retried then
           sessions[buf] = nil  -- evicted or expired: open a new one
@@ -224,8 +238,10 @@ local function request(buf, retried)
         if inflight ~= req then
           return  -- overtaken by typing (and cancelled)
         end
+        local here = still_here()
         inflight = nil
         last.latency_ms = (vim.loop.hrtime() - req.t0) / 1e6
+        last.count = (last.count or 0) + 1
         if ferr then
           last.error = ferr.code .. ': ' .. tostring(ferr.message)
           return
@@ -234,13 +250,10 @@ local function request(buf, retried)
         last.stats = res.stats
         last.finish_reason = res.finish_reason
         last.text = res.text
-        local r2, c2 = unpack(vim.api.nvim_win_get_cursor(0))
-        if vim.api.nvim_get_current_buf() ~= buf or vim.fn.mode() ~= 'i'
-            or vim.api.nvim_buf_get_changedtick(buf) ~= tick or r2 ~= row or c2 ~= col then
-          return
+        if here then
+          show(buf, row, col, res.text or '')
         end
-        show(buf, row, col, res.text or '')
-      end)
+      end, on_chunk)
     end)
   end)
 end
