@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_runtime.h"
 #include "cli_util.h"
 #include "cmd.h"
 #include "spec.h"
@@ -667,6 +668,7 @@ int cmd_generate(int argc, char **argv)
         }
     }
     struct mtpd_load_opts lo = {.kv_bf16 = o.kv_bf16};
+    cli_load_opts(&lo);
     if (mtpd_model_load(o.dir, &lo, &m, err, sizeof err) < 0) {
         fprintf(stderr, "mtpd: error: %s\n", err);
         goto out;
@@ -693,13 +695,14 @@ int cmd_generate(int argc, char **argv)
         eo.n_draft_vocab = nv;
         eo.n_draft_ctx = (int)o.draft_ctx_tokens;
     }
-    const char *brk = getenv("MTPD_SPEC_BREAK_ACCEPT"); /* tests only */
     int rc = spec_engine_new(m, &eo, &e);
     free(dv);
     if (rc < 0) {
         fprintf(stderr, "mtpd: error: engine: %s\n", mtpd_err_str(rc));
         goto out;
     }
+    mtpd_ctx_set_attn_split(spec_engine_ctx(e), cli_attn_split());
+    const char *brk = getenv("MTPD_SPEC_BREAK_ACCEPT"); /* tests only */
     spec_engine_set_break_accept(e, brk && *brk && strcmp(brk, "0") != 0);
     struct spec_params p;
     spec_params_default(&p, m);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli_runtime.h"
 #include "cli_util.h"
 #include "cmd.h"
 #include "model.h"
@@ -40,7 +41,9 @@ int cmd_info(int argc, char **argv)
     }
     char err[512] = "";
     struct mtpd_model *m;
-    struct mtpd_load_opts o = {.verbose = 1, .kv_bf16 = kv_bf16};
+    struct mtpd_load_opts o = {.kv_bf16 = kv_bf16};
+    cli_load_opts(&o);
+    cli_log_level(MTPD_LOG_INFO); /* what the load found, and its time */
     if (mtpd_model_load(dir, &o, &m, err, sizeof(err))) {
         fprintf(stderr, "mtpd: error: %s\n", err);
         return 1;

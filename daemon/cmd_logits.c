@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_runtime.h"
 #include "cli_util.h"
 #include "cmd.h"
 #include "model.h"
@@ -111,6 +112,8 @@ int cmd_logits(int argc, char **argv)
     int status = 1;
     struct mtpd_kv *kv = mtpd_kv_new(m, n);
     struct mtpd_ctx *c = mtpd_ctx_new(m, n, (int)threads);
+    if (c)
+        mtpd_ctx_set_attn_split(c, cli_attn_split());
     float *hid = malloc(sizeof(float) * (size_t)n * cfg->hidden_size);
     if (!kv || !c || !hid) {
         fprintf(stderr, "mtpd: error: out of memory for %d tokens\n", n);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli_runtime.h"
 #include "cmd.h"
 
 static const struct cmd_entry {
@@ -42,6 +43,7 @@ int main(int argc, char **argv)
         printf("mtpd %s\n", MTPD_VERSION);
         return 0;
     }
+    cli_runtime_init(MTPD_LOG_WARN);
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
         if (!strcmp(argv[1], cmds[i].name))
             return cmds[i].fn(argc - 1, argv + 1);

@@ -72,11 +72,11 @@ enum kisa {
 
 /* Best ISA this CPU supports (cpuid at first call). */
 enum kisa kisa_detect(void);
-/* The ISA ops use now. Defaults to kisa_detect(), or to the value of the
- * environment variable MTPD_ISA=scalar|avx2|avx512 when set. */
+/* The ISA ops use now: kisa_detect() unless kisa_set() chose another. */
 enum kisa kisa_active(void);
-/* Force an ISA (tests use this to check every path). Returns MTPD_K_EINVAL
- * if the CPU lacks it. Not thread-safe with running ops. */
+/* Force an ISA (programs through mtpd_set_isa() in model.h; tests to check
+ * every path). Returns MTPD_K_EINVAL if the CPU lacks it. Not thread-safe
+ * with running ops. */
 int kisa_set(enum kisa isa);
 const char *kisa_str(enum kisa isa);
 
@@ -114,6 +114,10 @@ void kpool_get_stats(const struct kpool *p, struct kpool_stats *st);
  * Reads each weight element once for all n_tok rows (the point of
  * batched verification). Output rows are split across the pool.
  * x 64-byte aligned with ldx a multiple of 16 avoids a staging copy.
+ * Batch invariant: y[t] is bitwise the same whatever n_tok, t's place in
+ * x, the other rows, the pool size or the row range asked (kmatmul_rows);
+ * it depends only on W, x[t] and the active ISA. MTPD_K_ENOMEM when a
+ * staging buffer the kernel needs cannot be allocated.
  */
 int kmatmul(struct kpool *p, const struct kmat *W, const float *x, int ldx,
             float *y, int ldy, int n_tok);
@@ -131,7 +135,8 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
  * are computed; V->cols is the row length. x: [n_tok, ldx] fp32
  * (ldx >= V->rows), y: [n_tok, ldy] fp32 (ldy >= n_cols). V: F32, BF16
  * or F16 (no F8), rows >= 0 (0 rows: y = 0). Each V element is read once
- * per 8 tokens. Runs on the calling thread.
+ * per 8 tokens. Runs on the calling thread. Batch invariant like kmatmul:
+ * y[t] depends only on V, n_cols, x[t] and the ISA.
  */
 int kmatmul_pv(const struct kmat *V, int n_cols, const float *x, int ldx,
                float *y, int ldy, int n_tok);

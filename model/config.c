@@ -25,7 +25,25 @@ static void cfg_fail(struct cfg_reader *r, const char *key, const char *what)
     if (r->failed)
         return;
     r->failed = 1;
-    snprintf(r->err, r->errlen, "%s: %s: %s", r->path, key, what);
+    char q[JSON_ESC_CAP];
+    snprintf(r->err, r->errlen, "%s: %s: %s", json_escz(q, sizeof q, r->path),
+             key, what);
+}
+
+/* "KEY: unsupported value "V" (allowed)": the value as the file holds it,
+ * escaped (json_esc), not the copy cut to fit struct mtpd_config. */
+static void cfg_unsupported(struct cfg_reader *r, const struct json *obj,
+                            const char *key, const char *shown_key,
+                            const char *allowed)
+{
+    const struct json *v = json_get(obj, key);
+    char q[JSON_ESC_CAP], msg[JSON_ESC_CAP + 96];
+    if (v && v->type == JSON_STRING)
+        snprintf(msg, sizeof msg, "unsupported value \"%s\" (%s)",
+                 json_esc(q, sizeof q, v->u.str, v->len), allowed);
+    else
+        snprintf(msg, sizeof msg, "unsupported (%s)", allowed);
+    cfg_fail(r, shown_key, msg);
 }
 
 /* Reads an integer key. required: missing is an error; else *out = def.
@@ -131,7 +149,8 @@ static void read_rope_scaling(struct cfg_reader *r, struct mtpd_config *c)
     if (strcmp(type, "default") == 0)
         return;
     if (strcmp(type, "yarn") != 0) {
-        cfg_fail(r, "rope_scaling.type", "unsupported (only yarn)");
+        cfg_unsupported(r, rs, json_get(rs, "type") ? "type" : "rope_type",
+                        "rope_scaling.type", "only yarn");
         return;
     }
     c->rope_yarn = 1;
@@ -154,8 +173,8 @@ static void read_quant(struct cfg_reader *r, struct mtpd_config *c)
         return;
     const char *method = json_str(json_get(q, "quant_method"));
     if (!method || strcmp(method, "fp8") != 0) {
-        cfg_fail(r, "quantization_config.quant_method",
-                 "unsupported (only fp8)");
+        cfg_unsupported(r, q, "quant_method",
+                        "quantization_config.quant_method", "only fp8");
         return;
     }
     const struct json *bs = json_get(q, "weight_block_size");
@@ -177,7 +196,9 @@ int mtpd_config_parse(const struct json *root, const char *path,
                            .errlen = errlen};
     memset(c, 0, sizeof(*c));
     if (!root || root->type != JSON_OBJECT) {
-        snprintf(err, errlen, "%s: top level is not a JSON object", path);
+        char q[JSON_ESC_CAP];
+        snprintf(err, errlen, "%s: top level is not a JSON object",
+                 json_escz(q, sizeof q, path));
         return -1;
     }
     const int BIG = 1 << 24;
@@ -239,11 +260,12 @@ int mtpd_config_parse(const struct json *root, const char *path,
             cfg_fail(&r, "moe_intermediate_size", "must be >= 1");
     }
     if (strcmp(c->scoring_func, "sigmoid") && strcmp(c->scoring_func, "softmax"))
-        cfg_fail(&r, "scoring_func", "unsupported (sigmoid or softmax)");
+        cfg_unsupported(&r, root, "scoring_func", "scoring_func",
+                        "sigmoid or softmax");
     if (strcmp(c->topk_method, "noaux_tc") && strcmp(c->topk_method, "greedy") &&
         strcmp(c->topk_method, "group_limited_greedy"))
-        cfg_fail(&r, "topk_method",
-                 "unsupported (noaux_tc, greedy, group_limited_greedy)");
+        cfg_unsupported(&r, root, "topk_method", "topk_method",
+                        "noaux_tc, greedy, group_limited_greedy");
     if (c->bos_token_id >= c->vocab_size)
         cfg_fail(&r, "bos_token_id", "not below vocab_size");
     if (c->eos_token_id >= c->vocab_size)

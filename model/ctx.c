@@ -87,9 +87,6 @@ struct mtpd_ctx *mtpd_ctx_new(const struct mtpd_model *m, int max_tokens,
     }
     x->attn_split = -1;
     x->attn_chunk = ATTN_CHUNK;
-    const char *env = getenv("MTPD_ATTN_SPLIT"); /* tests, benchmarks */
-    if (env && (env[0] == '0' || env[0] == '1') && env[1] == '\0')
-        x->attn_split = env[0] - '0';
     if (x->n_attn >= 2 && !fail) {
         size_t P = (size_t)(max_tokens < SPLIT_ROWS ? max_tokens : SPLIT_ROWS) *
                    (size_t)H;

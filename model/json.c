@@ -106,7 +106,7 @@ static int push(struct parser *ps, void *v)
     return 0;
 }
 
-static int hexval(int c)
+int json_hexval(int c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -125,7 +125,7 @@ static int read_hex4(struct parser *ps, unsigned *out)
     }
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
-        int h = hexval((unsigned char)ps->p[i]);
+        int h = json_hexval((unsigned char)ps->p[i]);
         if (h < 0) {
             fail(ps, "bad \\u escape");
             return -1;
@@ -137,7 +137,7 @@ static int read_hex4(struct parser *ps, unsigned *out)
     return 0;
 }
 
-static size_t put_utf8(char *o, unsigned cp)
+size_t json_utf8_put(char *o, uint32_t cp)
 {
     if (cp < 0x80) {
         o[0] = (char)cp;
@@ -226,11 +226,12 @@ static const char *parse_string(struct parser *ps, size_t *len_out)
             }
             /* lone surrogates are encoded as-is (WTF-8), like Python's json
              * would keep them; they never occur in valid tokenizer files */
-            n += put_utf8(out + n, cp);
+            n += json_utf8_put(out + n, cp);
             break;
         }
         default:
-            fail(ps, "bad escape '\\%c'", e);
+            char q[8];
+            fail(ps, "bad escape '\\%s'", json_esc(q, sizeof q, &e, 1));
             return NULL;
         }
     }
@@ -471,7 +472,8 @@ static struct json *parse_value(struct parser *ps, int depth)
             return parse_number(ps);
         break;
     }
-    fail(ps, "unexpected character '%c'", *ps->p);
+    char q[8];
+    fail(ps, "unexpected character '%s'", json_esc(q, sizeof q, ps->p, 1));
     return NULL;
 }
 
@@ -654,4 +656,66 @@ size_t json_escape(char *out, size_t cap, const char *s, size_t len)
     if (cap)
         out[n < cap ? n : cap - 1] = '\0';
     return n;
+}
+
+/* Length of the printable, well-formed UTF-8 character at s[0..n), or 0
+ * when s[0] has to be escaped. */
+static size_t esc_char_len(const unsigned char *s, size_t n)
+{
+    unsigned char b = s[0];
+    if (b < 0x80)
+        return b >= 0x20 && b != 0x7F;
+    size_t w = (size_t)json_utf8_width(b);
+    if (w == 0 || w > n || !json_utf8_second_ok(b, s[1]))
+        return 0;
+    for (size_t k = 2; k < w; k++)
+        if (!json_utf8_cont(s[k]))
+            return 0;
+    if (b == 0xC2 && s[1] < 0xA0) /* C1 control U+0080..U+009F */
+        return 0;
+    return w;
+}
+
+const char *json_esc(char *out, size_t cap, const char *str, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t n = 0, i = 0;
+    if (cap == 0)
+        return out;
+    while (i < len) {
+        char piece[8];
+        size_t pn, w = esc_char_len(s + i, len - i);
+        if (w == 1 && s[i] == '\\') {
+            memcpy(piece, "\\\\", 2);
+            pn = 2;
+        } else if (w) {
+            memcpy(piece, s + i, w);
+            pn = w;
+        } else {
+            snprintf(piece, sizeof piece, "\\x%02X", s[i]);
+            pn = 4;
+            w = 1;
+        }
+        /* keep room for "..." unless this is the last piece */
+        size_t need = pn + (i + w < len ? 3 : 0);
+        if (n + need + 1 > cap) {
+            if (n + 4 <= cap) {
+                memcpy(out + n, "...", 3);
+                n += 3;
+            }
+            break;
+        }
+        memcpy(out + n, piece, pn);
+        n += pn;
+        i += w;
+    }
+    out[n] = '\0';
+    return out;
+}
+
+const char *json_escz(char *out, size_t cap, const char *s)
+{
+    if (!s)
+        s = "(null)";
+    return json_esc(out, cap, s, strlen(s));
 }

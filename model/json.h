@@ -82,6 +82,59 @@ const char *json_type_str(enum json_type t);
  * exceed cap, like snprintf); out is NUL-terminated when cap > 0. */
 size_t json_escape(char *out, size_t cap, const char *s, size_t len);
 
+/* ---- text helpers shared with the tokenizer ------------------------- */
+
+/* Value of hex digit c (0-9a-fA-F), or -1. */
+int json_hexval(int c);
+/* Encodes code point cp (< 0x110000) as UTF-8 into out (4 bytes of room);
+ * returns the byte length. Surrogates are encoded as-is (WTF-8). */
+size_t json_utf8_put(char *out, uint32_t cp);
+
+/* UTF-8 well-formedness (Unicode 15, table 3-7), byte by byte: the length
+ * of the sequence a lead byte starts (0: it cannot lead); whether b may
+ * follow lead as the second byte (rules out overlongs, surrogates and code
+ * points above U+10FFFF); whether b is a continuation byte. */
+static inline int json_utf8_width(unsigned char lead)
+{
+    if (lead < 0x80)
+        return 1;
+    if (lead >= 0xC2 && lead <= 0xDF)
+        return 2;
+    if (lead >= 0xE0 && lead <= 0xEF)
+        return 3;
+    if (lead >= 0xF0 && lead <= 0xF4)
+        return 4;
+    return 0;
+}
+static inline int json_utf8_second_ok(unsigned char lead, unsigned char b)
+{
+    switch (lead) {
+    case 0xE0: return b >= 0xA0 && b <= 0xBF;
+    case 0xED: return b >= 0x80 && b <= 0x9F;
+    case 0xF0: return b >= 0x90 && b <= 0xBF;
+    case 0xF4: return b >= 0x80 && b <= 0x8F;
+    default: return b >= 0x80 && b <= 0xBF;
+    }
+}
+static inline int json_utf8_cont(unsigned char b) { return (b & 0xC0) == 0x80; }
+
+/*
+ * Input quoted in an error message (tensor names, JSON keys and strings,
+ * file names), made safe to print: printable UTF-8 is copied, a backslash
+ * becomes "\\", and every other byte (control characters, DEL, C1
+ * controls U+0080-U+009F, bytes that are not well-formed UTF-8) becomes
+ * \xNN. Writes at most cap - 1 bytes and a NUL (cap >= 8); input that does
+ * not fit is cut at a character boundary and ends in "...". JSON_ESC_CAP
+ * leaves room for three quotes in a 512-byte message. Returns out, so
+ * the call can be an snprintf argument:
+ *   char q[JSON_ESC_CAP];
+ *   snprintf(err, errlen, "%s: unknown dtype", json_esc(q, sizeof q, s, n));
+ */
+#define JSON_ESC_CAP 128
+const char *json_esc(char *out, size_t cap, const char *s, size_t len);
+/* json_esc of a NUL-terminated string (NULL prints as "(null)"). */
+const char *json_escz(char *out, size_t cap, const char *s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "json.h"
+#include "log.h"
 #include "model_int.h"
 #include "safetensors.h"
 
@@ -48,7 +49,8 @@ int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
     snprintf(path, sizeof(path), "%s/config.json", dir);
     struct json_doc *cfg = json_parse_file(path, jerr, sizeof(jerr));
     if (!cfg) {
-        snprintf(err, errlen, "%s: %s", path, jerr);
+        char q[JSON_ESC_CAP];
+        snprintf(err, errlen, "%s: %s", json_escz(q, sizeof q, path), jerr);
         free(m);
         return MTPD_EFORMAT;
     }
@@ -59,17 +61,17 @@ int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
         free(m);
         return MTPD_EFORMAT;
     }
-    if (opts->verbose)
-        fprintf(stderr, "mtpd: loading %s: %d layers, hidden %d, vocab %d, "
-                "%d experts\n", dir, m->cfg.num_hidden_layers,
-                m->cfg.hidden_size, m->cfg.vocab_size,
-                m->cfg.n_routed_experts);
+    char qdir[JSON_ESC_CAP];
+    mtpd_logf(MTPD_LOG_INFO, "loading %s: %d layers, hidden %d, vocab %d, "
+              "%d experts", json_escz(qdir, sizeof qdir, dir),
+              m->cfg.num_hidden_layers, m->cfg.hidden_size,
+              m->cfg.vocab_size, m->cfg.n_routed_experts);
     if (st_open_dir(dir, &m->st, err, errlen) < 0) {
         free(m);
         return MTPD_EFORMAT;
     }
     m->kv_dtype = opts->kv_bf16 ? KDT_BF16 : KDT_F32;
-    rc = weights_bind(m, opts->no_mtp, err, errlen);
+    rc = weights_bind(m, opts, err, errlen);
     if (rc == 0)
         rc = rope_init(m);
     if (rc) {
@@ -78,10 +80,9 @@ int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
         mtpd_model_free(m);
         return rc;
     }
-    if (opts->verbose)
-        fprintf(stderr, "mtpd: loaded %.1f MB of weights, %d MTP module(s), "
-                "in %.2f s\n", st_total_bytes(m->st) / 1e6, m->n_mtp,
-                now_s() - t0);
+    mtpd_logf(MTPD_LOG_INFO, "loaded %.1f MB of weights, %d MTP module(s), "
+              "in %.2f s", st_total_bytes(m->st) / 1e6, m->n_mtp,
+              now_s() - t0);
     *out = m;
     return 0;
 }

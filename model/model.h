@@ -39,6 +39,31 @@ enum mtpd_err {
 };
 const char *mtpd_err_str(int err);
 
+/* ---- process-wide settings: log lines and the CPU code path ---------- */
+
+/* The library never prints: its few log lines (what a load found, how
+ * long it took) go to this callback, one line per call without a newline,
+ * on the thread that made the library call. fn NULL (the default): they
+ * are dropped. Set it once at start-up, before other calls (it is not
+ * synchronized with calls running on other threads). */
+enum mtpd_log_level {
+    MTPD_LOG_ERROR = 0,
+    MTPD_LOG_WARN,
+    MTPD_LOG_INFO,
+    MTPD_LOG_DEBUG,
+};
+typedef void (*mtpd_log_fn)(void *ud, int level, const char *msg);
+void mtpd_set_log(mtpd_log_fn fn, void *ud);
+
+/* The SIMD code path of the CPU ops: "scalar", "avx2" or "avx512"; NULL or
+ * "" for the best this CPU has (the default). MTPD_EINVAL for an unknown
+ * name or one the CPU lacks (the path is then unchanged). Process-wide:
+ * call it at start-up, not while forward calls run. */
+int mtpd_set_isa(const char *name);
+/* The code path in use, and the best this CPU has ("scalar", ...). */
+const char *mtpd_isa(void);
+const char *mtpd_isa_best(void);
+
 #define MTPD_MAX_MTP 4 /* num_nextn_predict_layers supported */
 
 /* Hyper-parameters read from config.json (DeepseekV3Config names). */
@@ -85,8 +110,20 @@ struct mtpd_model;
 struct mtpd_kv;
 struct mtpd_ctx;
 
+/* How far a load is: the tensors bound so far and their bytes, of all the
+ * checkpoint holds. */
+struct mtpd_load_progress {
+    size_t bytes_done, bytes_total;
+    long tensors_done, tensors_total;
+};
+typedef void (*mtpd_load_progress_fn)(void *ud,
+                                      const struct mtpd_load_progress *p);
+
 struct mtpd_load_opts {
-    int verbose;   /* progress lines on stderr */
+    /* Called on the loading thread as the weights are bound (after each
+     * layer) and once at the end with done == total; may be NULL. */
+    mtpd_load_progress_fn progress;
+    void *progress_ud;
     int no_mtp;    /* skip loading MTP modules */
     int kv_bf16;   /* latent KV cache in BF16 instead of fp32: half the
                     * memory and the cache traffic of attention; logits
@@ -200,9 +237,9 @@ void mtpd_ctx_free(struct mtpd_ctx *c);
 int mtpd_ctx_max_tokens(const struct mtpd_ctx *c);
 /* Decode attention split across the threads by cache positions (see
  * model/mla_split.c): -1 when it pays (one sequence, few rows, long
- * context; the default, or MTPD_ATTN_SPLIT=0/1 in the environment), 0
- * never, 1 whenever usable. The results have the same bits either way
- * (given batch-invariant kernels, kernels.h). */
+ * context; the default), 0 never, 1 whenever usable. The results have the
+ * same bits either way (given batch-invariant kernels, kernels.h). (The
+ * mtpd CLI sets it from MTPD_ATTN_SPLIT=0/1.) */
 void mtpd_ctx_set_attn_split(struct mtpd_ctx *c, int mode);
 
 /*

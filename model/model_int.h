@@ -232,7 +232,8 @@ struct mtpd_ctx {
 };
 
 /* weights.c */
-int weights_bind(struct mtpd_model *m, int no_mtp, char *err, size_t errlen);
+int weights_bind(struct mtpd_model *m, const struct mtpd_load_opts *o,
+                 char *err, size_t errlen);
 void weights_free(struct mtpd_model *m);
 
 /* absorb.c */

@@ -20,6 +20,15 @@
  * are active, instead of three per expert. Each thread takes a contiguous
  * run of work items, so it streams each matrix's rows in order and the
  * kernels' prefetch runs on into its next chunk.
+ *
+ * Batch invariance: a row's output depends only on its own x, never on
+ * the other rows of the call or the thread count. Routing is per row; an
+ * expert's gathered rows go through kmatmul_rows, whose results do not
+ * depend on how many rows it gets, where a row sits or which rows the
+ * work item covers (kernels.h); and each row's output is combined in an
+ * order fixed by its own routing: the shared expert's output, then the
+ * routed ones weighted, in ascending expert id (a row picks distinct
+ * experts, so this is its top-k set sorted, whatever its neighbours).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -45,6 +54,7 @@ struct ffn_batch {
     /* work items: (job, first weight row) pairs, for one phase */
     int n_items, cap_items;
     int *item_job, *item_row;
+    int err; /* first kernel error of the phase (atomic), 0 if none */
 };
 
 static int imax(int a, int b) { return a > b ? a : b; }
@@ -90,6 +100,14 @@ static void build_items(struct ffn_batch *b, int up_phase)
     }
 }
 
+/* Records a kernel error from a pool part (several may race). */
+static void set_err(struct ffn_batch *b, int rc)
+{
+    int none = 0;
+    __atomic_compare_exchange_n(&b->err, &none, rc, 0, __ATOMIC_RELAXED,
+                                __ATOMIC_RELAXED);
+}
+
 static void up_part(void *arg, int part, int n_parts)
 {
     struct ffn_batch *b = arg;
@@ -98,10 +116,15 @@ static void up_part(void *arg, int part, int n_parts)
         const struct ffn_job *j = &b->job[b->item_job[it]];
         int r0 = b->item_row[it];
         int r1 = r0 + FFN_CHUNK < j->inter ? r0 + FFN_CHUNK : j->inter;
-        kmatmul_rows(NULL, &j->w->gate, r0, r1, j->x, b->hid, j->h, j->inter,
-                     j->cnt);
-        kmatmul_rows(NULL, &j->w->up, r0, r1, j->x, b->hid, j->u, j->inter,
-                     j->cnt);
+        int rc = kmatmul_rows(NULL, &j->w->gate, r0, r1, j->x, b->hid, j->h,
+                              j->inter, j->cnt);
+        if (rc == 0)
+            rc = kmatmul_rows(NULL, &j->w->up, r0, r1, j->x, b->hid, j->u,
+                              j->inter, j->cnt);
+        if (rc != 0) {
+            set_err(b, rc);
+            continue;
+        }
         for (int t = 0; t < j->cnt; t++) {
             float *h = j->h + (size_t)t * j->inter + r0;
             kswiglu(h, h, j->u + (size_t)t * j->inter + r0, r1 - r0);
@@ -117,19 +140,28 @@ static void down_part(void *arg, int part, int n_parts)
         const struct ffn_job *j = &b->job[b->item_job[it]];
         int r0 = b->item_row[it];
         int r1 = r0 + FFN_CHUNK < b->hid ? r0 + FFN_CHUNK : b->hid;
-        kmatmul_rows(NULL, &j->w->down, r0, r1, j->h, j->inter, j->y, b->hid,
-                     j->cnt);
+        int rc = kmatmul_rows(NULL, &j->w->down, r0, r1, j->h, j->inter, j->y,
+                              b->hid, j->cnt);
+        if (rc != 0)
+            set_err(b, rc);
     }
 }
 
-/* Runs every job of b: two pool runs. */
-static void ffn_run(struct mtpd_ctx *c, struct ffn_batch *b)
+/* Runs every job of b: two pool runs. MTPD_ENOMEM when a kernel could not
+ * get its scratch memory (the only way kmatmul_rows fails here). */
+static int ffn_run(struct mtpd_ctx *c, struct ffn_batch *b)
 {
     int n = kpool_size(c->pool);
+    b->err = 0;
     build_items(b, 1);
     kpool_run(c->pool, up_part, b, b->n_items < n ? b->n_items : n);
+    if (b->err)
+        return b->err == MTPD_K_ENOMEM ? MTPD_ENOMEM : MTPD_EINVAL;
     build_items(b, 0);
     kpool_run(c->pool, down_part, b, b->n_items < n ? b->n_items : n);
+    if (b->err)
+        return b->err == MTPD_K_ENOMEM ? MTPD_ENOMEM : MTPD_EINVAL;
+    return 0;
 }
 
 /* Appends a job; h/u/y are carved from the ctx buffers at *act / *out. */
@@ -277,8 +309,11 @@ static int moe(struct mtpd_ctx *c, const struct layer_w *w, int n,
     }
     if (w->has_shared)
         add_job(c, b, &w->shared, c->xn, n, &act, &out);
-    ffn_run(c, b);
-    /* combine: tmp = shared + sum of weighted routed outputs */
+    int rc = ffn_run(c, b);
+    if (rc)
+        return rc;
+    /* combine: tmp = shared + the weighted routed outputs; the slots are
+     * in expert order, so each row adds its own experts in ascending id */
     if (w->has_shared)
         memcpy(c->tmp, b->job[b->n_jobs - 1].y, sizeof(float) * n * hid);
     else
@@ -306,7 +341,9 @@ int ffn_block(struct mtpd_ctx *c, const struct layer_w *w, int n)
         b->n_jobs = 0;
         b->hid = hid;
         add_job(c, b, &w->dense, c->xn, n, &act, &out);
-        ffn_run(c, b);
+        int rc = ffn_run(c, b);
+        if (rc)
+            return rc;
         memcpy(c->tmp, b->job[0].y, sizeof(float) * (size_t)n * hid);
     }
     for (size_t i = 0; i < (size_t)n * hid; i++)

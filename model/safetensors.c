@@ -108,7 +108,9 @@ static int cmp_span(const void *a, const void *b)
 static int load_file(struct st_set *s, const char *path, char *err,
                      size_t errlen)
 {
-    const char *bn = base_name(path);
+    char qbn[JSON_ESC_CAP], q[JSON_ESC_CAP], q2[JSON_ESC_CAP];
+    /* names from the index and the header are quoted escaped (json_esc) */
+    const char *bn = json_escz(qbn, sizeof qbn, base_name(path));
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         snprintf(err, errlen, "%s: cannot open: %s", bn, strerror(errno));
@@ -175,15 +177,17 @@ static int load_file(struct st_set *s, const char *path, char *err,
         const struct json_member *m = &root->u.members[i];
         if (strcmp(m->key, "__metadata__") == 0)
             continue;
+#define QKEY json_esc(q, sizeof q, m->key, m->key_len)
         const struct json *v = m->val;
-        const char *dt = json_str(json_get(v, "dtype"));
+        const struct json *dtv = json_get(v, "dtype");
+        const char *dt = json_str(dtv);
         const struct json *shape = json_get(v, "shape");
         const struct json *offs = json_get(v, "data_offsets");
         if (!dt || !shape || shape->type != JSON_ARRAY || !offs ||
             offs->type != JSON_ARRAY || offs->len != 2) {
             snprintf(err, errlen,
                      "%s: %s: header entry needs dtype, shape, data_offsets",
-                     bn, m->key);
+                     bn, QKEY);
             goto out;
         }
         struct st_tensor t = {.name = m->key, .file = f->path};
@@ -195,14 +199,14 @@ static int load_file(struct st_set *s, const char *path, char *err,
             }
         }
         if (!esize) {
-            snprintf(err, errlen, "%s: %s: unknown dtype \"%s\"", bn, m->key,
-                     dt);
+            snprintf(err, errlen, "%s: %s: unknown dtype \"%s\"", bn, QKEY,
+                     json_esc(q2, sizeof q2, dt, dtv->len));
             goto out;
         }
         snprintf(t.dtype_name, sizeof(t.dtype_name), "%s", dt);
         if (shape->len > ST_MAX_DIMS) {
             snprintf(err, errlen, "%s: %s: %zu dimensions (max %d)", bn,
-                     m->key, shape->len, ST_MAX_DIMS);
+                     QKEY, shape->len, ST_MAX_DIMS);
             goto out;
         }
         t.ndim = (int)shape->len;
@@ -211,13 +215,13 @@ static int load_file(struct st_set *s, const char *path, char *err,
             int64_t x;
             if (json_int(json_at(shape, d), &x) < 0 || x < 0 ||
                 x > (1ll << 40)) {
-                snprintf(err, errlen, "%s: %s: bad shape", bn, m->key);
+                snprintf(err, errlen, "%s: %s: bad shape", bn, QKEY);
                 goto out;
             }
             t.shape[d] = x;
             count *= (uint64_t)x;
             if (count > (1ull << 48)) {
-                snprintf(err, errlen, "%s: %s: shape too large", bn, m->key);
+                snprintf(err, errlen, "%s: %s: shape too large", bn, QKEY);
                 goto out;
             }
         }
@@ -228,14 +232,14 @@ static int load_file(struct st_set *s, const char *path, char *err,
             snprintf(err, errlen,
                      "%s: %s: data_offsets out of range (data section is "
                      "%llu bytes; file truncated?)",
-                     bn, m->key, (unsigned long long)data_size);
+                     bn, QKEY, (unsigned long long)data_size);
             goto out;
         }
         if ((uint64_t)(oe - ob) != count * esize) {
             snprintf(err, errlen,
                      "%s: %s: data_offsets span %lld bytes but %s x shape "
                      "needs %llu",
-                     bn, m->key, (long long)(oe - ob), dt,
+                     bn, QKEY, (long long)(oe - ob), t.dtype_name,
                      (unsigned long long)(count * esize));
             goto out;
         }
@@ -248,7 +252,7 @@ static int load_file(struct st_set *s, const char *path, char *err,
                 free(copy);
                 if (nc)
                     s->copies = nc;
-                snprintf(err, errlen, "%s: %s: out of memory", bn, m->key);
+                snprintf(err, errlen, "%s: %s: out of memory", bn, QKEY);
                 goto out;
             }
             s->copies = nc;
@@ -263,11 +267,13 @@ static int load_file(struct st_set *s, const char *path, char *err,
             goto out;
         }
     }
+#undef QKEY
     qsort(spans, n_spans, sizeof(*spans), cmp_span);
     for (size_t i = 1; i < n_spans; i++) {
         if (spans[i].b < spans[i - 1].e) {
             snprintf(err, errlen, "%s: %s: data overlaps tensor %s", bn,
-                     spans[i].name, spans[i - 1].name);
+                     json_escz(q, sizeof q, spans[i].name),
+                     json_escz(q2, sizeof q2, spans[i - 1].name));
             goto out;
         }
     }
@@ -292,9 +298,12 @@ static int build_index(struct st_set *s, char *err, size_t errlen)
         while (s->slots[h]) {
             if (strcmp(s->tensors[s->slots[h] - 1].name,
                        s->tensors[i].name) == 0) {
+                char q1[JSON_ESC_CAP], q2[JSON_ESC_CAP], q3[JSON_ESC_CAP];
                 snprintf(err, errlen, "%s: %s: tensor defined twice (also in %s)",
-                         base_name(s->tensors[i].file), s->tensors[i].name,
-                         base_name(s->tensors[s->slots[h] - 1].file));
+                         json_escz(q1, sizeof q1, base_name(s->tensors[i].file)),
+                         json_escz(q2, sizeof q2, s->tensors[i].name),
+                         json_escz(q3, sizeof q3,
+                                   base_name(s->tensors[s->slots[h] - 1].file)));
                 return -1;
             }
             h = (h + 1) & (s->n_slots - 1);
@@ -351,9 +360,11 @@ static int open_sharded(struct st_set *s, const char *dir, const char *ipath,
     for (size_t i = 0; i < wm->len; i++) {
         const char *f = json_str(wm->u.members[i].val);
         if (!f || strchr(f, '/')) {
+            char q[JSON_ESC_CAP];
             snprintf(err, errlen,
                      "model.safetensors.index.json: %s: shard must be a file "
-                     "name", wm->u.members[i].key);
+                     "name", json_esc(q, sizeof q, wm->u.members[i].key,
+                                      wm->u.members[i].key_len));
             free(names);
             goto out;
         }
@@ -384,8 +395,10 @@ static int open_sharded(struct st_set *s, const char *dir, const char *ipath,
         const char *f = json_str(wm->u.members[i].val);
         const struct st_tensor *t = st_find(s, key);
         if (!t || strcmp(base_name(t->file), f) != 0) {
+            char q1[JSON_ESC_CAP], q2[JSON_ESC_CAP];
             snprintf(err, errlen, "%s: %s: listed in the index but not in "
-                     "that shard", f, key);
+                     "that shard", json_escz(q1, sizeof q1, f),
+                     json_esc(q2, sizeof q2, key, wm->u.members[i].key_len));
             goto out;
         }
     }

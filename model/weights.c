@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "model_int.h"
 #include "safetensors.h"
 
@@ -18,7 +19,32 @@ struct binder {
     char *err;
     size_t errlen;
     int failed;
+    struct mtpd_load_progress pr; /* tensors bound so far */
+    mtpd_load_progress_fn progress;
+    void *progress_ud;
 };
+
+/* st_find that counts what it binds for the progress callback. */
+static const struct st_tensor *find(struct binder *b, const char *name)
+{
+    const struct st_tensor *t = st_find(b->st, name);
+    if (t) {
+        b->pr.tensors_done++;
+        b->pr.bytes_done += t->nbytes;
+    }
+    return t;
+}
+
+static void report(struct binder *b, int last)
+{
+    if (!b->progress)
+        return;
+    if (last) { /* tensors never bound (skipped MTP modules, extras) */
+        b->pr.tensors_done = b->pr.tensors_total;
+        b->pr.bytes_done = b->pr.bytes_total;
+    }
+    b->progress(b->progress_ud, &b->pr);
+}
 
 static const char *file_of(const struct binder *b, const struct st_tensor *t)
 {
@@ -35,7 +61,10 @@ static void bind_fail(struct binder *b, const struct st_tensor *t,
     if (b->failed)
         return;
     b->failed = 1;
-    int n = snprintf(b->err, b->errlen, "%s: %s: ", file_of(b, t), name);
+    char qf[JSON_ESC_CAP], qn[JSON_ESC_CAP]; /* shard names come from input */
+    int n = snprintf(b->err, b->errlen, "%s: %s: ",
+                     json_escz(qf, sizeof qf, file_of(b, t)),
+                     json_escz(qn, sizeof qn, name));
     if (n > 0 && (size_t)n < b->errlen)
         snprintf(b->err + n, b->errlen - n, fmt, x0, x1, x2, x3);
 }
@@ -48,7 +77,7 @@ static struct kmat bind_mat(struct binder *b, const char *name, int rows,
     struct kmat m = {0};
     if (b->failed)
         return m;
-    const struct st_tensor *t = st_find(b->st, name);
+    const struct st_tensor *t = find(b, name);
     if (!t) {
         bind_fail(b, NULL, name, "missing tensor", 0, 0, 0, 0);
         return m;
@@ -78,7 +107,7 @@ static struct kmat bind_mat(struct binder *b, const char *name, int rows,
         }
         char sn[512];
         snprintf(sn, sizeof(sn), "%s_scale_inv", name);
-        const struct st_tensor *s = st_find(b->st, sn);
+        const struct st_tensor *s = find(b, sn);
         long long sr = (rows + blk - 1) / blk, sc = (cols + blk - 1) / blk;
         if (!s) {
             bind_fail(b, NULL, sn, "missing tensor (scale of an F8 weight)",
@@ -105,7 +134,7 @@ static struct wvec bind_vec(struct binder *b, const char *name, int n)
     struct wvec v = {0};
     if (b->failed)
         return v;
-    const struct st_tensor *t = st_find(b->st, name);
+    const struct st_tensor *t = find(b, name);
     if (!t) {
         bind_fail(b, NULL, name, "missing tensor", 0, 0, 0, 0);
         return v;
@@ -178,7 +207,7 @@ static void bind_layer(struct binder *b, int li, struct layer_w *w,
     int E = c->n_routed_experts;
     w->router = bind_mat(b, NAME("mlp.gate.weight"), E, hid);
     const struct st_tensor *bias =
-        st_find(b->st, NAME("mlp.gate.e_score_correction_bias"));
+        find(b, NAME("mlp.gate.e_score_correction_bias"));
     if (bias) {
         if (bias->dtype != ST_F32 || bias->ndim != 1 || bias->shape[0] != E)
             bind_fail(b, bias, n, "expected F32 [%lld]", E, 0, 0, 0);
@@ -241,10 +270,16 @@ static void bind_mtp(struct binder *b, struct mtpd_model *m, int k)
     bind_layer(b, li, &t->block, moe);
 }
 
-int weights_bind(struct mtpd_model *m, int no_mtp, char *err, size_t errlen)
+int weights_bind(struct mtpd_model *m, const struct mtpd_load_opts *o,
+                 char *err, size_t errlen)
 {
     const struct mtpd_config *c = &m->cfg;
-    struct binder b = {.st = m->st, .cfg = c, .err = err, .errlen = errlen};
+    struct binder b = {.st = m->st, .cfg = c, .err = err, .errlen = errlen,
+                       .progress = o->progress,
+                       .progress_ud = o->progress_ud};
+    b.pr.tensors_total = (long)st_count(m->st);
+    b.pr.bytes_total = st_total_bytes(m->st);
+    int no_mtp = o->no_mtp;
     int hid = c->hidden_size;
     m->embed = bind_mat(&b, "model.embed_tokens.weight", c->vocab_size, hid);
     m->final_norm = bind_vec(&b, "model.norm.weight", hid);
@@ -259,8 +294,10 @@ int weights_bind(struct mtpd_model *m, int no_mtp, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return MTPD_ENOMEM;
     }
-    for (int i = 0; i < c->num_hidden_layers && !b.failed; i++)
+    for (int i = 0; i < c->num_hidden_layers && !b.failed; i++) {
         bind_layer(&b, i, &m->layers[i], mtpd_config_layer_is_moe(c, i));
+        report(&b, 0);
+    }
     if (b.failed)
         return MTPD_EFORMAT;
     for (int i = 0; i < c->num_hidden_layers; i++)
@@ -288,7 +325,9 @@ int weights_bind(struct mtpd_model *m, int no_mtp, char *err, size_t errlen)
             return MTPD_ENOMEM;
         }
         m->n_mtp = k + 1;
+        report(&b, 0);
     }
+    report(&b, 1);
     return 0;
 }
 

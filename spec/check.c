@@ -1,5 +1,6 @@
 /*
- * check.c - rollback self-check (tests, `mtpd generate --check-rollback`).
+ * check.c - the test hooks of spec_test.h: the rollback self-check
+ * (`mtpd generate --check-rollback`) and the broken acceptance rule.
  *
  * After passes with rejections the live caches must hold what a fresh
  * prefill of the accepted sequence would hold. We run one more position

@@ -182,6 +182,8 @@ const struct mtpd_model *spec_engine_model(const struct spec_engine *e)
     return e->m;
 }
 
+struct mtpd_ctx *spec_engine_ctx(struct spec_engine *e) { return e->ctx; }
+
 _Static_assert(SPEC_DRAFT_MODS == MTPD_MAX_MTP, "draft_head.h module count");
 
 /* ---- sequences ------------------------------------------------------- */

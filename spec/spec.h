@@ -109,6 +109,8 @@ void spec_engine_free(struct spec_engine *e);
 /* MTP modules the engine can draft with (0: plain decoding only). */
 int spec_engine_n_mtp(const struct spec_engine *e);
 const struct mtpd_model *spec_engine_model(const struct spec_engine *e);
+/* The engine's forward context (e.g. for mtpd_ctx_set_attn_split). */
+struct mtpd_ctx *spec_engine_ctx(struct spec_engine *e);
 /* How often the compute threads fell back to one thread because the
  * machine was busy (kernels.h, kpool_run): (fallbacks, runs done alone,
  * all runs). */
@@ -197,6 +199,9 @@ struct mtpd_kv *spec_seq_kv(struct spec_seq *s);
 int spec_seq_trace(struct spec_seq *s, int cap);
 int spec_seq_trace_get(const struct spec_seq *s, const int32_t **k,
                        const int32_t **accepted);
+
+/* Test hooks (rollback self-check, a broken acceptance rule) are in
+ * spec_test.h, which is not installed. */
 
 #ifdef __cplusplus
 }

@@ -1,9 +1,11 @@
 /*
  * bench_forward.c - cost of one main-model forward call for T = 1, 2, 4, 8
- * new tokens against a cache of CTX positions, and what fraction of the
- * machine's memory bandwidth (measured in the same run) that achieves.
+ * (or --t LIST) new tokens against a cache of CTX positions, and what
+ * fraction of the machine's memory bandwidth (measured in the same run)
+ * that achieves.
  *
  *   bench_forward --model DIR [--threads N] [--ctx 64] [--secs 1.5]
+ *                 [--t 1,2,4,8] [--only T]
  *
  * Prints a markdown table: ms per call, cost(T)/cost(1), weight bytes read
  * per call (dense parts once; routed experts: the expected number of
@@ -88,6 +90,7 @@ int main(int argc, char **argv)
     int threads = 2, ctx = 64;
     double secs = 1.5;
     int only_t = 0;
+    int Ts[32] = {1, 2, 4, 8}, n_ts = 4, max_t = 8;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             dir = argv[++i];
@@ -99,16 +102,34 @@ int main(int argc, char **argv)
             secs = atof(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
             only_t = atoi(argv[++i]); /* one T, for profiling */
-        else {
+        else if (!strcmp(argv[i], "--t") && i + 1 < argc) {
+            n_ts = 0; /* rows per call, e.g. 1,4,8,16,128 (prefill) */
+            for (const char *q = argv[++i]; q && n_ts < 32;) {
+                Ts[n_ts++] = atoi(q);
+                q = strchr(q, ',');
+                q = q ? q + 1 : NULL;
+            }
+        } else {
             fprintf(stderr, "usage: bench_forward --model DIR [--threads N] "
-                    "[--ctx N] [--secs S] [--only T]\n");
+                    "[--ctx N] [--secs S] [--t LIST] [--only T]\n");
             return 2;
         }
+    }
+    for (int ti = 0; ti < n_ts; ti++) {
+        if (Ts[ti] < 1) {
+            fprintf(stderr, "bench_forward: bad --t\n");
+            return 2;
+        }
+        max_t = Ts[ti] > max_t ? Ts[ti] : max_t;
     }
     if (!dir || threads < 1 || ctx < 1) {
         fprintf(stderr, "bench_forward: --model is required\n");
         return 2;
     }
+    const char *isa = getenv("MTPD_ISA"); /* the library reads no env */
+    if (isa && mtpd_set_isa(isa))
+        fprintf(stderr, "bench_forward: MTPD_ISA=%s: unknown or not "
+                "supported, using %s\n", isa, mtpd_isa());
     char err[512];
     struct mtpd_model *m;
     if (mtpd_model_load(dir, NULL, &m, err, sizeof(err))) {
@@ -116,15 +137,15 @@ int main(int argc, char **argv)
         return 1;
     }
     const struct mtpd_config *c = mtpd_model_config(m);
-    struct mtpd_ctx *cx = mtpd_ctx_new(m, ctx + 8, threads);
-    struct mtpd_kv *kv = mtpd_kv_new(m, ctx + 8);
-    int32_t *ids = malloc(sizeof(int32_t) * (ctx + 8));
+    struct mtpd_ctx *cx = mtpd_ctx_new(m, ctx + max_t, threads);
+    struct mtpd_kv *kv = mtpd_kv_new(m, ctx + max_t);
+    int32_t *ids = malloc(sizeof(int32_t) * (ctx + max_t));
     if (!cx || !kv || !ids) {
         fprintf(stderr, "bench_forward: out of memory\n");
         return 1;
     }
     srand(7);
-    for (int i = 0; i < ctx + 8; i++)
+    for (int i = 0; i < ctx + max_t; i++)
         ids[i] = rand() % c->vocab_size;
     struct mtpd_seq pre = {.kv = kv, .tokens = ids, .n_tokens = ctx,
                            .logits_from = ctx - 1};
@@ -144,8 +165,7 @@ int main(int argc, char **argv)
     printf("| T | ms/forward | cost(T)/cost(1) | ms/token | weight MB read | "
            "GB/s | %% of bandwidth |\n|---|---|---|---|---|---|---|\n");
     double base = 0;
-    int Ts[] = {1, 2, 4, 8};
-    for (int ti = 0; ti < 4; ti++) {
+    for (int ti = 0; ti < n_ts; ti++) {
         int T = Ts[ti];
         if (only_t && T != only_t)
             continue;
@@ -164,7 +184,7 @@ int main(int argc, char **argv)
             mtpd_kv_truncate(kv, -1, ctx);
             iters++;
         }
-        if (T == 1)
+        if (ti == 0)
             base = best;
         double bytes = bytes_for(m, T), gbs = bytes / best / 1e9;
         printf("| %d | %.3f | %.2f | %.3f | %.1f | %.1f | %.0f%% |\n", T,

@@ -1,13 +1,14 @@
 /*
  * bench_kernels.c - kmatmul throughput against the machine's read bandwidth.
  *
- * Usage: bench_kernels [threads,...] [MiB]   (default 1,2 1024;
- *        ISA: MTPD_ISA=scalar|avx2|avx512)
+ * Usage: bench_kernels [threads,...] [MiB] [n_tok,...]
+ *        (default 1,2 1024 1,2,4,8; ISA: MTPD_ISA=scalar|avx2|avx512)
  *
  * Measures (1) read bandwidth: a SIMD dot over a 1 GiB buffer split across
  * the pool, (2) kpool_run dispatch overhead, (3) kmatmul on bf16/f8
  * matrices cycled through a >= 1 GiB working set (so nothing is served from
- * the last-level cache), for n_tok 1,2,4,8 and 1..max_threads threads.
+ * the last-level cache), for n_tok 1,2,4,8 (or the list given) and the
+ * thread counts given.
  * Prints GB/s of weight bytes, the ratio to the read bandwidth measured with
  * the same thread count, and cost(n_tok)/cost(1).
  */
@@ -143,7 +144,26 @@ int main(int argc, char **argv)
     }
     if (n_thr == 0)
         thr[n_thr++] = 1;
+    const char *isa = getenv("MTPD_ISA"); /* the library reads no env */
+    for (int i = 0; isa && i < KISA_COUNT; i++)
+        if (!strcmp(isa, kisa_str((enum kisa)i)) && kisa_set((enum kisa)i))
+            fprintf(stderr, "bench_kernels: MTPD_ISA=%s not supported\n", isa);
     size_t set_mib = argc > 2 ? (size_t)atol(argv[2]) : 1024;
+    int ntoks[16] = {1, 2, 4, 8}, n_ntok = 4, max_tok = 8;
+    if (argc > 3) {
+        n_ntok = 0;
+        for (const char *q = argv[3]; q != NULL && n_ntok < 16;) {
+            int v = atoi(q);
+            if (v >= 1 && v <= 4096)
+                ntoks[n_ntok++] = v;
+            q = strchr(q, ',');
+            q = q ? q + 1 : NULL;
+        }
+        if (n_ntok == 0)
+            ntoks[n_ntok++] = 1;
+    }
+    for (int k = 0; k < n_ntok; k++)
+        max_tok = ntoks[k] > max_tok ? ntoks[k] : max_tok;
     size_t set_bytes = set_mib << 20;
     printf("ISA %s (detected %s), working set %zu MiB\n",
            kisa_str(kisa_active()), kisa_str(kisa_detect()), set_mib);
@@ -183,12 +203,12 @@ int main(int argc, char **argv)
         {KDT_F8_E4M3, 4096, 14336},
         {KDT_BF16, 576, 7168}, /* small (cache-resident) decode matrix */
     };
-    static const int ntoks[] = {1, 2, 4, 8};
-    float *x = malloc(8 * 14336 * sizeof *x), *y = malloc(8 * 8192 * sizeof *y);
+    float *x = malloc((size_t)max_tok * 14336 * sizeof *x);
+    float *y = malloc((size_t)max_tok * 8192 * sizeof *y);
     float *scale = malloc(64 * 128 * sizeof *scale);
     if (!x || !y || !scale)
         return 1;
-    for (int i = 0; i < 8 * 14336; i++)
+    for (size_t i = 0; i < (size_t)max_tok * 14336; i++)
         x[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
     for (int i = 0; i < 64 * 128; i++)
         scale[i] = 1e-3f;
@@ -207,7 +227,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < n_thr; i++) {
             int t = thr[i];
             double c1 = 0;
-            for (size_t k = 0; k < sizeof ntoks / sizeof *ntoks; k++) {
+            for (int k = 0; k < n_ntok; k++) {
                 double sec = time_matmul(pools[t], m, small ? 1 : n_mats, x, y,
                                          ntoks[k]);
                 if (small) /* average many calls: latency, not bandwidth */

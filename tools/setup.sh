@@ -21,10 +21,11 @@ if ((${#missing[@]})); then
 fi
 
 # Light Python packages only: tests compare against committed goldens, so
-# torch/transformers/tokenizers are not needed here.
+# torch/transformers/tokenizers are not needed here. safetensors: our
+# checkpoint writer is checked against the reference reader (test_ref.py).
 py_missing=()
 # wheel: `pip install --no-build-isolation ./clients/python` (its test) works offline
-for m in numpy pytest msgpack wheel; do
+for m in numpy pytest msgpack safetensors wheel; do
     python3 -c "import $m" 2>/dev/null || py_missing+=("$m")
 done
 if ((${#py_missing[@]})); then

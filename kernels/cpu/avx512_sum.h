@@ -27,6 +27,15 @@ KTARGET_AVX512 KINLINE __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d)
     return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
+/* Sum of a by the same tree reduce4 uses for each of its inputs (lane 0
+ * of reduce4(a, 0, 0, 0)), so a row summed alone or in a group of four
+ * gets the same bits. (_mm512_reduce_add_ps adds in another order.) */
+KTARGET_AVX512 KINLINE float hsum1(__m512 a)
+{
+    __m512 z = _mm512_setzero_ps();
+    return _mm_cvtss_f32(reduce4(a, z, z, z));
+}
+
 /* Stores (or adds) n <= 4 results v to y[0..n). */
 KTARGET_AVX512 KINLINE void put(float *y, __m128 v, int n, int accum)
 {

@@ -2,13 +2,10 @@
  * isa.c - which SIMD code path the CPU ops use.
  *
  * kisa_detect() asks cpuid once; kisa_active() is what every op dispatches
- * on: the detected ISA, or MTPD_ISA=scalar|avx2|avx512 from the
- * environment (clamped to what the CPU has), or what kisa_set() forced.
+ * on: the detected ISA, or what kisa_set() forced (the program's choice,
+ * mtpd_set_isa() in model.h; tests that check every path).
  */
 #include <stdatomic.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "kcpu.h"
 
@@ -56,35 +53,10 @@ const char *kisa_str(enum kisa isa)
     }
 }
 
-/* The ISA named by MTPD_ISA, or -1 when unset or unknown. */
-static int isa_from_env(void)
-{
-    const char *s = getenv("MTPD_ISA");
-    if (s == NULL || *s == '\0')
-        return -1;
-    for (int i = 0; i < KISA_COUNT; i++)
-        if (strcmp(s, kisa_str((enum kisa)i)) == 0)
-            return i;
-    fprintf(stderr, "mtpd: ignoring unknown MTPD_ISA=%s\n", s);
-    return -1;
-}
-
 enum kisa kisa_active(void)
 {
     int a = atomic_load_explicit(&g_active, memory_order_relaxed);
-    if (a >= 0)
-        return (enum kisa)a;
-    int best = (int)kisa_detect();
-    a = isa_from_env();
-    if (a > best) {
-        fprintf(stderr, "mtpd: MTPD_ISA=%s not supported, using %s\n",
-                kisa_str((enum kisa)a), kisa_str((enum kisa)best));
-        a = best;
-    }
-    if (a < 0)
-        a = best;
-    atomic_store_explicit(&g_active, a, memory_order_relaxed);
-    return (enum kisa)a;
+    return a >= 0 ? (enum kisa)a : kisa_detect();
 }
 
 int kisa_set(enum kisa isa)

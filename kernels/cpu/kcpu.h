@@ -6,6 +6,17 @@
  * products sum_c W[o][c] * x[t][c] and stores them in y[t][o] (or adds
  * them, when accum). matmul.c tiles rows, tokens and columns and splits
  * rows across the pool; the kernels keep their accumulators in registers.
+ *
+ * Batch invariance: every output element is summed in one fixed order
+ * whatever the token count, the row grouping or the thread split. Columns
+ * are cut into segments of kseg (fixed per matrix, see kmm_kseg): within a
+ * segment each SIMD lane runs one FMA chain over the columns in order (F8:
+ * per blk block, then scaled into a per-segment total), the lanes are
+ * summed with one tree (reduce4 on AVX-512, hsum on AVX2, a single chain in
+ * scalar), and the segment sums are added to y in column order. Register
+ * blocking (NR rows x NT tokens) only decides which chains run side by
+ * side, never how a chain adds; matmul.c's column chunks are whole
+ * segments, so a chunk boundary is a segment boundary.
  */
 #ifndef MTPD_KCPU_H
 #define MTPD_KCPU_H
@@ -27,6 +38,9 @@
 
 /* Most tokens one block kernel call handles. */
 #define KMM_NT 8
+/* Columns per summation segment (F8: rounded to whole blocks). The x
+ * chunk of KMM_NT tokens x KMM_KSEG columns fills L1 (matmul.c). */
+#define KMM_KSEG 1024
 /* Block kernels prefetch weights this far ahead of the rows they read
  * (4 KiB measured best of 2..8 KiB, L3- and DRAM-resident weights). */
 #define KMM_PF_BYTES 4096
@@ -34,7 +48,8 @@
 struct kmm_blk {
     const struct kmat *W;
     int r0, r1;     /* output rows */
-    int c0, c1;     /* columns; F8: c0 is a multiple of W->blk */
+    int c0, c1;     /* columns; c0 is a multiple of kseg */
+    int kseg;       /* summation segment, kmm_kseg(W) */
     const float *x; /* x[t * ldx + c], c absolute */
     int ldx;
     float *y;       /* y[t * ldy + o], o absolute */
@@ -44,6 +59,21 @@ struct kmm_blk {
 };
 
 typedef void (*kmm_block_fn)(const struct kmm_blk *b);
+
+/* Segment length for W: KMM_KSEG, for F8 a whole number of blocks. */
+static inline int kmm_kseg(const struct kmat *W)
+{
+    if (W->dtype != KDT_F8_E4M3)
+        return KMM_KSEG;
+    return W->blk >= KMM_KSEG ? W->blk : KMM_KSEG - KMM_KSEG % W->blk;
+}
+
+/* End of the segment that starts at c (kseg-aligned), clipped to c1. */
+static inline int kmm_seg_end(const struct kmm_blk *b, int c)
+{
+    int e = c - c % b->kseg + b->kseg;
+    return e < b->c1 ? e : b->c1;
+}
 
 void kmm_block_scalar(const struct kmm_blk *b);
 #if KCPU_X86

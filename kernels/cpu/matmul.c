@@ -9,6 +9,13 @@
  * (nt x chunk fp32) stays in L1. So every weight byte comes from DRAM once
  * per call (later token blocks find the tile in L2), x is read from L1,
  * and for decode (n_tok <= KMM_NT) weights simply stream.
+ *
+ * Batch invariance (kcpu.h): a row's result depends only on W, the row
+ * and its x, never on n_tok, the row range or the pool size. Threads split
+ * output rows only (never columns); chunks are whole summation segments;
+ * the kernel for a dtype and ISA is chosen from W alone (BF16 on AVX-512
+ * always packs x; if its scratch cannot be had the call fails with
+ * MTPD_K_ENOMEM rather than fall back to a kernel that adds differently).
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -20,10 +27,10 @@
 #define KMM_TILE_BYTES (256 * 1024) /* weight tile reused from L2 */
 #define KMM_X_BYTES (32 * 1024)     /* x chunk kept in L1 */
 #define KMM_ROW_ALIGN 16            /* parts start on multiples of this */
-/* BF16 on AVX-512 packs x in pairs (matmul_bf16p.c) from this size on;
- * smaller calls keep the unpacked kernel (and tests exercise both). */
+/* BF16 on AVX-512 packs x in pairs (matmul_bf16p.c) from this many
+ * columns on; narrower matrices keep the unpacked kernel (tests exercise
+ * both). A property of W only: the row range must not pick the kernel. */
 #define KMM_PAIR_MIN_COLS 32
-#define KMM_PAIR_MIN_ROWS 4
 
 struct mm_job {
     const struct kmat *W;
@@ -47,13 +54,13 @@ static kmm_block_fn block_fn(void)
     }
 }
 
-/* Columns per chunk for nt tokens: x chunk in L1, F8 chunks whole blocks. */
+/* Columns per chunk for nt tokens: x chunk in L1, whole summation
+ * segments (kcpu.h), so the chunking never changes a sum's order. */
 static int chunk_cols(const struct kmat *W, int nt)
 {
+    int seg = kmm_kseg(W);
     int kc = KMM_X_BYTES / (4 * nt);
-    kc -= kc % 64;
-    if (W->dtype == KDT_F8_E4M3)
-        kc = kc < W->blk ? W->blk : kc - kc % W->blk;
+    kc = kc < seg ? seg : kc - kc % seg;
     if (W->cols <= kc + kc / 4)
         kc = W->cols; /* no small last chunk */
     return kc;
@@ -69,7 +76,8 @@ static void mm_range(const struct mm_job *j, int r0, int r1)
         tile = 4;
     int n_tb = (j->n_tok + KMM_NT - 1) / KMM_NT; /* equal token blocks */
     int tb = (j->n_tok + n_tb - 1) / n_tb;
-    struct kmm_blk b = {.W = W, .ldx = j->ldx, .ldy = j->ldy};
+    struct kmm_blk b = {.W = W, .ldx = j->ldx, .ldy = j->ldy,
+                        .kseg = kmm_kseg(W)};
 
     for (int r = r0; r < r1; r += tile) {
         b.r0 = r;
@@ -187,16 +195,16 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
     int packed = 0;
 #if KCPU_X86
     if (fn == kmm_block_avx512 && W->dtype == KDT_BF16 &&
-        W->cols >= KMM_PAIR_MIN_COLS && row1 - row0 >= KMM_PAIR_MIN_ROWS) {
+        W->cols >= KMM_PAIR_MIN_COLS) {
         int ld = (W->cols + 31) & ~31;
         float *xp = scratch_get((size_t)n_tok * ld * sizeof(float));
-        if (xp != NULL) { /* else the unpacked kernel does it */
-            kmm_pack_pairs_avx512(x, ldx, W->cols, n_tok, xp, ld);
-            x = xp;
-            ldx = ld;
-            fn = kmm_block_avx512_bf16p;
-            packed = 1;
-        }
+        if (xp == NULL) /* the unpacked kernel would add in another order */
+            return MTPD_K_ENOMEM;
+        kmm_pack_pairs_avx512(x, ldx, W->cols, n_tok, xp, ld);
+        x = xp;
+        ldx = ld;
+        fn = kmm_block_avx512_bf16p;
+        packed = 1;
     }
 #endif
     if (!packed && (((uintptr_t)x & 63) || (n_tok > 1 && ldx % 16)) &&

@@ -102,20 +102,17 @@ KTARGET_AVX2 KINLINE float hsum(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-KTARGET_AVX2 KINLINE void rows_dot(enum kdtype dt, int NR, int NT,
+/* y[t][r + k] (=|+=) rows r..r+NR-1 . x[t] over the segment [c0, c1). */
+KTARGET_AVX2 KINLINE void seg_rows(enum kdtype dt, int NR, int NT,
                                    const struct kmm_blk *b, int r,
-                                   const float *x, float *y)
+                                   const void *const *w, const float *x,
+                                   float *y, int c0, int c1, int accum)
 {
     const struct kmat *W = b->W;
-    const size_t rb = (size_t)W->cols * kdtype_size(dt);
-    const void *w[NRMAX];
     __m256 acc[NRMAX][NTMAX], tot[NRMAX][NTMAX];
 
-    KUNROLL
-    for (int k = 0; k < NR; k++)
-        w[k] = (const char *)W->data + (size_t)(r + k) * rb;
     if (dt != KDT_F8_E4M3) {
-        seg_dot(dt, NR, NT, w, x, b->ldx, b->c0, b->c1, tot);
+        seg_dot(dt, NR, NT, w, x, b->ldx, c0, c1, tot);
     } else {
         const int blk = W->blk, nb = (W->cols + blk - 1) / blk;
         const float *s[NRMAX];
@@ -126,8 +123,8 @@ KTARGET_AVX2 KINLINE void rows_dot(enum kdtype dt, int NR, int NT,
             for (int t = 0; t < NT; t++)
                 tot[k][t] = _mm256_setzero_ps();
         }
-        for (int c = b->c0; c < b->c1; c += blk) {
-            int ce = b->c1 - c < blk ? b->c1 : c + blk;
+        for (int c = c0; c < c1; c += blk) {
+            int ce = c1 - c < blk ? c1 : c + blk;
             seg_dot(dt, NR, NT, w, x, b->ldx, c, ce, acc);
             KUNROLL
             for (int k = 0; k < NR; k++) {
@@ -144,8 +141,24 @@ KTARGET_AVX2 KINLINE void rows_dot(enum kdtype dt, int NR, int NT,
         for (int k = 0; k < NR; k++) {
             float *yp = y + (size_t)t * b->ldy + r + k;
             float v = hsum(tot[k][t]);
-            *yp = b->accum ? *yp + v : v;
+            *yp = accum ? *yp + v : v;
         }
+    }
+}
+
+/* Rows r..r+NR-1 over [c0, c1), one segment at a time (kcpu.h). */
+KTARGET_AVX2 KINLINE void rows_dot(enum kdtype dt, int NR, int NT,
+                                   const struct kmm_blk *b, int r,
+                                   const float *x, float *y)
+{
+    const size_t rb = (size_t)b->W->cols * kdtype_size(dt);
+    const void *w[NRMAX];
+    KUNROLL
+    for (int k = 0; k < NR; k++)
+        w[k] = (const char *)b->W->data + (size_t)(r + k) * rb;
+    for (int cs = b->c0, ce; cs < b->c1; cs = ce) {
+        ce = kmm_seg_end(b, cs);
+        seg_rows(dt, NR, NT, b, r, w, x, y, cs, ce, b->accum || cs > b->c0);
     }
 }
 

@@ -93,21 +93,18 @@ KTARGET_AVX512 KINLINE void seg_dot(enum kdtype dt, int NR, int NT,
              acc);
 }
 
-/* y[t][r + k] (=|+=) rows r..r+NR-1 . x[t] over [c0, c1), t < NT. */
-KTARGET_AVX512 KINLINE void rows_dot(enum kdtype dt, int NR, int NT,
+/* y[t][r + k] (=|+=) rows r..r+NR-1 . x[t] over the segment [c0, c1),
+ * t < NT. Every row's lanes are summed by reduce4's tree, whatever NR. */
+KTARGET_AVX512 KINLINE void seg_rows(enum kdtype dt, int NR, int NT,
                                      const struct kmm_blk *b, int r,
-                                     const float *x, float *y)
+                                     const void *const *w, const float *x,
+                                     float *y, int c0, int c1, int accum)
 {
     const struct kmat *W = b->W;
-    const size_t rb = (size_t)W->cols * kdtype_size(dt);
-    const void *w[NRMAX];
     __m512 acc[NRMAX][KMM_NT], tot[NRMAX][KMM_NT];
 
-    KUNROLL
-    for (int k = 0; k < NR; k++)
-        w[k] = (const char *)W->data + (size_t)(r + k) * rb;
     if (dt != KDT_F8_E4M3) {
-        seg_dot(dt, NR, NT, w, x, b->ldx, b->c0, b->c1, tot);
+        seg_dot(dt, NR, NT, w, x, b->ldx, c0, c1, tot);
     } else {
         const int blk = W->blk, nb = (W->cols + blk - 1) / blk;
         const float *s[NRMAX];
@@ -118,8 +115,8 @@ KTARGET_AVX512 KINLINE void rows_dot(enum kdtype dt, int NR, int NT,
             for (int t = 0; t < NT; t++)
                 tot[k][t] = _mm512_setzero_ps();
         }
-        for (int c = b->c0; c < b->c1; c += blk) {
-            int ce = b->c1 - c < blk ? b->c1 : c + blk;
+        for (int c = c0; c < c1; c += blk) {
+            int ce = c1 - c < blk ? c1 : c + blk;
             seg_dot(dt, NR, NT, w, x, b->ldx, c, ce, acc);
             KUNROLL
             for (int k = 0; k < NR; k++) {
@@ -135,35 +132,51 @@ KTARGET_AVX512 KINLINE void rows_dot(enum kdtype dt, int NR, int NT,
         KUNROLL
         for (int t = 0; t < NT; t++) {
             put(y + t * ldy + r, reduce4(tot[0][t], tot[1][t], tot[2][t],
-                                         tot[3][t]), 4, b->accum);
+                                         tot[3][t]), 4, accum);
             put(y + t * ldy + r + 4, reduce4(tot[4 % NR][t], tot[5 % NR][t],
                                              tot[6 % NR][t], tot[7 % NR][t]),
-                4, b->accum);
+                4, accum);
         }
     } else if (NR == 4) {
         KUNROLL
         for (int t = 0; t < NT; t++)
             put(y + t * ldy + r, reduce4(tot[0][t], tot[1][t], tot[2][t],
-                                         tot[3][t]), 4, b->accum);
+                                         tot[3][t]), 4, accum);
     } else if (NR == 2) {
         KUNROLL
         for (int t = 0; t + 1 < NT; t += 2) {
             __m128 v = reduce4(tot[0][t], tot[1][t], tot[0][t + 1],
                                tot[1][t + 1]);
-            put(y + t * ldy + r, v, 2, b->accum);
-            put(y + (t + 1) * ldy + r, _mm_movehl_ps(v, v), 2, b->accum);
+            put(y + t * ldy + r, v, 2, accum);
+            put(y + (t + 1) * ldy + r, _mm_movehl_ps(v, v), 2, accum);
         }
         if (NT & 1) {
             __m512 z = _mm512_setzero_ps();
             put(y + (NT - 1) * ldy + r,
-                reduce4(tot[0][NT - 1], tot[1][NT - 1], z, z), 2, b->accum);
+                reduce4(tot[0][NT - 1], tot[1][NT - 1], z, z), 2, accum);
         }
     } else {
         KUNROLL
         for (int t = 0; t < NT; t++) {
-            float v = _mm512_reduce_add_ps(tot[0][t]);
-            y[t * ldy + r] = b->accum ? y[t * ldy + r] + v : v;
+            float v = hsum1(tot[0][t]);
+            y[t * ldy + r] = accum ? y[t * ldy + r] + v : v;
         }
+    }
+}
+
+/* Rows r..r+NR-1 over [c0, c1), one segment at a time (kcpu.h). */
+KTARGET_AVX512 KINLINE void rows_dot(enum kdtype dt, int NR, int NT,
+                                     const struct kmm_blk *b, int r,
+                                     const float *x, float *y)
+{
+    const size_t rb = (size_t)b->W->cols * kdtype_size(dt);
+    const void *w[NRMAX];
+    KUNROLL
+    for (int k = 0; k < NR; k++)
+        w[k] = (const char *)b->W->data + (size_t)(r + k) * rb;
+    for (int cs = b->c0, ce; cs < b->c1; cs = ce) {
+        ce = kmm_seg_end(b, cs);
+        seg_rows(dt, NR, NT, b, r, w, x, y, cs, ce, b->accum || cs > b->c0);
     }
 }
 

@@ -16,25 +16,24 @@
  * loads, the hardware prefetchers alone leave the L3/DRAM stream idle
  * part of the time (pycode-mtp-tiny, T=4: matmuls 0.98 -> 0.75 ms).
  *
- * NR rows x NT tokens: 4x1..4x4, 3x5..3x6, 2x7..2x8 (NR*NT accumulators +
- * 2*NR widened weights + 2 x vectors fit the 32 registers). For NT <= 2
- * the even and odd products go to separate accumulators, so FMA latency
- * is hidden with few accumulators. Column tails: masked weight loads
- * (packed x is zero-padded to a multiple of 32 columns).
+ * NR rows x NT tokens: 8x1, 4x2..4x4, 3x5..3x6, 2x7..2x8. Each lane adds
+ * its even product, then its odd one, into one accumulator for every NR x
+ * NT, so a row's sum does not depend on the token count (kcpu.h).
+ * Column tails: masked weight loads (packed x is zero-padded to a multiple
+ * of 32 columns).
  */
 #include "kcpu.h"
 
 #if KCPU_X86
 #include "avx512_sum.h"
 
-#define NRMAX 4
+#define NRMAX 8
 
-/* One 32-column step: acc[k][t] (+ odd[k][t] when SPLIT) += row k . x[t]. */
-KTARGET_AVX512 KINLINE void pstep(int NR, int NT, int SPLIT,
-                                  const uint16_t *const *w, const float *x,
-                                  int ldx, int c, __mmask32 m, int masked,
-                                  __m512 acc[NRMAX][KMM_NT],
-                                  __m512 odd[NRMAX][KMM_NT])
+/* One 32-column step: acc[k][t] += row k . x[t], the even product first,
+ * then the odd one, into the same accumulator (one chain per lane). */
+KTARGET_AVX512 KINLINE void pstep(int NR, int NT, const uint16_t *const *w,
+                                  const float *x, int ldx, int c, __mmask32 m,
+                                  int masked, __m512 acc[NRMAX][KMM_NT])
 {
     const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
     __m512 we[NRMAX], wo[NRMAX];
@@ -52,68 +51,70 @@ KTARGET_AVX512 KINLINE void pstep(int NR, int NT, int SPLIT,
         KUNROLL
         for (int k = 0; k < NR; k++) {
             acc[k][t] = _mm512_fmadd_ps(we[k], xe, acc[k][t]);
-            if (SPLIT)
-                odd[k][t] = _mm512_fmadd_ps(wo[k], xo, odd[k][t]);
-            else
-                acc[k][t] = _mm512_fmadd_ps(wo[k], xo, acc[k][t]);
+            acc[k][t] = _mm512_fmadd_ps(wo[k], xo, acc[k][t]);
         }
     }
 }
 
-/* y[t][r + k] (=|+=) rows r..r+NR-1 . x[t] over [c0, c1), t < NT. */
-KTARGET_AVX512 KINLINE void prows(int NR, int NT, const struct kmm_blk *b,
-                                  int r, const float *x, float *y)
+/* Stores (accum: adds) the lane sums of acc[0..NR)[t] to y[t][r..r+NR). */
+KTARGET_AVX512 KINLINE void pput(int NR, int NT, const struct kmm_blk *b,
+                                 int r, float *y, __m512 acc[NRMAX][KMM_NT],
+                                 int accum)
 {
-    const int SPLIT = NT <= 2;
-    const uint16_t *w[NRMAX];
-    __m512 acc[NRMAX][KMM_NT], odd[NRMAX][KMM_NT];
-    const size_t cols = (size_t)b->W->cols;
-
-    KUNROLL
-    for (int k = 0; k < NR; k++) {
-        w[k] = (const uint16_t *)b->W->data + (size_t)(r + k) * cols;
-        KUNROLL
-        for (int t = 0; t < NT; t++)
-            acc[k][t] = odd[k][t] = _mm512_setzero_ps();
-    }
-    int c = b->c0;
-    /* software prefetch KMM_PF_BYTES ahead in the linear weight stream
-     * (the group's rows are consecutive), up to the matrix end */
-    const uintptr_t pf = (uintptr_t)w[0] + KMM_PF_BYTES;
-    const uintptr_t pf_end = (uintptr_t)b->W->data + b->W->rows * cols * 2;
-    for (; c + 32 <= b->c1; c += 32) {
-        uintptr_t q = pf + (uintptr_t)(c - b->c0) * 2 * NR;
-        KUNROLL
-        for (int k = 0; k < NR; k++)
-            if (q + 64 * k < pf_end)
-                _mm_prefetch((const char *)(q + 64 * k), _MM_HINT_T0);
-        pstep(NR, NT, SPLIT, w, x, b->ldx, c, 0, 0, acc, odd);
-    }
-    if (c < b->c1)
-        pstep(NR, NT, SPLIT, w, x, b->ldx, c,
-              (__mmask32)((1ull << (b->c1 - c)) - 1), 1, acc, odd);
-    if (SPLIT) {
-        KUNROLL
-        for (int k = 0; k < NR; k++) {
-            KUNROLL
-            for (int t = 0; t < NT; t++)
-                acc[k][t] = _mm512_add_ps(acc[k][t], odd[k][t]);
-        }
-    }
-
     const size_t ldy = (size_t)b->ldy;
     const __m512 z = _mm512_setzero_ps();
     KUNROLL
     for (int t = 0; t < NT; t++) {
         float *yp = y + t * ldy + r;
-        if (NR == 1) {
-            float v = _mm512_reduce_add_ps(acc[0][t]);
-            *yp = b->accum ? *yp + v : v;
-        } else {
-            put(yp, reduce4(acc[0][t], acc[1][t], NR > 2 ? acc[2 % NR][t] : z,
-                            NR > 3 ? acc[3 % NR][t] : z),
-                NR, b->accum);
+        KUNROLL
+        for (int k0 = 0; k0 < NR; k0 += 4) {
+            int n = NR - k0 < 4 ? NR - k0 : 4;
+            put(yp + k0,
+                reduce4(acc[k0][t], n > 1 ? acc[(k0 + 1) % NR][t] : z,
+                        n > 2 ? acc[(k0 + 2) % NR][t] : z,
+                        n > 3 ? acc[(k0 + 3) % NR][t] : z),
+                n, accum);
         }
+    }
+}
+
+/* y[t][r + k] (=|+=) rows r..r+NR-1 . x[t] over [c0, c1), t < NT, one
+ * kseg segment at a time (kcpu.h). */
+KTARGET_AVX512 KINLINE void prows(int NR, int NT, const struct kmm_blk *b,
+                                  int r, const float *x, float *y)
+{
+    const uint16_t *w[NRMAX];
+    __m512 acc[NRMAX][KMM_NT];
+    const size_t cols = (size_t)b->W->cols;
+
+    KUNROLL
+    for (int k = 0; k < NR; k++)
+        w[k] = (const uint16_t *)b->W->data + (size_t)(r + k) * cols;
+    /* software prefetch KMM_PF_BYTES ahead in the linear weight stream
+     * (the group's rows are consecutive), up to the matrix end */
+    const uintptr_t pf = (uintptr_t)w[0] + KMM_PF_BYTES;
+    const uintptr_t pf_end = (uintptr_t)b->W->data + b->W->rows * cols * 2;
+    for (int cs = b->c0, ce; cs < b->c1; cs = ce) {
+        ce = kmm_seg_end(b, cs);
+        KUNROLL
+        for (int k = 0; k < NR; k++) {
+            KUNROLL
+            for (int t = 0; t < NT; t++)
+                acc[k][t] = _mm512_setzero_ps();
+        }
+        int c = cs;
+        for (; c + 32 <= ce; c += 32) {
+            uintptr_t q = pf + (uintptr_t)(c - b->c0) * 2 * NR;
+            KUNROLL
+            for (int k = 0; k < NR; k++)
+                if (q + 64 * k < pf_end)
+                    _mm_prefetch((const char *)(q + 64 * k), _MM_HINT_T0);
+            pstep(NR, NT, w, x, b->ldx, c, 0, 0, acc);
+        }
+        if (c < ce)
+            pstep(NR, NT, w, x, b->ldx, c,
+                  (__mmask32)((1ull << (ce - c)) - 1), 1, acc);
+        pput(NR, NT, b, r, y, acc, b->accum || cs > b->c0);
     }
 }
 
@@ -127,10 +128,12 @@ KTARGET_AVX512 KINLINE void prows_loop(int NR, int NT, const struct kmm_blk *b)
         prows(1, NT, b, r, b->x, b->y);
 }
 
+/* NR x NT: accumulators plus 2*NR widened weights and 2 x vectors fit the
+ * 32 registers; eight rows at one token keep eight FMA chains going. */
 KTARGET_AVX512 void kmm_block_avx512_bf16p(const struct kmm_blk *b)
 {
     switch (b->nt) {
-    case 1: prows_loop(4, 1, b); break;
+    case 1: prows_loop(8, 1, b); break;
     case 2: prows_loop(4, 2, b); break;
     case 3: prows_loop(4, 3, b); break;
     case 4: prows_loop(4, 4, b); break;

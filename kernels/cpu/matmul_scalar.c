@@ -1,8 +1,8 @@
 /*
  * matmul_scalar.c - portable block kernel (see struct kmm_blk, kcpu.h).
  * One pass over each weight row segment per call, all nt tokens
- * accumulated together (fp32). F8: each blk-column block is summed, then
- * scaled.
+ * accumulated together (fp32), one sequential chain per kseg segment
+ * (kcpu.h). F8: each blk-column block is summed, then scaled.
  */
 #include "kcpu.h"
 
@@ -35,22 +35,27 @@ KINLINE void block_dt(enum kdtype dt, const struct kmm_blk *b)
     size_t row_bytes = (size_t)W->cols * kdtype_size(dt);
     for (int r = b->r0; r < b->r1; r++) {
         const void *row = (const char *)W->data + (size_t)r * row_bytes;
-        float acc[KMM_NT] = {0}, tot[KMM_NT] = {0};
-        if (dt != KDT_F8_E4M3) {
-            seg_dot(dt, row, b->x, b->ldx, b->nt, b->c0, b->c1, tot);
-        } else {
-            int blk = W->blk, nb = (W->cols + blk - 1) / blk;
-            const float *s = W->scale + (size_t)(r / blk) * nb;
-            for (int c = b->c0; c < b->c1; c += blk) {
-                int ce = b->c1 - c < blk ? b->c1 : c + blk;
-                seg_dot(dt, row, b->x, b->ldx, b->nt, c, ce, acc);
-                for (int t = 0; t < b->nt; t++)
-                    tot[t] += acc[t] * s[c / blk];
+        /* one sum per segment, added to y in order (kcpu.h) */
+        for (int cs = b->c0, ce; cs < b->c1; cs = ce) {
+            ce = kmm_seg_end(b, cs);
+            float acc[KMM_NT] = {0}, tot[KMM_NT] = {0};
+            if (dt != KDT_F8_E4M3) {
+                seg_dot(dt, row, b->x, b->ldx, b->nt, cs, ce, tot);
+            } else {
+                int blk = W->blk, nb = (W->cols + blk - 1) / blk;
+                const float *s = W->scale + (size_t)(r / blk) * nb;
+                for (int c = cs; c < ce; c += blk) {
+                    int cb = ce - c < blk ? ce : c + blk;
+                    seg_dot(dt, row, b->x, b->ldx, b->nt, c, cb, acc);
+                    for (int t = 0; t < b->nt; t++)
+                        tot[t] += acc[t] * s[c / blk];
+                }
             }
-        }
-        for (int t = 0; t < b->nt; t++) {
-            float *yp = b->y + (size_t)t * b->ldy + r;
-            *yp = b->accum ? *yp + tot[t] : tot[t];
+            int add = b->accum || cs > b->c0;
+            for (int t = 0; t < b->nt; t++) {
+                float *yp = b->y + (size_t)t * b->ldy + r;
+                *yp = add ? *yp + tot[t] : tot[t];
+            }
         }
     }
 }

@@ -10,6 +10,10 @@
  * vectors (8 for NT <= 2, 6, 4, then 3, 2), the last vector masked; wide
  * tiles keep enough independent FMA chains when NT is 1 (attention at
  * T=1). AVX2: M=2 for NT<=4, tails by the scalar loop.
+ *
+ * Batch invariant: y[t][j] is one FMA chain over i in row order (one
+ * multiply-add chain in the scalar loop), whatever the tile, NT or
+ * n_tok; which loop computes column j depends on j and n_cols only.
  */
 #include "kcpu.h"
 
@@ -25,8 +29,11 @@ KINLINE float v_at(enum kdtype dt, const void *v, size_t i)
     }
 }
 
-/* Columns [j0, j1) for all tokens, one column at a time (portable). */
-static void pv_scalar(const struct kmat *V, const float *x, int ldx,
+/* Columns [j0, j1) for all tokens, one column at a time (portable).
+ * Never inlined: inside an AVX2 caller GCC would contract the multiply-add
+ * into an FMA at some call sites and not others, and the tail columns'
+ * bits would then depend on the token count. */
+__attribute__((noinline)) static void pv_scalar(const struct kmat *V, const float *x, int ldx,
                       float *y, int ldy, int n_tok, int j0, int j1)
 {
     const size_t ld = (size_t)V->cols;

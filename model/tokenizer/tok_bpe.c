@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
+
 static int grow_syms(struct mtpd_tok_enc *enc, size_t n)
 {
     if (n <= enc->sym_cap)
@@ -128,7 +130,7 @@ static size_t initial_symbols(struct mtpd_tok_enc *enc, const char *w,
         if (tok->byte_level) {
             clen = 1;
             id = tok->byte_id[(unsigned char)w[i]];
-            symlen = (size_t)tok_utf8_put(bl,
+            symlen = (size_t)json_utf8_put(bl,
                                           tok_bl_byte_to_cp((unsigned char)w[i]));
             sym = bl;
         } else {

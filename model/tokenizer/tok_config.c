@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../json.h"
+#include "json.h"
 
 /* "bos_token": "<s>" or {"content": "<s>", ...}; NULL when absent/null. */
 static const struct json *token_content(const struct json *v)
@@ -40,11 +40,12 @@ static int set_token(struct mtpd_tok *tok, const struct json *root,
         return tok_err(err, errlen, MTPD_TOK_ENOMEM, "out of memory");
     memcpy(*str, v->u.str, v->len + 1);
     *id = mtpd_tok_token_id(tok, v->u.str, v->len);
+    char q[JSON_ESC_CAP];
     if (*id < 0)
         return tok_err(err, errlen, MTPD_TOK_EFORMAT,
                        "tokenizer_config.json: %s '%s' is not a token of "
                        "tokenizer.json",
-                       key, v->u.str);
+                       key, json_esc(q, sizeof q, v->u.str, v->len));
     return 0;
 }
 
@@ -66,16 +67,17 @@ int tok_load_config(struct mtpd_tok *tok, const char *path, char *err,
 {
     char jerr[200];
     struct json_doc *doc = json_parse_file(path, jerr, sizeof(jerr));
+    char q[JSON_ESC_CAP];
     if (!doc)
         return tok_err(err, errlen,
                        strncmp(jerr, "cannot ", 7) == 0 ? MTPD_TOK_EIO
                                                    : MTPD_TOK_EFORMAT,
-                       "%s: %s", path, jerr);
+                       "%s: %s", json_escz(q, sizeof q, path), jerr);
     const struct json *root = json_root(doc);
     int rc = 0;
     if (root->type != JSON_OBJECT) {
         rc = tok_err(err, errlen, MTPD_TOK_EFORMAT,
-                     "%s: expected an object", path);
+                     "%s: expected an object", json_escz(q, sizeof q, path));
         goto out;
     }
     if ((rc = set_token(tok, root, "bos_token", &tok->bos_str, &tok->bos_id,

@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "json.h"
+
 #define U_USER "<\xef\xbd\x9cUser\xef\xbd\x9c>"
 #define U_ASSISTANT "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>"
 #define U_EOS "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
@@ -86,10 +88,14 @@ static int render_dsv3(const struct mtpd_tok *tok,
             !(strcmp(r, "system") == 0 || strcmp(r, "user") == 0 ||
               strcmp(r, "assistant") == 0 ||
               (!plain && strcmp(r, "tool") == 0)))
+        {
+            char q[JSON_ESC_CAP];
             return tok_err(err, errlen, MTPD_TOK_ETEMPLATE,
                            "messages[%zu]: role '%s' is not supported by the "
                            "%s chat template",
-                           i, r ? r : "(null)", mtpd_tok_chat_template_name(tok));
+                           i, json_escz(q, sizeof q, r),
+                           mtpd_tok_chat_template_name(tok));
+        }
     }
     int rc = 0, first_sp = 1;
     if (tok->bos_str)

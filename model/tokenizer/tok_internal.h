@@ -107,7 +107,6 @@ void tok_cache_put(struct tok_cache *c, const char *w, size_t len, uint64_t h,
 int tok_utf8_check(const char *s, size_t n, size_t *bad);
 /* Decodes one code point of valid UTF-8 at s; returns its byte length. */
 int tok_utf8_next(const unsigned char *s, uint32_t *cp);
-int tok_utf8_put(char *out, uint32_t cp);
 /*
  * Lossy UTF-8 decoding state machine (Rust String::from_utf8_lossy
  * semantics: each maximal invalid subpart becomes one U+FFFD). Feed bytes;

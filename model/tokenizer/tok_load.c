@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../json.h"
+#include "json.h"
 
 #define E_FMT MTPD_TOK_EFORMAT
 #define E_UNS MTPD_TOK_EUNSUPPORTED
@@ -74,10 +74,11 @@ static int merge_lookup(struct mtpd_tok *tok, const char *s, size_t n,
                         size_t i, int32_t *id, char *err, size_t errlen)
 {
     *id = tok_strmap_get(&tok->vocab, &tok->strs, s, n);
+    char q[JSON_ESC_CAP];
     if (*id < 0)
         return tok_err(err, errlen, E_FMT,
-                       "model.merges[%zu]: token '%.*s' is not in model.vocab",
-                       i, (int)(n > 80 ? 80 : n), s);
+                       "model.merges[%zu]: token '%s' is not in model.vocab",
+                       i, json_esc(q, sizeof q, s, n));
     return 0;
 }
 
@@ -105,10 +106,11 @@ static int load_merges(struct mtpd_tok *tok, const struct json *merges,
                 continue; /* legacy merges.txt header line */
             const char *sp = memchr(m->u.str, ' ', m->len);
             if (!sp || memchr(sp + 1, ' ', m->len - (size_t)(sp + 1 - m->u.str))) {
+                char q[JSON_ESC_CAP];
                 rc = tok_err(err, errlen, E_FMT,
                              "model.merges[%zu]: expected \"left right\" "
-                             "(exactly one space), got \"%.*s\"",
-                             i, (int)(m->len > 80 ? 80 : m->len), m->u.str);
+                             "(exactly one space), got \"%s\"",
+                             i, json_esc(q, sizeof q, m->u.str, m->len));
                 goto out;
             }
             a = m->u.str;
@@ -173,10 +175,11 @@ static int load_model(struct mtpd_tok *tok, const struct json *model,
     if (type) {
         if (type->type != JSON_STRING)
             return tok_err(err, errlen, E_FMT, "model.type: expected a string");
+        char q[JSON_ESC_CAP];
         if (strcmp(type->u.str, "BPE") != 0)
             return tok_err(err, errlen, E_UNS,
                            "model.type: '%s' is not supported (only BPE)",
-                           type->u.str);
+                           json_esc(q, sizeof q, type->u.str, type->len));
     } else if (!json_get(model, "merges")) {
         return tok_err(err, errlen, E_UNS,
                        "model: no 'type' and no 'merges': only BPE models "
@@ -213,11 +216,12 @@ static int load_model(struct mtpd_tok *tok, const struct json *model,
     for (size_t i = 0; i < vocab->len; i++) {
         const struct json_member *m = &vocab->u.members[i];
         int64_t id;
+        char q[JSON_ESC_CAP];
         if (json_int(m->val, &id) < 0 || id < 0 || id >= INT32_MAX - 1)
             return tok_err(err, errlen, E_FMT,
-                           "model.vocab['%.*s']: expected an id in "
+                           "model.vocab['%s']: expected an id in "
                            "[0, 2^31-2]",
-                           (int)(m->key_len > 80 ? 80 : m->key_len), m->key);
+                           json_esc(q, sizeof q, m->key, m->key_len));
         if (tok_utf8_check(m->key, m->key_len, NULL) < 0)
             return tok_err(err, errlen, E_FMT,
                            "model.vocab: key %zu is not valid UTF-8", i);
@@ -237,10 +241,11 @@ static int load_model(struct mtpd_tok *tok, const struct json *model,
             return tok_err(err, errlen, E_FMT,
                            "model.unk_token: expected a string or null");
         tok->unk_id = tok_strmap_get(&tok->vocab, &tok->strs, v->u.str, v->len);
+        char q[JSON_ESC_CAP];
         if (tok->unk_id < 0)
             return tok_err(err, errlen, E_FMT,
                            "model.unk_token: '%s' is not in model.vocab",
-                           v->u.str);
+                           json_esc(q, sizeof q, v->u.str, v->len));
     }
     return load_merges(tok, json_get(model, "merges"), err, errlen);
 }
@@ -327,11 +332,12 @@ static int load_normalizer(const struct json *n, const char *path, char *err,
     const struct json *type = req_str(n, "type", path, err, errlen);
     if (!type)
         return E_FMT;
+    char q[JSON_ESC_CAP];
     if (strcmp(type->u.str, "Sequence") != 0)
         return tok_err(err, errlen, E_UNS,
                        "%s.type: unsupported normalizer '%s' (only an empty "
                        "normalizer is supported)",
-                       path, type->u.str);
+                       path, json_esc(q, sizeof q, type->u.str, type->len));
     const struct json *list = json_get(n, "normalizers");
     if (!list || list->type != JSON_ARRAY)
         return tok_err(err, errlen, E_FMT,
@@ -455,6 +461,7 @@ static int load_pretok(struct mtpd_tok *tok, const struct json *p,
                            "{\"String\": ...}",
                            path);
         const struct json_member *m = &pat->u.members[0];
+        char q[JSON_ESC_CAP];
         int literal;
         if (strcmp(m->key, "Regex") == 0)
             literal = 0;
@@ -463,7 +470,7 @@ static int load_pretok(struct mtpd_tok *tok, const struct json *p,
         else
             return tok_err(err, errlen, E_FMT,
                            "%s.pattern: unknown kind '%s' (Regex or String)",
-                           path, m->key);
+                           path, json_esc(q, sizeof q, m->key, m->key_len));
         struct tok_stage *st = new_stage(tok, path, err, errlen);
         if (!st)
             return E_UNS;
@@ -480,7 +487,7 @@ static int load_pretok(struct mtpd_tok *tok, const struct json *p,
                                    sizeof(msg));
         if (!st->re)
             return tok_err(err, errlen, E_UNS, "%s.pattern.%s: %s", path,
-                           m->key, msg);
+                           m->key, json_escz(q, sizeof q, msg));
         return 0;
     }
     if (strcmp(t, "ByteLevel") == 0) {
@@ -539,8 +546,10 @@ static int load_pretok(struct mtpd_tok *tok, const struct json *p,
         free(re);
         return rc;
     }
+    char q[JSON_ESC_CAP];
     return tok_err(err, errlen, E_UNS,
-                   "%s.type: unsupported pre-tokenizer '%s'", path, t);
+                   "%s.type: unsupported pre-tokenizer '%s'", path,
+                   json_escz(q, sizeof q, t));
 }
 
 /* ---------------- decoder / post-processor ---------------- */
@@ -558,9 +567,10 @@ static int load_decoder(struct mtpd_tok *tok, const struct json *d, char *err,
         tok->decoder = TOK_DEC_BYTELEVEL;
         return 0;
     }
+    char q[JSON_ESC_CAP];
     return tok_err(err, errlen, E_UNS,
                    "decoder.type: unsupported decoder '%s' (only ByteLevel)",
-                   type->u.str);
+                   json_esc(q, sizeof q, type->u.str, type->len));
 }
 
 /* Resolves a TemplateProcessing special-token name to ids, appending. */
@@ -570,10 +580,11 @@ static int template_special(struct mtpd_tok *tok, const struct json *specials,
 {
     const struct json *s = json_get(specials, name);
     const struct json *ids = s ? json_get(s, "ids") : NULL;
+    char q[JSON_ESC_CAP];
     if (!ids || ids->type != JSON_ARRAY)
         return tok_err(err, errlen, E_FMT,
                        "%s: special token '%s' not in special_tokens", path,
-                       name);
+                       json_escz(q, sizeof q, name));
     int32_t *nv = realloc(*v, (*n + ids->len + 1) * sizeof(**v));
     if (!nv)
         return oom(err, errlen);
@@ -582,7 +593,8 @@ static int template_special(struct mtpd_tok *tok, const struct json *specials,
         int64_t id;
         if (json_int(ids->u.items[i], &id) < 0 || id < 0 || id >= INT32_MAX)
             return tok_err(err, errlen, E_FMT,
-                           "%s: special_tokens['%s'].ids: bad id", path, name);
+                           "%s: special_tokens['%s'].ids: bad id", path,
+                           json_escz(q, sizeof q, name));
         nv[(*n)++] = (int32_t)id;
     }
     (void)tok;
@@ -647,9 +659,10 @@ static int load_post(struct mtpd_tok *tok, const struct json *p,
         }
         return 0;
     }
+    char q[JSON_ESC_CAP];
     return tok_err(err, errlen, E_UNS,
                    "%s.type: unsupported post-processor '%s'", path,
-                   type->u.str);
+                   json_esc(q, sizeof q, type->u.str, type->len));
 }
 
 /* ---------------- derived tables ---------------- */
@@ -735,7 +748,7 @@ static int build_tables(struct mtpd_tok *tok, int32_t max_id, char *err,
     /* byte-level initial symbols, byte fallback, ignore_merges map */
     for (int b = 0; b < 256; b++) {
         char u[4];
-        int ul = tok_utf8_put(u, tok_bl_byte_to_cp((unsigned)b));
+        int ul = json_utf8_put(u, tok_bl_byte_to_cp((unsigned)b));
         tok->byte_id[b] = tok_strmap_get(&tok->vocab, &tok->strs, u, (size_t)ul);
         char fb[8];
         snprintf(fb, sizeof(fb), "<0x%02X>", b);
@@ -784,7 +797,9 @@ int tok_load_json(struct mtpd_tok *tok, const char *path, char *err,
     struct json_doc *doc = json_parse_file(path, jerr, sizeof(jerr));
     if (!doc) {
         int code = strncmp(jerr, "cannot ", 7) == 0 ? MTPD_TOK_EIO : E_FMT;
-        return tok_err(err, errlen, code, "%s: %s", path, jerr);
+        char q[JSON_ESC_CAP];
+        return tok_err(err, errlen, code, "%s: %s",
+                       json_escz(q, sizeof q, path), jerr);
     }
     const struct json *root = json_root(doc);
     int rc = 0;

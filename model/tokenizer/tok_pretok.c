@@ -28,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
+
 /*
  * Rust's regex crate \w (Alphabetic | M | Nd | Pc | Join_Control, Unicode
  * 16) as the body of a PCRE2 class: PCRE2 10.42's properties (Unicode 14)
@@ -87,17 +89,6 @@ static void sb_put(struct sbuf *b, const char *s, size_t n)
 }
 #define SB_LIT(b, lit) sb_put((b), (lit), sizeof(lit) - 1)
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Rewrites an Oniguruma pattern into PCRE2 syntax (see file comment).
  * Returns 0, or -1 with a message for constructs PCRE2 lacks. */
 static int onig_to_pcre2(const char *p, size_t n, struct sbuf *out,
@@ -139,9 +130,10 @@ static int onig_to_pcre2(const char *p, size_t n, struct sbuf *out,
                     SB_LIT(out, "[0-9a-fA-F]");
             } else if (d == 'H' && !in_class) {
                 SB_LIT(out, "[^0-9a-fA-F]");
-            } else if (d == 'u' && i + 5 < n + 0 && hexval(p[i + 2]) >= 0 &&
-                       hexval(p[i + 3]) >= 0 && hexval(p[i + 4]) >= 0 &&
-                       hexval(p[i + 5]) >= 0) {
+            } else if (d == 'u' && i + 5 < n && json_hexval(p[i + 2]) >= 0 &&
+                       json_hexval(p[i + 3]) >= 0 &&
+                       json_hexval(p[i + 4]) >= 0 &&
+                       json_hexval(p[i + 5]) >= 0) {
                 SB_LIT(out, "\\x{");
                 sb_put(out, p + i + 2, 4);
                 SB_LIT(out, "}");

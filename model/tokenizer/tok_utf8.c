@@ -14,35 +14,12 @@
 
 #include <string.h>
 
+#include "json.h"
+
 static const char REPL[3] = {(char)0xEF, (char)0xBF, (char)0xBD};
 
-/* Length of the sequence a lead byte starts, or 0 when it cannot lead. */
-static inline int lead_width(unsigned char b)
-{
-    if (b >= 0xC2 && b <= 0xDF)
-        return 2;
-    if (b >= 0xE0 && b <= 0xEF)
-        return 3;
-    if (b >= 0xF0 && b <= 0xF4)
-        return 4;
-    return 0;
-}
-
-/* Whether b may follow lead as the second byte (rules out overlongs,
- * surrogates and code points above U+10FFFF). */
-static inline int second_ok(unsigned char lead, unsigned char b)
-{
-    switch (lead) {
-    case 0xE0: return b >= 0xA0 && b <= 0xBF;
-    case 0xED: return b >= 0x80 && b <= 0x9F;
-    case 0xF0: return b >= 0x90 && b <= 0xBF;
-    case 0xF4: return b >= 0x80 && b <= 0x8F;
-    default: return b >= 0x80 && b <= 0xBF;
-    }
-}
-
-static inline int cont_ok(unsigned char b) { return (b & 0xC0) == 0x80; }
-
+/* The well-formedness rules (json_utf8_width, json_utf8_second_ok,
+ * json_utf8_cont) are shared with the JSON parser's escaping (json.h). */
 int tok_utf8_check(const char *str, size_t n, size_t *bad)
 {
     const unsigned char *s = (const unsigned char *)str;
@@ -61,11 +38,11 @@ int tok_utf8_check(const char *str, size_t n, size_t *bad)
             i++;
             continue;
         }
-        int w = lead_width(b);
-        if (!w || i + (size_t)w > n || !second_ok(b, s[i + 1]))
+        int w = json_utf8_width(b);
+        if (!w || i + (size_t)w > n || !json_utf8_second_ok(b, s[i + 1]))
             goto fail;
         for (int k = 2; k < w; k++)
-            if (!cont_ok(s[i + k]))
+            if (!json_utf8_cont(s[i + k]))
                 goto fail;
         i += (size_t)w;
     }
@@ -97,34 +74,10 @@ int tok_utf8_next(const unsigned char *s, uint32_t *cp)
     return 4;
 }
 
-int tok_utf8_put(char *out, uint32_t cp)
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* Whether byte b can extend the valid prefix pend[0..np). */
 static inline int extends(const unsigned char *pend, int np, unsigned char b)
 {
-    return np == 1 ? second_ok(pend[0], b) : cont_ok(b);
+    return np == 1 ? json_utf8_second_ok(pend[0], b) : json_utf8_cont(b);
 }
 
 int tok_utf8_lossy_feed(unsigned char *pend, int *npend, const char *str,
@@ -141,7 +94,7 @@ int tok_utf8_lossy_feed(unsigned char *pend, int *npend, const char *str,
             break;
         }
         pend[(*npend)++] = s[i++];
-        if (*npend == lead_width(pend[0])) {
+        if (*npend == json_utf8_width(pend[0])) {
             if (tok_buf_put(out, pend, (size_t)*npend) < 0)
                 return -1;
             *npend = 0;
@@ -155,11 +108,11 @@ int tok_utf8_lossy_feed(unsigned char *pend, int *npend, const char *str,
             i++;
             continue;
         }
-        int w = lead_width(b);
+        int w = json_utf8_width(b);
         int k = 1;
         if (w) {
             while (k < w && i + (size_t)k < n &&
-                   (k == 1 ? second_ok(b, s[i + 1]) : cont_ok(s[i + k])))
+                   (k == 1 ? json_utf8_second_ok(b, s[i + 1]) : json_utf8_cont(s[i + k])))
                 k++;
             if (k == w) {
                 i += (size_t)w;

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import struct
+import subprocess
 
 import pytest
 
@@ -330,3 +331,110 @@ def test_checkpoint_without_mtp_tensors(mtpd, presets, tmp_path):
 
 def test_nomtp_preset_mtp_flag(mtpd, presets):
     expect_error(mtpd, presets.dir("f16-nomtp"), "MTP", mtp=True)
+
+
+# ---- input quoted in messages is escaped -------------------------------------
+# Names and strings from the checkpoint are quoted in the error line; bytes
+# that are not printable UTF-8 (control characters, invalid UTF-8, lone
+# surrogates that \u escapes decode to) must come out as \xNN, so the line
+# is valid UTF-8 a terminal or a log can take.
+
+# raw invalid UTF-8, then JSON escapes decoding to BEL, ESC (a terminal
+# colour sequence) and a lone surrogate (WTF-8 bytes ED B3 BF)
+ODD = b"odd\xff\xfe\\u0007\\u001b[31m\\udcffname"
+
+
+def expect_escaped_error(binary, model_dir, *needles):
+    """Like expect_error, on the raw bytes of stderr: one line, valid UTF-8,
+    no control byte but its newline, containing every needle. -> the line."""
+    args = ["logits", "--model", model_dir, "--ids", IDS]
+    r = subprocess.run([binary] + args, capture_output=True, timeout=60)
+    assert r.returncode > 0, f"exit {r.returncode}\n{r.stderr!r}"
+    err = r.stderr
+    assert err.endswith(b"\n") and err.count(b"\n") == 1, err
+    line = err[:-1].decode("utf-8")  # raises on invalid UTF-8
+    bad = [c for c in line if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F]
+    assert not bad, f"control characters {bad!r} in {line!r}"
+    assert line.startswith("mtpd: error: "), line
+    for n in needles:
+        assert n in line, f"{n!r} not in: {line}"
+    return line
+
+
+def test_tensor_name_not_printable(mtpd, presets, tmp_path):
+    d = copy_preset(presets, SINGLE, tmp_path)
+    p = os.path.join(d, "model.safetensors")
+    header, data = header_of(p)
+    entry = header.pop(T_KVB)
+    entry["dtype"] = "Q4_K"  # so that the error names this tensor
+    hb = json.dumps(header)[:-1].encode()
+    hb += b', "' + ODD + b'": ' + json.dumps(entry).encode() + b"}"
+    write_raw(p, hb, data)
+    line = expect_escaped_error(mtpd, d, "model.safetensors",
+                                "odd\\xFF\\xFE\\x07\\x1B[31m\\xED\\xB3\\xBFname",
+                                "unknown dtype")
+    assert "Q4_K" in line
+
+
+def test_dtype_not_printable(mtpd, presets, tmp_path):
+    d = copy_preset(presets, SINGLE, tmp_path)
+    p = os.path.join(d, "model.safetensors")
+    header, data = header_of(p)
+    header[T_KVB]["dtype"] = "@@DT@@"
+    hb = json.dumps(header).encode().replace(b"@@DT@@", b"\\u0000\xc2\x85\x7f")
+    write_raw(p, hb, data)
+    expect_escaped_error(mtpd, d, T_KVB, 'unknown dtype "\\x00\\xC2\\x85\\x7F"')
+
+
+def test_index_key_not_printable(mtpd, presets, tmp_path):
+    d = copy_preset(presets, SHARDED, tmp_path)
+    p = os.path.join(d, "model.safetensors.index.json")
+    idx = json.load(open(p))
+    idx["weight_map"]["@@K@@"] = "../outside.safetensors"
+    with open(p, "wb") as f:
+        f.write(json.dumps(idx).encode().replace(b'"@@K@@"', b'"' + ODD + b'"'))
+    expect_escaped_error(mtpd, d, "index.json",
+                         "odd\\xFF\\xFE\\x07\\x1B[31m\\xED\\xB3\\xBFname",
+                         "shard must be a file name")
+
+
+def test_config_value_not_printable(mtpd, presets, tmp_path):
+    d = copy_preset(presets, SINGLE, tmp_path)
+    edit_config(d, lambda c: c.update(scoring_func="@@V@@"))
+    p = os.path.join(d, "config.json")
+    raw = open(p, "rb").read().replace(b"@@V@@", ODD)
+    open(p, "wb").write(raw)
+    expect_escaped_error(mtpd, d, "config.json", "scoring_func",
+                         "odd\\xFF\\xFE\\x07\\x1B[31m\\xED\\xB3\\xBFname")
+
+
+def test_config_key_not_printable(mtpd, presets, tmp_path):
+    # a raw control byte in a key is a JSON syntax error; the message
+    # locates it and must not echo the raw bytes around it
+    d = copy_preset(presets, SINGLE, tmp_path)
+    p = os.path.join(d, "config.json")
+    raw = open(p, "rb").read()
+    open(p, "wb").write(b'{"k\xff\xfe\x1b[31m": 1, ' + raw.lstrip()[1:])
+    expect_escaped_error(mtpd, d, "config.json", "control character")
+    # an unexpected raw byte where a value should be is quoted escaped
+    open(p, "wb").write(b'{"k": \x1b, ' + raw.lstrip()[1:])
+    expect_escaped_error(mtpd, d, "config.json", "'\\x1B'")
+    open(p, "wb").write(b'{"k": \xff, ' + raw.lstrip()[1:])
+    expect_escaped_error(mtpd, d, "config.json", "'\\xFF'")
+
+
+def test_long_odd_tensor_name_is_cut_cleanly(mtpd, presets, tmp_path):
+    # 3000 bytes of multi-byte characters and escapes: the quote is cut at a
+    # character boundary ("...") and the line stays one valid UTF-8 line
+    d = copy_preset(presets, SINGLE, tmp_path)
+    p = os.path.join(d, "model.safetensors")
+    header, data = header_of(p)
+    entry = header.pop(T_KVB)
+    entry["dtype"] = "Q4_K"
+    hb = json.dumps(header)[:-1].encode()
+    hb += b', "' + ("\u20ac\\u0007" * 300).encode() + b'": ' + \
+        json.dumps(entry).encode() + b"}"
+    write_raw(p, hb, data)
+    line = expect_escaped_error(mtpd, d, "model.safetensors", "\u20ac\\x07",
+                                "...: unknown dtype")
+    assert len(line.encode()) < 512

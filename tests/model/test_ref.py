@@ -73,7 +73,8 @@ def test_safetensors_roundtrip(tmp_path):
 
 
 def test_safetensors_readable_by_safetensors_lib(tmp_path):
-    st = pytest.importorskip("safetensors.numpy")
+    st = pytest.importorskip("safetensors.numpy",
+                             reason="pip package safetensors (tools/setup.sh)")
     x = np.random.default_rng(3).standard_normal((4, 6)).astype(np.float32)
     p = str(tmp_path / "y.safetensors")
     ckpt.write_safetensors(p, {"w": ("F32", x), "i": ("I32", np.arange(3, dtype=np.int32))})

@@ -1,8 +1,9 @@
 """`mtpd tokenize` behaviour beyond parity: bad tokenizer files, bad input
 lines, out-of-range ids, --add-bos, --info, chat/FIM errors.
 
-Uses the committed fixtures (tests/tokenizer/fixtures), so it runs without
-../shared; a few checks on the real tokenizers skip when it is absent.
+Uses the committed fixtures (tests/tokenizer/fixtures) and the committed
+default model, so it runs without ../shared; the checks on the real
+tokenizers there skip when it is absent.
 """
 import json
 import os
@@ -114,6 +115,47 @@ def test_malformed_tokenizer_json(tmp_path, mutate, needle):
     assert needle in err, err
 
 
+# odd bytes: a terminal escape, BEL and a lone surrogate (WTF-8 ED B3 BF)
+ODD = "\x1b[2J\x07\udcff"
+ODD_SHOWN = "\\x1B[2J\\x07\\xED\\xB3\\xBF"
+
+
+def odd_type(d):
+    d["model"]["type"] = ODD
+
+
+def odd_vocab_key(d):
+    d["model"]["vocab"][ODD] = "seven"
+
+
+def odd_merge(d):
+    d["model"]["merges"][3] = ["Ġ", ODD]
+
+
+def odd_decoder(d):
+    d["decoder"] = {"type": ODD}
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (odd_type, "model.type: '%s'" % ODD_SHOWN),
+    (odd_vocab_key, "model.vocab['%s']" % ODD_SHOWN),
+    (odd_merge, "token '%s' is not in model.vocab" % ODD_SHOWN),
+    (odd_decoder, "unsupported decoder '%s'" % ODD_SHOWN),
+])
+def test_quoted_input_is_escaped(tmp_path, mutate, needle):
+    """Strings from tokenizer.json quoted in an error come out as printable
+    UTF-8: control bytes and invalid UTF-8 as \\xNN."""
+    d = base()
+    mutate(d)
+    p = tmp_path / "tokenizer.json"
+    p.write_text(json.dumps(d))  # ASCII, with \u escapes
+    r = run(["--tokenizer", str(p)], '{"text": "hi"}\n')
+    assert r.returncode == 1 and r.stdout == b"", r.stderr
+    err = r.stderr.decode("utf-8")  # raises on invalid UTF-8
+    assert not [c for c in err[:-1] if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F], err
+    assert needle in err, err
+
+
 def test_not_json(tmp_path):
     p = tmp_path / "tokenizer.json"
     p.write_text('{"model": {"type": "BPE", ')
@@ -199,21 +241,32 @@ def test_chat_template_errors(tmp_path):
     assert "FIM" in lines(r)[0]["error"]
 
 
-@pytest.mark.skipif(not os.path.isdir(PYCODE), reason="no ../shared")
-def test_info_and_roles():
-    r = run(["--model", PYCODE, "--info"])
+# the committed default model always; the ../shared one when present
+INFO = [(os.path.join(ROOT, "models", "mtpd-code-small"), 0, 1, 6),
+        pytest.param(PYCODE, 8185, 8186, 8191, marks=pytest.mark.skipif(
+            not os.path.isdir(PYCODE), reason="no ../shared"))]
+
+
+@pytest.mark.parametrize("model,bos,eos,assistant", INFO)
+def test_info_and_roles(model, bos, eos, assistant):
+    r = run(["--model", model, "--info"])
     info = json.loads(r.stdout)
-    assert info == {"n_ids": 8192, "bos_id": 8185, "eos_id": 8186,
+    assert info == {"n_ids": 8192, "bos_id": bos, "eos_id": eos,
                     "chat_template": "deepseek-v3-plain"}
     bad = '{"messages": [{"role": "tool", "content": "x"}]}\n'
-    out = lines(run(["--model", PYCODE, "--chat"], bad))
+    out = lines(run(["--model", model, "--chat"], bad))
     assert "role 'tool'" in out[0]["error"]
-    noprompt = lines(run(["--model", PYCODE, "--chat"], json.dumps(
+    # a role quoted in the error is escaped (no raw control bytes)
+    odd = '{"messages": [{"role": "\\u001b[2J\\u0007", "content": "x"}]}\n'
+    r = run(["--model", model, "--chat"], odd)
+    err = lines(r)[0]["error"]
+    assert "role '\\x1B[2J\\x07'" in err, err
+    noprompt = lines(run(["--model", model, "--chat"], json.dumps(
         {"messages": [{"role": "user", "content": "hi"}],
          "add_generation_prompt": False}) + "\n"))[0]["ids"]
-    withp = lines(run(["--model", PYCODE, "--chat"], json.dumps(
+    withp = lines(run(["--model", model, "--chat"], json.dumps(
         {"messages": [{"role": "user", "content": "hi"}]}) + "\n"))[0]["ids"]
-    assert withp == noprompt + [8191]  # <｜Assistant｜>
+    assert withp == noprompt + [assistant]  # <｜Assistant｜>
 
 
 @pytest.mark.skipif(not os.path.isdir(DSV3), reason="no ../shared")

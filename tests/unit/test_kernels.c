@@ -582,6 +582,195 @@ static enum test_return test_matmul_pv(void)
     return TEST_PASS;
 }
 
+/* ---- batch invariance ---------------------------------------------- */
+
+#define INV_POOL 40 /* distinct x rows; batches of 2..INV_POOL rows */
+
+/* x rows [n, ldx] for a batch of n: pool rows (s + i) % INV_POOL, so each
+ * pool row sits at a different place (and with other neighbours) in each
+ * batch. */
+static void inv_batch(const float *xs, int ld, int n, int s, float *x)
+{
+    for (int i = 0; i < n; i++)
+        memcpy(x + (size_t)i * ld, xs + (size_t)((s + i) % INV_POOL) * ld,
+               (size_t)ld * sizeof *x);
+}
+
+/*
+ * kmatmul_rows(row0, row1) of every pool row alone (calling thread) vs the
+ * same row inside batches of n = 2..INV_POOL rows at shifting places, on
+ * pools of 1..3 threads: the bits must match (memcmp). Then each row of
+ * [row0, row1) against the full-range call.
+ */
+static enum test_return inv_matmul_case(enum kdtype dt, int rows, int cols,
+                                        int blk, struct kpool **pools,
+                                        int n_pools)
+{
+    enum kisa isas[KISA_COUNT];
+    int n_isa = supported_isas(isas);
+    struct tmat t;
+    int ld = cols + 3; /* unaligned rows: the kernels' staging copy too */
+    float *xs = malloc((size_t)INV_POOL * ld * sizeof *xs);
+    float *x = malloc((size_t)INV_POOL * ld * sizeof *x);
+    float *y1 = malloc((size_t)INV_POOL * rows * sizeof *y1);
+    float *y = malloc((size_t)INV_POOL * rows * sizeof *y);
+    enum test_return ret = TEST_FAIL;
+    if (tmat_new(&t, dt, rows, cols, blk) != 0 || !xs || !x || !y1 || !y)
+        goto out;
+    for (size_t i = 0; i < (size_t)INV_POOL * ld; i++)
+        xs[i] = rnd_f();
+    ret = TEST_PASS;
+    for (int ii = 0; ii < n_isa && ret == TEST_PASS; ii++) {
+        kisa_set(isas[ii]);
+        int rc = 0;
+        for (int r = 0; r < INV_POOL; r++) /* each row alone */
+            rc |= kmatmul(NULL, &t.m, xs + (size_t)r * ld, ld,
+                          y1 + (size_t)r * rows, rows, 1);
+        for (int pi = 0; pi < n_pools && ret == TEST_PASS && rc == 0; pi++)
+            for (int n = 2; n <= INV_POOL && ret == TEST_PASS; n++) {
+                int s = (n * 13 + pi * 7) % INV_POOL;
+                inv_batch(xs, ld, n, s, x);
+                rc |= kmatmul(pools[pi], &t.m, x, ld, y, rows, n);
+                for (int i = 0; i < n && rc == 0; i++) {
+                    int r = (s + i) % INV_POOL;
+                    if (memcmp(y + (size_t)i * rows, y1 + (size_t)r * rows,
+                               (size_t)rows * sizeof *y) != 0) {
+                        fprintf(stderr, "  %s %s %dx%d blk %d: row %d alone "
+                                "!= row %d of %d (pool %d)\n",
+                                kisa_str(isas[ii]), kdtype_str(dt), rows,
+                                cols, blk, r, i, n, kpool_size(pools[pi]));
+                        ret = TEST_FAIL;
+                        break;
+                    }
+                }
+            }
+        /* sub-ranges of rows (as the MoE's work items call it) */
+        for (int r0 = 0; r0 < rows && ret == TEST_PASS && rc == 0; r0 += 5) {
+            int r1 = r0 + 1 + (r0 * 7) % (rows - r0);
+            inv_batch(xs, ld, 9, r0, x);
+            rc |= kmatmul_rows(pools[r0 % n_pools], &t.m, r0, r1, x, ld, y,
+                               rows, 9);
+            for (int i = 0; i < 9 && rc == 0; i++) {
+                const float *want = y1 + (size_t)((r0 + i) % INV_POOL) * rows;
+                if (memcmp(y + (size_t)i * rows + r0, want + r0,
+                           (size_t)(r1 - r0) * sizeof *y) != 0) {
+                    fprintf(stderr, "  %s %s %dx%d: rows [%d,%d) differ from "
+                            "the full call\n", kisa_str(isas[ii]),
+                            kdtype_str(dt), rows, cols, r0, r1);
+                    ret = TEST_FAIL;
+                    break;
+                }
+            }
+        }
+        if (rc != 0) {
+            fprintf(stderr, "  kmatmul failed\n");
+            ret = TEST_FAIL;
+        }
+    }
+    kisa_set(kisa_detect());
+out:
+    tmat_free(&t);
+    free(xs);
+    free(x);
+    free(y1);
+    free(y);
+    return ret;
+}
+
+/* Every dtype; widths with one summation segment and with several (and,
+ * for many tokens, several L1 chunks); BF16 below and above the packed
+ * kernel's width; row counts that leave remainders after every register
+ * blocking and split unevenly across threads and L2 tiles. */
+static enum test_return test_matmul_invariant(void)
+{
+    struct kpool *pools[3];
+    for (int i = 0; i < 3; i++)
+        if ((pools[i] = kpool_new(i + 1)) == NULL)
+            return TEST_FAIL;
+    static const struct {
+        enum kdtype dt;
+        int rows, cols, blk;
+    } cases[] = {
+        {KDT_F32, 37, 300, 0},       {KDT_F32, 45, 2100, 0},
+        {KDT_BF16, 37, 17, 0},       {KDT_BF16, 37, 300, 0},
+        {KDT_BF16, 45, 2100, 0},     {KDT_F16, 37, 300, 0},
+        {KDT_F16, 45, 2100, 0},      {KDT_F8_E4M3, 37, 300, 128},
+        {KDT_F8_E4M3, 45, 2100, 128}, {KDT_F8_E4M3, 30, 1111, 7},
+    };
+    enum test_return ret = TEST_PASS;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases && ret == TEST_PASS;
+         i++)
+        ret = inv_matmul_case(cases[i].dt, cases[i].rows, cases[i].cols,
+                              cases[i].blk, pools, 3);
+    for (int i = 0; i < 3; i++)
+        kpool_free(pools[i]);
+    return ret;
+}
+
+/* kmatmul_pv: a token alone vs inside batches of 2..INV_POOL tokens. */
+static enum test_return inv_pv_case(enum kdtype dt, int rows, int cols,
+                                    int n_cols)
+{
+    enum kisa isas[KISA_COUNT];
+    int n_isa = supported_isas(isas);
+    struct tmat t;
+    int ld = rows + 1;
+    float *xs = malloc((size_t)INV_POOL * ld * sizeof *xs);
+    float *x = malloc((size_t)INV_POOL * ld * sizeof *x);
+    float *y1 = malloc((size_t)INV_POOL * n_cols * sizeof *y1);
+    float *y = malloc((size_t)INV_POOL * n_cols * sizeof *y);
+    enum test_return ret = TEST_FAIL;
+    if (tmat_new(&t, dt, rows, cols, 0) != 0 || !xs || !x || !y1 || !y)
+        goto out;
+    for (size_t i = 0; i < (size_t)INV_POOL * ld; i++)
+        xs[i] = rnd_f();
+    ret = TEST_PASS;
+    for (int ii = 0; ii < n_isa && ret == TEST_PASS; ii++) {
+        kisa_set(isas[ii]);
+        int rc = 0;
+        for (int r = 0; r < INV_POOL; r++)
+            rc |= kmatmul_pv(&t.m, n_cols, xs + (size_t)r * ld, ld,
+                             y1 + (size_t)r * n_cols, n_cols, 1);
+        for (int n = 2; n <= INV_POOL && ret == TEST_PASS && rc == 0; n++) {
+            int s = (n * 13) % INV_POOL;
+            inv_batch(xs, ld, n, s, x);
+            rc |= kmatmul_pv(&t.m, n_cols, x, ld, y, n_cols, n);
+            for (int i = 0; i < n && rc == 0; i++)
+                if (memcmp(y + (size_t)i * n_cols,
+                           y1 + (size_t)((s + i) % INV_POOL) * n_cols,
+                           (size_t)n_cols * sizeof *y) != 0) {
+                    fprintf(stderr, "  %s %s pv %dx%d cols %d: token %d of "
+                            "%d != alone\n", kisa_str(isas[ii]),
+                            kdtype_str(dt), rows, cols, n_cols, i, n);
+                    ret = TEST_FAIL;
+                    break;
+                }
+        }
+        if (rc != 0) {
+            fprintf(stderr, "  kmatmul_pv failed\n");
+            ret = TEST_FAIL;
+        }
+    }
+    kisa_set(kisa_detect());
+out:
+    tmat_free(&t);
+    free(xs);
+    free(x);
+    free(y1);
+    free(y);
+    return ret;
+}
+
+static enum test_return test_matmul_pv_invariant(void)
+{
+    static const enum kdtype dts[] = {KDT_F32, KDT_BF16, KDT_F16};
+    for (size_t d = 0; d < 3; d++)
+        if (inv_pv_case(dts[d], 301, 144, 144) != TEST_PASS ||
+            inv_pv_case(dts[d], 77, 200, 131) != TEST_PASS)
+            return TEST_FAIL;
+    return TEST_PASS;
+}
+
 /* ---- small ops ----------------------------------------------------- */
 
 static enum test_return test_dot_axpy(void)
@@ -940,6 +1129,8 @@ static const struct {
     {"matmul_f8_blk_odd", test_matmul_f8_blk_odd},
     {"matmul_tiled", test_matmul_tiled},
     {"matmul_pv", test_matmul_pv},
+    {"matmul_invariant", test_matmul_invariant},
+    {"matmul_pv_invariant", test_matmul_pv_invariant},
     {"dot_axpy", test_dot_axpy},
     {"rmsnorm", test_rmsnorm},
     {"rope", test_rope},

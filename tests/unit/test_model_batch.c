@@ -78,13 +78,16 @@ static enum test_return test_batch_equals_separate(void)
     for (int s = 0; s < NSEQ; s++) {
         CHECK(mtpd_kv_len(bat[s], -1) == pre[s] + add[s], "length of %d", s);
         for (int r = 0; r < add[s]; r++, row++) {
-            double dl = maxdiff(mtpd_ctx_logits(cx, row),
-                                ref_logits + ((size_t)s * 16 + r) * V, V);
-            double dh = maxdiff(mtpd_ctx_hidden(cx, row),
-                                ref_hidden + ((size_t)s * 16 + r) * H, H);
-            /* same math, different summation grouping in the kernels */
-            CHECK(dl < 1e-4 && dh < 1e-4, "seq %d row %d: logits %g hidden %g",
-                  s, r, dl, dh);
+            const float *rl = ref_logits + ((size_t)s * 16 + r) * V;
+            const float *rh = ref_hidden + ((size_t)s * 16 + r) * H;
+            /* batch invariance: the same bits (kernels.h, moe.c) */
+            CHECK(memcmp(mtpd_ctx_logits(cx, row), rl, sizeof(float) * V) ==
+                          0 &&
+                      memcmp(mtpd_ctx_hidden(cx, row), rh,
+                             sizeof(float) * H) == 0,
+                  "seq %d row %d: logits differ by %g, hidden by %g", s, r,
+                  maxdiff(mtpd_ctx_logits(cx, row), rl, V),
+                  maxdiff(mtpd_ctx_hidden(cx, row), rh, H));
         }
     }
     /* a failing call (one id out of range) changes no cache */
@@ -103,6 +106,98 @@ static enum test_return test_batch_equals_separate(void)
     free(ref_logits);
     free(ref_hidden);
     mtpd_ctx_free(cx);
+    mtpd_model_free(m);
+    return TEST_PASS;
+}
+
+/*
+ * Batch invariance with MoE routing: each sequence's step rows must get
+ * the same bits alone on one thread as inside calls with other sequences
+ * (other tokens, so its experts are shared with other rows or not, and
+ * each expert's row count changes), at every place in the call, on one
+ * and three threads; and a step fed in one call must match the same
+ * tokens fed one call per token (prompt chunks).
+ */
+#define NB 5
+static enum test_return test_rows_any_neighbours(void)
+{
+    char err[512];
+    struct mtpd_model *m;
+    CHECK(mtpd_model_load(g_dir, NULL, &m, err, sizeof(err)) == 0, "%s", err);
+    const struct mtpd_config *c = mtpd_model_config(m);
+    int V = c->vocab_size, H = c->hidden_size;
+    enum { PRE = 6, CAP = 32, MAXT = 5 };
+    int T[NB] = {1, 3, 5, 2, 4};
+    int32_t toks[NB][CAP];
+    for (int s = 0; s < NB; s++)
+        for (int i = 0; i < CAP; i++)
+            toks[s][i] = (int32_t)((s * 977 + i * 131 + 7) % V);
+    struct mtpd_ctx *c1 = mtpd_ctx_new(m, 64, 1), *c3 = mtpd_ctx_new(m, 64, 3);
+    float *ref = malloc(sizeof(float) * NB * MAXT * V);
+    float *refh = malloc(sizeof(float) * NB * MAXT * H);
+    struct mtpd_kv *kv[NB] = {0};
+    CHECK(c1 && c3 && ref && refh, "allocation");
+    for (int s = 0; s < NB; s++) {
+        CHECK((kv[s] = mtpd_kv_new(m, CAP)) != NULL, "kv allocation");
+        struct mtpd_seq pre = {kv[s], toks[s], PRE, PRE};
+        CHECK(mtpd_forward(c1, &pre, 1) == 0, "prefix %d", s);
+    }
+    /* alone, one thread */
+    for (int s = 0; s < NB; s++) {
+        struct mtpd_seq q = {kv[s], toks[s] + PRE, T[s], 0};
+        CHECK(mtpd_forward(c1, &q, 1) == 0, "alone %d", s);
+        for (int r = 0; r < T[s]; r++) {
+            memcpy(ref + ((size_t)s * MAXT + r) * V, mtpd_ctx_logits(c1, r),
+                   sizeof(float) * V);
+            memcpy(refh + ((size_t)s * MAXT + r) * H, mtpd_ctx_hidden(c1, r),
+                   sizeof(float) * H);
+        }
+        CHECK(mtpd_kv_truncate(kv[s], -1, PRE) == 0, "truncate");
+    }
+    /* with 1..NB-1 neighbours, rotated places, 1 or 3 threads */
+    for (int trial = 0; trial < 2 * NB * (NB - 1); trial++) {
+        int n = 2 + trial % (NB - 1), first = trial / (NB - 1) % NB;
+        struct mtpd_ctx *cx = trial & 1 ? c3 : c1;
+        struct mtpd_seq q[NB];
+        for (int i = 0; i < n; i++) {
+            int s = (first + i) % NB;
+            q[i] = (struct mtpd_seq){kv[s], toks[s] + PRE, T[s], 0};
+        }
+        CHECK(mtpd_forward(cx, q, n) == 0, "trial %d", trial);
+        for (int i = 0, row = 0; i < n; i++) {
+            int s = (first + i) % NB;
+            for (int r = 0; r < T[s]; r++, row++) {
+                const float *rl = ref + ((size_t)s * MAXT + r) * V;
+                const float *rh = refh + ((size_t)s * MAXT + r) * H;
+                CHECK(memcmp(mtpd_ctx_logits(cx, row), rl,
+                             sizeof(float) * V) == 0 &&
+                          memcmp(mtpd_ctx_hidden(cx, row), rh,
+                                 sizeof(float) * H) == 0,
+                      "seq %d row %d, place %d of %d, %d threads: logits "
+                      "differ by %g", s, r, i, n, trial & 1 ? 3 : 1,
+                      maxdiff(mtpd_ctx_logits(cx, row), rl, V));
+            }
+            CHECK(mtpd_kv_truncate(kv[s], -1, PRE) == 0, "truncate");
+        }
+    }
+    /* the same tokens one call each */
+    for (int s = 0; s < NB; s++) {
+        for (int r = 0; r < T[s]; r++) {
+            struct mtpd_seq q = {kv[s], toks[s] + PRE + r, 1, 0};
+            CHECK(mtpd_forward(c3, &q, 1) == 0, "token by token");
+            const float *rl = ref + ((size_t)s * MAXT + r) * V;
+            CHECK(memcmp(mtpd_ctx_logits(c3, 0), rl, sizeof(float) * V) == 0,
+                  "seq %d row %d fed alone: logits differ by %g", s, r,
+                  maxdiff(mtpd_ctx_logits(c3, 0), rl, V));
+        }
+        CHECK(mtpd_kv_truncate(kv[s], -1, PRE) == 0, "truncate");
+    }
+    for (int s = 0; s < NB; s++)
+        mtpd_kv_free(kv[s]);
+    free(ref);
+    free(refh);
+    mtpd_ctx_free(c1);
+    mtpd_ctx_free(c3);
     mtpd_model_free(m);
     return TEST_PASS;
 }
@@ -324,6 +419,7 @@ int main(int argc, char **argv)
 {
     static const struct test_case tests[] = {
         {"batch_equals_separate", test_batch_equals_separate},
+        {"rows_any_neighbours", test_rows_any_neighbours},
         {"truncate_then_recompute", test_truncate_then_recompute},
         {"attention_invariant", test_attention_invariant},
     };

@@ -179,7 +179,7 @@ static void sb_json(struct sb *b, const char *s, size_t n)
 /* byte-level char string of byte c */
 static void blchar(unsigned c, char out[4], size_t *n)
 {
-    *n = (size_t)tok_utf8_put(out, tok_bl_byte_to_cp(c));
+    *n = (size_t)json_utf8_put(out, tok_bl_byte_to_cp(c));
 }
 
 /*

@@ -1,0 +1,50 @@
+/*
+ * settings.c - process-wide settings of the library: where its log lines
+ * go and which SIMD code path the CPU ops take.
+ *
+ * The library never prints and never reads the environment; a program
+ * (the mtpd CLI, the daemon) decides both and passes them down here.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+#include "model_int.h"
+
+static mtpd_log_fn g_log_fn;
+static void *g_log_ud;
+
+void mtpd_set_log(mtpd_log_fn fn, void *ud)
+{
+    g_log_fn = fn;
+    g_log_ud = ud;
+}
+
+void mtpd_logf(int level, const char *fmt, ...)
+{
+    mtpd_log_fn fn = g_log_fn;
+    if (!fn)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fn(g_log_ud, level, msg);
+}
+
+int mtpd_set_isa(const char *name)
+{
+    if (!name || !*name)
+        return kisa_set(kisa_detect()) == MTPD_K_OK ? MTPD_OK : MTPD_EINVAL;
+    for (int i = 0; i < KISA_COUNT; i++)
+        if (strcmp(name, kisa_str((enum kisa)i)) == 0)
+            return kisa_set((enum kisa)i) == MTPD_K_OK ? MTPD_OK
+                                                       : MTPD_EINVAL;
+    return MTPD_EINVAL;
+}
+
+const char *mtpd_isa(void) { return kisa_str(kisa_active()); }
+
+const char *mtpd_isa_best(void) { return kisa_str(kisa_detect()); }
