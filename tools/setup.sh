@@ -25,8 +25,9 @@ fi
 # checkpoint writer is checked against the reference reader (test_ref.py).
 py_missing=()
 # openai and prometheus_client: the HTTP tests' clients (the official
-# OpenAI SDK, Prometheus' own text parser)
-for m in numpy pytest msgpack safetensors openai prometheus_client; do
+# OpenAI SDK, Prometheus' own text parser); wheel: `pip install
+# --no-build-isolation ./clients/python` (its test) works offline
+for m in numpy pytest msgpack safetensors openai prometheus_client wheel; do
     python3 -c "import $m" 2>/dev/null || py_missing+=("$m")
 done
 if ((${#py_missing[@]})); then
