@@ -5,7 +5,8 @@
 set -euo pipefail
 
 apt_pkgs=(build-essential pkg-config meson ninja-build libevent-dev
-          libmsgpack-dev libjemalloc-dev libpcre2-dev python3 python3-pip)
+          libmsgpack-dev libjemalloc-dev libpcre2-dev python3 python3-pip
+          libedit-dev gnuplot-nox)
 missing=()
 for p in "${apt_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" \
