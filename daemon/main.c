@@ -16,6 +16,7 @@ static const struct cmd_entry {
     {"logits", cmd_logits, "print main-model and MTP logits as JSON"},
     {"tokenize", cmd_tokenize, "encode/decode JSON lines with a tokenizer"},
     {"info", cmd_info, "describe a checkpoint (config, sizes, MTP modules)"},
+    {"serve", cmd_serve, "run the daemon: MessagePack-RPC over a socket"},
 };
 
 static void usage(FILE *f)

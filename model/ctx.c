@@ -81,28 +81,40 @@ struct mtpd_ctx *mtpd_ctx_new(const struct mtpd_model *m, int max_tokens,
     for (int i = 0; x->as && i < x->n_attn; i++) {
         x->as[i].qc = fbuf((size_t)ATTN_PAIRS(x) * (L + rope), &fail);
         x->as[i].oc = fbuf((size_t)ATTN_PAIRS(x) * (L + rope), &fail);
-        x->as[i].scores = fbuf((size_t)ATTN_ROWS * x->max_ctx, &fail);
+        x->as[i].cs.s = fbuf((size_t)ATTN_ROWS * ATTN_CHUNK_MAX, &fail);
+        x->as[i].cs.tmp = fbuf((size_t)ATTN_ROWS * L, &fail);
+        x->as[i].o = fbuf((size_t)ATTN_ROWS * L, &fail);
     }
     x->attn_split = -1;
-    x->split_tile = SPLIT_TILE;
+    x->attn_chunk = ATTN_CHUNK;
     const char *env = getenv("MTPD_ATTN_SPLIT"); /* tests, benchmarks */
     if (env && (env[0] == '0' || env[0] == '1') && env[1] == '\0')
         x->attn_split = env[0] - '0';
     if (x->n_attn >= 2 && !fail) {
         size_t P = (size_t)(max_tokens < SPLIT_ROWS ? max_tokens : SPLIT_ROWS) *
                    (size_t)H;
-        x->sp.qc = fbuf(P * (L + rope), &fail);
-        x->sp.oc = fbuf(P * L, &fail);
-        x->sp.part = calloc((size_t)x->n_attn, sizeof(*x->sp.part));
-        if (!x->sp.part)
+        struct split_scratch *sp = &x->sp;
+        /* every chunk of the longest context in one round, unless that
+         * takes more than SPLIT_ROUND_BYTES */
+        size_t chunks = ((size_t)x->max_ctx + ATTN_CHUNK - 1) / ATTN_CHUNK;
+        size_t cap = SPLIT_ROUND_BYTES / (sizeof(float) * P * (L + 2));
+        if (cap < (size_t)x->n_attn)
+            cap = (size_t)x->n_attn;
+        sp->n_round = (int)(chunks < cap ? chunks : cap);
+        sp->qc = fbuf(P * (L + rope), &fail);
+        sp->oc = fbuf(P * L, &fail);
+        sp->m = fbuf(P, &fail);
+        sp->l = fbuf(P, &fail);
+        sp->vis = calloc(P, sizeof(int));
+        sp->rm = fbuf((size_t)sp->n_round * P, &fail);
+        sp->rl = fbuf((size_t)sp->n_round * P, &fail);
+        sp->ro = fbuf((size_t)sp->n_round * P * L, &fail);
+        sp->part = calloc((size_t)x->n_attn, sizeof(*sp->part));
+        if (!sp->part || !sp->vis)
             fail = 1;
-        for (int i = 0; x->sp.part && i < x->n_attn; i++) {
-            struct split_part *sp = &x->sp.part[i];
-            sp->m = fbuf(P, &fail);
-            sp->l = fbuf(P, &fail);
-            sp->o = fbuf(P * L, &fail);
-            sp->s = fbuf(P * SPLIT_TILE, &fail);
-            sp->tmp = fbuf(P * L, &fail);
+        for (int i = 0; sp->part && i < x->n_attn; i++) {
+            sp->part[i].s = fbuf(P * ATTN_CHUNK_MAX, &fail);
+            sp->part[i].tmp = fbuf(P * L, &fail);
         }
     }
     if (fail) {
@@ -125,19 +137,22 @@ void mtpd_ctx_free(struct mtpd_ctx *x)
         for (int i = 0; i < x->n_attn; i++) {
             free(x->as[i].qc);
             free(x->as[i].oc);
-            free(x->as[i].scores);
+            free(x->as[i].cs.s);
+            free(x->as[i].cs.tmp);
+            free(x->as[i].o);
         }
     free(x->as);
-    if (x->sp.part)
+    struct split_scratch *sp = &x->sp;
+    if (sp->part)
         for (int i = 0; i < x->n_attn; i++) {
-            struct split_part *sp = &x->sp.part[i];
-            float *b[] = {sp->m, sp->l, sp->o, sp->s, sp->tmp};
-            for (size_t k = 0; k < sizeof(b) / sizeof(b[0]); k++)
-                free(b[k]);
+            free(sp->part[i].s);
+            free(sp->part[i].tmp);
         }
-    free(x->sp.part);
-    free(x->sp.qc);
-    free(x->sp.oc);
+    free(sp->part);
+    float *spb[] = {sp->qc, sp->oc, sp->m, sp->l, sp->rm, sp->rl, sp->ro};
+    for (size_t i = 0; i < sizeof(spb) / sizeof(spb[0]); i++)
+        free(spb[i]);
+    free(sp->vis);
     float *bufs[] = {x->x, x->xn, x->tmp, x->qa, x->q, x->kva, x->attn,
                      x->ffn_h, x->ffn_u, x->cat, x->topk_w, x->ffn_wt,
                      x->ffn_x, x->ffn_y, x->route_tmp, x->router, x->hidden,

@@ -62,6 +62,29 @@ static int plan_rows(struct mtpd_ctx *c, int module, struct mtpd_kv *const *kvs,
     return total;
 }
 
+/* Takes the pages every sequence's new rows need, all or none: on
+ * MTPD_ENOMEM the pages taken so far go back and no cache changed. */
+static int take_pages(struct mtpd_kv *const *kvs, const int *ntok,
+                      int module, int n_seqs)
+{
+    for (int s = 0; s < n_seqs; s++) {
+        int rc = kv_grow(kvs[s], mtpd_kv_len(kvs[s], module) + ntok[s]);
+        if (rc) {
+            for (int q = 0; q < s; q++)
+                kv_fit(kvs[q]);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* After a failed call: give back the pages it took. */
+static void drop_pages(struct mtpd_kv *const *kvs, int n_seqs)
+{
+    for (int s = 0; s < n_seqs; s++)
+        kv_fit(kvs[s]);
+}
+
 /* Applies the final norm (into c->hidden) and the head to marked rows. */
 static int finish(struct mtpd_ctx *c, const struct wvec *norm,
                   const struct kmat *head)
@@ -107,17 +130,23 @@ int mtpd_forward(struct mtpd_ctx *c, const struct mtpd_seq *seqs, int n_seqs)
     int n = plan_rows(c, -1, kvs, toks, ntok, lfrom, n_seqs);
     if (n <= 0)
         return n;
+    int rc = take_pages(kvs, ntok, -1, n_seqs);
+    if (rc) {
+        c->n_rows = 0;
+        return rc;
+    }
     int hid = m->cfg.hidden_size, r = 0;
     for (int s = 0; s < n_seqs; s++)
         for (int i = 0; i < ntok[s]; i++, r++)
             embed_row(&m->embed, toks[s][i], c->x + (size_t)r * hid);
-    int rc = 0;
     for (int l = 0; l < m->cfg.num_hidden_layers && rc == 0; l++)
         rc = decoder_block(c, &m->layers[l], l, n);
     if (rc == 0)
         rc = finish(c, &m->final_norm, &m->lm_head);
-    if (rc)
+    if (rc) {
+        drop_pages(kvs, n_seqs);
         return rc;
+    }
     for (int s = 0; s < n_seqs; s++)
         kvs[s]->len_main += ntok[s];
     return 0;
@@ -147,6 +176,11 @@ int mtpd_mtp_forward(struct mtpd_ctx *c, int module,
     int n = plan_rows(c, module, kvs, toks, ntok, lfrom, n_seqs);
     if (n <= 0)
         return n;
+    int rc = take_pages(kvs, ntok, module, n_seqs);
+    if (rc) {
+        c->n_rows = 0;
+        return rc;
+    }
     int hid = m->cfg.hidden_size, r = 0;
     /* cat [n, 2 * hid] = [enorm(embed(t)) ; hnorm(h)]; the embedding is
      * zeroed at absolute position 0 (vLLM's convention). The hidden rows
@@ -162,13 +196,17 @@ int mtpd_mtp_forward(struct mtpd_ctx *c, int module,
             }
             wnorm(m, e + hid, seqs[s].hidden + (size_t)i * hid, &w->hnorm);
         }
-    if (kmatmul(c->pool, &w->eh_proj, c->cat, 2 * hid, c->x, hid, n))
-        return MTPD_EINVAL;
-    int rc = decoder_block(c, &w->block, m->cfg.num_hidden_layers + module, n);
+    rc = kmatmul(c->pool, &w->eh_proj, c->cat, 2 * hid, c->x, hid, n)
+             ? MTPD_EINVAL : 0;
+    if (rc == 0)
+        rc = decoder_block(c, &w->block, m->cfg.num_hidden_layers + module,
+                           n);
     if (rc == 0)
         rc = finish(c, &w->head_norm, &w->head);
-    if (rc)
+    if (rc) {
+        drop_pages(kvs, n_seqs);
         return rc;
+    }
     for (int s = 0; s < n_seqs; s++)
         kvs[s]->len_mtp[module] += ntok[s];
     return 0;

@@ -22,40 +22,50 @@ struct attn_job {
     const struct layer_w *w;
     int kv_layer;
     int n;
+    int err; /* first error of any part (atomic), 0 if none */
 };
 
+void attn_set_err(int *err, int rc)
+{
+    int none = 0;
+    if (rc)
+        __atomic_compare_exchange_n(err, &none, rc, 0, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED);
+}
+
 /*
- * Scores, softmax and attended latents for query pairs [p0, p1) of the
- * heads being done (pair p = row p / nh, head p % nh; all rows of one
- * sequence, so one cache; p1 - p0 <= ATTN_ROWS). The cache rows up to the
- * last row's position are read once for all of them - scores as one
- * matmul over the cache rows, the latents as one kmatmul_pv - and each
- * pair's probabilities past its row's position are zero (causal mask).
+ * Attended latents for query pairs [p0, p1) of the heads being done
+ * (pair p = row p / nh, head p % nh; all rows of one sequence, so one
+ * cache; p1 - p0 <= ATTN_ROWS): chunk by chunk up to the last row's
+ * position (mla_chunk.c), each chunk's pages read once for all of them,
+ * merged in chunk order, then divided by the softmax sum.
  */
-static void attn_pairs(struct attn_job *j, struct attn_scratch *s, int nh,
-                       int p0, int p1)
+static int attn_pairs(struct attn_job *j, struct attn_scratch *s, int nh,
+                      int p0, int p1)
 {
     struct mtpd_ctx *c = j->c;
-    const struct mtpd_config *cfg = &c->m->cfg;
-    int row_floats = cfg->kv_lora_rank + cfg->qk_rope_head_dim;
-    int ld = c->max_ctx, npos = c->rows[(p1 - 1) / nh].pos + 1;
+    const int L = c->m->cfg.kv_lora_rank;
+    const int rf = L + c->m->cfg.qk_rope_head_dim, np = p1 - p0;
     const struct mtpd_kv *kv = c->rows[p0 / nh].kv;
-    struct kmat kc = {.dtype = kv->dtype, .rows = npos, .cols = row_floats,
-                      .data = kv->layer[j->kv_layer]};
-    /* scores [p1 - p0, npos] = queries . cache rows */
-    kmatmul(NULL, &kc, s->qc + (size_t)p0 * row_floats, row_floats,
-            s->scores, ld, p1 - p0);
-    for (int p = p0; p < p1; p++) {
-        float *sc = s->scores + (size_t)(p - p0) * ld;
-        int np = c->rows[p / nh].pos + 1;
-        for (int t = 0; t < np; t++)
-            sc[t] *= c->m->softmax_scale;
-        ksoftmax(sc, np);
-        memset(sc + np, 0, sizeof(float) * (size_t)(npos - np));
+    for (int p = 0; p < np; p++) {
+        s->vis[p] = c->rows[(p0 + p) / nh].pos + 1;
+        s->m[p] = -INFINITY;
+        s->l[p] = 0.0f;
     }
-    /* oc [p1 - p0, kv_lora] = probabilities x the cache rows' c_kv */
-    kmatmul_pv(&kc, cfg->kv_lora_rank, s->scores, ld,
-               s->oc + (size_t)p0 * row_floats, row_floats, p1 - p0);
+    float *o = s->oc + (size_t)p0 * rf;
+    int cp = attn_chunk_pos(c, kv), npos = s->vis[np - 1];
+    for (int ch = 0; ch * cp < npos; ch++) {
+        int rc = attn_chunk(c, kv, j->kv_layer, ch, s->qc + (size_t)p0 * rf,
+                            rf, np, s->vis, &s->cs, s->mc, s->lc, s->o, L);
+        if (rc)
+            return rc;
+        for (int p = 0; p < np; p++)
+            attn_merge(&s->m[p], &s->l[p], o + (size_t)p * rf, s->mc[p],
+                       s->lc[p], s->o + (size_t)p * L, L);
+    }
+    for (int p = 0; p < np; p++)
+        attn_normalize(o + (size_t)p * rf, s->l[p], L);
+    return 0;
 }
 
 /* W_UK (part 0: nope rows) or W_UV (part 1: v rows) of head h: its rows
@@ -72,28 +82,31 @@ static struct kmat head_rows(const struct mtpd_config *cfg,
                                  r0 * L * kdtype_size(kvb->dtype)};
 }
 
-void mla_absorb_q(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,
-                  float *dst, int ld)
+int mla_absorb_q(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,
+                 float *dst, int ld)
 {
     const struct mtpd_config *cfg = &c->m->cfg;
     int nope = cfg->qk_nope_head_dim, rope = cfg->qk_rope_head_dim;
     int qk = nope + rope, H = cfg->num_attention_heads;
     int L = cfg->kv_lora_rank;
     struct kmat uk = head_rows(cfg, &w->kv_bd, h, 0);
-    kmatmul_pv(&uk, L, c->q + (size_t)h * qk, H * qk, dst, ld, n);
+    if (kmatmul_pv(&uk, L, c->q + (size_t)h * qk, H * qk, dst, ld, n))
+        return MTPD_EINVAL;
     for (int r = 0; r < n; r++)
         memcpy(dst + (size_t)r * ld + L,
                c->q + (size_t)r * H * qk + (size_t)h * qk + nope,
                sizeof(float) * rope);
+    return 0;
 }
 
-void mla_head_out(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,
-                  const float *oc, int ld)
+int mla_head_out(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,
+                 const float *oc, int ld)
 {
     const struct mtpd_config *cfg = &c->m->cfg;
     int vd = cfg->v_head_dim, H = cfg->num_attention_heads;
     struct kmat uv = head_rows(cfg, &w->kv_bd, h, 1);
-    kmatmul(NULL, &uv, oc, ld, c->attn + (size_t)h * vd, H * vd, n);
+    int rc = kmatmul(NULL, &uv, oc, ld, c->attn + (size_t)h * vd, H * vd, n);
+    return rc == MTPD_K_ENOMEM ? MTPD_ENOMEM : rc ? MTPD_EINVAL : 0;
 }
 
 /* Heads hs[0..nh) for every row of the call: q_c = q_nope W_UK per head
@@ -110,17 +123,22 @@ static void attn_heads(struct attn_job *j, struct attn_scratch *s,
     const struct mtpd_config *cfg = &c->m->cfg;
     int rf = cfg->kv_lora_rank + cfg->qk_rope_head_dim, n = j->n;
 
-    for (int hl = 0; hl < nh; hl++)
-        mla_absorb_q(c, j->w, hs[hl], n, s->qc + (size_t)hl * rf, nh * rf);
-    for (int r0 = 0, r1; r0 < n; r0 = r1) { /* rows of one sequence */
+    int rc = 0;
+    for (int hl = 0; hl < nh && rc == 0; hl++)
+        rc = mla_absorb_q(c, j->w, hs[hl], n, s->qc + (size_t)hl * rf,
+                          nh * rf);
+    for (int r0 = 0, r1; r0 < n && rc == 0; r0 = r1) { /* one sequence */
         for (r1 = r0 + 1; r1 < n && c->rows[r1].kv == c->rows[r0].kv; r1++)
             ;
-        for (int p = r0 * nh; p < r1 * nh; p += ATTN_ROWS)
-            attn_pairs(j, s, nh, p,
-                       r1 * nh - p < ATTN_ROWS ? r1 * nh : p + ATTN_ROWS);
+        for (int p = r0 * nh; p < r1 * nh && rc == 0; p += ATTN_ROWS)
+            rc = attn_pairs(j, s, nh, p,
+                            r1 * nh - p < ATTN_ROWS ? r1 * nh
+                                                    : p + ATTN_ROWS);
     }
-    for (int hl = 0; hl < nh; hl++)
-        mla_head_out(c, j->w, hs[hl], n, s->oc + (size_t)hl * rf, nh * rf);
+    for (int hl = 0; hl < nh && rc == 0; hl++)
+        rc = mla_head_out(c, j->w, hs[hl], n, s->oc + (size_t)hl * rf,
+                          nh * rf);
+    attn_set_err(&j->err, rc);
 }
 
 /* Part `part` takes heads part, part + n_parts, ..., in groups that fit
@@ -192,12 +210,15 @@ int mla_block(struct mtpd_ctx *c, const struct layer_w *w, int kv_layer,
                         rope, c->rope_cs);
     }
     if (mla_split_usable(c, n)) {
-        mla_split_attend(c, w, kv_layer, n);
+        rc = mla_split_attend(c, w, kv_layer, n);
     } else {
         struct attn_job job = {.c = c, .w = w, .kv_layer = kv_layer, .n = n};
         int parts = c->n_attn < H ? c->n_attn : H;
         kpool_run(c->pool, attn_part, &job, parts);
+        rc = job.err;
     }
+    if (rc)
+        return rc;
     /* x += o_proj(attn) */
     rc = kmatmul(c->pool, &w->o, c->attn, H * cfg->v_head_dim, c->tmp, hid, n);
     if (rc)

@@ -31,9 +31,10 @@ struct split_job {
     struct mtpd_ctx *c;
     const struct layer_w *w;
     int kv_layer;
-    int n;     /* rows (one sequence) */
-    int npos;  /* cache positions the last row sees */
-    int parts; /* position shares in phase 2 */
+    int n;      /* rows (one sequence) */
+    int c0, c1; /* chunks of this round */
+    int last;   /* this round ends the attention */
+    int err;    /* first error of any part (atomic), 0 if none */
 };
 
 /* Phase 1: absorbed queries of heads part, part + n_parts, ... */
@@ -43,98 +44,60 @@ static void absorb_part(void *arg, int part, int n_parts)
     const struct mtpd_config *cfg = &j->c->m->cfg;
     int H = cfg->num_attention_heads;
     int rf = cfg->kv_lora_rank + cfg->qk_rope_head_dim;
-    for (int h = part; h < H; h += n_parts)
-        mla_absorb_q(j->c, j->w, h, j->n, j->c->sp.qc + (size_t)h * rf,
-                     H * rf);
+    int rc = 0;
+    for (int h = part; h < H && rc == 0; h += n_parts)
+        rc = mla_absorb_q(j->c, j->w, h, j->n, j->c->sp.qc + (size_t)h * rf,
+                          H * rf);
+    attn_set_err(&j->err, rc);
 }
 
-/* Phase 2: positions [p0, p1) of share `part` for every pair. */
-static void positions_part(void *arg, int part, int n_parts)
+/* Phase 2: a contiguous share of the round's chunks, every pair. */
+static void chunks_part(void *arg, int part, int n_parts)
 {
     struct split_job *j = arg;
     struct mtpd_ctx *c = j->c;
     const struct mtpd_config *cfg = &c->m->cfg;
     int L = cfg->kv_lora_rank, rf = L + cfg->qk_rope_head_dim;
-    int H = cfg->num_attention_heads, P = j->n * H;
-    int blocks = (j->npos + 15) / 16; /* shares start on 16 positions */
-    int p0 = blocks * part / n_parts * 16;
-    int p1 = blocks * (part + 1) / n_parts * 16;
-    if (p1 > j->npos)
-        p1 = j->npos;
-    struct split_part *sp = &c->sp.part[part];
-    for (int p = 0; p < P; p++) {
-        sp->m[p] = -INFINITY;
-        sp->l[p] = 0.0f;
-    }
-    memset(sp->o, 0, sizeof(float) * (size_t)P * L);
-    const struct mtpd_kv *kv = c->rows[0].kv;
-    const float scale = c->m->softmax_scale;
-    const int tile = c->split_tile;
-    for (int t0 = p0; t0 < p1; t0 += tile) {
-        int nt = p1 - t0 < tile ? p1 - t0 : tile;
-        struct kmat kc = {.dtype = kv->dtype, .rows = nt, .cols = rf,
-                          .data = kv_at(kv, j->kv_layer, t0)};
-        /* s [P, nt] = queries . cache rows t0 .. t0 + nt */
-        kmatmul(NULL, &kc, c->sp.qc, rf, sp->s, SPLIT_TILE, P);
-        for (int p = 0; p < P; p++) {
-            float *s = sp->s + (size_t)p * SPLIT_TILE;
-            int valid = c->rows[p / H].pos + 1 - t0; /* causal mask */
-            valid = valid < 0 ? 0 : valid > nt ? nt : valid;
-            if (valid == 0) {
-                memset(s, 0, sizeof(float) * (size_t)nt);
-                continue;
-            }
-            float mt = scale * s[kargmax(s, valid)];
-            float mo = sp->m[p], mn = mt > mo ? mt : mo;
-            if (mn > mo && mo > -INFINITY) { /* rescale what came before */
-                float a = expf(mo - mn);
-                sp->l[p] *= a;
-                float *o = sp->o + (size_t)p * L;
-                for (int i = 0; i < L; i++)
-                    o[i] *= a;
-            }
-            sp->m[p] = mn;
-            sp->l[p] += kexp_sum(s, valid, scale, mn);
-            memset(s + valid, 0, sizeof(float) * (size_t)(nt - valid));
-        }
-        /* o [P, L] += probabilities x the tile's c_kv */
-        kmatmul_pv(&kc, L, sp->s, SPLIT_TILE, sp->tmp, L, P);
-        for (size_t i = 0; i < (size_t)P * L; i++)
-            sp->o[i] += sp->tmp[i];
-    }
+    int P = j->n * cfg->num_attention_heads, nc = j->c1 - j->c0;
+    struct split_scratch *sp = &c->sp;
+    int rc = 0;
+    for (int k = nc * part / n_parts; k < nc * (part + 1) / n_parts && !rc;
+         k++)
+        rc = attn_chunk(c, c->rows[0].kv, j->kv_layer, j->c0 + k, sp->qc, rf,
+                        P, sp->vis, &sp->part[part], sp->rm + (size_t)k * P,
+                        sp->rl + (size_t)k * P, sp->ro + (size_t)k * P * L,
+                        L);
+    attn_set_err(&j->err, rc);
 }
 
-/* Phase 3: merge the shares for heads part, part + n_parts, ..., then
- * attn[:, h*vd ..] = o W_UV^T. */
+/* Phase 3: for heads part, part + n_parts, ...: fold the round's chunks
+ * into the running (m, l, o) in chunk order; after the last round divide
+ * by l and attn[:, h*vd ..] = o W_UV^T. */
 static void merge_part(void *arg, int part, int n_parts)
 {
     struct split_job *j = arg;
     struct mtpd_ctx *c = j->c;
     const struct mtpd_config *cfg = &c->m->cfg;
-    int L = cfg->kv_lora_rank, H = cfg->num_attention_heads;
-    for (int h = part; h < H; h += n_parts) {
+    int L = cfg->kv_lora_rank, H = cfg->num_attention_heads, P = j->n * H;
+    struct split_scratch *sp = &c->sp;
+    int rc = 0;
+    for (int h = part; h < H && rc == 0; h += n_parts) {
         for (int r = 0; r < j->n; r++) {
             int p = r * H + h;
-            float M = -INFINITY;
-            for (int t = 0; t < j->parts; t++)
-                M = c->sp.part[t].m[p] > M ? c->sp.part[t].m[p] : M;
-            float *o = c->sp.oc + (size_t)p * L;
-            memset(o, 0, sizeof(float) * (size_t)L);
-            double l = 0.0;
-            for (int t = 0; t < j->parts; t++) {
-                const struct split_part *sp = &c->sp.part[t];
-                if (!(sp->m[p] > -INFINITY))
-                    continue; /* no visible position in this share */
-                float a = expf(sp->m[p] - M);
-                l += (double)a * sp->l[p];
-                kaxpy(o, a, sp->o + (size_t)p * L, L);
+            float *o = sp->oc + (size_t)p * L;
+            for (int k = 0; k < j->c1 - j->c0; k++) {
+                size_t q = (size_t)k * P + p;
+                attn_merge(&sp->m[p], &sp->l[p], o, sp->rm[q], sp->rl[q],
+                           sp->ro + q * L, L);
             }
-            float inv = (float)(1.0 / l);
-            for (int i = 0; i < L; i++)
-                o[i] *= inv;
+            if (j->last)
+                attn_normalize(o, sp->l[p], L);
         }
-        mla_head_out(c, j->w, h, j->n, c->sp.oc + (size_t)h * L, H * L);
+        if (j->last)
+            rc = mla_head_out(c, j->w, h, j->n, sp->oc + (size_t)h * L,
+                              H * L);
     }
+    attn_set_err(&j->err, rc);
 }
 
 int mla_split_usable(const struct mtpd_ctx *c, int n)
@@ -148,14 +111,28 @@ int mla_split_usable(const struct mtpd_ctx *c, int n)
     return c->attn_split == 1 || c->rows[n - 1].pos + 1 >= SPLIT_MIN_CTX;
 }
 
-void mla_split_attend(struct mtpd_ctx *c, const struct layer_w *w,
-                      int kv_layer, int n)
+int mla_split_attend(struct mtpd_ctx *c, const struct layer_w *w,
+                     int kv_layer, int n)
 {
-    int H = c->m->cfg.num_attention_heads;
-    struct split_job j = {.c = c, .w = w, .kv_layer = kv_layer, .n = n,
-                          .npos = c->rows[n - 1].pos + 1,
-                          .parts = c->n_attn};
-    kpool_run(c->pool, absorb_part, &j, c->n_attn < H ? c->n_attn : H);
-    kpool_run(c->pool, positions_part, &j, j.parts);
-    kpool_run(c->pool, merge_part, &j, c->n_attn < H ? c->n_attn : H);
+    int H = c->m->cfg.num_attention_heads, heads = c->n_attn < H ? c->n_attn
+                                                                  : H;
+    struct split_scratch *sp = &c->sp;
+    for (int p = 0; p < n * H; p++) {
+        sp->vis[p] = c->rows[p / H].pos + 1;
+        sp->m[p] = -INFINITY;
+        sp->l[p] = 0.0f;
+    }
+    int cp = attn_chunk_pos(c, c->rows[0].kv);
+    int nch = (c->rows[n - 1].pos + 1 + cp - 1) / cp;
+    struct split_job j = {.c = c, .w = w, .kv_layer = kv_layer, .n = n};
+    kpool_run(c->pool, absorb_part, &j, heads);
+    for (j.c0 = 0; j.c0 < nch && j.err == 0; j.c0 = j.c1) {
+        j.c1 = nch - j.c0 < sp->n_round ? nch : j.c0 + sp->n_round;
+        j.last = j.c1 == nch;
+        kpool_run(c->pool, chunks_part, &j,
+                  c->n_attn < j.c1 - j.c0 ? c->n_attn : j.c1 - j.c0);
+        if (j.err == 0)
+            kpool_run(c->pool, merge_part, &j, heads);
+    }
+    return j.err;
 }

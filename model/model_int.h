@@ -75,30 +75,84 @@ struct mtpd_model {
     enum kdtype kv_dtype; /* KDT_F32 or KDT_BF16 (mtpd_load_opts.kv_bf16) */
 };
 
-/* Latent cache: per layer, rows of (kv_lora normed c_kv, rope roped k_pe). */
+/*
+ * Paged latent cache (kv.c). A pool hands out pages of page_pos positions;
+ * one page holds those positions for every layer (main layers, then one
+ * per MTP module): layer l's rows of a page are contiguous, at
+ * page + l * layer_bytes, row_bytes apart (kv_lora normed c_kv, then the
+ * roped k_pe, of the pool's dtype).
+ */
+struct mtpd_kv_pool {
+    const struct mtpd_model *m;
+    size_t budget;      /* bytes; 0: unlimited */
+    int page_pos;       /* positions per page, a power of two */
+    int page_shift;     /* log2(page_pos) */
+    enum kdtype dtype;  /* KDT_F32 or KDT_BF16 */
+    int n_layers_total; /* main layers + MTP modules */
+    int row;            /* elements per position per layer */
+    size_t row_bytes, layer_bytes, page_bytes;
+    void **free_pages;  /* [free_cap] pages kept for reuse */
+    long n_free, free_cap;
+    long pages_total;   /* allocated: used + free */
+    long pages_used;
+    size_t peak;
+    long caches;
+};
+
 struct mtpd_kv {
     const struct mtpd_model *m;
+    struct mtpd_kv_pool *pool;
+    int own_pool;       /* mtpd_kv_new: the pool goes with the cache */
     int cap;
-    int n_layers_total; /* main layers + MTP modules */
+    int n_layers_total;
     int row;            /* elements per position per layer: kv_lora + rope */
     enum kdtype dtype;  /* of the elements: KDT_F32 or KDT_BF16 */
-    void **layer;       /* [n_layers_total][cap * row] */
+    int page_pos, page_shift;
+    size_t row_bytes, layer_bytes;
+    void **pages;       /* page table [ceil(cap / page_pos)] */
+    int n_pages;        /* pages held: positions [0, n_pages * page_pos) */
+    int reserved;       /* positions kept by mtpd_kv_reserve */
     int len_main;
     int len_mtp[MTPD_MAX_MTP];
 };
 
-/* Position pos of layer (row of kv->row elements of kv->dtype). */
+/* Position pos of layer (row of kv->row elements of kv->dtype); the page
+ * holding it must be held. */
 static inline void *kv_at(const struct mtpd_kv *kv, int layer, int pos)
 {
-    return (char *)kv->layer[layer] +
-           (size_t)pos * (size_t)kv->row * kdtype_size(kv->dtype);
+    return (char *)kv->pages[pos >> kv->page_shift] +
+           (size_t)layer * kv->layer_bytes +
+           (size_t)(pos & (kv->page_pos - 1)) * kv->row_bytes;
 }
+
+/* The page_pos rows of page pg of layer, contiguous. */
+static inline const void *kv_page(const struct mtpd_kv *kv, int layer, int pg)
+{
+    return (const char *)kv->pages[pg] + (size_t)layer * kv->layer_bytes;
+}
+
+/* kv.c: makes sure pages for [0, n_pos) are held (MTPD_ENOMEM: nothing
+ * taken); kv_fit gives back pages no length or reservation needs. */
+int kv_grow(struct mtpd_kv *kv, int n_pos);
+void kv_fit(struct mtpd_kv *kv);
 
 /* Per-row bookkeeping of one forward call. */
 struct row_info {
     struct mtpd_kv *kv;
     int pos;      /* absolute position of this row */
     int kv_layer_base; /* 0 for main, n_layers + m for MTP module m */
+};
+
+/* Attention over the paged cache in chunks (mla_chunk.c): chunks of
+ * ctx->attn_chunk positions (whole pages: one page when pages are
+ * larger), at most ATTN_CHUNK_MAX; pages at most KV_PAGE_MAX positions. */
+#define ATTN_CHUNK 256
+#define ATTN_CHUNK_MAX 1024
+#define KV_PAGE_MAX 1024
+
+struct chunk_scratch {
+    float *s;   /* [pairs, ATTN_CHUNK_MAX] one chunk's scores / probs */
+    float *tmp; /* [pairs, kv_lora] one page's attended latents */
 };
 
 /* Attention (mla.c): (row, head) query pairs of one sequence whose
@@ -113,27 +167,30 @@ struct attn_scratch {
     float *qc;     /* [ATTN_PAIRS, kv_lora + rope] absorbed queries */
     float *oc;     /* [ATTN_PAIRS, kv_lora + rope] attended latents (row
                       stride kv_lora + rope, like qc; rope columns unused) */
-    float *scores; /* [ATTN_ROWS, max_ctx] */
+    struct chunk_scratch cs; /* pairs: ATTN_ROWS */
+    float *o;      /* [ATTN_ROWS, kv_lora] one chunk's latents */
+    float m[ATTN_ROWS], l[ATTN_ROWS];   /* running max and sum */
+    float mc[ATTN_ROWS], lc[ATTN_ROWS]; /* one chunk's */
+    int vis[ATTN_ROWS];                 /* positions each pair sees */
 };
 
 /* Position-split decode attention (mla_split.c): calls of one sequence
  * with at most SPLIT_ROWS rows, from SPLIT_MIN_CTX positions on (or always
- * / never: mtpd_ctx_set_attn_split); cache tiles of SPLIT_TILE rows. */
-#define SPLIT_TILE 512
+ * / never: mtpd_ctx_set_attn_split); chunks spread over the threads, at
+ * most n_round chunks per round. */
 #define SPLIT_ROWS 16
 #define SPLIT_MIN_CTX 2048
-
-struct split_part {     /* one position share: per (row, head) pair p */
-    float *m, *l;       /* [P] running max (scaled scores) and sum */
-    float *o;           /* [P, kv_lora] unnormalised attended latents */
-    float *s;           /* [P, SPLIT_TILE] one tile's scores / probs */
-    float *tmp;         /* [P, kv_lora] */
-};
+#define SPLIT_ROUND_BYTES (32u << 20) /* chunk results kept per round */
 
 struct split_scratch {
     float *qc;          /* [P, kv_lora + rope] absorbed queries, p = r*H+h */
     float *oc;          /* [P, kv_lora] merged attended latents */
-    struct split_part *part; /* [n_attn] */
+    float *m, *l;       /* [P] running max and sum */
+    int *vis;           /* [P] positions each pair sees */
+    int n_round;        /* chunks per round */
+    float *rm, *rl;     /* [n_round, P] each chunk's max and sum */
+    float *ro;          /* [n_round, P, kv_lora] each chunk's latents */
+    struct chunk_scratch *part; /* [n_attn]: pairs P */
 };
 
 struct mtpd_ctx {
@@ -163,8 +220,9 @@ struct mtpd_ctx {
     int n_attn;
     struct attn_scratch *as;
     int attn_split;          /* -1 auto, 0 never, 1 always (if usable) */
-    int split_tile;          /* positions per tile, <= SPLIT_TILE (tests
-                              * set it small to cross many tiles) */
+    int attn_chunk;          /* positions per attention chunk, <=
+                              * ATTN_CHUNK_MAX (tests set it small to
+                              * cross many chunks); rounded to pages */
     struct split_scratch sp; /* qc NULL: no split path (one thread) */
     /* outputs */
     float *hidden;         /* [max_tokens, hidden] */
@@ -190,15 +248,32 @@ int mla_block(struct mtpd_ctx *c, const struct layer_w *w, int kv_layer,
 /* One head h, rows 0..n of the call: dst[r * ld ..] = the absorbed query
  * [q_nope W_UK, q_pe] (kv_lora + rope floats); attn[r, h*vd ..] = the
  * attended latent oc[r * ld ..] (kv_lora floats) times W_UV^T. */
-void mla_absorb_q(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,
-                  float *dst, int ld);
-void mla_head_out(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,
-                  const float *oc, int ld);
+int mla_absorb_q(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,
+                 float *dst, int ld);
+int mla_head_out(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,
+                 const float *oc, int ld);
+/* Records rc (when not 0) in *err unless an error is there already; pool
+ * parts report errors this way. */
+void attn_set_err(int *err, int rc);
 /* mla_split.c: whether the position-split path takes this call (rows set
  * up in c->rows), and the attention of it (c->q roped -> c->attn). */
 int mla_split_usable(const struct mtpd_ctx *c, int n);
-void mla_split_attend(struct mtpd_ctx *c, const struct layer_w *w,
-                      int kv_layer, int n);
+int mla_split_attend(struct mtpd_ctx *c, const struct layer_w *w,
+                     int kv_layer, int n);
+/* mla_chunk.c: positions per chunk for this cache; one chunk ch of
+ * layer for np pairs (queries qc, row stride ldq; pair p sees positions
+ * [0, vis[p])): its max m, sum l and unnormalised latents o (row stride
+ * ldo); m = -inf when a pair sees none of it; a kernel's error as
+ * MTPD_E*. attn_merge folds a chunk into a running (m, l, o) (start:
+ * m = -inf); attn_normalize divides by l. */
+int attn_chunk_pos(const struct mtpd_ctx *c, const struct mtpd_kv *kv);
+int attn_chunk(const struct mtpd_ctx *c, const struct mtpd_kv *kv, int layer,
+                int ch, const float *qc, int ldq, int np, const int *vis,
+                struct chunk_scratch *cs, float *m, float *l, float *o,
+                int ldo);
+void attn_merge(float *m, float *l, float *o, float mc, float lc,
+                const float *oc, int L);
+void attn_normalize(float *o, float l, int L);
 int ffn_block(struct mtpd_ctx *c, const struct layer_w *w, int n);
 struct ffn_batch *ffn_batch_new(const struct mtpd_config *c);
 void ffn_batch_free(struct ffn_batch *b);

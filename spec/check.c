@@ -9,6 +9,7 @@
  * caches are truncated back afterwards, so the sequence is unchanged.
  */
 #include "spec_int.h"
+#include "spec_test.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -48,6 +49,11 @@ static int one_more(struct spec_engine *e, struct mtpd_kv *kv,
         return rc;
     memcpy(mlg, mtpd_ctx_logits(e->ctx, 0), (size_t)e->vocab * sizeof(float));
     return MTPD_OK;
+}
+
+void spec_engine_set_break_accept(struct spec_engine *e, int on)
+{
+    e->break_accept = on != 0;
 }
 
 int spec_seq_check_rollback(struct spec_engine *e, struct spec_seq *s,

@@ -139,6 +139,7 @@ int spec_draft(struct spec_engine *e, struct spec_seq **seqs, int n)
             q->logits_from = e->n_sub ? mi : mi - 1;
             e->slots[cnt].seq = i;
             e->slots[cnt].row = rows;
+            s->ph_rows[SPEC_PH_DRAFT] += mi;
             rows += mi;
             cnt++;
         }
@@ -204,6 +205,7 @@ int spec_draft(struct spec_engine *e, struct spec_seq **seqs, int n)
             q->n_tokens = 1;
             q->logits_from = e->n_sub ? 1 : 0;
             e->slots[cnt].seq = i;
+            s->ph_rows[SPEC_PH_DRAFT]++;
             cnt++;
         }
         if (cnt == 0)
@@ -221,7 +223,8 @@ int spec_draft(struct spec_engine *e, struct spec_seq **seqs, int n)
                                  cnt)) < 0)
                 return rc;
         }
-        double dt = spec_now() - t0;
+        /* adaptive k's T_step: one sequence's share of the step */
+        double dt = (spec_now() - t0) / cnt;
         e->costs.step_s = e->costs.step_s > 0
                               ? 0.9 * e->costs.step_s + 0.1 * dt
                               : dt;
@@ -349,6 +352,7 @@ int spec_refill(struct spec_engine *e, struct spec_seq **seqs, int n)
             slot[cnt].p0 = len;
             slot[cnt].n = nr;
             slot[cnt].logits = draft_row;
+            s->ph_rows[SPEC_PH_REFILL] += nr;
             rows += nr;
             cnt++;
         }

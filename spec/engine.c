@@ -27,6 +27,7 @@ const char *spec_finish_str(enum spec_finish f)
     case SPEC_FINISH_LENGTH: return "length";
     case SPEC_FINISH_CONTEXT: return "context";
     case SPEC_FINISH_ERROR: return "error";
+    case SPEC_FINISH_CANCELLED: return "cancelled";
     }
     return "?";
 }
@@ -52,6 +53,7 @@ void spec_engine_free(struct spec_engine *e)
     if (!e)
         return;
     mtpd_ctx_free(e->ctx);
+    mtpd_kv_pool_free(e->own_pool);
     free(e->hin);
     free(e->hout);
     free(e->pbuf);
@@ -73,6 +75,7 @@ void spec_engine_free(struct spec_engine *e)
     free(e->lbuf);
     free(e->rowidx);
     free(e->rowseq);
+    free(e->tshare);
     free(e);
 }
 
@@ -93,7 +96,16 @@ int spec_engine_new(const struct mtpd_model *m,
     e->max_rows = o->max_rows ? o->max_rows : 256;
     if (e->max_rows < SPEC_K_MAX + 1)
         e->max_rows = SPEC_K_MAX + 1;
-    e->break_accept = o->break_accept;
+    e->pool = o->kv_pool;
+    if (!e->pool) {
+        struct mtpd_kv_pool_opts po = {0};
+        int rc = mtpd_kv_pool_new(m, &po, &e->own_pool);
+        if (rc < 0) {
+            free(e);
+            return rc;
+        }
+        e->pool = e->own_pool;
+    }
     /* MTP refill calls may carry one row per module more than the main
      * call they follow (see draft.c) */
     int ctx_rows = e->max_rows + MTPD_MAX_MTP;
@@ -112,9 +124,10 @@ int spec_engine_new(const struct mtpd_model *m,
     e->r_off = calloc((size_t)e->max_rows, sizeof(int));
     e->r_n = calloc((size_t)e->max_rows, sizeof(int));
     e->slots = calloc((size_t)ctx_rows, sizeof *e->slots);
+    e->tshare = malloc(3 * (size_t)e->max_rows * sizeof(double));
     if (!e->ctx || !e->hin || !e->hout || !e->pbuf || !e->rbuf ||
         !e->ibuf || !e->mseq || !e->qseq || !e->act || !e->rbase ||
-        !e->r_p0 || !e->r_off || !e->r_n || !e->slots) {
+        !e->r_p0 || !e->r_off || !e->r_n || !e->slots || !e->tshare) {
         spec_engine_free(e);
         return MTPD_ENOMEM;
     }
@@ -191,85 +204,201 @@ void spec_seq_free(struct spec_seq *s)
     free(s);
 }
 
+int spec_seq_cap(const struct spec_engine *e, const struct spec_params *p)
+{
+    int max = mtpd_model_config(e->m)->max_position_embeddings;
+    return p->kv_capacity > 0 && p->kv_capacity < max ? p->kv_capacity : max;
+}
+
+int spec_seq_toks(struct spec_seq *s, int n)
+{
+    if (n <= s->toks_cap)
+        return MTPD_OK;
+    int cap = s->toks_cap ? s->toks_cap : 64;
+    while (cap < n)
+        cap *= 2;
+    int32_t *t = realloc(s->toks, (size_t)cap * sizeof *t);
+    if (!t)
+        return MTPD_ENOMEM;
+    s->toks = t;
+    s->toks_cap = cap;
+    return MTPD_OK;
+}
+
+int spec_seq_plan(const struct spec_engine *e, const struct spec_params *p,
+                  int *k_cfg, int *k_max, int *n_mod)
+{
+    if (!p || p->max_tokens < 1 ||
+        (p->draft_tokens < 0 && p->draft_tokens != SPEC_K_AUTO))
+        return MTPD_EINVAL;
+    int k = p->draft_tokens > SPEC_K_MAX ? SPEC_K_MAX : p->draft_tokens;
+    if (e->n_mtp == 0)
+        k = 0;
+    int auto_max = p->auto_k_max > 0 ? p->auto_k_max : 4;
+    if (auto_max > SPEC_K_MAX)
+        auto_max = SPEC_K_MAX;
+    *k_cfg = k;
+    *k_max = k == SPEC_K_AUTO ? auto_max : k;
+    *n_mod = k != 0 ? e->n_mtp : 0;
+    return MTPD_OK;
+}
+
+int spec_seq_buffers(struct spec_seq *s, const struct spec_params *p,
+                     int n_mod, int k_max)
+{
+    const struct spec_engine *e = s->e;
+    size_t V = (size_t)e->vocab, H = (size_t)e->hidden;
+    int sampling = !spec_sampling_greedy(&p->sampling);
+    if (p->max_tokens > s->out_cap) {
+        int32_t *o = realloc(s->out, (size_t)p->max_tokens * sizeof *o);
+        if (!o)
+            return MTPD_ENOMEM;
+        s->out = o;
+        s->out_cap = p->max_tokens;
+    }
+    if (n_mod == 0)
+        return MTPD_OK;
+    if (!s->mtp_logits && !(s->mtp_logits = malloc(V * sizeof(float))))
+        return MTPD_ENOMEM;
+    /* room for every module, so a later restart never needs more */
+    if (!s->stash &&
+        !(s->stash = malloc((size_t)e->n_mtp * H * sizeof(float))))
+        return MTPD_ENOMEM;
+    if (!s->dhid && !(s->dhid = malloc(H * sizeof(float))))
+        return MTPD_ENOMEM;
+    if (sampling && k_max > s->q_cap) {
+        float *q = realloc(s->q, (size_t)k_max * V * sizeof(float));
+        if (!q)
+            return MTPD_ENOMEM;
+        s->q = q;
+        s->q_cap = k_max;
+    }
+    if (e->n_sub && e->n_ctx && !s->dctx.cap &&
+        spec_draft_ctx_init(&s->dctx, e->dh, e->n_mtp, e->n_ctx) < 0)
+        return MTPD_ENOMEM;
+    return MTPD_OK;
+}
+
+void spec_seq_start(struct spec_seq *s, const struct spec_params *p, int n,
+                    int k_cfg, int k_max, int n_mod)
+{
+    struct spec_engine *e = s->e;
+    s->p = *p;
+    s->cap = spec_seq_cap(e, p);
+    if (s->cap > mtpd_kv_capacity(s->kv))
+        s->cap = mtpd_kv_capacity(s->kv);
+    s->n_prompt = n;
+    s->n_toks = n;
+    s->n_out = 0;
+    s->fin = SPEC_RUNNING;
+    s->err = 0;
+    s->errmsg[0] = 0;
+    atomic_store(&s->cancel, 0);
+    s->notice[0] = 0;
+    if (p->draft_tokens != 0 && e->n_mtp == 0)
+        snprintf(s->notice, sizeof s->notice,
+                 "model has no MTP module: plain decoding (draft tokens 0)");
+    s->k_cfg = k_cfg;
+    s->k_max = k_max;
+    s->n_mod = n_mod;
+    s->use_mtp = n_mod > 0;
+    s->paused = 0;
+    s->hlog_n = 0;
+    s->mtp_logits_pos = -1;
+    for (int i = 0; i < MTPD_MAX_MTP; i++)
+        s->stash_pos[i] = -1;
+    s->k = s->last_k = s->last_a = 0;
+    s->trace_n = 0;
+    spec_rng_seed(&s->rng, p->seed);
+    memset(&s->st, 0, sizeof s->st);
+    s->st.prompt_tokens = n;
+    spec_adapt_init(&s->ad, s->k_max);
+    if (s->dctx.cap) {
+        spec_draft_ctx_reset(&s->dctx);
+        if (s->use_mtp)
+            for (int i = 0; i < n; i++)
+                spec_draft_ctx_add(&s->dctx, e->dh, s->toks[i]);
+    }
+}
+
 int spec_seq_new(struct spec_engine *e, const struct spec_params *p,
                  const int32_t *prompt, int n_prompt, struct spec_seq **out)
 {
     *out = NULL;
-    const struct mtpd_config *cfg = mtpd_model_config(e->m);
-    if (!p || n_prompt < 1 || p->max_tokens < 1 ||
-        (p->draft_tokens < 0 && p->draft_tokens != SPEC_K_AUTO))
+    int k_cfg, k_max, n_mod;
+    if (n_prompt < 1 || spec_seq_plan(e, p, &k_cfg, &k_max, &n_mod) < 0)
         return MTPD_EINVAL;
     for (int i = 0; i < n_prompt; i++)
         if (prompt[i] < 0 || prompt[i] >= e->vocab)
             return MTPD_EINVAL;
-    int cap = p->kv_capacity > 0 ? p->kv_capacity
-                                 : cfg->max_position_embeddings;
+    int cap = spec_seq_cap(e, p);
     if (n_prompt > cap)
         return MTPD_EFULL;
     struct spec_seq *s = calloc(1, sizeof *s);
     if (!s)
         return MTPD_ENOMEM;
     s->e = e;
-    s->p = *p;
-    s->cap = cap;
-    s->n_prompt = n_prompt;
-    s->n_toks = n_prompt;
-    s->fin = SPEC_RUNNING;
-    s->mtp_logits_pos = -1;
-    for (int i = 0; i < MTPD_MAX_MTP; i++)
-        s->stash_pos[i] = -1;
-    spec_rng_seed(&s->rng, p->seed);
-    s->st.prompt_tokens = n_prompt;
-
-    s->k_cfg = p->draft_tokens;
-    if (s->k_cfg > SPEC_K_MAX)
-        s->k_cfg = SPEC_K_MAX;
-    int auto_max = p->auto_k_max > 0 ? p->auto_k_max : 4;
-    if (auto_max > SPEC_K_MAX)
-        auto_max = SPEC_K_MAX;
-    if (s->k_cfg != 0 && e->n_mtp == 0) {
-        snprintf(s->notice, sizeof s->notice,
-                 "model has no MTP module: plain decoding (draft tokens 0)");
-        s->k_cfg = 0;
-    }
-    s->k_max = s->k_cfg == SPEC_K_AUTO ? auto_max : s->k_cfg;
-    s->use_mtp = s->k_cfg != 0;
-    s->n_mod = s->use_mtp ? e->n_mtp : 0;
-    spec_adapt_init(&s->ad, s->k_max);
-
-    size_t V = (size_t)e->vocab, H = (size_t)e->hidden;
-    s->kv = mtpd_kv_new(e->m, cap);
-    s->toks = malloc(((size_t)cap + SPEC_K_MAX + 2) * sizeof(int32_t));
-    s->out = malloc((size_t)p->max_tokens * sizeof(int32_t));
-    if (s->use_mtp) {
-        s->mtp_logits = malloc(V * sizeof(float));
-        s->stash = malloc((size_t)s->n_mod * H * sizeof(float));
-        s->dhid = malloc(H * sizeof(float));
-        if (!spec_sampling_greedy(&p->sampling))
-            s->q = malloc((size_t)s->k_max * V * sizeof(float));
-    }
-    if (!s->kv || !s->toks || !s->out ||
-        (s->use_mtp && (!s->mtp_logits || !s->stash || !s->dhid ||
-                        (!spec_sampling_greedy(&p->sampling) && !s->q)))) {
+    /* the cache may span the model's whole context: it takes pool pages
+     * only as it grows, and the sequence's capacity is a limit that a
+     * restart may change */
+    int rc = mtpd_kv_new_in(e->pool,
+                            mtpd_model_config(e->m)->max_position_embeddings,
+                            &s->kv);
+    if (rc == MTPD_OK)
+        rc = spec_seq_toks(s, n_prompt + 1); /* + the first token */
+    if (rc == MTPD_OK)
+        rc = spec_seq_buffers(s, p, n_mod, k_max);
+    if (rc < 0) {
         spec_seq_free(s);
-        return MTPD_ENOMEM;
+        return rc;
     }
     memcpy(s->toks, prompt, (size_t)n_prompt * sizeof(int32_t));
-    if (s->use_mtp && e->n_sub && e->n_ctx) {
-        if (spec_draft_ctx_init(&s->dctx, e->dh, e->n_mtp, e->n_ctx) < 0) {
-            spec_seq_free(s);
-            return MTPD_ENOMEM;
-        }
-        for (int i = 0; i < n_prompt; i++)
-            spec_draft_ctx_add(&s->dctx, e->dh, prompt[i]);
-    }
+    spec_seq_start(s, p, n_prompt, k_cfg, k_max, n_mod);
     *out = s;
     return MTPD_OK;
+}
+
+size_t spec_engine_kv_cost(const struct spec_engine *e, int n_positions)
+{
+    return mtpd_kv_pool_cost(e->pool, n_positions);
+}
+
+struct mtpd_kv_pool *spec_engine_kv_pool(struct spec_engine *e)
+{
+    return e->pool;
+}
+
+int spec_seq_reserve(struct spec_seq *s, int n_positions)
+{
+    if (n_positions < 0)
+        return MTPD_EINVAL;
+    if (n_positions > s->cap)
+        return MTPD_EFULL;
+    int rc = mtpd_kv_reserve(s->kv, n_positions);
+    if (rc < 0)
+        return rc;
+    s->reserve = n_positions;
+    return MTPD_OK;
+}
+
+void spec_seq_cancel(struct spec_seq *s)
+{
+    atomic_store(&s->cancel, 1);
 }
 
 enum spec_finish spec_seq_finish(const struct spec_seq *s)
 {
     return s->fin;
+}
+
+const char *spec_seq_error(const struct spec_seq *s)
+{
+    return s->fin == SPEC_FINISH_ERROR ? s->errmsg : "";
+}
+
+int spec_seq_error_code(const struct spec_seq *s)
+{
+    return s->fin == SPEC_FINISH_ERROR ? s->err : 0;
 }
 
 const int32_t *spec_seq_output(const struct spec_seq *s, int *n)
@@ -375,6 +504,10 @@ static void settle_finished(struct spec_seq *s)
     }
     if (s->mtp_logits_pos >= L)
         s->mtp_logits_pos = -1;
+    /* give back the pages the last pass held for its drafts (keeping what
+     * spec_seq_reserve asked for); lowering a reservation cannot fail */
+    int held = mtpd_kv_len(s->kv, -1);
+    mtpd_kv_reserve(s->kv, held > s->reserve ? held : s->reserve);
 }
 
 /* ---- one step -------------------------------------------------------- */
@@ -422,13 +555,17 @@ static void resume_mtp(struct spec_seq *s)
     s->use_mtp = 1;
 }
 
-/* k for this pass, capped by output budget, context and draft state. */
-static int choose_k(struct spec_engine *e, struct spec_seq *s)
+/* k for this pass, capped by output budget, context and draft state;
+ * others: rows the other decoding sequences of this step are expected to
+ * bring (auto's cost of sharing a pass). */
+static int choose_k(struct spec_engine *e, struct spec_seq *s, int others)
 {
     int L = s->n_toks - 1;
     int k = s->k_cfg;
     if (k == SPEC_K_AUTO) {
-        k = s->n_mod ? spec_adapt_choose(&s->ad, &e->costs) : 0;
+        struct spec_costs c = e->costs;
+        c.others = others;
+        k = s->n_mod ? spec_adapt_choose(&s->ad, &c) : 0;
         if (s->ad.off && s->use_mtp)
             pause_mtp(e, s);
         else if (!s->ad.off && s->paused)
@@ -447,65 +584,204 @@ static int choose_k(struct spec_engine *e, struct spec_seq *s)
     return k < 0 ? 0 : k;
 }
 
-static void fail_seqs(struct spec_seq **seqs, int n, int err)
+/* Finishes s alone with an error: code and a one-line message. */
+static void fail_seq(struct spec_seq *s, int err, const char *what)
 {
-    for (int i = 0; i < n; i++) {
-        seqs[i]->fin = SPEC_FINISH_ERROR;
-        seqs[i]->err = err;
+    s->fin = SPEC_FINISH_ERROR;
+    s->err = err;
+    snprintf(s->errmsg, sizeof s->errmsg, "%s: %s%s", what, mtpd_err_str(err),
+             err == MTPD_ENOMEM ? " (the KV pool's budget is used up, or an "
+                                  "allocation failed)" : "");
+    settle_finished(s);
+}
+
+/* An engine-wide failure (a forward call failed): every sequence of the
+ * call finishes with it, its caches as before the step. */
+static void fail_call(struct spec_seq **seqs, int n, int err,
+                      const char *what)
+{
+    for (int i = 0; i < n; i++)
+        fail_seq(seqs[i], err, what);
+}
+
+/* Holds pool pages for positions [0, n) of s (and what the caller
+ * reserved up front). */
+static int hold_rows(struct spec_seq *s, int n)
+{
+    return mtpd_kv_reserve(s->kv, n > s->reserve ? n : s->reserve);
+}
+
+/* Shares a phase's wall seconds t between the sequences act[0..n) by
+ * the rows each had in it (evenly when none had any); adds each share to
+ * the sequence's slot of sh. */
+static void share_time(struct spec_seq **act, int n, int phase, double t,
+                       double *sh)
+{
+    long rows = 0;
+    for (int i = 0; i < n; i++)
+        rows += act[i]->ph_rows[phase];
+    for (int i = 0; i < n; i++)
+        sh[i] = rows > 0 ? t * (double)act[i]->ph_rows[phase] / (double)rows
+                         : t / (double)n;
+}
+
+/* Time bookkeeping of a step over act[0..n_act) (decoding ones first):
+ * each phase's wall time is shared by rows, so sequences that share a
+ * pass are not each charged all of it. */
+static void account_step(struct spec_engine *e, struct spec_seq **act,
+                         int n_act, int n_dec, const double *t)
+{
+    /* t: start, draft start, main start, main end, refill start, end */
+    double *sd = e->tshare, *sm = sd + e->max_rows, *sr = sm + e->max_rows;
+    if (n_dec > 0)
+        share_time(act, n_dec, SPEC_PH_DRAFT, t[2] - t[1], sd);
+    /* the main forward, the set-up before it and acceptance after it */
+    share_time(act, n_act, SPEC_PH_MAIN,
+               (t[1] - t[0]) + (t[3] - t[2]) + (t[4] - t[3]), sm);
+    share_time(act, n_act, SPEC_PH_REFILL, t[5] - t[4], sr);
+    double refill_dec = 0.0;
+    for (int i = 0; i < n_act; i++) {
+        struct spec_seq *s = act[i];
+        if (i < n_dec) {
+            s->st.draft_s += sd[i];
+            s->st.verify_s += sm[i];
+            s->st.refill_s += sr[i];
+            s->st.decode_s += sd[i] + sm[i] + sr[i];
+            refill_dec += sr[i];
+        } else {
+            s->st.prefill_s += sm[i] + sr[i];
+        }
+    }
+    /* adaptive k's T_refill: one decoding sequence's share per pass (a
+     * catch-up after a pause is no typical refill) */
+    if (n_dec > 0 && !e->catchup) {
+        double rf = refill_dec / n_dec;
+        e->costs.refill_s = e->costs.refill_s > 0
+                                ? 0.9 * e->costs.refill_s + 0.1 * rf
+                                : rf;
     }
 }
 
-int spec_step(struct spec_engine *e, struct spec_seq **seqs, int n)
+static void defer(unsigned char *deferred, int i, int *n_def)
 {
-    double t0 = spec_now();
-    struct spec_seq **act = e->act;
-    int n_act = 0, n_dec = 0, rows = 0;
+    if (deferred)
+        deferred[i] = 1;
+    (*n_def)++;
+}
 
-    /* 1. decoding sequences first: k + 1 rows each */
-    for (int i = 0; i < n && n_act < e->max_rows; i++) {
+int spec_step_ex(struct spec_engine *e, struct spec_seq **seqs, int n,
+                 int max_rows, unsigned char *deferred, int *n_deferred)
+{
+    double t[6];
+    t[0] = spec_now();
+    struct spec_seq **act = e->act;
+    int n_act = 0, n_dec = 0, rows = 0, n_def = 0;
+    int budget = max_rows > 0 && max_rows < e->max_rows ? max_rows
+                                                         : e->max_rows;
+    if (deferred && n > 0)
+        memset(deferred, 0, (size_t)n);
+    if (n_deferred)
+        *n_deferred = 0;
+
+    /* 0. cancellations take effect; a sequence another thread cancels
+     * from here on finishes at the next step */
+    for (int i = 0; i < n; i++) {
+        struct spec_seq *s = seqs[i];
+        if (s->fin == SPEC_RUNNING && atomic_load(&s->cancel)) {
+            s->fin = SPEC_FINISH_CANCELLED;
+            settle_finished(s);
+        }
+    }
+
+    /* rows the decoding sequences will bring, estimated from their last
+     * passes (for auto's cost of a shared pass) */
+    int dec_rows = 0;
+    for (int i = 0; i < n; i++)
+        if (seqs[i]->fin == SPEC_RUNNING && spec_seq_decoding(seqs[i]))
+            dec_rows += seqs[i]->last_k + 1;
+    if (dec_rows > budget)
+        dec_rows = budget;
+
+    /* 1. decoding sequences first: k + 1 rows each, their pool pages held
+     * before anything runs (a full pool finishes that sequence alone) */
+    for (int i = 0; i < n; i++) {
         struct spec_seq *s = seqs[i];
         if (s->fin != SPEC_RUNNING || !spec_seq_decoding(s))
             continue;
-        if (rows + 1 > e->max_rows)
-            break;
-        s->k = choose_k(e, s);
-        if (rows + s->k + 1 > e->max_rows)
-            s->k = e->max_rows - rows - 1;
-        s->main_len_before = s->n_toks - 1;
+        if (rows + 1 > budget) {
+            defer(deferred, i, &n_def);
+            continue;
+        }
+        int L = s->n_toks - 1;
+        if (L + 1 > s->cap) { /* cannot happen after a pass; be safe */
+            s->fin = SPEC_FINISH_CONTEXT;
+            settle_finished(s);
+            continue;
+        }
+        int own = s->last_k + 1;
+        s->k = choose_k(e, s, dec_rows > own ? dec_rows - own : 0);
+        if (rows + s->k + 1 > budget)
+            s->k = budget - rows - 1;
+        /* toks gets the drafts and the next token */
+        int rc = spec_seq_toks(s, L + s->k + 2);
+        if (rc == MTPD_OK)
+            rc = hold_rows(s, L + s->k + 1);
+        if (rc == MTPD_ENOMEM && s->k > 0) { /* no drafts then */
+            s->k = 0;
+            rc = spec_seq_toks(s, L + 2);
+            if (rc == MTPD_OK)
+                rc = hold_rows(s, L + 1);
+        }
+        if (rc < 0) {
+            fail_seq(s, rc, "KV pool");
+            continue;
+        }
+        s->main_len_before = L;
         for (int j = 0; j < s->n_mod; j++)
             s->mtp_exact[j] = mtpd_kv_len(s->kv, j);
+        memset(s->ph_rows, 0, sizeof s->ph_rows);
+        s->ph_rows[SPEC_PH_MAIN] = s->k + 1;
         rows += s->k + 1;
         act[n_act++] = s;
     }
     n_dec = n_act;
     /* then prompt chunks in the rows left */
-    for (int i = 0; i < n && rows < e->max_rows; i++) {
+    for (int i = 0; i < n; i++) {
         struct spec_seq *s = seqs[i];
         if (s->fin != SPEC_RUNNING || spec_seq_decoding(s))
             continue;
-        if (!s->prefill_started) {
-            s->prefill_started = 1;
-            s->t_prefill0 = t0;
+        if (rows >= budget) {
+            defer(deferred, i, &n_def);
+            continue;
         }
         s->main_len_before = mtpd_kv_len(s->kv, -1);
         int chunk = s->n_prompt - s->main_len_before;
-        if (chunk > e->max_rows - rows)
-            chunk = e->max_rows - rows;
+        if (chunk > budget - rows)
+            chunk = budget - rows;
+        int rc = hold_rows(s, s->main_len_before + chunk);
+        if (rc < 0) {
+            fail_seq(s, rc, "KV pool");
+            continue;
+        }
         s->k = chunk; /* rows of this prompt chunk */
+        memset(s->ph_rows, 0, sizeof s->ph_rows);
+        s->ph_rows[SPEC_PH_MAIN] = chunk;
         rows += chunk;
         act[n_act++] = s;
     }
+    if (n_deferred)
+        *n_deferred = n_def;
     if (n_act == 0)
         return MTPD_OK;
 
     /* 2. draft d_1..d_k (MTP calls) */
-    double td = spec_now();
+    t[1] = spec_now();
     int rc = spec_draft(e, act, n_dec);
-    double tv = spec_now();
+    t[2] = spec_now();
     if (rc < 0) {
         for (int i = 0; i < n_dec; i++)
             spec_mtp_rollback(act[i]);
-        fail_seqs(act, n_act, rc);
+        fail_call(act, n_act, rc, "MTP draft");
         return rc;
     }
 
@@ -529,15 +805,15 @@ int spec_step(struct spec_engine *e, struct spec_seq **seqs, int n)
         rows += ms->n_tokens;
     }
     rc = mtpd_forward(e->ctx, e->mseq, n_act);
-    double ta = spec_now();
+    t[3] = spec_now();
     if (rc < 0) {
         for (int i = 0; i < n_dec; i++)
             spec_mtp_rollback(act[i]);
-        fail_seqs(act, n_act, rc);
+        fail_call(act, n_act, rc, "forward");
         return rc;
     }
     if (n_act == n_dec) /* decode-only calls: prompt chunks cost differently */
-        spec_cost_add(&e->costs.main, rows, ta - tv);
+        spec_cost_add(&e->costs.main, rows, t[3] - t[2]);
 
     /* 4. accept / first token */
     for (int i = 0; i < n_act; i++) {
@@ -550,33 +826,20 @@ int spec_step(struct spec_engine *e, struct spec_seq **seqs, int n)
                              mtpd_ctx_logits(e->ctx, s->rows_at + s->k - 1));
         }
     }
-    double tr = spec_now();
+    t[4] = spec_now();
 
     /* 5. exact MTP entries for the new positions; drafts the next d_1 */
     rc = spec_refill(e, act, n_act);
-    double t1 = spec_now();
+    t[5] = spec_now();
     if (rc < 0) {
-        fail_seqs(act, n_act, rc);
+        fail_call(act, n_act, rc, "MTP refill");
         return rc;
-    }
-    if (n_dec > 0 && !e->catchup) { /* a catch-up is no typical refill */
-        double rf = t1 - tr;
-        e->costs.refill_s = e->costs.refill_s > 0
-                                ? 0.9 * e->costs.refill_s + 0.1 * rf
-                                : rf;
     }
 
     /* 6. bookkeeping: time, context limit, finished sequences */
+    account_step(e, act, n_act, n_dec, t);
     for (int i = 0; i < n_act; i++) {
         struct spec_seq *s = act[i];
-        if (i < n_dec) {
-            s->st.decode_s += t1 - t0;
-            s->st.draft_s += tv - td;
-            s->st.verify_s += ta - tv;
-            s->st.refill_s += t1 - tr;
-        } else if (spec_seq_decoding(s) || s->fin != SPEC_RUNNING) {
-            s->st.prefill_s += t1 - s->t_prefill0;
-        }
         if (s->fin == SPEC_RUNNING && spec_seq_decoding(s) &&
             s->n_toks > s->cap)
             s->fin = SPEC_FINISH_CONTEXT;
@@ -584,6 +847,11 @@ int spec_step(struct spec_engine *e, struct spec_seq **seqs, int n)
             settle_finished(s);
     }
     return MTPD_OK;
+}
+
+int spec_step(struct spec_engine *e, struct spec_seq **seqs, int n)
+{
+    return spec_step_ex(e, seqs, n, 0, NULL, NULL);
 }
 
 int spec_generate(struct spec_engine *e, struct spec_seq *s)

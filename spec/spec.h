@@ -17,7 +17,8 @@
  * the main model's (tempered, truncated) distribution. docs/spec.md
  * describes the cache alignment and the adaptive-k rule.
  *
- * Threads: an engine and its sequences are used by one thread at a time.
+ * Threads: an engine and its sequences are used by one thread at a time
+ * (spec_seq_cancel excepted).
  * Errors: negative MTPD_E* codes from model.h.
  */
 #ifndef MTPD_SPEC_H
@@ -85,7 +86,6 @@ void spec_params_default(struct spec_params *p, const struct mtpd_model *m);
 struct spec_engine_opts {
     int n_threads;    /* compute threads (>= 1) */
     int max_rows;     /* rows per forward call (0: 256) */
-    int break_accept; /* TESTS ONLY: accept every draft (wrong on purpose) */
     /* FR-Spec style draft head: the MTP head restricted to these ids (the
      * most frequent tokens) plus up to n_draft_ctx ids seen in prompts and
      * outputs. NULL / 0: the full vocabulary. Exactness does not depend on
@@ -119,7 +119,9 @@ void spec_engine_pool_stats(const struct spec_engine *e, long *fallbacks,
  * A new sequence over prompt[0..n_prompt) (copied, n_prompt >= 1). k is
  * clamped to SPEC_K_MAX and set to 0 when the model has no MTP module
  * (spec_seq_notice() then says so). MTPD_EINVAL on bad params or a token
- * out of range, MTPD_EFULL if the prompt does not fit kv_capacity - 1.
+ * out of range, MTPD_EFULL if the prompt is longer than the capacity
+ * (kv_capacity clamped to the model's context). The KV cache comes from
+ * the engine's pool and takes pages only as it grows.
  */
 int spec_seq_new(struct spec_engine *e, const struct spec_params *p,
                  const int32_t *prompt, int n_prompt, struct spec_seq **out);
@@ -195,16 +197,6 @@ struct mtpd_kv *spec_seq_kv(struct spec_seq *s);
 int spec_seq_trace(struct spec_seq *s, int cap);
 int spec_seq_trace_get(const struct spec_seq *s, const int32_t **k,
                        const int32_t **accepted);
-
-/*
- * Self-check used by tests (--check-rollback): runs a fresh prefill of the
- * sequence's current tokens in a new cache and compares the main model's
- * last-row logits with those of one more step on the live (rolled-back)
- * cache, and the same for MTP module 0. Writes the largest absolute
- * differences into *main_diff and *mtp_diff. Does not change s.
- */
-int spec_seq_check_rollback(struct spec_engine *e, struct spec_seq *s,
-                            double *main_diff, double *mtp_diff);
 
 #ifdef __cplusplus
 }

@@ -26,6 +26,25 @@ MTPD_BIN="$PWD/build-asan/mtpd" python3 -m pytest -q \
     tests/model/test_bad_checkpoints.py tests/tokenizer/test_cli.py \
     tests/spec/test_spec_edges.py
 
+# the daemon under the sanitizers: hostile input, cancel, sessions (a leak
+# or a sanitizer report makes its exit status non-zero, which the tests
+# check); the full daemon suite runs against the release build below
+MTPD_BIN="$PWD/build-asan/mtpd" python3 -m pytest -q \
+    tests/daemon/test_serve_hostile.py tests/daemon/test_serve_cancel.py \
+    tests/daemon/test_serve_sessions.py
+
+# libFuzzer on the daemon's frame decoder + request validation, 20 s from
+# the seed corpus (new inputs go to a temporary directory)
+if command -v clang >/dev/null; then
+    clang -g -O1 -fsanitize=fuzzer,address,undefined -Idaemon -Ispec \
+        -Imodel tests/fuzz/fuzz_proto.c daemon/frame.c daemon/proto.c \
+        $(pkg-config --cflags --libs msgpack) -o build/fuzz_proto
+    fuzz_dir=$(mktemp -d)
+    build/fuzz_proto -max_total_time=20 -print_final_stats=1 \
+        "$fuzz_dir" tests/fuzz/corpus 2>&1 | tail -3
+    rm -rf "$fuzz_dir"
+fi
+
 # everything against the release build
 export MTPD_BIN="$PWD/build/mtpd"
 python3 -m pytest -q tests "$@"

@@ -164,7 +164,7 @@ static enum test_return split_equals_heads(int kv_bf16)
         kv[s] = mtpd_kv_new(m, CAP);
         CHECK(cx[s] && kv[s], "allocation");
         mtpd_ctx_set_attn_split(cx[s], s); /* 0: by heads, 1: by positions */
-        cx[s]->split_tile = 48; /* several tiles per share: online softmax */
+        cx[s]->attn_chunk = 48; /* several chunks per share */
         struct mtpd_seq pre = {kv[s], t, PRE, PRE};
         CHECK(mtpd_forward(cx[s], &pre, 1) == 0, "prefill");
     }

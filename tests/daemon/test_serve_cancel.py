@@ -1,0 +1,81 @@
+"""`mtpd serve`: cancel and disconnect mid-stream, graceful shutdown."""
+import signal
+import time
+
+from serve_helpers import Daemon, served_ok
+
+LONG = {"prompt": "def f(x):", "max_tokens": 3500, "ignore_eos": True,
+        "stream": True}
+
+
+def first_chunk(c, msgid):
+    while True:
+        m = c.recv()
+        assert m is not None
+        if m[0] == 2 and m[1] == "generate.chunk":
+            assert m[2][0]["msgid"] == msgid
+            return m
+
+
+def test_cancel_mid_stream(tmp_path):
+    d = Daemon(tmp_path)
+    try:
+        c = d.client()
+        sess = c.call("session.open")[1]["session"]
+        gid = c.send("generate", dict(LONG, session=sess))
+        first_chunk(c, gid)
+        cid = c.send("cancel", {"msgid": gid})
+        err, res = c.wait(cid)[:2]
+        assert err is None and res == {"cancelled": True}
+        err, res, chunks = c.wait(gid)
+        assert err is None
+        assert res["finish_reason"] == "cancelled"
+        assert 0 < len(res["ids"]) < 3500
+        # the session holds what was generated and can go on
+        err, info = c.call("session.info", {"session": sess})
+        assert err is None and not info["busy"]
+        assert info["tokens"] > len(res["ids"])
+        err, _ = c.call("cancel", {"msgid": 12345})
+        assert err is None and _ == {"cancelled": False}
+        c.close()
+        assert served_ok(d)
+    finally:
+        assert d.stop() == 0
+
+
+def test_disconnect_mid_stream_cancels_keeps_session(tmp_path):
+    d = Daemon(tmp_path)
+    try:
+        c = d.client()
+        sess = c.call("session.open")[1]["session"]
+        gid = c.send("generate", dict(LONG, session=sess))
+        first_chunk(c, gid)
+        c.close()
+        c2 = d.client()
+        deadline = time.time() + 30
+        while True:
+            err, info = c2.call("session.info", {"session": sess})
+            assert err is None, err  # the session outlives its connection
+            if not info["busy"]:
+                break
+            assert time.time() < deadline, "generation not cancelled"
+            time.sleep(0.05)
+        assert 0 < info["tokens"] < 3500
+        _, st = c2.call("stats")
+        assert st["requests_active"] == 0
+        c2.close()
+        assert served_ok(d)
+    finally:
+        assert d.stop() == 0
+
+
+def test_shutdown_ends_generation_with_shutdown(tmp_path):
+    d = Daemon(tmp_path, "--shutdown-grace", "0.5")
+    c = d.client()
+    gid = c.send("generate", dict(LONG, max_tokens=4000 - 10))
+    first_chunk(c, gid)
+    d.proc.send_signal(signal.SIGTERM)
+    err, res, _ = c.wait(gid)
+    assert err is None and res["finish_reason"] == "shutdown"
+    assert d.stop() == 0
+    assert "shutdown complete" in d.log_text()
