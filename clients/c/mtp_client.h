@@ -195,6 +195,13 @@ struct mtp_stats {
     double prefill_seconds, decode_seconds, draft_seconds, verify_seconds;
     double refill_seconds, prefill_tokens_per_s, decode_tokens_per_s;
     double queue_seconds;
+    /* The counts behind the per-position ratios, when the daemon sends
+     * them (optional integer arrays drafted_by_position,
+     * reached_by_position, accepted_by_position; has_counts then). */
+    bool has_counts;
+    int64_t drafted_by_position[MTP_K_MAX];
+    int64_t reached_by_position[MTP_K_MAX];
+    int64_t accepted_by_position[MTP_K_MAX];
 };
 
 struct mtp_result {

@@ -325,6 +325,18 @@ static int get_fa(const msgpack_object *o, const char *k, double *v, int max)
     return n;
 }
 
+/* An integer array of at most MTP_K_MAX; false when absent. */
+static bool get_ia(const msgpack_object *o, const char *k, int64_t *v)
+{
+    const msgpack_object *a = mtp_map_get(o, k);
+    if (!a || a->type != MSGPACK_OBJECT_ARRAY)
+        return false;
+    for (uint32_t i = 0; i < a->via.array.size && i < MTP_K_MAX; i++)
+        if (!mtp_obj_int(&a->via.array.ptr[i], &v[i]))
+            return false;
+    return true;
+}
+
 int mtp_stats_parse(const msgpack_object *o, struct mtp_stats *st)
 {
     memset(st, 0, sizeof *st);
@@ -361,5 +373,9 @@ int mtp_stats_parse(const msgpack_object *o, struct mtp_stats *st)
     get_f(o, "prefill_tokens_per_s", &st->prefill_tokens_per_s);
     get_f(o, "decode_tokens_per_s", &st->decode_tokens_per_s);
     get_f(o, "queue_seconds", &st->queue_seconds);
+    st->has_counts = get_ia(o, "drafted_by_position", st->drafted_by_position) &&
+                     get_ia(o, "reached_by_position", st->reached_by_position) &&
+                     get_ia(o, "accepted_by_position",
+                            st->accepted_by_position);
     return MTP_OK;
 }

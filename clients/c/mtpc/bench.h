@@ -93,14 +93,18 @@ struct bench_cfg {
     const char *out_dir;
 };
 
-/* The report (bench_report.c). */
+/* The report (bench_report.c); total is over the speculative runs. */
 void report_table(FILE *f, const struct bench_cfg *cfg,
                   const struct run_agg *runs, int n_runs,
                   const struct spec_counts *total);
-/* results.json; daemon_stats_json may be NULL. Returns 0 or -1. */
+/* results.json; total: every request (what the daemon's `stats` sums),
+ * spec_total: the speculative runs only (without --compare's baseline).
+ * daemon_stats_json may be NULL. Returns 0 or -1. */
 int report_json(FILE *f, const struct bench_cfg *cfg,
                 const struct run_agg *runs, int n_runs,
-                const struct spec_counts *total, const struct req_rec *recs,
+                const struct spec_counts *total,
+                const struct spec_counts *spec_total,
+                const struct req_rec *recs,
                 size_t n_recs, const char *model, const char *daemon_stats);
 /* PNG charts in dir with gnuplot; prints what it did on stderr. */
 int report_charts(const char *dir, const struct bench_cfg *cfg,

@@ -69,14 +69,17 @@ void report_table(FILE *f, const struct bench_cfg *cfg,
             "tokens per verify pass %.3f\n",
             counts_rate(total), counts_mean_len(total),
             counts_tokens_per_pass(total));
-    fprintf(f, "\n%-22s", "draft length k");
+    fprintf(f, "\ndraft-length histogram\n%-16s", "draft tokens k");
     int hl = counts_hist_len(total);
     for (int k = 0; k < hl; k++)
         fprintf(f, " %7d", k);
-    fprintf(f, "\n%-22s", "verify passes");
+    fprintf(f, "\n%-16s", "verify passes");
     for (int k = 0; k < hl; k++)
         fprintf(f, " %7lld", (long long)total->k_hist[k]);
-    fprintf(f, "\n%-22s", "drafts accepting k");
+    fprintf(f, "\naccepted-length histogram\n%-16s", "accepted a");
+    for (int a = 0; a <= kmax; a++)
+        fprintf(f, " %7d", a);
+    fprintf(f, "\n%-16s", "drafts");
     for (int a = 0; a <= kmax; a++)
         fprintf(f, " %7lld", (long long)counts_accepted_exactly(total, a));
     fputc('\n', f);
@@ -199,8 +202,10 @@ static void json_req(FILE *f, const struct req_rec *r)
 
 int report_json(FILE *f, const struct bench_cfg *cfg,
                 const struct run_agg *runs, int n_runs,
-                const struct spec_counts *total, const struct req_rec *recs,
-                size_t n_recs, const char *model, const char *daemon_stats)
+                const struct spec_counts *total,
+                const struct spec_counts *spec_total,
+                const struct req_rec *recs, size_t n_recs, const char *model,
+                const char *daemon_stats)
 {
     char d[16];
     draft_str(cfg->draft_tokens, d, sizeof d);
@@ -225,6 +230,8 @@ int report_json(FILE *f, const struct bench_cfg *cfg,
     }
     fprintf(f, "],\n \"total\": ");
     json_counts(f, total);
+    fprintf(f, ",\n \"spec_total\": ");
+    json_counts(f, spec_total);
     fprintf(f, ",\n \"requests\": [");
     for (size_t i = 0; i < n_recs; i++) {
         fprintf(f, i ? ",\n  " : "\n  ");
@@ -365,7 +372,9 @@ static int write_plot_files(const char *dir, const struct bench_cfg *cfg,
                 "set xlabel 'concurrent clients'\n"
                 "set ylabel 'generated tokens/s'\nset yrange [0:*]\n"
                 "set style data linespoints\nset xtics auto\n"
-                "plot 'throughput.dat' using 1:2 title 'speculative' lw 2");
+                "set key top left\n"
+                "plot 'throughput.dat' using 1:2:xtic(1) title 'speculative' "
+                "lw 2");
         if (cfg->compare)
             fprintf(gp, ", '' using 1:3 title 'draft_tokens 0' lw 2");
         fputc('\n', gp);

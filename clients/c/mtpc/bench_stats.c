@@ -20,6 +20,14 @@ void counts_from_stats(const struct mtp_stats *s, struct spec_counts *c)
     c->accepted = s->accepted_tokens;
     for (int k = 0; k < s->n_k_histogram; k++)
         c->k_hist[k] = s->k_histogram[k];
+    if (s->has_counts) { /* the daemon sent the counts themselves */
+        for (int i = 0; i < MTP_K_MAX; i++) {
+            c->drafted_at[i] = s->drafted_by_position[i];
+            c->reached_at[i] = s->reached_by_position[i];
+            c->accepted_at[i] = s->accepted_by_position[i];
+        }
+        return;
+    }
     for (int i = 0; i < MTP_K_MAX; i++)
         for (int k = i + 1; k <= MTP_K_MAX; k++)
             c->drafted_at[i] += c->k_hist[k];

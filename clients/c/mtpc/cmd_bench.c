@@ -383,15 +383,17 @@ static void daemon_info(const struct mtpc_global *g, char *model,
 static int write_outputs(const struct bench_cfg *cfg, bool json,
                          const struct run_agg *runs, int n_runs,
                          const struct spec_counts *total,
+                         const struct spec_counts *spec_total,
                          const struct req_rec *recs, size_t n_recs,
                          const char *model, const char *dstats)
 {
     int status = 0;
     if (json)
-        report_json(stdout, cfg, runs, n_runs, total, recs, n_recs, model,
-                    dstats);
+        report_json(stdout, cfg, runs, n_runs, total, spec_total, recs,
+                    n_recs, model, dstats);
     else
-        report_table(stdout, cfg, runs, n_runs, total);
+        report_table(stdout, cfg, runs, n_runs, spec_total);
+    fflush(stdout);
     if (!cfg->out_dir)
         return 0;
     if (mkdir(cfg->out_dir, 0777) < 0 && errno != EEXIST) {
@@ -402,8 +404,8 @@ static int write_outputs(const struct bench_cfg *cfg, bool json,
     char path[4096];
     snprintf(path, sizeof path, "%s/results.json", cfg->out_dir);
     FILE *f = fopen(path, "w");
-    if (!f || report_json(f, cfg, runs, n_runs, total, recs, n_recs, model,
-                          dstats) < 0) {
+    if (!f || report_json(f, cfg, runs, n_runs, total, spec_total, recs,
+                          n_recs, model, dstats) < 0) {
         fprintf(stderr, "mtpc bench: cannot write %s: %s\n", path,
                 strerror(errno));
         status = 1;
@@ -412,7 +414,7 @@ static int write_outputs(const struct bench_cfg *cfg, bool json,
     }
     if (f && fclose(f) != 0)
         status = 1;
-    if (report_charts(cfg->out_dir, cfg, runs, n_runs, total) < 0)
+    if (report_charts(cfg->out_dir, cfg, runs, n_runs, spec_total) < 0)
         status = 1;
     return status;
 }
@@ -491,12 +493,14 @@ int cmd_bench(const struct mtpc_global *g, int argc, char **argv)
     }
     n_runs = ri;
     n_recs = (size_t)n_runs * (size_t)cfg.n_requests;
-    struct spec_counts total = {0};
+    struct spec_counts total = {0}, spec_total = {0};
     int errors = 0;
     for (int i = 0; i < n_runs; i++) {
         run_aggregate(&runs[i], recs, n_recs, i);
         errors += runs[i].n_err;
         counts_add(&total, &runs[i].spec);
+        if (!runs[i].baseline)
+            counts_add(&spec_total, &runs[i].spec);
     }
     for (int i = 0; i < n_runs; i++)
         for (int j = 0; j < n_runs; j++)
@@ -506,8 +510,8 @@ int cmd_bench(const struct mtpc_global *g, int argc, char **argv)
                 runs[i].speedup = runs[i].tok_s / runs[j].tok_s;
     char *dstats = NULL;
     daemon_info(g, NULL, 0, &dstats);
-    int status = write_outputs(&cfg, json, runs, n_runs, &total, recs,
-                               n_recs, model, dstats);
+    int status = write_outputs(&cfg, json, runs, n_runs, &total,
+                               &spec_total, recs, n_recs, model, dstats);
     if (errors) {
         /* show the first error: most failures share a cause */
         for (size_t i = 0; i < n_recs; i++)
