@@ -469,7 +469,8 @@ static void m_generate(struct conn *c, struct srv_req *r)
         return;
     }
     struct job *j = calloc(1, sizeof *j);
-    if (!j || srv_text_init(&j->text, s->tok, r->stops, r->n_stops) < 0) {
+    if (!j || spec_textout_new(s->tok, (const char *const *)r->stops,
+                               r->n_stops, &j->text) < 0) {
         reply_err(c, r->msgid, SRV_E_INTERNAL, NULL, "out of memory");
         if (j)
             job_free(j);
@@ -639,7 +640,7 @@ void methods_on_job_output(struct srv *s, struct job *j,
         s->prompt_reused += j->reused;
         count_tokens(s, (long long)j->out_ids.n);
     }
-    session_set_kv(s, se, se->seq ? srv_kv_cost(s->engine, se->n_hist) : 0);
+    session_set_kv(s, se, se->seq ? j->kv_bytes : 0);
     if (j->conn)
         send_result(j->conn, j);
     SRV_LOG(SLOG_DEBUG, "msgid=%u session %.8s: %s, %zu tokens", j->msgid,

@@ -39,9 +39,9 @@ static int job_on_token(void *ud, struct spec_seq *seq, int32_t tok)
     (void)seq;
     struct job *j = ud;
     struct sched *q = j->sched;
-    int stop = srv_text_push(&j->text, tok);
+    int stop = spec_textout_push(j->text, tok); /* < 0: text skipped */
     const char *p;
-    size_t n = srv_text_release(&j->text, &p, 0);
+    size_t n = spec_textout_release(j->text, &p, 0);
     pthread_mutex_lock(&q->lock);
     int bad = mtpd_tok_ids_append(&j->p_ids, &tok, 1) < 0 ||
               (n && mtpd_tok_buf_append(&j->p_text, p, n) < 0);
@@ -65,7 +65,8 @@ static int job_start(struct sched *q, struct job *j)
     struct spec_engine *e = q->srv->engine;
     j->params.on_token = job_on_token;
     j->params.ud = j;
-    int rc = srv_seq_begin(e, &j->seq, &j->params, j->prompt, j->n_prompt);
+    int rc = srv_seq_begin(e, &j->seq, &j->params, j->prompt, j->n_prompt,
+                           !q->srv->cfg.no_prefix_reuse);
     if (rc >= 0) {
         j->reused = rc;
         rc = srv_seq_reserve(j->seq, j->reserve);
@@ -102,10 +103,15 @@ static void job_done(struct sched *q, struct job *j)
         /* keep only what the history holds reserved */
         srv_seq_reserve(j->seq, j->n_prompt + n);
     }
+    if (j->seq)
+        j->kv_bytes = srv_seq_kv_bytes(j->seq);
+    spec_textout_finish(j->text);
     const char *p;
-    size_t n = srv_text_release(&j->text, &p, 1);
-    size_t all_len;
-    const char *all = srv_text_all(&j->text, &all_len);
+    size_t n = spec_textout_release(j->text, &p, 1);
+    size_t all_len = 0;
+    const char *all = spec_textout_text(j->text, &all_len);
+    if (!all)
+        all = "";
     j->out_text = malloc(all_len + 1);
     if (j->out_text) {
         memcpy(j->out_text, all, all_len);
@@ -209,10 +215,12 @@ static void *sched_main(void *arg)
                 continue;
             q->seqs[n++] = j->seq;
         }
-        if (n) {
-            int rc = srv_step(e, q->seqs, n, q->srv->cfg.step_rows);
+        /* ONE step for all (--no-batching, for benchmarks: one each) */
+        int per = q->srv->cfg.no_batching ? 1 : n;
+        for (int i = 0; i < n; i += per) {
+            int rc = srv_step(e, q->seqs + i, per, q->srv->cfg.step_rows);
             if (rc < 0)
-                SRV_LOG(SLOG_ERROR, "step over %d sequences failed: %s", n,
+                SRV_LOG(SLOG_ERROR, "step over %d sequences failed: %s", per,
                         mtpd_err_str(rc));
         }
         int kept = 0;
@@ -387,7 +395,7 @@ int sched_queue_depth(struct sched *q)
 
 void job_free(struct job *j)
 {
-    srv_text_free(&j->text);
+    spec_textout_free(j->text);
     mtpd_tok_ids_free(&j->p_ids);
     mtpd_tok_buf_free(&j->p_text);
     mtpd_tok_ids_free(&j->out_ids);

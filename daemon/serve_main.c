@@ -71,6 +71,9 @@ static void serve_usage(FILE *f)
 "                         may take to finish (default 5)\n"
 "  --step-rows N          rows per batched pass: long prompts are\n"
 "                         prefilled in chunks of this (default 256)\n"
+"  --no-batching          benchmarks: one pass per sequence instead of one\n"
+"                         pass for all\n"
+"  --no-prefix-reuse      benchmarks: compute every request from scratch\n"
 "  --help                 this text\n"
 "\n"
 "Signals: SIGTERM/SIGINT stop gracefully (state written, exit 0); SIGHUP\n"
@@ -108,6 +111,10 @@ static int parse_args(int argc, char **argv, struct srv_config *c)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             serve_usage(stdout);
             return 1;
+        } else if (!strcmp(a, "--no-batching")) {
+            c->no_batching = 1;
+        } else if (!strcmp(a, "--no-prefix-reuse")) {
+            c->no_prefix_reuse = 1;
         } else if ((r = cli_opt(argc, argv, &i, "--model", &v))) {
             if (r < 0)
                 return 2;

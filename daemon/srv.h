@@ -15,7 +15,8 @@
  * (sockets), conn.c (per-connection bytes and frames), proto.c
  * (validation), methods.c (one handler per method), reply.c (msgpack
  * replies), session.c (sessions table, LRU, state dir), sched.c
- * (compute thread), srv_text.c (text chunks), srv_engine.c (spec calls).
+ * (compute thread), srv_engine.c (spec calls), srv_log.c (log lines).
+ * Text chunks come from spec/textout.h.
  */
 #ifndef MTPD_SRV_H
 #define MTPD_SRV_H
@@ -31,7 +32,7 @@
 #include "frame.h"
 #include "proto.h"
 #include "spec.h"
-#include "srv_text.h"
+#include "textout.h"
 #include "tokenizer.h"
 
 #define SRV_MAX_LISTEN 8
@@ -53,6 +54,8 @@ struct srv_config {
     size_t max_outbuf;      /* unsent bytes per connection */
     double shutdown_grace;  /* seconds */
     int step_rows;          /* row budget of one step */
+    int no_batching;        /* benchmarks: one step per sequence */
+    int no_prefix_reuse;    /* benchmarks: every request from scratch */
 };
 
 /* ---- sessions (session.c; loop thread) ---- */
@@ -97,7 +100,7 @@ struct job {
     int n_prompt;
     int reserve;           /* positions to hold up front */
     struct spec_seq *seq;  /* the session's sequence */
-    struct srv_text text;
+    struct spec_textout *text;
     int started, lib_cancel, reused;
     double queue_s;
     /* under sched.lock */
@@ -115,6 +118,7 @@ struct job {
     char *out_text;
     size_t out_len;
     struct spec_stats stats;
+    size_t kv_bytes;       /* pool bytes the sequence holds at the end */
     /* any thread */
     atomic_int cancel;     /* 1 cancel, 2 shutdown */
     struct job *qnext;     /* sched queues */

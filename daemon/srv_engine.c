@@ -1,67 +1,63 @@
-/* srv_engine.c - see srv_engine.h.
- *
- * TEMPORARY: spec_seq_restart / reserve / cancel / spec_step_ex /
- * spec_engine_kv_cost are declared in spec.h but implemented on other
- * branches. Until they are merged this file stands in for them:
- * "restart" builds a new sequence over the whole token list (no prefix
- * reuse), reserve is a no-op, cancel is done by the scheduler, the step is
- * spec_step, and the cost is bytes per token times whole 64-position
- * pages. Nothing outside this file knows. */
+/* srv_engine.c - the daemon's calls into spec/'s serving API (see
+ * srv_engine.h): one place, so the scheduler reads as policy. */
 #include "srv_engine.h"
 
 int srv_seq_begin(struct spec_engine *e, struct spec_seq **seq,
-                  const struct spec_params *p, const int32_t *tokens, int n)
+                  const struct spec_params *p, const int32_t *tokens, int n,
+                  int reuse)
 {
-    struct spec_seq *s = NULL;
-    int rc = spec_seq_new(e, p, tokens, n, &s);
-    if (rc < 0)
-        return rc;
-    spec_seq_free(*seq);
-    *seq = s;
-    return 0;
+    if (*seq && !reuse) {
+        spec_seq_free(*seq);
+        *seq = NULL;
+    }
+    if (!*seq) {
+        int rc = spec_seq_new(e, p, tokens, n, seq);
+        return rc < 0 ? rc : 0;
+    }
+    return spec_seq_restart(*seq, p, tokens, n);
 }
 
 int srv_seq_reserve(struct spec_seq *s, int n)
 {
-    (void)s;
-    (void)n;
-    return 0;
+    return spec_seq_reserve(s, n);
 }
 
 int srv_seq_cancel(struct spec_seq *s)
 {
-    (void)s;
-    return 0;
+    spec_seq_cancel(s);
+    return 1;
 }
 
 int srv_step(struct spec_engine *e, struct spec_seq **seqs, int n,
              int max_rows)
 {
-    (void)max_rows;
-    return spec_step(e, seqs, n);
+    return spec_step_ex(e, seqs, n, max_rows, NULL, NULL);
 }
 
 size_t srv_kv_cost(const struct spec_engine *e, int n)
 {
-    size_t pages = ((size_t)n + 63) / 64;
-    return pages * 64 * mtpd_kv_bytes_per_token(spec_engine_model(e));
+    return spec_engine_kv_cost(e, n);
+}
+
+size_t srv_seq_kv_bytes(struct spec_seq *s)
+{
+    return mtpd_kv_bytes(spec_seq_kv(s));
 }
 
 const char *srv_seq_error(const struct spec_seq *s)
 {
-    return spec_seq_finish(s) == SPEC_FINISH_ERROR ? "generation failed" : "";
+    return spec_seq_error(s);
 }
 
 int srv_pool_new(const struct mtpd_model *m, size_t budget,
                  struct mtpd_kv_pool **out)
 {
-    (void)m;
-    (void)budget;
-    *out = NULL; /* the daemon's own accounting (session.c) enforces it */
-    return 0;
+    struct mtpd_kv_pool_opts o = {.budget_bytes = budget};
+    return mtpd_kv_pool_new(m, &o, out);
 }
 
 void srv_pool_free(struct mtpd_kv_pool *p)
 {
-    (void)p;
+    if (p)
+        mtpd_kv_pool_free(p);
 }

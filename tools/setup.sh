@@ -6,7 +6,7 @@ set -euo pipefail
 
 apt_pkgs=(build-essential pkg-config meson ninja-build libevent-dev
           libmsgpack-dev libjemalloc-dev libpcre2-dev python3 python3-pip
-          clang libclang-rt-14-dev
+          clang libclang-rt-14-dev neovim
           libedit-dev gnuplot-nox)
 missing=()
 for p in "${apt_pkgs[@]}"; do
