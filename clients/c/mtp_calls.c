@@ -183,6 +183,7 @@ static int take_result(mtp_client *c, const char *method,
     }
     mtp_obj_strcpy(mtp_map_get(r, "finish_reason"), res->finish_reason,
                    sizeof res->finish_reason);
+    mtp_obj_strcpy(mtp_map_get(r, "error"), res->error, sizeof res->error);
     mtp_stats_parse(mtp_map_get(r, "stats"), &res->stats);
     return MTP_OK;
 }

@@ -210,6 +210,7 @@ struct mtp_result {
     int32_t *ids; /* owned */
     size_t n_ids;
     char finish_reason[16];
+    char error[256]; /* finish_reason "error": why it could not go on */
     struct mtp_stats stats;
 };
 

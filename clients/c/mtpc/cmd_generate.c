@@ -70,6 +70,8 @@ static int run(const struct mtpc_global *g, bool json, bool quiet,
         status = mtpc_fail(c, method);
     } else if (json) {
         status = print_last_json(c);
+        if (!strcmp(r.finish_reason, "error"))
+            status = 1;
     } else {
         if (isatty(STDOUT_FILENO) &&
             (!r.text_len || r.text[r.text_len - 1] != '\n'))
@@ -77,6 +79,11 @@ static int run(const struct mtpc_global *g, bool json, bool quiet,
         fflush(stdout);
         if (!quiet && isatty(STDERR_FILENO))
             summary(&r, &s, t_end);
+        if (!strcmp(r.finish_reason, "error")) {
+            fprintf(stderr, "mtpc: %s: the generation failed: %s\n", method,
+                    r.error[0] ? r.error : "(no reason given)");
+            status = 1;
+        }
     }
     mtp_result_free(&r);
     mtp_client_free(c);
