@@ -9,6 +9,9 @@
 
 #include "mtp_client.h"
 
+/* nothing below is exported from the shared library */
+#pragma GCC visibility push(hidden)
+
 struct mtp_client {
     int fd;
     int timeout_ms;   /* 0: wait forever */
@@ -42,5 +45,7 @@ bool mtp_obj_strcpy(const msgpack_object *o, char *buf, size_t len);
 /* Integer / float value of o; false when o is not a number. */
 bool mtp_obj_int(const msgpack_object *o, int64_t *v);
 bool mtp_obj_double(const msgpack_object *o, double *v);
+
+#pragma GCC visibility pop
 
 #endif
