@@ -238,3 +238,33 @@ def test_bench_compare_reports_speedup(daemon, tmp_path):
     for q in res["requests"]:
         texts.setdefault(q["prompt"], set()).add(q["generated_tokens"])
     assert all(len(v) == 1 for v in texts.values())
+
+
+def test_tcp_with_token_file(tmp_path):
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    tok = tmp_path / "token"
+    tok.write_text("s3cret\n")
+    bad = tmp_path / "bad"
+    bad.write_text("nope\n")
+    (tmp_path / "d").mkdir()
+    d = Daemon(tmp_path / "d", "--listen", "tcp:0.0.0.0:%d" % port,
+               "--auth-token-file", str(tok))
+    addr = ["--address", "tcp:127.0.0.1:%d" % port]
+    try:
+        r = subprocess.run([mtpc_bin()] + addr + ["--token-file", str(tok),
+                           "tokenize", "def f(x):"], capture_output=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split()
+        for extra in (["--token-file", str(bad)], []):
+            r = subprocess.run([mtpc_bin()] + addr + extra +
+                               ["tokenize", "x"], capture_output=True,
+                               timeout=60)
+            assert r.returncode == 1 and b"unauthorized" in r.stderr, \
+                r.stderr
+    finally:
+        assert d.stop() == 0
