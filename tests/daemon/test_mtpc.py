@@ -268,3 +268,27 @@ def test_tcp_with_token_file(tmp_path):
                 r.stderr
     finally:
         assert d.stop() == 0
+
+
+def test_sigint_cancels_and_keeps_the_text(daemon):
+    import signal
+    import time
+    cmd = [mtpc_bin(), "--address", "unix:" + daemon.path, "--json",
+           "generate", "--max-tokens", "3000", "--ignore-eos", "def f(x):"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:  # until the generation runs
+            err, st, _ = call(daemon, "stats")
+            if st["requests_active"] >= 1 or p.poll() is not None:
+                break
+            time.sleep(0.01)
+        p.send_signal(signal.SIGINT)
+        out, errout = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, errout
+    res = json.loads(out)
+    assert res["finish_reason"] == "cancelled"
+    assert len(res["ids"]) < 3000
