@@ -154,6 +154,11 @@ def test_sessions_and_stats(daemon):
     assert json.loads(r.stdout)["requests"] >= 2
     r = mtpc(daemon, "stats")
     assert r.returncode == 0 and b"acceptance rate" in r.stdout
+    err, hello, _ = call(daemon, "hello")
+    r = mtpc(daemon, "--json", "info")
+    assert r.returncode == 0 and json.loads(r.stdout) == hello
+    r = mtpc(daemon, "info")
+    assert hello["model"]["name"].encode() in r.stdout
 
 
 def close(a, b):

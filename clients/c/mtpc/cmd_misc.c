@@ -99,10 +99,67 @@ int cmd_stats(const struct mtpc_global *g, int argc, char **argv)
         printf("KV cache %.1f MiB in use of %.1f MiB\n",
                (double)st.kv_bytes_in_use / 1048576.0,
                (double)st.kv_budget_bytes / 1048576.0);
+        const msgpack_object *errs =
+            mtp_map_get(mtp_client_last_result(c), "errors");
+        if (errs && errs->type == MSGPACK_OBJECT_MAP && errs->via.map.size) {
+            printf("error replies:");
+            for (uint32_t i = 0; i < errs->via.map.size; i++) {
+                const msgpack_object_kv *kv = &errs->via.map.ptr[i];
+                if (kv->key.type == MSGPACK_OBJECT_STR)
+                    printf(" %.*s %llu", (int)kv->key.via.str.size,
+                           kv->key.via.str.ptr,
+                           (unsigned long long)kv->val.via.u64);
+            }
+            putchar('\n');
+        }
         printf("speculation (finished requests):\n");
         print_spec(&st.spec);
     }
     free(j);
+    mtp_client_free(c);
+    return status;
+}
+
+/* ---- info ------------------------------------------------------------------ */
+
+static const char info_help[] =
+    "usage: mtpc info [--json]\n\n"
+    "The daemon's `hello`: its version, the model (name, vocabulary,\n"
+    "context length, MTP modules, KV bytes per token) and its limits.\n";
+
+int cmd_info(const struct mtpc_global *g, int argc, char **argv)
+{
+    bool json = g->json;
+    int r = simple_opts(argc, argv, &json, info_help);
+    if (r >= 0)
+        return r;
+    if (optind < argc) {
+        fputs(info_help, stderr);
+        return 2;
+    }
+    mtp_client *c = mtpc_connect(g);
+    if (!c)
+        return 1;
+    struct mtp_server_info in;
+    int status = 0;
+    if (mtp_hello(c, g->token, &in) < 0) {
+        status = mtpc_fail(c, "hello");
+    } else if (json) {
+        status = print_last_json(c);
+    } else {
+        printf("%s %s, protocol %d\n", in.server, in.version, in.protocol);
+        printf("model %s: vocabulary %lld, context %lld, %lld MTP module%s, "
+               "%lld KV bytes per token\n",
+               in.model, (long long)in.vocab_size,
+               (long long)in.context_length, (long long)in.mtp_modules,
+               in.mtp_modules == 1 ? "" : "s",
+               (long long)in.kv_bytes_per_token);
+        printf("limits: frame %lld bytes, %lld sessions, max_tokens %lld, "
+               "KV budget %.1f MiB\n",
+               (long long)in.max_frame, (long long)in.max_sessions,
+               (long long)in.max_tokens,
+               (double)in.kv_budget_bytes / 1048576.0);
+    }
     mtp_client_free(c);
     return status;
 }

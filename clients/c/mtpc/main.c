@@ -21,6 +21,7 @@ static const struct {
     {"chat", cmd_chat, "interactive chat in one session"},
     {"fim", cmd_fim, "fill in the middle between a prefix and a suffix"},
     {"stats", cmd_stats, "the daemon's counters and acceptance numbers"},
+    {"info", cmd_info, "the daemon's version, model and limits"},
     {"tokenize", cmd_tokenize, "text -> token ids"},
     {"detokenize", cmd_detokenize, "token ids -> text"},
     {"session", cmd_session, "open / close / inspect a session"},

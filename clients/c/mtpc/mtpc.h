@@ -21,6 +21,7 @@ struct mtpc_global {
 int cmd_generate(const struct mtpc_global *g, int argc, char **argv);
 int cmd_fim(const struct mtpc_global *g, int argc, char **argv);
 int cmd_chat(const struct mtpc_global *g, int argc, char **argv);
+int cmd_info(const struct mtpc_global *g, int argc, char **argv);
 int cmd_stats(const struct mtpc_global *g, int argc, char **argv);
 int cmd_tokenize(const struct mtpc_global *g, int argc, char **argv);
 int cmd_detokenize(const struct mtpc_global *g, int argc, char **argv);
