@@ -89,6 +89,8 @@ static size_t pack_gen(msgpack_packer *pk, const struct mtp_gen_params *p,
                        bool fim, bool stream)
 {
     size_t n = 0;
+    /* counts the field; when packing, packs its key and is true so that
+     * the statement after it packs the value */
 #define FIELD(name) (n++, pk ? (mtp_pack_str(pk, name), 1) : 0)
     if (p->session && FIELD("session"))
         mtp_pack_str(pk, p->session);

@@ -256,22 +256,25 @@ mtp_client *mtp_client_connect(const char *address, const char *token,
     return c;
 }
 
-/* Writes all of buf; caller holds c->lock. */
-static int write_all(mtp_client *c, const char *buf, size_t len)
+/* Writes all of buf; caller holds c->lock. Returns 0 or an errno value
+ * (EPIPE when the daemon closed); touches nothing else, so that cancel can
+ * use it from another thread. */
+static int write_all(int fd, const char *buf, size_t len)
 {
     while (len) {
-        ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno == ENOTSOCK)
-            n = write(c->fd, buf, len);
-        if (n <= 0)
-            return mtp_fail(c, MTP_E_IO, "write: %s",
-                            n < 0 ? strerror(errno) : "closed");
+            n = write(fd, buf, len);
+        if (n < 0)
+            return errno;
+        if (n == 0)
+            return EPIPE;
         buf += n;
         len -= (size_t)n;
     }
-    return MTP_OK;
+    return 0;
 }
 
 /* Packs [0, msgid, method, [params]] into sb. */
@@ -296,7 +299,7 @@ int mtp_client_cancel(mtp_client *c)
 {
     int rc = MTP_OK;
     pthread_mutex_lock(&c->lock);
-    if (c->has_inflight && !c->cancel_sent && !c->broken) {
+    if (c->has_inflight && !c->cancel_sent) {
         msgpack_sbuffer sb, ps;
         msgpack_packer pk;
         msgpack_sbuffer_init(&sb);
@@ -308,7 +311,7 @@ int mtp_client_cancel(mtp_client *c)
         pack_request(&sb, c->next_msgid++, "cancel", ps.data, ps.size);
         c->cancel_sent = true;
         /* a failure here also shows up on the reading side */
-        if (write_all(c, sb.data, sb.size) < 0)
+        if (write_all(c->fd, sb.data, sb.size))
             rc = MTP_E_IO;
         msgpack_sbuffer_destroy(&sb);
         msgpack_sbuffer_destroy(&ps);
@@ -442,7 +445,8 @@ int mtp_client_call(mtp_client *c, const char *method, const void *params,
     pthread_mutex_lock(&c->lock);
     uint32_t msgid = c->next_msgid++;
     pack_request(&sb, msgid, method, params, params_len);
-    int rc = write_all(c, sb.data, sb.size);
+    int werr = write_all(c->fd, sb.data, sb.size);
+    int rc = werr ? MTP_E_IO : MTP_OK;
     if (rc == MTP_OK) {
         c->inflight = msgid;
         c->has_inflight = true;
@@ -450,6 +454,8 @@ int mtp_client_call(mtp_client *c, const char *method, const void *params,
     }
     pthread_mutex_unlock(&c->lock);
     msgpack_sbuffer_destroy(&sb);
+    if (werr)
+        mtp_fail(c, MTP_E_IO, "write: %s", strerror(werr));
 
     while (rc == MTP_OK) {
         rc = next_frame(c);
