@@ -178,6 +178,9 @@ int cmd_generate(const struct mtpc_global *g, int argc, char **argv)
     if (optind < argc && strcmp(argv[optind], "-")) {
         text = argv[optind];
     } else {
+        if (isatty(STDIN_FILENO))
+            fprintf(stderr, "(reading the prompt from stdin; end it with "
+                    "^D)\n");
         if (!(input = read_file("-")))
             return 1;
         text = input;
