@@ -297,3 +297,24 @@ def test_sigint_cancels_and_keeps_the_text(daemon):
     res = json.loads(out)
     assert res["finish_reason"] == "cancelled"
     assert len(res["ids"]) < 3000
+
+
+def test_bench_reads_jsonl_prompts(daemon, tmp_path):
+    texts = ["def f(x):\n    return \u00e9 + \"q\"", "import os\tx \U0001F600"]
+    lines = [json.dumps({"id": 1, "meta": {"a": [1, "}"]}, "prompt": texts[0]}),
+             json.dumps({"prompt": texts[1], "n": None}),
+             "plain\\nline"]
+    texts.append("plain\nline")
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("\n".join(lines) + "\n")
+    r = mtpc(daemon, "--json", "bench", "--prompts", str(prompts),
+             "--max-tokens", "2")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert len(res["requests"]) == 3
+    for q in res["requests"]:
+        err, tok, _ = call(daemon, "tokenize", {"text": texts[q["prompt"]]})
+        assert q["stats"]["prompt_tokens"] == len(tok["ids"]), q
+    prompts.write_text('{"text": "no prompt member"}\n')
+    r = mtpc(daemon, "bench", "--prompts", str(prompts))
+    assert r.returncode == 1 and b"prompt" in r.stderr

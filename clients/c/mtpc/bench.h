@@ -93,6 +93,10 @@ struct bench_cfg {
     const char *out_dir;
 };
 
+/* Reads the prompts file (prompts.c): returns the count (-1 after a
+ * message), *prompts pointing into *buf; the caller frees both. */
+int load_prompts(const char *path, char **buf, char ***prompts);
+
 /* The report (bench_report.c); total is over the speculative runs. */
 void report_table(FILE *f, const struct bench_cfg *cfg,
                   const struct run_agg *runs, int n_runs,

@@ -17,50 +17,6 @@
 #include "bench.h"
 #include "mtpc.h"
 
-/* ---- prompts ------------------------------------------------------------ */
-
-/* Unescapes \n \t \\ in place. */
-static void unescape(char *s)
-{
-    char *w = s;
-    for (char *r = s; *r; r++) {
-        if (*r == '\\' && r[1]) {
-            r++;
-            *w++ = *r == 'n' ? '\n' : *r == 't' ? '\t' : *r;
-        } else {
-            *w++ = *r;
-        }
-    }
-    *w = 0;
-}
-
-/* One prompt per non-empty line ('\n' escapes a newline inside one).
- * Returns the count, the prompts pointing into *buf. */
-static int load_prompts(const char *path, char **buf, char ***prompts)
-{
-    if (!(*buf = read_file(path)))
-        return -1;
-    int n = 0, cap = 64;
-    *prompts = malloc((size_t)cap * sizeof **prompts);
-    for (char *line = strtok(*buf, "\n"); line && *prompts;
-         line = strtok(NULL, "\n")) {
-        line[strcspn(line, "\r")] = 0;
-        if (!*line)
-            continue;
-        unescape(line);
-        if (n == cap) {
-            char **np = realloc(*prompts, (size_t)(cap *= 2) * sizeof *np);
-            if (!np)
-                break;
-            *prompts = np;
-        }
-        (*prompts)[n++] = line;
-    }
-    if (!n)
-        fprintf(stderr, "mtpc bench: %s: no prompts (one per line)\n", path);
-    return n;
-}
-
 /* ---- one run: N threads over the requests --------------------------------- */
 
 struct run_ctx {
@@ -221,8 +177,9 @@ static void run_one(struct run_ctx *x, int conc, bool baseline, bool tty)
 static const char bench_help[] =
     "usage: mtpc bench --prompts FILE [OPTIONS]\n\n"
     "Measures throughput, latency and MTP draft acceptance. Each prompt\n"
-    "(one per line of FILE; write a newline inside one as \\n) is sent as\n"
-    "a streaming generate; at each concurrency N, N threads with their own\n"
+    "(one per line of FILE: text with \\n for a newline, or a JSON object\n"
+    "with a \"prompt\" string, as in JSONL datasets) is sent as a\n"
+    "streaming generate; at each concurrency N, N threads with their own\n"
     "connection share the requests. While it runs, a progress line shows\n"
     "requests done, tokens/s and the acceptance so far (stderr, when a\n"
     "terminal). Then a table: tokens/s, time to first token (TTFT) and\n"
