@@ -35,6 +35,12 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
         evutil_closesocket(fd);
         return;
     }
+    if (lc->srv->n_conns >= lc->srv->cfg.max_conns) {
+        SRV_LOG(SLOG_WARN, "refusing a connection: %d open (--max-conns)",
+                lc->srv->n_conns);
+        evutil_closesocket(fd);
+        return;
+    }
     conn_new(lc->srv, fd, lc->need_auth);
 }
 
@@ -167,6 +173,16 @@ static struct evconnlistener *listen_tcp(struct srv *s, const char *spec,
     return l;
 }
 
+/* accept() failed (out of descriptors, ...): log it; libevent keeps
+ * listening. */
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    (void)l;
+    (void)arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    SRV_LOG(SLOG_WARN, "accept: %s", evutil_socket_error_to_string(err));
+}
+
 /* Opens every --listen address. 0, or -1 (logged). */
 int srv_listen_all(struct srv *s)
 {
@@ -191,6 +207,7 @@ int srv_listen_all(struct srv *s)
             free(lc);
             return -1;
         }
+        evconnlistener_set_error_cb(l, on_accept_error);
         s->listen_ctx[s->n_listeners] = lc;
         s->listeners[s->n_listeners++] = l;
     }

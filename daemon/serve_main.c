@@ -67,6 +67,8 @@ static void serve_usage(FILE *f)
 "  --max-outbuf B         unsent reply bytes per connection before it is\n"
 "                         dropped as a reader that does not read (default\n"
 "                         64M)\n"
+"  --max-conns N          open connections at most; more are closed at\n"
+"                         once (default 1024)\n"
 "  --shutdown-grace S     on SIGTERM/SIGINT, seconds running generations\n"
 "                         may take to finish (default 5)\n"
 "  --step-rows N          rows per batched pass: long prompts are\n"
@@ -183,6 +185,10 @@ static int parse_args(int argc, char **argv, struct srv_config *c)
         } else if ((r = cli_opt(argc, argv, &i, "--max-outbuf", &v))) {
             if (r < 0 || parse_bytes(v, &c->max_outbuf) || c->max_outbuf < 1024)
                 goto bad;
+        } else if ((r = cli_opt(argc, argv, &i, "--max-conns", &v))) {
+            if (r < 0 || cli_parse_int(v, 1, 1 << 20, &n))
+                goto bad;
+            c->max_conns = (int)n;
         } else if ((r = cli_opt(argc, argv, &i, "--shutdown-grace", &v))) {
             if (r < 0 || cli_parse_float(v, &c->shutdown_grace) ||
                 c->shutdown_grace < 0)
@@ -477,6 +483,7 @@ int cmd_serve(int argc, char **argv)
         .threads = 2, .max_sessions = 256, .session_idle = 3600,
         .draft_tokens = SPEC_K_AUTO, .max_frame = FRAME_DEFAULT_MAX,
         .max_queue = 128, .max_inflight = 64, .max_outbuf = 64u << 20,
+        .max_conns = 1024,
         .shutdown_grace = 5, .step_rows = 256};
     int r = parse_args(argc, argv, &s->cfg);
     if (r)

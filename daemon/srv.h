@@ -52,6 +52,7 @@ struct srv_config {
     int max_queue;          /* generations in flight, all connections */
     int max_inflight;       /* requests in flight per connection */
     size_t max_outbuf;      /* unsent bytes per connection */
+    int max_conns;          /* open connections; more are refused */
     double shutdown_grace;  /* seconds */
     int step_rows;          /* row budget of one step */
     int no_batching;        /* benchmarks: one step per sequence */

@@ -825,6 +825,8 @@ int spec_step_ex(struct spec_engine *e, struct spec_seq **seqs, int n,
             spec_first_token(e, s,
                              mtpd_ctx_logits(e->ctx, s->rows_at + s->k - 1));
         }
+        if (s->fin != SPEC_RUNNING) /* the refill then completes its MTP */
+            settle_finished(s);
     }
     t[4] = spec_now();
 

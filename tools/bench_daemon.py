@@ -130,6 +130,38 @@ def editing_session(d, prompt_ids, grow, requests):
     return ttfts[1:]  # the first request is cold in both modes
 
 
+def soak(d, prompts, n_clients, max_tokens, seconds):
+    """n_clients streaming one request after another for `seconds`, each in
+    its own session; returns [(elapsed s, RSS KiB)] sampled every 10 s."""
+    stop_at = time.time() + seconds
+    samples = []
+
+    def client(i):
+        c = d.client(timeout=600)
+        sess = c.call("session.open")[1]["session"]
+        r = 0
+        while time.time() < stop_at:
+            c.call("generate", {"session": sess, "prompt":
+                                prompts[(i + r) % len(prompts)],
+                                "max_tokens": max_tokens,
+                                "temperature": 0.7 if r % 2 else 0.0,
+                                "stream": True})
+            r += 1
+        c.close()
+
+    threads = [threading.Thread(target=client, args=(i,))
+               for i in range(n_clients)]
+    t0 = time.time()
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        samples.append((time.time() - t0, rss_kib(d.proc.pid)))
+        time.sleep(10)
+    for t in threads:
+        t.join()
+    return samples
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clients", default="1,4,16")
@@ -137,6 +169,9 @@ def main():
     ap.add_argument("--prompt-chars", type=int, default=400,
                     help="load runs: the first CHARS of each code prompt")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--soak", type=int, default=0, metavar="SECONDS",
+                    help="only the soak: the largest client count streaming "
+                    "for SECONDS, RSS every 10 s")
     ap.add_argument("--binary", default=os.path.join(ROOT, "build", "mtpd"))
     args = ap.parse_args()
     os.environ["MTPD_BIN"] = args.binary
@@ -147,6 +182,19 @@ def main():
 
     def daemon(*extra):
         return Daemon(tmp, "--threads", str(args.threads), *extra)
+
+    if args.soak:
+        d = daemon()
+        samples = soak(d, prompts, max(clients), args.max_tokens, args.soak)
+        d.stop()
+        print(f"# soak: {max(clients)} clients, {args.soak} s\n")
+        print("| s | RSS KiB |\n|---:|---:|")
+        for t, r in samples:
+            print(f"| {t:.0f} | {r} |")
+        warm = samples[min(1, len(samples) - 1)][1]
+        print(f"\nRSS growth after the first 10 s: "
+              f"{100.0 * (samples[-1][1] - warm) / warm:+.1f}%")
+        return
 
     print(f"# bench_daemon: {MODEL}, {args.threads} threads, "
           f"{args.max_tokens} tokens per request, draft tokens auto, "

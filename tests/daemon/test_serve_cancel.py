@@ -79,3 +79,37 @@ def test_shutdown_ends_generation_with_shutdown(tmp_path):
     assert err is None and res["finish_reason"] == "shutdown"
     assert d.stop() == 0
     assert "shutdown complete" in d.log_text()
+
+
+def test_long_prompt_prefills_in_chunks_while_streams_flow(tmp_path):
+    d = Daemon(tmp_path, "--step-rows", "128")
+    try:
+        a = d.client()
+        gid = a.send("generate", dict(LONG, max_tokens=3000))
+        first_chunk(a, gid)
+        b = d.client()
+        long_ids = [(i * 7919) % 8000 + 5 for i in range(2000)]
+        bid = b.send("generate", {"ids": long_ids, "max_tokens": 4,
+                                  "stream": True})
+        first_chunk(b, bid)  # B's prefill is over
+        # A's stream went on while B's 2000-token prompt was prefilled in
+        # chunks of 128 rows: a dozen passes or more, each with A's tokens
+        a.sock.setblocking(False)
+        got = 0
+        try:
+            while True:
+                data = a.sock.recv(1 << 20)
+                if not data:
+                    break
+                a.unpacker.feed(data)
+        except BlockingIOError:
+            pass
+        a.sock.setblocking(True)
+        for m in a.unpacker:
+            if m[0] == 2 and m[1] == "generate.chunk":
+                got += 1
+        assert got >= 8, got
+        b.close()
+        a.close()
+    finally:
+        assert d.stop() == 0

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from serve_helpers import Daemon, offline
+from serve_helpers import Daemon, mtpd_bin, offline
 
 PROMPTS = [
     "def add(a, b):",
@@ -147,4 +147,7 @@ def test_stats(daemon):
         assert key in res, key
     assert res["tokens_generated"] > 0
     assert res["spec"]["generated_tokens"] == res["tokens_generated"]
+    if "asan" not in mtpd_bin():  # sanitizer builds do not link jemalloc
+        assert res["jemalloc"]["allocated"] > 0
+        assert res["jemalloc"]["resident"] >= res["jemalloc"]["allocated"]
     c.close()

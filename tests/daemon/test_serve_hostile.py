@@ -177,8 +177,11 @@ def test_unknown_method_and_session(daemon):
 
 def test_flood_beyond_queue_gets_overloaded(daemon):
     c = daemon.client(timeout=120)
-    ids = [c.send("generate", {"prompt": "def f(x):", "max_tokens": 40,
-                               "ignore_eos": True}) for _ in range(12)]
+    # all in one write, so they arrive together
+    ids = list(range(100, 112))
+    c.send_raw(b"".join(msgpack.packb(
+        [0, i, "generate", [{"prompt": "def f(x):", "max_tokens": 40,
+                             "ignore_eos": True}]]) for i in ids))
     codes = []
     for i in ids:
         err, res, _ = c.wait(i)
@@ -222,3 +225,20 @@ def test_client_that_never_reads(daemon):
     assert dropped or "max-outbuf" in daemon.log_text()
     c.close()
     assert "max-outbuf" in daemon.log_text()
+
+
+def test_connection_limit(tmp_path):
+    d = Daemon(tmp_path, "--max-conns", "3")
+    try:
+        time.sleep(0.3)  # the start-up probe connection is gone
+        held = [d.client() for _ in range(3)]
+        for c in held:  # all three are served
+            assert c.call("tokenize", {"text": "x"})[0] is None
+        extra = d.client()
+        assert extra.recv() is None  # closed at once
+        held.pop().close()
+        time.sleep(0.2)
+        assert served_ok(d)
+        assert "--max-conns" in d.log_text()
+    finally:
+        assert d.stop() == 0

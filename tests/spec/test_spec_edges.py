@@ -11,7 +11,8 @@ import pytest
 
 from tools.ref.testutil import case_ids
 
-from spec_helpers import DEFAULT_MODEL, SHARED_MODEL, generate, generate_prompt
+from spec_helpers import (DEFAULT_MODEL, SHARED_MODEL, generate,
+                          generate_prompt, ids_arg)
 
 
 @pytest.mark.parametrize("name,k", [("bf16-agree", 3), ("bf16-mtp2-freq2", 4),
@@ -98,6 +99,32 @@ def test_context_limit_mid_draft(mtpd, presets):
     # prompt longer than the context: usage error
     r = generate(mtpd, d, prompt, 5, 1, "--ctx", 5, expect_rc=2)
     assert "context" in r.stderr
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_ctx_above_the_model_context(mtpd, presets, n):
+    """--ctx above max_position_embeddings (512 here) means the model's
+    context: generation ends with "context" there, also for sequences
+    batched with others that go on (issue 9: it used to exit 1 with
+    "capacity exceeded")."""
+    d = presets.dir("bf16-agree")
+    v = presets.model("bf16-agree").cfg.vocab_size
+    long = case_ids(v, 12, 505)
+    out = generate(mtpd, d, long, 40, 2, "--ignore-eos", "--ctx", 5000)
+    assert out["finish_reason"] == "context"
+    assert len(out["ids"]) == 512 - 505 + 1
+    if n > 1:  # batch-mates of a sequence that hits the context
+        short = case_ids(v, 13, 6)
+        alone = generate(mtpd, d, short, 40, 2, "--ignore-eos")["ids"]
+        both = generate(mtpd, d, ids_arg(long) + ";" + ids_arg(short), 40, 2,
+                        "--ignore-eos", "--ctx", 5000, "--n-samples", n)
+        for smp in both["samples"]:
+            if smp["prompt"] == 0:
+                assert smp["finish_reason"] == "context"
+                assert smp["ids"] == out["ids"]
+            else:
+                assert smp["finish_reason"] == "length"
+                assert smp["ids"] == alone
 
 
 def test_k_larger_than_useful(mtpd, presets):
