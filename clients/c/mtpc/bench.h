@@ -50,6 +50,7 @@ int64_t counts_accepted_exactly(const struct spec_counts *c, int a);
 struct req_rec {
     int run;          /* index into the runs */
     int prompt;       /* index into the prompts */
+    bool ran;         /* sent (else: interrupted or no connection left) */
     double t_start, t_first, t_end;
     int64_t n_tokens; /* generated ids */
     float *itl_ms;    /* per token after the first (owned) */

@@ -181,6 +181,10 @@ static void json_req(FILE *f, const struct req_rec *r)
 {
     fprintf(f, "{\"run\": %d, \"prompt\": %d, \"start_ms\": %.4f, ", r->run,
             r->prompt, r->t_start * 1e3);
+    if (!r->ran) {
+        fprintf(f, "\"error\": \"not run\"}");
+        return;
+    }
     if (r->status) {
         fprintf(f, "\"error\": ");
         json_puts(f, r->error, strlen(r->error));

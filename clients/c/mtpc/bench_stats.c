@@ -171,6 +171,10 @@ void run_aggregate(struct run_agg *run, const struct req_rec *recs,
         if (r->run != run_index)
             continue;
         run->n_req++;
+        if (!r->ran) {
+            run->n_err++;
+            continue;
+        }
         if (r->t_start < run->t_begin)
             run->t_begin = r->t_start;
         if (r->t_end > run->t_end)

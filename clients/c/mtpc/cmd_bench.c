@@ -87,6 +87,7 @@ static void one_request(struct run_ctx *x, mtp_client *c, int i)
     p.has_seed = true;
     struct chunk_state s = {.r = r, .x = x};
     struct mtp_result res;
+    r->ran = true;
     r->t_start = now_s() - x->t0;
     int rc = c ? mtp_generate(c, &p, on_chunk, &s, &res) : MTP_E_CONNECT;
     r->t_end = now_s() - x->t0;
@@ -472,9 +473,10 @@ int cmd_bench(const struct mtpc_global *g, int argc, char **argv)
     if (errors) {
         /* show the first error: most failures share a cause */
         for (size_t i = 0; i < n_recs; i++)
-            if (recs[i].status) {
-                fprintf(stderr, "mtpc bench: %d requests failed; first: "
-                        "%s\n", errors, recs[i].error);
+            if (recs[i].status || !recs[i].ran) {
+                fprintf(stderr, "mtpc bench: %d requests failed or were not "
+                        "run; first: %s\n", errors,
+                        recs[i].ran ? recs[i].error : "not run");
                 break;
             }
         status = 1;
