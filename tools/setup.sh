@@ -6,7 +6,8 @@ set -euo pipefail
 
 apt_pkgs=(build-essential pkg-config meson ninja-build libevent-dev
           libmsgpack-dev libjemalloc-dev libpcre2-dev python3 python3-pip
-          clang libclang-rt-14-dev neovim chromium)
+          clang libclang-rt-14-dev neovim chromium
+          libedit-dev gnuplot-nox)
 missing=()
 for p in "${apt_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" \

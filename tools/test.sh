@@ -34,6 +34,10 @@ MTPD_BIN="$PWD/build-asan/mtpd" python3 -m pytest -q \
     tests/daemon/test_serve_sessions.py tests/daemon/test_http_hostile.py \
     -k "not prefills_in_chunks"
 
+# mtpc (clients/c) under the sanitizers against the release daemon
+MTPC_BIN="$PWD/build-asan/clients/c/mtpc" MTPD_BIN="$PWD/build/mtpd" \
+    python3 -m pytest -q tests/daemon/test_mtpc.py
+
 # libFuzzer on the daemon's frame decoder + request validation, 20 s from
 # the seed corpus (new inputs go to a temporary directory)
 if command -v clang >/dev/null; then
