@@ -120,9 +120,11 @@ class Daemon:
         return Client(self.path, timeout)
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Signals the daemon (sig None: it was signalled already; a second
+        SIGTERM would end its shutdown at once) and waits for its exit."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
+        if sig is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
             rc = self.proc.wait(timeout)
