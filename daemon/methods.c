@@ -166,7 +166,7 @@ static void pack_session(msgpack_packer *pk, const struct session *se,
     pack_str(pk, "requests");
     msgpack_pack_long(pk, se->requests);
     pack_str(pk, "stats");
-    pack_stats(pk, &se->stats, 0, 0);
+    pack_stats(pk, &se->stats, se->prompt_reused, 0);
 }
 
 static void m_session_info(struct conn *c, struct srv_req *r)
@@ -633,6 +633,7 @@ void methods_on_job_output(struct srv *s, struct job *j,
         mtpd_tok_ids_free(&h);
         se->requests++;
         spec_stats_add(&se->stats, &j->stats);
+        se->prompt_reused += j->reused;
         spec_stats_add(&s->spec_total, &j->stats);
         s->tokens_generated += (long long)j->out_ids.n;
         s->prompt_tokens += j->n_prompt;

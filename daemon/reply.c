@@ -112,7 +112,7 @@ void pack_stats(msgpack_packer *pk, const struct spec_stats *st,
     for (int i = 0; i <= SPEC_K_MAX; i++)
         if (st->k_hist[i])
             hist_n = i + 1;
-    msgpack_pack_map(pk, 22);
+    msgpack_pack_map(pk, 25);
     kv_i(pk, "prompt_tokens", st->prompt_tokens);
     kv_i(pk, "generated_tokens", st->generated_tokens);
     kv_i(pk, "verify_passes", st->passes);
@@ -128,6 +128,18 @@ void pack_stats(msgpack_packer *pk, const struct spec_stats *st,
     msgpack_pack_array(pk, (size_t)kmax);
     for (int i = 1; i <= kmax; i++)
         msgpack_pack_double(pk, spec_stats_accept_cond(st, i));
+    /* the counts behind the ratios (spec/stats.h), so that clients can
+     * sum requests exactly (mtpc bench) */
+    static const char *const cnt_name[3] = {"drafted_by_position",
+                                            "reached_by_position",
+                                            "accepted_by_position"};
+    const int64_t *cnt[3] = {st->drafted_at, st->reached_at, st->accepted_at};
+    for (int c = 0; c < 3; c++) {
+        pack_str(pk, cnt_name[c]);
+        msgpack_pack_array(pk, (size_t)kmax);
+        for (int i = 0; i < kmax; i++)
+            msgpack_pack_int64(pk, cnt[c][i]);
+    }
     kv_f(pk, "mean_accepted_length", spec_stats_mean_accepted_len(st));
     kv_f(pk, "tokens_per_pass", spec_stats_tokens_per_pass(st));
     pack_str(pk, "k_histogram");

@@ -78,7 +78,8 @@ struct session {
     int busy;              /* a job runs in it */
     int temporary;         /* made for one request without a session */
     long requests;
-    struct spec_stats stats;
+    struct spec_stats stats;  /* summed over its requests */
+    long long prompt_reused;  /* prompt tokens its requests reused */
     struct session *prev, *next; /* LRU list: head = most recent */
 };
 

@@ -38,6 +38,25 @@ def test_prefix_reuse_gives_fresh_session_ids(tmp_path):
                                          "ids": ids2, "max_tokens": 16})
         assert err is None and fresh["ids"] == second["ids"]
         assert fresh["stats"]["prompt_tokens_reused"] == 0
+        # the session's summed stats carry its reuse; the count arrays
+        # behind the acceptance ratios add up to them
+        err, info = c.call("session.info", {"session": sess})
+        assert err is None
+        st1, st2 = first["stats"], second["stats"]
+        assert info["stats"]["prompt_tokens_reused"] == \
+            st1["prompt_tokens_reused"] + st2["prompt_tokens_reused"]
+        ist = info["stats"]
+        for name in ("drafted_by_position", "reached_by_position",
+                     "accepted_by_position"):
+            n = max(len(st1[name]), len(st2[name]))
+            pad = lambda a: a + [0] * (n - len(a))
+            assert ist[name] == [x + y for x, y in
+                                 zip(pad(st1[name]), pad(st2[name]))]
+        if ist["drafted_by_position"]:
+            assert ist["drafted_by_position"][0] == ist["drafts"]
+            assert abs(ist["acceptance_by_position"][0] -
+                       ist["accepted_by_position"][0] /
+                       ist["drafted_by_position"][0]) < 1e-9
         _, st = c.call("stats")
         assert st["prompt_tokens_reused"] >= \
             second["stats"]["prompt_tokens_reused"]
