@@ -1,14 +1,14 @@
 /*
  * cmd_generate.c - `mtpd generate`: one generation with MTP speculative
- * decoding (spec/spec.h), streamed as text or reported as JSON.
+ * decoding (include/mtpd/spec.h), streamed as text or reported as JSON.
  *
  *   mtpd generate --model DIR (--prompt TEXT | --ids 1,2,3) [options]
  *
  * --json prints one object:
  *   {"ids": [...], "text": "...", "finish_reason": "stop|length|context",
  *    "draft_tokens": K|"auto", "stats": {...}}
- * (spec/stats.h defines every stats field). Without --json the text is
- * written to stdout as tokens are accepted (spec/textout.h: stop strings,
+ * (include/mtpd/stats.h defines every stats field). Without --json the text is
+ * written to stdout as tokens are accepted (include/mtpd/textout.h: stop strings,
  * whole UTF-8 characters) and a one-line summary goes to stderr. A
  * sequence that ends with "error" exits 1 with spec_seq_error's message.
  */

@@ -1,5 +1,5 @@
 /* reply.c - msgpack-rpc responses and notifications (docs/protocol.md):
- * errors, results, and the STATS map of spec/stats.h. */
+ * errors, results, and the STATS map of include/mtpd/stats.h. */
 #include <string.h>
 
 #include "srv.h"
@@ -128,7 +128,7 @@ void pack_stats(msgpack_packer *pk, const struct spec_stats *st,
     msgpack_pack_array(pk, (size_t)kmax);
     for (int i = 1; i <= kmax; i++)
         msgpack_pack_double(pk, spec_stats_accept_cond(st, i));
-    /* the counts behind the ratios (spec/stats.h), so that clients can
+    /* the counts behind the ratios (include/mtpd/stats.h), so that clients can
      * sum requests exactly (mtpc bench) */
     static const char *const cnt_name[3] = {"drafted_by_position",
                                             "reached_by_position",

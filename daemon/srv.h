@@ -16,7 +16,7 @@
  * (validation), methods.c (one handler per method), reply.c (msgpack
  * replies), session.c (sessions table, LRU, state dir), sched.c
  * (compute thread), srv_engine.c (spec calls), srv_log.c (log lines).
- * Text chunks come from spec/textout.h. HTTP (--http): http.h, on the
+ * Text chunks come from include/mtpd/textout.h. HTTP (--http): http.h, on the
  * loop thread; its jobs have job.http set and no conn.
  */
 #ifndef MTPD_SRV_H

@@ -41,7 +41,7 @@ MTPC_BIN="$PWD/build-asan/clients/c/mtpc" MTPD_BIN="$PWD/build/mtpd" \
 # libFuzzer on the daemon's frame decoder + request validation, 20 s from
 # the seed corpus (new inputs go to a temporary directory)
 if command -v clang >/dev/null; then
-    clang -g -O1 -fsanitize=fuzzer,address,undefined -Idaemon -Ispec \
+    clang -g -O1 -fsanitize=fuzzer,address,undefined -Idaemon -Iinclude/mtpd -Ispec \
         -Imodel tests/fuzz/fuzz_proto.c daemon/frame.c daemon/proto.c \
         $(pkg-config --cflags --libs msgpack) -o build/fuzz_proto
     fuzz_dir=$(mktemp -d)

@@ -3,7 +3,7 @@
  * (daemon/frame.c) and request validation (daemon/proto.c) on arbitrary
  * bytes, fed in pieces as a socket would deliver them.
  *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Idaemon -Ispec \
+ *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Idaemon -Iinclude/mtpd -Ispec \
  *     -Imodel tests/fuzz/fuzz_proto.c daemon/frame.c daemon/proto.c \
  *     $(pkg-config --cflags --libs msgpack) -o build/fuzz_proto
  *   build/fuzz_proto -max_total_time=20 tests/fuzz/corpus
