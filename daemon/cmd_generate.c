@@ -1,15 +1,16 @@
 /*
  * cmd_generate.c - `mtpd generate`: one generation with MTP speculative
- * decoding (spec/spec.h), streamed as text or reported as JSON.
+ * decoding (include/mtpd/spec.h), streamed as text or reported as JSON.
  *
  *   mtpd generate --model DIR (--prompt TEXT | --ids 1,2,3) [options]
  *
  * --json prints one object:
  *   {"ids": [...], "text": "...", "finish_reason": "stop|length|context",
  *    "draft_tokens": K|"auto", "stats": {...}}
- * (spec/stats.h defines every stats field). Without --json the text is
- * written to stdout as tokens are accepted and a one-line summary goes to
- * stderr.
+ * (include/mtpd/stats.h defines every stats field). Without --json the text is
+ * written to stdout as tokens are accepted (include/mtpd/textout.h: stop strings,
+ * whole UTF-8 characters) and a one-line summary goes to stderr. A
+ * sequence that ends with "error" exits 1 with spec_seq_error's message.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -21,7 +22,8 @@
 #include "cmd.h"
 #include "spec.h"
 #include "spec_test.h"
-#include "stop.h"
+#include "draft_vocab.h"
+#include "textout.h"
 #ifdef MTPD_HAVE_TOKENIZER
 #include "tokenizer.h"
 #endif
@@ -98,20 +100,16 @@ static void generate_usage(FILE *f)
 /* Per-run output state shared with the token callback. */
 struct gen_out {
     int json;
-    struct spec_stop stop;
-    int have_stop;
+    struct spec_textout *text; /* decoded text and stop strings */
 #ifdef MTPD_HAVE_TOKENIZER
     struct mtpd_tok *tok;
-    struct mtpd_tok_stream ts;
-    struct mtpd_tok_buf piece;
 #endif
-    int failed;
 };
 
 static void print_released(struct gen_out *g, int final)
 {
     const char *p;
-    size_t n = spec_stop_release(&g->stop, &p, final);
+    size_t n = spec_textout_release(g->text, &p, final);
     if (!g->json && n) {
         fwrite(p, 1, n, stdout);
         fflush(stdout);
@@ -122,26 +120,9 @@ static int on_token(void *ud, struct spec_seq *s, int32_t tok)
 {
     (void)s;
     struct gen_out *g = ud;
-    (void)tok;
-#ifdef MTPD_HAVE_TOKENIZER
-    if (g->tok) {
-        g->piece.n = 0;
-        if (g->piece.p)
-            g->piece.p[0] = 0;
-        if (mtpd_tok_stream_push(&g->ts, tok, &g->piece, NULL, 0) < 0) {
-            g->failed = 1;
-            return SPEC_TOK_CONTINUE;
-        }
-        int r = spec_stop_feed(&g->stop, g->piece.p ? g->piece.p : "",
-                               g->piece.n);
-        if (r < 0)
-            g->failed = 1;
-        print_released(g, 0);
-        if (r == 1)
-            return SPEC_TOK_STOP;
-    }
-#endif
-    return SPEC_TOK_CONTINUE;
+    int r = spec_textout_push(g->text, tok);
+    print_released(g, 0);
+    return r == 1 ? SPEC_TOK_STOP : SPEC_TOK_CONTINUE;
 }
 
 static void json_str(const char *s, size_t n)
@@ -345,49 +326,6 @@ static int parse_args(int argc, char **argv, struct gen_opts *o)
     return 0;
 }
 
-/* Reads up to max ids (whitespace/comma separated, '#' starts a comment)
- * from path. Returns the count (0 when the file does not exist and
- * !required), or -1 with a message. */
-static int read_vocab_file(const char *path, int max, int required,
-                           int32_t **out)
-{
-    *out = NULL;
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        if (required)
-            fprintf(stderr, "mtpd: error: --draft-vocab: cannot open %s\n",
-                    path);
-        return required ? -1 : 0;
-    }
-    int32_t *ids = malloc(sizeof(int32_t) * (size_t)max);
-    int n = 0, c;
-    long v = -1;
-    while (ids && n < max && (c = fgetc(f)) != EOF) {
-        if (c == '#') {
-            while ((c = fgetc(f)) != EOF && c != '\n')
-                ;
-        }
-        if (c >= '0' && c <= '9') {
-            v = (v < 0 ? 0 : v * 10) + (c - '0');
-            if (v > INT32_MAX)
-                break;
-        } else if (v >= 0) {
-            ids[n++] = (int32_t)v;
-            v = -1;
-        }
-    }
-    if (ids && v >= 0 && v <= INT32_MAX && n < max)
-        ids[n++] = (int32_t)v;
-    fclose(f);
-    if (!ids || n == 0) {
-        fprintf(stderr, "mtpd: error: --draft-vocab: no ids in %s\n", path);
-        free(ids);
-        return -1;
-    }
-    *out = ids;
-    return n;
-}
-
 /* Prompt ids from --ids or the tokenizer. Returns the count or -1. */
 static int prompt_ids(const struct gen_opts *o, struct gen_out *g,
                       int32_t **ids)
@@ -440,10 +378,12 @@ static void print_json(const struct gen_opts *o, struct gen_out *g,
     for (int i = 0; i < n; i++)
         printf(i ? ", %" PRId32 : "%" PRId32, ids[i]);
     printf("], \"text\": ");
-    if (g->stop.text)
-        json_str(g->stop.text, g->stop.len);
+    size_t tlen;
+    const char *text = spec_textout_text(g->text, &tlen);
+    if (text)
+        json_str(text, tlen);
     else
-        printf(g->have_stop ? "\"\"" : "null");
+        printf("null");
     printf(", \"finish_reason\": \"%s\"",
            spec_finish_str(spec_seq_finish(s)));
     if (o->draft == SPEC_K_AUTO)
@@ -578,8 +518,11 @@ static int run_batch(const struct gen_opts *o, struct spec_engine *e,
                                         ? buf : "null");
     status = 0;
     for (int i = 0; i < n; i++)
-        if (spec_seq_finish(seqs[i]) == SPEC_FINISH_ERROR)
+        if (spec_seq_finish(seqs[i]) == SPEC_FINISH_ERROR) {
+            fprintf(stderr, "mtpd: error: sample %d: %s\n", i,
+                    spec_seq_error(seqs[i]));
             status = 1;
+        }
 out:
     for (int i = 0; i < n; i++)
         spec_seq_free(seqs[i]);
@@ -696,6 +639,7 @@ int cmd_generate(int argc, char **argv)
     struct spec_engine *e = NULL;
     struct spec_seq *s = NULL;
 
+    const struct mtpd_tok *text_tok = NULL;
 #ifdef MTPD_HAVE_TOKENIZER
     if (mtpd_tok_load_dir(&g.tok, o.dir, err, sizeof err) < 0) {
         g.tok = NULL;
@@ -703,10 +647,8 @@ int cmd_generate(int argc, char **argv)
             fprintf(stderr, "mtpd: error: tokenizer: %s\n", err);
             return 1;
         }
-    } else {
-        mtpd_tok_stream_init(&g.ts, g.tok, MTPD_TOK_SKIP_SPECIAL);
     }
-    g.have_stop = g.tok != NULL;
+    text_tok = g.tok;
 #else
     if (o.prompt || o.n_stops) {
         fprintf(stderr, "mtpd: error: --prompt/--stop need the tokenizer, "
@@ -714,7 +656,7 @@ int cmd_generate(int argc, char **argv)
         return 2;
     }
 #endif
-    if (spec_stop_init(&g.stop, o.stops, o.n_stops) < 0) {
+    if (spec_textout_new(text_tok, o.stops, o.n_stops, &g.text) < 0) {
         fprintf(stderr, "mtpd: error: out of memory\n");
         goto out;
     }
@@ -739,10 +681,16 @@ int cmd_generate(int argc, char **argv)
             snprintf(path, sizeof path, "%s", o.draft_vocab);
         else
             snprintf(path, sizeof path, "%s/draft_vocab.txt", o.dir);
-        int nv = read_vocab_file(path, (int)o.draft_vocab_size,
-                                 o.draft_vocab != NULL, &dv);
-        if (nv < 0)
+        int nv = spec_draft_vocab_read(path, (int)o.draft_vocab_size, &dv);
+        if (nv == MTPD_EIO && !o.draft_vocab) {
+            nv = 0; /* no default list: the full vocabulary */
+        } else if (nv < 0) {
+            fprintf(stderr, "mtpd: error: --draft-vocab: %s: %s\n", path,
+                    nv == MTPD_EIO ? "cannot open"
+                    : nv == MTPD_EFORMAT ? "no ids (or an id too big)"
+                                         : mtpd_err_str(nv));
             goto out;
+        }
         eo.draft_vocab = dv;
         eo.n_draft_vocab = nv;
         eo.n_draft_ctx = (int)o.draft_ctx_tokens;
@@ -755,7 +703,7 @@ int cmd_generate(int argc, char **argv)
     }
     mtpd_ctx_set_attn_split(spec_engine_ctx(e), cli_attn_split());
     const char *brk = getenv("MTPD_SPEC_BREAK_ACCEPT"); /* tests only */
-    spec_engine_break_accept(e, brk && *brk && strcmp(brk, "0") != 0);
+    spec_engine_set_break_accept(e, brk && *brk && strcmp(brk, "0") != 0);
     struct spec_params p;
     spec_params_default(&p, m);
     p.sampling.temperature = (float)o.temperature;
@@ -830,16 +778,9 @@ int cmd_generate(int argc, char **argv)
             rb_n++;
         }
     }
-#ifdef MTPD_HAVE_TOKENIZER
-    if (g.tok && !g.stop.matched) {
-        g.piece.n = 0;
-        mtpd_tok_stream_finish(&g.ts, &g.piece);
-        if (g.piece.n)
-            spec_stop_feed(&g.stop, g.piece.p, g.piece.n);
-    }
-#endif
+    spec_textout_finish(g.text);
     print_released(&g, 1);
-    if (g.failed)
+    if (spec_textout_failures(g.text))
         fprintf(stderr, "mtpd: warning: some token text could not be "
                 "decoded\n");
     if (o.json)
@@ -847,15 +788,16 @@ int cmd_generate(int argc, char **argv)
     else
         print_summary(s);
     status = spec_seq_finish(s) == SPEC_FINISH_ERROR ? 1 : 0;
+    if (status)
+        fprintf(stderr, "mtpd: error: %s\n", spec_seq_error(s));
     note_busy_machine(e);
 out:
     spec_seq_free(s);
     spec_engine_free(e);
     mtpd_model_free(m);
     free(ids);
-    spec_stop_free(&g.stop);
+    spec_textout_free(g.text);
 #ifdef MTPD_HAVE_TOKENIZER
-    mtpd_tok_buf_free(&g.piece);
     mtpd_tok_free(g.tok);
 #endif
     return status;

@@ -37,7 +37,7 @@
 #include <time.h>
 
 #include "../model/json.h"
-#include "../model/tokenizer/tokenizer.h"
+#include "tokenizer.h"
 #include "cmd.h"
 
 enum mode { M_ENCODE, M_DECODE, M_CHAT, M_FIM };

@@ -17,6 +17,7 @@ static const struct cmd_entry {
     {"logits", cmd_logits, "print main-model and MTP logits as JSON"},
     {"tokenize", cmd_tokenize, "encode/decode JSON lines with a tokenizer"},
     {"info", cmd_info, "describe a checkpoint (config, sizes, MTP modules)"},
+    {"serve", cmd_serve, "run the daemon: MessagePack-RPC over a socket"},
     {"quantize", cmd_quantize, "write a q8 / q4 / fp8 copy of a checkpoint"},
 };
 

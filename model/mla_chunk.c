@@ -28,9 +28,9 @@ int attn_chunk_pos(const struct mtpd_ctx *c, const struct mtpd_kv *kv)
 }
 
 int attn_chunk(const struct mtpd_ctx *c, const struct mtpd_kv *kv, int layer,
-                int ch, const float *qc, int ldq, int np, const int *vis,
-                struct chunk_scratch *cs, float *m, float *l, float *o,
-                int ldo)
+               int ch, const float *qc, int ldq, int np, const int *vis,
+               struct chunk_scratch *cs, float *m, float *l, float *o,
+               int ldo)
 {
     const int L = c->m->cfg.kv_lora_rank, pp = kv->page_pos;
     const int cp = attn_chunk_pos(c, kv), t0 = ch * cp;
@@ -60,7 +60,8 @@ int attn_chunk(const struct mtpd_ctx *c, const struct mtpd_kv *kv, int layer,
             m[p] = -INFINITY;
             l[p] = 0.0f;
         } else {
-            m[p] = scale * s[kargmax(s, v)];
+            int top = kargmax(s, v); /* -1: all NaN, and so is the row */
+            m[p] = top < 0 ? 0.0f : scale * s[top];
             l[p] = kexp_sum(s, v, scale, m[p]);
         }
         memset(s + v, 0, sizeof(float) * (size_t)(maxvis - v));

@@ -269,9 +269,9 @@ int mla_split_attend(struct mtpd_ctx *c, const struct layer_w *w,
  * m = -inf); attn_normalize divides by l. */
 int attn_chunk_pos(const struct mtpd_ctx *c, const struct mtpd_kv *kv);
 int attn_chunk(const struct mtpd_ctx *c, const struct mtpd_kv *kv, int layer,
-                int ch, const float *qc, int ldq, int np, const int *vis,
-                struct chunk_scratch *cs, float *m, float *l, float *o,
-                int ldo);
+               int ch, const float *qc, int ldq, int np, const int *vis,
+               struct chunk_scratch *cs, float *m, float *l, float *o,
+               int ldo);
 void attn_merge(float *m, float *l, float *o, float mc, float lc,
                 const float *oc, int L);
 void attn_normalize(float *o, float l, int L);

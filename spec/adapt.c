@@ -115,7 +115,9 @@ int spec_adapt_choose(struct spec_adapt *a, const struct spec_costs *c)
     for (int k = 0; k <= a->k_max; k++) {
         /* k = 0 is plain decoding: once chosen for good the MTP caches
          * are no longer kept, so it pays neither refill nor drafts */
-        double cost = spec_cost_eval(&c->main, k + 1);
+        double o = c->others > 0 ? c->others : 0.0;
+        double cost = spec_cost_eval(&c->main, o + k + 1) * (k + 1) /
+                      (o + k + 1);
         if (k > 0)
             cost += c->refill_s + (k - 1) * c->step_s;
         double rate = spec_adapt_expected(a, k) / cost;

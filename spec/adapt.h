@@ -71,8 +71,17 @@ double spec_adapt_expected(const struct spec_adapt *a, int k);
 
 struct spec_costs {
     struct spec_cost main; /* main forward: rows -> seconds */
-    double refill_s;       /* EMA seconds of the MTP refill per pass */
-    double step_s;         /* EMA seconds of one recursive draft step */
+    double refill_s;       /* EMA seconds of one sequence's MTP refill
+                              per pass (its share when sequences share) */
+    double step_s;         /* EMA seconds of one recursive draft step, per
+                              sequence */
+    /* Rows other sequences bring to the main pass this sequence is about
+     * to share (0: alone). With o > 0 the main term of C(k) is the
+     * sequence's row share of the shared pass,
+     *     T_main(o + k + 1) * (k + 1) / (o + k + 1),
+     * as the stats charge it: a draft row then costs the pass's time per
+     * row, not the small step from r to r + 1 rows of a lone sequence. */
+    double others;
 };
 
 /* The k for the next pass. Deterministic given its inputs. */

@@ -52,6 +52,11 @@ static int one_more(struct spec_engine *e, struct mtpd_kv *kv,
     return MTPD_OK;
 }
 
+void spec_engine_set_break_accept(struct spec_engine *e, int on)
+{
+    e->break_accept = on != 0;
+}
+
 int spec_seq_check_rollback(struct spec_engine *e, struct spec_seq *s,
                             double *main_diff, double *mtp_diff)
 {
@@ -104,9 +109,4 @@ int spec_seq_check_rollback(struct spec_engine *e, struct spec_seq *s,
     mtpd_kv_free(kv);
     free(buf);
     return rc < 0 ? rc : MTPD_OK;
-}
-
-void spec_engine_break_accept(struct spec_engine *e, int on)
-{
-    e->break_accept = on != 0;
 }

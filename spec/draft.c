@@ -16,7 +16,8 @@
  * and are dropped afterwards (spec_mtp_rollback).
  *
  * spec_refill: after the main forward, every module gets exact rows
- * [len, min(L, T-1)) with T the number of known tokens. Module 0's last
+ * [len, min(L, T-1)) with T the number of known tokens (for a sequence
+ * that has just finished: of its settled history). Module 0's last
  * row is at L-1 in the decode state and its logits draft the next d_1.
  * One MTP call per module for all sequences.
  */
@@ -139,6 +140,7 @@ int spec_draft(struct spec_engine *e, struct spec_seq **seqs, int n)
             q->logits_from = e->n_sub ? mi : mi - 1;
             e->slots[cnt].seq = i;
             e->slots[cnt].row = rows;
+            s->ph_rows[SPEC_PH_DRAFT] += mi;
             rows += mi;
             cnt++;
         }
@@ -204,6 +206,7 @@ int spec_draft(struct spec_engine *e, struct spec_seq **seqs, int n)
             q->n_tokens = 1;
             q->logits_from = e->n_sub ? 1 : 0;
             e->slots[cnt].seq = i;
+            s->ph_rows[SPEC_PH_DRAFT]++;
             cnt++;
         }
         if (cnt == 0)
@@ -221,7 +224,8 @@ int spec_draft(struct spec_engine *e, struct spec_seq **seqs, int n)
                                  cnt)) < 0)
                 return rc;
         }
-        double dt = spec_now() - t0;
+        /* adaptive k's T_step: one sequence's share of the step */
+        double dt = (spec_now() - t0) / cnt;
         e->costs.step_s = e->costs.step_s > 0
                               ? 0.9 * e->costs.step_s + 0.1 * dt
                               : dt;
@@ -297,7 +301,10 @@ int spec_refill(struct spec_engine *e, struct spec_seq **seqs, int n)
         int cnt = 0, rows = 0;
         for (int i = 0; i < n; i++) {
             struct spec_seq *s = seqs[i];
-            if (!s->use_mtp || s->fin != SPEC_RUNNING)
+            /* a sequence that finished in this step was settled to its
+             * output: its MTP caches still catch up with it, so that a
+             * restart (the next turn) can keep them */
+            if (!s->use_mtp)
                 continue;
             int L = mtpd_kv_len(s->kv, -1);
             int target = s->n_toks - 1 < L ? s->n_toks - 1 : L;
@@ -337,7 +344,8 @@ int spec_refill(struct spec_engine *e, struct spec_seq **seqs, int n)
                 e->catchup = 1;
             }
             int nr = target - len;
-            int draft_row = mi == 0 && target == L && s->n_toks == L + 1;
+            int draft_row = mi == 0 && target == L && s->n_toks == L + 1 &&
+                            s->fin == SPEC_RUNNING;
             struct mtpd_mtp_seq *q = &e->qseq[cnt];
             q->kv = s->kv;
             q->tokens = s->toks + len + 1;
@@ -349,6 +357,7 @@ int spec_refill(struct spec_engine *e, struct spec_seq **seqs, int n)
             slot[cnt].p0 = len;
             slot[cnt].n = nr;
             slot[cnt].logits = draft_row;
+            s->ph_rows[SPEC_PH_REFILL] += nr;
             rows += nr;
             cnt++;
         }

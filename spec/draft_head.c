@@ -102,6 +102,13 @@ void spec_draft_ctx_free(struct spec_draft_ctx *c)
     memset(c, 0, sizeof *c);
 }
 
+void spec_draft_ctx_reset(struct spec_draft_ctx *c)
+{
+    for (int i = 0; i < c->n; i++)
+        c->in[c->ids[i]] = 0;
+    c->n = 0;
+}
+
 int spec_draft_ctx_add(struct spec_draft_ctx *c,
                        const struct spec_draft_head *heads, int32_t id)
 {

@@ -64,6 +64,8 @@ int spec_draft_ctx_init(struct spec_draft_ctx *c,
                         const struct spec_draft_head *heads, int n_mod,
                         int cap);
 void spec_draft_ctx_free(struct spec_draft_ctx *c);
+/* Forgets every context id (keeps the memory). */
+void spec_draft_ctx_reset(struct spec_draft_ctx *c);
 
 /* Adds id unless it is in the fixed part, already added, or there is no
  * room. Returns 1 when added, 0 when not, -1 for a bad id. */

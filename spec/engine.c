@@ -1,7 +1,7 @@
 /*
- * engine.c - engine and sequence lifetime, and spec_step: the order of one
- * scheduling step (choose k, draft, one main forward, accept, roll back,
- * refill). The phases live in draft.c and verify.c.
+ * engine.c - engine and sequence lifetime, the sequence accessors, and
+ * emitting tokens. One scheduling step is in step.c, a restart in
+ * restart.c.
  */
 #include "spec_int.h"
 
@@ -27,6 +27,7 @@ const char *spec_finish_str(enum spec_finish f)
     case SPEC_FINISH_LENGTH: return "length";
     case SPEC_FINISH_CONTEXT: return "context";
     case SPEC_FINISH_ERROR: return "error";
+    case SPEC_FINISH_CANCELLED: return "cancelled";
     }
     return "?";
 }
@@ -52,6 +53,7 @@ void spec_engine_free(struct spec_engine *e)
     if (!e)
         return;
     mtpd_ctx_free(e->ctx);
+    mtpd_kv_pool_free(e->own_pool);
     free(e->hin);
     free(e->hout);
     free(e->pbuf);
@@ -73,6 +75,7 @@ void spec_engine_free(struct spec_engine *e)
     free(e->lbuf);
     free(e->rowidx);
     free(e->rowseq);
+    free(e->tshare);
     free(e);
 }
 
@@ -93,6 +96,16 @@ int spec_engine_new(const struct mtpd_model *m,
     e->max_rows = o->max_rows ? o->max_rows : 256;
     if (e->max_rows < SPEC_K_MAX + 1)
         e->max_rows = SPEC_K_MAX + 1;
+    e->pool = o->kv_pool;
+    if (!e->pool) {
+        struct mtpd_kv_pool_opts po = {0};
+        int rc = mtpd_kv_pool_new(m, &po, &e->own_pool);
+        if (rc < 0) {
+            free(e);
+            return rc;
+        }
+        e->pool = e->own_pool;
+    }
     /* MTP refill calls may carry one row per module more than the main
      * call they follow (see draft.c) */
     int ctx_rows = e->max_rows + MTPD_MAX_MTP;
@@ -111,9 +124,10 @@ int spec_engine_new(const struct mtpd_model *m,
     e->r_off = calloc((size_t)e->max_rows, sizeof(int));
     e->r_n = calloc((size_t)e->max_rows, sizeof(int));
     e->slots = calloc((size_t)ctx_rows, sizeof *e->slots);
+    e->tshare = malloc(3 * (size_t)e->max_rows * sizeof(double));
     if (!e->ctx || !e->hin || !e->hout || !e->pbuf || !e->rbuf ||
         !e->ibuf || !e->mseq || !e->qseq || !e->act || !e->rbase ||
-        !e->r_p0 || !e->r_off || !e->r_n || !e->slots) {
+        !e->r_p0 || !e->r_off || !e->r_n || !e->slots || !e->tshare) {
         spec_engine_free(e);
         return MTPD_ENOMEM;
     }
@@ -192,85 +206,201 @@ void spec_seq_free(struct spec_seq *s)
     free(s);
 }
 
+int spec_seq_cap(const struct spec_engine *e, const struct spec_params *p)
+{
+    int max = mtpd_model_config(e->m)->max_position_embeddings;
+    return p->kv_capacity > 0 && p->kv_capacity < max ? p->kv_capacity : max;
+}
+
+int spec_seq_toks(struct spec_seq *s, int n)
+{
+    if (n <= s->toks_cap)
+        return MTPD_OK;
+    int cap = s->toks_cap ? s->toks_cap : 64;
+    while (cap < n)
+        cap *= 2;
+    int32_t *t = realloc(s->toks, (size_t)cap * sizeof *t);
+    if (!t)
+        return MTPD_ENOMEM;
+    s->toks = t;
+    s->toks_cap = cap;
+    return MTPD_OK;
+}
+
+int spec_seq_plan(const struct spec_engine *e, const struct spec_params *p,
+                  int *k_cfg, int *k_max, int *n_mod)
+{
+    if (!p || p->max_tokens < 1 ||
+        (p->draft_tokens < 0 && p->draft_tokens != SPEC_K_AUTO))
+        return MTPD_EINVAL;
+    int k = p->draft_tokens > SPEC_K_MAX ? SPEC_K_MAX : p->draft_tokens;
+    if (e->n_mtp == 0)
+        k = 0;
+    int auto_max = p->auto_k_max > 0 ? p->auto_k_max : 4;
+    if (auto_max > SPEC_K_MAX)
+        auto_max = SPEC_K_MAX;
+    *k_cfg = k;
+    *k_max = k == SPEC_K_AUTO ? auto_max : k;
+    *n_mod = k != 0 ? e->n_mtp : 0;
+    return MTPD_OK;
+}
+
+int spec_seq_buffers(struct spec_seq *s, const struct spec_params *p,
+                     int n_mod, int k_max)
+{
+    const struct spec_engine *e = s->e;
+    size_t V = (size_t)e->vocab, H = (size_t)e->hidden;
+    int sampling = !spec_sampling_greedy(&p->sampling);
+    if (p->max_tokens > s->out_cap) {
+        int32_t *o = realloc(s->out, (size_t)p->max_tokens * sizeof *o);
+        if (!o)
+            return MTPD_ENOMEM;
+        s->out = o;
+        s->out_cap = p->max_tokens;
+    }
+    if (n_mod == 0)
+        return MTPD_OK;
+    if (!s->mtp_logits && !(s->mtp_logits = malloc(V * sizeof(float))))
+        return MTPD_ENOMEM;
+    /* room for every module, so a later restart never needs more */
+    if (!s->stash &&
+        !(s->stash = malloc((size_t)e->n_mtp * H * sizeof(float))))
+        return MTPD_ENOMEM;
+    if (!s->dhid && !(s->dhid = malloc(H * sizeof(float))))
+        return MTPD_ENOMEM;
+    if (sampling && k_max > s->q_cap) {
+        float *q = realloc(s->q, (size_t)k_max * V * sizeof(float));
+        if (!q)
+            return MTPD_ENOMEM;
+        s->q = q;
+        s->q_cap = k_max;
+    }
+    if (e->n_sub && e->n_ctx && !s->dctx.cap &&
+        spec_draft_ctx_init(&s->dctx, e->dh, e->n_mtp, e->n_ctx) < 0)
+        return MTPD_ENOMEM;
+    return MTPD_OK;
+}
+
+void spec_seq_start(struct spec_seq *s, const struct spec_params *p, int n,
+                    int k_cfg, int k_max, int n_mod)
+{
+    struct spec_engine *e = s->e;
+    s->p = *p;
+    s->cap = spec_seq_cap(e, p);
+    if (s->cap > mtpd_kv_capacity(s->kv))
+        s->cap = mtpd_kv_capacity(s->kv);
+    s->n_prompt = n;
+    s->n_toks = n;
+    s->n_out = 0;
+    s->fin = SPEC_RUNNING;
+    s->err = 0;
+    s->errmsg[0] = 0;
+    atomic_store(&s->cancel, 0);
+    s->notice[0] = 0;
+    if (p->draft_tokens != 0 && e->n_mtp == 0)
+        snprintf(s->notice, sizeof s->notice,
+                 "model has no MTP module: plain decoding (draft tokens 0)");
+    s->k_cfg = k_cfg;
+    s->k_max = k_max;
+    s->n_mod = n_mod;
+    s->use_mtp = n_mod > 0;
+    s->paused = 0;
+    s->hlog_n = 0;
+    s->mtp_logits_pos = -1;
+    for (int i = 0; i < MTPD_MAX_MTP; i++)
+        s->stash_pos[i] = -1;
+    s->k = s->last_k = s->last_a = 0;
+    s->trace_n = 0;
+    spec_rng_seed(&s->rng, p->seed);
+    memset(&s->st, 0, sizeof s->st);
+    s->st.prompt_tokens = n;
+    spec_adapt_init(&s->ad, s->k_max);
+    if (s->dctx.cap) {
+        spec_draft_ctx_reset(&s->dctx);
+        if (s->use_mtp)
+            for (int i = 0; i < n; i++)
+                spec_draft_ctx_add(&s->dctx, e->dh, s->toks[i]);
+    }
+}
+
 int spec_seq_new(struct spec_engine *e, const struct spec_params *p,
                  const int32_t *prompt, int n_prompt, struct spec_seq **out)
 {
     *out = NULL;
-    const struct mtpd_config *cfg = mtpd_model_config(e->m);
-    if (!p || n_prompt < 1 || p->max_tokens < 1 ||
-        (p->draft_tokens < 0 && p->draft_tokens != SPEC_K_AUTO))
+    int k_cfg, k_max, n_mod;
+    if (n_prompt < 1 || spec_seq_plan(e, p, &k_cfg, &k_max, &n_mod) < 0)
         return MTPD_EINVAL;
     for (int i = 0; i < n_prompt; i++)
         if (prompt[i] < 0 || prompt[i] >= e->vocab)
             return MTPD_EINVAL;
-    int cap = p->kv_capacity > 0 ? p->kv_capacity
-                                 : cfg->max_position_embeddings;
+    int cap = spec_seq_cap(e, p);
     if (n_prompt > cap)
         return MTPD_EFULL;
     struct spec_seq *s = calloc(1, sizeof *s);
     if (!s)
         return MTPD_ENOMEM;
     s->e = e;
-    s->p = *p;
-    s->cap = cap;
-    s->n_prompt = n_prompt;
-    s->n_toks = n_prompt;
-    s->fin = SPEC_RUNNING;
-    s->mtp_logits_pos = -1;
-    for (int i = 0; i < MTPD_MAX_MTP; i++)
-        s->stash_pos[i] = -1;
-    spec_rng_seed(&s->rng, p->seed);
-    s->st.prompt_tokens = n_prompt;
-
-    s->k_cfg = p->draft_tokens;
-    if (s->k_cfg > SPEC_K_MAX)
-        s->k_cfg = SPEC_K_MAX;
-    int auto_max = p->auto_k_max > 0 ? p->auto_k_max : 4;
-    if (auto_max > SPEC_K_MAX)
-        auto_max = SPEC_K_MAX;
-    if (s->k_cfg != 0 && e->n_mtp == 0) {
-        snprintf(s->notice, sizeof s->notice,
-                 "model has no MTP module: plain decoding (draft tokens 0)");
-        s->k_cfg = 0;
-    }
-    s->k_max = s->k_cfg == SPEC_K_AUTO ? auto_max : s->k_cfg;
-    s->use_mtp = s->k_cfg != 0;
-    s->n_mod = s->use_mtp ? e->n_mtp : 0;
-    spec_adapt_init(&s->ad, s->k_max);
-
-    size_t V = (size_t)e->vocab, H = (size_t)e->hidden;
-    s->kv = mtpd_kv_new(e->m, cap);
-    s->toks = malloc(((size_t)cap + SPEC_K_MAX + 2) * sizeof(int32_t));
-    s->out = malloc((size_t)p->max_tokens * sizeof(int32_t));
-    if (s->use_mtp) {
-        s->mtp_logits = malloc(V * sizeof(float));
-        s->stash = malloc((size_t)s->n_mod * H * sizeof(float));
-        s->dhid = malloc(H * sizeof(float));
-        if (!spec_sampling_greedy(&p->sampling))
-            s->q = malloc((size_t)s->k_max * V * sizeof(float));
-    }
-    if (!s->kv || !s->toks || !s->out ||
-        (s->use_mtp && (!s->mtp_logits || !s->stash || !s->dhid ||
-                        (!spec_sampling_greedy(&p->sampling) && !s->q)))) {
+    /* the cache may span the model's whole context: it takes pool pages
+     * only as it grows, and the sequence's capacity is a limit that a
+     * restart may change */
+    int rc = mtpd_kv_new_in(e->pool,
+                            mtpd_model_config(e->m)->max_position_embeddings,
+                            &s->kv);
+    if (rc == MTPD_OK)
+        rc = spec_seq_toks(s, n_prompt + 1); /* + the first token */
+    if (rc == MTPD_OK)
+        rc = spec_seq_buffers(s, p, n_mod, k_max);
+    if (rc < 0) {
         spec_seq_free(s);
-        return MTPD_ENOMEM;
+        return rc;
     }
     memcpy(s->toks, prompt, (size_t)n_prompt * sizeof(int32_t));
-    if (s->use_mtp && e->n_sub && e->n_ctx) {
-        if (spec_draft_ctx_init(&s->dctx, e->dh, e->n_mtp, e->n_ctx) < 0) {
-            spec_seq_free(s);
-            return MTPD_ENOMEM;
-        }
-        for (int i = 0; i < n_prompt; i++)
-            spec_draft_ctx_add(&s->dctx, e->dh, prompt[i]);
-    }
+    spec_seq_start(s, p, n_prompt, k_cfg, k_max, n_mod);
     *out = s;
     return MTPD_OK;
+}
+
+size_t spec_engine_kv_cost(const struct spec_engine *e, int n_positions)
+{
+    return mtpd_kv_pool_cost(e->pool, n_positions);
+}
+
+struct mtpd_kv_pool *spec_engine_kv_pool(struct spec_engine *e)
+{
+    return e->pool;
+}
+
+int spec_seq_reserve(struct spec_seq *s, int n_positions)
+{
+    if (n_positions < 0)
+        return MTPD_EINVAL;
+    if (n_positions > s->cap)
+        return MTPD_EFULL;
+    int rc = mtpd_kv_reserve(s->kv, n_positions);
+    if (rc < 0)
+        return rc;
+    s->reserve = n_positions;
+    return MTPD_OK;
+}
+
+void spec_seq_cancel(struct spec_seq *s)
+{
+    atomic_store(&s->cancel, 1);
 }
 
 enum spec_finish spec_seq_finish(const struct spec_seq *s)
 {
     return s->fin;
+}
+
+const char *spec_seq_error(const struct spec_seq *s)
+{
+    return s->fin == SPEC_FINISH_ERROR ? s->errmsg : "";
+}
+
+int spec_seq_error_code(const struct spec_seq *s)
+{
+    return s->fin == SPEC_FINISH_ERROR ? s->err : 0;
 }
 
 const int32_t *spec_seq_output(const struct spec_seq *s, int *n)
@@ -360,7 +490,7 @@ int spec_emit(struct spec_seq *s, int32_t tok)
 
 /* After a finish: keep the caches consistent with prompt + output, the
  * last emitted token pending (so a session could continue from here). */
-static void settle_finished(struct spec_seq *s)
+void spec_seq_settle(struct spec_seq *s)
 {
     int n = s->n_prompt + s->n_out;
     s->n_toks = n;
@@ -376,223 +506,8 @@ static void settle_finished(struct spec_seq *s)
     }
     if (s->mtp_logits_pos >= L)
         s->mtp_logits_pos = -1;
-}
-
-/* ---- one step -------------------------------------------------------- */
-
-void spec_mtp_drop(struct spec_seq *s)
-{
-    s->use_mtp = 0;
-    s->paused = 0;
-    s->n_mod = 0;
-    free(s->hlog);
-    s->hlog = NULL;
-    s->hlog_n = s->hlog_cap = 0;
-}
-
-/* auto decided speculation does not pay for now: plain decoding, the MTP
- * caches frozen at their length, main hidden rows logged from there. */
-static void pause_mtp(struct spec_engine *e, struct spec_seq *s)
-{
-    if (!s->hlog) {
-        int cap = SPEC_PAUSE_MAX + 8;
-        if (cap > e->max_rows - SPEC_K_MAX - 1)
-            cap = e->max_rows - SPEC_K_MAX - 1;
-        if (cap >= SPEC_PAUSE_MIN + 8)
-            s->hlog = malloc((size_t)cap * (size_t)e->hidden * sizeof(float));
-        if (!s->hlog) {
-            spec_mtp_drop(s);
-            snprintf(s->notice, sizeof s->notice,
-                     "draft-tokens auto: speculation does not pay here "
-                     "(acceptance vs pass cost), switched to plain decoding");
-            return;
-        }
-        s->hlog_cap = cap;
-    }
-    s->use_mtp = 0;
-    s->paused = 1;
-    s->hlog_base = mtpd_kv_len(s->kv, 0);
-    s->hlog_n = 0;
-    s->st.pauses++;
-}
-
-/* The pause is over: the next refill catches the caches up from the log. */
-static void resume_mtp(struct spec_seq *s)
-{
-    s->paused = 0;
-    s->use_mtp = 1;
-}
-
-/* k for this pass, capped by output budget, context and draft state. */
-static int choose_k(struct spec_engine *e, struct spec_seq *s)
-{
-    int L = s->n_toks - 1;
-    int k = s->k_cfg;
-    if (k == SPEC_K_AUTO) {
-        k = s->n_mod ? spec_adapt_choose(&s->ad, &e->costs) : 0;
-        if (s->ad.off && s->use_mtp)
-            pause_mtp(e, s);
-        else if (!s->ad.off && s->paused)
-            resume_mtp(s);
-    }
-    int room_out = s->p.max_tokens - s->n_out - 1;
-    int room_ctx = s->cap - L - 1;
-    if (k > room_out)
-        k = room_out;
-    if (k > room_ctx)
-        k = room_ctx;
-    if (k > s->k_max)
-        k = s->k_max;
-    if (!s->use_mtp || s->mtp_logits_pos != L - 1)
-        k = 0;
-    return k < 0 ? 0 : k;
-}
-
-static void fail_seqs(struct spec_seq **seqs, int n, int err)
-{
-    for (int i = 0; i < n; i++) {
-        seqs[i]->fin = SPEC_FINISH_ERROR;
-        seqs[i]->err = err;
-    }
-}
-
-int spec_step(struct spec_engine *e, struct spec_seq **seqs, int n)
-{
-    double t0 = spec_now();
-    struct spec_seq **act = e->act;
-    int n_act = 0, n_dec = 0, rows = 0;
-
-    /* 1. decoding sequences first: k + 1 rows each */
-    for (int i = 0; i < n && n_act < e->max_rows; i++) {
-        struct spec_seq *s = seqs[i];
-        if (s->fin != SPEC_RUNNING || !spec_seq_decoding(s))
-            continue;
-        if (rows + 1 > e->max_rows)
-            break;
-        s->k = choose_k(e, s);
-        if (rows + s->k + 1 > e->max_rows)
-            s->k = e->max_rows - rows - 1;
-        s->main_len_before = s->n_toks - 1;
-        for (int j = 0; j < s->n_mod; j++)
-            s->mtp_exact[j] = mtpd_kv_len(s->kv, j);
-        rows += s->k + 1;
-        act[n_act++] = s;
-    }
-    n_dec = n_act;
-    /* then prompt chunks in the rows left */
-    for (int i = 0; i < n && rows < e->max_rows; i++) {
-        struct spec_seq *s = seqs[i];
-        if (s->fin != SPEC_RUNNING || spec_seq_decoding(s))
-            continue;
-        if (!s->prefill_started) {
-            s->prefill_started = 1;
-            s->t_prefill0 = t0;
-        }
-        s->main_len_before = mtpd_kv_len(s->kv, -1);
-        int chunk = s->n_prompt - s->main_len_before;
-        if (chunk > e->max_rows - rows)
-            chunk = e->max_rows - rows;
-        s->k = chunk; /* rows of this prompt chunk */
-        rows += chunk;
-        act[n_act++] = s;
-    }
-    if (n_act == 0)
-        return MTPD_OK;
-
-    /* 2. draft d_1..d_k (MTP calls) */
-    double td = spec_now();
-    int rc = spec_draft(e, act, n_dec);
-    double tv = spec_now();
-    if (rc < 0) {
-        for (int i = 0; i < n_dec; i++)
-            spec_mtp_rollback(act[i]);
-        fail_seqs(act, n_act, rc);
-        return rc;
-    }
-
-    /* 3. one main forward over every sequence's rows */
-    rows = 0;
-    for (int i = 0; i < n_act; i++) {
-        struct spec_seq *s = act[i];
-        struct mtpd_seq *ms = &e->mseq[i];
-        int L = s->main_len_before;
-        ms->kv = s->kv;
-        ms->tokens = s->toks + L;
-        if (i < n_dec) {
-            ms->n_tokens = s->k + 1;
-            ms->logits_from = 0;
-        } else {
-            ms->n_tokens = s->k;
-            /* logits only at the prompt's last row */
-            ms->logits_from = L + s->k == s->n_prompt ? s->k - 1 : s->k;
-        }
-        s->rows_at = rows;
-        rows += ms->n_tokens;
-    }
-    rc = mtpd_forward(e->ctx, e->mseq, n_act);
-    double ta = spec_now();
-    if (rc < 0) {
-        for (int i = 0; i < n_dec; i++)
-            spec_mtp_rollback(act[i]);
-        fail_seqs(act, n_act, rc);
-        return rc;
-    }
-    if (n_act == n_dec) /* decode-only calls: prompt chunks cost differently */
-        spec_cost_add(&e->costs.main, rows, ta - tv);
-
-    /* 4. accept / first token */
-    for (int i = 0; i < n_act; i++) {
-        struct spec_seq *s = act[i];
-        if (i < n_dec) {
-            spec_verify_accept(e, s);
-            spec_mtp_rollback(s);
-        } else if (s->main_len_before + s->k == s->n_prompt) {
-            spec_first_token(e, s,
-                             mtpd_ctx_logits(e->ctx, s->rows_at + s->k - 1));
-        }
-    }
-    double tr = spec_now();
-
-    /* 5. exact MTP entries for the new positions; drafts the next d_1 */
-    rc = spec_refill(e, act, n_act);
-    double t1 = spec_now();
-    if (rc < 0) {
-        fail_seqs(act, n_act, rc);
-        return rc;
-    }
-    if (n_dec > 0 && !e->catchup) { /* a catch-up is no typical refill */
-        double rf = t1 - tr;
-        e->costs.refill_s = e->costs.refill_s > 0
-                                ? 0.9 * e->costs.refill_s + 0.1 * rf
-                                : rf;
-    }
-
-    /* 6. bookkeeping: time, context limit, finished sequences */
-    for (int i = 0; i < n_act; i++) {
-        struct spec_seq *s = act[i];
-        if (i < n_dec) {
-            s->st.decode_s += t1 - t0;
-            s->st.draft_s += tv - td;
-            s->st.verify_s += ta - tv;
-            s->st.refill_s += t1 - tr;
-        } else if (spec_seq_decoding(s) || s->fin != SPEC_RUNNING) {
-            s->st.prefill_s += t1 - s->t_prefill0;
-        }
-        if (s->fin == SPEC_RUNNING && spec_seq_decoding(s) &&
-            s->n_toks > s->cap)
-            s->fin = SPEC_FINISH_CONTEXT;
-        if (s->fin != SPEC_RUNNING)
-            settle_finished(s);
-    }
-    return MTPD_OK;
-}
-
-int spec_generate(struct spec_engine *e, struct spec_seq *s)
-{
-    while (s->fin == SPEC_RUNNING) {
-        int rc = spec_step(e, &s, 1);
-        if (rc < 0)
-            return rc;
-    }
-    return MTPD_OK;
+    /* give back the pages the last pass held for its drafts (keeping what
+     * spec_seq_reserve asked for); lowering a reservation cannot fail */
+    int held = mtpd_kv_len(s->kv, -1);
+    mtpd_kv_reserve(s->kv, held > s->reserve ? held : s->reserve);
 }

@@ -16,6 +16,8 @@
 #ifndef MTPD_SPEC_INT_H
 #define MTPD_SPEC_INT_H
 
+#include <stdatomic.h>
+
 #include "adapt.h"
 #include "draft_head.h"
 #include "spec.h"
@@ -33,7 +35,9 @@ struct spec_engine {
     const struct mtpd_model *m;
     struct mtpd_ctx *ctx;
     int vocab, hidden, n_mtp, max_rows;
-    int break_accept;
+    int break_accept; /* spec_test.h */
+    struct mtpd_kv_pool *pool;     /* where sequences' caches come from */
+    struct mtpd_kv_pool *own_pool; /* owned when the options gave none */
     struct spec_costs costs;
     /* scratch, sized once */
     float *hin;   /* max_rows * hidden: packed MTP input hidden states */
@@ -58,18 +62,27 @@ struct spec_engine {
     int *rowidx;   /* [max_rows + MTPD_MAX_MTP] */
     int *rowseq;   /* [max_rows + MTPD_MAX_MTP]: sequence of each rowidx */
     int catchup;   /* the last refill caught a paused sequence up */
+    double *tshare; /* [3 * max_rows]: a step's time shares (stats) */
 };
+
+/* Phases of a step whose wall time is shared out by rows (stats). */
+enum { SPEC_PH_DRAFT, SPEC_PH_MAIN, SPEC_PH_REFILL, SPEC_PH_N };
 
 struct spec_seq {
     struct spec_engine *e;
     struct spec_params p;
     struct mtpd_kv *kv;
-    int cap;        /* KV positions */
-    int32_t *toks;  /* cap + SPEC_K_MAX + 2 */
+    int cap;        /* KV positions: at most the model's context */
+    int32_t *toks;  /* toks_cap: grows with the sequence */
+    int toks_cap;
     int n_toks;
     int n_prompt;
-    int32_t *out;   /* generated ids (max_tokens) */
-    int n_out;
+    int32_t *out;   /* generated ids (out_cap >= max_tokens) */
+    int n_out, out_cap;
+    int q_cap;      /* draft distributions q holds (rows of vocab) */
+    int reserve;    /* positions held up front (spec_seq_reserve) */
+    atomic_int cancel; /* spec_seq_cancel: the only field another thread
+                        * touches */
     int k_cfg;      /* fixed k or SPEC_K_AUTO */
     int k_max;      /* most drafts one pass may carry */
     int n_mod;      /* MTP modules this sequence uses (0: none) */
@@ -84,7 +97,8 @@ struct spec_seq {
     struct spec_stats st;
     struct spec_adapt ad;
     enum spec_finish fin;
-    int err;
+    int err;        /* MTPD_E* of a SPEC_FINISH_ERROR, else 0 */
+    char errmsg[160];
     /* draft state */
     float *mtp_logits;  /* vocab */
     int mtp_logits_pos; /* row of mtp_logits, -1: none */
@@ -100,8 +114,8 @@ struct spec_seq {
     int last_k, last_a;
     int rows_at;        /* first output row of this seq in the last call */
     int main_len_before;
-    double t_prefill0;
-    int prefill_started;
+    int ph_rows[SPEC_PH_N]; /* rows this sequence had in each phase of the
+                             * current step (its share of the time) */
     /* tracing */
     int32_t *trace_k, *trace_a;
     int trace_cap, trace_n;
@@ -115,6 +129,29 @@ static inline int spec_seq_decoding(const struct spec_seq *s)
 {
     return s->n_toks > s->n_prompt; /* the first token has been drawn */
 }
+
+/* Checks p and derives what a sequence needs from it: the k setting, the
+ * MTP modules used. Returns 0 or MTPD_EINVAL. */
+int spec_seq_plan(const struct spec_engine *e, const struct spec_params *p,
+                  int *k_cfg, int *k_max, int *n_mod);
+/* Grows s's buffers for parameters p with n_mod MTP modules and k_max
+ * drafts; nothing of s changes on failure (MTPD_ENOMEM). */
+int spec_seq_buffers(struct spec_seq *s, const struct spec_params *p,
+                     int n_mod, int k_max);
+/* Applies p (with spec_seq_plan's results) and starts a new generation
+ * over toks[0..n) (already in s->toks): output, stats, RNG, adaptive k,
+ * notice, finish state. The caches are the caller's business. */
+void spec_seq_start(struct spec_seq *s, const struct spec_params *p, int n,
+                    int k_cfg, int k_max, int n_mod);
+/* Makes room for n ids in s->toks (MTPD_ENOMEM, s unchanged). */
+int spec_seq_toks(struct spec_seq *s, int n);
+/* The sequence capacity params p ask for on engine e. */
+int spec_seq_cap(const struct spec_engine *e, const struct spec_params *p);
+
+/* After a finish: caches and toks hold prompt + output, the last emitted
+ * token pending (as between passes), and pages the last pass held for its
+ * drafts go back to the pool. */
+void spec_seq_settle(struct spec_seq *s);
 
 /* Emits one token through EOS / callback / max_tokens. Returns 1 if the
  * sequence may go on, 0 if it finished (tok emitted or not, see spec.h). */

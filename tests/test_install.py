@@ -18,7 +18,8 @@ from tools.ref.testutil import mtpd_bin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "models", "mtpd-code-small")
-PUBLIC = ["model.h", "spec.h", "sample.h", "stats.h", "stop.h", "tokenizer.h"]
+PUBLIC = ["model.h", "spec.h", "sample.h", "stats.h", "stop.h", "textout.h",
+          "draft_vocab.h", "tokenizer.h"]
 
 PROG = r"""
 #include <stdio.h>
@@ -139,7 +140,7 @@ def test_libmtpd_needs_no_pcre2(installed):
 
 
 @pytest.mark.parametrize("lib,prefixes", [
-    ("mtpd", ("mtpd_", "spec_")), ("mtpd_tokenizer", ("mtpd_tok_",)),
+    ("mtpd", ("mtpd_", "spec_")), ("mtpd_tokenizer", ("mtpd_tok_", "spec_textout_")),
     ("mtpd_json", ("json_",))])
 def test_shared_exports_public_calls_only(installed, lib, prefixes):
     _, _, libdir = installed

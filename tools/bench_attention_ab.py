@@ -7,6 +7,7 @@ and column, the median over the rounds of A and of B, and B / A.
 
   tools/bench_attention_ab.py A_BIN B_BIN --model DIR [--rounds 3]
       [--steps 100] [--ctx 1000,2000,3000] [--rows 1,3] [--threads 2]
+      [--stat median|p10] [--cpu]
 """
 import argparse
 import statistics
@@ -18,7 +19,8 @@ COLS = ["heads ms", "positions ms", "f32 KV ms", "bf16 KV ms"]
 
 def run(binary, a):
     cmd = [binary, "--model", a.model, "--threads", str(a.threads),
-           "--steps", str(a.steps), "--ctx", a.ctx, "--rows", a.rows]
+           "--steps", str(a.steps), "--ctx", a.ctx, "--rows", a.rows,
+           "--stat", a.stat] + (["--cpu"] if a.cpu else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     res = {}
     for line in out.stdout.splitlines():
@@ -40,6 +42,9 @@ def main():
     ap.add_argument("--ctx", default="1000,2000,3000")
     ap.add_argument("--rows", default="1,3")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--stat", default="median", choices=["median", "p10"])
+    ap.add_argument("--cpu", action="store_true",
+                    help="CPU time of the calling thread, not wall time")
     a = ap.parse_args()
     runs = {"A": [], "B": []}
     for _ in range(a.rounds):
@@ -47,7 +52,8 @@ def main():
         runs["B"].append(run(a.b_bin, a))
     print(f"A = {a.a_bin}, B = {a.b_bin}; model {a.model}, {a.threads} "
           f"threads; per cell the median over {a.rounds} alternating runs of "
-          f"each binary's median of {a.steps} forwards (ms)\n")
+          f"each binary's {a.stat} of {a.steps} forwards (ms, "
+          f"{'CPU time of the calling thread' if a.cpu else 'wall time'})\n")
     head = "| context | rows |"
     for c in COLS:
         head += f" {c} A | {c} B | B / A |"

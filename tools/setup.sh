@@ -5,7 +5,9 @@
 set -euo pipefail
 
 apt_pkgs=(build-essential pkg-config meson ninja-build libevent-dev
-          libmsgpack-dev libjemalloc-dev libpcre2-dev python3 python3-pip)
+          libmsgpack-dev libjemalloc-dev libpcre2-dev python3 python3-pip
+          clang libclang-rt-14-dev neovim chromium
+          libedit-dev gnuplot-nox)
 missing=()
 for p in "${apt_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" \
@@ -23,7 +25,10 @@ fi
 # torch/transformers/tokenizers are not needed here. safetensors: our
 # checkpoint writer is checked against the reference reader (test_ref.py).
 py_missing=()
-for m in numpy pytest msgpack safetensors; do
+# openai and prometheus_client: the HTTP tests' clients (the official
+# OpenAI SDK, Prometheus' own text parser); wheel: `pip install
+# --no-build-isolation ./clients/python` (its test) works offline
+for m in numpy pytest msgpack safetensors openai prometheus_client wheel; do
     python3 -c "import $m" 2>/dev/null || py_missing+=("$m")
 done
 if ((${#py_missing[@]})); then

@@ -30,6 +30,30 @@ MTPD_BIN="$PWD/build-asan/mtpd" python3 -m pytest -q \
 MTPD_BIN="$PWD/build-asan/mtpd" python3 -m pytest -q \
     tests/model/test_quantize.py -k "not quality and not speculative"
 
+# the daemon under the sanitizers: hostile input, cancel, sessions (a leak
+# or a sanitizer report makes its exit status non-zero, which the tests
+# check); the full daemon suite runs against the release build below
+MTPD_BIN="$PWD/build-asan/mtpd" python3 -m pytest -q \
+    tests/daemon/test_serve_hostile.py tests/daemon/test_serve_cancel.py \
+    tests/daemon/test_serve_sessions.py tests/daemon/test_http_hostile.py \
+    -k "not prefills_in_chunks"
+
+# mtpc (clients/c) under the sanitizers against the release daemon
+MTPC_BIN="$PWD/build-asan/clients/c/mtpc" MTPD_BIN="$PWD/build/mtpd" \
+    python3 -m pytest -q tests/daemon/test_mtpc.py
+
+# libFuzzer on the daemon's frame decoder + request validation, 20 s from
+# the seed corpus (new inputs go to a temporary directory)
+if command -v clang >/dev/null; then
+    clang -g -O1 -fsanitize=fuzzer,address,undefined -Idaemon -Iinclude/mtpd -Ispec \
+        -Imodel tests/fuzz/fuzz_proto.c daemon/frame.c daemon/proto.c \
+        $(pkg-config --cflags --libs msgpack) -o build/fuzz_proto
+    fuzz_dir=$(mktemp -d)
+    build/fuzz_proto -max_total_time=20 -print_final_stats=1 \
+        "$fuzz_dir" tests/fuzz/corpus 2>&1 | tail -3
+    rm -rf "$fuzz_dir"
+fi
+
 # everything against the release build
 export MTPD_BIN="$PWD/build/mtpd"
 python3 -m pytest -q tests "$@"

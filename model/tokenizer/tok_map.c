@@ -299,7 +299,8 @@ int tok_ids_push(struct mtpd_tok_ids *a, const int32_t *v, size_t n)
         a->v = p;
         a->cap = cap;
     }
-    memcpy(a->v + a->n, v, n * sizeof(*v));
+    if (n) /* v may be NULL then (an empty output), and memcpy's may not */
+        memcpy(a->v + a->n, v, n * sizeof(*v));
     a->n += n;
     return 0;
 }

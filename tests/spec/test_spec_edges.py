@@ -11,7 +11,8 @@ import pytest
 
 from tools.ref.testutil import case_ids
 
-from spec_helpers import SHARED_MODEL, generate, generate_prompt
+from spec_helpers import (DEFAULT_MODEL, SHARED_MODEL, generate,
+                          generate_prompt, ids_arg)
 
 
 @pytest.mark.parametrize("name,k", [("bf16-agree", 3), ("bf16-mtp2-freq2", 4),
@@ -100,6 +101,32 @@ def test_context_limit_mid_draft(mtpd, presets):
     assert "context" in r.stderr
 
 
+@pytest.mark.parametrize("n", [1, 3])
+def test_ctx_above_the_model_context(mtpd, presets, n):
+    """--ctx above max_position_embeddings (512 here) means the model's
+    context: generation ends with "context" there, also for sequences
+    batched with others that go on (issue 9: it used to exit 1 with
+    "capacity exceeded")."""
+    d = presets.dir("bf16-agree")
+    v = presets.model("bf16-agree").cfg.vocab_size
+    long = case_ids(v, 12, 505)
+    out = generate(mtpd, d, long, 40, 2, "--ignore-eos", "--ctx", 5000)
+    assert out["finish_reason"] == "context"
+    assert len(out["ids"]) == 512 - 505 + 1
+    if n > 1:  # batch-mates of a sequence that hits the context
+        short = case_ids(v, 13, 6)
+        alone = generate(mtpd, d, short, 40, 2, "--ignore-eos")["ids"]
+        both = generate(mtpd, d, ids_arg(long) + ";" + ids_arg(short), 40, 2,
+                        "--ignore-eos", "--ctx", 5000, "--n-samples", n)
+        for smp in both["samples"]:
+            if smp["prompt"] == 0:
+                assert smp["finish_reason"] == "context"
+                assert smp["ids"] == out["ids"]
+            else:
+                assert smp["finish_reason"] == "length"
+                assert smp["ids"] == alone
+
+
 def test_k_larger_than_useful(mtpd, presets):
     """k = 16 with one MTP module (recursion 15 steps deep) and with two
     modules: still exact; k = 17 is refused."""
@@ -163,43 +190,69 @@ def test_auto_pause_and_resume(mtpd, presets, name):
     assert rb["checks"] > 0 and rb["mtp_max_abs_diff"] < 1e-3, rb
 
 
-def test_stop_string(mtpd):
-    if not os.path.exists(os.path.join(SHARED_MODEL, "tokenizer.json")):
+# The committed default model always runs these (it has a tokenizer and
+# a chat template); the reference model of ../shared when it is there.
+TEXT_MODELS = pytest.mark.parametrize(
+    "model_dir", [DEFAULT_MODEL, SHARED_MODEL],
+    ids=["mtpd-code-small", "pycode-mtp-tiny"])
+
+
+def text_model(model_dir):
+    if model_dir == SHARED_MODEL and not os.path.isdir(SHARED_MODEL):
         pytest.skip("needs ../shared/models/pycode-mtp-tiny")
+    assert os.path.exists(os.path.join(model_dir, "tokenizer.json")), model_dir
+    return model_dir
+
+
+@TEXT_MODELS
+def test_stop_string(mtpd, model_dir):
+    model = text_model(model_dir)
     text = "def add(a, b):\n"
-    base = generate_prompt(mtpd, SHARED_MODEL, text, 64, 0)
+    base = generate_prompt(mtpd, model, text, 64, 0, "--ignore-eos")
     t = base["text"]
     assert len(t) > 30
     stop = t[20:24]
     cut = t.find(stop)
     for k in (0, 2, 4):
-        out = generate_prompt(mtpd, SHARED_MODEL, text, 64, k, "--stop", stop)
+        out = generate_prompt(mtpd, model, text, 64, k, "--stop", stop,
+                              "--ignore-eos")
         assert out["finish_reason"] == "stop"
         assert out["text"] == t[:cut], f"k={k}"
         assert out["ids"] == base["ids"][:len(out["ids"])]
         assert len(out["ids"]) < len(base["ids"])
 
 
-def test_chat_prompt(mtpd):
-    if not os.path.exists(os.path.join(SHARED_MODEL, "tokenizer.json")):
-        pytest.skip("needs ../shared/models/pycode-mtp-tiny")
-    base = generate_prompt(mtpd, SHARED_MODEL, "Sort a list in Python.", 24, 0, "--chat")
-    plain = generate_prompt(mtpd, SHARED_MODEL, "Sort a list in Python.", 24, 0)
+@TEXT_MODELS
+def test_chat_prompt(mtpd, model_dir):
+    model = text_model(model_dir)
+    q = "Sort a list in Python."
+    base = generate_prompt(mtpd, model, q, 24, 0, "--chat")
+    plain = generate_prompt(mtpd, model, q, 24, 0)
     assert base["stats"]["prompt_tokens"] > plain["stats"]["prompt_tokens"]
-    out = generate_prompt(mtpd, SHARED_MODEL, "Sort a list in Python.", 24, 3, "--chat")
+    out = generate_prompt(mtpd, model, q, 24, 3, "--chat")
     assert out["ids"] == base["ids"]
+    assert out["text"] == base["text"]
 
 
-def test_streaming_text_equals_json_text(mtpd):
-    if not os.path.exists(os.path.join(SHARED_MODEL, "tokenizer.json")):
-        pytest.skip("needs ../shared/models/pycode-mtp-tiny")
-    args = [mtpd, "generate", "--model", SHARED_MODEL, "--prompt",
-            "import re\n", "--max-tokens", "40", "--draft-tokens", "3"]
+@TEXT_MODELS
+def test_streaming_text_equals_json_text(mtpd, model_dir):
+    model = text_model(model_dir)
+    args = [mtpd, "generate", "--model", model, "--prompt",
+            "import re\n", "--max-tokens", "40", "--draft-tokens", "3",
+            "--ignore-eos"]
     r = subprocess.run(args, capture_output=True, text=True)
-    assert r.returncode == 0
-    j = generate_prompt(mtpd, SHARED_MODEL, "import re\n", 40, 3)
+    assert r.returncode == 0, r.stderr
+    j = generate_prompt(mtpd, model, "import re\n", 40, 3, "--ignore-eos")
+    assert len(j["text"]) > 20
     assert r.stdout == j["text"]
     assert "decode" in r.stderr and "tok/s" in r.stderr
+    # with a stop string the streamed text is cut exactly as the JSON's:
+    # a 12-byte one spans tokens, so its first part must be held back
+    stop = j["text"][10:22]
+    r = subprocess.run(args + ["--stop", stop], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == j["text"][:j["text"].find(stop)]
 
 
 def test_help_and_usage_errors(mtpd, presets):

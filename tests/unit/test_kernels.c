@@ -1228,6 +1228,7 @@ static void probe_fn(void *arg, int part, int n_parts)
 struct stall_probe {
     pthread_t caller;
     int hits[2];
+    int caller_in; /* the caller has claimed its part */
 };
 
 static void stall_fn(void *arg, int part, int n_parts)
@@ -1238,7 +1239,17 @@ static void stall_fn(void *arg, int part, int n_parts)
     if (!pthread_equal(pthread_self(), p->caller)) {
         struct timespec ts = {0, 2000000};
         nanosleep(&ts, NULL);
+        /* hold this part until the caller has claimed the other one, so
+         * that a caller descheduled on a loaded machine does not leave
+         * both parts to the worker (then the pool has no estimate of the
+         * solo time and the test would measure nothing) */
+        struct timespec nap = {0, 100000};
+        for (int i = 0; i < 20000 &&
+                        !__atomic_load_n(&p->caller_in, __ATOMIC_ACQUIRE);
+             i++)
+            nanosleep(&nap, NULL);
     } else {
+        __atomic_store_n(&p->caller_in, 1, __ATOMIC_RELEASE);
         clock_gettime(CLOCK_MONOTONIC, &t0);
         do
             clock_gettime(CLOCK_MONOTONIC, &t);
@@ -1253,7 +1264,7 @@ static enum test_return test_pool_busy_fallback(void)
     struct kpool *p = kpool_new(2);
     CHECK(p != NULL, "kpool_new");
     struct kpool_stats st;
-    for (int iter = 0; iter < 300; iter++) { /* usually done by 13 */
+    for (int iter = 0; iter < 1000; iter++) { /* usually done by 13 */
         struct stall_probe pr = {.caller = pthread_self()};
         kpool_run(p, stall_fn, &pr, 2);
         CHECK(pr.hits[0] == 1 && pr.hits[1] == 1, "run %d: parts ran %d, %d",

