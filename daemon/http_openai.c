@@ -491,6 +491,50 @@ static void gen_error(struct http_srv *h, struct evhttp_request *req,
                e->code, "%s", e->msg);
 }
 
+/* The reply 500: out of memory. */
+static int internal_oom(struct perr *e)
+{
+    e->status = 500;
+    e->code = "internal";
+    e->field[0] = 0;
+    snprintf(e->msg, sizeof e->msg, "out of memory");
+    return -1;
+}
+
+/* job_admit()'s error as the HTTP reply. */
+static int admit_error(struct srv *s, const struct job_admit_err *ae,
+                       struct perr *e)
+{
+    e->field[0] = 0;
+    switch (ae->code) {
+    case SRV_E_UNKNOWN_SESSION:
+        e->status = 404;
+        e->code = "unknown_session";
+        snprintf(e->field, sizeof e->field, "session");
+        break;
+    case SRV_E_BUSY:
+        e->status = 409;
+        e->code = "busy";
+        snprintf(e->field, sizeof e->field, "session");
+        break;
+    case SRV_E_KV_BUDGET: {
+        int never = ae->need > s->cfg.kv_budget;
+        e->status = never ? 400 : 429;
+        e->code = "kv_budget";
+        snprintf(e->field, sizeof e->field, "%s",
+                 never ? "max_tokens" : "");
+        snprintf(e->msg, sizeof e->msg, "the request needs %zu bytes of KV "
+                 "cache; %zu of the budget's %zu are held by running "
+                 "requests", ae->need, ae->held, s->cfg.kv_budget);
+        return -1;
+    }
+    default:
+        return internal_oom(e);
+    }
+    snprintf(e->msg, sizeof e->msg, "%s", ae->msg);
+    return -1;
+}
+
 static int submit(struct http_srv *h, struct evhttp_request *req,
                   enum http_path path, struct gen_req *g, struct perr *e)
 {
@@ -515,97 +559,36 @@ static int submit(struct http_srv *h, struct evhttp_request *req,
     const char *hdr = evhttp_find_header(ih, "X-Mtpd-Session");
     if (!g->session && hdr && *hdr)
         g->session = hdr;
-    struct session *se;
-    int conv = 0;
-    if (g->session) {
-        se = session_find(s, g->session);
-        if (!se) {
-            e->status = 404;
-            e->code = "unknown_session";
-            snprintf(e->field, sizeof e->field, "session");
-            snprintf(e->msg, sizeof e->msg, "no such session (closed, "
-                     "expired, evicted or never opened)");
-            return -1;
-        }
-        if (se->busy) {
-            e->status = 409;
-            e->code = "busy";
-            snprintf(e->field, sizeof e->field, "session");
-            snprintf(e->msg, sizeof e->msg, "the session is already "
-                     "running a request");
-            return -1;
-        }
-    } else {
-        se = conv_session(h, g, &conv);
-        if (!se) {
-            e->status = 500;
-            e->code = "internal";
-            snprintf(e->msg, sizeof e->msg, "out of memory");
-            return -1;
-        }
-    }
-    int max_tokens = g->max_tokens ? g->max_tokens
-                     : g->kind == HTTP_CHAT ? DEFAULT_MAX_TOKENS_CHAT
-                                            : DEFAULT_MAX_TOKENS_COMPLETION;
-    long reserve = (long)g->toks.n + max_tokens;
-    if (reserve > ctx)
-        reserve = ctx;
-    size_t need = srv_kv_cost(s->engine, (int)reserve);
-    if (session_make_room(s, need, se) < 0) {
-        int never = need > s->cfg.kv_budget;
-        e->status = never ? 400 : 429;
-        e->code = "kv_budget";
-        snprintf(e->field, sizeof e->field, "%s",
-                 never ? "max_tokens" : "");
-        snprintf(e->msg, sizeof e->msg, "the request needs %zu bytes of KV "
-                 "cache; %zu of the budget's %zu are held by running "
-                 "requests", need, s->sessions.kv_used - se->kv_bytes,
-                 s->cfg.kv_budget);
-        if (se->temporary)
-            session_close(s, se);
-        return -1;
-    }
-    struct job *j = calloc(1, sizeof *j);
     struct http_req *r = calloc(1, sizeof *r);
-    if (!j || !r ||
-        spec_textout_new(s->tok, g->stops, g->n_stops, &j->text) < 0) {
-        free(r);
-        if (j)
-            job_free(j);
-        if (se->temporary)
-            session_close(s, se);
-        e->status = 500;
-        e->code = "internal";
-        snprintf(e->msg, sizeof e->msg, "out of memory");
-        return -1;
+    if (!r)
+        return internal_oom(e);
+    int conv = 0;
+    struct job_admit_req q = {
+        .session = g->session,
+        .toks = &g->toks,
+        .max_tokens = g->max_tokens ? g->max_tokens
+                      : g->kind == HTTP_CHAT ? DEFAULT_MAX_TOKENS_CHAT
+                                             : DEFAULT_MAX_TOKENS_COMPLETION,
+        .temperature = g->temperature, .top_p = g->top_p,
+        .top_k = g->top_k, .seed = g->seed,
+        .draft_tokens = g->draft_tokens, .ignore_eos = g->ignore_eos,
+        .stream = g->stream,
+        .stops = g->stops, .n_stops = g->n_stops,
+    };
+    if (!g->session) {
+        q.sess = conv_session(h, g, &conv);
+        if (!q.sess) {
+            free(r);
+            return internal_oom(e);
+        }
     }
-    session_set_kv(s, se, need);
-    spec_params_default(&j->params, s->model);
-    j->params.sampling.temperature = (float)g->temperature;
-    j->params.sampling.top_p = (float)g->top_p;
-    j->params.sampling.top_k = g->top_k;
-    j->params.seed = g->seed;
-    j->params.draft_tokens = g->draft_tokens == SRV_DRAFT_UNSET
-                                 ? s->cfg.draft_tokens
-                                 : g->draft_tokens;
-    j->params.auto_k_max = 4;
-    j->params.max_tokens = max_tokens;
-    j->params.kv_capacity = 0;
-    if (g->ignore_eos)
-        j->params.eos_id = -1;
-    j->prompt = g->toks.v; /* the job owns it now */
-    j->n_prompt = (int)g->toks.n;
-    memset(&g->toks, 0, sizeof g->toks);
-    j->reserve = (int)reserve;
-    j->sess = se;
-    j->stream = g->stream;
-    j->seq = se->seq;
-    se->seq = NULL;
-    se->busy = 1;
-    session_touch(s, se);
-    s->jobs_inflight++;
-    j->t_submit = srv_now();
-
+    struct job_admit_err ae;
+    struct job *j = job_admit(s, &q, &ae);
+    if (!j) {
+        free(r);
+        return admit_error(s, &ae, e);
+    }
+    struct session *se = j->sess;
     r->req = req;
     r->evcon = evhttp_request_get_connection(req);
     r->job = j;
@@ -626,7 +609,7 @@ static int submit(struct http_srv *h, struct evhttp_request *req,
     j->http = r;
     SRV_LOG(SLOG_DEBUG, "http %s: session %.8s%s, %d prompt tokens, "
             "max_tokens %d", r->id, se->id, conv ? " (conversation)" : "",
-            j->n_prompt, max_tokens);
+            j->n_prompt, j->params.max_tokens);
     sched_submit(&s->sched, j);
     return 0;
 }

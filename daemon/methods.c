@@ -429,91 +429,40 @@ static void m_generate(struct conn *c, struct srv_req *r)
         mtpd_tok_ids_free(&toks);
         return;
     }
-    struct session *se;
-    if (r->session[0]) {
-        se = find_session(c, r);
-        if (!se) {
-            mtpd_tok_ids_free(&toks);
-            return;
-        }
-        if (se->busy) {
-            reply_err(c, r->msgid, SRV_E_BUSY, NULL,
-                      "the session is already running a request");
-            mtpd_tok_ids_free(&toks);
-            return;
-        }
-    } else {
-        se = session_new(s, 1);
-        if (!se) {
-            reply_err(c, r->msgid, SRV_E_INTERNAL, NULL, "out of memory");
-            mtpd_tok_ids_free(&toks);
-            return;
-        }
-    }
-    int ctx = mtpd_model_config(s->model)->max_position_embeddings;
-    int max_tokens = r->max_tokens ? r->max_tokens : DEFAULT_MAX_TOKENS;
-    long reserve = (long)toks.n + max_tokens;
-    if (reserve > ctx)
-        reserve = ctx;
-    /* admission: the whole reservation up front, evicting idle sessions */
-    size_t need = srv_kv_cost(s->engine, (int)reserve);
-    if (session_make_room(s, need, se) < 0) {
+    struct job_admit_req q = {
+        .session = r->session[0] ? r->session : NULL,
+        .toks = &toks,
+        .max_tokens = r->max_tokens ? r->max_tokens : DEFAULT_MAX_TOKENS,
+        .temperature = r->temperature, .top_p = r->top_p,
+        .top_k = r->top_k, .seed = r->seed,
+        .draft_tokens = r->draft_tokens, .ignore_eos = r->ignore_eos,
+        .stream = r->stream,
+        .stops = (const char *const *)r->stops, .n_stops = r->n_stops,
+    };
+    struct job_admit_err ae;
+    struct job *j = job_admit(s, &q, &ae);
+    mtpd_tok_ids_free(&toks); /* empty when the job took it */
+    if (!j) {
         char msg[160];
-        snprintf(msg, sizeof msg, "the request needs %zu bytes of KV cache; "
-                 "%zu of %zu are held by running sessions", need,
-                 s->sessions.kv_used - se->kv_bytes, s->cfg.kv_budget);
-        reply_err(c, r->msgid, SRV_E_KV_BUDGET, NULL, msg);
-        if (se->temporary)
-            session_close(s, se);
-        mtpd_tok_ids_free(&toks);
+        if (ae.code == SRV_E_KV_BUDGET)
+            snprintf(msg, sizeof msg, "the request needs %zu bytes of KV "
+                     "cache; %zu of %zu are held by running sessions",
+                     ae.need, ae.held, s->cfg.kv_budget);
+        reply_err(c, r->msgid, ae.code, NULL,
+                  ae.code == SRV_E_KV_BUDGET ? msg : ae.msg);
         return;
     }
-    struct job *j = calloc(1, sizeof *j);
-    if (!j || spec_textout_new(s->tok, (const char *const *)r->stops,
-                               r->n_stops, &j->text) < 0) {
-        reply_err(c, r->msgid, SRV_E_INTERNAL, NULL, "out of memory");
-        if (j)
-            job_free(j);
-        if (se->temporary)
-            session_close(s, se);
-        mtpd_tok_ids_free(&toks);
-        return;
-    }
-    session_set_kv(s, se, need);
-    spec_params_default(&j->params, s->model);
-    j->params.sampling.temperature = (float)r->temperature;
-    j->params.sampling.top_p = (float)r->top_p;
-    j->params.sampling.top_k = r->top_k;
-    j->params.seed = r->seed;
-    j->params.draft_tokens = r->draft_tokens == SRV_DRAFT_UNSET
-                                 ? s->cfg.draft_tokens
-                                 : r->draft_tokens;
-    j->params.auto_k_max = 4;
-    j->params.max_tokens = max_tokens;
-    j->params.kv_capacity = 0;
-    if (r->ignore_eos)
-        j->params.eos_id = -1;
-    j->prompt = toks.v; /* the job owns it now */
-    j->n_prompt = (int)toks.n;
-    j->reserve = (int)reserve;
     j->conn = c;
-    j->sess = se;
     j->msgid = r->msgid;
-    j->stream = r->stream;
-    j->seq = se->seq;
-    se->seq = NULL;
-    se->busy = 1;
-    session_touch(s, se);
     j->cnext = c->jobs;
     if (c->jobs)
         c->jobs->cprev = j;
     c->jobs = j;
     c->n_inflight++;
-    s->jobs_inflight++;
-    j->t_submit = srv_now();
     SRV_LOG(SLOG_DEBUG, "conn=%llu msgid=%u session %.8s: %s, %d prompt "
             "tokens, max_tokens %d", (unsigned long long)c->id, r->msgid,
-            se->id, srv_method_name(r->method), j->n_prompt, max_tokens);
+            j->sess->id, srv_method_name(r->method), j->n_prompt,
+            j->params.max_tokens);
     sched_submit(&s->sched, j);
 }
 

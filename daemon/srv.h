@@ -15,7 +15,8 @@
  * (sockets), conn.c (per-connection bytes and frames), proto.c
  * (validation), methods.c (one handler per method), reply.c (msgpack
  * replies), session.c (sessions table, LRU, state dir), sched.c
- * (compute thread), srv_engine.c (spec calls), srv_log.c (log lines).
+ * (compute thread), admit.c (a request becomes a job), srv_engine.c (spec
+ * calls), srv_log.c (log lines).
  * Text chunks come from include/mtpd/textout.h. HTTP (--http): http.h, on the
  * loop thread; its jobs have job.http set and no conn.
  */
@@ -251,6 +252,37 @@ int sched_unsubmit(struct sched *q, struct job *j);
 void sched_free_seq(struct sched *q, struct spec_seq *seq);
 int sched_queue_depth(struct sched *q);
 void job_free(struct job *j);
+
+/* admit.c: a validated generate request, as both protocols admit it */
+struct job_admit_req {
+    const char *session;        /* a named session, or NULL */
+    struct session *sess;       /* session NULL: the one to run in (HTTP's
+                                 * conversation); NULL: a temporary one */
+    struct mtpd_tok_ids *toks;  /* the prompt; the job takes it */
+    int max_tokens;             /* the protocol's default applied */
+    double temperature, top_p;
+    int top_k;
+    uint64_t seed;
+    int draft_tokens;           /* SRV_DRAFT_UNSET: --draft-tokens */
+    int ignore_eos, stream;
+    const char *const *stops;
+    int n_stops;
+};
+
+struct job_admit_err {
+    enum srv_err code;  /* UNKNOWN_SESSION, BUSY, KV_BUDGET or INTERNAL */
+    const char *msg;    /* the message; NULL for KV_BUDGET: */
+    size_t need, held;  /* KV_BUDGET: bytes the request needs, bytes held
+                         * by the other sessions (the caller words it) */
+};
+
+/* Admits a generation: finds its session (or makes a temporary one),
+ * charges the KV reservation (evicting idle sessions), fills the job's
+ * parameters, marks the session busy and counts the job in flight. The
+ * caller links it to its connection and calls sched_submit(). NULL with
+ * *err set when it cannot (a temporary session is closed again). */
+struct job *job_admit(struct srv *s, struct job_admit_req *q,
+                      struct job_admit_err *err);
 
 /* conn.c */
 void conn_new(struct srv *s, int fd, int need_auth);
