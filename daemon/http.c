@@ -241,15 +241,6 @@ void http_cancel_all(struct srv *s, int why)
 
 /* ---- routing ---- */
 
-static int ct_equal(const char *a, size_t an, const char *b, size_t bn)
-{
-    unsigned char d = an != bn;
-    size_t n = an < bn ? an : bn;
-    for (size_t i = 0; i < n; i++)
-        d |= (unsigned char)(a[i] ^ b[i]);
-    return d == 0;
-}
-
 static int authorized(struct http_srv *h, struct evhttp_request *req)
 {
     struct srv *s = h->srv;
@@ -262,7 +253,7 @@ static int authorized(struct http_srv *h, struct evhttp_request *req)
     a += 7;
     while (*a == ' ')
         a++;
-    return ct_equal(a, strlen(a), s->auth_token, s->auth_len);
+    return srv_token_equal(a, strlen(a), s->auth_token, s->auth_len);
 }
 
 static void health(struct http_srv *h, struct evhttp_request *req)

@@ -10,10 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef MTPD_HAVE_JEMALLOC
-#include <jemalloc/jemalloc.h>
-#endif
-
 #include <event2/http.h>
 
 #include "http_int.h"
@@ -211,19 +207,14 @@ void http_metrics(struct http_srv *h, struct evhttp_request *req)
     for (int i = 1; i <= kmax; i++)
         put(&o, "mtpd_spec_conditional_acceptance_by_position_ratio{"
             "position=\"%d\"} %.17g\n", i, spec_stats_accept_cond(st, i));
-#ifdef MTPD_HAVE_JEMALLOC
-    uint64_t epoch = 1;
-    size_t sz = sizeof epoch;
-    mallctl("epoch", &epoch, &sz, &epoch, sz);
-    size_t v, vsz = sizeof v;
-    if (mallctl("stats.allocated", &v, &vsz, NULL, 0) == 0)
+    uint64_t allocated, resident;
+    int mem = srv_mem_stats(&allocated, &resident);
+    if (mem & SRV_MEM_ALLOCATED)
         one(&o, "mtpd_memory_allocated_bytes", "gauge", "Bytes the daemon "
-            "allocated (jemalloc).", (double)v);
-    vsz = sizeof v;
-    if (mallctl("stats.resident", &v, &vsz, NULL, 0) == 0)
+            "allocated (jemalloc).", (double)allocated);
+    if (mem & SRV_MEM_RESIDENT)
         one(&o, "mtpd_memory_resident_bytes", "gauge", "Resident bytes of "
-            "the allocator (jemalloc).", (double)v);
-#endif
+            "the allocator (jemalloc).", (double)resident);
     if (o.oom)
         http_reply(h, req, HP_METRICS, 500, "text/plain", "out of memory\n",
                    14);

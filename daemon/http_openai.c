@@ -732,17 +732,36 @@ static void put_head(struct jw *w, const struct http_req *r, int chunk)
     jw_cstr(w, "mtpd-" MTPD_VERSION);
 }
 
+/* Opens a reply (or a stream chunk) up to its one choice's "index":
+ * {<head>, "choices": [{"index": 0, ... */
+static void choice_begin(struct jw *w, const struct http_req *r, int chunk)
+{
+    jw_obj(w);
+    put_head(w, r, chunk);
+    jw_key(w, "choices");
+    jw_arr(w);
+    jw_obj(w);
+    jw_key(w, "index");
+    jw_int(w, 0);
+}
+
+/* Closes the choice and the choices array: ..., "logprobs": null,
+ * "finish_reason": finish}] (null while streaming). */
+static void choice_end(struct jw *w, const char *finish)
+{
+    jw_key(w, "logprobs");
+    jw_null(w);
+    jw_key(w, "finish_reason");
+    jw_cstr(w, finish);
+    jw_end(w);
+    jw_end(w);
+}
+
 static void full_reply(struct http_req *r, struct job *j)
 {
     struct jw w;
     jw_init(&w);
-    jw_obj(&w);
-    put_head(&w, r, 0);
-    jw_key(&w, "choices");
-    jw_arr(&w);
-    jw_obj(&w);
-    jw_key(&w, "index");
-    jw_int(&w, 0);
+    choice_begin(&w, r, 0);
     if (r->kind == HTTP_CHAT) {
         jw_key(&w, "message");
         jw_obj(&w);
@@ -755,12 +774,7 @@ static void full_reply(struct http_req *r, struct job *j)
         jw_key(&w, "text");
         jw_str(&w, j->out_text ? j->out_text : "", j->out_len);
     }
-    jw_key(&w, "logprobs");
-    jw_null(&w);
-    jw_key(&w, "finish_reason");
-    jw_cstr(&w, finish_reason(j));
-    jw_end(&w);
-    jw_end(&w);
+    choice_end(&w, finish_reason(j));
     put_usage(&w, j);
     put_ext(&w, r, j);
     jw_end(&w);
@@ -827,13 +841,7 @@ static int stream_chunk(struct http_req *r, const struct mtpd_tok_ids *ids,
 {
     struct jw w;
     jw_init(&w);
-    jw_obj(&w);
-    put_head(&w, r, 1);
-    jw_key(&w, "choices");
-    jw_arr(&w);
-    jw_obj(&w);
-    jw_key(&w, "index");
-    jw_int(&w, 0);
+    choice_begin(&w, r, 1);
     if (r->kind == HTTP_CHAT) {
         jw_key(&w, "delta");
         jw_obj(&w);
@@ -851,12 +859,7 @@ static int stream_chunk(struct http_req *r, const struct mtpd_tok_ids *ids,
         jw_key(&w, "text");
         jw_str(&w, finish ? "" : text, finish ? 0 : len);
     }
-    jw_key(&w, "logprobs");
-    jw_null(&w);
-    jw_key(&w, "finish_reason");
-    jw_cstr(&w, finish);
-    jw_end(&w);
-    jw_end(&w);
+    choice_end(&w, finish);
     if (finish) {
         put_ext(&w, r, j);
     } else if (r->provenance && ids && ids->n) {

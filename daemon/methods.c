@@ -8,10 +8,6 @@
 #include <string.h>
 #include <time.h>
 
-#ifdef MTPD_HAVE_JEMALLOC
-#include <jemalloc/jemalloc.h>
-#endif
-
 #include "srv.h"
 #include "srv_engine.h"
 #include "srv_log.h"
@@ -30,21 +26,12 @@ static void reply_err(struct conn *c, uint32_t msgid, enum srv_err code,
     reply_error(c, msgid, &e);
 }
 
-static int ct_equal(const char *a, size_t an, const char *b, size_t bn)
-{
-    unsigned char d = an != bn;
-    size_t n = an < bn ? an : bn;
-    for (size_t i = 0; i < n; i++)
-        d |= (unsigned char)(a[i] ^ b[i]);
-    return d == 0;
-}
-
 static void m_hello(struct conn *c, struct srv_req *r)
 {
     struct srv *s = c->srv;
     if (c->need_auth) {
         if (!r->token || !s->auth_token ||
-            !ct_equal(r->token, r->token_len, s->auth_token, s->auth_len)) {
+            !srv_token_equal(r->token, r->token_len, s->auth_token, s->auth_len)) {
             reply_err(c, r->msgid, SRV_E_UNAUTHORIZED, NULL,
                       "hello: wrong or missing token");
             c->closing = 1;
@@ -247,17 +234,7 @@ static void m_stats(struct conn *c, struct srv_req *r)
     for (int i = 0; i < 10; i++)
         recent += s->tok_bucket[i];
     uint64_t allocated = 0, resident = 0;
-#ifdef MTPD_HAVE_JEMALLOC
-    uint64_t epoch = 1;
-    size_t sz = sizeof epoch;
-    mallctl("epoch", &epoch, &sz, &epoch, sz);
-    size_t v, vsz = sizeof v;
-    if (mallctl("stats.allocated", &v, &vsz, NULL, 0) == 0)
-        allocated = v;
-    vsz = sizeof v;
-    if (mallctl("stats.resident", &v, &vsz, NULL, 0) == 0)
-        resident = v;
-#endif
+    srv_mem_stats(&allocated, &resident);
     msgpack_sbuffer sb;
     msgpack_packer pk;
     reply_begin(&sb, &pk, r->msgid);

@@ -12,6 +12,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef MTPD_HAVE_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#endif
+
 #include <event2/event.h>
 #include <event2/thread.h>
 
@@ -34,6 +38,39 @@ double srv_wall(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int srv_token_equal(const char *a, size_t an, const char *b, size_t bn)
+{
+    unsigned char d = an != bn;
+    size_t n = an < bn ? an : bn;
+    for (size_t i = 0; i < n; i++)
+        d |= (unsigned char)(a[i] ^ b[i]);
+    return d == 0;
+}
+
+int srv_mem_stats(uint64_t *allocated, uint64_t *resident)
+{
+    int got = 0;
+#ifdef MTPD_HAVE_JEMALLOC
+    uint64_t epoch = 1;
+    size_t sz = sizeof epoch;
+    mallctl("epoch", &epoch, &sz, &epoch, sz); /* refresh the stats */
+    size_t v, vsz = sizeof v;
+    if (mallctl("stats.allocated", &v, &vsz, NULL, 0) == 0) {
+        *allocated = v;
+        got |= SRV_MEM_ALLOCATED;
+    }
+    vsz = sizeof v;
+    if (mallctl("stats.resident", &v, &vsz, NULL, 0) == 0) {
+        *resident = v;
+        got |= SRV_MEM_RESIDENT;
+    }
+#else
+    (void)allocated;
+    (void)resident;
+#endif
+    return got;
 }
 
 static void serve_usage(FILE *f)

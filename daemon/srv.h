@@ -218,6 +218,13 @@ struct srv {
 
 double srv_now(void);       /* monotonic seconds */
 double srv_wall(void);      /* unix seconds */
+/* 1 when a == b, in time that does not depend on where they differ
+ * (auth tokens). */
+int srv_token_equal(const char *a, size_t an, const char *b, size_t bn);
+/* jemalloc's allocated and resident bytes, refreshed: the SRV_MEM_* bits
+ * of the values it read (0 without jemalloc). */
+enum { SRV_MEM_ALLOCATED = 1, SRV_MEM_RESIDENT = 2 };
+int srv_mem_stats(uint64_t *allocated, uint64_t *resident);
 
 /* serve_main.c: called when the last job of a shutdown has ended */
 void srv_shutdown_check(struct srv *s);
