@@ -66,6 +66,27 @@ static void one(struct out *o, const char *name, const char *type,
     put(o, "%s %.17g\n", name, v);
 }
 
+/* A family with one sample per draft position 1..kmax: v(st, position). */
+static void per_position(struct out *o, const char *name, const char *type,
+                         const char *help, const struct spec_stats *st,
+                         int kmax,
+                         double (*v)(const struct spec_stats *, int))
+{
+    meta(o, name, type, help);
+    for (int i = 1; i <= kmax; i++)
+        put(o, "%s{position=\"%d\"} %.17g\n", name, i, v(st, i));
+}
+
+static double drafted_at(const struct spec_stats *st, int i)
+{
+    return (double)st->drafted_at[i - 1];
+}
+
+static double accepted_at(const struct spec_stats *st, int i)
+{
+    return (double)st->accepted_at[i - 1];
+}
+
 /* Generated tokens per second over the last 10 s (methods.c's buckets,
  * read without advancing them). */
 static double tokens_per_s(const struct srv *s)
@@ -184,29 +205,21 @@ void http_metrics(struct http_srv *h, struct evhttp_request *req)
         "drafting pass: 1 + accepted / drafts (vLLM's mean acceptance "
         "length).", spec_stats_mean_accepted_len(st));
     int kmax = spec_stats_max_k(st);
-    meta(&o, "mtpd_spec_position_drafts_total", "counter",
-         "Drafting passes that drafted this position (1-based).");
-    for (int i = 1; i <= kmax; i++)
-        put(&o, "mtpd_spec_position_drafts_total{position=\"%d\"} %lld\n",
-            i, (long long)st->drafted_at[i - 1]);
-    meta(&o, "mtpd_spec_position_accepted_total", "counter",
-         "Drafting passes that accepted positions 1..position.");
-    for (int i = 1; i <= kmax; i++)
-        put(&o, "mtpd_spec_position_accepted_total{position=\"%d\"} %lld\n",
-            i, (long long)st->accepted_at[i - 1]);
-    meta(&o, "mtpd_spec_acceptance_by_position_ratio", "gauge",
-         "Acceptance at a draft position since start: passes that accepted "
-         "it / passes that drafted it (unconditional, vLLM's per-position "
-         "acceptance rate).");
-    for (int i = 1; i <= kmax; i++)
-        put(&o, "mtpd_spec_acceptance_by_position_ratio{position=\"%d\"} "
-            "%.17g\n", i, spec_stats_accept_uncond(st, i));
-    meta(&o, "mtpd_spec_conditional_acceptance_by_position_ratio", "gauge",
-         "Acceptance at a draft position given positions before it were "
-         "accepted.");
-    for (int i = 1; i <= kmax; i++)
-        put(&o, "mtpd_spec_conditional_acceptance_by_position_ratio{"
-            "position=\"%d\"} %.17g\n", i, spec_stats_accept_cond(st, i));
+    per_position(&o, "mtpd_spec_position_drafts_total", "counter",
+                 "Drafting passes that drafted this position (1-based).",
+                 st, kmax, drafted_at);
+    per_position(&o, "mtpd_spec_position_accepted_total", "counter",
+                 "Drafting passes that accepted positions 1..position.",
+                 st, kmax, accepted_at);
+    per_position(&o, "mtpd_spec_acceptance_by_position_ratio", "gauge",
+                 "Acceptance at a draft position since start: passes that "
+                 "accepted it / passes that drafted it (unconditional, "
+                 "vLLM's per-position acceptance rate).",
+                 st, kmax, spec_stats_accept_uncond);
+    per_position(&o, "mtpd_spec_conditional_acceptance_by_position_ratio",
+                 "gauge", "Acceptance at a draft position given positions "
+                 "before it were accepted.", st, kmax,
+                 spec_stats_accept_cond);
     uint64_t allocated, resident;
     int mem = srv_mem_stats(&allocated, &resident);
     if (mem & SRV_MEM_ALLOCATED)

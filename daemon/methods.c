@@ -467,12 +467,7 @@ static void send_chunk(struct conn *c, uint32_t msgid,
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 3);
-    msgpack_pack_int(&pk, 2);
-    pack_str(&pk, "generate.chunk");
-    msgpack_pack_array(&pk, 1);
+    notify_begin(&sb, &pk, "generate.chunk");
     msgpack_pack_map(&pk, 3);
     pack_str(&pk, "msgid");
     msgpack_pack_uint32(&pk, msgid);

@@ -64,16 +64,21 @@ void reply_protocol_error(struct conn *c, const char *msg)
     snprintf(e.msg, sizeof e.msg, "%s", msg);
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 3);
-    msgpack_pack_int(&pk, 2);
-    pack_str(&pk, "error");
-    msgpack_pack_array(&pk, 1);
+    notify_begin(&sb, &pk, "error");
     pack_error_map(&pk, &e);
     c->srv->errors[SRV_E_PROTOCOL]++;
     conn_send(c, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
+}
+
+void notify_begin(msgpack_sbuffer *sb, msgpack_packer *pk, const char *name)
+{
+    msgpack_sbuffer_init(sb);
+    msgpack_packer_init(pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_array(pk, 3);
+    msgpack_pack_int(pk, 2);
+    pack_str(pk, name);
+    msgpack_pack_array(pk, 1);
 }
 
 void reply_begin(msgpack_sbuffer *sb, msgpack_packer *pk, uint32_t msgid)

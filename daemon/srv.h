@@ -326,5 +326,8 @@ void pack_stats(msgpack_packer *pk, const struct spec_stats *st,
  * and sends sb. */
 void reply_begin(msgpack_sbuffer *sb, msgpack_packer *pk, uint32_t msgid);
 void reply_finish(struct conn *c, msgpack_sbuffer *sb);
+/* Starts the notification [2, name, [<param>]] in sb/pk; the caller packs
+ * the one param and sends sb (reply_finish). */
+void notify_begin(msgpack_sbuffer *sb, msgpack_packer *pk, const char *name);
 
 #endif
