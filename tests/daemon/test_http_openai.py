@@ -255,6 +255,8 @@ def test_busy_session_is_409(daemon):
                                            max_tokens=2,
                                            extra_body={"session": sid})
     assert ei.value.body["code"] == "busy"
+    assert ei.value.body["message"] == \
+        "the session is already running a request"
     h.close()  # the drop cancels it; the session is free again
     for _ in range(100):
         err, info = c.call("session.info", {"session": sid})

@@ -1,9 +1,11 @@
 """`mtpd serve` sessions: prefix reuse, eviction of the least recently
 used idle session under a small KV budget, state kept across a restart,
 idle expiry."""
+import json
 import os
 import time
 
+from http_helpers import HttpDaemon
 from serve_helpers import Daemon, offline, served_ok
 
 PROMPT = "def add(a, b):"
@@ -88,6 +90,48 @@ def test_eviction_picks_lru_idle_session(tmp_path):
         err, _ = c.call("generate", {"prompt": PROMPT, "max_tokens": 2000})
         assert err["code"] == "kv_budget", err
         assert "evicted" in d.log_text()
+        c.close()
+        assert served_ok(d)
+    finally:
+        assert d.stop() == 0
+
+
+def test_admission_errors_both_protocols(tmp_path):
+    # msgpack-rpc and HTTP admit through one function (daemon/admit.c);
+    # each words the errors its own way
+    budget = 2 * PAGE + PAGE // 2
+    d = HttpDaemon(tmp_path, "--kv-budget", str(budget))
+    try:
+        c = d.client()
+        big = {"prompt": PROMPT, "max_tokens": 2000}
+        need = 2048 * BYTES_PER_TOKEN  # 2000 + the prompt, in 64-token pages
+        err, _ = c.call("generate", big)
+        assert err == {"code": "kv_budget", "message":
+                       "the request needs %d bytes of KV cache; 0 of %d are "
+                       "held by running sessions" % (need, budget)}, err
+        st, _, body = d.request("POST", "/v1/completions", big)
+        e = json.loads(body)["error"]
+        assert st == 400 and e["code"] == "kv_budget", (st, e)
+        assert e["param"] == "max_tokens"
+        assert e["message"] == ("the request needs %d bytes of KV cache; 0 "
+                                "of the budget's %d are held by running "
+                                "requests" % (need, budget))
+        gone = "no such session (closed, expired, evicted or never opened)"
+        err, _ = c.call("generate", {"prompt": PROMPT, "session": "0" * 32})
+        assert err == {"code": "unknown_session", "message": gone}, err
+        st, _, body = d.request("POST", "/v1/completions",
+                                {"prompt": PROMPT, "session": "0" * 32})
+        e = json.loads(body)["error"]
+        assert (st, e["code"], e["param"], e["message"]) == \
+            (404, "unknown_session", "session", gone)
+        # what fits still runs, on both
+        err, _ = c.call("generate", {"prompt": PROMPT, "max_tokens": 4})
+        assert err is None, err
+        st, _, body = d.request("POST", "/v1/completions",
+                                {"prompt": PROMPT, "max_tokens": 4})
+        assert st == 200, body
+        _, info = c.call("stats")
+        assert info["kv_bytes_in_use"] <= budget, info
         c.close()
         assert served_ok(d)
     finally:
