@@ -1,8 +1,8 @@
 /*
  * methods.c - one handler per msgpack-rpc method (docs/protocol.md), on
  * the loop thread. Handlers take the connection and a validated request
- * and answer through reply.c; generate/fim build a job, admit it against
- * the queue and KV limits, and hand it to the compute thread.
+ * and answer through reply.c; generate/fim check the queue limits, admit
+ * the job (admit.c: session, KV budget) and hand it to the compute thread.
  */
 #include <stdlib.h>
 #include <string.h>
