@@ -9,6 +9,7 @@
 #define PRIOR_ALPHA1 0.6   /* prior acceptance at position 1 */
 #define PROBE_EVERY 16
 #define OFF_AFTER 8        /* consecutive k = 0 choices that pause MTP */
+#define OFF_AFTER_SURE 2   /* ... when k = 0 wins whatever the acceptance */
 #define OFF_MIN_SEEN 12.0  /* ... once this many (discounted) drafts were
                             * judged: a few unlucky first passes must not
                             * turn speculation off for good */
@@ -108,9 +109,14 @@ int spec_adapt_choose(struct spec_adapt *a, const struct spec_costs *c)
     }
     /* initial sweep k = 0..k_max: cost samples at every row count (k = 0
      * measures the plain decode step) and a first look at every position */
-    if (a->warm <= a->k_max || spec_cost_eval(&c->main, 1) < 0.0)
-        return a->warm <= a->k_max ? a->warm++ : a->k_max;
-    double best = -1.0;
+    if (a->warm <= a->k_max)
+        return a->warm++;
+    /* no timed main call yet (before the step counted mixed calls this
+     * returned k_max, which a big batch paid for with k_max + 1 rows per
+     * sequence): look at k = 0 and 1 until there is one */
+    if (spec_cost_eval(&c->main, 1) < 0.0)
+        return (int)(a->n_pass & 1);
+    double best = -1.0, best_ideal = 0.0, rate0 = 0.0;
     int kbest = 0;
     for (int k = 0; k <= a->k_max; k++) {
         /* k = 0 is plain decoding: once chosen for good the MTP caches
@@ -121,10 +127,25 @@ int spec_adapt_choose(struct spec_adapt *a, const struct spec_costs *c)
         if (k > 0)
             cost += c->refill_s + (k - 1) * c->step_s;
         double rate = spec_adapt_expected(a, k) / cost;
+        /* the best any k > 0 could do if every draft were accepted */
+        if (k == 0)
+            rate0 = rate;
+        else if ((k + 1) / cost > best_ideal)
+            best_ideal = (k + 1) / cost;
         if (rate > best * (1.0 + 1e-9)) {
             best = rate;
             kbest = k;
         }
+    }
+    /* k = 0 wins even with perfect acceptance (a big shared pass, where a
+     * draft row costs about a whole token's row): no acceptance evidence
+     * can change that, so pause after OFF_AFTER_SURE such verdicts */
+    if (kbest == 0 && best_ideal <= rate0) {
+        if (++a->zero_run >= OFF_AFTER_SURE) {
+            a->off = 1;
+            a->pause_left = a->pause_len;
+        }
+        return 0;
     }
     if (kbest == 0 && a->seen[0] < OFF_MIN_SEEN)
         return (int)(a->n_pass & 1); /* too little evidence: keep looking */
