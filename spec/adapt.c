@@ -10,6 +10,7 @@
 #define PROBE_EVERY 16
 #define OFF_AFTER 8        /* consecutive k = 0 choices that pause MTP */
 #define OFF_AFTER_SURE 2   /* ... when k = 0 wins whatever the acceptance */
+#define SURE_OTHERS 8      /* ... and other sequences bring more rows */
 #define OFF_MIN_SEEN 12.0  /* ... once this many (discounted) drafts were
                             * judged: a few unlucky first passes must not
                             * turn speculation off for good */
@@ -139,8 +140,11 @@ int spec_adapt_choose(struct spec_adapt *a, const struct spec_costs *c)
     }
     /* k = 0 wins even with perfect acceptance (a big shared pass, where a
      * draft row costs about a whole token's row): no acceptance evidence
-     * can change that, so pause after OFF_AFTER_SURE such verdicts */
-    if (kbest == 0 && best_ideal <= rate0) {
+     * can change that, so pause after OFF_AFTER_SURE such verdicts. Only
+     * in a shared pass: alone, the few timings of the sweep can say so by
+     * noise (T_main(k+1) of one slow pass) and a pause would cost a
+     * short request all its speculation */
+    if (kbest == 0 && best_ideal <= rate0 && c->others > SURE_OTHERS) {
         if (++a->zero_run >= OFF_AFTER_SURE) {
             a->off = 1;
             a->pause_left = a->pause_len;
