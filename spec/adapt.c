@@ -9,6 +9,8 @@
 #define PRIOR_ALPHA1 0.6   /* prior acceptance at position 1 */
 #define PROBE_EVERY 16
 #define OFF_AFTER 8        /* consecutive k = 0 choices that pause MTP */
+#define OFF_AFTER_SURE 2   /* ... when k = 0 wins whatever the acceptance */
+#define SURE_OTHERS 8      /* ... and other sequences bring more rows */
 #define OFF_MIN_SEEN 12.0  /* ... once this many (discounted) drafts were
                             * judged: a few unlucky first passes must not
                             * turn speculation off for good */
@@ -106,13 +108,9 @@ int spec_adapt_choose(struct spec_adapt *a, const struct spec_costs *c)
             a->pause_len *= 2;
         return 0;
     }
-    /* initial sweep k = 0..k_max: cost samples at every row count (k = 0
-     * measures the plain decode step) and a first look at every position */
-    if (a->warm <= a->k_max || spec_cost_eval(&c->main, 1) < 0.0)
-        return a->warm <= a->k_max ? a->warm++ : a->k_max;
-    double best = -1.0;
-    int kbest = 0;
-    for (int k = 0; k <= a->k_max; k++) {
+    double best = -1.0, best_ideal = 0.0, rate0 = 0.0;
+    int kbest = 0, have = spec_cost_eval(&c->main, 1) >= 0.0;
+    for (int k = 0; have && k <= a->k_max; k++) {
         /* k = 0 is plain decoding: once chosen for good the MTP caches
          * are no longer kept, so it pays neither refill nor drafts */
         double o = c->others > 0 ? c->others : 0.0;
@@ -121,10 +119,42 @@ int spec_adapt_choose(struct spec_adapt *a, const struct spec_costs *c)
         if (k > 0)
             cost += c->refill_s + (k - 1) * c->step_s;
         double rate = spec_adapt_expected(a, k) / cost;
+        /* the best any k > 0 could do if every draft were accepted */
+        if (k == 0)
+            rate0 = rate;
+        else if ((k + 1) / cost > best_ideal)
+            best_ideal = (k + 1) / cost;
         if (rate > best * (1.0 + 1e-9)) {
             best = rate;
             kbest = k;
         }
+    }
+    /* k = 0 wins even with perfect acceptance (a big shared pass, where a
+     * draft row costs about a whole token's row): no acceptance evidence
+     * can change that. Only in a shared pass: alone, the few timings of
+     * the sweep can say so by noise (T_main(k+1) of one slow pass) and a
+     * pause would cost a short request all its speculation. */
+    int sure = have && c->others > SURE_OTHERS && best_ideal <= rate0;
+    /* initial sweep k = 0..k_max: cost samples at every row count (k = 0
+     * measures the plain decode step) and a first look at every position;
+     * skipped when the pass already says "k = 0 whatever the acceptance"
+     * (the engine's cost line outlives sequences: a request joining a big
+     * batch) */
+    if (a->warm <= a->k_max && !sure)
+        return a->warm++;
+    /* no timed main call yet (before the step counted mixed calls this
+     * returned k_max, which a big batch paid for with k_max + 1 rows per
+     * sequence): look at k = 0 and 1 until there is one */
+    if (!have)
+        return (int)(a->n_pass & 1);
+    /* pause after OFF_AFTER_SURE such verdicts */
+    if (sure) {
+        a->warm = a->k_max + 1;
+        if (++a->zero_run >= OFF_AFTER_SURE) {
+            a->off = 1;
+            a->pause_left = a->pause_len;
+        }
+        return 0;
     }
     if (kbest == 0 && a->seen[0] < OFF_MIN_SEEN)
         return (int)(a->n_pass & 1); /* too little evidence: keep looking */

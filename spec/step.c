@@ -310,7 +310,10 @@ int spec_step_ex(struct spec_engine *e, struct spec_seq **seqs, int n,
         fail_call(act, n_act, rc, "forward");
         return rc;
     }
-    if (n_act == n_dec) /* decode-only calls: prompt chunks cost differently */
+    /* every call, prompt chunks included: a prompt row costs about a
+     * decode row (less its logits), and a server whose steps mostly carry
+     * some prompt chunk would otherwise leave auto without a cost line */
+    if (n_dec > 0)
         spec_cost_add(&e->costs.main, rows, t[3] - t[2]);
 
     /* 4. accept / first token */

@@ -179,6 +179,27 @@ static enum test_return test_adapt_choice(void)
     shared.others = 1; /* one more row: the fixed cost still pays */
     k = spec_adapt_choose(&ad, &shared);
     CHECK(k >= 1, "k = %d sharing the pass with 1 row", k);
+    /* a big shared pass where a draft row costs as much as a token's row:
+     * k = 0 wins even at perfect acceptance, so no acceptance evidence is
+     * waited for and no sweep run (no draft judged yet): paused after
+     * two such passes */
+    struct spec_costs big = costs_line(0.001, 0.002, 0.0005, 0.0005);
+    big.others = 200;
+    spec_adapt_init(&ad, 4);
+    CHECK(spec_adapt_choose(&ad, &big) == 0 && !ad.off, "first k = 0");
+    CHECK(spec_adapt_choose(&ad, &big) == 0 && ad.off, "paused: off %d",
+          ad.off);
+    /* no timed main call after the sweep (every call so far untimed):
+     * k = 0 or 1 while it looks, never k_max */
+    struct spec_costs none = {0};
+    spec_adapt_init(&ad, 4);
+    for (int i = 0; i <= 4; i++)
+        CHECK(spec_adapt_choose(&ad, &none) == i, "sweep without costs");
+    for (int i = 0; i < 6; i++) {
+        k = spec_adapt_choose(&ad, &none);
+        CHECK(k <= 1, "k = %d without cost data", k);
+        spec_adapt_observe(&ad, k, k);
+    }
     return TEST_PASS;
 }
 
