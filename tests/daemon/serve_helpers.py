@@ -119,12 +119,19 @@ class Daemon:
     def client(self, timeout=60.0):
         return Client(self.path, timeout)
 
+    def send_signal(self, sig):
+        """Sends sig to the daemon; stop() then sends no second one (a
+        second SIGTERM would cut a graceful shutdown short)."""
+        self.signalled = True
+        self.proc.send_signal(sig)
+
     def stop(self, sig=signal.SIGTERM, timeout=30):
-        """Signals the daemon (sig None: it was signalled already; a second
-        SIGTERM would end its shutdown at once) and waits for its exit."""
+        """Signals the daemon (unless send_signal() did already, or sig is None)
+        and waits for its exit."""
         if self.proc is None:
             return None
-        if sig is not None and self.proc.poll() is None:
+        if (sig is not None and not getattr(self, "signalled", False) and
+                self.proc.poll() is None):
             self.proc.send_signal(sig)
         try:
             rc = self.proc.wait(timeout)

@@ -262,7 +262,7 @@ def test_sigterm_during_stream(tmp_path):
         assert r.status == 200
         first = r.readline()
         assert first.startswith(b"data: ")
-        d.proc.send_signal(signal.SIGTERM)
+        d.send_signal(signal.SIGTERM)
         time.sleep(0.1)
         keep.request("POST", "/v1/completions",
                      json.dumps({"prompt": "x", "max_tokens": 2}),
