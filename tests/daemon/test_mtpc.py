@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from serve_helpers import ROOT, Daemon, mtpd_bin
+from daemon_fixture import serve_missing
 
 PROMPTS = ["def fib(n):", "import os\\nimport sys", "class Stack:",
            "for i in range(10):"]
@@ -22,17 +23,11 @@ def mtpc_bin():
                           os.path.join(ROOT, "build", "clients", "c", "mtpc"))
 
 
-def has_serve():
-    b = mtpd_bin()
-    if not os.path.exists(b):
-        return False
-    r = subprocess.run([b, "serve", "--help"], capture_output=True,
-                       timeout=60)
-    return r.returncode == 0 and b"serve" in r.stdout + r.stderr
-
-
-pytestmark = pytest.mark.skipif(not has_serve(),
-                                reason="build/mtpd has no serve command")
+_NO_SERVE = serve_missing(mtpd_bin())
+# skips only when the binary is absent or has no `serve` command; a serve
+# that is there but broken fails the tests
+pytestmark = pytest.mark.skipif(_NO_SERVE is not None,
+                                reason=_NO_SERVE or "")
 
 
 @pytest.fixture(scope="module")
