@@ -90,13 +90,17 @@ void mtpd_kv_pool_get_stats(const struct mtpd_kv_pool *p,
     st->caches = p->caches;
 }
 
+/* Pages that hold n positions (page_pos is a power of two). */
+static size_t pool_pages(const struct mtpd_kv_pool *p, size_t n)
+{
+    return (n + (size_t)p->page_pos - 1) >> p->page_shift;
+}
+
 size_t mtpd_kv_pool_cost(const struct mtpd_kv_pool *p, int n_positions)
 {
     if (n_positions <= 0)
         return 0;
-    size_t pages = ((size_t)n_positions + (size_t)p->page_pos - 1) >>
-                   p->page_shift;
-    return pages * p->page_bytes;
+    return pool_pages(p, (size_t)n_positions) * p->page_bytes;
 }
 
 const char *mtpd_kv_pool_dtype(const struct mtpd_kv_pool *p)
@@ -164,8 +168,7 @@ static int kv_new(struct mtpd_kv_pool *p, int max_positions,
     kv->page_shift = p->page_shift;
     kv->row_bytes = p->row_bytes;
     kv->layer_bytes = p->layer_bytes;
-    size_t n = ((size_t)max_positions + (size_t)p->page_pos - 1) >>
-               p->page_shift;
+    size_t n = pool_pages(p, (size_t)max_positions);
     kv->pages = calloc(n, sizeof(*kv->pages));
     if (!kv->pages) {
         free(kv);
