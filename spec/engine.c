@@ -508,6 +508,10 @@ void spec_seq_settle(struct spec_seq *s)
         s->mtp_logits_pos = -1;
     /* give back the pages the last pass held for its drafts (keeping what
      * spec_seq_reserve asked for); lowering a reservation cannot fail */
-    int held = mtpd_kv_len(s->kv, -1);
-    mtpd_kv_reserve(s->kv, held > s->reserve ? held : s->reserve);
+    spec_seq_hold(s, mtpd_kv_len(s->kv, -1));
+}
+
+int spec_seq_hold(struct spec_seq *s, int n)
+{
+    return mtpd_kv_reserve(s->kv, n > s->reserve ? n : s->reserve);
 }

@@ -83,6 +83,6 @@ int spec_seq_restart(struct spec_seq *s, const struct spec_params *p,
         s->reserve = cap;
     spec_seq_start(s, p, n, k_cfg, k_max, n_mod);
     /* pages above what is kept go back now, not at the next step */
-    mtpd_kv_reserve(s->kv, r > s->reserve ? r : s->reserve);
+    spec_seq_hold(s, r);
     return r;
 }
