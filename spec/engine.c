@@ -393,6 +393,12 @@ enum spec_finish spec_seq_finish(const struct spec_seq *s)
     return s->fin;
 }
 
+const int32_t *spec_seq_tokens(const struct spec_seq *s, int *n)
+{
+    *n = s->n_toks;
+    return s->toks;
+}
+
 const char *spec_seq_error(const struct spec_seq *s)
 {
     return s->fin == SPEC_FINISH_ERROR ? s->errmsg : "";

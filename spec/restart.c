@@ -19,12 +19,6 @@
 
 #include <string.h>
 
-const int32_t *spec_seq_tokens(const struct spec_seq *s, int *n)
-{
-    *n = s->n_toks;
-    return s->toks;
-}
-
 static int min_i(int a, int b)
 {
     return a < b ? a : b;
