@@ -393,6 +393,12 @@ enum spec_finish spec_seq_finish(const struct spec_seq *s)
     return s->fin;
 }
 
+const int32_t *spec_seq_tokens(const struct spec_seq *s, int *n)
+{
+    *n = s->n_toks;
+    return s->toks;
+}
+
 const char *spec_seq_error(const struct spec_seq *s)
 {
     return s->fin == SPEC_FINISH_ERROR ? s->errmsg : "";
@@ -508,6 +514,10 @@ void spec_seq_settle(struct spec_seq *s)
         s->mtp_logits_pos = -1;
     /* give back the pages the last pass held for its drafts (keeping what
      * spec_seq_reserve asked for); lowering a reservation cannot fail */
-    int held = mtpd_kv_len(s->kv, -1);
-    mtpd_kv_reserve(s->kv, held > s->reserve ? held : s->reserve);
+    spec_seq_hold(s, mtpd_kv_len(s->kv, -1));
+}
+
+int spec_seq_hold(struct spec_seq *s, int n)
+{
+    return mtpd_kv_reserve(s->kv, n > s->reserve ? n : s->reserve);
 }

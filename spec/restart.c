@@ -19,12 +19,6 @@
 
 #include <string.h>
 
-const int32_t *spec_seq_tokens(const struct spec_seq *s, int *n)
-{
-    *n = s->n_toks;
-    return s->toks;
-}
-
 static int min_i(int a, int b)
 {
     return a < b ? a : b;
@@ -83,6 +77,6 @@ int spec_seq_restart(struct spec_seq *s, const struct spec_params *p,
         s->reserve = cap;
     spec_seq_start(s, p, n, k_cfg, k_max, n_mod);
     /* pages above what is kept go back now, not at the next step */
-    mtpd_kv_reserve(s->kv, r > s->reserve ? r : s->reserve);
+    spec_seq_hold(s, r);
     return r;
 }

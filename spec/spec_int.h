@@ -152,6 +152,9 @@ int spec_seq_cap(const struct spec_engine *e, const struct spec_params *p);
  * token pending (as between passes), and pages the last pass held for its
  * drafts go back to the pool. */
 void spec_seq_settle(struct spec_seq *s);
+/* Holds pool pages for positions [0, n) of s and at least what
+ * spec_seq_reserve asked for (lowering the hold gives pages back). */
+int spec_seq_hold(struct spec_seq *s, int n);
 
 /* Emits one token through EOS / callback / max_tokens. Returns 1 if the
  * sequence may go on, 0 if it finished (tok emitted or not, see spec.h). */

@@ -102,13 +102,6 @@ static void fail_call(struct spec_seq **seqs, int n, int err,
         fail_seq(seqs[i], err, what);
 }
 
-/* Holds pool pages for positions [0, n) of s (and what the caller
- * reserved up front). */
-static int hold_rows(struct spec_seq *s, int n)
-{
-    return mtpd_kv_reserve(s->kv, n > s->reserve ? n : s->reserve);
-}
-
 /* Shares a phase's wall seconds t between the sequences act[0..n) by
  * the rows each had in it (evenly when none had any); adds each share to
  * the sequence's slot of sh. */
@@ -223,12 +216,12 @@ int spec_step_ex(struct spec_engine *e, struct spec_seq **seqs, int n,
         /* toks gets the drafts and the next token */
         int rc = spec_seq_toks(s, L + s->k + 2);
         if (rc == MTPD_OK)
-            rc = hold_rows(s, L + s->k + 1);
+            rc = spec_seq_hold(s, L + s->k + 1);
         if (rc == MTPD_ENOMEM && s->k > 0) { /* no drafts then */
             s->k = 0;
             rc = spec_seq_toks(s, L + 2);
             if (rc == MTPD_OK)
-                rc = hold_rows(s, L + 1);
+                rc = spec_seq_hold(s, L + 1);
         }
         if (rc < 0) {
             fail_seq(s, rc, "KV pool");
@@ -256,7 +249,7 @@ int spec_step_ex(struct spec_engine *e, struct spec_seq **seqs, int n,
         int chunk = s->n_prompt - s->main_len_before;
         if (chunk > budget - rows)
             chunk = budget - rows;
-        int rc = hold_rows(s, s->main_len_before + chunk);
+        int rc = spec_seq_hold(s, s->main_len_before + chunk);
         if (rc < 0) {
             fail_seq(s, rc, "KV pool");
             continue;
