@@ -254,8 +254,6 @@ int session_load_all(struct srv *s);
 int sched_start(struct srv *s);
 void sched_stop(struct sched *q);
 void sched_submit(struct sched *q, struct job *j);
-/* Takes a queued job back (before it started): 1 when it was queued. */
-int sched_unsubmit(struct sched *q, struct job *j);
 void sched_free_seq(struct sched *q, struct spec_seq *seq);
 int sched_queue_depth(struct sched *q);
 void job_free(struct job *j);
