@@ -221,6 +221,9 @@ double srv_wall(void);      /* unix seconds */
 /* 1 when a == b, in time that does not depend on where they differ
  * (auth tokens). */
 int srv_token_equal(const char *a, size_t an, const char *b, size_t bn);
+/* 1 for a 127/8 or ::1 (or v4-mapped 127/8) peer: no auth needed (listen.c). */
+struct sockaddr;
+int srv_is_loopback(const struct sockaddr *sa);
 /* jemalloc's allocated and resident bytes, refreshed: the SRV_MEM_* bits
  * of the values it read (0 without jemalloc). */
 enum { SRV_MEM_ALLOCATED = 1, SRV_MEM_RESIDENT = 2 };
