@@ -17,11 +17,6 @@ void frame_dec_free(struct frame_dec *d)
     d->len = d->cap = d->start = d->scan = 0;
 }
 
-size_t frame_dec_pending(const struct frame_dec *d)
-{
-    return d->len - d->start;
-}
-
 int frame_dec_feed(struct frame_dec *d, const void *p, size_t n)
 {
     if (d->start) { /* drop frames already handed out */

@@ -55,8 +55,6 @@ int frame_dec_feed(struct frame_dec *d, const void *p, size_t n);
  * stays valid until the next feed. After an error the decoder is useless
  * (the connection is closed). */
 int frame_dec_next(struct frame_dec *d, const char **frame, size_t *len);
-/* Bytes buffered and not yet handed out. */
-size_t frame_dec_pending(const struct frame_dec *d);
 const char *frame_status_str(int st);
 
 #endif

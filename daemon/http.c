@@ -347,20 +347,6 @@ static void on_request(struct evhttp_request *req, void *arg)
 
 /* ---- lifetime ---- */
 
-static int is_loopback(const struct sockaddr *sa)
-{
-    if (sa->sa_family == AF_INET)
-        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >>
-                24) == 127;
-    if (sa->sa_family == AF_INET6) {
-        const struct in6_addr *a =
-            &((const struct sockaddr_in6 *)sa)->sin6_addr;
-        return IN6_IS_ADDR_LOOPBACK(a) ||
-               (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
-    }
-    return 0;
-}
-
 /* HOST:PORT, [V6]:PORT, :PORT or PORT (the last two on 127.0.0.1) -> a
  * bound, listening socket. */
 static evutil_socket_t bind_addr(struct http_srv *h, const char *spec)
@@ -394,7 +380,7 @@ static evutil_socket_t bind_addr(struct http_srv *h, const char *spec)
         SRV_LOG(SLOG_ERROR, "--http %s: %s", spec, gai_strerror(rc));
         return -1;
     }
-    h->need_auth = !is_loopback(ai->ai_addr);
+    h->need_auth = !srv_is_loopback(ai->ai_addr);
     if (h->need_auth && !h->srv->auth_token) {
         SRV_LOG(SLOG_ERROR, "--http %s is not a loopback address: "
                 "--auth-token-file is required", spec);

@@ -44,7 +44,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
     conn_new(lc->srv, fd, lc->need_auth);
 }
 
-static int is_loopback(const struct sockaddr *sa)
+int srv_is_loopback(const struct sockaddr *sa)
 {
     if (sa->sa_family == AF_INET)
         return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >>
@@ -164,7 +164,7 @@ static struct evconnlistener *listen_tcp(struct srv *s, const char *spec,
         SRV_LOG(SLOG_ERROR, "listen: tcp:%s: %s", spec, gai_strerror(rc));
         return NULL;
     }
-    lc->need_auth = !is_loopback(ai->ai_addr);
+    lc->need_auth = !srv_is_loopback(ai->ai_addr);
     if (lc->need_auth && !s->auth_token) {
         SRV_LOG(SLOG_ERROR, "listen: tcp:%s is not a loopback address: "
                 "--auth-token-file is required", spec);

@@ -387,24 +387,6 @@ void sched_submit(struct sched *q, struct job *j)
     pthread_mutex_unlock(&q->lock);
 }
 
-int sched_unsubmit(struct sched *q, struct job *j)
-{
-    int found = 0;
-    pthread_mutex_lock(&q->lock);
-    struct job **pp = &q->submit_head, *prev = NULL;
-    for (; *pp; prev = *pp, pp = &(*pp)->qnext)
-        if (*pp == j) {
-            *pp = j->qnext;
-            if (q->submit_tail == j)
-                q->submit_tail = prev;
-            q->n_submitted--;
-            found = 1;
-            break;
-        }
-    pthread_mutex_unlock(&q->lock);
-    return found;
-}
-
 void sched_free_seq(struct sched *q, struct spec_seq *seq)
 {
     struct seq_free_item *f = malloc(sizeof *f);

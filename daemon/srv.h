@@ -221,6 +221,9 @@ double srv_wall(void);      /* unix seconds */
 /* 1 when a == b, in time that does not depend on where they differ
  * (auth tokens). */
 int srv_token_equal(const char *a, size_t an, const char *b, size_t bn);
+/* 1 for a 127/8 or ::1 (or v4-mapped 127/8) peer: no auth needed (listen.c). */
+struct sockaddr;
+int srv_is_loopback(const struct sockaddr *sa);
 /* jemalloc's allocated and resident bytes, refreshed: the SRV_MEM_* bits
  * of the values it read (0 without jemalloc). */
 enum { SRV_MEM_ALLOCATED = 1, SRV_MEM_RESIDENT = 2 };
@@ -254,8 +257,6 @@ int session_load_all(struct srv *s);
 int sched_start(struct srv *s);
 void sched_stop(struct sched *q);
 void sched_submit(struct sched *q, struct job *j);
-/* Takes a queued job back (before it started): 1 when it was queued. */
-int sched_unsubmit(struct sched *q, struct job *j);
 void sched_free_seq(struct sched *q, struct spec_seq *seq);
 int sched_queue_depth(struct sched *q);
 void job_free(struct job *j);
