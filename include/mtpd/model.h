@@ -36,6 +36,8 @@ enum mtpd_err {
     MTPD_EFORMAT = -4, /* checkpoint / json malformed or inconsistent */
     MTPD_EFULL = -5,   /* KV cache or batch capacity exceeded */
     MTPD_ENOMTP = -6,  /* model has no MTP module (or not that one) */
+    MTPD_ENODEV = -7,  /* the device asked for is not there (no GPU, no
+                        * CUDA in this build, or a device error) */
 };
 const char *mtpd_err_str(int err);
 
@@ -131,6 +133,11 @@ struct mtpd_load_opts {
     int kv_bf16;   /* latent KV cache in BF16 instead of fp32: half the
                     * memory and the cache traffic of attention; logits
                     * then differ from the fp32 path by ~1e-2 relative */
+    /* Where forward passes run: NULL or "auto" (a CUDA GPU when this build
+     * has CUDA and one is present, else the CPU), "cpu", "cuda" (device 0)
+     * or "cuda:N". A device that is not there is MTPD_ENODEV, with the
+     * reason in err. */
+    const char *device;
 };
 
 /*
@@ -141,6 +148,10 @@ struct mtpd_load_opts {
 int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
                     struct mtpd_model **out, char *err, size_t errlen);
 void mtpd_model_free(struct mtpd_model *m);
+/* Where the model's forward passes run: "cpu" or "cuda:N". */
+const char *mtpd_model_device(const struct mtpd_model *m);
+/* CUDA devices usable by this build (0 without CUDA or without a GPU). */
+int mtpd_cuda_devices(void);
 const struct mtpd_config *mtpd_model_config(const struct mtpd_model *m);
 /* Number of MTP modules actually loaded (0 when the checkpoint has none). */
 int mtpd_model_n_mtp(const struct mtpd_model *m);
