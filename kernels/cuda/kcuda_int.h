@@ -35,9 +35,15 @@ struct kcuda {
 int kcuda_err(cudaError_t e, const char *what);
 /* The same for a cuBLAS(Lt) status. */
 int kcuda_blas_err(cublasStatus_t s, const char *what);
-/* Records a formatted message as this thread's last error (for argument
- * errors worth a text too); returns nothing. */
+/* Records a formatted message as this thread's last error (argument
+ * errors of an op: call it before returning MTPD_K_EINVAL so that a graph
+ * capture in progress fails at kcuda_graph_end, as kcuda.h promises). */
 void kcuda_set_error(const char *fmt, ...);
+/* Makes g's device current for the calling thread (a no-op when it is
+ * already, cached per thread): 0 or MTPD_K_EDEV. The core calls (memory,
+ * copies, graphs) do it; an op launched from a thread that never called
+ * one of them should too. */
+int kcuda_bind(const struct kcuda *g);
 
 /* After a kernel launch: 0, or MTPD_K_EDEV with the launch error recorded
  * (bad configuration, missing image for the device...). */
