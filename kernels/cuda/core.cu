@@ -65,7 +65,9 @@ extern "C" int kcuda_bind(const struct kcuda *g)
 extern "C" int kcuda_device_count(void)
 {
     int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) { /* no driver, no device: say why */
+        kcuda_err(e, "cudaGetDeviceCount");
         cudaGetLastError(); /* not sticky: clear it for later calls */
         return 0;
     }
@@ -129,7 +131,7 @@ extern "C" int kcuda_open(int dev, size_t workspace_bytes, struct kcuda **out,
         return rc;
     }
     g->sm_count = pr.multiProcessorCount;
-    snprintf(g->desc, sizeof g->desc, "%s (sm_%d%d, %d SMs, %.1f GiB)",
+    snprintf(g->desc, sizeof g->desc, "%.100s (sm_%d%d, %d SMs, %.1f GiB)",
              pr.name, pr.major, pr.minor, pr.multiProcessorCount,
              (double)pr.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
     *out = g;

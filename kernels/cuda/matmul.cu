@@ -41,8 +41,8 @@
  *
  * Wide path (more rows: prefill): cuBLASLt, bf16 x bf16 -> fp32 with fp32
  * accumulation. x is rounded to bf16 in the workspace; BF16 weights are
- * used in place; F16 / F8 / Q8_0 / Q4_1 weights are dequantised to bf16
- * in row chunks that fit the workspace, one GEMM per chunk. F32 weights
+ * used in place (when 16-byte aligned rows); F16 / F8 / Q8_0 / Q4_1
+ * weights are dequantised to bf16 in row chunks that fit the workspace, one GEMM per chunk. F32 weights
  * run an fp32 GEMM on x directly (CUBLAS_COMPUTE_32F, no TF32): exact
  * fp32 like the CPU. Layout: y row-major [n_tok, ldy] is the column-major
  * C (rows x n_tok, ldc = ldy) = W^T' x: A = W (column-major cols x rows,
@@ -508,18 +508,23 @@ static int wide(struct kcuda *g, const struct kdmat *W, const float *x,
     if (W->dtype == KDT_F32) /* fp32 GEMM on x as it is */
         return lt_gemm(g, CUDA_R_32F, W->data, cols, x, ldx, y, ldy, rows,
                        n_tok, cols, ws, ws ? lt_b : 0);
+    /* BF16 weights are used in place when their rows are 16-byte aligned
+     * (what the tensor-core kernels need); otherwise copied like the
+     * other dtypes into aligned rows */
+    const int in_place = W->dtype == KDT_BF16 &&
+                         (uintptr_t)W->data % 16 == 0 && cols % 8 == 0;
 
     const int ldb = (cols + 7) / 8 * 8; /* bf16 rows 16-byte aligned */
     const size_t row_b = (size_t)ldb * 2;
     size_t rest = g->ws_bytes > lt_b ? g->ws_bytes - lt_b : 0;
     size_t x_need = align_up(row_b * n_tok);
-    size_t x_b = W->dtype == KDT_BF16 ? rest : rest / 2;
+    size_t x_b = in_place ? rest : rest / 2;
     if (x_b > x_need)
         x_b = x_need;
     x_b = x_b / WS_ALIGN * WS_ALIGN; /* so wb below stays aligned */
     size_t tok_chunk = x_b / row_b;
     size_t w_b = rest - x_b;
-    size_t row_chunk = W->dtype == KDT_BF16 ? (size_t)rows : w_b / row_b;
+    size_t row_chunk = in_place ? (size_t)rows : w_b / row_b;
     if (row_chunk >= 128)
         row_chunk = row_chunk / 128 * 128;
     if (tok_chunk == 0 || row_chunk == 0) {
@@ -537,10 +542,10 @@ static int wide(struct kcuda *g, const struct kdmat *W, const float *x,
         x_to_bf16<<<conv_blocks(g, (size_t)nt * cols), 256, 0, g->stream>>>(
             x + (size_t)t0 * ldx, ldx, xb, ldb, cols, nt);
         rc = kcuda_launched("kcuda_matmul: x to bf16");
-        if (rc == 0 && W->dtype == KDT_BF16)
+        if (rc == 0 && in_place)
             rc = lt_gemm(g, CUDA_R_16BF, W->data, cols, xb, ldb,
                          y + (size_t)t0 * ldy, ldy, rows, nt, cols, ws, lt_b);
-        for (int r0 = 0; W->dtype != KDT_BF16 && r0 < rows && rc == 0;
+        for (int r0 = 0; !in_place && r0 < rows && rc == 0;
              r0 += (int)row_chunk) {
             int nr = rows - r0 < (int)row_chunk ? rows - r0 : (int)row_chunk;
             w_to_bf16<<<conv_blocks(g, (size_t)nr * cols), 256, 0,
