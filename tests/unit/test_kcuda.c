@@ -266,8 +266,10 @@ static enum test_return mm_shape(enum kdtype dt, int rows, int cols, int blk)
     struct kdmat d;
     enum test_return ret = TEST_FAIL;
     memset(&d, 0, sizeof d);
-    if (hmat_new(&t, dt, rows, cols, blk))
+    if (hmat_new(&t, dt, rows, cols, blk)) {
+        fprintf(stderr, "  out of host memory\n");
         goto out;
+    }
     int rc = kcuda_mat_upload(g, &t.m, &d);
     if (rc) {
         fprintf(stderr, "  upload: %d %s\n", rc, kcuda_last_error());
@@ -331,7 +333,8 @@ static enum test_return test_matmul_f8(void)
 
 static enum test_return test_matmul_q(void)
 {
-    if (mm_suite(KDT_Q8_0, 0, q_shapes, sizeof q_shapes / sizeof *q_shapes))
+    if (mm_suite(KDT_Q8_0, 0, q_shapes, sizeof q_shapes / sizeof *q_shapes) !=
+        TEST_PASS)
         return TEST_FAIL;
     return mm_suite(KDT_Q4_1, 0, q_shapes, sizeof q_shapes / sizeof *q_shapes);
 }
