@@ -93,12 +93,10 @@ __device__ __forceinline__ void dec4(const uint4 &w, int gi, float s, float m,
         f[3] = __uint_as_float(b & 0xffff0000u);
     } else if (DT == KDT_F16) {
         uint32_t a = word(w, 2 * gi), b = word(w, 2 * gi + 1);
-        float2 fa = __half22float2(*(const __half2 *)&a);
-        float2 fb = __half22float2(*(const __half2 *)&b);
-        f[0] = fa.x;
-        f[1] = fa.y;
-        f[2] = fb.x;
-        f[3] = fb.y;
+        f[0] = kd_f16((uint16_t)a);
+        f[1] = kd_f16((uint16_t)(a >> 16));
+        f[2] = kd_f16((uint16_t)b);
+        f[3] = kd_f16((uint16_t)(b >> 16));
     } else if (DT == KDT_F8_E4M3) {
         uint32_t a = word(w, gi);
         float2 lo = kd_f8x2(a), hi = kd_f8x2(a >> 16);

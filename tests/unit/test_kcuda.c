@@ -303,13 +303,13 @@ static enum test_return mm_suite(enum kdtype dt, int blk,
     return TEST_PASS;
 }
 
-/* rows 2304: 4 rows per block in the skinny kernel; cols not a multiple
- * of the 16-byte chunk: the scalar path; 1040 = 8 * 128 + 16: a partial F8
- * scale block. */
-static const struct shape dense_shapes[] = {
-    {1, 1}, {3, 17}, {70, 129}, {70, 1040}, {129, 2048}, {2304, 256}};
-static const struct shape q_shapes[] = {
-    {1, 32}, {70, 96}, {129, 2048}, {2304, 256}};
+/* Shapes: cols not a multiple of the 16-byte chunk take the scalar path;
+ * 1040 = 8 * 128 + 16: a partial F8 scale block; the last shape has
+ * 16 * SMs + 192 rows (2304 on an H200), enough for 4 rows per block in
+ * the skinny kernel (pick_rows in matmul.cu): set at run time. */
+static struct shape dense_shapes[] = {
+    {1, 1}, {3, 17}, {70, 129}, {70, 1040}, {129, 2048}, {0, 256}};
+static struct shape q_shapes[] = {{1, 32}, {70, 96}, {129, 2048}, {0, 256}};
 
 static enum test_return test_matmul_dense(void)
 {
@@ -758,6 +758,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "kcuda_open: %s\n", err);
         return 1;
     }
+    int big = 16 * kcuda_sm_count(g) + 192;
+    dense_shapes[sizeof dense_shapes / sizeof *dense_shapes - 1].rows = big;
+    q_shapes[sizeof q_shapes / sizeof *q_shapes - 1].rows = big;
     static const struct test_case tests[] = {
         {"info", test_info},
         {"add_copies", test_add_copies},
