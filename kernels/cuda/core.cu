@@ -284,7 +284,7 @@ extern "C" int kcuda_graph_end(struct kcuda *g, struct kcuda_graph **out)
     if (rc == 0)
         rc = kcuda_err(cudaStreamEndCapture(g->stream, &graph),
                        "cudaStreamEndCapture");
-    if (rc == 0 && seen) {
+    if (seen) { /* name the op's error, not the failed end it caused */
         snprintf(err_text, sizeof err_text, "graph capture: %s", first);
         err_seq++;
         rc = MTPD_K_EDEV;

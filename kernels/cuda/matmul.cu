@@ -387,6 +387,10 @@ static uint32_t ptr_align(const void *p)
     return al;
 }
 
+/* lt_gemm's answer when cuBLASLt has no algorithm for the shape and
+ * alignments (kcuda_matmul then runs the skinny kernel instead). */
+#define LT_NO_ALGO 1
+
 /* C (m x n, column-major, ldc, fp32) = op(A)^T-style TN product:
  * A column-major k x m (lda), B column-major k x n (ldb), both of type ab. */
 static int lt_gemm(struct kcuda *g, cudaDataType_t ab, const void *A, int lda,
@@ -464,10 +468,8 @@ static int lt_gemm(struct kcuda *g, cudaDataType_t ab, const void *A, int lda,
                                                            lc, lc, pref, 1,
                                                            &res, &nres),
                             "cublasLtMatmulAlgoGetHeuristic");
-    if (rc == 0 && nres == 0) {
-        kcuda_set_error("cuBLASLt: no algorithm for %dx%dx%d", m, n, k);
-        rc = MTPD_K_EDEV;
-    }
+    if (rc == 0 && nres == 0)
+        rc = LT_NO_ALGO; /* not an error: the caller falls back */
     if (rc == 0)
         rc = kcuda_blas_err(cublasLtMatmul(g->lt, op, &one, A, la, B, lb,
                                            &zero, C, lc, C, lc, &res.algo,
@@ -582,5 +584,16 @@ extern "C" int kcuda_matmul(struct kcuda *g, const struct kdmat *W,
                          "kcuda_matmul: zero");
     if (n_tok <= KCUDA_SKINNY_ROWS)
         return skinny(g, W, x, ldx, y, ldy, n_tok);
-    return wide(g, W, x, ldx, y, ldy, n_tok);
+    int rc = wide(g, W, x, ldx, y, ldy, n_tok);
+    /* no cuBLASLt algorithm (an odd alignment): the skinny kernel, 16 rows
+     * of x at a time, gives the same result in fp32, only slower */
+    for (int t0 = 0; rc == LT_NO_ALGO && t0 < n_tok; t0 += KCUDA_SKINNY_ROWS) {
+        int nt = n_tok - t0 < KCUDA_SKINNY_ROWS ? n_tok - t0
+                                                : KCUDA_SKINNY_ROWS;
+        int r = skinny(g, W, x + (size_t)t0 * ldx, ldx, y + (size_t)t0 * ldy,
+                       ldy, nt);
+        if (r || t0 + nt >= n_tok)
+            rc = r;
+    }
+    return rc;
 }
