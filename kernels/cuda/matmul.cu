@@ -49,6 +49,9 @@
  * transposed), B = x (column-major cols x n_tok).
  */
 #include <stdint.h>
+#include <string.h>
+
+#include <mutex>
 
 #include <cuda_bf16.h>
 
@@ -391,6 +394,55 @@ static uint32_t ptr_align(const void *p)
  * alignments (kcuda_matmul then runs the skinny kernel instead). */
 #define LT_NO_ALGO 1
 
+/*
+ * cuBLASLt's choice per problem, cached: the heuristic costs tens of
+ * microseconds of host time and gives the same answer for the same shape,
+ * types, alignments and workspace. Keyed by device and handle too; a
+ * small table replaced round robin, shared by all threads (mutex).
+ */
+struct algo_key {
+    int dev;
+    cublasLtHandle_t lt;
+    int ab, m, n, k, lda, ldb, ldc;
+    uint32_t al[3];
+    size_t ws;
+};
+struct algo_ent {
+    struct algo_key key;
+    cublasLtMatmulAlgo_t algo;
+    int found; /* 0: cuBLASLt had none */
+};
+#define ALGO_CACHE 64
+static struct algo_ent algo_cache[ALGO_CACHE];
+static int algo_used, algo_next;
+static std::mutex algo_mu;
+
+static int algo_get(const struct algo_key *k, cublasLtMatmulAlgo_t *a,
+                    int *found)
+{
+    std::lock_guard<std::mutex> lock(algo_mu);
+    for (int i = 0; i < algo_used; i++)
+        if (memcmp(&algo_cache[i].key, k, sizeof *k) == 0) {
+            *a = algo_cache[i].algo;
+            *found = algo_cache[i].found;
+            return 1;
+        }
+    return 0;
+}
+
+static void algo_put(const struct algo_key *k, const cublasLtMatmulAlgo_t *a,
+                     int found)
+{
+    std::lock_guard<std::mutex> lock(algo_mu);
+    struct algo_ent *e = &algo_cache[algo_next];
+    algo_next = (algo_next + 1) % ALGO_CACHE;
+    if (algo_used < ALGO_CACHE)
+        algo_used++;
+    e->key = *k;
+    e->algo = *a;
+    e->found = found;
+}
+
 /* C (m x n, column-major, ldc, fp32) = op(A)^T-style TN product:
  * A column-major k x m (lda), B column-major k x n (ldb), both of type ab. */
 static int lt_gemm(struct kcuda *g, cudaDataType_t ab, const void *A, int lda,
@@ -405,6 +457,19 @@ static int lt_gemm(struct kcuda *g, cudaDataType_t ab, const void *A, int lda,
     cublasLtMatmulHeuristicResult_t res;
     int nres = 0;
     const float one = 1.0f, zero = 0.0f;
+    struct algo_key key;
+    memset(&key, 0, sizeof key); /* padding too: compared with memcmp */
+    key.dev = g->dev;
+    key.lt = g->lt;
+    key.ab = (int)ab;
+    key.m = m, key.n = n, key.k = k;
+    key.lda = lda, key.ldb = ldb, key.ldc = ldc;
+    key.al[0] = al_a, key.al[1] = al_b, key.al[2] = al_c;
+    key.ws = lws_bytes;
+    memset(&res, 0, sizeof res);
+    int cached = algo_get(&key, &res.algo, &nres);
+    if (cached && nres == 0)
+        return LT_NO_ALGO;
 
     int rc = kcuda_blas_err(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F,
                                                      CUDA_R_32F),
@@ -429,45 +494,48 @@ static int lt_gemm(struct kcuda *g, cudaDataType_t ab, const void *A, int lda,
         rc = kcuda_blas_err(
             cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, m, n, ldc),
             "cublasLt layout C");
-    if (rc == 0)
+    if (rc == 0 && !cached)
         rc = kcuda_blas_err(cublasLtMatmulPreferenceCreate(&pref),
                             "cublasLtMatmulPreferenceCreate");
-    if (rc == 0)
+    if (rc == 0 && !cached)
         rc = kcuda_blas_err(
             cublasLtMatmulPreferenceSetAttribute(
                 pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &lws_bytes,
                 sizeof lws_bytes),
             "cublasLt workspace preference");
     /* the heuristic assumes 256-byte aligned pointers unless told */
-    if (rc == 0)
+    if (rc == 0 && !cached)
         rc = kcuda_blas_err(
             cublasLtMatmulPreferenceSetAttribute(
                 pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a,
                 sizeof al_a),
             "cublasLt alignment A");
-    if (rc == 0)
+    if (rc == 0 && !cached)
         rc = kcuda_blas_err(
             cublasLtMatmulPreferenceSetAttribute(
                 pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b,
                 sizeof al_b),
             "cublasLt alignment B");
-    if (rc == 0)
+    if (rc == 0 && !cached)
         rc = kcuda_blas_err(
             cublasLtMatmulPreferenceSetAttribute(
                 pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c,
                 sizeof al_c),
             "cublasLt alignment C");
-    if (rc == 0)
+    if (rc == 0 && !cached)
         rc = kcuda_blas_err(
             cublasLtMatmulPreferenceSetAttribute(
                 pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c,
                 sizeof al_c),
             "cublasLt alignment D");
-    if (rc == 0)
+    if (rc == 0 && !cached) {
         rc = kcuda_blas_err(cublasLtMatmulAlgoGetHeuristic(g->lt, op, la, lb,
                                                            lc, lc, pref, 1,
                                                            &res, &nres),
                             "cublasLtMatmulAlgoGetHeuristic");
+        if (rc == 0)
+            algo_put(&key, &res.algo, nres > 0);
+    }
     if (rc == 0 && nres == 0)
         rc = LT_NO_ALGO; /* not an error: the caller falls back */
     if (rc == 0)

@@ -457,8 +457,7 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
 /* ---- cuBLASLt ------------------------------------------------------------------ */
 
 struct emu_lt {
-    uint32_t al[4]; /* alignments the last heuristic was told */
-    size_t ws;
+    int unused;
 };
 struct emu_lt_op {
     int ta, tb;
@@ -475,7 +474,7 @@ struct emu_lt_pref {
 
 cublasStatus_t cublasLtCreate(cublasLtHandle_t *h)
 {
-    *h = new emu_lt{{256, 256, 256, 256}, 0};
+    *h = new emu_lt{0};
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -569,9 +568,9 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(
 {
     if (req < 1)
         return CUBLAS_STATUS_INVALID_VALUE;
-    memcpy(h->al, p->al, sizeof h->al);
-    h->ws = p->ws;
     memset(res, 0, sizeof *res);
+    memcpy(res->algo.al, p->al, sizeof p->al);
+    res->algo.ws = p->ws;
     *n = getenv("EMU_LT_NO_ALGO") ? 0 : 1; /* kcuda_matmul's fallback */
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -591,7 +590,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t op,
                               cublasLtMatrixLayout_t lb, const void *beta,
                               const void *C, cublasLtMatrixLayout_t lc, void *D,
                               cublasLtMatrixLayout_t ld,
-                              const cublasLtMatmulAlgo_t *, void *ws,
+                              const cublasLtMatmulAlgo_t *algo, void *ws,
                               size_t ws_bytes, cudaStream_t st)
 {
     uint64_t m = lc->rows, n = lc->cols;
@@ -599,10 +598,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t op,
     uint64_t bk = op->tb ? lb->cols : lb->rows, bn = op->tb ? lb->rows : lb->cols;
     const void *ptr[4] = {A, B, C, D};
     for (int i = 0; i < 4; i++)
-        if ((uintptr_t)ptr[i] % h->al[i]) /* the algorithm assumed more */
+        if ((uintptr_t)ptr[i] % algo->al[i]) /* the algorithm assumed more */
             return CUBLAS_STATUS_INVALID_VALUE;
     if (am != m || bn != n || ak != bk || ld->rows != m || ld->cols != n ||
-        lc->t != CUDA_R_32F || la->t != lb->t || ws_bytes > h->ws ||
+        lc->t != CUDA_R_32F || la->t != lb->t || ws_bytes > algo->ws ||
         (ws_bytes && ws == NULL))
         return CUBLAS_STATUS_INVALID_VALUE;
     float a = *(const float *)alpha, b = *(const float *)beta;

@@ -23,7 +23,8 @@ typedef struct emu_lt *cublasLtHandle_t;
 typedef struct emu_lt_op *cublasLtMatmulDesc_t;
 typedef struct emu_lt_layout *cublasLtMatrixLayout_t;
 typedef struct emu_lt_pref *cublasLtMatmulPreference_t;
-typedef struct { int id; } cublasLtMatmulAlgo_t;
+/* what the chosen algorithm assumes: alignments of A, B, C, D, workspace */
+typedef struct { uint32_t al[4]; size_t ws; } cublasLtMatmulAlgo_t;
 typedef struct {
     cublasLtMatmulAlgo_t algo;
     size_t workspaceSize;
