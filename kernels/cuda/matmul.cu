@@ -42,11 +42,16 @@
  * Wide path (more rows: prefill): cuBLASLt, bf16 x bf16 -> fp32 with fp32
  * accumulation. x is rounded to bf16 in the workspace; BF16 weights are
  * used in place (when 16-byte aligned rows); F16 / F8 / Q8_0 / Q4_1
- * weights are dequantised to bf16 in row chunks that fit the workspace, one GEMM per chunk. F32 weights
- * run an fp32 GEMM on x directly (CUBLAS_COMPUTE_32F, no TF32): exact
- * fp32 like the CPU. Layout: y row-major [n_tok, ldy] is the column-major
- * C (rows x n_tok, ldc = ldy) = W^T' x: A = W (column-major cols x rows,
- * transposed), B = x (column-major cols x n_tok).
+ * weights are dequantised to bf16 in row chunks that fit the workspace,
+ * one GEMM per chunk (x in token chunks too when it does not fit). F32
+ * weights run an fp32 GEMM on x directly (CUBLAS_COMPUTE_32F, no TF32):
+ * exact fp32 like the CPU. Layout: y row-major [n_tok, ldy] is the
+ * column-major C (rows x n_tok, ldc = ldy) = A^T B with A = W
+ * (column-major cols x rows) and B = x (column-major cols x n_tok). The
+ * algorithm cuBLASLt picks is cached per problem; where it has none (odd
+ * alignments) the skinny kernel runs 16 rows of x at a time instead.
+ * Workspace: a quarter (at most 32 MiB) for cuBLASLt, the rest for x and
+ * the weight chunks in bf16.
  */
 #include <stdint.h>
 #include <string.h>
