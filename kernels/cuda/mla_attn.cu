@@ -1,0 +1,644 @@
+/*
+ * mla_attn.cu - MLA attention over the paged latent cache on the device
+ * (kcuda.h: kcuda_kv_write, kcuda_mla_attend; CPU twins: mla_block's
+ * cache write, mla.c / mla_chunk.c / mla_split.c).
+ *
+ * kcuda_mla_attend runs two kernels over a plan (kernels/cuda_plan.h):
+ *
+ * 1. mla_attn: persistent, one CTA per plan part, running the part's
+ *    blocks one after the other. A block is up to 64 query pairs (rows x
+ *    heads of one sequence) over a range of positions. Per block:
+ *    - the queries [64, L + R] go to shared memory as bf16 (fp32 in
+ *      memory; converted once per block);
+ *    - the cache is read in tiles of 32 positions, each row L + R
+ *      elements, 16-byte pieces: bf16 caches by cp.async straight into
+ *      shared memory, 3 stages (tile i + 2 in flight while tile i is
+ *      used); f32 caches by 16-byte loads converted to bf16 on the way
+ *      in, one tile at a time (the f32 cache is the reference path, its
+ *      speed is secondary). Consecutive threads take consecutive 16-byte
+ *      pieces of a row (rows are contiguous in a page), so a warp's loads
+ *      are 512 contiguous bytes; each row's page comes from the page table
+ *      (pages[seq_page0[s] + t / page_pos]);
+ *    - all 64 pairs use every cache row read: one read per 64 (row, head)
+ *      pairs (the plan puts up to 64 heads of a decode row, or k + 1 rows
+ *      x 64 / (k + 1) heads of a verify, in one block);
+ *    - scores S = Q K^T [64 x 32] and O += P V [64 x L] on the tensor
+ *      cores (mma.sync m16n8k16, bf16 in, fp32 accumulate; V is the
+ *      first L columns of the same K tile in shared memory, read with
+ *      ldmatrix.trans). Warps: 4 row tiles of 16 pairs x NS column slices
+ *      of L (NS = 1, 2, 4 for L <= 128, 256, 512); warp (m, c) computes
+ *      S for its 16 pairs and 32 / NS of the positions, the slices swap
+ *      their row maxima and probabilities through shared memory, and the
+ *      warp keeps O for 16 pairs x L / NS columns in registers (at most
+ *      64 floats per thread);
+ *    - online softmax in base 2 (scores times scale * log2 e), masked by
+ *      each pair's row position (causal) and the block's range;
+ *    - the result: normalised to oc when the block is its tile's only
+ *      block, else (max, sum, unnormalised latents) to its partial slot.
+ *    Shared memory per CTA (kcuda_mla_smem): Q 64 x (D + 8) bf16, K
+ *    3 x 32 x (D + 8) bf16, P 64 x 40 bf16, row maxima and sums NS x 64
+ *    floats, positions 64 ints, D = L + R; rows padded by 16 bytes so the
+ *    8 rows of an ldmatrix fall on different banks. DeepSeek-V3 (L 512,
+ *    R 64): 190 KiB, one CTA of 512 threads per SM; the default model
+ *    (L 128, R 16): 53 KiB, 4 CTAs of 128 threads per SM.
+ * 2. mla_combine: for each split tile of the plan, each pair's partial
+ *    slots folded in position order (their max, then the weighted sum),
+ *    divided by the total sum, into oc.
+ *
+ * Precision: products in bf16 (queries, cache rows and probabilities
+ * rounded to bf16; an f32 cache is read at bf16 precision too), sums and
+ * softmax in fp32.
+ */
+#include <cuda_bf16.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "cuda_plan.h"
+#include "kcuda_int.h"
+
+namespace {
+
+constexpr int PAIRS = KCUDA_MLA_PAIRS; /* query pairs per block */
+constexpr int BN = 32;                 /* positions per cache tile */
+constexpr int STAGES = 3;              /* cache tiles in shared memory */
+constexpr int PST = BN + 8;            /* P row stride, elements */
+constexpr float LOG2E = 1.4426950408889634f;
+
+typedef __nv_bfloat16 bf16;
+typedef __nv_bfloat162 bf162;
+
+struct attn_args {
+    const float *qc; /* [n_rows, H, D] */
+    float *oc;       /* [n_rows, H, L] */
+    const int32_t *row_pos;
+    const int32_t *seq_page0;
+    void *const *pages;
+    size_t layer_off, row_bytes;
+    int page_shift, page_mask;
+    int H, L, D, DP; /* DP: shared memory row stride, elements */
+    float sl2;       /* softmax scale * log2 e */
+    const struct kcuda_mla_hdr *hdr;
+    const int32_t *part_begin;
+    const struct kcuda_mla_block *blocks;
+    const struct kcuda_mla_merge *merges;
+    float *ws_o, *ws_m, *ws_l; /* partial slots */
+};
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+__device__ __forceinline__ void cp_async16(void *dst, const void *src)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(
+                     smem_addr(dst)),
+                 "l"(src)
+                 : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit()
+{
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+template <int N> __device__ __forceinline__ void cp_async_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ void ldm_x4(uint32_t *r, const bf16 *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, "
+                 "[%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p))
+                 : "memory");
+}
+
+__device__ __forceinline__ void ldm_x2(uint32_t *r, const bf16 *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
+                 : "=r"(r[0]), "=r"(r[1])
+                 : "r"(smem_addr(p))
+                 : "memory");
+}
+
+__device__ __forceinline__ void ldm_x4_t(uint32_t *r, const bf16 *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 "
+                 "{%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p))
+                 : "memory");
+}
+
+__device__ __forceinline__ void ldm_x2_t(uint32_t *r, const bf16 *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, "
+                 "[%2];\n"
+                 : "=r"(r[0]), "=r"(r[1])
+                 : "r"(smem_addr(p))
+                 : "memory");
+}
+
+/* c += a b: a 16 x 16 (row), b 16 x 8 (col), bf16; c fp32. */
+__device__ __forceinline__ void mma16816(float *c, const uint32_t *a,
+                                         uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0),
+                   "r"(b1));
+}
+
+/* Cache row of position t of the block's sequence (page0: its table). */
+__device__ __forceinline__ const char *cache_row(const attn_args &a,
+                                                 int page0, int t)
+{
+    return (const char *)a.pages[page0 + (t >> a.page_shift)] + a.layer_off +
+           (size_t)(t & a.page_mask) * a.row_bytes;
+}
+
+/* bf16 cache: starts the copy of tile `it` of the block (positions
+ * t0 + it * BN ..) into kt; rows past t1 are zeroed (their probabilities
+ * are 0, and 0 x stale data could be NaN). */
+__device__ __forceinline__ void tile_issue(const attn_args &a, bf16 *kt,
+                                           const kcuda_mla_block &b,
+                                           int page0, int it)
+{
+    const int cpr = a.D / 8; /* 16-byte pieces per row */
+    const int base = b.t0 + it * BN;
+    for (int i = threadIdx.x; i < BN * cpr; i += blockDim.x) {
+        int r = i / cpr, c = i - r * cpr, t = base + r;
+        bf16 *dst = kt + r * a.DP + c * 8;
+        if (t < b.t1)
+            cp_async16(dst, cache_row(a, page0, t) + c * 16);
+        else
+            *(uint4 *)dst = make_uint4(0, 0, 0, 0);
+    }
+}
+
+/* f32 cache: loads tile `it` into kt as bf16 (synchronously). */
+__device__ __forceinline__ void tile_load_f32(const attn_args &a, bf16 *kt,
+                                              const kcuda_mla_block &b,
+                                              int page0, int it)
+{
+    const int cpr = a.D / 4; /* 16-byte pieces per row */
+    const int base = b.t0 + it * BN;
+    for (int i = threadIdx.x; i < BN * cpr; i += blockDim.x) {
+        int r = i / cpr, c = i - r * cpr, t = base + r;
+        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (t < b.t1)
+            v = __ldg((const float4 *)(cache_row(a, page0, t) + c * 16));
+        bf162 *dst = (bf162 *)(kt + r * a.DP + c * 4);
+        dst[0] = __floats2bfloat162_rn(v.x, v.y);
+        dst[1] = __floats2bfloat162_rn(v.z, v.w);
+    }
+}
+
+/*
+ * The attention kernel (see the top of the file). NS: column slices of
+ * L (warps = 4 * NS); F32: the cache is f32, else bf16.
+ * Register budget: 128 per thread (4 / NS CTAs of 128 * NS threads per
+ * SM), O takes 64 of them.
+ */
+template <int NS, bool F32>
+__global__ void __launch_bounds__(128 * NS, 4 / NS)
+mla_attn(const attn_args a)
+{
+    extern __shared__ __align__(16) unsigned char smem[];
+    bf16 *sQ = (bf16 *)smem;              /* [PAIRS][DP] */
+    bf16 *sK = sQ + PAIRS * a.DP;         /* [STAGES][BN][DP] */
+    bf16 *sP = sK + STAGES * BN * a.DP;   /* [PAIRS][PST] */
+    float *sMax = (float *)(sP + PAIRS * PST); /* [NS][PAIRS] */
+    float *sSum = sMax + NS * PAIRS;      /* [NS][PAIRS] */
+    int *sPos = (int *)(sSum + NS * PAIRS); /* [PAIRS] */
+
+    constexpr int NPW = BN / NS;  /* positions per warp in S */
+    constexpr int NTS = NPW / 8;  /* their n8 tiles */
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int mt = warp & 3, cs = warp >> 2;
+    const int W = a.L / NS, nt = W / 8, c0 = cs * W; /* O columns */
+    const int g = lane >> 2, tq = lane & 3;          /* mma fragment */
+    const int pr0 = mt * 16 + g, pr1 = pr0 + 8;      /* this thread's pairs */
+
+    const int bend = a.part_begin[blockIdx.x + 1];
+    for (int bi = a.part_begin[blockIdx.x]; bi < bend; bi++) {
+        const kcuda_mla_block b = a.blocks[bi];
+        const int np = b.n_rows * b.n_heads;
+        const int page0 = a.seq_page0[b.seq];
+        const int ntile = (b.t1 - b.t0 + BN - 1) / BN;
+        /* warps whose 16 pairs are all past np (few heads, one row) skip
+         * the products; their rows stay masked (positions -1) */
+        const bool live = mt * 16 < np;
+
+        /* queries and row positions; visible to all at the first tile's
+         * barrier. The previous block's last reads of sQ, sPos and sK
+         * were before its closing barrier. */
+        for (int p = threadIdx.x; p < PAIRS; p += blockDim.x)
+            sPos[p] = p < np ? a.row_pos[b.row0 + p / b.n_heads] : -1;
+        const int d4 = a.D / 4;
+        for (int i = threadIdx.x; i < PAIRS * d4; i += blockDim.x) {
+            int p = i / d4, c = (i - p * d4) * 4;
+            float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (p < np) {
+                int r = b.row0 + p / b.n_heads, h = b.head0 + p % b.n_heads;
+                v = *(const float4 *)(a.qc + ((size_t)r * a.H + h) * a.D + c);
+            }
+            bf162 *dst = (bf162 *)(sQ + p * a.DP + c);
+            dst[0] = __floats2bfloat162_rn(v.x, v.y);
+            dst[1] = __floats2bfloat162_rn(v.z, v.w);
+        }
+        if (!F32) { /* prologue: tiles 0 and 1 (a group each, maybe empty) */
+            tile_issue(a, sK, b, page0, 0);
+            cp_async_commit();
+            if (ntile > 1)
+                tile_issue(a, sK + BN * a.DP, b, page0, 1);
+            cp_async_commit();
+        }
+
+        float o[16][4];
+#pragma unroll
+        for (int j = 0; j < 16; j++)
+            o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+        float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+
+        for (int it = 0; it < ntile; it++) {
+            bf16 *kt = sK + (it % STAGES) * BN * a.DP;
+            if (F32)
+                tile_load_f32(a, kt, b, page0, it); /* stage last read at
+                                                       tile it - 3 */
+            else
+                cp_async_wait<1>(); /* this thread's pieces of tile it */
+            __syncthreads(); /* (1) tile it, Q, positions visible; every
+                                warp done with tile it - 1 */
+            if (!F32) { /* tile it + 2 into the stage tile it - 1 used */
+                if (it + 2 < ntile)
+                    tile_issue(a, sK + ((it + 2) % STAGES) * BN * a.DP, b,
+                               page0, it + 2);
+                cp_async_commit();
+            }
+
+            /* S = Q K^T: pairs mt*16 .. +16, positions cs*NPW .. +NPW */
+            float s[NTS][4];
+#pragma unroll
+            for (int j = 0; j < NTS; j++)
+                s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+            for (int kk = 0; live && kk < a.D; kk += 16) {
+                uint32_t af[4];
+                ldm_x4(af, sQ + (mt * 16 + (lane & 15)) * a.DP + kk +
+                               (lane >> 4) * 8);
+#pragma unroll
+                for (int j = 0; j < NTS; j++) {
+                    uint32_t bf[2];
+                    ldm_x2(bf, kt + (cs * NPW + j * 8 + (lane & 7)) * a.DP +
+                                   kk + ((lane >> 3) & 1) * 8);
+                    mma16816(s[j], af, bf[0], bf[1]);
+                }
+            }
+            /* scale, mask (block range, causal), row maxima */
+            const int tb = b.t0 + it * BN + cs * NPW;
+            const int p0 = sPos[pr0], p1 = sPos[pr1];
+            float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < NTS; j++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    int t = tb + j * 8 + tq * 2 + e;
+                    s[j][e] = t < b.t1 && t <= p0 ? s[j][e] * a.sl2
+                                                  : -INFINITY;
+                    s[j][2 + e] = t < b.t1 && t <= p1 ? s[j][2 + e] * a.sl2
+                                                      : -INFINITY;
+                    mx0 = fmaxf(mx0, s[j][e]);
+                    mx1 = fmaxf(mx1, s[j][2 + e]);
+                }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            if (tq == 0) {
+                sMax[cs * PAIRS + pr0] = mx0;
+                sMax[cs * PAIRS + pr1] = mx1;
+            }
+            __syncthreads(); /* (2) every slice's maxima */
+            float n0 = m0, n1 = m1;
+#pragma unroll
+            for (int c = 0; c < NS; c++) {
+                n0 = fmaxf(n0, sMax[c * PAIRS + pr0]);
+                n1 = fmaxf(n1, sMax[c * PAIRS + pr1]);
+            }
+            /* nothing seen yet: subtract 0 (exp2(-inf) = 0 all the same) */
+            const float u0 = n0 == -INFINITY ? 0.0f : n0;
+            const float u1 = n1 == -INFINITY ? 0.0f : n1;
+            const float al0 = exp2f(m0 - u0), al1 = exp2f(m1 - u1);
+            m0 = n0;
+            m1 = n1;
+            l0 *= al0;
+            l1 *= al1;
+            /* P (bf16) to shared memory; sums of the rounded values, as
+             * P V uses them */
+#pragma unroll
+            for (int j = 0; j < NTS; j++) {
+                bf162 q0 = __floats2bfloat162_rn(exp2f(s[j][0] - u0),
+                                                 exp2f(s[j][1] - u0));
+                bf162 q1 = __floats2bfloat162_rn(exp2f(s[j][2] - u1),
+                                                 exp2f(s[j][3] - u1));
+                l0 += __low2float(q0) + __high2float(q0);
+                l1 += __low2float(q1) + __high2float(q1);
+                int col = cs * NPW + j * 8 + tq * 2;
+                *(bf162 *)(sP + pr0 * PST + col) = q0;
+                *(bf162 *)(sP + pr1 * PST + col) = q1;
+            }
+#pragma unroll
+            for (int j = 0; j < 16; j++) {
+                o[j][0] *= al0;
+                o[j][1] *= al0;
+                o[j][2] *= al1;
+                o[j][3] *= al1;
+            }
+            __syncthreads(); /* (3) P complete */
+
+            /* O += P V: V = the tile's first L columns */
+#pragma unroll
+            for (int ks = 0; ks < BN / 16 && live; ks++) {
+                uint32_t af[4];
+                ldm_x4(af, sP + (mt * 16 + (lane & 15)) * PST + ks * 16 +
+                               (lane >> 4) * 8);
+                const bf16 *vr = kt + (ks * 16 + (lane & 7) +
+                                       ((lane >> 3) & 1) * 8) * a.DP + c0;
+#pragma unroll
+                for (int jj = 0; jj < 8; jj++) {
+                    uint32_t bf[4];
+                    if (2 * jj + 1 < nt) {
+                        ldm_x4_t(bf, vr + jj * 16 + (lane >> 4) * 8);
+                        mma16816(o[2 * jj], af, bf[0], bf[1]);
+                        mma16816(o[2 * jj + 1], af, bf[2], bf[3]);
+                    } else if (2 * jj < nt) {
+                        ldm_x2_t(bf, vr + jj * 16);
+                        mma16816(o[2 * jj], af, bf[0], bf[1]);
+                    }
+                }
+            }
+        }
+        if (!F32)
+            cp_async_wait<0>(); /* only empty groups can be left */
+
+        /* the sums: this thread's columns, then the quad, then slices */
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+        if (tq == 0) {
+            sSum[cs * PAIRS + pr0] = l0;
+            sSum[cs * PAIRS + pr1] = l1;
+        }
+        __syncthreads(); /* sums; and every warp is done with sQ, sK, sP
+                            and sPos: the next block may overwrite them */
+        float t0 = 0.0f, t1 = 0.0f;
+#pragma unroll
+        for (int c = 0; c < NS; c++) {
+            t0 += sSum[c * PAIRS + pr0];
+            t1 += sSum[c * PAIRS + pr1];
+        }
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            const int p = half ? pr1 : pr0;
+            if (p >= np)
+                continue;
+            const float m = half ? m1 : m0, l = half ? t1 : t0;
+            const int r = b.row0 + p / b.n_heads, h = b.head0 + p % b.n_heads;
+            float *dst, f;
+            if (b.slot < 0) {
+                dst = a.oc + ((size_t)r * a.H + h) * a.L;
+                f = l > 0.0f ? 1.0f / l : 0.0f;
+            } else {
+                size_t sl = (size_t)b.slot * PAIRS + p;
+                dst = a.ws_o + sl * a.L;
+                f = 1.0f;
+                if (cs == 0 && tq == 0) {
+                    a.ws_m[sl] = m;
+                    a.ws_l[sl] = l;
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < 16; j++)
+                if (j < nt)
+                    *(float2 *)(dst + c0 + j * 8 + tq * 2) =
+                        make_float2(o[j][2 * half] * f,
+                                    o[j][2 * half + 1] * f);
+        }
+    }
+}
+
+/* The merge entries of the plan, a CTA each (grid-stride), a warp per
+ * pair: its slots' max, sum weights, then the latents 4 columns a lane. */
+__global__ void mla_combine(const attn_args a)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int nw = blockDim.x >> 5, nm = a.hdr->n_merges;
+    for (int e = blockIdx.x; e < nm; e += gridDim.x) {
+        const kcuda_mla_merge mg = a.merges[e];
+        const int np = mg.n_rows * mg.n_heads;
+        for (int p = warp; p < np; p += nw) {
+            float M = -INFINITY, l = 0.0f;
+            for (int k = 0; k < mg.n_splits; k++)
+                M = fmaxf(M, a.ws_m[(size_t)(mg.slot0 + k) * PAIRS + p]);
+            const float u = M == -INFINITY ? 0.0f : M;
+            for (int k = 0; k < mg.n_splits; k++) {
+                size_t sl = (size_t)(mg.slot0 + k) * PAIRS + p;
+                l += exp2f(a.ws_m[sl] - u) * a.ws_l[sl]; /* -inf: 0 */
+            }
+            const float f = l > 0.0f ? 1.0f / l : 0.0f;
+            const int r = mg.row0 + p / mg.n_heads;
+            const int h = mg.head0 + p % mg.n_heads;
+            float *dst = a.oc + ((size_t)r * a.H + h) * a.L;
+            for (int c = lane * 4; c < a.L; c += 128) {
+                float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                for (int k = 0; k < mg.n_splits; k++) {
+                    size_t sl = (size_t)(mg.slot0 + k) * PAIRS + p;
+                    float w = exp2f(a.ws_m[sl] - u);
+                    if (w == 0.0f)
+                        continue; /* a split this pair sees nothing of */
+                    float4 v = *(const float4 *)(a.ws_o + sl * a.L + c);
+                    acc.x += w * v.x;
+                    acc.y += w * v.y;
+                    acc.z += w * v.z;
+                    acc.w += w * v.w;
+                }
+                *(float4 *)(dst + c) =
+                    make_float4(acc.x * f, acc.y * f, acc.z * f, acc.w * f);
+            }
+        }
+    }
+}
+
+/* One block per row: its c_kv and k_pe into its slot of the layer. */
+template <bool F32>
+__global__ void __launch_bounds__(128)
+kv_write(const int32_t *row_seq, const int32_t *row_pos,
+         const int32_t *seq_page0, void *const *pages, size_t layer_off,
+         size_t row_bytes, int page_shift, int page_mask, const float *kva,
+         int ldk, int D)
+{
+    const int r = blockIdx.x, t = row_pos[r];
+    char *dst = (char *)pages[seq_page0[row_seq[r]] + (t >> page_shift)] +
+                layer_off + (size_t)(t & page_mask) * row_bytes;
+    const float *src = kva + (size_t)r * ldk;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) {
+        if (F32)
+            ((float *)dst)[i] = src[i];
+        else
+            ((bf16 *)dst)[i] = __float2bfloat16_rn(src[i]);
+    }
+}
+
+/* Checks the cache description of rw for these ops; sets the error. */
+int rows_check(const struct kcuda_rows *rw, int layer, const char *op)
+{
+    size_t es = rw->kv_dtype == KDT_F32 ? 4 : 2;
+    if ((rw->kv_dtype != KDT_F32 && rw->kv_dtype != KDT_BF16) ||
+        rw->page_pos < 1 || (rw->page_pos & (rw->page_pos - 1)) ||
+        layer < 0 || rw->n_rows < 0 || rw->kv_lora < 1 || rw->rope < 0 ||
+        (rw->kv_lora + rw->rope) % 8 ||
+        rw->row_bytes < (size_t)(rw->kv_lora + rw->rope) * es ||
+        rw->row_bytes % 16 || rw->layer_bytes % 16 ||
+        rw->layer_bytes < rw->row_bytes * (size_t)rw->page_pos ||
+        (rw->n_rows > 0 && (!rw->row_seq || !rw->row_pos ||
+                            !rw->seq_page0 || !rw->pages))) {
+        kcuda_set_error("%s: bad cache description (dtype %d, page_pos %d, "
+                        "kv_lora %d, rope %d, row_bytes %zu)",
+                        op, (int)rw->kv_dtype, rw->page_pos, rw->kv_lora,
+                        rw->rope, rw->row_bytes);
+        return MTPD_K_EINVAL;
+    }
+    return 0;
+}
+
+int log2i(int v)
+{
+    int s = 0;
+    while ((1 << s) < v)
+        s++;
+    return s;
+}
+
+template <int NS, bool F32>
+int launch_attn(const struct kcuda *g, const attn_args &a, int parts,
+                size_t smem)
+{
+    /* the dynamic shared memory limit: the most any shape of this
+     * instance takes (kv_lora 128 * NS, rope 64), once per device (not a
+     * stream operation: allowed while a graph is captured) */
+    static unsigned set_for; /* bit per device ordinal < 32 */
+    unsigned bit = g->dev < 32 ? 1u << g->dev : 0;
+    if (!(__atomic_load_n(&set_for, __ATOMIC_RELAXED) & bit)) {
+        int rc = kcuda_err(cudaFuncSetAttribute(
+                               mla_attn<NS, F32>,
+                               cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               (int)kcuda_mla_smem(128 * NS, 64)),
+                           "mla_attn: cudaFuncSetAttribute");
+        if (rc)
+            return rc;
+        __atomic_fetch_or(&set_for, bit, __ATOMIC_RELAXED);
+    }
+    mla_attn<NS, F32><<<parts, 128 * NS, smem, g->stream>>>(a);
+    return kcuda_launched("mla_attn");
+}
+
+} /* namespace */
+
+extern "C" int kcuda_kv_write(struct kcuda *g, const struct kcuda_rows *rw,
+                              int layer, const float *kva, int ldk)
+{
+    int rc = rows_check(rw, layer, "kcuda_kv_write");
+    if (rc)
+        return rc;
+    int D = rw->kv_lora + rw->rope;
+    if (rw->n_rows == 0)
+        return 0;
+    if (!kva || ldk < D) {
+        kcuda_set_error("kcuda_kv_write: kva %p, ldk %d < %d", (void *)kva,
+                        ldk, D);
+        return MTPD_K_EINVAL;
+    }
+    if ((rc = kcuda_bind(g)))
+        return rc;
+    size_t off = (size_t)layer * rw->layer_bytes;
+    int sh = log2i(rw->page_pos), mask = rw->page_pos - 1;
+    if (rw->kv_dtype == KDT_F32)
+        kv_write<true><<<rw->n_rows, 128, 0, g->stream>>>(
+            rw->row_seq, rw->row_pos, rw->seq_page0, rw->pages, off,
+            rw->row_bytes, sh, mask, kva, ldk, D);
+    else
+        kv_write<false><<<rw->n_rows, 128, 0, g->stream>>>(
+            rw->row_seq, rw->row_pos, rw->seq_page0, rw->pages, off,
+            rw->row_bytes, sh, mask, kva, ldk, D);
+    return kcuda_launched("kv_write");
+}
+
+extern "C" int kcuda_mla_attend(struct kcuda *g, const struct kcuda_rows *rw,
+                                int layer, int H, const float *qc, float *oc,
+                                float scale,
+                                const struct kcuda_mla_plan *plan)
+{
+    int rc = rows_check(rw, layer, "kcuda_mla_attend");
+    if (rc)
+        return rc;
+    const int L = rw->kv_lora, R = rw->rope;
+    size_t smem = kcuda_mla_smem(L, R);
+    size_t ws = plan ? kcuda_mla_workspace(plan, L) : 0;
+    if (!plan || !plan->dev || plan->H != H || H < 1 || smem == 0 ||
+        ws > g->ws_bytes || (rw->n_rows > 0 && (!qc || !oc)) ||
+        rw->n_rows > plan->cap_rows || rw->n_seqs > plan->cap_seqs) {
+        kcuda_set_error("kcuda_mla_attend: bad arguments (plan %p, H %d, "
+                        "kv_lora %d, rope %d, workspace %zu of %zu)",
+                        (const void *)plan, H, L, R, ws, g->ws_bytes);
+        return MTPD_K_EINVAL;
+    }
+    if ((rc = kcuda_bind(g)))
+        return rc;
+    const char *img = (const char *)plan->dev;
+    attn_args a;
+    a.qc = qc;
+    a.oc = oc;
+    a.row_pos = rw->row_pos;
+    a.seq_page0 = rw->seq_page0;
+    a.pages = rw->pages;
+    a.layer_off = (size_t)layer * rw->layer_bytes;
+    a.row_bytes = rw->row_bytes;
+    a.page_shift = log2i(rw->page_pos);
+    a.page_mask = rw->page_pos - 1;
+    a.H = H;
+    a.L = L;
+    a.D = L + R;
+    a.DP = L + R + 8;
+    a.sl2 = scale * LOG2E;
+    a.hdr = (const struct kcuda_mla_hdr *)img;
+    a.part_begin = (const int32_t *)(img + plan->off_part);
+    a.blocks = (const struct kcuda_mla_block *)(img + plan->off_blocks);
+    a.merges = (const struct kcuda_mla_merge *)(img + plan->off_merges);
+    size_t slots = (size_t)plan->cap_slots * KCUDA_MLA_PAIRS;
+    a.ws_o = (float *)g->ws;
+    a.ws_m = a.ws_o + slots * L;
+    a.ws_l = a.ws_m + slots;
+
+    const int ns = kcuda_mla_threads(L) / 128, f32 = rw->kv_dtype == KDT_F32;
+    const int parts = plan->n_parts;
+    if (ns == 1)
+        rc = f32 ? launch_attn<1, true>(g, a, parts, smem)
+                 : launch_attn<1, false>(g, a, parts, smem);
+    else if (ns == 2)
+        rc = f32 ? launch_attn<2, true>(g, a, parts, smem)
+                 : launch_attn<2, false>(g, a, parts, smem);
+    else
+        rc = f32 ? launch_attn<4, true>(g, a, parts, smem)
+                 : launch_attn<4, false>(g, a, parts, smem);
+    if (rc || plan->cap_merges == 0)
+        return rc;
+    int grid = plan->cap_merges < parts ? plan->cap_merges : parts;
+    mla_combine<<<grid, 256, 0, g->stream>>>(a);
+    return kcuda_launched("mla_combine");
+}
