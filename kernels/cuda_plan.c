@@ -30,8 +30,10 @@ int kcuda_mla_threads(int kv_lora)
 
 size_t kcuda_mla_smem(int kv_lora, int rope)
 {
-    if (kv_lora < 32 || kv_lora > 512 || kv_lora % 32 || rope < 0 ||
-        rope > 64 || rope % 16)
+    /* S takes 16 elements of a row per step; each warp's share of the
+     * latent columns is whole 8-column MMA tiles */
+    if (kv_lora < 8 || kv_lora > 512 || rope < 0 || rope > 64 ||
+        (kv_lora + rope) % 16 || kv_lora % (8 * mla_slices(kv_lora)))
         return 0;
     size_t dp = (size_t)kv_lora + rope + 8; /* bf16 row, padded */
     size_t q = KCUDA_MLA_PAIRS * dp * 2;

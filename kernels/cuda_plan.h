@@ -126,8 +126,11 @@ size_t kcuda_mla_workspace(const struct kcuda_mla_plan *p, int kv_lora);
  * threads, as mla_attn.cu sizes them). */
 int kcuda_mla_parts(int sm_count, int kv_lora, int rope);
 /* Shared memory bytes of the attention kernel's CTA and its threads (the
- * kernel uses these same numbers); 0 when the shape is unsupported:
- * kv_lora a multiple of 32 up to 512, rope a multiple of 16 up to 64. */
+ * kernel uses these same numbers); 0 when the shape is unsupported. The
+ * kernel takes kv_lora up to 512 and rope up to 64 with kv_lora + rope a
+ * multiple of 16 and kv_lora a multiple of 8 (<= 128), 16 (<= 256) or 32
+ * (<= 512): DeepSeek-V3 (512, 64), the default model (128, 16), the test
+ * checkpoints (48, 16), (96, 16). */
 size_t kcuda_mla_smem(int kv_lora, int rope);
 int kcuda_mla_threads(int kv_lora);
 

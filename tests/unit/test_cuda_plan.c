@@ -680,7 +680,10 @@ static enum test_return test_limits(void)
     if (kcuda_mla_smem(512, 64) == 0 || kcuda_mla_smem(512, 64) > 232448 ||
         kcuda_mla_smem(128, 16) == 0 || kcuda_mla_smem(500, 64) ||
         kcuda_mla_smem(512, 72) || kcuda_mla_smem(544, 64) ||
-        kcuda_mla_smem(128, 8) || kcuda_mla_threads(512) != 512 ||
+        kcuda_mla_smem(128, 8) || kcuda_mla_smem(48, 16) == 0 ||
+        kcuda_mla_smem(96, 16) == 0 || kcuda_mla_smem(24, 8) == 0 ||
+        kcuda_mla_smem(200, 8) || kcuda_mla_smem(264, 8) ||
+        kcuda_mla_smem(40, 16) || kcuda_mla_threads(512) != 512 ||
         kcuda_mla_threads(128) != 128 ||
         kcuda_mla_parts(132, 512, 64) != 132 ||
         kcuda_mla_parts(132, 128, 16) < 264 || kcuda_mla_parts(0, 512, 64))

@@ -5,7 +5,7 @@
  * layer > 0) for several sequences of different lengths and row counts in
  * one call (decode, verify k + 1 rows, a prefill chunk, a sequence
  * without rows), bf16 and f32 caches, kv_lora / rope of DeepSeek-V3, of
- * the default model and odd ones, many parts and few (so tiles split and
+ * the default model, of the test checkpoints and odd ones, many parts and few (so tiles split and
  * the combine kernel runs), and a CUDA graph replayed over two different
  * steps. Exits 77 where there is no CUDA device.
  *
@@ -550,6 +550,12 @@ int main(int argc, char **argv)
          {1, 3, 40}, {900, 33, 200}, 11, 64},
         {"L288 R48 H20 f32", 288, 48, 20, KDT_F32, 4, 2, {5, 1}, {260, 1},
          0, 0},
+        {"golden L48 R16 H4 bf16", 48, 16, 4, KDT_BF16, 16, 4,
+         {1, 4, 30, 2}, {400, 4, 100, 66}, 0, 0},
+        {"golden L48 R16 H4 f32 split", 48, 16, 4, KDT_F32, 16, 4,
+         {1, 4, 30, 2}, {400, 4, 100, 66}, 9, 16},
+        {"golden L96 R16 H3 bf16 split", 96, 16, 3, KDT_BF16, 32, 2,
+         {3, 1}, {1500, 20}, 17, 64},
     };
     int fails = 0;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
