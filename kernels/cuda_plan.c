@@ -12,7 +12,7 @@
  * CTA has 4 warps per column slice of kv_lora (1, 2 or 4 slices of at
  * most 128 columns), holds KCUDA_MLA_PAIRS queries and 3 stages of 32
  * cache rows in bf16 (rows padded by 16 bytes), one 32-position tile of
- * probabilities, and per-slice row statistics. */
+ * probabilities, and row statistics. */
 #define SM90_SMEM_PER_SM 233472 /* bytes an SM shares among its CTAs */
 #define SM90_SMEM_PER_CTA 232448 /* most one CTA may take */
 #define SM_THREADS 2048
@@ -39,8 +39,9 @@ size_t kcuda_mla_smem(int kv_lora, int rope)
     size_t q = KCUDA_MLA_PAIRS * dp * 2;
     size_t k = 3 * 32 * dp * 2;
     size_t p = KCUDA_MLA_PAIRS * (32 + 8) * 2;
-    size_t st = 2 * (size_t)mla_slices(kv_lora) * KCUDA_MLA_PAIRS * 4 +
-                KCUDA_MLA_PAIRS * 4; /* row max, row sums, positions */
+    /* row maxima and sums of up to 4 warps a row tile, rescale factors,
+     * final maxima, positions */
+    size_t st = (2 * 4 + 3) * KCUDA_MLA_PAIRS * 4;
     return q + k + p + st;
 }
 

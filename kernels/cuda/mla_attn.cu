@@ -25,22 +25,30 @@
  *    - scores S = Q K^T [64 x 32] and O += P V [64 x L] on the tensor
  *      cores (mma.sync m16n8k16, bf16 in, fp32 accumulate; V is the
  *      first L columns of the same K tile in shared memory, read with
- *      ldmatrix.trans). Warps: 4 row tiles of 16 pairs x NS column slices
- *      of L (NS = 1, 2, 4 for L <= 128, 256, 512); warp (m, c) computes
- *      S for its 16 pairs and 32 / NS of the positions, the slices swap
- *      their row maxima and probabilities through shared memory, and the
- *      warp keeps O for 16 pairs x L / NS columns in registers (at most
- *      64 floats per thread);
+ *      ldmatrix.trans). O: warps of 4 row tiles (16 pairs) x NS column
+ *      slices of L (NS = 1, 2, 4 for L <= 128, 256, 512), each keeping
+ *      16 pairs x L / NS columns in registers (at most 64 floats a
+ *      thread). S: 4 warps (one per SM sub-partition), G per live row
+ *      tile (G = 4, 2, 1 for 1, 2, 4 row tiles of pairs), each over
+ *      32 / G positions: a row tile's queries, which are most of the
+ *      shared-memory traffic, are read by as few warps as keep the 4
+ *      sub-partitions busy. The S warps swap row maxima through shared
+ *      memory, write P (bf16) and the rescale factors there, and keep
+ *      the running max and sum; every O warp of a live row tile then
+ *      rescales its O and adds P V. Warps whose 16 pairs are all empty
+ *      (few heads) skip the products;
  *    - online softmax in base 2 (scores times scale * log2 e), masked by
  *      each pair's row position (causal) and the block's range;
  *    - the result: normalised to oc when the block is its tile's only
  *      block, else (max, sum, unnormalised latents) to its partial slot.
+ *    3 barriers a tile: tile loaded; row maxima; P and rescale factors.
  *    Shared memory per CTA (kcuda_mla_smem): Q 64 x (D + 8) bf16, K
- *    3 x 32 x (D + 8) bf16, P 64 x 40 bf16, row maxima and sums NS x 64
- *    floats, positions 64 ints, D = L + R; rows padded by 16 bytes so the
- *    8 rows of an ldmatrix fall on different banks. DeepSeek-V3 (L 512,
- *    R 64): 190 KiB, one CTA of 512 threads per SM; the default model
- *    (L 128, R 16): 53 KiB, 4 CTAs of 128 threads per SM.
+ *    3 x 32 x (D + 8) bf16, P 64 x 40 bf16, row maxima and sums 4 x 64
+ *    floats, rescale factors and maxima 64 floats each, positions 64
+ *    ints, D = L + R; rows padded by 16 bytes so the 8 rows of an
+ *    ldmatrix fall on 8 different 16-byte bank groups. DeepSeek-V3
+ *    (L 512, R 64): 190 KiB, one CTA of 512 threads per SM; the default
+ *    model (L 128, R 16): 55 KiB, 4 CTAs of 128 threads per SM.
  * 2. mla_combine: for each split tile of the plan, each pair's partial
  *    slots folded in position order (their max, then the weighted sum),
  *    divided by the total sum, into oc.
@@ -213,17 +221,18 @@ mla_attn(const attn_args a)
     bf16 *sQ = (bf16 *)smem;              /* [PAIRS][DP] */
     bf16 *sK = sQ + PAIRS * a.DP;         /* [STAGES][BN][DP] */
     bf16 *sP = sK + STAGES * BN * a.DP;   /* [PAIRS][PST] */
-    float *sMax = (float *)(sP + PAIRS * PST); /* [NS][PAIRS] */
-    float *sSum = sMax + NS * PAIRS;      /* [NS][PAIRS] */
-    int *sPos = (int *)(sSum + NS * PAIRS); /* [PAIRS] */
+    float *sMax = (float *)(sP + PAIRS * PST); /* [4][PAIRS] */
+    float *sSum = sMax + 4 * PAIRS;       /* [4][PAIRS] */
+    float *sAlpha = sSum + 4 * PAIRS;     /* [PAIRS] */
+    float *sM = sAlpha + PAIRS;           /* [PAIRS] */
+    int *sPos = (int *)(sM + PAIRS);      /* [PAIRS] */
 
-    constexpr int NPW = BN / NS;  /* positions per warp in S */
-    constexpr int NTS = NPW / 8;  /* their n8 tiles */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, tq = lane & 3; /* mma fragment coordinates */
+    /* O side: warp (mt, cs) holds pairs mt*16 .. +16, columns c0 .. +W */
     const int mt = warp & 3, cs = warp >> 2;
-    const int W = a.L / NS, nt = W / 8, c0 = cs * W; /* O columns */
-    const int g = lane >> 2, tq = lane & 3;          /* mma fragment */
-    const int pr0 = mt * 16 + g, pr1 = pr0 + 8;      /* this thread's pairs */
+    const int W = a.L / NS, nt = W / 8, c0 = cs * W;
+    const int pr0 = mt * 16 + g, pr1 = pr0 + 8;
 
     const int bend = a.part_begin[blockIdx.x + 1];
     for (int bi = a.part_begin[blockIdx.x]; bi < bend; bi++) {
@@ -231,9 +240,18 @@ mla_attn(const attn_args a)
         const int np = b.n_rows * b.n_heads;
         const int page0 = a.seq_page0[b.seq];
         const int ntile = (b.t1 - b.t0 + BN - 1) / BN;
-        /* warps whose 16 pairs are all past np (few heads, one row) skip
-         * the products; their rows stay masked (positions -1) */
+        /* O warps whose 16 pairs are all past np skip the products */
         const bool live = mt * 16 < np;
+        /* S side: the lm live row tiles' scores [16 x 32] are computed by
+         * G warps each (4 / G n8 tiles of positions a warp): 4 warps in
+         * all (3 for 3 row tiles), one per SM sub-partition, and each row
+         * tile's queries read from shared memory by as few warps as that
+         * allows (the queries are most of the shared memory traffic). */
+        const int lm = (np + 15) / 16;
+        const int G = lm == 1 ? 4 : lm == 2 ? 2 : 1, nts = 4 / G;
+        const bool sw = warp < lm * G;
+        const int smt = warp / G, sg = warp % G, n0 = sg * nts * 8;
+        const int sp0 = smt * 16 + g, sp1 = sp0 + 8; /* S-side pairs */
 
         /* queries and row positions; visible to all at the first tile's
          * barrier. The previous block's last reads of sQ, sPos and sK
@@ -264,6 +282,7 @@ mla_attn(const attn_args a)
 #pragma unroll
         for (int j = 0; j < 16; j++)
             o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+        /* S warps: running max and (their positions') sum of rows sp0, sp1 */
         float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
 
         for (int it = 0; it < ntile; it++) {
@@ -282,103 +301,131 @@ mla_attn(const attn_args a)
                 cp_async_commit();
             }
 
-            /* S = Q K^T: pairs mt*16 .. +16, positions cs*NPW .. +NPW */
-            float s[NTS][4];
+            /* S = Q K^T: pairs smt*16 .. +16, positions n0 .. + 8 * nts */
+            float s[4][4];
 #pragma unroll
-            for (int j = 0; j < NTS; j++)
+            for (int j = 0; j < 4; j++)
                 s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-            for (int kk = 0; live && kk < a.D; kk += 16) {
-                uint32_t af[4];
-                ldm_x4(af, sQ + (mt * 16 + (lane & 15)) * a.DP + kk +
-                               (lane >> 4) * 8);
+            if (sw) {
+                const bf16 *qa = sQ + (smt * 16 + (lane & 15)) * a.DP +
+                                 (lane >> 4) * 8;
+                const bf16 *kb = kt + (n0 + (lane & 7)) * a.DP +
+                                 ((lane >> 3) & 1) * 8;
+#pragma unroll 2
+                for (int kk = 0; kk < a.D; kk += 16) {
+                    uint32_t af[4];
+                    ldm_x4(af, qa + kk);
+                    if (nts == 1) {
+                        uint32_t bf[2];
+                        ldm_x2(bf, kb + kk);
+                        mma16816(s[0], af, bf[0], bf[1]);
+                    } else {
 #pragma unroll
-                for (int j = 0; j < NTS; j++) {
-                    uint32_t bf[2];
-                    ldm_x2(bf, kt + (cs * NPW + j * 8 + (lane & 7)) * a.DP +
-                                   kk + ((lane >> 3) & 1) * 8);
-                    mma16816(s[j], af, bf[0], bf[1]);
+                        for (int jj = 0; jj < 2; jj++) {
+                            if (2 * jj >= nts)
+                                break;
+                            /* n8 tiles 2jj, 2jj + 1: (tile, k half) =
+                             * (0, lo), (0, hi), (1, lo), (1, hi) */
+                            uint32_t bf[4];
+                            ldm_x4(bf, kb + (jj * 16 + (lane >> 4) * 8) *
+                                                a.DP + kk);
+                            mma16816(s[2 * jj], af, bf[0], bf[1]);
+                            mma16816(s[2 * jj + 1], af, bf[2], bf[3]);
+                        }
+                    }
+                }
+                /* scale, mask (block range, causal), row maxima */
+                const int tb = b.t0 + it * BN + n0;
+                const int p0 = sPos[sp0], p1 = sPos[sp1];
+                float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        int t = tb + j * 8 + tq * 2 + e;
+                        bool in = j < nts && t < b.t1;
+                        s[j][e] = in && t <= p0 ? s[j][e] * a.sl2
+                                                : -INFINITY;
+                        s[j][2 + e] = in && t <= p1 ? s[j][2 + e] * a.sl2
+                                                    : -INFINITY;
+                        mx0 = fmaxf(mx0, s[j][e]);
+                        mx1 = fmaxf(mx1, s[j][2 + e]);
+                    }
+                mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+                mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+                mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+                mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+                if (tq == 0) {
+                    sMax[sg * PAIRS + sp0] = mx0;
+                    sMax[sg * PAIRS + sp1] = mx1;
                 }
             }
-            /* scale, mask (block range, causal), row maxima */
-            const int tb = b.t0 + it * BN + cs * NPW;
-            const int p0 = sPos[pr0], p1 = sPos[pr1];
-            float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-            for (int j = 0; j < NTS; j++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    int t = tb + j * 8 + tq * 2 + e;
-                    s[j][e] = t < b.t1 && t <= p0 ? s[j][e] * a.sl2
-                                                  : -INFINITY;
-                    s[j][2 + e] = t < b.t1 && t <= p1 ? s[j][2 + e] * a.sl2
-                                                      : -INFINITY;
-                    mx0 = fmaxf(mx0, s[j][e]);
-                    mx1 = fmaxf(mx1, s[j][2 + e]);
+            __syncthreads(); /* (2) every S warp's row maxima */
+            if (sw) {
+                float n0m = m0, n1m = m1;
+                for (int c = 0; c < G; c++) {
+                    n0m = fmaxf(n0m, sMax[c * PAIRS + sp0]);
+                    n1m = fmaxf(n1m, sMax[c * PAIRS + sp1]);
                 }
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-            if (tq == 0) {
-                sMax[cs * PAIRS + pr0] = mx0;
-                sMax[cs * PAIRS + pr1] = mx1;
-            }
-            __syncthreads(); /* (2) every slice's maxima */
-            float n0 = m0, n1 = m1;
+                /* nothing seen yet: subtract 0 (exp2(-inf) = 0 anyway) */
+                const float u0 = n0m == -INFINITY ? 0.0f : n0m;
+                const float u1 = n1m == -INFINITY ? 0.0f : n1m;
+                const float al0 = exp2f(m0 - u0), al1 = exp2f(m1 - u1);
+                m0 = n0m;
+                m1 = n1m;
+                l0 *= al0;
+                l1 *= al1;
+                /* P (bf16) to shared memory; sums of the rounded values,
+                 * as P V uses them */
 #pragma unroll
-            for (int c = 0; c < NS; c++) {
-                n0 = fmaxf(n0, sMax[c * PAIRS + pr0]);
-                n1 = fmaxf(n1, sMax[c * PAIRS + pr1]);
+                for (int j = 0; j < 4; j++) {
+                    if (j >= nts)
+                        break;
+                    bf162 q0 = __floats2bfloat162_rn(exp2f(s[j][0] - u0),
+                                                     exp2f(s[j][1] - u0));
+                    bf162 q1 = __floats2bfloat162_rn(exp2f(s[j][2] - u1),
+                                                     exp2f(s[j][3] - u1));
+                    l0 += __low2float(q0) + __high2float(q0);
+                    l1 += __low2float(q1) + __high2float(q1);
+                    int col = n0 + j * 8 + tq * 2;
+                    *(bf162 *)(sP + sp0 * PST + col) = q0;
+                    *(bf162 *)(sP + sp1 * PST + col) = q1;
+                }
+                if (sg == 0 && tq == 0) {
+                    sAlpha[sp0] = al0;
+                    sAlpha[sp1] = al1;
+                }
             }
-            /* nothing seen yet: subtract 0 (exp2(-inf) = 0 all the same) */
-            const float u0 = n0 == -INFINITY ? 0.0f : n0;
-            const float u1 = n1 == -INFINITY ? 0.0f : n1;
-            const float al0 = exp2f(m0 - u0), al1 = exp2f(m1 - u1);
-            m0 = n0;
-            m1 = n1;
-            l0 *= al0;
-            l1 *= al1;
-            /* P (bf16) to shared memory; sums of the rounded values, as
-             * P V uses them */
-#pragma unroll
-            for (int j = 0; j < NTS; j++) {
-                bf162 q0 = __floats2bfloat162_rn(exp2f(s[j][0] - u0),
-                                                 exp2f(s[j][1] - u0));
-                bf162 q1 = __floats2bfloat162_rn(exp2f(s[j][2] - u1),
-                                                 exp2f(s[j][3] - u1));
-                l0 += __low2float(q0) + __high2float(q0);
-                l1 += __low2float(q1) + __high2float(q1);
-                int col = cs * NPW + j * 8 + tq * 2;
-                *(bf162 *)(sP + pr0 * PST + col) = q0;
-                *(bf162 *)(sP + pr1 * PST + col) = q1;
-            }
-#pragma unroll
-            for (int j = 0; j < 16; j++) {
-                o[j][0] *= al0;
-                o[j][1] *= al0;
-                o[j][2] *= al1;
-                o[j][3] *= al1;
-            }
-            __syncthreads(); /* (3) P complete */
+            __syncthreads(); /* (3) P and the rescale factors complete */
 
-            /* O += P V: V = the tile's first L columns */
+            if (live) {
+                /* O = O * alpha + P V: V = the tile's first L columns */
+                const float al0 = sAlpha[pr0], al1 = sAlpha[pr1];
 #pragma unroll
-            for (int ks = 0; ks < BN / 16 && live; ks++) {
-                uint32_t af[4];
-                ldm_x4(af, sP + (mt * 16 + (lane & 15)) * PST + ks * 16 +
-                               (lane >> 4) * 8);
-                const bf16 *vr = kt + (ks * 16 + (lane & 7) +
-                                       ((lane >> 3) & 1) * 8) * a.DP + c0;
+                for (int j = 0; j < 16; j++) {
+                    o[j][0] *= al0;
+                    o[j][1] *= al0;
+                    o[j][2] *= al1;
+                    o[j][3] *= al1;
+                }
 #pragma unroll
-                for (int jj = 0; jj < 8; jj++) {
-                    uint32_t bf[4];
-                    if (2 * jj + 1 < nt) {
-                        ldm_x4_t(bf, vr + jj * 16 + (lane >> 4) * 8);
-                        mma16816(o[2 * jj], af, bf[0], bf[1]);
-                        mma16816(o[2 * jj + 1], af, bf[2], bf[3]);
-                    } else if (2 * jj < nt) {
-                        ldm_x2_t(bf, vr + jj * 16);
-                        mma16816(o[2 * jj], af, bf[0], bf[1]);
+                for (int ks = 0; ks < BN / 16; ks++) {
+                    uint32_t af[4];
+                    ldm_x4(af, sP + (mt * 16 + (lane & 15)) * PST + ks * 16 +
+                                   (lane >> 4) * 8);
+                    const bf16 *vr = kt + (ks * 16 + (lane & 7) +
+                                           ((lane >> 3) & 1) * 8) * a.DP + c0;
+#pragma unroll
+                    for (int jj = 0; jj < 8; jj++) {
+                        uint32_t bf[4];
+                        if (2 * jj + 1 < nt) {
+                            ldm_x4_t(bf, vr + jj * 16 + (lane >> 4) * 8);
+                            mma16816(o[2 * jj], af, bf[0], bf[1]);
+                            mma16816(o[2 * jj + 1], af, bf[2], bf[3]);
+                        } else if (2 * jj < nt) {
+                            ldm_x2_t(bf, vr + jj * 16);
+                            mma16816(o[2 * jj], af, bf[0], bf[1]);
+                        }
                     }
                 }
             }
@@ -386,29 +433,34 @@ mla_attn(const attn_args a)
         if (!F32)
             cp_async_wait<0>(); /* only empty groups can be left */
 
-        /* the sums: this thread's columns, then the quad, then slices */
-        l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-        l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-        l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-        l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-        if (tq == 0) {
-            sSum[cs * PAIRS + pr0] = l0;
-            sSum[cs * PAIRS + pr1] = l1;
+        /* S warps: the sums over their positions and the final max */
+        if (sw) {
+            l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+            l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+            l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+            l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+            if (tq == 0) {
+                sSum[sg * PAIRS + sp0] = l0;
+                sSum[sg * PAIRS + sp1] = l1;
+                if (sg == 0) {
+                    sM[sp0] = m0;
+                    sM[sp1] = m1;
+                }
+            }
         }
-        __syncthreads(); /* sums; and every warp is done with sQ, sK, sP
-                            and sPos: the next block may overwrite them */
-        float t0 = 0.0f, t1 = 0.0f;
-#pragma unroll
-        for (int c = 0; c < NS; c++) {
-            t0 += sSum[c * PAIRS + pr0];
-            t1 += sSum[c * PAIRS + pr1];
-        }
+        __syncthreads(); /* sums and maxima; and every warp is done with
+                            sQ, sK, sP, sAlpha and sPos: the next block
+                            may overwrite them */
+        if (!live)
+            continue;
 #pragma unroll
         for (int half = 0; half < 2; half++) {
             const int p = half ? pr1 : pr0;
             if (p >= np)
                 continue;
-            const float m = half ? m1 : m0, l = half ? t1 : t0;
+            float l = 0.0f;
+            for (int c = 0; c < G; c++)
+                l += sSum[c * PAIRS + p];
             const int r = b.row0 + p / b.n_heads, h = b.head0 + p % b.n_heads;
             float *dst, f;
             if (b.slot < 0) {
@@ -419,7 +471,7 @@ mla_attn(const attn_args a)
                 dst = a.ws_o + sl * a.L;
                 f = 1.0f;
                 if (cs == 0 && tq == 0) {
-                    a.ws_m[sl] = m;
+                    a.ws_m[sl] = sM[p];
                     a.ws_l[sl] = l;
                 }
             }
