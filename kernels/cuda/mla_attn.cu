@@ -253,6 +253,15 @@ mla_attn(const attn_args a)
         const int smt = warp / G, sg = warp % G, n0 = sg * nts * 8;
         const int sp0 = smt * 16 + g, sp1 = sp0 + 8; /* S-side pairs */
 
+        if (!F32) { /* prologue: tiles 0 and 1 (a group each, maybe
+                     * empty), in flight while the queries load */
+            tile_issue(a, sK, b, page0, 0);
+            cp_async_commit();
+            if (ntile > 1)
+                tile_issue(a, sK + BN * a.DP, b, page0, 1);
+            cp_async_commit();
+        }
+
         /* queries and row positions; visible to all at the first tile's
          * barrier. The previous block's last reads of sQ, sPos and sK
          * were before its closing barrier. */
@@ -270,14 +279,6 @@ mla_attn(const attn_args a)
             dst[0] = __floats2bfloat162_rn(v.x, v.y);
             dst[1] = __floats2bfloat162_rn(v.z, v.w);
         }
-        if (!F32) { /* prologue: tiles 0 and 1 (a group each, maybe empty) */
-            tile_issue(a, sK, b, page0, 0);
-            cp_async_commit();
-            if (ntile > 1)
-                tile_issue(a, sK + BN * a.DP, b, page0, 1);
-            cp_async_commit();
-        }
-
         float o[16][4];
 #pragma unroll
         for (int j = 0; j < 16; j++)
