@@ -8,7 +8,9 @@
  * kcuda_mla_attend runs the plan on the CPU as the kernels do (queries,
  * cache rows and probabilities rounded to bf16, partial slots in the
  * workspace at the kernel's offsets, merged in slot order). It says
- * nothing about the CUDA kernels themselves.
+ * nothing about the CUDA kernels themselves; built with KCUDA_MOCK_SIM,
+ * the attention and the cache write run the real kernels in the CPU
+ * simulator instead (kcuda_sim.cc).
  */
 #include <math.h>
 #include <stdio.h>
@@ -178,9 +180,21 @@ static float cache_at(const struct kcuda_rows *rw, int layer, int seq, int t,
     return f;
 }
 
+#ifdef KCUDA_MOCK_SIM
+/* kcuda_sim.cc: the real kernels in the CPU simulator */
+int mock_sim_attend(void *ws, size_t ws_bytes, const struct kcuda_rows *rw,
+                    int layer, int H, const float *qc, float *oc,
+                    float scale, const struct kcuda_mla_plan *plan);
+int mock_sim_kv_write(const struct kcuda_rows *rw, int layer,
+                      const float *kva, int ldk);
+#endif
+
 int kcuda_kv_write(struct kcuda *g, const struct kcuda_rows *rw, int layer,
                    const float *kva, int ldk)
 {
+#ifdef KCUDA_MOCK_SIM
+    return mock_sim_kv_write(rw, layer, kva, ldk);
+#endif
     int D = rw->kv_lora + rw->rope;
     for (int r = 0; r < rw->n_rows; r++) {
         int t = rw->row_pos[r], s = rw->row_seq[r];
@@ -200,6 +214,10 @@ int kcuda_kv_write(struct kcuda *g, const struct kcuda_rows *rw, int layer,
 
 static int attend_now(struct kcuda *g, const struct op *o)
 {
+#ifdef KCUDA_MOCK_SIM
+    return mock_sim_attend(g->ws, g->ws_bytes, &o->rw, o->layer, o->H,
+                           o->qc, o->oc, o->scale, o->plan);
+#endif
     const struct kcuda_rows *rw = &o->rw;
     const struct kcuda_mla_plan *p = o->plan;
     const int L = rw->kv_lora, D = L + rw->rope, H = o->H;

@@ -16,6 +16,8 @@
  * head) within 1e-2 of max |ref| (a wrong mask, page or merge shows as
  * O(1)).
  *
+ * test_kcuda_mla [name...]: only the cases whose name contains one of the
+ * arguments.
  * test_kcuda_mla --bench: achieved GB/s of cache reads (one layer, each
  * sequence's rows read once) of kcuda_mla_attend on 64 sequences x 4096
  * positions, next to kcuda_copy_bandwidth() measured in the same run.
@@ -517,6 +519,14 @@ static int bench(struct kcuda *g)
     return 0;
 }
 
+static int selected(const char *name, int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strstr(name, argv[i]))
+            return 1;
+    return argc < 2;
+}
+
 int main(int argc, char **argv)
 {
     if (kcuda_device_count() == 0) {
@@ -560,10 +570,14 @@ int main(int argc, char **argv)
         {"golden L96 R16 H3 bf16 split", 96, 16, 3, KDT_BF16, 32, 2,
          {3, 1}, {1500, 20}, 17, 64},
     };
+    /* arguments other than --bench: run only the cases whose name
+     * contains one of them ("graph": the graph replay) */
     int fails = 0;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-        fails += run_case(g, &cases[i]);
-    fails += run_graph(g);
+        if (selected(cases[i].name, argc, argv))
+            fails += run_case(g, &cases[i]);
+    if (selected("graph", argc, argv))
+        fails += run_graph(g);
     kcuda_close(g);
     printf("%s\n", fails ? "FAILED" : "all ok");
     return fails ? 1 : 0;
