@@ -9,8 +9,9 @@
  * different operations, stop the run with a message. Shared memory is
  * one static buffer, filled with 0xff (NaN) before each CTA, and writes
  * past the CTA's dynamic size are reported; ldmatrix and cp.async check
- * their addresses (shared memory, 16-byte aligned). cp.async copies at
- * once (its wait is a no-op), so a missing wait is not caught.
+ * their addresses (shared memory, 16-byte aligned). cp.async copies land
+ * at the wait that must see them, or at once (cp_early below): the two
+ * ends of what the hardware may do.
  */
 #ifndef MTPD_CUDA_SIM_H
 #define MTPD_CUDA_SIM_H
@@ -99,6 +100,9 @@ struct thr {
     uint32_t a[4], b[2];
     float c[4];
     uint32_t out[4];
+    /* cp.async: copies of the open group, committed groups oldest first */
+    std::vector<std::pair<void *, const void *>> open;
+    std::vector<std::vector<std::pair<void *, const void *>>> groups;
 };
 
 constexpr size_t SMEM = 240 * 1024;
@@ -126,6 +130,27 @@ inline unsigned char *smem_buf = nullptr;
 
 inline thr &me() { return g->t[g->cur]; }
 
+/* When cp.async copies land: "late" (default), at the wait that must see
+ * them, so reading a stage before its wait and barrier reads poison;
+ * "early" (CUDA_SIM_CP_ASYNC=early), at once, so overwriting a stage
+ * another warp still reads changes what it reads. */
+inline int cp_early()
+{
+    static int e = -1;
+    if (e < 0) {
+        const char *v = getenv("CUDA_SIM_CP_ASYNC");
+        e = v && strcmp(v, "early") == 0;
+    }
+    return e;
+}
+
+inline void cp_land(std::vector<std::pair<void *, const void *>> &v)
+{
+    for (auto &c : v)
+        memcpy(c.first, c.second, 16);
+    v.clear();
+}
+
 inline void wait_here(int state)
 {
     me().state = state;
@@ -135,6 +160,8 @@ inline void wait_here(int state)
 inline void trampoline()
 {
     g->body();
+    if (!me().open.empty() || !me().groups.empty())
+        fail("exited with cp.async copies not waited for");
     me().state = DONE;
     swapcontext(&me().ctx, &g->sched);
     fail("a finished thread resumed");

@@ -8,12 +8,28 @@ inline void cp_async16(void *dst, const void *src)
     if (!sim::in_smem(dst, 16) || ((uintptr_t)dst & 15) ||
         ((uintptr_t)src & 15))
         sim::fail("cp.async: misaligned or not into shared memory");
-    memcpy(dst, src, 16);
+    if (sim::cp_early())
+        memcpy(dst, src, 16);
+    else
+        sim::me().open.push_back({dst, src});
 }
 
-inline void cp_async_commit() {}
+inline void cp_async_commit()
+{
+    sim::thr &t = sim::me();
+    t.groups.push_back(std::move(t.open));
+    t.open.clear();
+}
 
-template <int N> inline void cp_async_wait() {}
+/* all but the newest N committed groups have landed */
+template <int N> inline void cp_async_wait()
+{
+    sim::thr &t = sim::me();
+    while (t.groups.size() > (size_t)N) {
+        sim::cp_land(t.groups.front());
+        t.groups.erase(t.groups.begin());
+    }
+}
 
 inline void sim_ldm(uint32_t *r, const bf16 *p, int n, int trans)
 {
