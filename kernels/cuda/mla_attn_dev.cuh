@@ -266,28 +266,62 @@ mla_attn(const attn_args a)
                                  (lane >> 4) * 8;
                 const bf16 *kb = kt + (n0 + (lane & 7)) * a.DP +
                                  ((lane >> 3) & 1) * 8;
-#pragma unroll 2
-                for (int kk = 0; kk < a.D; kk += 16) {
-                    uint32_t af[4];
-                    ldm_x4(af, qa + kk);
-                    if (nts == 1) {
-                        uint32_t bf[2];
+                /* k steps of 16 elements. With 1 or 2 n8 tiles the
+                 * accumulators of the other tiles are free: even and odd
+                 * steps go to different ones (two mma chains in flight,
+                 * summed after the loop); 4 tiles are 4 chains already */
+                int kk = 0;
+                if (nts == 1) {
+                    for (; kk + 16 < a.D; kk += 32) {
+                        uint32_t af[4], bf[2];
+                        ldm_x4(af, qa + kk);
                         ldm_x2(bf, kb + kk);
                         mma16816(s[0], af, bf[0], bf[1]);
-                    } else {
+                        ldm_x4(af, qa + kk + 16);
+                        ldm_x2(bf, kb + kk + 16);
+                        mma16816(s[1], af, bf[0], bf[1]);
+                    }
+                    if (kk < a.D) {
+                        uint32_t af[4], bf[2];
+                        ldm_x4(af, qa + kk);
+                        ldm_x2(bf, kb + kk);
+                        mma16816(s[0], af, bf[0], bf[1]);
+                    }
 #pragma unroll
-                        for (int jj = 0; jj < 2; jj++) {
-                            if (2 * jj >= nts)
-                                break;
-                            /* n8 tiles 2jj, 2jj + 1: (tile, k half) =
-                             * (0, lo), (0, hi), (1, lo), (1, hi) */
-                            uint32_t bf[4];
-                            ldm_x4(bf, kb + (jj * 16 + (lane >> 4) * 8) *
-                                                a.DP + kk);
-                            mma16816(s[2 * jj], af, bf[0], bf[1]);
-                            mma16816(s[2 * jj + 1], af, bf[2], bf[3]);
+                    for (int e = 0; e < 4; e++)
+                        s[0][e] += s[1][e];
+                } else {
+                    /* n8 tiles 2jj, 2jj + 1 from one ldmatrix.x4: (tile,
+                     * k half) = (0, lo), (0, hi), (1, lo), (1, hi) */
+                    const bf16 *kb2 = kb + ((lane >> 4) * 8) * a.DP;
+                    for (; kk < a.D; kk += 16) {
+                        uint32_t af[4], bf[4];
+                        ldm_x4(af, qa + kk);
+                        if (nts == 2) { /* even steps s[0..1], odd s[2..3] */
+                            const int o = (kk >> 4) & 1;
+                            ldm_x4(bf, kb2 + kk);
+                            if (o) {
+                                mma16816(s[2], af, bf[0], bf[1]);
+                                mma16816(s[3], af, bf[2], bf[3]);
+                            } else {
+                                mma16816(s[0], af, bf[0], bf[1]);
+                                mma16816(s[1], af, bf[2], bf[3]);
+                            }
+                        } else {
+#pragma unroll
+                            for (int jj = 0; jj < 2; jj++) {
+                                ldm_x4(bf, kb2 + jj * 16 * a.DP + kk);
+                                mma16816(s[2 * jj], af, bf[0], bf[1]);
+                                mma16816(s[2 * jj + 1], af, bf[2], bf[3]);
+                            }
                         }
                     }
+                    if (nts == 2)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            s[0][e] += s[2][e];
+                            s[1][e] += s[3][e];
+                        }
                 }
                 /* scale, mask (block range, causal), row maxima */
                 const int tb = b.t0 + it * BN + n0;

@@ -392,7 +392,8 @@ static enum test_return emulate_call(const struct call *c, int L, int R,
     float *q = malloc(sizeof(float) * pairs * D);
     float *out = malloc(sizeof(float) * pairs * L);
     size_t ns = (size_t)p.cap_slots * KCUDA_MLA_PAIRS + 1;
-    float *ws_m = malloc(sizeof(float) * ns), *ws_l = malloc(sizeof(float) * ns);
+    float *ws_m = malloc(sizeof(float) * ns);
+    float *ws_l = malloc(sizeof(float) * ns);
     float *ws_o = malloc(sizeof(float) * ns * L);
     float **kv = calloc((size_t)c->n_seqs, sizeof(float *));
     double *ref = malloc(sizeof(double) * (size_t)L);

@@ -5,9 +5,11 @@
  * layer > 0) for several sequences of different lengths and row counts in
  * one call (decode, verify k + 1 rows, a prefill chunk, a sequence
  * without rows), bf16 and f32 caches, kv_lora / rope of DeepSeek-V3, of
- * the default model, of the test checkpoints and odd ones, many parts and few (so tiles split and
- * the combine kernel runs), and a CUDA graph replayed over two different
- * steps. Exits 77 where there is no CUDA device.
+ * the default model, of the test checkpoints and odd ones, many parts
+ * and few (so tiles split and the combine kernel runs), and a CUDA graph
+ * replayed over two different steps. Exits 77 where there is no CUDA
+ * device. The same source runs over kcuda_mock.c (test_kcuda_mla_mock:
+ * the harness) and the CPU simulator (test_mla_sim: the kernels).
  *
  * The reference rounds the queries and the cache rows to bf16 as the
  * device does (its products are bf16 x bf16, fp32 sums) and sums in
