@@ -37,6 +37,26 @@
  * size, so the copy can be captured in a CUDA graph; every layer of the
  * step then uses the same plan). The image must not change until that
  * copy has run.
+ *
+ * The model side, once (at load, per device context):
+ *   kcuda_mla_plan_init(&plan, max_rows, max_seqs, H,
+ *                       kcuda_mla_parts(kcuda_sm_count(g), L, R), 0);
+ *   host = kcuda_host_alloc(g, plan.bytes);
+ *   dev = kcuda_malloc(g, plan.bytes);
+ *   kcuda_mla_plan_bind(&plan, host, dev);
+ *   and a workspace (kcuda_open) of at least kcuda_mla_workspace(&plan, L)
+ *   bytes (DeepSeek-V3 on 132 SMs: 262 slots x 64 pairs x 514 floats,
+ *   34 MB; the default model: 1054 slots x 64 x 130 floats, 35 MB).
+ * Per step, with the step's seq_row0 / seq_len host arrays (those it
+ * uploads for kcuda_rows):
+ *   kcuda_mla_plan_build(&plan, n_seqs, seq_row0, seq_len);
+ *   kcuda_h2d(g, plan.dev, plan.host, plan.bytes);  (captured in the
+ *       step's graph; rebuild the image only after the previous launch
+ *       has copied it, or keep two plans and alternate)
+ *   per layer: kcuda_kv_write, then kcuda_mla_attend(..., &plan).
+ * The kernels' grids are fixed by the plan's capacity (n_parts CTAs, and
+ * min(n_parts, cap_merges) for the combine), so a graph captured with one
+ * plan replays any other plan built into the same image.
  */
 #ifndef MTPD_CUDA_PLAN_H
 #define MTPD_CUDA_PLAN_H
