@@ -97,9 +97,10 @@ int kcuda_mla_plan_init(struct kcuda_mla_plan *p, int cap_rows, int cap_seqs,
     p->chunk = chunk ? chunk : KCUDA_MLA_CHUNK;
     p->ovh = (KCUDA_MLA_OVH_POS + p->chunk - 1) / p->chunk;
     /* a row is in at most ceil(H / min(H, PAIRS)) tiles (the shape of
-     * one row per tile is among those kcuda_mla_tile_shape weighs), and
-     * every cut between parts adds at most one block; each cut splits at
-     * most one tile in two more pieces */
+     * one row per tile is among those kcuda_mla_tile_shape weighs); the
+     * n_parts - 1 cuts between parts add a block each when inside a
+     * tile, so at most n_parts - 1 tiles split (merge entries), and a
+     * tile cut j times has j + 1 pieces (slots): at most 2 (n_parts - 1) */
     int hmax = H < KCUDA_MLA_PAIRS ? H : KCUDA_MLA_PAIRS;
     long blocks = (long)cap_rows * ((H + hmax - 1) / hmax) + n_parts - 1;
     if (blocks > INT32_MAX / 2)
@@ -176,8 +177,11 @@ static void next_part(struct walk *w)
 
 /* Lays one tile's chunks into the parts: whole while the part's budget
  * holds it and its overhead, else as much as the budget leaves after the
- * overhead (a split: the tile goes on in the next part). The last part
- * takes whatever is left. */
+ * overhead (a split: the tile goes on in the next part). Every part but
+ * the last covers at least ceil(total / n_parts) of the tiles' own cost
+ * (what it takes, less the overhead of the split it makes, or it closes
+ * with at most ovh unused), so the line always ends within n_parts parts;
+ * that the last part takes whatever is left is a safety net. */
 static int place(struct walk *w, const struct tile *t)
 {
     struct kcuda_mla_plan *p = w->p;
