@@ -177,11 +177,14 @@ static void next_part(struct walk *w)
 
 /* Lays one tile's chunks into the parts: whole while the part's budget
  * holds it and its overhead, else as much as the budget leaves after the
- * overhead (a split: the tile goes on in the next part). Every part but
- * the last covers at least ceil(total / n_parts) of the tiles' own cost
- * (what it takes, less the overhead of the split it makes, or it closes
- * with at most ovh unused), so the line always ends within n_parts parts;
- * that the last part takes whatever is left is a safety net. */
+ * overhead (a split: the tile goes on in the next part). Why n_parts
+ * parts always suffice: a piece costs its chunks + ovh, so all pieces
+ * cost total + cuts * ovh (cuts: splits made); a part that ends with a
+ * cut spends exactly payload = ceil(total / n_parts) + ovh, one that
+ * does not at least payload - ovh; so the first n_parts - 1 parts spend
+ * at least (n_parts - 1) * ceil(total / n_parts) + cuts * ovh, leaving
+ * the last part at most ceil(total / n_parts). That the last part takes
+ * whatever is left is a safety net. */
 static int place(struct walk *w, const struct tile *t)
 {
     struct kcuda_mla_plan *p = w->p;
