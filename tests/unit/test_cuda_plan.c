@@ -120,8 +120,9 @@ static int same_tile(const struct kcuda_mla_block *a,
  * once, none twice, none missed); slots used once each, a block without
  * a slot is its tile's only block, every slotted block in exactly one
  * merge entry whose slots follow the positions; and each part's cost
- * (chunks + ovh per block) within ceil(total / n_parts) + ovh, total
- * counting each tile's overhead once.
+ * (chunks + ovh per block) within ceil(total / n_parts) + ovh, the last
+ * part's within ceil(total / n_parts), total counting each tile's
+ * overhead once.
  */
 static enum test_return check_plan(const struct kcuda_mla_plan *p,
                                    const struct call *c)
@@ -251,6 +252,15 @@ static enum test_return check_plan(const struct kcuda_mla_plan *p,
     if (max > bound) {
         fprintf(stderr, "  part cost %ld > bound %ld (total %ld, %d parts)\n",
                 max, bound, total, p->n_parts);
+        goto out;
+    }
+    /* the last part gets at most an even share (cuda_plan.c's place()) */
+    long last = 0;
+    for (int i = p->part_begin[p->n_parts - 1]; i < nb; i++)
+        last += chunks_of(p, &p->blocks[i]) + p->ovh;
+    if (last > (total + p->n_parts - 1) / p->n_parts) {
+        fprintf(stderr, "  last part cost %ld > %ld\n", last,
+                (total + p->n_parts - 1) / p->n_parts);
         goto out;
     }
     ret = TEST_PASS;
