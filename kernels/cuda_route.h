@@ -194,6 +194,8 @@ static KCUDA_HD void kroute_row(const struct kcuda_route *rt,
                 if (gs[g] == gs[g] && kroute_better(gs[g], g, best < 0 ? 0.0f
                                                     : gs[best], best))
                     best = g;
+            if (best < 0) /* only NaN scores left (NaN logits) */
+                break;
             gs[best] = NAN;
         }
         for (int g = 0; g < G; g++)
@@ -207,9 +209,10 @@ static KCUDA_HD void kroute_row(const struct kcuda_route *rt,
             if (c[e] == c[e] && kroute_better(c[e], e, best < 0 ? 0.0f
                                               : c[best], best))
                 best = e;
-        idx[j] = best;
-        wt[j] = s[best];
-        c[best] = NAN; /* used */
+        idx[j] = best; /* -1 only when every score is NaN */
+        wt[j] = best >= 0 ? s[best] : 0.0f;
+        if (best >= 0)
+            c[best] = NAN; /* used */
     }
     kroute_finish(rt, wt);
 }

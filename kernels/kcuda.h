@@ -218,6 +218,12 @@ void kcuda_experts_free(struct kcuda *g, struct kcuda_experts *e);
 int kcuda_moe_ffn(struct kcuda *g, const struct kcuda_experts *e,
                   const float *x, int ldx, int n_tok, const int32_t *idx,
                   const float *w, int k, float *y, int ldy);
+/* Workspace bytes kcuda_moe_ffn takes for n_tok rows of k experts each
+ * (hidden, inter: the experts' shape): the workspace given at kcuda_open
+ * must hold the largest call's (kcuda_moe_ffn fails with MTPD_K_EINVAL
+ * otherwise). k <= KCUDA_MOE_MAX_K. */
+#define KCUDA_MOE_MAX_K 64
+size_t kcuda_moe_ffn_workspace(int n_tok, int k, int hidden, int inter);
 
 /* ---- logits ----------------------------------------------------------- */
 
