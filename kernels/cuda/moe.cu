@@ -290,8 +290,12 @@ extern "C" int kcuda_experts_new(struct kcuda *g, int n,
         rc = kcuda_err(cudaMalloc((void **)&e->tab, bytes),
                        "kcuda_experts_new: cudaMalloc");
     if (rc == 0)
-        rc = kcuda_err(cudaMemcpy(e->tab, h, bytes, cudaMemcpyHostToDevice),
+        rc = kcuda_err(cudaMemcpyAsync(e->tab, h, bytes,
+                                       cudaMemcpyHostToDevice, g->stream),
                        "kcuda_experts_new: cudaMemcpy");
+    if (rc == 0) /* h is freed next */
+        rc = kcuda_err(cudaStreamSynchronize(g->stream),
+                       "kcuda_experts_new: upload");
     free(h);
     if (rc) {
         if (e->tab)
