@@ -468,42 +468,46 @@ struct ffn_args {
  * start at column c0 (Q4_1: q < 4 low nibbles of word q, q >= 4 high
  * nibbles of word q - 4, which are columns 16 + 4(q - 4).. as ggml lays
  * them out). sc: F8 block scale or Q scale, mn: Q4_1 min. */
+__device__ __forceinline__ uint32_t moe_word(const uint4 &r, int i)
+{
+    return i == 0 ? r.x : i == 1 ? r.y : i == 2 ? r.z : r.w;
+}
+
 template <int DT>
 __device__ __forceinline__ float4 moe_dq4(const uint4 &r, int q, float sc,
                                           float mn)
 {
-    const uint32_t wd[4] = {r.x, r.y, r.z, r.w};
     if (DT == KDT_F32) {
         return make_float4(__uint_as_float(r.x), __uint_as_float(r.y),
                            __uint_as_float(r.z), __uint_as_float(r.w));
     } else if (DT == KDT_BF16) {
-        uint32_t a = wd[2 * q], b = wd[2 * q + 1];
+        uint32_t a = moe_word(r, 2 * q), b = moe_word(r, 2 * q + 1);
         return make_float4(__uint_as_float(a << 16),
                            __uint_as_float(a & 0xffff0000u),
                            __uint_as_float(b << 16),
                            __uint_as_float(b & 0xffff0000u));
     } else if (DT == KDT_F16) {
-        uint32_t a = wd[2 * q], b = wd[2 * q + 1];
+        uint32_t a = moe_word(r, 2 * q), b = moe_word(r, 2 * q + 1);
         return make_float4(
             __half2float(__ushort_as_half((unsigned short)(a & 0xffffu))),
             __half2float(__ushort_as_half((unsigned short)(a >> 16))),
             __half2float(__ushort_as_half((unsigned short)(b & 0xffffu))),
             __half2float(__ushort_as_half((unsigned short)(b >> 16))));
     } else if (DT == KDT_F8_E4M3) {
-        uint32_t a = wd[q];
+        uint32_t a = moe_word(r, q);
         float2 lo = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(
             (__nv_fp8x2_storage_t)(a & 0xffffu), __NV_E4M3)));
         float2 hi = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(
             (__nv_fp8x2_storage_t)(a >> 16), __NV_E4M3)));
         return make_float4(lo.x * sc, lo.y * sc, hi.x * sc, hi.y * sc);
     } else if (DT == KDT_Q8_0) {
-        uint32_t a = wd[q];
+        uint32_t a = moe_word(r, q);
         return make_float4((float)(int8_t)(a & 0xff) * sc,
                            (float)(int8_t)((a >> 8) & 0xff) * sc,
                            (float)(int8_t)((a >> 16) & 0xff) * sc,
                            (float)(int8_t)(a >> 24) * sc);
     } else { /* KDT_Q4_1 */
-        uint32_t a = q < 4 ? wd[q] : wd[q - 4] >> 4;
+        uint32_t a = q < 4 ? moe_word(r, q) : moe_word(r, q - 4) >> 4;
         return make_float4(fmaf((float)(a & 15), sc, mn),
                            fmaf((float)((a >> 8) & 15), sc, mn),
                            fmaf((float)((a >> 16) & 15), sc, mn),
@@ -751,7 +755,7 @@ moe_combine_kernel(const int32_t *__restrict__ idx,
     __shared__ float o_w[KCUDA_MOE_MAX_K];
     __shared__ int n_ok;
     int t = blockIdx.x;
-    if (threadIdx.x < k) {
+    if ((int)threadIdx.x < k) {
         int j = threadIdx.x;
         s_e[j] = idx[(size_t)t * k + j];
         s_pos[j] = inv[(size_t)t * k + j];
@@ -759,7 +763,7 @@ moe_combine_kernel(const int32_t *__restrict__ idx,
     }
     __syncthreads();
     /* slot j's place in (expert id, slot) order among the placed slots */
-    if (threadIdx.x < k) {
+    if ((int)threadIdx.x < k) {
         int j = threadIdx.x, rank = 0, ok = 0;
         for (int i = 0; i < k; i++)
             if (s_pos[i] >= 0) {
