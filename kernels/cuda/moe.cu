@@ -648,9 +648,12 @@ __device__ __forceinline__ void ffn_group(const struct ffn_args &a,
 /* Block (tile, slot): output rows [tile * 8 RW, + 8 RW) of the slot-th
  * active expert, for all its rows in groups of up to NRMAX (the host picks
  * NRMAX from n_tok, so that decode runs the register-light one-row code
- * at full occupancy). */
+ * at full occupancy). At least 2 blocks per SM: that caps the 8-row
+ * variants at 128 registers (ptxas, sm_90: no spills for F32 / BF16 /
+ * F16, 8 bytes for F8, 36-104 for Q8_0 / Q4_1; uncapped they took
+ * 116-201, one block per SM). */
 template <int DT, int M, int RW, int NRMAX>
-__global__ void __launch_bounds__(FFN_WARPS * 32)
+__global__ void __launch_bounds__(FFN_WARPS * 32, 2)
 moe_ffn_kernel(struct ffn_args a)
 {
     __shared__ __align__(16) float xs[NRMAX * FFN_KC];
