@@ -192,7 +192,8 @@ int kcuda_mla_attend(struct kcuda *g, const struct kcuda_rows *rw, int layer,
  * weights [n_tok, k]. scoring 0 = sigmoid, 1 = softmax; method 0 =
  * noaux_tc (bias (dev) added for the choice only, group score = top-2
  * sum), 1 = greedy, 2 = group_limited_greedy (group score = max). Weights
- * normalised when norm, times scale. */
+ * normalised when norm, times scale (methods 1 and 2 with norm and k > 1:
+ * normalised, not scaled, as moe.c: kroute_finish in cuda_route.h). */
 struct kcuda_route {
     int n_experts, k, n_group, topk_group;
     int scoring, method, norm;
