@@ -228,7 +228,9 @@ size_t kcuda_moe_ffn_workspace(int n_tok, int k, int hidden, int inter);
 
 /* ---- logits ----------------------------------------------------------- */
 
-/* out[r] = kargmax(x[r]) (lowest index on ties, NaN ignored, -1 if none). */
+/* out[r] = kargmax(x[r]) (lowest index on ties, NaN ignored, -1 if none).
+ * Splits long rows over several blocks when the workspace holds
+ * n_rows * 256 bytes (else one block per row: slower, same result). */
 int kcuda_argmax(struct kcuda *g, const float *x, int ldx, int n_cols,
                  int n_rows, int32_t *out);
 /* out[r] = ksoftmax_scaled(x[r], scale) (NaN / -inf entries 0). */

@@ -2,10 +2,12 @@
  * logits.cu - the logits ops of the CUDA backend (kcuda.h): argmax,
  * scaled softmax, and the speculative accept step of one sequence.
  *
- * argmax and softmax: one block per row, each thread striding over the
- * row, then a fixed-shape block reduction (deterministic: the same result
- * whatever the timing). argmax orders by (value descending, index
- * ascending), a total order, so it returns kargmax's index exactly.
+ * argmax and softmax: one block per row (argmax: up to 32 blocks per
+ * long row, their partials merged by a second kernel, when the workspace
+ * holds n_rows * 256 bytes), each thread striding over its columns, then
+ * a fixed-shape reduction (deterministic: the same result whatever the
+ * timing). argmax orders by (value descending, index ascending), a total
+ * order, so it returns kargmax's index exactly, however it is split.
  * softmax sums in double like ksoftmax_scaled; device expf and the
  * reduction order differ from the CPU's by a few ulps.
  *
@@ -39,21 +41,43 @@ __device__ __forceinline__ void best_shfl(float *bv, int *bi)
     }
 }
 
-__global__ void __launch_bounds__(ROW_THREADS)
-argmax_kernel(const float *__restrict__ x, int ldx, int n_cols,
+/* Columns per block when a row is split (and at most 32 splits). */
+#define ARGMAX_SPLIT_COLS 4096
+#define ARGMAX_MAX_SPLIT 32
+
+/*
+ * Block (row, split) finds the best of columns [c0, c1) of its row with
+ * NT threads, 4 independent loads in flight per thread. n_split == 1: the
+ * answer, to out; else a partial to (pv, pi)[row * n_split + split].
+ */
+template <int NT>
+__global__ void __launch_bounds__(NT)
+argmax_kernel(const float *__restrict__ x, int ldx, int n_cols, int n_split,
+              float *__restrict__ pv, int *__restrict__ pi,
               int32_t *__restrict__ out)
 {
-    __shared__ float s_v[ROW_WARPS];
-    __shared__ int s_i[ROW_WARPS];
+    __shared__ float s_v[NT / 32];
+    __shared__ int s_i[NT / 32];
     const float *xr = x + (size_t)blockIdx.x * ldx;
+    int chunk = (n_cols + n_split - 1) / n_split;
+    int c0 = min(n_cols, (int)blockIdx.y * chunk), c1 = min(n_cols, c0 + chunk);
     float bv = 0.0f;
     int bi = -1;
     /* ascending ids per thread: an equal later value never replaces */
-    for (int i = threadIdx.x; i < n_cols; i += ROW_THREADS) {
-        float v = xr[i];
-        if (v == v && kroute_better(v, i, bv, bi)) {
-            bv = v;
-            bi = i;
+    for (int base = c0 + (int)threadIdx.x; base < c1; base += 4 * NT) {
+        float v[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            int i = base + u * NT;
+            v[u] = i < c1 ? xr[i] : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            int i = base + u * NT;
+            if (i < c1 && v[u] == v[u] && kroute_better(v[u], i, bv, bi)) {
+                bv = v[u];
+                bi = i;
+            }
         }
     }
     best_shfl(&bv, &bi);
@@ -64,12 +88,32 @@ argmax_kernel(const float *__restrict__ x, int ldx, int n_cols,
     }
     __syncthreads();
     if (warp == 0) {
-        bv = s_v[lane]; /* ROW_WARPS == 32 */
-        bi = s_i[lane];
+        bv = lane < NT / 32 ? s_v[lane] : 0.0f;
+        bi = lane < NT / 32 ? s_i[lane] : -1;
         best_shfl(&bv, &bi);
-        if (lane == 0)
-            out[blockIdx.x] = bi;
+        if (lane == 0) {
+            if (n_split == 1) {
+                out[blockIdx.x] = bi;
+            } else {
+                pv[(size_t)blockIdx.x * n_split + blockIdx.y] = bv;
+                pi[(size_t)blockIdx.x * n_split + blockIdx.y] = bi;
+            }
+        }
     }
+}
+
+/* One warp per row: the best of its n_split partials. */
+__global__ void __launch_bounds__(32)
+argmax_merge_kernel(const float *__restrict__ pv, const int *__restrict__ pi,
+                    int n_split, int32_t *__restrict__ out)
+{
+    int lane = threadIdx.x;
+    size_t at = (size_t)blockIdx.x * n_split + lane;
+    float bv = lane < n_split ? pv[at] : 0.0f;
+    int bi = lane < n_split ? pi[at] : -1;
+    best_shfl(&bv, &bi);
+    if (lane == 0)
+        out[blockIdx.x] = bi;
 }
 
 extern "C" int kcuda_argmax(struct kcuda *g, const float *x, int ldx,
@@ -86,9 +130,28 @@ extern "C" int kcuda_argmax(struct kcuda *g, const float *x, int ldx,
     int rc = kcuda_bind(g);
     if (rc)
         return rc;
-    argmax_kernel<<<n_rows, ROW_THREADS, 0, g->stream>>>(x, ldx, n_cols,
-                                                          out);
-    return kcuda_launched("kcuda_argmax");
+    /* long rows (vocabularies) over several blocks when the workspace
+     * holds their partials; else one block per row */
+    int n_split = (n_cols + ARGMAX_SPLIT_COLS - 1) / ARGMAX_SPLIT_COLS;
+    n_split = n_split < 1 ? 1
+              : n_split < ARGMAX_MAX_SPLIT ? n_split : ARGMAX_MAX_SPLIT;
+    size_t part = (size_t)n_rows * ARGMAX_MAX_SPLIT;
+    if (n_split > 1 &&
+        (!g->ws || g->ws_bytes < part * (sizeof(float) + sizeof(int))))
+        n_split = 1;
+    if (n_split == 1) {
+        argmax_kernel<ROW_THREADS><<<n_rows, ROW_THREADS, 0, g->stream>>>(
+            x, ldx, n_cols, 1, (float *)NULL, (int *)NULL, out);
+        return kcuda_launched("kcuda_argmax");
+    }
+    float *pv = (float *)g->ws;
+    int *pi = (int *)(pv + part);
+    argmax_kernel<256><<<dim3(n_rows, n_split), 256, 0, g->stream>>>(
+        x, ldx, n_cols, n_split, pv, pi, out);
+    if ((rc = kcuda_launched("kcuda_argmax")))
+        return rc;
+    argmax_merge_kernel<<<n_rows, 32, 0, g->stream>>>(pv, pi, n_split, out);
+    return kcuda_launched("kcuda_argmax: merge");
 }
 
 /* ---- softmax ----------------------------------------------------------- */

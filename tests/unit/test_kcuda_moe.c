@@ -20,6 +20,7 @@
 #include "unit_test.h"
 
 static struct kcuda *G;
+static struct kcuda *G0; /* no workspace: the ops' fallbacks */
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -465,7 +466,7 @@ static enum test_return test_moe_args(void)
 
 static enum test_return test_argmax_softmax(void)
 {
-    static const int cols[] = {1, 7, 1000, 129280};
+    static const int cols[] = {1, 7, 1000, 5000, 129280};
     for (size_t ci = 0; ci < sizeof cols / sizeof cols[0]; ci++) {
         int n = cols[ci], rows = 6, ld = n + 3;
         size_t tot = (size_t)rows * ld;
@@ -485,18 +486,25 @@ static enum test_return test_argmax_softmax(void)
             x[3 * (size_t)ld + c] = NAN;
             x[4 * (size_t)ld + c] = c == n / 2 ? NAN : -INFINITY;
         }
+        x[n - 1] = 50.0f; /* row 0: the max in the last column */
         x[5 * (size_t)ld + n - 1] = 100.0f;
         x[5 * (size_t)ld + n / 3] = 100.0f;
         float *d_x = dup_dev(x, sizeof(float) * tot);
         float *d_o = kcuda_malloc(G, sizeof(float) * tot);
         int32_t *d_am = kcuda_malloc(G, sizeof(am));
         CHECK(d_x && d_o && d_am, "device alloc");
-        DEV_OK(kcuda_argmax(G, d_x, ld, n, rows, d_am));
-        DEV_OK(get_dev(am, d_am, sizeof(am)));
-        for (int r = 0; r < rows; r++)
-            CHECK(am[r] == kargmax(x + (size_t)r * ld, n),
-                  "argmax n %d row %d: %d vs %d", n, r, am[r],
-                  kargmax(x + (size_t)r * ld, n));
+        for (int h = 0; h < 2; h++) { /* split rows, then one block each */
+            struct kcuda *g = h ? G0 : G;
+            memset(am, 0x55, sizeof(am));
+            DEV_OK(kcuda_argmax(g, d_x, ld, n, rows, d_am));
+            DEV_OK(kcuda_d2h(g, am, d_am, sizeof(am)));
+            DEV_OK(kcuda_sync(g));
+            for (int r = 0; r < rows; r++)
+                CHECK(am[r] == kargmax(x + (size_t)r * ld, n),
+                      "argmax n %d row %d (%s): %d vs %d", n, r,
+                      h ? "no workspace" : "workspace", am[r],
+                      kargmax(x + (size_t)r * ld, n));
+        }
         float scale = 0.7f;
         DEV_OK(kcuda_softmax(G, d_x, ld, n, rows, scale, d_o, ld));
         DEV_OK(get_dev(o, d_o, sizeof(float) * tot));
@@ -630,6 +638,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "kcuda_open: %s\n", err);
         return 1;
     }
+    if (kcuda_open(0, 0, &G0, err, sizeof err) != 0) {
+        fprintf(stderr, "kcuda_open: %s\n", err);
+        return 1;
+    }
     printf("%s\n", kcuda_describe(G));
     static const struct test_case tests[] = {
         {"route", test_route},
@@ -639,6 +651,7 @@ int main(int argc, char **argv)
         {"spec_accept", test_spec_accept},
     };
     int rc = test_main(tests, sizeof tests / sizeof tests[0], argc, argv);
+    kcuda_close(G0);
     kcuda_close(G);
     return rc;
 }
