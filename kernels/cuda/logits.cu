@@ -203,16 +203,36 @@ softmax_kernel(const float *x, int ldx, int n_cols, float scale, float *out,
      * entries it read, after the max is known) */
     const float *xr = x + (size_t)blockIdx.x * ldx;
     float *orow = out + (size_t)blockIdx.x * ldo;
+    /* 4 loads in flight per thread: one block streams a whole row */
     float mx = -INFINITY;
-    for (int i = threadIdx.x; i < n_cols; i += ROW_THREADS)
-        mx = xr[i] > mx ? xr[i] : mx; /* NaN compares false */
+    for (int b = threadIdx.x; b < n_cols; b += 4 * ROW_THREADS) {
+        float v[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            int i = b + u * ROW_THREADS;
+            v[u] = i < n_cols ? xr[i] : -INFINITY;
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++)
+            mx = v[u] > mx ? v[u] : mx; /* NaN compares false */
+    }
     mx = block_max(mx, s_f);
     double sum = 0.0;
-    for (int i = threadIdx.x; i < n_cols; i += ROW_THREADS) {
-        float v = xr[i];
-        float e = v > -INFINITY ? expf(scale * (v - mx)) : 0.0f;
-        orow[i] = e;
-        sum += e;
+    for (int b = threadIdx.x; b < n_cols; b += 4 * ROW_THREADS) {
+        float v[4]; /* all read before any write: out may be x */
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            int i = b + u * ROW_THREADS;
+            v[u] = i < n_cols ? xr[i] : -INFINITY;
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            int i = b + u * ROW_THREADS;
+            float e = v[u] > -INFINITY ? expf(scale * (v[u] - mx)) : 0.0f;
+            if (i < n_cols)
+                orow[i] = e;
+            sum += e;
+        }
     }
     sum = block_sum(sum, s_d);
     if (sum > 0.0) {
