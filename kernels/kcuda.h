@@ -192,7 +192,8 @@ int kcuda_mla_attend(struct kcuda *g, const struct kcuda_rows *rw, int layer,
  * weights [n_tok, k]. scoring 0 = sigmoid, 1 = softmax; method 0 =
  * noaux_tc (bias (dev) added for the choice only, group score = top-2
  * sum), 1 = greedy, 2 = group_limited_greedy (group score = max). Weights
- * normalised when norm, times scale. */
+ * normalised when norm, times scale (methods 1 and 2 with norm and k > 1:
+ * normalised, not scaled, as moe.c: kroute_finish in cuda_route.h). */
 struct kcuda_route {
     int n_experts, k, n_group, topk_group;
     int scoring, method, norm;
@@ -218,10 +219,18 @@ void kcuda_experts_free(struct kcuda *g, struct kcuda_experts *e);
 int kcuda_moe_ffn(struct kcuda *g, const struct kcuda_experts *e,
                   const float *x, int ldx, int n_tok, const int32_t *idx,
                   const float *w, int k, float *y, int ldy);
+/* Workspace bytes kcuda_moe_ffn takes for n_tok rows of k experts each
+ * (hidden, inter: the experts' shape): the workspace given at kcuda_open
+ * must hold the largest call's (kcuda_moe_ffn fails with MTPD_K_EINVAL
+ * otherwise). k <= KCUDA_MOE_MAX_K. */
+#define KCUDA_MOE_MAX_K 64
+size_t kcuda_moe_ffn_workspace(int n_tok, int k, int hidden, int inter);
 
 /* ---- logits ----------------------------------------------------------- */
 
-/* out[r] = kargmax(x[r]) (lowest index on ties, NaN ignored, -1 if none). */
+/* out[r] = kargmax(x[r]) (lowest index on ties, NaN ignored, -1 if none).
+ * Splits long rows over several blocks when the workspace holds
+ * n_rows * 256 bytes (else one block per row: slower, same result). */
 int kcuda_argmax(struct kcuda *g, const float *x, int ldx, int n_cols,
                  int n_rows, int32_t *out);
 /* out[r] = ksoftmax_scaled(x[r], scale) (NaN / -inf entries 0). */
