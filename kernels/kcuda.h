@@ -14,7 +14,7 @@
  * - Returns 0 or a negative MTPD_K_E* (kernels.h); a CUDA error is
  *   MTPD_K_EDEV and kcuda_last_error() says which.
  *
- * kernels/cuda/*.cu implement this (built only when nvcc is found;
+ * The .cu files of kernels/cuda/ implement this (built only when nvcc is found;
  * MTPD_CUDA=1 then). kernels/cuda_plan.c (plain C, always built, tested on
  * the CPU) holds the host-side planning the ops take as input.
  */
