@@ -76,6 +76,10 @@ def main(argv=None):
     name = a.name or os.path.basename(os.path.normpath(a.model))
     t_end = time.monotonic() + a.budget
     ids = ",".join(str(i) for i in prompt_ids(a.mtpd, a.model))
+    r = subprocess.run([a.mtpd, "info", "--model", a.model, "--device",
+                        a.device], capture_output=True, text=True,
+                       timeout=120)
+    info = json.loads(r.stdout) if r.returncode == 0 else {}
     ks = a.ks.split(",")
     base = [a.mtpd, "generate", "--model", a.model, "--ids", ids,
             "--max-tokens", str(a.max_tokens), "--ignore-eos",
@@ -88,7 +92,9 @@ def main(argv=None):
 
     def add(batch, k, stats, err, wall, n_seqs, device=None):
         row = {"model": name, "batch": batch, "k": k, "device": device,
-               "wall_s": round(wall, 2), "error": err}
+               "wall_s": round(wall, 2), "error": err,
+               "active_bytes_per_token": info.get("active_bytes_per_token"),
+               "weight_bytes": info.get("weight_bytes")}
         if stats:
             row.update(tok_s=round(tps(stats, n_seqs), 1),
                        accept=stats.get("acceptance_rate"),

@@ -19,6 +19,11 @@ RUN_DIR gets (same relative paths as in BUILD_DIR):
                                jemalloc, PCRE2, and libcudart (small) as a
                                fallback. cuBLASLt (~500 MB) stays behind:
                                bench_cuda.sh finds the machine's own.
+  model.tar.xz                 with --pack-model DIR: that checkpoint,
+                               xz-compressed (~78%), for a call from a
+                               checkout whose working tree leaves the
+                               model's shards out (docs/cuda.md: the
+                               tracked tree alone is over 64 MiB)
 """
 import argparse
 import json
@@ -27,6 +32,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 LIMIT = 64 << 20
@@ -97,6 +103,8 @@ def main(argv=None):
     ap.add_argument("--filter", default=DEFAULT_FILTER,
                     help="meson test names to take (regex, default "
                          f"{DEFAULT_FILTER!r})")
+    ap.add_argument("--pack-model", metavar="DIR",
+                    help="also put this checkpoint in RUN_DIR/model.tar.xz")
     ap.add_argument("--carry", action="append", default=[],
                     help="other carried paths, counted in the size check")
     a = ap.parse_args(argv)
@@ -155,6 +163,13 @@ def main(argv=None):
         shutil.copy2(os.path.realpath(path), os.path.join(run, "lib", so))
         print(f"pack_run: lib/{so} <- {path}")
 
+    if a.pack_model:
+        src = os.path.abspath(a.pack_model)
+        dst = os.path.join(run, "model.tar.xz")
+        with tarfile.open(dst, "w:xz", preset=6) as tf:
+            tf.add(src, arcname=os.path.basename(src))
+        print(f"pack_run: {a.pack_model} -> model.tar.xz "
+              f"({os.path.getsize(dst) / 2**20:.1f} MiB)")
     print(f"pack_run: {len(copied)} programs, {len(chosen)} meson tests "
           f"({', '.join(t['name'] for t in chosen) or 'none'})")
     parts, biggest = travel_report(run, a.carry)

@@ -57,7 +57,7 @@ def main(argv=None):
         if not os.path.exists(cmd[0]):
             res.update(status="missing", rc=None, seconds=0.0,
                        tail=f"{cmd[0]} not packed")
-        elif tmo < 3:
+        elif left < 3:
             res.update(status="no time", rc=None, seconds=0.0, tail="")
         else:
             t0 = time.monotonic()
