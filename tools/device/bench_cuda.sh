@@ -202,17 +202,13 @@ stage_tps_synth() {
 }
 
 stage_peer() {
-    local t=${STAGE_T:-70} b=1,8
+    local t=${STAGE_T:-70} b=1,8 models=(--model "$MODEL")
     ((DRY)) && b=1,2
-    LD_LIBRARY_PATH="$ORIG_LD" py tools/device/hf_peer.py --model "$MODEL" \
+    [ -f "$SYN/config.json" ] && models+=(--model "$SYN=synthetic-$SYN_PRESET")
+    # one process: torch and transformers import once
+    LD_LIBRARY_PATH="$ORIG_LD" py tools/device/hf_peer.py "${models[@]}" \
         --device "$DEV" --batches "$b" --max-tokens "$SYN_TOKENS" \
-        --budget $((t / 2 - 5)) --json "$LOGS/peer_1default.json"
-    [ -f "$SYN/config.json" ] && LD_LIBRARY_PATH="$ORIG_LD" \
-        py tools/device/hf_peer.py --model "$SYN" \
-        --name "synthetic-$SYN_PRESET" --device "$DEV" --batches "$b" \
-        --max-tokens "$SYN_TOKENS" --budget $((t / 2 - 5)) \
-        --json "$LOGS/peer_2synth.json"
-    return 0
+        --budget $((t - 15)) --json "$LOGS/peer.json"
 }
 
 if [ -n "$STAGE_ONLY" ]; then

@@ -6,8 +6,10 @@ first; the prompt's prefill timed apart and left out). The issue's
 reference: 83 tok/s at batch 1 and 676 at batch 8 for pycode-mtp-tiny on
 an H200.
 
-    python3 tools/device/hf_peer.py --model DIR [--batches 1,8]
+    python3 tools/device/hf_peer.py --model DIR[=NAME]... [--batches 1,8]
         [--max-tokens 64] [--budget S] [--json OUT]
+
+(several --model in one process: torch and transformers import once.)
 
 Needs torch and transformers (the GPU machine's python3 has both); skips
 with one line otherwise. MTP layers in the checkpoint are not part of the
@@ -21,15 +23,17 @@ import time
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--name")
+    ap.add_argument("--model", action="append", required=True,
+                    help="DIR or DIR=NAME (the label in the results)")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--budget", type=float, default=120.0)
     ap.add_argument("--json")
     a = ap.parse_args(argv)
-    name = a.name or os.path.basename(os.path.normpath(a.model))
+    models = [(m.split("=", 1) + [None])[:2] for m in a.model]
+    models = [(d, n or os.path.basename(os.path.normpath(d)))
+              for d, n in models]
     rows = []
 
     def done():
@@ -43,24 +47,40 @@ def main(argv=None):
     except Exception as e:  # noqa: BLE001 (any import failure: skip)
         print(f"hf_peer: skipped: torch/transformers not importable "
               f"({type(e).__name__}: {e})", flush=True)
-        rows.append({"model": name, "error": "skipped: no torch/"
-                     "transformers"})
+        rows += [{"model": n, "error": "skipped: no torch/transformers"}
+                 for _, n in models]
         return done()
     t_end = time.monotonic() + a.budget
     dev = a.device if a.device != "cuda" or torch.cuda.is_available() \
         else "cpu"
+    for d, n in models:
+        if time.monotonic() > t_end:
+            rows.append({"model": n, "error": "no time left"})
+            continue
+        rows.extend(peer(torch, transformers, DeepseekV3ForCausalLM, d, n,
+                         dev, a, t_end))
+        if dev.startswith("cuda"):
+            torch.cuda.empty_cache()
+    return done()
+
+
+def peer(torch, transformers, DeepseekV3ForCausalLM, path, name, dev, a,
+         t_end):
+    """The rows of one checkpoint."""
+    rows = []
     t0 = time.monotonic()
     try:
-        m = DeepseekV3ForCausalLM.from_pretrained(
-            a.model, dtype=torch.bfloat16).to(dev).eval()
-    except TypeError:  # older transformers: torch_dtype
-        m = DeepseekV3ForCausalLM.from_pretrained(
-            a.model, torch_dtype=torch.bfloat16).to(dev).eval()
+        try:
+            m = DeepseekV3ForCausalLM.from_pretrained(
+                path, dtype=torch.bfloat16).to(dev).eval()
+        except TypeError:  # older transformers: torch_dtype
+            m = DeepseekV3ForCausalLM.from_pretrained(
+                path, torch_dtype=torch.bfloat16).to(dev).eval()
     except Exception as e:  # noqa: BLE001
         print(f"hf_peer: {name}: cannot load: {type(e).__name__}: {e}",
               flush=True)
         rows.append({"model": name, "error": f"load: {e}"[:300]})
-        return done()
+        return rows
     load_s = time.monotonic() - t0
     cfg = m.config
     v = int(cfg.vocab_size)
@@ -91,7 +111,7 @@ def main(argv=None):
         print(f"hf_peer: {name}: generate failed: {type(e).__name__}: {e}",
               flush=True)
         rows.append({"model": name, "error": f"generate: {e}"[:300]})
-        return done()
+        return rows
     for b in [int(x) for x in a.batches.split(",")]:
         if time.monotonic() > t_end:
             rows.append({"model": name, "batch": b, "error": "no time left"})
@@ -107,7 +127,8 @@ def main(argv=None):
                      "torch": torch.__version__})
         print(f"hf_peer: {name} batch {b}: {tps:.1f} tok/s "
               f"({rows[-1]['ms_per_step']} ms per step, {dev})", flush=True)
-    return done()
+    del m
+    return rows
 
 
 if __name__ == "__main__":

@@ -183,7 +183,7 @@ def main(argv=None):
     for p in sorted(glob.glob(os.path.join(logs, "tps_*.json"))):
         tps += load(p, [])
     peer = []
-    for p in sorted(glob.glob(os.path.join(logs, "peer_*.json"))):
+    for p in sorted(glob.glob(os.path.join(logs, "peer*.json"))):
         peer += load(p, [])
     res["tokens_per_s"] = tps
     res["peer"] = peer
