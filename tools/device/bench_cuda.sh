@@ -203,7 +203,9 @@ stage_tps_synth() {
 
 stage_peer() {
     local t=${STAGE_T:-70} b=1,8 models=(--model "$MODEL")
-    ((DRY)) && b=1,2
+    # dry run: transformers on the CPU takes seconds per step of the
+    # default model; the tiny synthetic one checks the logic
+    ((DRY)) && b=1,2 && models=()
     [ -f "$SYN/config.json" ] && models+=(--model "$SYN=synthetic-$SYN_PRESET")
     # one process: torch and transformers import once
     LD_LIBRARY_PATH="$ORIG_LD" py tools/device/hf_peer.py "${models[@]}" \
