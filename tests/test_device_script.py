@@ -131,8 +131,8 @@ def build_dir():
 def test_pack_run(tmp_path):
     run = tmp_path / "run"
     r = subprocess.run([sys.executable, os.path.join(DEV, "pack_run.py"),
-                        build_dir(), str(run)], capture_output=True,
-                       text=True, timeout=120)
+                        build_dir(), str(run), "--plain"],
+                       capture_output=True, text=True, timeout=120)
     # 3: packed, but the checkout is over the device tool's 64 MiB
     assert r.returncode in (0, 3), r.stderr
     assert "limit 64 MiB" in r.stdout and "total" in r.stdout
@@ -158,8 +158,10 @@ def test_pack_run(tmp_path):
                            "MTPD_DEVICE_DRY_RUN=1 runs it")
 def test_bench_cuda_dry_run(tmp_path):
     run = tmp_path / "run"
+    # packed as for the GPU machine: programs.tar.xz, unpacked there
     subprocess.run([sys.executable, os.path.join(DEV, "pack_run.py"),
-                    build_dir(), str(run)], capture_output=True, timeout=120)
+                    build_dir(), str(run)], capture_output=True, timeout=600)
+    assert (run / "programs.tar.xz").exists()
     out = tmp_path / "out"
     out.mkdir()
     env = dict(os.environ, OUT=str(out), MTPD_RUN_DIR=str(run),

@@ -276,6 +276,23 @@ run_stage() { # NAME CAP_SECONDS
     pack_logs
 }
 
+# prepare.sh packs the programs (xz: the kernels make them big)
+if [ -f "$RUN/programs.tar.xz" ]; then
+    rm -rf /tmp/bench_cuda_run
+    python3 - "$RUN/programs.tar.xz" /tmp/bench_cuda_run <<'EOF' || exit 1
+import sys, tarfile
+with tarfile.open(sys.argv[1]) as tf:
+    try:
+        tf.extractall(sys.argv[2], filter="tar")
+    except TypeError:  # Python < 3.12
+        tf.extractall(sys.argv[2])
+EOF
+    PACKED=$RUN
+    RUN=/tmp/bench_cuda_run
+    MTPD=$RUN/mtpd
+    export RUN MTPD PACKED
+    echo "bench_cuda: programs unpacked from $PACKED/programs.tar.xz"
+fi
 if [ ! -x "$MTPD" ]; then
     echo "bench_cuda: $MTPD missing: run tools/device/prepare.sh here and" \
          "carry $RUN" | tee "$OUT/bench_cuda.md"
@@ -285,11 +302,20 @@ find_libs
 export MTPD_LD
 # the default model, when the checkout here left its shards out and
 # prepare.sh --pack-model carried it
-if ! ls "$MODEL"/*.safetensors >/dev/null 2>&1 && [ -f "$RUN/model.tar.xz" ]; then
-    mkdir -p /tmp/bench_cuda_model
-    tar -xJf "$RUN/model.tar.xz" -C /tmp/bench_cuda_model &&
-        MODEL=/tmp/bench_cuda_model/$(tar -tJf "$RUN/model.tar.xz" | head -1 | cut -d/ -f1)
-    echo "bench_cuda: model unpacked from $RUN/model.tar.xz: $MODEL"
+packed_model=${PACKED:-$RUN}/model.tar.xz
+if ! ls "$MODEL"/*.safetensors >/dev/null 2>&1 && [ -f "$packed_model" ]; then
+    MODEL=$(python3 - "$packed_model" /tmp/bench_cuda_model <<'EOF'
+import os, sys, tarfile
+with tarfile.open(sys.argv[1]) as tf:
+    top = tf.getnames()[0].split("/")[0]
+    try:
+        tf.extractall(sys.argv[2], filter="tar")
+    except TypeError:  # Python < 3.12
+        tf.extractall(sys.argv[2])
+print(os.path.join(sys.argv[2], top))
+EOF
+)
+    echo "bench_cuda: model unpacked from $packed_model: $MODEL"
     export MODEL
 fi
 
@@ -312,4 +338,4 @@ timeout 20 python3 tools/device/summarize.py "$LOGS" "$OUT" ||
 pack_logs
 echo "bench_cuda: $(($(date +%s) - T0)) s; summary in $OUT/bench_cuda.md"
 cat "$OUT/bench_cuda.md"
-rm -rf "$LOGS" "$SYN"
+rm -rf "$LOGS" "$SYN" /tmp/bench_cuda_run /tmp/bench_cuda_model

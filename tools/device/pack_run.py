@@ -5,9 +5,13 @@ meson test list with the paths it needs, and the shared libraries that
 machine lacks. Then checks what would travel against the 64 MiB limit.
 
     python3 tools/device/pack_run.py BUILD_DIR RUN_DIR [--filter REGEX]
+        [--plain] [--pack-model DIR]
 
-RUN_DIR gets (same relative paths as in BUILD_DIR):
-  mtpd, bench_forward          the command and the forward benchmark
+RUN_DIR/programs.tar.xz holds (same relative paths as in BUILD_DIR; xz
+because every program linking libmtpd carries all the kernels' sm_90 code
+and PTX: ~70 MB of programs pack to ~15 MB); bench_cuda.sh unpacks it
+there. With --plain RUN_DIR holds them as they are (the dry run here):
+  mtpd                         the command
   tests/...                    the meson tests whose name matches --filter
                                (the device tests), and any built program
                                named *kcuda*, *cuda*parity* or *dev_parity*
@@ -41,7 +45,7 @@ DEFAULT_FILTER = r"cuda|kcuda|device|gpu|parity|step_plan"
 SKIP_LIBS = re.compile(r"^(libc|libm|libdl|libpthread|librt|libgcc_s|"
                        r"libstdc\+\+|ld-linux[-a-z0-9_]*|linux-vdso|"
                        r"libcublas|libcublasLt|libcuda)\.so")
-PROGRAMS = ["mtpd", "bench_forward"]
+PROGRAMS = ["mtpd"]
 NAMED = re.compile(r"kcuda|cuda.*parity|parity.*cuda|dev_parity")
 
 
@@ -103,6 +107,8 @@ def main(argv=None):
     ap.add_argument("--filter", default=DEFAULT_FILTER,
                     help="meson test names to take (regex, default "
                          f"{DEFAULT_FILTER!r})")
+    ap.add_argument("--plain", action="store_true",
+                    help="leave the files as they are (no programs.tar.xz)")
     ap.add_argument("--pack-model", metavar="DIR",
                     help="also put this checkpoint in RUN_DIR/model.tar.xz")
     ap.add_argument("--carry", action="append", default=[],
@@ -163,6 +169,17 @@ def main(argv=None):
         shutil.copy2(os.path.realpath(path), os.path.join(run, "lib", so))
         print(f"pack_run: lib/{so} <- {path}")
 
+    if not a.plain:
+        names = os.listdir(run)
+        dst = os.path.join(run, "programs.tar.xz")
+        with tarfile.open(dst, "w:xz", preset=6) as tf:
+            for n in names:
+                tf.add(os.path.join(run, n), arcname=n)
+        for n in names:
+            p = os.path.join(run, n)
+            shutil.rmtree(p) if os.path.isdir(p) else os.unlink(p)
+        print(f"pack_run: programs.tar.xz "
+              f"({os.path.getsize(dst) / 2**20:.1f} MiB)")
     if a.pack_model:
         src = os.path.abspath(a.pack_model)
         dst = os.path.join(run, "model.tar.xz")

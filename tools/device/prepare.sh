@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # tools/device/prepare.sh - run HERE (the machine without a GPU) before a
 # device call: a release build with CUDA (build-cuda/, nvcc needed), then
-# the folder the GPU machine gets (build-cuda-run/: the programs, the
-# device tests, the shared libraries that machine lacks) and a check of
-# what the call would send against the device tool's 64 MiB.
+# the folder the GPU machine gets (build-cuda-run/programs.tar.xz: mtpd,
+# the device tests, the shared libraries that machine lacks) and a check
+# of what the call would send against the device tool's 64 MiB.
 #
 #   tools/device/prepare.sh [--pack-model] [BUILD_DIR [RUN_DIR]]
 #
@@ -11,7 +11,8 @@
 # (bench_cuda.sh unpacks it when the checkout there lacks the shards: the
 # tracked files alone are over the tool's 64 MiB, docs/cuda.md).
 #
-# Then (docs/cuda.md, "Running the device script"):
+# Then (docs/cuda.md, "Running the device script": the tracked files alone
+# are over 64 MiB, so the call needs a sparse checkout first):
 #   run(carry: ["build-cuda-run"], timeout_s: 600,
 #       command: "tools/device/bench_cuda.sh")
 set -euo pipefail
