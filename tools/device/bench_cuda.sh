@@ -109,8 +109,14 @@ stage_unit() {
 }
 
 stage_parity() {
-    local models=(models/*/ tests/model/golden/*/)
-    [ -d ../shared/models ] && models+=(../shared/models/*/)
+    # the default model (maybe unpacked elsewhere), the other checkpoints
+    # of models/ that are there, the golden ones, ../shared's if any
+    local models=("$MODEL") m
+    for m in models/*/ tests/model/golden/*/ ../shared/models/*/; do
+        ls "$m"*.safetensors >/dev/null 2>&1 || continue
+        [ "$(readlink -f "$m")" = "$(readlink -f "$MODEL")" ] && continue
+        models+=("$m")
+    done
     mtpd_env py tools/device/parity.py --mtpd "$MTPD" --device "$DEV" \
         --json "$LOGS/parity.json" "${models[@]}"
     # the CUDA model's own parity program, when packed (cumodel's branch)
