@@ -195,6 +195,17 @@ def main(argv=None):
     for k, v in parts.items():
         print(f"  {v / 2**20:8.1f} MiB  {k}")
     print(f"  {total / 2**20:8.1f} MiB  total")
+    # the working tree docs/cuda.md's sparse checkout leaves for the call
+    sparse = [f for f in git_files([]) if f == ".gitignore" or
+              f.startswith(("tools/", "tests/model/golden/")) or
+              (f.startswith("models/mtpd-code-small/") and
+               f.endswith((".json", ".txt")))]
+    slim = sum(os.path.getsize(os.path.join(ROOT, f)) for f in sparse
+               if os.path.isfile(os.path.join(ROOT, f)))
+    slim += parts[os.path.relpath(run, ROOT) + "/ (carry)"]
+    print(f"  {slim / 2**20:8.1f} MiB  with docs/cuda.md's sparse checkout "
+          f"({'fits' if slim <= LIMIT else 'over the limit too'}"
+          f"{'' if a.pack_model else '; the model then needs --pack-model'})")
     if total > LIMIT:
         print("\npack_run: OVER the device tool's 64 MiB limit: the call "
               "would be refused. Largest tracked files:", file=sys.stderr)
