@@ -96,3 +96,103 @@ void cli_load_opts(struct mtpd_load_opts *o)
     o->progress = on_progress;
     o->progress_ud = &pl;
 }
+
+/* ---- --device ---- */
+
+/*
+ * model.h's device queries come with the device forward pass
+ * (model/dev_*.c). Weak, so that the command links and works (on the CPU)
+ * with a library that does not have them yet: NULL then. A weak reference
+ * does not pull an object out of libmtpd.a by itself; the definitions sit
+ * in objects mtpd_model_load needs, and tests/daemon/test_device.py checks
+ * that the mtpd binary has them defined whenever model/ defines them.
+ */
+#pragma weak mtpd_model_device
+#pragma weak mtpd_cuda_devices
+
+int cli_cuda_build(void)
+{
+#ifdef MTPD_CUDA
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int cli_cuda_devices(void)
+{
+    return mtpd_cuda_devices ? mtpd_cuda_devices() : 0;
+}
+
+/* "cuda" -> 0, "cuda:N" -> N; -1 when dev is not a CUDA device name. */
+static long cuda_index(const char *dev)
+{
+    if (!dev || strncmp(dev, "cuda", 4) != 0)
+        return -1;
+    if (dev[4] == '\0')
+        return 0;
+    if (dev[4] != ':' || dev[5] < '0' || dev[5] > '9')
+        return -1;
+    char *end;
+    long n = strtol(dev + 5, &end, 10);
+    return *end || n > 1023 ? -1 : n;
+}
+
+int cli_parse_device(const char *dev)
+{
+    if (!strcmp(dev, "auto") || !strcmp(dev, "cpu") || cuda_index(dev) >= 0)
+        return 0;
+    char q[JSON_ESC_CAP];
+    fprintf(stderr, "mtpd: error: --device: '%s' is not auto, cpu, cuda or "
+            "cuda:N\n", json_escz(q, sizeof q, dev));
+    return -1;
+}
+
+int cli_device_check(const char *dev)
+{
+    long idx = cuda_index(dev);
+    if (idx < 0)
+        return 0;
+    if (!cli_cuda_build()) {
+        fprintf(stderr, "mtpd: error: --device %s: this mtpd was built "
+                "without CUDA (meson -Dcuda=disabled, or no nvcc); use "
+                "--device cpu\n", dev);
+        return -1;
+    }
+    int n = cli_cuda_devices();
+    if (n <= 0) {
+        fprintf(stderr, "mtpd: error: --device %s: no CUDA GPU found (no "
+                "device visible, or no NVIDIA driver); use --device cpu\n",
+                dev);
+        return -1;
+    }
+    if (idx >= n) {
+        if (n == 1)
+            fprintf(stderr, "mtpd: error: --device %s: there is one CUDA "
+                    "device (cuda:0)\n", dev);
+        else
+            fprintf(stderr, "mtpd: error: --device %s: there are %d CUDA "
+                    "devices (cuda:0 to cuda:%d)\n", dev, n, n - 1);
+        return -1;
+    }
+    return 0;
+}
+
+const char *cli_model_device(const struct mtpd_model *m)
+{
+    const char *d = mtpd_model_device ? mtpd_model_device(m) : NULL;
+    return d && *d ? d : "cpu";
+}
+
+int cli_device_confirm(const struct mtpd_model *m, const char *dev)
+{
+    long idx = cuda_index(dev);
+    if (idx < 0)
+        return 0;
+    const char *got = cli_model_device(m);
+    if (cuda_index(got) == idx)
+        return 0;
+    fprintf(stderr, "mtpd: error: --device %s: the model was loaded on %s "
+            "(this library has no device forward pass)\n", dev, got);
+    return -1;
+}

@@ -1,7 +1,8 @@
 /*
  * cli_runtime.h - what the mtpd command takes from its environment and
  * terminal and hands to the library, which reads neither: the log sink,
- * MTPD_ISA, MTPD_ATTN_SPLIT, and a progress line for long loads.
+ * MTPD_ISA, MTPD_ATTN_SPLIT, a progress line for long loads, and the
+ * --device option of every command that loads a model.
  */
 #ifndef MTPD_CLI_RUNTIME_H
 #define MTPD_CLI_RUNTIME_H
@@ -22,5 +23,24 @@ int cli_attn_split(void);
 /* Load options with the progress callback set when stderr is a terminal
  * (a line redrawn in place, ended with a newline when the load is done). */
 void cli_load_opts(struct mtpd_load_opts *o);
+
+/* ---- --device auto|cpu|cuda|cuda:N (mtpd_load_opts.device) ---- */
+
+/* Checks the form of a --device value. 0 ok; -1 with an error line
+ * printed (a usage error). */
+int cli_parse_device(const char *dev);
+/* Before a load: can the device asked for be had? NULL, "auto" and "cpu"
+ * always can. 0 yes; -1 with one error line printed (no CUDA in this
+ * build, no GPU visible, no device N). */
+int cli_device_check(const char *dev);
+/* After a load: where its forward passes run ("cpu", "cuda:0"). */
+const char *cli_model_device(const struct mtpd_model *m);
+/* After a load with --device cuda[:N]: 0 when the model is there; -1 with
+ * one error line printed when it landed elsewhere. */
+int cli_device_confirm(const struct mtpd_model *m, const char *dev);
+/* 1 when this build has the CUDA backend (meson -Dcuda). */
+int cli_cuda_build(void);
+/* CUDA devices this build can use (0 without CUDA or a GPU). */
+int cli_cuda_devices(void);
 
 #endif

@@ -6,7 +6,7 @@
  *
  * --json prints one object:
  *   {"ids": [...], "text": "...", "finish_reason": "stop|length|context",
- *    "draft_tokens": K|"auto", "stats": {...}}
+ *    "draft_tokens": K|"auto", "device": "cpu|cuda:N", "stats": {...}}
  * (include/mtpd/stats.h defines every stats field). Without --json the text is
  * written to stdout as tokens are accepted (include/mtpd/textout.h: stop strings,
  * whole UTF-8 characters) and a one-line summary goes to stderr. A
@@ -74,11 +74,15 @@ static void generate_usage(FILE *f)
 "                       up to N of them beyond the list (default 1024;\n"
 "                       0 = the list only)\n"
 "  --threads N          compute threads (default 2)\n"
+"  --device D           where the model runs: auto (default: a CUDA GPU\n"
+"                       when this build has CUDA and one is present, else\n"
+"                       the CPU), cpu, cuda (GPU 0) or cuda:N\n"
 "  --kv-dtype T         f32 (default) or bf16: the KV cache in BF16 takes\n"
 "                       half the memory (speed about the same); logits\n"
 "                       then differ from f32 by ~1e-2 relative (greedy\n"
 "                       speculation still equals greedy plain decoding)\n"
 "  --json               print one JSON object instead of streaming text\n"
+"                       (\"device\" says where the model ran)\n"
 "  --trace              with --json: add \"passes\": [[k, accepted], ...]\n"
 "  --check-rollback     after passes with rejections, compare the live\n"
 "                       caches with a fresh prefill (adds \"rollback_check\"\n"
@@ -86,13 +90,14 @@ static void generate_usage(FILE *f)
 "  --compare-k LIST     benchmark mode (implies --json): one sequence per\n"
 "                       draft length in LIST (e.g. 0,1,2,auto), stepped in\n"
 "                       turn pass by pass so machine noise hits all alike;\n"
-"                       prints {\"compare\": [{\"k\", \"ids\", \"stats\"}, ...]}\n"
+"                       prints {\"compare\": [{\"k\", \"ids\", \"stats\"}, ...],\n"
+"                       \"device\"}\n"
 "  --n-samples N        batch mode (with --ids, implies --json): run N\n"
 "                       sequences per prompt with seeds S, S+1, ..., all\n"
 "                       advanced together (one verify pass carries them\n"
 "                       all); --ids may hold several prompts split by ';'.\n"
 "                       Prints {\"samples\": [{\"prompt\", \"seed\", \"ids\",\n"
-"                       \"finish_reason\"}, ...], \"stats\": {...}}\n"
+"                       \"finish_reason\"}, ...], \"device\", \"stats\": {...}}\n"
 "  --help               this text\n",
         SPEC_K_MAX, MAX_STOPS);
 }
@@ -161,6 +166,8 @@ struct gen_opts {
     long draft_ctx_tokens;
     int kv_bf16;
     const char *compare_k;
+    const char *device;      /* --device; NULL = auto */
+    const char *device_used; /* where the model was loaded */
 };
 
 /* 0 ok, 1 --help printed, 2 usage error. */
@@ -261,6 +268,10 @@ static int parse_args(int argc, char **argv, struct gen_opts *o)
         } else if ((r = cli_opt(argc, argv, &i, "--kv-dtype", &v))) {
             if (r < 0 || cli_parse_kv_dtype(v, &o->kv_bf16))
                 return 2;
+        } else if ((r = cli_opt(argc, argv, &i, "--device", &v))) {
+            if (r < 0 || cli_parse_device(v))
+                return 2;
+            o->device = v;
         } else if ((r = cli_opt(argc, argv, &i, "--eos", &v))) {
             if (r < 0 || cli_parse_int(v, 0, INT32_MAX, &o->eos)) {
                 fprintf(stderr, "mtpd: error: --eos needs a token id\n");
@@ -390,6 +401,7 @@ static void print_json(const struct gen_opts *o, struct gen_out *g,
         printf(", \"draft_tokens\": \"auto\"");
     else
         printf(", \"draft_tokens\": %ld", o->draft);
+    printf(", \"device\": \"%s\"", o->device_used);
     const char *notice = spec_seq_notice(s);
     if (notice) {
         printf(", \"notice\": ");
@@ -514,8 +526,8 @@ static int run_batch(const struct gen_opts *o, struct spec_engine *e,
     }
     char buf[4096];
     int len = spec_stats_json(&agg, buf, sizeof buf);
-    printf("], \"stats\": %s}\n", len > 0 && (size_t)len < sizeof buf
-                                        ? buf : "null");
+    printf("], \"device\": \"%s\", \"stats\": %s}\n", o->device_used,
+           len > 0 && (size_t)len < sizeof buf ? buf : "null");
     status = 0;
     for (int i = 0; i < n; i++)
         if (spec_seq_finish(seqs[i]) == SPEC_FINISH_ERROR) {
@@ -599,7 +611,7 @@ static int run_compare(const struct gen_opts *o, struct spec_engine *e,
         printf("], \"stats\": %s}", len > 0 && (size_t)len < sizeof buf
                                           ? buf : "null");
     }
-    printf("]}\n");
+    printf("], \"device\": \"%s\"}\n", o->device_used);
     status = 0;
 out:
     for (int i = 0; i < n; i++)
@@ -630,6 +642,8 @@ int cmd_generate(int argc, char **argv)
     int r = parse_args(argc, argv, &o);
     if (r)
         return r == 1 ? 0 : 2;
+    if (cli_device_check(o.device))
+        return 1;
 
     struct gen_out g = {.json = o.json};
     char err[512] = "";
@@ -667,12 +681,15 @@ int cmd_generate(int argc, char **argv)
             goto out;
         }
     }
-    struct mtpd_load_opts lo = {.kv_bf16 = o.kv_bf16};
+    struct mtpd_load_opts lo = {.kv_bf16 = o.kv_bf16, .device = o.device};
     cli_load_opts(&lo);
     if (mtpd_model_load(o.dir, &lo, &m, err, sizeof err) < 0) {
         fprintf(stderr, "mtpd: error: %s\n", err);
         goto out;
     }
+    if (cli_device_confirm(m, o.device))
+        goto out;
+    o.device_used = cli_model_device(m);
     struct spec_engine_opts eo = {.n_threads = (int)o.threads};
     int32_t *dv = NULL;
     if (!o.draft_vocab || strcmp(o.draft_vocab, "off") != 0) {

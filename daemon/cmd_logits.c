@@ -23,7 +23,8 @@ static void logits_usage(FILE *f)
 {
     fprintf(f,
         "usage: mtpd logits --model DIR --ids 1,2,3 [--last N] [--mtp] "
-        "[--threads N] [--kv-dtype f32|bf16]\n\n"
+        "[--threads N] [--kv-dtype f32|bf16]\n"
+        "                    [--device auto|cpu|cuda|cuda:N]\n\n"
         "Runs the main model over the ids (one forward call) and prints JSON\n"
         "{\"logits\": [[...], ...]} for the last N positions (default 1).\n"
         "  --model DIR    Hugging Face checkpoint directory (config.json +\n"
@@ -34,7 +35,10 @@ static void logits_usage(FILE *f)
         "                 rows p=0..n-2 with (hidden h_p, ids[p+1]); its last\n"
         "                 row's logits (needs >= 2 ids)\n"
         "  --threads N    compute threads (default 2)\n"
-        "  --kv-dtype T   f32 (default) or bf16 KV cache\n");
+        "  --kv-dtype T   f32 (default) or bf16 KV cache\n"
+        "  --device D     where the model runs: auto (default: a CUDA GPU\n"
+        "                 when this build has CUDA and one is present, else\n"
+        "                 the CPU), cpu, cuda (GPU 0) or cuda:N\n");
 }
 
 static void print_row(const float *v, int n)
@@ -47,7 +51,7 @@ static void print_row(const float *v, int n)
 
 int cmd_logits(int argc, char **argv)
 {
-    const char *dir = NULL, *ids_s = NULL, *v;
+    const char *dir = NULL, *ids_s = NULL, *device = NULL, *v;
     long last = 1, threads = 2;
     int kv_bf16 = 0;
     int want_mtp = 0;
@@ -79,6 +83,10 @@ int cmd_logits(int argc, char **argv)
         } else if ((r = cli_opt(argc, argv, &i, "--kv-dtype", &v))) {
             if (r < 0 || cli_parse_kv_dtype(v, &kv_bf16))
                 return 2;
+        } else if ((r = cli_opt(argc, argv, &i, "--device", &v))) {
+            if (r < 0 || cli_parse_device(v))
+                return 2;
+            device = v;
         } else {
             fprintf(stderr, "mtpd: error: unknown option '%s'\n", argv[i]);
             logits_usage(stderr);
@@ -90,6 +98,8 @@ int cmd_logits(int argc, char **argv)
         logits_usage(stderr);
         return 2;
     }
+    if (cli_device_check(device))
+        return 1;
     int32_t *ids;
     int n = cli_parse_ids(ids_s, &ids);
     if (n <= 0) {
@@ -101,10 +111,15 @@ int cmd_logits(int argc, char **argv)
         last = n;
     char err[512] = "";
     struct mtpd_model *m;
-    struct mtpd_load_opts lo = {.kv_bf16 = kv_bf16};
+    struct mtpd_load_opts lo = {.kv_bf16 = kv_bf16, .device = device};
     int rc = mtpd_model_load(dir, &lo, &m, err, sizeof(err));
     if (rc) {
         fprintf(stderr, "mtpd: error: %s\n", err);
+        free(ids);
+        return 1;
+    }
+    if (cli_device_confirm(m, device)) {
+        mtpd_model_free(m);
         free(ids);
         return 1;
     }

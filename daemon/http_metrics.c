@@ -144,6 +144,9 @@ void http_metrics(struct http_srv *h, struct evhttp_request *req)
     struct out o = {0};
     one(&o, "mtpd_uptime_seconds", "gauge", "Seconds since the daemon "
         "started.", srv_now() - s->start_time);
+    meta(&o, "mtpd_device_info", "gauge", "Where the model runs (label "
+         "device: cpu or cuda:N); always 1.");
+    put(&o, "mtpd_device_info{device=\"%s\"} 1\n", s->device);
     one(&o, "mtpd_rpc_requests_total", "counter", "MessagePack-RPC "
         "requests received.", (double)s->requests);
     meta(&o, "mtpd_rpc_errors_total", "counter",

@@ -238,7 +238,7 @@ static void m_stats(struct conn *c, struct srv_req *r)
     msgpack_sbuffer sb;
     msgpack_packer pk;
     reply_begin(&sb, &pk, r->msgid);
-    msgpack_pack_map(&pk, 16);
+    msgpack_pack_map(&pk, 17);
     pack_str(&pk, "uptime_seconds");
     msgpack_pack_double(&pk, srv_now() - s->start_time);
     pack_str(&pk, "requests");
@@ -261,6 +261,8 @@ static void m_stats(struct conn *c, struct srv_req *r)
     msgpack_pack_uint64(&pk, s->cfg.kv_budget);
     pack_str(&pk, "tokens_per_s");
     msgpack_pack_double(&pk, (double)recent / 10.0);
+    pack_str(&pk, "device");
+    pack_str(&pk, s->device);
     pack_str(&pk, "spec");
     pack_stats(&pk, &s->spec_total, s->prompt_reused, 0);
     pack_str(&pk, "errors");

@@ -19,6 +19,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "cli_runtime.h"
 #include "cli_util.h"
 #include "cmd.h"
 #include "http.h"
@@ -89,6 +90,10 @@ static void serve_usage(FILE *f)
 "                         unix:$TMPDIR/mtpd-$UID/mtpd.sock). TCP on a\n"
 "                         non-loopback host needs --auth-token-file\n"
 "  --threads N            compute threads (default 2)\n"
+"  --device D             where the model runs: auto (default: a CUDA GPU\n"
+"                         when this build has CUDA and one is present,\n"
+"                         else the CPU), cpu, cuda (GPU 0) or cuda:N; the\n"
+"                         start line, stats and /metrics say which\n"
 "  --kv-budget B|auto     bytes of KV cache for all sessions (suffixes k, M,\n"
 "                         G); auto = a quarter of physical memory (default)\n"
 "  --max-sessions N       open sessions at most (default 256)\n"
@@ -185,6 +190,10 @@ static int parse_args(int argc, char **argv, struct srv_config *c)
             if (r < 0 || cli_parse_int(v, 1, 256, &n))
                 goto bad;
             c->threads = (int)n;
+        } else if ((r = cli_opt(argc, argv, &i, "--device", &v))) {
+            if (r < 0 || cli_parse_device(v))
+                return 2;
+            c->device = v;
         } else if ((r = cli_opt(argc, argv, &i, "--kv-budget", &v))) {
             if (r < 0)
                 return 2;
@@ -506,12 +515,15 @@ static int srv_init(struct srv *s)
     }
     if (!(s->enc = mtpd_tok_enc_new(s->tok)))
         return -1;
-    struct mtpd_load_opts lo = {0};
+    struct mtpd_load_opts lo = {.device = s->cfg.device};
     if (mtpd_model_load(s->cfg.model_dir, &lo, &s->model, err,
                         sizeof err) < 0) {
         SRV_LOG(SLOG_ERROR, "model: %s", err);
         return -1;
     }
+    if (cli_device_confirm(s->model, s->cfg.device))
+        return -1;
+    s->device = cli_model_device(s->model);
     int rc = srv_pool_new(s->model, s->cfg.kv_budget, &s->pool);
     if (rc < 0) {
         SRV_LOG(SLOG_ERROR, "KV pool: %s", mtpd_err_str(rc));
@@ -574,6 +586,8 @@ int cmd_serve(int argc, char **argv)
     int r = parse_args(argc, argv, &s->cfg);
     if (r)
         return r == 1 ? 0 : 2;
+    if (cli_device_check(s->cfg.device))
+        return 1;
     if (!s->cfg.n_listen)
         s->cfg.listen[s->cfg.n_listen++] = default_socket();
     if (!s->cfg.kv_budget)
@@ -596,13 +610,19 @@ int cmd_serve(int argc, char **argv)
         snprintf(addrs + strlen(addrs), sizeof addrs - strlen(addrs),
                  " http://%s", s->cfg.http_addr);
     const struct mtpd_config *mc = mtpd_model_config(s->model);
+    char cuda_note[64] = "built without CUDA";
+    if (cli_cuda_build())
+        snprintf(cuda_note, sizeof cuda_note, "CUDA build, %d GPU%s visible",
+                 cli_cuda_devices(), cli_cuda_devices() == 1 ? "" : "s");
     SRV_LOG(SLOG_INFO, "mtpd %s serving %s (vocab %d, context %d, %d MTP "
             "modules) on %s; KV budget %zu bytes (%.1f MiB, %zu bytes per "
-            "token); %d threads", MTPD_VERSION, s->cfg.model_dir,
+            "token); device %s (%s); %d threads", MTPD_VERSION,
+            s->cfg.model_dir,
             mc->vocab_size, mc->max_position_embeddings,
             spec_engine_n_mtp(s->engine), addrs, s->cfg.kv_budget,
             (double)s->cfg.kv_budget / (1 << 20),
-            mtpd_kv_bytes_per_token(s->model), s->cfg.threads);
+            mtpd_kv_bytes_per_token(s->model), s->device, cuda_note,
+            s->cfg.threads);
     event_base_dispatch(s->base);
     srv_free(s);
     return 0;

@@ -59,6 +59,7 @@ struct srv_config {
     int step_rows;          /* row budget of one step */
     int no_batching;        /* benchmarks: one step per sequence */
     int no_prefix_reuse;    /* benchmarks: every request from scratch */
+    const char *device;     /* --device; NULL = auto */
     /* HTTP (http.c): off unless http_addr is set */
     const char *http_addr;  /* HOST:PORT */
     size_t http_max_body;   /* bytes */
@@ -185,6 +186,7 @@ struct srv {
     struct srv_config cfg;
     struct event_base *base;
     struct mtpd_model *model;
+    const char *device;    /* where it runs: "cpu" or "cuda:N" */
     struct mtpd_tok *tok;
     struct mtpd_tok_enc *enc;      /* loop thread's encoder */
     struct spec_engine *engine;

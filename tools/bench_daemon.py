@@ -137,6 +137,8 @@ def offline_run(args, prompt):
     cmd = [args.bin, "generate", "--model", args.model, "--prompt", prompt,
            "--max-tokens", str(args.max_tokens), "--ignore-eos", "--json",
            "--draft-tokens", "auto", "--threads", str(args.threads)]
+    if args.device:
+        cmd += ["--device", args.device]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         raise RuntimeError(r.stderr)
@@ -180,6 +182,8 @@ def main(argv=None):
     ap.add_argument("--prompt-chars", type=int, default=400,
                     help="load runs use the first CHARS of each code prompt (0: all)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", help="mtpd's --device for the daemon and the "
+                    "offline runs (auto, cpu, cuda, cuda:N; default: auto)")
     ap.add_argument("--serve-args", default="", help="extra `mtpd serve` options")
     ap.add_argument("--nobatch-args", default="auto",
                     help="serve options that turn cross-session batching off "
@@ -205,6 +209,8 @@ def main(argv=None):
     base_args = args.serve_args.split()
     if "--threads" in help_text and "--threads" not in base_args:
         base_args += ["--threads", str(args.threads)]
+    if args.device and "--device" not in base_args:
+        base_args += ["--device", args.device]
     full = [p for _, p in code_prompts(args.n_prompts)]
     prompts = [p[:args.prompt_chars] if args.prompt_chars else p for p in full]
     lines = []

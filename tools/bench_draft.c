@@ -34,7 +34,7 @@ static double samples[MAXREP];
 
 int main(int argc, char **argv)
 {
-    const char *dir = NULL;
+    const char *dir = NULL, *device = NULL;
     int threads = 2, ctx = 400, sub = 4096, reps = 200, only = 0;
     for (int i = 1; i < argc - 1; i += 2) {
         if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
@@ -43,15 +43,17 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--sub")) sub = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--only-main")) only = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--device")) device = argv[i + 1];
     }
     if (!dir || reps < 1 || reps > MAXREP) {
         fprintf(stderr, "usage: bench_draft --model DIR [--threads N] "
-                "[--ctx N] [--sub N] [--reps N]\n");
+                "[--ctx N] [--sub N] [--reps N] [--device auto|cpu|cuda:N]\n");
         return 2;
     }
     char err[512];
     struct mtpd_model *m;
-    if (mtpd_model_load(dir, NULL, &m, err, sizeof err)) {
+    struct mtpd_load_opts lo = {.device = device};
+    if (mtpd_model_load(dir, &lo, &m, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }

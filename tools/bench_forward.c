@@ -5,13 +5,16 @@
  * that achieves.
  *
  *   bench_forward --model DIR [--threads N] [--ctx 64] [--secs 1.5]
- *                 [--t 1,2,4,8] [--only T]
+ *                 [--t 1,2,4,8] [--only T] [--device auto|cpu|cuda:N]
  *
  * Prints a markdown table: ms per call, cost(T)/cost(1), weight bytes read
  * per call (dense parts once; routed experts: the expected number of
  * distinct experts T tokens pick, each read once), GB/s, and % of the read
  * bandwidth. Speculative verification pays only while cost(k+1)/cost(1)
- * stays near 1.
+ * stays near 1. With --device cuda the times are the GPU's (a forward call
+ * returns its logits to the host) but the bandwidth columns still compare
+ * with the host's memory: read GB/s against the GPU's copy bandwidth
+ * (tools/device/bench_cuda.sh measures it).
  */
 #include <math.h>
 #include <stdint.h>
@@ -86,7 +89,7 @@ static double bytes_for(const struct mtpd_model *m, int T)
 
 int main(int argc, char **argv)
 {
-    const char *dir = NULL;
+    const char *dir = NULL, *device = NULL;
     int threads = 2, ctx = 64;
     double secs = 1.5;
     int only_t = 0;
@@ -98,6 +101,8 @@ int main(int argc, char **argv)
             threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--ctx") && i + 1 < argc)
             ctx = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc)
+            device = argv[++i]; /* auto, cpu, cuda, cuda:N */
         else if (!strcmp(argv[i], "--secs") && i + 1 < argc)
             secs = atof(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
@@ -111,7 +116,8 @@ int main(int argc, char **argv)
             }
         } else {
             fprintf(stderr, "usage: bench_forward --model DIR [--threads N] "
-                    "[--ctx N] [--secs S] [--t LIST] [--only T]\n");
+                    "[--ctx N] [--secs S] [--t LIST] [--only T] "
+                    "[--device auto|cpu|cuda:N]\n");
             return 2;
         }
     }
@@ -132,7 +138,8 @@ int main(int argc, char **argv)
                 "supported, using %s\n", isa, mtpd_isa());
     char err[512];
     struct mtpd_model *m;
-    if (mtpd_model_load(dir, NULL, &m, err, sizeof(err))) {
+    struct mtpd_load_opts lo = {.device = device};
+    if (mtpd_model_load(dir, &lo, &m, err, sizeof(err))) {
         fprintf(stderr, "bench_forward: %s\n", err);
         return 1;
     }

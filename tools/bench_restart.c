@@ -45,7 +45,7 @@ static double to_first_token(struct spec_engine *e, struct spec_seq *s)
 
 int main(int argc, char **argv)
 {
-    const char *dir = NULL, *lens = "256,1024,3000";
+    const char *dir = NULL, *lens = "256,1024,3000", *device = NULL;
     int threads = 2, tail = 16, reps = 5;
     for (int i = 1; i < argc - 1; i += 2) {
         if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
@@ -53,15 +53,18 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--tail")) tail = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--lens")) lens = argv[i + 1];
+        else if (!strcmp(argv[i], "--device")) device = argv[i + 1];
     }
     if (!dir || reps < 1 || reps > MAXREP || tail < 1) {
         fprintf(stderr, "usage: bench_restart --model DIR [--threads N] "
-                "[--tail T] [--reps N] [--lens A,B,..]\n");
+                "[--tail T] [--reps N] [--lens A,B,..] "
+                "[--device auto|cpu|cuda:N]\n");
         return 2;
     }
     char err[512];
     struct mtpd_model *m;
-    if (mtpd_model_load(dir, NULL, &m, err, sizeof err)) {
+    struct mtpd_load_opts lo = {.device = device};
+    if (mtpd_model_load(dir, &lo, &m, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }

@@ -68,6 +68,8 @@ def run(binary, model, prompt, ks, mode, args, chat):
     cmd = [binary, "generate", "--model", model, "--prompt", prompt,
            "--max-tokens", str(args.max_tokens), "--compare-k", ",".join(ks),
            "--threads", str(args.threads), "--ignore-eos", "--seed", "1"]
+    if args.device:
+        cmd += ["--device", args.device]
     if mode != "greedy":
         cmd += ["--temperature", mode[1:]]
     if chat:
@@ -230,6 +232,8 @@ def main(argv=None):
     ap.add_argument("--bin", default=os.environ.get("MTPD_BIN",
                                                    os.path.join(ROOT, "build", "mtpd")))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", help="mtpd's --device (auto, cpu, cuda, "
+                    "cuda:N; default: mtpd's, auto)")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--n-code", type=int, default=4)
     ap.add_argument("--n-chat", type=int, default=2)

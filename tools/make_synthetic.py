@@ -7,6 +7,13 @@ mean nothing; only the shapes and bytes matter. Tensors are streamed to
 disk one at a time, so memory use stays small whatever the size.
 
     python3 tools/make_synthetic.py --out .work/synthetic-3g [--preset 3g]
+        [--mtp N]
+
+--mtp N adds N MTP ("next-n") modules after the main layers (enorm, hnorm,
+eh_proj, a MoE block, shared_head.norm; embeddings and head shared with
+the main model), so speculation runs on it; random weights accept few
+drafts, so it measures what drafting and verifying cost, not what they
+gain.
 """
 import argparse
 import json
@@ -34,45 +41,59 @@ PRESETS = {
 }
 
 
-def tensor_shapes(c):
+def tensor_shapes(c, n_mtp=0):
     """(name, shape, dtype) in file order, HF DeepseekV3 names."""
-    H, hid = c["num_attention_heads"], c["hidden_size"]
-    qk = c["qk_nope_head_dim"] + c["qk_rope_head_dim"]
+    hid = c["hidden_size"]
     out = [("model.embed_tokens.weight", (c["vocab_size"], hid), "BF16")]
     for i in range(c["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        out += [
-            (p + "input_layernorm.weight", (hid,), "BF16"),
-            (p + "post_attention_layernorm.weight", (hid,), "BF16"),
-            (p + "self_attn.q_a_proj.weight", (c["q_lora_rank"], hid), "BF16"),
-            (p + "self_attn.q_a_layernorm.weight", (c["q_lora_rank"],), "BF16"),
-            (p + "self_attn.q_b_proj.weight", (H * qk, c["q_lora_rank"]), "BF16"),
-            (p + "self_attn.kv_a_proj_with_mqa.weight",
-             (c["kv_lora_rank"] + c["qk_rope_head_dim"], hid), "BF16"),
-            (p + "self_attn.kv_a_layernorm.weight", (c["kv_lora_rank"],), "BF16"),
-            (p + "self_attn.kv_b_proj.weight",
-             (H * (c["qk_nope_head_dim"] + c["v_head_dim"]), c["kv_lora_rank"]),
-             "BF16"),
-            (p + "self_attn.o_proj.weight", (hid, H * c["v_head_dim"]), "BF16"),
-        ]
-        if i < c["first_k_dense_replace"]:
-            inter = c["intermediate_size"]
-            for n in ("gate_proj", "up_proj"):
-                out.append((p + f"mlp.{n}.weight", (inter, hid), "BF16"))
-            out.append((p + "mlp.down_proj.weight", (hid, inter), "BF16"))
-            continue
-        E, inter = c["n_routed_experts"], c["moe_intermediate_size"]
-        out.append((p + "mlp.gate.weight", (E, hid), "BF16"))
-        out.append((p + "mlp.gate.e_score_correction_bias", (E,), "F32"))
-        experts = [f"mlp.experts.{e}." for e in range(E)]
-        experts.append("mlp.shared_experts.")
-        for ex in experts:
-            i_sz = inter * (c["n_shared_experts"] if "shared" in ex else 1)
-            out.append((p + ex + "gate_proj.weight", (i_sz, hid), "BF16"))
-            out.append((p + ex + "up_proj.weight", (i_sz, hid), "BF16"))
-            out.append((p + ex + "down_proj.weight", (hid, i_sz), "BF16"))
+        out += layer_shapes(c, i, i >= c["first_k_dense_replace"])
     out.append(("model.norm.weight", (hid,), "BF16"))
     out.append(("lm_head.weight", (c["vocab_size"], hid), "BF16"))
+    for k in range(n_mtp):
+        p = f"model.layers.{c['num_hidden_layers'] + k}."
+        out += [(p + "enorm.weight", (hid,), "BF16"),
+                (p + "hnorm.weight", (hid,), "BF16"),
+                (p + "eh_proj.weight", (hid, 2 * hid), "BF16")]
+        out += layer_shapes(c, c["num_hidden_layers"] + k, True)
+        out.append((p + "shared_head.norm.weight", (hid,), "BF16"))
+    return out
+
+
+def layer_shapes(c, i, moe):
+    """One decoder layer's tensors: attention, then a dense MLP or MoE."""
+    H, hid = c["num_attention_heads"], c["hidden_size"]
+    qk = c["qk_nope_head_dim"] + c["qk_rope_head_dim"]
+    p = f"model.layers.{i}."
+    out = [
+        (p + "input_layernorm.weight", (hid,), "BF16"),
+        (p + "post_attention_layernorm.weight", (hid,), "BF16"),
+        (p + "self_attn.q_a_proj.weight", (c["q_lora_rank"], hid), "BF16"),
+        (p + "self_attn.q_a_layernorm.weight", (c["q_lora_rank"],), "BF16"),
+        (p + "self_attn.q_b_proj.weight", (H * qk, c["q_lora_rank"]), "BF16"),
+        (p + "self_attn.kv_a_proj_with_mqa.weight",
+         (c["kv_lora_rank"] + c["qk_rope_head_dim"], hid), "BF16"),
+        (p + "self_attn.kv_a_layernorm.weight", (c["kv_lora_rank"],), "BF16"),
+        (p + "self_attn.kv_b_proj.weight",
+         (H * (c["qk_nope_head_dim"] + c["v_head_dim"]), c["kv_lora_rank"]),
+         "BF16"),
+        (p + "self_attn.o_proj.weight", (hid, H * c["v_head_dim"]), "BF16"),
+    ]
+    if not moe:
+        inter = c["intermediate_size"]
+        for n in ("gate_proj", "up_proj"):
+            out.append((p + f"mlp.{n}.weight", (inter, hid), "BF16"))
+        out.append((p + "mlp.down_proj.weight", (hid, inter), "BF16"))
+        return out
+    E, inter = c["n_routed_experts"], c["moe_intermediate_size"]
+    out.append((p + "mlp.gate.weight", (E, hid), "BF16"))
+    out.append((p + "mlp.gate.e_score_correction_bias", (E,), "F32"))
+    experts = [f"mlp.experts.{e}." for e in range(E)]
+    experts.append("mlp.shared_experts.")
+    for ex in experts:
+        i_sz = inter * (c["n_shared_experts"] if "shared" in ex else 1)
+        out.append((p + ex + "gate_proj.weight", (i_sz, hid), "BF16"))
+        out.append((p + ex + "up_proj.weight", (i_sz, hid), "BF16"))
+        out.append((p + ex + "down_proj.weight", (hid, i_sz), "BF16"))
     return out
 
 
@@ -91,6 +112,8 @@ def main(argv=None):
     ap.add_argument("--out", required=True)
     ap.add_argument("--preset", default="3g", choices=sorted(PRESETS))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--mtp", type=int, default=0,
+                    help="MTP modules to add (default 0)")
     a = ap.parse_args(argv)
     c = dict(PRESETS[a.preset])
     cfg = dict(c, architectures=["DeepseekV3ForCausalLM"],
@@ -99,12 +122,12 @@ def main(argv=None):
                topk_method="noaux_tc", scoring_func="sigmoid",
                rms_norm_eps=1e-6, rope_theta=10000.0, rope_scaling=None,
                max_position_embeddings=4096, tie_word_embeddings=False,
-               num_nextn_predict_layers=0, bos_token_id=0, eos_token_id=1,
+               num_nextn_predict_layers=a.mtp, bos_token_id=0, eos_token_id=1,
                torch_dtype="bfloat16")
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
-    shapes = tensor_shapes(c)
+    shapes = tensor_shapes(c, a.mtp)
     header, off = {}, 0
     for name, shape, dt in shapes:
         nbytes = int(np.prod(shape)) * (4 if dt == "F32" else 2)

@@ -10,8 +10,10 @@ tools/setup.sh
 
 jobs=$(nproc)
 [ -d build ] || meson setup build
+# the sanitizer build is also the check of the CPU-only configuration
+# (-Dcuda=disabled); the release build has CUDA wherever nvcc is
 [ -d build-asan ] || meson setup build-asan -Dbuildtype=debug \
-    -Db_sanitize=address,undefined -Db_lundef=false
+    -Db_sanitize=address,undefined -Db_lundef=false -Dcuda=disabled
 ninja -C build -j"$jobs"
 ninja -C build-asan -j"$jobs"
 
