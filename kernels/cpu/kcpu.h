@@ -102,6 +102,15 @@ void kmm_block_avx512(const struct kmm_blk *b);
 void kmm_block_avx512_bf16p(const struct kmm_blk *b);
 void kmm_pack_pairs_avx512(const float *x, int ldx, int cols, int n_tok,
                            float *xp, int ldp);
+/* matmul_amx.c: BF16 weights on AMX tiles (kisa_amx_active()). kamx_fits:
+ * W can use it (a property of W alone: BF16, cols % 32 == 0, >= 16 rows).
+ * kamx_pack writes x as bf16 hi/lo pairs into xp (kamx_pack_bytes, 64-byte
+ * aligned); kamx_matmul runs rows [row0, row1) on the pool. */
+int kamx_fits(const struct kmat *W);
+size_t kamx_pack_bytes(int cols, int n_tok);
+void kamx_pack(const float *x, int ldx, int cols, int n_tok, uint32_t *xp);
+void kamx_matmul(struct kpool *p, const struct kmat *W, int row0, int row1,
+                 const uint32_t *xp, int n_tok, float *y, int ldy);
 /* act_avx512.c: krmsnorm (w not F8) / ksoftmax / kswiglu for
  * KISA_AVX512 (n >= 1). */
 void krmsnorm_avx512(float *out, const float *x, const void *w,

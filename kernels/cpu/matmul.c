@@ -226,6 +226,15 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
         packed = 1; /* x itself is not read */
     }
 #if KCPU_X86
+    if (fn == kmm_block_avx512 && kamx_fits(W) && kisa_amx_active()) {
+        /* AMX for every row count of W, or never (matmul_amx.c) */
+        uint32_t *xp = scratch_get(kamx_pack_bytes(W->cols, n_tok));
+        if (xp == NULL)
+            return MTPD_K_ENOMEM;
+        kamx_pack(x, ldx, W->cols, n_tok, xp);
+        kamx_matmul(p, W, row0, row1, xp, n_tok, y, ldy);
+        return MTPD_K_OK;
+    }
     if (fn == kmm_block_avx512 && W->dtype == KDT_BF16 &&
         W->cols >= KMM_PAIR_MIN_COLS) {
         int ld = (W->cols + 31) & ~31;
