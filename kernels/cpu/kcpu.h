@@ -107,8 +107,9 @@ void kmm_pack_pairs_avx512(const float *x, int ldx, int cols, int n_tok,
  * kamx_pack writes x as bf16 hi/lo pairs into xp (kamx_pack_bytes, 64-byte
  * aligned); kamx_matmul runs rows [row0, row1) on the pool. */
 int kamx_fits(const struct kmat *W);
-size_t kamx_pack_bytes(int cols, int n_tok);
-void kamx_pack(const float *x, int ldx, int cols, int n_tok, uint32_t *xp);
+size_t kamx_pack_bytes(const struct kmat *W, int n_tok);
+void kamx_pack(const struct kmat *W, const float *x, int ldx, int n_tok,
+               uint32_t *xp);
 void kamx_matmul(struct kpool *p, const struct kmat *W, int row0, int row1,
                  const uint32_t *xp, int n_tok, float *y, int ldy);
 /* act_avx512.c: krmsnorm (w not F8) / ksoftmax / kswiglu for

@@ -228,10 +228,10 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
 #if KCPU_X86
     if (fn == kmm_block_avx512 && kamx_fits(W) && kisa_amx_active()) {
         /* AMX for every row count of W, or never (matmul_amx.c) */
-        uint32_t *xp = scratch_get(kamx_pack_bytes(W->cols, n_tok));
+        uint32_t *xp = scratch_get(kamx_pack_bytes(W, n_tok));
         if (xp == NULL)
             return MTPD_K_ENOMEM;
-        kamx_pack(x, ldx, W->cols, n_tok, xp);
+        kamx_pack(W, x, ldx, n_tok, xp);
         kamx_matmul(p, W, row0, row1, xp, n_tok, y, ldy);
         return MTPD_K_OK;
     }

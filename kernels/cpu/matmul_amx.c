@@ -34,9 +34,8 @@
     __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,"  \
                           "avx512bf16,avx2,fma,f16c")))
 
-#define NB 16 /* tokens per B tile */
+#define NB 8 /* tokens per B tile (hi and lo: 16 columns) */
 
-/* Tiles: C 0..3, A 4 and 5 (alternating), B hi 6, B lo 7. */
 struct tilecfg {
     uint8_t palette, start_row;
     uint8_t rsv[14];
@@ -49,10 +48,26 @@ int kamx_fits(const struct kmat *W)
     return W->dtype == KDT_BF16 && W->cols % 32 == 0 && W->rows >= 16;
 }
 
-size_t kamx_pack_bytes(int cols, int n_tok)
+/* Columns W's rows start past a 64-byte line (safetensors data is only
+ * element-aligned): the tiles then start that many columns before each
+ * 32-column block, so every tile row is one aligned line (a tile load of
+ * rows that straddle lines runs at less than half the speed). */
+static int wshift(const struct kmat *W)
+{
+    return (int)(((uintptr_t)W->data % 64) / 2);
+}
+
+/* Columns of x as the tiles see it: shift zeros, x, zeros to a multiple
+ * of 32. */
+static int xcols(const struct kmat *W)
+{
+    return (W->cols + wshift(W) + 31) & ~31;
+}
+
+size_t kamx_pack_bytes(const struct kmat *W, int n_tok)
 {
     int n_tb = (n_tok + NB - 1) / NB;
-    return (size_t)n_tb * 2 * (size_t)cols * NB * 2; /* 2 terms, bf16 */
+    return (size_t)n_tb * (size_t)xcols(W) / 2 * 2 * NB * 4;
 }
 
 /* 16x16 dwords: r[i] (row i) -> r[j] (column j). */
@@ -83,11 +98,22 @@ KTARGET_AMX static inline void transpose16(__m512i r[16])
     }
 }
 
-/* Columns [c, c + 32) of row xr: hi and lo terms as 16 bf16 pairs. */
-KTARGET_AMX static inline void split32(const float *xr, __m512i *hi,
-                                       __m512i *lo)
+/* Columns [c, c + 32) of row xr (zero outside [0, cols)): hi and lo
+ * terms as 16 bf16 pairs. */
+KTARGET_AMX static inline void split32(const float *xr, int c, int cols,
+                                       __m512i *hi, __m512i *lo)
 {
-    __m512 a = _mm512_loadu_ps(xr), b = _mm512_loadu_ps(xr + 16);
+    __m512 a, b;
+    if (c >= 0 && c + 32 <= cols) {
+        a = _mm512_loadu_ps(xr + c);
+        b = _mm512_loadu_ps(xr + c + 16);
+    } else { /* masked lanes are not read */
+        int l0 = c < 0 ? -c : 0, l1 = cols - c < 32 ? cols - c : 32;
+        uint64_t mk = ((1ull << l1) - 1) & ~((1ull << l0) - 1);
+        const float *p = (const float *)((uintptr_t)xr + (intptr_t)c * 4);
+        a = _mm512_maskz_loadu_ps((__mmask16)mk, p);
+        b = _mm512_maskz_loadu_ps((__mmask16)(mk >> 16), p + 16);
+    }
     __m512i h = (__m512i)_mm512_cvtne2ps_pbh(b, a);
     __m512 ah = _mm512_castsi512_ps(_mm512_slli_epi32(
         _mm512_cvtepu16_epi32(_mm512_castsi512_si256(h)), 16));
@@ -99,49 +125,96 @@ KTARGET_AMX static inline void split32(const float *xr, __m512i *hi,
 }
 
 /*
- * x [n_tok, ldx] (cols a multiple of 32) -> xp: per block of NB tokens
- * (the last has nb = n_tok % NB or NB), the hi term then the lo term, each
- * [cols / 2 pairs][nb tokens] of bf16 pairs (B tiles with a 4 * nb pitch).
+ * x [n_tok, ldx] -> xp: x shifted right by wshift(W) columns, zero-padded
+ * to xcols(W); per block of NB tokens (the last has nb = n_tok % NB or
+ * NB), [xcols / 2 pairs][2 * nb] bf16 pairs: the hi terms of the nb
+ * tokens, then their lo terms (a B tile of 2 * nb columns, pitch 8 * nb).
  */
-KTARGET_AMX void kamx_pack(const float *x, int ldx, int cols, int n_tok,
-                           uint32_t *xp)
+KTARGET_AMX void kamx_pack(const struct kmat *W, const float *x, int ldx,
+                           int n_tok, uint32_t *xp)
 {
-    const size_t P = (size_t)cols / 2;
+    const int cols = W->cols, sh = wshift(W), K = xcols(W);
+    const size_t P = (size_t)K / 2;
+    const __m512i i0 = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20,
+                                         5, 21, 6, 22, 7, 23);
+    const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(8));
     for (int t0 = 0; t0 < n_tok; t0 += NB) {
         int nb = n_tok - t0 < NB ? n_tok - t0 : NB;
-        uint32_t *hp = xp + (size_t)(t0 / NB) * 2 * P * NB, *lp = hp + P * nb;
+        uint32_t *bp = xp + (size_t)(t0 / NB) * P * 2 * NB;
         const float *xb = x + (size_t)t0 * ldx;
-        if (nb == 1) {
-            for (int c = 0; c < cols; c += 32) {
+        if (nb == 1) { /* rows [hi, lo]: interleave */
+            for (int c = 0; c < K; c += 32) {
                 __m512i h, l;
-                split32(xb + c, &h, &l);
-                _mm512_storeu_si512(hp + c / 2, h);
-                _mm512_storeu_si512(lp + c / 2, l);
+                split32(xb, c - sh, cols, &h, &l);
+                _mm512_storeu_si512(bp + c, _mm512_permutex2var_epi32(h, i0, l));
+                _mm512_storeu_si512(bp + c + 16,
+                                    _mm512_permutex2var_epi32(h, i1, l));
             }
             continue;
         }
-        const __mmask16 m = (__mmask16)((1u << nb) - 1);
-        for (int c = 0; c < cols; c += 32) {
-            __m512i h[16], l[16];
-            for (int t = 0; t < 16; t++) {
-                if (t < nb) {
-                    split32(xb + (size_t)t * ldx + c, &h[t], &l[t]);
-                } else {
-                    h[t] = _mm512_setzero_si512();
-                    l[t] = h[t];
-                }
-            }
-            transpose16(h);
-            transpose16(l);
-            size_t p0 = (size_t)c / 2;
-            for (int p = 0; p < 16; p++) {
-                _mm512_mask_storeu_epi32(hp + (p0 + p) * nb, m, h[p]);
-                _mm512_mask_storeu_epi32(lp + (p0 + p) * nb, m, l[p]);
-            }
+        const __mmask16 m = (__mmask16)((1u << (2 * nb)) - 1);
+        for (int c = 0; c < K; c += 32) {
+            __m512i v[16];
+            for (int t = 0; t < 16; t++)
+                v[t] = _mm512_setzero_si512();
+            for (int t = 0; t < nb; t++)
+                split32(xb + (size_t)t * ldx, c - sh, cols, &v[t], &v[nb + t]);
+            transpose16(v);
+            uint32_t *q = bp + (size_t)c / 2 * 2 * nb;
+            for (int p = 0; p < 16; p++)
+                _mm512_mask_storeu_epi32(q + (size_t)p * 2 * nb, m, v[p]);
         }
     }
 }
 
+/*
+ * A tiles: 16 rows from w (a group's row 0, shifted) at column c. The two
+ * tiles that would reach outside W (before row 0, past the last row: the
+ * shift) are copied with those columns zeroed: memory there may hold
+ * anything, and 0 * NaN is NaN. Always for the same tiles of a row, so a
+ * row's sums stay the same whatever the call.
+ */
+struct aload {
+    const uint16_t *lo, *hi; /* W's first and one-past-last element */
+    size_t cols;
+    uint16_t buf[16 * 32] __attribute__((aligned(64)));
+};
+
+KTARGET_AMX static const void *astage(struct aload *a, const uint16_t *w,
+                                      int c)
+{
+    for (int m = 0; m < 16; m++) {
+        const uint16_t *p = (const uint16_t *)((uintptr_t)w +
+                                               (m * a->cols + (size_t)c) * 2);
+        intptr_t b = ((intptr_t)a->lo - (intptr_t)p) / 2;
+        intptr_t e = ((intptr_t)a->hi - (intptr_t)p) / 2;
+        int l0 = b > 0 ? (int)b : 0, l1 = e < 32 ? (int)e : 32;
+        uint64_t mk = l1 > l0 ? ((1ull << l1) - 1) & ~((1ull << l0) - 1) : 0;
+        _mm512_store_si512((void *)(a->buf + m * 32),
+                           _mm512_maskz_loadu_epi16((__mmask32)mk, p));
+    }
+    return a->buf;
+}
+
+/* The tile at (w, c) reads outside W. */
+static inline int aout(const struct aload *a, const uint16_t *w, int c)
+{
+    uintptr_t p0 = (uintptr_t)w + (size_t)c * 2;
+    uintptr_t p1 = p0 + (15 * a->cols + 32) * 2;
+    return p0 < (uintptr_t)a->lo || p1 > (uintptr_t)a->hi;
+}
+
+#define ALOAD(T, a, w, c, pitch, edge)                                       \
+    do {                                                                     \
+        if ((edge) && aout(a, w, c))                                         \
+            _tile_loadd(T, astage(a, w, c), 64);                             \
+        else                                                                 \
+            _tile_loadd(T, (const char *)(w) + (size_t)(c) * 2, pitch);      \
+    } while (0)
+
+/* Tiles: C 0..3 (rows x 2 * nb fp32); 4, 5, 6 A (16 rows x 32 bf16); 7
+ * B (16 pairs x 2 * nb). Two-block passes use 6 as a second B tile (with
+ * nb = NB its shape is the same as an A tile's). */
 KTARGET_AMX static void tile_config(int nb)
 {
     struct tilecfg cfg;
@@ -149,25 +222,19 @@ KTARGET_AMX static void tile_config(int nb)
     cfg.palette = 1;
     for (int i = 0; i < 8; i++) {
         cfg.rows[i] = 16;
-        cfg.colsb[i] = (uint16_t)(i == 4 || i == 5 ? 64 : 4 * nb);
+        cfg.colsb[i] = (uint16_t)(i >= 4 && i <= 6 ? 64 : 8 * nb);
     }
     _tile_loadconfig(&cfg);
 }
 
-#define TDP2(C, A)                                                           \
-    do {                                                                     \
-        _tile_dpbf16ps(C, A, 6);                                             \
-        _tile_dpbf16ps(C, A, 7);                                             \
-    } while (0)
-
-/* G groups of 16 rows (w[g]: row 0 of group g) over all columns, one
- * token block (hp, lp: its hi and lo terms, nb tokens); C tile g is stored
- * to out[g] (16 rows x 64 bytes). */
-KTARGET_AMX KINLINE void pass(int G, const uint16_t *const w[4], size_t pitch,
-                              const uint32_t *hp, const uint32_t *lp, int nb,
-                              int cols, float out[4][16 * 16])
+/* G groups of 16 rows (w[g]: row 0 of group g) x one token block (bp, nb
+ * tokens), all columns; C tile g is stored to out[g]. */
+KTARGET_AMX KINLINE void pass41(int G, const uint16_t *const w[4],
+                                size_t pitch, const uint32_t *bp, int nb,
+                                int cols, struct aload *al, int edge,
+                                float out[4][16 * 16])
 {
-    const size_t bs = 4 * (size_t)nb;
+    const size_t bs = 8 * (size_t)nb;
     _tile_zero(0);
     if (G > 1)
         _tile_zero(1);
@@ -176,21 +243,21 @@ KTARGET_AMX KINLINE void pass(int G, const uint16_t *const w[4], size_t pitch,
     if (G > 3)
         _tile_zero(3);
     for (int c = 0; c < cols; c += 32) {
-        _tile_loadd(6, hp + (size_t)c / 2 * nb, bs);
-        _tile_loadd(7, lp + (size_t)c / 2 * nb, bs);
-        _tile_loadd(4, w[0] + c, pitch);
-        TDP2(0, 4);
+        int e = edge && (c == 0 || c + 32 >= cols);
+        _tile_loadd(7, bp + (size_t)c / 2 * 2 * nb, bs);
+        ALOAD(4, al, w[0], c, pitch, e);
+        _tile_dpbf16ps(0, 4, 7);
         if (G > 1) {
-            _tile_loadd(5, w[1] + c, pitch);
-            TDP2(1, 5);
+            ALOAD(5, al, w[1], c, pitch, e);
+            _tile_dpbf16ps(1, 5, 7);
         }
         if (G > 2) {
-            _tile_loadd(4, w[2] + c, pitch);
-            TDP2(2, 4);
+            ALOAD(6, al, w[2], c, pitch, e);
+            _tile_dpbf16ps(2, 6, 7);
         }
         if (G > 3) {
-            _tile_loadd(5, w[3] + c, pitch);
-            TDP2(3, 5);
+            ALOAD(4, al, w[3], c, pitch, e);
+            _tile_dpbf16ps(3, 4, 7);
         }
     }
     _tile_stored(0, out[0], 64);
@@ -202,6 +269,67 @@ KTARGET_AMX KINLINE void pass(int G, const uint16_t *const w[4], size_t pitch,
         _tile_stored(3, out[3], 64);
 }
 
+/* G (1 or 2) groups x two full token blocks (b0, b1): C tile 2g + j is
+ * group g, block j, stored to out[2g + j]. */
+KTARGET_AMX KINLINE void pass22(int G, const uint16_t *const w[2],
+                                size_t pitch, const uint32_t *b0,
+                                const uint32_t *b1, int cols,
+                                struct aload *al, int edge,
+                                float out[4][16 * 16])
+{
+    _tile_zero(0);
+    _tile_zero(1);
+    if (G > 1) {
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    for (int c = 0; c < cols; c += 32) {
+        int e = edge && (c == 0 || c + 32 >= cols);
+        _tile_loadd(6, b0 + (size_t)c * NB, 64);
+        _tile_loadd(7, b1 + (size_t)c * NB, 64);
+        ALOAD(4, al, w[0], c, pitch, e);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        if (G > 1) {
+            ALOAD(5, al, w[1], c, pitch, e);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+    _tile_stored(0, out[0], 64);
+    _tile_stored(1, out[1], 64);
+    if (G > 1) {
+        _tile_stored(2, out[2], 64);
+        _tile_stored(3, out[3], 64);
+    }
+}
+
+/* y[t * ldy + m] = c[m * 16 + t] + c[m * 16 + nb + t] (the hi and lo
+ * terms) for t < nb, m in [m0, m1): the C tile transposed in registers,
+ * then one masked store per token (strided scalar stores of a column
+ * thrash L1 sets when ldy is a multiple of 4 KiB). */
+KTARGET_AMX static inline void put(const float *c, int nb, size_t ldy,
+                                   float *y, int m0, int m1)
+{
+    __m512i v[16];
+    for (int m = 0; m < 16; m++)
+        v[m] = _mm512_load_si512((const void *)(c + m * 16));
+    transpose16(v);
+    const __mmask16 k = (__mmask16)(((1u << m1) - 1) & ~((1u << m0) - 1));
+    for (int t = 0; t < nb; t++)
+        _mm512_mask_storeu_ps(y + t * ldy, k,
+                              _mm512_add_ps(_mm512_castsi512_ps(v[t]),
+                                            _mm512_castsi512_ps(v[nb + t])));
+}
+
+/* First row of the 16-row group that holds row r: r itself, or for the
+ * last group of the matrix the last 16 rows (only r's own rows are
+ * stored). */
+static inline int group_base(const struct kmat *W, int r)
+{
+    return r + 16 > W->rows ? W->rows - 16 : r;
+}
+
 /*
  * y[t * ldy + o] = W[o] . x[t] for o in [r0, r1), t < n_tok, x packed by
  * kamx_pack. kamx_fits(W) must hold. Runs on the calling thread.
@@ -209,45 +337,66 @@ KTARGET_AMX KINLINE void pass(int G, const uint16_t *const w[4], size_t pitch,
 KTARGET_AMX void kamx_rows(const struct kmat *W, int r0, int r1,
                            const uint32_t *xp, int n_tok, float *y, int ldy)
 {
-    const size_t P = (size_t)W->cols / 2, pitch = (size_t)W->cols * 2;
+    const int K = xcols(W), sh = wshift(W);
+    const size_t pitch = (size_t)W->cols * 2;
+    const size_t bstep = (size_t)K / 2 * 2 * NB; /* dwords per token block */
     const uint16_t *wd = (const uint16_t *)W->data;
     float out[4][16 * 16] __attribute__((aligned(64)));
+    struct aload al = {wd, wd + (size_t)W->rows * W->cols, (size_t)W->cols,
+                       {0}};
     int cfg_nb = 0;
 
     for (int r = r0; r < r1; r += 64) {
         int G = (r1 - r + 15) / 16;
         if (G > 4)
             G = 4;
-        const uint16_t *w[4];
-        int base[4];
-        for (int g = 0; g < 4; g++) {
-            int b = r + 16 * g;
-            if (b + 16 > W->rows) /* the matrix's last 16 rows */
-                b = W->rows - 16;
-            base[g] = b;
-            w[g] = wd + (size_t)b * W->cols;
+        const uint16_t *w[4]; /* may point before W: see aload */
+        int base[4], edge = 0;
+        for (int g = 0; g < G; g++) {
+            base[g] = group_base(W, r + 16 * g);
+            w[g] = (const uint16_t *)((uintptr_t)wd +
+                                      ((size_t)base[g] * W->cols - sh) * 2);
+            edge |= sh && (base[g] == 0 || base[g] + 16 == W->rows);
         }
-        for (int t0 = 0; t0 < n_tok; t0 += NB) {
+        int t0 = 0;
+        if (n_tok - t0 >= 2 * NB && cfg_nb != NB) {
+            tile_config(NB);
+            cfg_nb = NB;
+        }
+        for (; n_tok - t0 >= 2 * NB; t0 += 2 * NB) { /* two full blocks */
+            const uint32_t *b0 = xp + (size_t)(t0 / NB) * bstep;
+            for (int g = 0; g < G; g += 2) {
+                int g2 = G - g < 2 ? 1 : 2;
+                if (g2 == 2)
+                    pass22(2, w + g, pitch, b0, b0 + bstep, K, &al, edge, out);
+                else
+                    pass22(1, w + g, pitch, b0, b0 + bstep, K, &al, edge, out);
+                for (int i = 0; i < 2 * g2; i++) {
+                    int gg = g + i / 2, j = i % 2;
+                    int lo = r + 16 * gg, hi = lo + 16 < r1 ? lo + 16 : r1;
+                    put(out[i], NB, (size_t)ldy,
+                        y + (size_t)(t0 + j * NB) * ldy + base[gg],
+                        lo - base[gg], hi - base[gg]);
+                }
+            }
+        }
+        for (; t0 < n_tok; t0 += NB) { /* one block at a time */
             int nb = n_tok - t0 < NB ? n_tok - t0 : NB;
             if (nb != cfg_nb) {
                 tile_config(nb);
                 cfg_nb = nb;
             }
-            const uint32_t *hp = xp + (size_t)(t0 / NB) * 2 * P * NB;
-            const uint32_t *lp = hp + P * nb;
+            const uint32_t *bp = xp + (size_t)(t0 / NB) * bstep;
             switch (G) {
-            case 1: pass(1, w, pitch, hp, lp, nb, W->cols, out); break;
-            case 2: pass(2, w, pitch, hp, lp, nb, W->cols, out); break;
-            case 3: pass(3, w, pitch, hp, lp, nb, W->cols, out); break;
-            default: pass(4, w, pitch, hp, lp, nb, W->cols, out); break;
+            case 1: pass41(1, w, pitch, bp, nb, K, &al, edge, out); break;
+            case 2: pass41(2, w, pitch, bp, nb, K, &al, edge, out); break;
+            case 3: pass41(3, w, pitch, bp, nb, K, &al, edge, out); break;
+            default: pass41(4, w, pitch, bp, nb, K, &al, edge, out); break;
             }
             for (int g = 0; g < G; g++) {
                 int lo = r + 16 * g, hi = lo + 16 < r1 ? lo + 16 : r1;
-                for (int o = lo; o < hi; o++) {
-                    const float *c = out[g] + (o - base[g]) * 16;
-                    for (int t = 0; t < nb; t++)
-                        y[(size_t)(t0 + t) * ldy + o] = c[t];
-                }
+                put(out[g], nb, (size_t)ldy, y + (size_t)t0 * ldy + base[g],
+                    lo - base[g], hi - base[g]);
             }
         }
     }

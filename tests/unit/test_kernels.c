@@ -681,6 +681,80 @@ done:
     return ret;
 }
 
+/*
+ * BF16 weights at every kind of misalignment (safetensors data is only
+ * element-aligned; the AMX kernel shifts its tiles to whole lines and
+ * reads around the matrix), with NaN around it: results against the
+ * reference, and each x row alone vs inside batches of 2..20 (memcmp).
+ */
+static enum test_return test_matmul_amx_align(void)
+{
+    static const int offs[] = {2, 8, 14, 32, 62};
+    static const int shapes[][2] = {{37, 96}, {70, 352}, {16, 32}};
+    static const int ntok_v[] = {1, 3, 9, 17};
+    struct kpool *pools[2] = {kpool_new(1), kpool_new(3)};
+    enum test_return ret = pools[0] && pools[1] ? TEST_PASS : TEST_FAIL;
+    for (size_t si = 0; si < 3 && ret == TEST_PASS; si++)
+        for (size_t oi = 0; oi < 5 && ret == TEST_PASS; oi++) {
+            int rows = shapes[si][0], cols = shapes[si][1], ld = cols + 1;
+            size_t bytes = (size_t)rows * cols * 2, nbuf = bytes / 2 + 256;
+            struct tmat t;
+            uint16_t *buf = aligned_alloc(64, nbuf * 2);
+            float *x = malloc((size_t)20 * ld * sizeof *x);
+            float *y1 = malloc((size_t)20 * rows * sizeof *y1);
+            float *y = malloc((size_t)20 * rows * sizeof *y);
+            double *ref = malloc((size_t)17 * rows * sizeof *ref);
+            double *bound = malloc((size_t)17 * rows * sizeof *bound);
+            if (tmat_new(&t, KDT_BF16, rows, cols, 0) != 0 || !buf || !x ||
+                !y1 || !y || !ref || !bound) {
+                ret = TEST_FAIL;
+                goto next;
+            }
+            for (size_t i = 0; i < nbuf; i++)
+                buf[i] = 0x7fc0; /* NaN */
+            t.m.data = (char *)buf + 128 + offs[oi];
+            memcpy((void *)t.m.data, t.data, bytes);
+            for (size_t i = 0; i < (size_t)20 * ld; i++)
+                x[i] = rnd_f();
+            for (size_t k = 0; k < 4 && ret == TEST_PASS; k++) {
+                matmul_ref(&t, x, ld, ntok_v[k], ref, bound);
+                ret = check_matmul(&t, x, ld, ntok_v[k], ref, bound, 0, rows,
+                                   pools, 2);
+            }
+            struct mpath paths[KISA_COUNT + 1];
+            int n_paths = matmul_paths(paths);
+            for (int pi = 0; pi < n_paths && ret == TEST_PASS; pi++) {
+                mpath_set(paths[pi]);
+                for (int r = 0; r < 20; r++)
+                    kmatmul(NULL, &t.m, x + (size_t)r * ld, ld,
+                            y1 + (size_t)r * rows, rows, 1);
+                for (int n = 2; n <= 20 && ret == TEST_PASS; n++) {
+                    kmatmul(pools[n % 2], &t.m, x + (size_t)(20 - n) * ld, ld,
+                            y, rows, n);
+                    if (memcmp(y, y1 + (size_t)(20 - n) * rows,
+                               (size_t)n * rows * sizeof *y) != 0) {
+                        fprintf(stderr, "  %s BF16 %dx%d at +%d: rows alone "
+                                "!= in a batch of %d\n", mpath_str(paths[pi]),
+                                rows, cols, offs[oi], n);
+                        ret = TEST_FAIL;
+                    }
+                }
+            }
+            mpath_reset();
+        next:
+            tmat_free(&t);
+            free(buf);
+            free(x);
+            free(y1);
+            free(y);
+            free(ref);
+            free(bound);
+        }
+    kpool_free(pools[0]);
+    kpool_free(pools[1]);
+    return ret;
+}
+
 static enum test_return test_matmul_args(void)
 {
     float x[4] = {1, 2, 3, 4}, y[4] = {0};
@@ -1398,6 +1472,7 @@ static const struct {
     {"matmul_q_isa_equal", test_matmul_q_isa_equal},
     {"matmul_tiled", test_matmul_tiled},
     {"matmul_amx", test_matmul_amx},
+    {"matmul_amx_align", test_matmul_amx_align},
     {"matmul_pv", test_matmul_pv},
     {"matmul_invariant", test_matmul_invariant},
     {"matmul_pv_invariant", test_matmul_pv_invariant},
