@@ -1,7 +1,7 @@
 /*
  * bench_kernels.c - kmatmul throughput against the machine's read bandwidth.
  *
- * Usage: bench_kernels [threads,...] [MiB] [n_tok,...]
+ * Usage: bench_kernels [threads,...] [MiB] [n_tok,...] [DTYPE,...]
  *        (default 1,2 1024 1,2,4,8; ISA: MTPD_ISA=scalar|avx2|avx512;
  *        with AMX present, BF16 rows run without and with it, interleaved)
  *
@@ -232,6 +232,8 @@ int main(int argc, char **argv)
     printf("\n%-8s %-12s %3s %5s %9s %8s %8s %9s\n", "dtype", "shape", "thr",
            "n_tok", "ms", "GB/s", "%read", "cost/c1");
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        if (argc > 4 && !strstr(argv[4], kdtype_str(shapes[s].dt)))
+            continue; /* not asked for */
         struct kmat shape = {.dtype = shapes[s].dt, .rows = shapes[s].rows,
                              .cols = shapes[s].cols, .data = "", .blk = 128};
         size_t mbytes = kmat_bytes(&shape); /* codes + scales */

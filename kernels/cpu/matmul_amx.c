@@ -35,6 +35,12 @@
                           "avx512bf16,avx2,fma,f16c")))
 
 #define NB 8 /* tokens per B tile (hi and lo: 16 columns) */
+#ifndef AMX_PFH
+#define AMX_PFH 0
+#endif
+#ifndef AMX_GDEC
+#define AMX_GDEC 1
+#endif
 
 struct tilecfg {
     uint8_t palette, start_row;
@@ -244,6 +250,12 @@ KTARGET_AMX KINLINE void pass41(int G, const uint16_t *const w[4],
         _tile_zero(3);
     for (int c = 0; c < cols; c += 32) {
         int e = edge && (c == 0 || c + 32 >= cols);
+        if (AMX_PFH && G == 1) { /* the next group's rows, 16 lines a step */
+            const char *q = (const char *)w[0] + 16 * pitch + (size_t)c * 32;
+            if (q + 1024 <= (const char *)al->hi)
+                for (int i = 0; i < 16; i++)
+                    _mm_prefetch(q + 64 * i, AMX_PFH == 1 ? _MM_HINT_T0 : _MM_HINT_T1);
+        }
         _tile_loadd(7, bp + (size_t)c / 2 * 2 * nb, bs);
         ALOAD(4, al, w[0], c, pitch, e);
         _tile_dpbf16ps(0, 4, 7);
@@ -346,10 +358,12 @@ KTARGET_AMX void kamx_rows(const struct kmat *W, int r0, int r1,
                        {0}};
     int cfg_nb = 0;
 
-    for (int r = r0; r < r1; r += 64) {
+    /* groups per pass: decode streams fewer rows at once */
+    const int GM = n_tok <= NB ? AMX_GDEC : 4;
+    for (int r = r0; r < r1; r += 16 * GM) {
         int G = (r1 - r + 15) / 16;
-        if (G > 4)
-            G = 4;
+        if (G > GM)
+            G = GM;
         const uint16_t *w[4]; /* may point before W: see aload */
         int base[4], edge = 0;
         for (int g = 0; g < G; g++) {
