@@ -35,9 +35,6 @@
                           "avx512bf16,avx2,fma,f16c")))
 
 #define NB 8 /* tokens per B tile (hi and lo: 16 columns) */
-#ifndef AMX_PFH
-#define AMX_PFH 0
-#endif
 #ifndef AMX_GDEC
 #define AMX_GDEC 1
 #endif
@@ -183,7 +180,7 @@ KTARGET_AMX void kamx_pack(const struct kmat *W, const float *x, int ldx,
 struct aload {
     const uint16_t *lo, *hi; /* W's first and one-past-last element */
     size_t cols;
-    uint16_t buf[16 * 32] __attribute__((aligned(64)));
+    uint16_t *buf; /* 16 x 32, 64-byte aligned */
 };
 
 KTARGET_AMX static const void *astage(struct aload *a, const uint16_t *w,
@@ -218,9 +215,8 @@ static inline int aout(const struct aload *a, const uint16_t *w, int c)
             _tile_loadd(T, (const char *)(w) + (size_t)(c) * 2, pitch);      \
     } while (0)
 
-/* Tiles: C 0..3 (rows x 2 * nb fp32); 4, 5, 6 A (16 rows x 32 bf16); 7
- * B (16 pairs x 2 * nb). Two-block passes use 6 as a second B tile (with
- * nb = NB its shape is the same as an A tile's). */
+/* Tiles: C 0..3 (16 rows x 2 * nb fp32); A 4, 5 (16 rows x 32 bf16); B 6,
+ * 7 (16 pairs x 2 * nb). */
 KTARGET_AMX static void tile_config(int nb)
 {
     struct tilecfg cfg;
@@ -228,13 +224,37 @@ KTARGET_AMX static void tile_config(int nb)
     cfg.palette = 1;
     for (int i = 0; i < 8; i++) {
         cfg.rows[i] = 16;
-        cfg.colsb[i] = (uint16_t)(i >= 4 && i <= 6 ? 64 : 8 * nb);
+        cfg.colsb[i] = (uint16_t)(i == 4 || i == 5 ? 64 : 8 * nb);
     }
     _tile_loadconfig(&cfg);
 }
 
+/* One 32-column step of pass41: B tile TB, A tiles TA0 (even groups) and
+ * TA1 (odd groups). */
+#define STEP41(TB, TA0, TA1)                                                 \
+    do {                                                                     \
+        int e = edge && (c == 0 || c + 32 >= cols);                          \
+        _tile_loadd(TB, bp + (size_t)c / 2 * 2 * nb, bs);                    \
+        ALOAD(TA0, al, w[0], c, pitch, e);                                   \
+        _tile_dpbf16ps(0, TA0, TB);                                          \
+        if (G > 1) {                                                         \
+            ALOAD(TA1, al, w[1], c, pitch, e);                               \
+            _tile_dpbf16ps(1, TA1, TB);                                      \
+        }                                                                    \
+        if (G > 2) {                                                         \
+            ALOAD(TA0, al, w[2], c, pitch, e);                               \
+            _tile_dpbf16ps(2, TA0, TB);                                      \
+        }                                                                    \
+        if (G > 3) {                                                         \
+            ALOAD(TA1, al, w[3], c, pitch, e);                               \
+            _tile_dpbf16ps(3, TA1, TB);                                      \
+        }                                                                    \
+    } while (0)
+
 /* G groups of 16 rows (w[g]: row 0 of group g) x one token block (bp, nb
- * tokens), all columns; C tile g is stored to out[g]. */
+ * tokens), all columns; C tile g is stored to out[g]. Consecutive steps
+ * load into other A and B tiles (tiles are not renamed: a load into a
+ * tile the previous step's product still reads would wait for it). */
 KTARGET_AMX KINLINE void pass41(int G, const uint16_t *const w[4],
                                 size_t pitch, const uint32_t *bp, int nb,
                                 int cols, struct aload *al, int edge,
@@ -248,30 +268,15 @@ KTARGET_AMX KINLINE void pass41(int G, const uint16_t *const w[4],
         _tile_zero(2);
     if (G > 3)
         _tile_zero(3);
-    for (int c = 0; c < cols; c += 32) {
-        int e = edge && (c == 0 || c + 32 >= cols);
-        if (AMX_PFH && G == 1) { /* the next group's rows, 16 lines a step */
-            const char *q = (const char *)w[0] + 16 * pitch + (size_t)c * 32;
-            if (q + 1024 <= (const char *)al->hi)
-                for (int i = 0; i < 16; i++)
-                    _mm_prefetch(q + 64 * i, AMX_PFH == 1 ? _MM_HINT_T0 : _MM_HINT_T1);
-        }
-        _tile_loadd(7, bp + (size_t)c / 2 * 2 * nb, bs);
-        ALOAD(4, al, w[0], c, pitch, e);
-        _tile_dpbf16ps(0, 4, 7);
-        if (G > 1) {
-            ALOAD(5, al, w[1], c, pitch, e);
-            _tile_dpbf16ps(1, 5, 7);
-        }
-        if (G > 2) {
-            ALOAD(6, al, w[2], c, pitch, e);
-            _tile_dpbf16ps(2, 6, 7);
-        }
-        if (G > 3) {
-            ALOAD(4, al, w[3], c, pitch, e);
-            _tile_dpbf16ps(3, 4, 7);
-        }
+    int c = 0;
+    for (; c + 64 <= cols; c += 64) {
+        STEP41(6, 4, 5);
+        c += 32;
+        STEP41(7, 5, 4);
+        c -= 32;
     }
+    if (c < cols)
+        STEP41(6, 4, 5);
     _tile_stored(0, out[0], 64);
     if (G > 1)
         _tile_stored(1, out[1], 64);
@@ -323,11 +328,20 @@ KTARGET_AMX KINLINE void pass22(int G, const uint16_t *const w[2],
 KTARGET_AMX static inline void put(const float *c, int nb, size_t ldy,
                                    float *y, int m0, int m1)
 {
+    const __mmask16 k = (__mmask16)(((1u << m1) - 1) & ~((1u << m0) - 1));
+    if (nb == 1) { /* column 0 + column 1 */
+        const __m512i i0 = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112,
+                                             128, 144, 160, 176, 192, 208,
+                                             224, 240);
+        __m512 h = _mm512_i32gather_ps(i0, c, 4);
+        __m512 l = _mm512_i32gather_ps(i0, c + 1, 4);
+        _mm512_mask_storeu_ps(y, k, _mm512_add_ps(h, l));
+        return;
+    }
     __m512i v[16];
     for (int m = 0; m < 16; m++)
         v[m] = _mm512_load_si512((const void *)(c + m * 16));
     transpose16(v);
-    const __mmask16 k = (__mmask16)(((1u << m1) - 1) & ~((1u << m0) - 1));
     for (int t = 0; t < nb; t++)
         _mm512_mask_storeu_ps(y + t * ldy, k,
                               _mm512_add_ps(_mm512_castsi512_ps(v[t]),
@@ -354,8 +368,9 @@ KTARGET_AMX void kamx_rows(const struct kmat *W, int r0, int r1,
     const size_t bstep = (size_t)K / 2 * 2 * NB; /* dwords per token block */
     const uint16_t *wd = (const uint16_t *)W->data;
     float out[4][16 * 16] __attribute__((aligned(64)));
+    uint16_t abuf[16 * 32] __attribute__((aligned(64)));
     struct aload al = {wd, wd + (size_t)W->rows * W->cols, (size_t)W->cols,
-                       {0}};
+                       abuf};
     int cfg_nb = 0;
 
     /* groups per pass: decode streams fewer rows at once */
