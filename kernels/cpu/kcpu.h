@@ -91,6 +91,9 @@ void kmm_block_qa_scalar(const struct kmm_blk *b);
 void kmm_block_qa_avx2(const struct kmm_blk *b);
 void kmm_block_qa_vnni(const struct kmm_blk *b); /* AVX-512 VNNI */
 #endif
+/* matmul_amx.c: releases this thread's AMX tiles (the pool, before a
+ * worker sleeps); a no-op without AMX. */
+void kamx_idle(void);
 /* isa.c: AVX-512 VNNI present (cpuid, at first call). */
 int kisa_has_vnni(void);
 #if KCPU_X86

@@ -35,9 +35,7 @@
                           "avx512bf16,avx2,fma,f16c")))
 
 #define NB 8 /* tokens per B tile (hi and lo: 16 columns) */
-#ifndef AMX_GDEC
-#define AMX_GDEC 1
-#endif
+#define GDEC 1 /* groups per pass for <= NB tokens (see kamx_rows) */
 
 struct tilecfg {
     uint8_t palette, start_row;
@@ -217,16 +215,34 @@ static inline int aout(const struct aload *a, const uint16_t *w, int c)
 
 /* Tiles: C 0..3 (16 rows x 2 * nb fp32); A 4, 5 (16 rows x 32 bf16); B 6,
  * 7 (16 pairs x 2 * nb). */
+/* Loads the configuration for nb tokens unless the tiles have it already.
+ * Tiles stay configured between calls (a release and a reload cost more
+ * than a small matmul); the pool releases them before a worker sleeps
+ * (kamx_idle), so a context switch need not save them. Comparing with the
+ * live configuration, not a flag of ours, also covers other AMX users. */
 KTARGET_AMX static void tile_config(int nb)
 {
-    struct tilecfg cfg;
+    struct tilecfg cfg, cur;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
     for (int i = 0; i < 8; i++) {
         cfg.rows[i] = 16;
         cfg.colsb[i] = (uint16_t)(i == 4 || i == 5 ? 64 : 8 * nb);
     }
-    _tile_loadconfig(&cfg);
+    _tile_storeconfig(&cur);
+    if (memcmp(&cur, &cfg, sizeof cfg) != 0)
+        _tile_loadconfig(&cfg);
+}
+
+KTARGET_AMX static void tiles_release(void)
+{
+    _tile_release();
+}
+
+void kamx_idle(void)
+{
+    if (kisa_has_amx())
+        tiles_release();
 }
 
 /* One 32-column step of pass41: B tile TB, A tiles TA0 (even groups) and
@@ -374,7 +390,7 @@ KTARGET_AMX void kamx_rows(const struct kmat *W, int r0, int r1,
     int cfg_nb = 0;
 
     /* groups per pass: decode streams fewer rows at once */
-    const int GM = n_tok <= NB ? AMX_GDEC : 4;
+    const int GM = n_tok <= NB ? GDEC : 4;
     for (int r = r0; r < r1; r += 16 * GM) {
         int G = (r1 - r + 15) / 16;
         if (G > GM)
@@ -429,8 +445,6 @@ KTARGET_AMX void kamx_rows(const struct kmat *W, int r0, int r1,
             }
         }
     }
-    if (cfg_nb)
-        _tile_release();
 }
 
 struct amx_job {
@@ -461,5 +475,9 @@ void kamx_matmul(struct kpool *p, const struct kmat *W, int row0, int row1,
     struct amx_job j = {W, row0, row1, xp, n_tok, y, ldy};
     int parts = kpool_size(p), groups = (row1 - row0 + 15) / 16;
     kpool_run(p, amx_part, &j, parts < groups ? parts : groups);
+}
+#else
+void kamx_idle(void)
+{
 }
 #endif
