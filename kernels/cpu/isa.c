@@ -125,6 +125,23 @@ int kisa_amx_active(void)
            kisa_active() == KISA_AVX512 && kisa_has_amx();
 }
 
+int kisa_has_vbmi(void)
+{
+#if KCPU_X86
+    static atomic_int v = -1;
+    int r = atomic_load_explicit(&v, memory_order_relaxed);
+    if (r < 0) {
+        __builtin_cpu_init();
+        r = kisa_detect() == KISA_AVX512 &&
+            __builtin_cpu_supports("avx512vbmi");
+        atomic_store_explicit(&v, r, memory_order_relaxed);
+    }
+    return r;
+#else
+    return 0;
+#endif
+}
+
 enum kisa kisa_active(void)
 {
     int a = atomic_load_explicit(&g_active, memory_order_relaxed);

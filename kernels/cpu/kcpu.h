@@ -91,6 +91,18 @@ void kmm_block_qa_scalar(const struct kmm_blk *b);
 void kmm_block_qa_avx2(const struct kmm_blk *b);
 void kmm_block_qa_vnni(const struct kmm_blk *b); /* AVX-512 VNNI */
 #endif
+/* isa.c: AVX-512 VBMI present (cpuid, at first call). */
+int kisa_has_vbmi(void);
+#if KCPU_X86
+/* matmul_f8lut.c: F8 weights with 64-column-multiple scale blocks on
+ * AVX-512 VBMI (kf8l_fits: a property of W), x packed by kf8l_pack into
+ * [n_tok, kf8l_ldp(cols)] (64-byte aligned). */
+int kf8l_fits(const struct kmat *W);
+int kf8l_ldp(int cols);
+void kf8l_pack(const float *x, int ldx, int cols, int n_tok, float *xp,
+               int ldp);
+void kmm_block_f8lut(const struct kmm_blk *b);
+#endif
 /* matmul_amx.c: releases this thread's AMX tiles (the pool, before a
  * worker sleeps); a no-op without AMX. */
 void kamx_idle(void);

@@ -235,6 +235,17 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
         kamx_matmul(p, W, row0, row1, xp, n_tok, y, ldy);
         return MTPD_K_OK;
     }
+    if (fn == kmm_block_avx512 && kf8l_fits(W)) { /* F8: table widening */
+        int ld = kf8l_ldp(W->cols);
+        float *xp = scratch_get((size_t)n_tok * ld * sizeof(float));
+        if (xp == NULL) /* another kernel would add in another order */
+            return MTPD_K_ENOMEM;
+        kf8l_pack(x, ldx, W->cols, n_tok, xp, ld);
+        x = xp;
+        ldx = ld;
+        fn = kmm_block_f8lut;
+        packed = 1;
+    }
     if (fn == kmm_block_avx512 && W->dtype == KDT_BF16 &&
         W->cols >= KMM_PAIR_MIN_COLS) {
         int ld = (W->cols + 31) & ~31;
