@@ -3,24 +3,29 @@
  *
  * TDPBF16PS C += A . B: A is 16 weight rows x 32 bf16 columns, loaded
  * straight from W with the row pitch (no repacking); B is 16 column pairs
- * x nb tokens of x in the bf16-pair layout (kamx_pack); C is 16 rows x nb
- * tokens of fp32. One pass keeps up to four C tiles (64 rows) for one
- * block of up to 16 tokens and runs them over all columns.
+ * x 2 * nb columns of x in the bf16-pair layout (kamx_pack, up to NB = 8
+ * tokens); C is 16 rows x 2 * nb fp32. Up to 8 tokens (decode, verify
+ * rows) run one 16-row group at a time over all columns (pass41, G = 1:
+ * fewer rows streamed at once); more tokens run 2 groups x 2 token blocks
+ * (pass22) or 4 groups x 1 block.
  *
  * Precision: tiles multiply bf16 by bf16, so x is split into two bf16
  * terms, hi = bf16(x) and lo = bf16(x - hi) (about 17 bits of x, relative
- * error <= 2^-17), and each 32-column step runs TDPBF16PS with hi, then
- * with lo, into the same C. Weights are exact. (The tiles treat denormal
- * inputs as zero and flush denormal results: lo of x below ~1e-36 is lost.)
+ * error <= 2^-17), placed side by side in B: C column t accumulates the
+ * hi products of token t, column nb + t its lo products, and y = the two
+ * added once at the end (put). Weights are exact. (The tiles treat
+ * denormal inputs as zero and flush denormal results: lo of x below
+ * ~1e-36 is lost.)
  *
  * Batch invariance: an element C[m][n] depends only on row m of A, column
  * n of B and its own value, never on the other rows or tokens of the tile
- * or on nb, and every call runs the columns in the same order. So a row's
- * result is the same whatever the token count, the row grouping (a short
- * last group is loaded from 16 rows that end at the matrix's last row and
- * only its own rows stored) or the thread split. matmul.c uses this kernel
- * for a BF16 matrix at every row count or at none (kamx_fits: a property
- * of W), as its sums differ from the AVX-512 kernel's.
+ * or on nb, and every call runs the columns in the same order (the shift
+ * below depends on W only). So a row's result is the same whatever the
+ * token count, the row grouping (a short last group is loaded from 16 rows
+ * that end at the matrix's last row and only its own rows stored) or the
+ * thread split. matmul.c uses this kernel for a BF16 matrix at every row
+ * count or at none (kamx_fits: a property of W), as its sums differ from
+ * the AVX-512 kernel's.
  */
 #include <stdint.h>
 #include <string.h>
