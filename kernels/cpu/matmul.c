@@ -16,8 +16,10 @@
  * Q8_0 / Q4_1 quantize x per row to int8 first (matmul_qa.c), a function
  * of that row alone;
  * the kernel for a dtype and ISA is chosen from W alone (BF16 on AVX-512
- * always packs x; if its scratch cannot be had the call fails with
- * MTPD_K_ENOMEM rather than fall back to a kernel that adds differently).
+ * always packs x, for AMX tiles (matmul_amx.c) or pairs; F8 with 64-column
+ * scale blocks on VBMI packs it for matmul_f8lut.c; if the scratch cannot
+ * be had the call fails with MTPD_K_ENOMEM rather than fall back to a
+ * kernel that adds differently).
  */
 #include <pthread.h>
 #include <stdint.h>
