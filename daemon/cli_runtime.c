@@ -36,7 +36,7 @@ void cli_runtime_init(int level)
         return;
     char q[JSON_ESC_CAP];
     int known = !strcmp(isa, "scalar") || !strcmp(isa, "avx2") ||
-                !strcmp(isa, "avx512");
+                !strcmp(isa, "avx512") || !strcmp(isa, "amx");
     if (known)
         fprintf(stderr, "mtpd: warning: MTPD_ISA=%s not supported, using %s\n",
                 isa, mtpd_isa());

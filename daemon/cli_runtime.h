@@ -10,7 +10,7 @@
 #include "model.h"
 
 /* Once at start-up: library log lines at or above `level` (MTPD_LOG_*) go
- * to stderr as "mtpd: ...", and MTPD_ISA=scalar|avx2|avx512 picks the
+ * to stderr as "mtpd: ...", and MTPD_ISA=scalar|avx2|avx512|amx picks the
  * CPU code path (a warning on stderr when unknown or not supported). */
 void cli_runtime_init(int level);
 /* Library log lines up to this level are printed from now on. */

@@ -103,6 +103,19 @@ enum kisa kisa_active(void);
 int kisa_set(enum kisa isa);
 const char *kisa_str(enum kisa isa);
 
+/*
+ * AMX-BF16 tiles for BF16 weights, on top of KISA_AVX512 (matmul_amx.c).
+ * kisa_has_amx: the CPU has AMX-TILE, AMX-BF16 and AVX512-BF16 and Linux
+ * granted the tile state (asked once). kisa_set_amx(on) turns it on or off
+ * (default on where present; MTPD_K_EINVAL to turn on without it);
+ * kisa_amx_active: has, on, and kisa_active() is KISA_AVX512. AMX adds in
+ * another order than the AVX-512 kernel, so it is used for every row count
+ * of a matrix or for none (batch invariance). Not thread-safe with ops.
+ */
+int kisa_has_amx(void);
+int kisa_set_amx(int on);
+int kisa_amx_active(void);
+
 /* ---- thread pool --------------------------------------------------- */
 
 struct kpool;

@@ -34,17 +34,39 @@ void mtpd_logf(int level, const char *fmt, ...)
     fn(g_log_ud, level, msg);
 }
 
+/* "amx" is AVX-512 with AMX tiles for BF16 weights (kernels.h); the
+ * plain "avx512" turns them off. */
 int mtpd_set_isa(const char *name)
 {
-    if (!name || !*name)
-        return kisa_set(kisa_detect()) == MTPD_K_OK ? MTPD_OK : MTPD_EINVAL;
+    if (!name || !*name) {
+        if (kisa_set(kisa_detect()) != MTPD_K_OK)
+            return MTPD_EINVAL;
+        kisa_set_amx(kisa_has_amx());
+        return MTPD_OK;
+    }
+    if (strcmp(name, "amx") == 0) {
+        if (!kisa_has_amx())
+            return MTPD_EINVAL;
+        kisa_set(KISA_AVX512);
+        kisa_set_amx(1);
+        return MTPD_OK;
+    }
     for (int i = 0; i < KISA_COUNT; i++)
-        if (strcmp(name, kisa_str((enum kisa)i)) == 0)
-            return kisa_set((enum kisa)i) == MTPD_K_OK ? MTPD_OK
-                                                       : MTPD_EINVAL;
+        if (strcmp(name, kisa_str((enum kisa)i)) == 0) {
+            if (kisa_set((enum kisa)i) != MTPD_K_OK)
+                return MTPD_EINVAL;
+            kisa_set_amx(0);
+            return MTPD_OK;
+        }
     return MTPD_EINVAL;
 }
 
-const char *mtpd_isa(void) { return kisa_str(kisa_active()); }
+const char *mtpd_isa(void)
+{
+    return kisa_amx_active() ? "amx" : kisa_str(kisa_active());
+}
 
-const char *mtpd_isa_best(void) { return kisa_str(kisa_detect()); }
+const char *mtpd_isa_best(void)
+{
+    return kisa_has_amx() ? "amx" : kisa_str(kisa_detect());
+}

@@ -6,6 +6,7 @@
  *
  *   bench_forward --model DIR [--threads N] [--ctx 64] [--secs 1.5]
  *                 [--t 1,2,4,8] [--only T] [--device auto|cpu|cuda:N]
+ *                 [--ab ISA,ISA]
  *
  * Prints a markdown table: ms per call, cost(T)/cost(1), weight bytes read
  * per call (dense parts once; routed experts: the expected number of
@@ -15,6 +16,8 @@
  * returns its logits to the host) but the bandwidth columns still compare
  * with the host's memory: read GB/s against the GPU's copy bandwidth
  * (tools/device/bench_cuda.sh measures it).
+ * --ab avx512,amx times two code paths (mtpd_set_isa)
+ * alternately in one process instead, for a ratio on a loaded machine.
  */
 #include <math.h>
 #include <stdint.h>
@@ -87,12 +90,81 @@ static double bytes_for(const struct mtpd_model *m, int T)
     return act + (distinct - K) * (all - act) / (E - K);
 }
 
+/* Best time of one forward call of T rows over `secs` seconds. */
+static double best_forward(struct mtpd_ctx *cx, struct mtpd_kv *kv,
+                           int32_t *ids, int ctx, int T, double secs)
+{
+    struct mtpd_seq s = {.kv = kv, .tokens = ids + ctx, .n_tokens = T,
+                         .logits_from = 0};
+    int iters = 0;
+    double t0 = now_s(), best = 1e9;
+    while (now_s() - t0 < secs || iters < 3) {
+        double t1 = now_s();
+        if (mtpd_forward(cx, &s, 1))
+            return -1;
+        double dt = now_s() - t1;
+        best = dt < best ? dt : best;
+        mtpd_kv_truncate(kv, -1, ctx);
+        iters++;
+    }
+    return best;
+}
+
+/* --ab A,B: per T, 8 alternating slices of secs / 8 on each path; the
+ * best time per path, its cost(T)/cost(1), and B's time over A's. */
+static int ab_table(struct mtpd_ctx *cx, struct mtpd_kv *kv, int32_t *ids,
+                    int ctx, const char *ab, const int *Ts, int n_ts,
+                    double secs)
+{
+    char a[32], b[32];
+    const char *comma = strchr(ab, ',');
+    if (!comma || comma - ab >= 32 || strlen(comma + 1) >= 32) {
+        fprintf(stderr, "bench_forward: --ab wants two paths, e.g. "
+                "avx512,amx\n");
+        return 2;
+    }
+    snprintf(a, sizeof a, "%.*s", (int)(comma - ab), ab);
+    snprintf(b, sizeof b, "%s", comma + 1);
+    const char *isa[2] = {a, b};
+    for (int i = 0; i < 2; i++)
+        if (mtpd_set_isa(isa[i])) {
+            fprintf(stderr, "bench_forward: path %s not supported\n", isa[i]);
+            return 2;
+        }
+    printf("| T | %s ms | %s ms | %s / %s | %s cost(T)/cost(1) | "
+           "%s cost(T)/cost(1) |\n|---|---|---|---|---|---|\n", a, b, b, a,
+           a, b);
+    double base[2] = {0, 0};
+    for (int ti = 0; ti < n_ts; ti++) {
+        double best[2] = {1e9, 1e9};
+        for (int sl = 0; sl < 16; sl++) {
+            mtpd_set_isa(isa[sl % 2]);
+            double t = best_forward(cx, kv, ids, ctx, Ts[ti], secs / 16);
+            if (t < 0) {
+                fprintf(stderr, "bench_forward: forward failed\n");
+                return 1;
+            }
+            best[sl % 2] = t < best[sl % 2] ? t : best[sl % 2];
+        }
+        if (ti == 0) {
+            base[0] = best[0];
+            base[1] = best[1];
+        }
+        printf("| %d | %.3f | %.3f | %.2f | %.2f | %.2f |\n", Ts[ti],
+               best[0] * 1e3, best[1] * 1e3, best[1] / best[0],
+               best[0] / base[0], best[1] / base[1]);
+        fflush(stdout);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *dir = NULL, *device = NULL;
     int threads = 2, ctx = 64;
     double secs = 1.5;
     int only_t = 0;
+    const char *ab = NULL;
     int Ts[32] = {1, 2, 4, 8}, n_ts = 4, max_t = 8;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
@@ -105,6 +177,8 @@ int main(int argc, char **argv)
             device = argv[++i]; /* auto, cpu, cuda, cuda:N */
         else if (!strcmp(argv[i], "--secs") && i + 1 < argc)
             secs = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--ab") && i + 1 < argc)
+            ab = argv[++i]; /* two code paths, interleaved: avx512,amx */
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
             only_t = atoi(argv[++i]); /* one T, for profiling */
         else if (!strcmp(argv[i], "--t") && i + 1 < argc) {
@@ -117,7 +191,7 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr, "usage: bench_forward --model DIR [--threads N] "
                     "[--ctx N] [--secs S] [--t LIST] [--only T] "
-                    "[--device auto|cpu|cuda:N]\n");
+                    "[--device auto|cpu|cuda:N] [--ab ISA,ISA]\n");
             return 2;
         }
     }
@@ -169,6 +243,8 @@ int main(int argc, char **argv)
            threads, ctx, kisa_str(kisa_active()));
     printf("read bandwidth (same run, %d threads): %.1f GB/s\n\n", threads,
            bw);
+    if (ab) /* A B A B ...: both paths see the same load */
+        return ab_table(cx, kv, ids, ctx, ab, Ts, n_ts, secs);
     printf("| T | ms/forward | cost(T)/cost(1) | ms/token | weight MB read | "
            "GB/s | %% of bandwidth |\n|---|---|---|---|---|---|---|\n");
     double base = 0;

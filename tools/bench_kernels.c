@@ -1,8 +1,9 @@
 /*
  * bench_kernels.c - kmatmul throughput against the machine's read bandwidth.
  *
- * Usage: bench_kernels [threads,...] [MiB] [n_tok,...]
- *        (default 1,2 1024 1,2,4,8; ISA: MTPD_ISA=scalar|avx2|avx512)
+ * Usage: bench_kernels [threads,...] [MiB] [n_tok,...] [DTYPE,...]
+ *        (default 1,2 1024 1,2,4,8; ISA: MTPD_ISA=scalar|avx2|avx512;
+ *        with AMX present, BF16 rows run without and with it, interleaved)
  *
  * Measures (1) read bandwidth: a SIMD dot over a 1 GiB buffer split across
  * the pool, (2) kpool_run dispatch overhead, (3) kmatmul on bf16/f8/q8/q4
@@ -157,6 +158,8 @@ int main(int argc, char **argv)
     for (int i = 0; isa && i < KISA_COUNT; i++)
         if (!strcmp(isa, kisa_str((enum kisa)i)) && kisa_set((enum kisa)i))
             fprintf(stderr, "bench_kernels: MTPD_ISA=%s not supported\n", isa);
+    if (isa && !strcmp(isa, "avx512")) /* "amx": both, interleaved */
+        kisa_set_amx(0);
     size_t set_mib = argc > 2 ? (size_t)atol(argv[2]) : 1024;
     int ntoks[16] = {1, 2, 4, 8}, n_ntok = 4, max_tok = 8;
     if (argc > 3) {
@@ -226,9 +229,11 @@ int main(int argc, char **argv)
     for (int i = 0; i < 64 * 128; i++)
         scale[i] = 1e-3f;
 
-    printf("\n%-6s %-12s %3s %5s %9s %8s %8s %9s\n", "dtype", "shape", "thr",
+    printf("\n%-8s %-12s %3s %5s %9s %8s %8s %9s\n", "dtype", "shape", "thr",
            "n_tok", "ms", "GB/s", "%read", "cost/c1");
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        if (argc > 4 && !strstr(argv[4], kdtype_str(shapes[s].dt)))
+            continue; /* not asked for */
         struct kmat shape = {.dtype = shapes[s].dt, .rows = shapes[s].rows,
                              .cols = shapes[s].cols, .data = "", .blk = 128};
         size_t mbytes = kmat_bytes(&shape); /* codes + scales */
@@ -238,29 +243,37 @@ int main(int argc, char **argv)
         if (!m || mats_new(m, n_mats, shapes[s].dt, shapes[s].rows,
                            shapes[s].cols, scale) != 0)
             return 1;
+        /* BF16 where the CPU has AMX: without and with it, interleaved */
+        int n_path = shapes[s].dt == KDT_BF16 && kisa_amx_active() ? 2 : 1;
         for (int i = 0; i < n_thr; i++) {
             int t = thr[i];
-            double c1 = 0;
-            for (int k = 0; k < n_ntok; k++) {
+            double c1[2] = {0, 0};
+            for (int k = 0; k < n_ntok * n_path; k++) {
+                int path = k % n_path;
+                if (n_path == 2)
+                    kisa_set_amx(path);
                 double sec = time_matmul(pools[t], m, small ? 1 : n_mats, x, y,
-                                         ntoks[k]);
+                                         ntoks[k / n_path]);
                 if (small) /* average many calls: latency, not bandwidth */
                     for (int r = 0; r < 5; r++) {
                         double t0 = now_s();
                         for (int i = 0; i < 200; i++)
-                            kmatmul(pools[t], m, x, m->cols, y, m->rows, ntoks[k]);
+                            kmatmul(pools[t], m, x, m->cols, y, m->rows, ntoks[k / n_path]);
                         double v = (now_s() - t0) / 200;
                         sec = v < sec ? v : sec;
                     }
-                if (k == 0)
-                    c1 = sec;
+                if (k / n_path == 0)
+                    c1[path] = sec;
                 char shape[32];
                 snprintf(shape, sizeof shape, "%dx%d", shapes[s].rows,
                          shapes[s].cols);
-                printf("%-6s %-12s %3d %5d %9.3f %8.1f %7.0f%% %9.2f%s\n",
-                       kdtype_str(shapes[s].dt), shape, t, ntoks[k], sec * 1e3,
+                char dts[24];
+                snprintf(dts, sizeof dts, "%s%s", kdtype_str(shapes[s].dt),
+                         n_path == 2 && path ? "+amx" : "");
+                printf("%-8s %-12s %3d %5d %9.3f %8.1f %7.0f%% %9.2f%s\n",
+                       dts, shape, t, ntoks[k / n_path], sec * 1e3,
                        mbytes / sec / 1e9, 100.0 * mbytes / sec / 1e9 / bw[t],
-                       sec / c1, small ? "  (L2/L3-resident)" : "");
+                       sec / c1[path], small ? "  (L2/L3-resident)" : "");
                 fflush(stdout);
             }
         }

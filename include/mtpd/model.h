@@ -57,8 +57,9 @@ enum mtpd_log_level {
 typedef void (*mtpd_log_fn)(void *ud, int level, const char *msg);
 void mtpd_set_log(mtpd_log_fn fn, void *ud);
 
-/* The SIMD code path of the CPU ops: "scalar", "avx2" or "avx512"; NULL or
- * "" for the best this CPU has (the default). MTPD_EINVAL for an unknown
+/* The SIMD code path of the CPU ops: "scalar", "avx2", "avx512" or "amx"
+ * (AVX-512 with AMX-BF16 tiles for BF16 weights); NULL or "" for the best
+ * this CPU has (the default). MTPD_EINVAL for an unknown
  * name or one the CPU lacks (the path is then unchanged). Process-wide:
  * call it at start-up, not while forward calls run. */
 int mtpd_set_isa(const char *name);

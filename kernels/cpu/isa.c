@@ -70,6 +70,78 @@ int kisa_has_vnni(void)
 #endif
 }
 
+#if KCPU_X86 && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+/* cpuid AMX-TILE, AMX-BF16 (leaf 7.0 EDX 24, 22), AVX512-BF16 (7.1 EAX 5),
+ * the OS saving tile state (XCR0 bits 17, 18), then Linux's per-process
+ * permission to use it (without which the first tile op faults). */
+static int amx_probe(void)
+{
+    unsigned a, b, c, d, lo, hi;
+    if (kisa_detect() != KISA_AVX512 || !__get_cpuid_count(7, 0, &a, &b, &c, &d) ||
+        !(d & (1u << 24)) || !(d & (1u << 22)) || a < 1)
+        return 0;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !(a & (1u << 5)))
+        return 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) /* OSXSAVE */
+        return 0;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & (3u << 17)) != (3u << 17))
+        return 0;
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+#else
+static int amx_probe(void) { return 0; }
+#endif
+
+static atomic_int g_amx_has = -1;
+static atomic_int g_amx_on = 1;
+
+int kisa_has_amx(void)
+{
+    int r = atomic_load_explicit(&g_amx_has, memory_order_relaxed);
+    if (r < 0) {
+        r = amx_probe();
+        atomic_store_explicit(&g_amx_has, r, memory_order_relaxed);
+    }
+    return r;
+}
+
+int kisa_set_amx(int on)
+{
+    if (on && !kisa_has_amx())
+        return MTPD_K_EINVAL;
+    atomic_store_explicit(&g_amx_on, on != 0, memory_order_relaxed);
+    return MTPD_K_OK;
+}
+
+int kisa_amx_active(void)
+{
+    return atomic_load_explicit(&g_amx_on, memory_order_relaxed) &&
+           kisa_active() == KISA_AVX512 && kisa_has_amx();
+}
+
+int kisa_has_vbmi(void)
+{
+#if KCPU_X86
+    static atomic_int v = -1;
+    int r = atomic_load_explicit(&v, memory_order_relaxed);
+    if (r < 0) {
+        __builtin_cpu_init();
+        r = kisa_detect() == KISA_AVX512 &&
+            __builtin_cpu_supports("avx512vbmi");
+        atomic_store_explicit(&v, r, memory_order_relaxed);
+    }
+    return r;
+#else
+    return 0;
+#endif
+}
+
 enum kisa kisa_active(void)
 {
     int a = atomic_load_explicit(&g_active, memory_order_relaxed);

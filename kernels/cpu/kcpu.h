@@ -91,6 +91,21 @@ void kmm_block_qa_scalar(const struct kmm_blk *b);
 void kmm_block_qa_avx2(const struct kmm_blk *b);
 void kmm_block_qa_vnni(const struct kmm_blk *b); /* AVX-512 VNNI */
 #endif
+/* isa.c: AVX-512 VBMI present (cpuid, at first call). */
+int kisa_has_vbmi(void);
+#if KCPU_X86
+/* matmul_f8lut.c: F8 weights with 64-column-multiple scale blocks on
+ * AVX-512 VBMI (kf8l_fits: a property of W), x packed by kf8l_pack into
+ * [n_tok, kf8l_ldp(cols)] (64-byte aligned). */
+int kf8l_fits(const struct kmat *W);
+int kf8l_ldp(int cols);
+void kf8l_pack(const float *x, int ldx, int cols, int n_tok, float *xp,
+               int ldp);
+void kmm_block_f8lut(const struct kmm_blk *b);
+#endif
+/* matmul_amx.c: releases this thread's AMX tiles (the pool, before a
+ * worker sleeps); a no-op without AMX. */
+void kamx_idle(void);
 /* isa.c: AVX-512 VNNI present (cpuid, at first call). */
 int kisa_has_vnni(void);
 #if KCPU_X86
@@ -102,6 +117,16 @@ void kmm_block_avx512(const struct kmm_blk *b);
 void kmm_block_avx512_bf16p(const struct kmm_blk *b);
 void kmm_pack_pairs_avx512(const float *x, int ldx, int cols, int n_tok,
                            float *xp, int ldp);
+/* matmul_amx.c: BF16 weights on AMX tiles (kisa_amx_active()). kamx_fits:
+ * W can use it (a property of W alone: BF16, cols % 32 == 0, >= 16 rows).
+ * kamx_pack writes x as bf16 hi/lo pairs into xp (kamx_pack_bytes, 64-byte
+ * aligned); kamx_matmul runs rows [row0, row1) on the pool. */
+int kamx_fits(const struct kmat *W);
+size_t kamx_pack_bytes(const struct kmat *W, int n_tok);
+void kamx_pack(const struct kmat *W, const float *x, int ldx, int n_tok,
+               uint32_t *xp);
+void kamx_matmul(struct kpool *p, const struct kmat *W, int row0, int row1,
+                 const uint32_t *xp, int n_tok, float *y, int ldy);
 /* act_avx512.c: krmsnorm (w not F8) / ksoftmax / kswiglu for
  * KISA_AVX512 (n >= 1). */
 void krmsnorm_avx512(float *out, const float *x, const void *w,

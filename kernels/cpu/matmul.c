@@ -16,8 +16,10 @@
  * Q8_0 / Q4_1 quantize x per row to int8 first (matmul_qa.c), a function
  * of that row alone;
  * the kernel for a dtype and ISA is chosen from W alone (BF16 on AVX-512
- * always packs x; if its scratch cannot be had the call fails with
- * MTPD_K_ENOMEM rather than fall back to a kernel that adds differently).
+ * always packs x, for AMX tiles (matmul_amx.c) or pairs; F8 with 64-column
+ * scale blocks on VBMI packs it for matmul_f8lut.c; if the scratch cannot
+ * be had the call fails with MTPD_K_ENOMEM rather than fall back to a
+ * kernel that adds differently).
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -226,6 +228,26 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
         packed = 1; /* x itself is not read */
     }
 #if KCPU_X86
+    if (fn == kmm_block_avx512 && kamx_fits(W) && kisa_amx_active()) {
+        /* AMX for every row count of W, or never (matmul_amx.c) */
+        uint32_t *xp = scratch_get(kamx_pack_bytes(W, n_tok));
+        if (xp == NULL)
+            return MTPD_K_ENOMEM;
+        kamx_pack(W, x, ldx, n_tok, xp);
+        kamx_matmul(p, W, row0, row1, xp, n_tok, y, ldy);
+        return MTPD_K_OK;
+    }
+    if (fn == kmm_block_avx512 && kf8l_fits(W)) { /* F8: table widening */
+        int ld = kf8l_ldp(W->cols);
+        float *xp = scratch_get((size_t)n_tok * ld * sizeof(float));
+        if (xp == NULL) /* another kernel would add in another order */
+            return MTPD_K_ENOMEM;
+        kf8l_pack(x, ldx, W->cols, n_tok, xp, ld);
+        x = xp;
+        ldx = ld;
+        fn = kmm_block_f8lut;
+        packed = 1;
+    }
     if (fn == kmm_block_avx512 && W->dtype == KDT_BF16 &&
         W->cols >= KMM_PAIR_MIN_COLS) {
         int ld = (W->cols + 31) & ~31;

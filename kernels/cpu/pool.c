@@ -124,6 +124,7 @@ static unsigned wait_change(atomic_uint *addr, unsigned val,
         else if (t - t0 > KPOOL_SPIN_NS)
             break;
     }
+    kamx_idle(); /* a sleeping thread's context switch saves no tiles */
     for (;;) {
         atomic_fetch_add(sleep_flag, 1);
         v = atomic_load(addr);

@@ -104,6 +104,43 @@ static int supported_isas(enum kisa *isas)
     return n;
 }
 
+/* Matmul code paths: every ISA this CPU has, and AVX-512 once more with
+ * AMX tiles (BF16 weights) where the CPU has them. */
+struct mpath {
+    enum kisa isa;
+    int amx;
+};
+
+static int matmul_paths(struct mpath *p)
+{
+    enum kisa isas[KISA_COUNT];
+    int n = 0, n_isa = supported_isas(isas);
+    for (int i = 0; i < n_isa; i++) {
+        p[n++] = (struct mpath){isas[i], 0};
+        if (isas[i] == KISA_AVX512 && kisa_has_amx())
+            p[n++] = (struct mpath){isas[i], 1};
+    }
+    return n;
+}
+
+static void mpath_set(struct mpath p)
+{
+    kisa_set(p.isa);
+    kisa_set_amx(p.amx);
+}
+
+static const char *mpath_str(struct mpath p)
+{
+    return p.amx ? "avx512+amx" : kisa_str(p.isa);
+}
+
+/* Back to the default: the best ISA, AMX where present. */
+static void mpath_reset(void)
+{
+    kisa_set(kisa_detect());
+    kisa_set_amx(kisa_has_amx());
+}
+
 /* ---- conversions --------------------------------------------------- */
 
 static enum test_return test_isa(void)
@@ -411,15 +448,15 @@ static enum test_return check_matmul(const struct tmat *t, const float *x,
                                      const double *bound, int row0, int row1,
                                      struct kpool **pools, int n_pools)
 {
-    enum kisa isas[KISA_COUNT];
-    int n_isa = supported_isas(isas);
+    struct mpath paths[KISA_COUNT + 1];
+    int n_isa = matmul_paths(paths);
     int rows = t->m.rows, ldy = rows + 3;
     float *y = malloc((size_t)n_tok * ldy * sizeof *y);
     if (y == NULL)
         return TEST_FAIL;
     enum test_return ret = TEST_PASS;
     for (int ii = 0; ii < n_isa && ret == TEST_PASS; ii++) {
-        kisa_set(isas[ii]);
+        mpath_set(paths[ii]);
         for (int pi = 0; pi < n_pools && ret == TEST_PASS; pi++) {
             for (size_t i = 0; i < (size_t)n_tok * ldy; i++)
                 y[i] = SENTINEL;
@@ -438,7 +475,7 @@ static enum test_return check_matmul(const struct tmat *t, const float *x,
                                 "  %s %s %dx%d blk %d n_tok %d rows [%d,%d) "
                                 "pool %d: y[%d][%d] = %.9g, want %.9g "
                                 "(tol %.3g)\n",
-                                kisa_str(isas[ii]), kdtype_str(t->m.dtype),
+                                mpath_str(paths[ii]), kdtype_str(t->m.dtype),
                                 rows, t->m.cols, t->m.blk, n_tok, row0, row1,
                                 kpool_size(pools[pi]), k, o, got, want, tol);
                         ret = TEST_FAIL;
@@ -451,7 +488,7 @@ static enum test_return check_matmul(const struct tmat *t, const float *x,
             }
         }
     }
-    kisa_set(kisa_detect());
+    mpath_reset();
     free(y);
     return ret;
 }
@@ -609,6 +646,110 @@ static enum test_return test_matmul_tiled(void)
         if (ret == TEST_PASS)
             ret = matmul_case(KDT_F8_E4M3, 263, 2100, 128, 6, pools, 2);
     }
+    kpool_free(pools[0]);
+    kpool_free(pools[1]);
+    return ret;
+}
+
+/* BF16 shapes the AMX kernel takes (cols % 32 == 0, >= 16 rows): row
+ * counts with a short last group of 16 and of 64, token counts around the
+ * 16-token tiles; every path, so also the AVX-512 kernel on them. */
+static enum test_return test_matmul_amx(void)
+{
+    static const int cols_v[] = {32, 64, 352, 2112};
+    static const int rows_v[] = {16, 17, 37, 70, 130};
+    static const int ntok_v[] = {1, 2, 5, 15, 16, 17, 33};
+    struct kpool *pools[3];
+    for (int i = 0; i < 3; i++)
+        if ((pools[i] = kpool_new(i + 1)) == NULL)
+            return TEST_FAIL;
+    printf("  AMX: %s\n", kisa_has_amx() ? "yes" : "no (AVX-512 only)");
+    enum test_return ret = TEST_PASS;
+    for (size_t c = 0; c < sizeof cols_v / sizeof *cols_v; c++)
+        for (size_t r = 0; r < sizeof rows_v / sizeof *rows_v; r++)
+            for (size_t k = 0; k < sizeof ntok_v / sizeof *ntok_v; k++) {
+                if (cols_v[c] > 1000 && ntok_v[k] > 16)
+                    continue; /* the reference is slow */
+                ret = matmul_case(KDT_BF16, rows_v[r], cols_v[c], 0,
+                                  ntok_v[k], pools, 3);
+                if (ret != TEST_PASS)
+                    goto done;
+            }
+done:
+    for (int i = 0; i < 3; i++)
+        kpool_free(pools[i]);
+    return ret;
+}
+
+/*
+ * BF16 weights at every kind of misalignment (safetensors data is only
+ * element-aligned; the AMX kernel shifts its tiles to whole lines and
+ * reads around the matrix), with NaN around it: results against the
+ * reference, and each x row alone vs inside batches of 2..20 (memcmp).
+ */
+static enum test_return test_matmul_amx_align(void)
+{
+    static const int offs[] = {2, 8, 14, 32, 62};
+    static const int shapes[][2] = {{37, 96}, {70, 352}, {16, 32}};
+    static const int ntok_v[] = {1, 3, 9, 17};
+    struct kpool *pools[2] = {kpool_new(1), kpool_new(3)};
+    enum test_return ret = pools[0] && pools[1] ? TEST_PASS : TEST_FAIL;
+    for (size_t si = 0; si < 3 && ret == TEST_PASS; si++)
+        for (size_t oi = 0; oi < 5 && ret == TEST_PASS; oi++) {
+            int rows = shapes[si][0], cols = shapes[si][1], ld = cols + 1;
+            size_t bytes = (size_t)rows * cols * 2, nbuf = bytes / 2 + 256;
+            struct tmat t;
+            uint16_t *buf = aligned_alloc(64, nbuf * 2);
+            float *x = malloc((size_t)20 * ld * sizeof *x);
+            float *y1 = malloc((size_t)20 * rows * sizeof *y1);
+            float *y = malloc((size_t)20 * rows * sizeof *y);
+            double *ref = malloc((size_t)17 * rows * sizeof *ref);
+            double *bound = malloc((size_t)17 * rows * sizeof *bound);
+            if (tmat_new(&t, KDT_BF16, rows, cols, 0) != 0 || !buf || !x ||
+                !y1 || !y || !ref || !bound) {
+                ret = TEST_FAIL;
+                goto next;
+            }
+            for (size_t i = 0; i < nbuf; i++)
+                buf[i] = 0x7fc0; /* NaN */
+            t.m.data = (char *)buf + 128 + offs[oi];
+            memcpy((void *)t.m.data, t.data, bytes);
+            for (size_t i = 0; i < (size_t)20 * ld; i++)
+                x[i] = rnd_f();
+            for (size_t k = 0; k < 4 && ret == TEST_PASS; k++) {
+                matmul_ref(&t, x, ld, ntok_v[k], ref, bound);
+                ret = check_matmul(&t, x, ld, ntok_v[k], ref, bound, 0, rows,
+                                   pools, 2);
+            }
+            struct mpath paths[KISA_COUNT + 1];
+            int n_paths = matmul_paths(paths);
+            for (int pi = 0; pi < n_paths && ret == TEST_PASS; pi++) {
+                mpath_set(paths[pi]);
+                for (int r = 0; r < 20; r++)
+                    kmatmul(NULL, &t.m, x + (size_t)r * ld, ld,
+                            y1 + (size_t)r * rows, rows, 1);
+                for (int n = 2; n <= 20 && ret == TEST_PASS; n++) {
+                    kmatmul(pools[n % 2], &t.m, x + (size_t)(20 - n) * ld, ld,
+                            y, rows, n);
+                    if (memcmp(y, y1 + (size_t)(20 - n) * rows,
+                               (size_t)n * rows * sizeof *y) != 0) {
+                        fprintf(stderr, "  %s BF16 %dx%d at +%d: rows alone "
+                                "!= in a batch of %d\n", mpath_str(paths[pi]),
+                                rows, cols, offs[oi], n);
+                        ret = TEST_FAIL;
+                    }
+                }
+            }
+            mpath_reset();
+        next:
+            tmat_free(&t);
+            free(buf);
+            free(x);
+            free(y1);
+            free(y);
+            free(ref);
+            free(bound);
+        }
     kpool_free(pools[0]);
     kpool_free(pools[1]);
     return ret;
@@ -790,8 +931,8 @@ static enum test_return inv_matmul_case(enum kdtype dt, int rows, int cols,
                                         int blk, struct kpool **pools,
                                         int n_pools)
 {
-    enum kisa isas[KISA_COUNT];
-    int n_isa = supported_isas(isas);
+    struct mpath paths[KISA_COUNT + 1];
+    int n_isa = matmul_paths(paths);
     struct tmat t;
     int ld = cols + 3; /* unaligned rows: the kernels' staging copy too */
     float *xs = malloc((size_t)INV_POOL * ld * sizeof *xs);
@@ -805,7 +946,7 @@ static enum test_return inv_matmul_case(enum kdtype dt, int rows, int cols,
         xs[i] = rnd_f();
     ret = TEST_PASS;
     for (int ii = 0; ii < n_isa && ret == TEST_PASS; ii++) {
-        kisa_set(isas[ii]);
+        mpath_set(paths[ii]);
         int rc = 0;
         for (int r = 0; r < INV_POOL; r++) /* each row alone */
             rc |= kmatmul(NULL, &t.m, xs + (size_t)r * ld, ld,
@@ -821,7 +962,7 @@ static enum test_return inv_matmul_case(enum kdtype dt, int rows, int cols,
                                (size_t)rows * sizeof *y) != 0) {
                         fprintf(stderr, "  %s %s %dx%d blk %d: row %d alone "
                                 "!= row %d of %d (pool %d)\n",
-                                kisa_str(isas[ii]), kdtype_str(dt), rows,
+                                mpath_str(paths[ii]), kdtype_str(dt), rows,
                                 cols, blk, r, i, n, kpool_size(pools[pi]));
                         ret = TEST_FAIL;
                         break;
@@ -839,7 +980,7 @@ static enum test_return inv_matmul_case(enum kdtype dt, int rows, int cols,
                 if (memcmp(y + (size_t)i * rows + r0, want + r0,
                            (size_t)(r1 - r0) * sizeof *y) != 0) {
                     fprintf(stderr, "  %s %s %dx%d: rows [%d,%d) differ from "
-                            "the full call\n", kisa_str(isas[ii]),
+                            "the full call\n", mpath_str(paths[ii]),
                             kdtype_str(dt), rows, cols, r0, r1);
                     ret = TEST_FAIL;
                     break;
@@ -851,7 +992,7 @@ static enum test_return inv_matmul_case(enum kdtype dt, int rows, int cols,
             ret = TEST_FAIL;
         }
     }
-    kisa_set(kisa_detect());
+    mpath_reset();
 out:
     tmat_free(&t);
     free(xs);
@@ -878,6 +1019,8 @@ static enum test_return test_matmul_invariant(void)
         {KDT_F32, 37, 300, 0},       {KDT_F32, 45, 2100, 0},
         {KDT_BF16, 37, 17, 0},       {KDT_BF16, 37, 300, 0},
         {KDT_BF16, 45, 2100, 0},     {KDT_F16, 37, 300, 0},
+        {KDT_BF16, 16, 32, 0},       {KDT_BF16, 37, 320, 0}, /* AMX */
+        {KDT_BF16, 70, 2112, 0},
         {KDT_F16, 45, 2100, 0},      {KDT_F8_E4M3, 37, 300, 128},
         {KDT_F8_E4M3, 45, 2100, 128}, {KDT_F8_E4M3, 30, 1111, 7},
         {KDT_Q8_0, 37, 320, 0},      {KDT_Q8_0, 45, 2112, 0},
@@ -1328,6 +1471,8 @@ static const struct {
     {"matmul_q", test_matmul_q},
     {"matmul_q_isa_equal", test_matmul_q_isa_equal},
     {"matmul_tiled", test_matmul_tiled},
+    {"matmul_amx", test_matmul_amx},
+    {"matmul_amx_align", test_matmul_amx_align},
     {"matmul_pv", test_matmul_pv},
     {"matmul_invariant", test_matmul_invariant},
     {"matmul_pv_invariant", test_matmul_pv_invariant},

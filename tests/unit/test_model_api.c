@@ -93,15 +93,17 @@ static enum test_return test_isa(void)
     CHECK(strcmp(mtpd_isa(), "scalar") == 0, "active %s", mtpd_isa());
     CHECK(mtpd_set_isa("sse9") == MTPD_EINVAL, "unknown name accepted");
     CHECK(strcmp(mtpd_isa(), "scalar") == 0, "failed call changed the path");
-    static const char *const all[] = {"scalar", "avx2", "avx512"};
+    static const char *const all[] = {"scalar", "avx2", "avx512", "amx"};
     int best_i = 0;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (!strcmp(all[i], best))
             best_i = i;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         int rc = mtpd_set_isa(all[i]);
         CHECK((rc == 0) == (i <= best_i), "%s: rc %d (best %s)", all[i], rc,
               best);
+        CHECK(rc != 0 || !strcmp(mtpd_isa(), all[i]), "%s: active %s",
+              all[i], mtpd_isa());
     }
     CHECK(mtpd_set_isa(NULL) == 0 && !strcmp(mtpd_isa(), best),
           "NULL: back to the best");

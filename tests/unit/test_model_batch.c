@@ -365,17 +365,22 @@ static enum test_return attention_invariant(int kv_bf16)
     float *got = malloc(sizeof(float) * INV_ROWS * V);
     CHECK(ref && got, "allocation");
     enum kisa native = kisa_active();
-    for (int isa = 0; isa < KISA_COUNT; isa++) {
-        if (kisa_set((enum kisa)isa) != 0)
+    /* every ISA, then AVX-512 with AMX tiles (BF16 weights) */
+    for (int path = 0; path <= KISA_COUNT; path++) {
+        int amx = path == KISA_COUNT;
+        int isa = amx ? KISA_AVX512 : path;
+        if (kisa_set((enum kisa)isa) != 0 || kisa_set_amx(amx) != 0)
             continue; /* the CPU lacks it */
+        const char *name = amx ? "amx" : kisa_str((enum kisa)isa);
+        int is_native = isa == (int)native && amx == kisa_has_amx();
         /* without batch-invariant kernels only rounding is asked for (a
          * BF16 cache rounds the rows' small differences once more) */
         int bitwise = kmatmul_invariant();
         double tol = kv_bf16 ? 1e-3 : 1e-5;
         if (!bitwise)
             fprintf(stderr, "  %s: kmatmul not batch-invariant, attention "
-                    "checked to %g\n", kisa_str((enum kisa)isa), tol);
-        for (int su = 0; su < (isa == (int)native ? 2 : 1); su++) {
+                    "checked to %g\n", name, tol);
+        for (int su = 0; su < (is_native ? 2 : 1); su++) {
             for (int k = 0; k < nruns; k++) {
                 enum test_return r = inv_scenario(m, setups[su][0],
                                                   setups[su][1], &runs[k],
@@ -394,7 +399,7 @@ static enum test_return attention_invariant(int kv_bf16)
                     CHECK(bitwise ? memcmp(a, b, sizeof(float) * V) == 0
                                   : d <= tol * mx,
                           "%s, kv %s, pages %d, chunks %d, %s: step row %d "
-                          "differs from %s by %g", kisa_str((enum kisa)isa),
+                          "differs from %s by %g", name,
                           kv_bf16 ? "bf16" : "f32", setups[su][0],
                           setups[su][1], runs[k].name, row, runs[0].name, d);
                 }
@@ -402,6 +407,7 @@ static enum test_return attention_invariant(int kv_bf16)
         }
     }
     kisa_set(native);
+    kisa_set_amx(kisa_has_amx());
     free(ref);
     free(got);
     mtpd_model_free(m);
