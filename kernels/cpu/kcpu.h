@@ -80,12 +80,15 @@ static inline int kmm_seg_end(const struct kmm_blk *b, int c)
 
 void kmm_block_scalar(const struct kmm_blk *b);
 /* matmul_qa.c: Q8_0 / Q4_1 weights, int8 x (b->xq); c0, c1 multiples of
- * KQ_BLK. kqa_quantize writes
- * row t of x at q + t * ldq: cols int8 codes, then cols / KQ_BLK fp32
- * block scales xd, then as many xd * sum(codes) (KQA_LDQ bytes). */
-#define KQA_LDQ(cols) ((((size_t)(cols) + 8 * ((cols) / KQ_BLK)) + 63) & ~(size_t)63)
-void kqa_quantize(const float *x, int ldx, int cols, int n_tok, uint8_t *q,
-                  size_t ldq);
+ * KQ_BLK; every kernel sums as matmul_qa.c's header says (one exact int32
+ * per block, sixteen float chains per segment). kqa_quantize writes row t
+ * of x at q + t * ldq: cols int8 codes (Q8_0 in column order; Q4_1 per
+ * group of 4 blocks the 16 low-half codes of each, then the 16 high-half
+ * ones), then per block (cols / KQ_BLK each) the fp32 scales xd, the fp32
+ * xd * sum(codes), the int32 sum(codes) (KQA_LDQ bytes). */
+#define KQA_LDQ(cols) ((((size_t)(cols) + 12 * ((cols) / KQ_BLK)) + 63) & ~(size_t)63)
+void kqa_quantize(enum kdtype dt, const float *x, int ldx, int cols,
+                  int n_tok, uint8_t *q, size_t ldq);
 void kmm_block_qa_scalar(const struct kmm_blk *b);
 #if KCPU_X86
 void kmm_block_qa_avx2(const struct kmm_blk *b);

@@ -222,7 +222,7 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
         xq = scratch_get((size_t)n_tok * ldq);
         if (xq == NULL)
             return MTPD_K_ENOMEM;
-        kqa_quantize(x, ldx, W->cols, n_tok, xq, ldq);
+        kqa_quantize(W->dtype, x, ldx, W->cols, n_tok, xq, ldq);
         packed = 1; /* x itself is not read */
     }
 #if KCPU_X86
