@@ -102,6 +102,13 @@ enum kisa kisa_active(void);
  * with running ops. */
 int kisa_set(enum kisa isa);
 const char *kisa_str(enum kisa isa);
+/* AMX-INT8 tiles for Q8_0 / Q4_1 weights in calls with several tokens
+ * (same results as without). kisa_amx(): used now (the CPU and OS have
+ * AMX, the active ISA is KISA_AVX512, not turned off). kisa_set_amx(0)
+ * turns it off, (1) back on (MTPD_K_EINVAL if unavailable); for tests
+ * and benchmarks. Not thread-safe with running ops. */
+int kisa_amx(void);
+int kisa_set_amx(int on);
 
 /* ---- thread pool --------------------------------------------------- */
 

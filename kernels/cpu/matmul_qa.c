@@ -460,6 +460,18 @@ KTARGET_AVX2 void kmm_block_qa_avx2(const struct kmm_blk *b)
 
 #define NR5 4
 #define NT5 4
+#ifndef KQA_PF /* weight prefetch distance, bytes ahead of a row's reads */
+#define KQA_PF KMM_PF_BYTES
+#endif
+#ifndef KQA_NR1 /* rows per pass for one token, two, three or more */
+#define KQA_NR1 2
+#endif
+#ifndef KQA_NR2
+#define KQA_NR2 2
+#endif
+#ifndef KQA_NR4
+#define KQA_NR4 2
+#endif
 
 /*
  * Lane sums by two-source permutes: comb(a, b, i) adds two selections of
@@ -533,7 +545,7 @@ KTARGET_VNNI KINLINE void q8_pair(int NR, int NT, const uint8_t *const *w,
     KUNROLL
     for (int r = 0; r < NR; r++) {
         const uint8_t *a = w[r] + (size_t)(j + 2 * k) * KQ_BLK;
-        _mm_prefetch((const char *)a + KMM_PF_BYTES / NR, _MM_HINT_T0);
+        _mm_prefetch((const char *)a + KQA_PF / NR, _MM_HINT_T0);
         wv[r] = _mm512_xor_si512(load_b(a, nbytes), s80);
     }
     KUNROLL
@@ -559,7 +571,7 @@ KTARGET_VNNI KINLINE void q4_quad(int NR, int NT, int nb,
     KUNROLL
     for (int r = 0; r < NR; r++) {
         const uint8_t *a = w[r] + (size_t)g0 * 16;
-        _mm_prefetch((const char *)a + KMM_PF_BYTES / NR, _MM_HINT_T0);
+        _mm_prefetch((const char *)a + KQA_PF / NR, _MM_HINT_T0);
         __m512i v = load_b(a, 16 * nv);
         lo[r] = _mm512_and_si512(v, f);
         hi[r] = _mm512_and_si512(_mm512_srli_epi16(v, 4), f);
@@ -736,10 +748,10 @@ KTARGET_VNNI KINLINE void block5(enum kdtype dt, const struct kmm_blk *b)
 {
     for (int t0 = 0; t0 < b->nt; t0 += 4) {
         switch (b->nt - t0) {
-        case 1: loop5(dt, 4, 1, b, t0); break;
-        case 2: loop5(dt, 2, 2, b, t0); break;
-        case 3: loop5(dt, 1, 3, b, t0); break;
-        default: loop5(dt, 1, 4, b, t0); break;
+        case 1: loop5(dt, KQA_NR1, 1, b, t0); break;
+        case 2: loop5(dt, KQA_NR2, 2, b, t0); break;
+        case 3: loop5(dt, KQA_NR4, 3, b, t0); break;
+        default: loop5(dt, KQA_NR4, 4, b, t0); break;
         }
     }
 }
