@@ -34,10 +34,12 @@
  * both). A property of W only: the row range must not pick the kernel. */
 #define KMM_PAIR_MIN_COLS 32
 /* Q8_0 / Q4_1 calls with at least this many tokens use AMX where
- * kisa_amx() (the tile kernel gives the vector kernel's bits). */
-#ifndef KQA_AMX_MIN_TOK
-#define KQA_AMX_MIN_TOK 2
-#endif
+ * kisa_amx() (the tile kernel gives the vector kernel's bits, so the
+ * token count may choose). Below, the VNNI kernel is faster: AMX's float
+ * epilogue costs about what VNNI spends on 7 tokens (Q8_0; Q4_1 also
+ * widens nibbles), measured in bench/results/bench_quant_kernels-2026-12-02b.md. */
+#define KQA_AMX_MIN_TOK_Q8 8
+#define KQA_AMX_MIN_TOK_Q4 16
 
 
 struct mm_job {
@@ -232,8 +234,9 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
     uint8_t *xq = NULL, *xb = NULL;
     size_t ldq = 0, ldb = 0;
     if (W->dtype == KDT_Q8_0 || W->dtype == KDT_Q4_1) {
-        int amx = n_tok >= KQA_AMX_MIN_TOK && fn == kmm_block_qa_vnni &&
-                  kisa_amx();
+        int amx = n_tok >= (W->dtype == KDT_Q8_0 ? KQA_AMX_MIN_TOK_Q8
+                                                 : KQA_AMX_MIN_TOK_Q4) &&
+                  fn == kmm_block_qa_vnni && kisa_amx();
         ldq = KQA_LDQ(W->cols);
         ldb = amx ? KQA_AMX_LDB(W->cols) : 0;
         size_t nq = (size_t)n_tok * ldq;

@@ -75,6 +75,11 @@ int kqa_amx_ok(void)
     return r;
 }
 
+/* Weight prefetch distance, bytes ahead in each of the 16 rows. */
+#ifndef KQA_AMX_PF
+#define KQA_AMX_PF 1024
+#endif
+
 #define KTARGET_AMX                                                         \
     __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,"    \
                           "avx512vnni,avx2,fma,f16c")))
@@ -185,6 +190,14 @@ KTARGET_AMX static void amx_segment(const struct kmm_blk *b, int r, int cs,
     const int js = cs / KQ_BLK, je = ce / KQ_BLK;
     for (int j = js; j < je; j += 4) {
         int n = je - j < 4 ? je - j : 4;
+        /* the rows' next lines (tile loads alone leave DRAM waiting) */
+        size_t pf = kmat_row_bytes(W->dtype, j * KQ_BLK) + KQA_AMX_PF;
+        for (int m = 0; m < 16; m++) {
+            _mm_prefetch((const char *)w0 + (size_t)m * rb + pf, _MM_HINT_T0);
+            if (!q4)
+                _mm_prefetch((const char *)w0 + (size_t)m * rb + pf + 64,
+                             _MM_HINT_T0);
+        }
         if (q4)
             widen4(w0, rb, j, n, wide);
         if (n == 4) {
@@ -198,6 +211,34 @@ KTARGET_AMX static void amx_segment(const struct kmm_blk *b, int r, int cs,
         }
     }
     (void)nb;
+}
+
+/* Blocks j .. j+n-1 (n <= 16, chain g = j + g - j0 mod 16 = g) of row m
+ * into the chains c (vectors over 16 tokens). */
+KTARGET_AMX static inline void epi_group(int q4, const uint16_t *d,
+                                         const uint16_t *mn, const float *xd,
+                                         const float *xs, const int32_t *cb,
+                                         int m, int j, int n, __m512 c[16])
+{
+    __mmask16 mk = (__mmask16)((1u << n) - 1);
+    float df[16], mf[16];
+    _mm512_storeu_ps(df, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, d + j)));
+    if (q4)
+        _mm512_storeu_ps(mf, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, mn + j)));
+    KUNROLL
+    for (int g = 0; g < 16; g++) {
+        if (g < n) {
+            __m512 is = _mm512_cvtepi32_ps(_mm512_loadu_si512(
+                (const void *)(cb + (size_t)g * 256 + m * 16)));
+            __m512 s = _mm512_mul_ps(_mm512_set1_ps(df[g]),
+                                     _mm512_loadu_ps(xd + (size_t)(j + g) * 16));
+            c[g] = _mm512_fmadd_ps(is, s, c[g]);
+            if (q4)
+                c[g] = _mm512_fmadd_ps(_mm512_set1_ps(mf[g]),
+                                       _mm512_loadu_ps(xs + (size_t)(j + g) * 16),
+                                       c[g]);
+        }
+    }
 }
 
 /* The epilogue for rows [r, r + nr) (nr <= 16) of a segment whose block
@@ -215,33 +256,18 @@ KTARGET_AMX static void amx_epilogue(const struct kmm_blk *b, int r, int nr,
         const uint16_t *d = W->qd + (size_t)(r + m) * nb;
         const uint16_t *mn = q4 ? W->qm + (size_t)(r + m) * nb : NULL;
         __m512 c[16];
+        KUNROLL
         for (int g = 0; g < 16; g++)
             c[g] = _mm512_setzero_ps();
-        for (int j = js; j < je; j += 16) {
-            int n = je - j < 16 ? je - j : 16;
-            __mmask16 mk = (__mmask16)((1u << n) - 1);
-            float df[16], mf[16];
-            _mm512_storeu_ps(df, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, d + j)));
-            if (q4)
-                _mm512_storeu_ps(mf, _mm512_cvtph_ps(
-                                         _mm256_maskz_loadu_epi16(mk, mn + j)));
-            KUNROLL
-            for (int g = 0; g < 16; g++) {
-                if (g >= n)
-                    break;
-                int jj = j + g;
-                __m512 is = _mm512_cvtepi32_ps(_mm512_loadu_si512(
-                    (const void *)(cbuf + (size_t)(jj - js) * 256 + m * 16)));
-                __m512 s = _mm512_mul_ps(_mm512_set1_ps(df[g]),
-                                         _mm512_loadu_ps(xd + (size_t)jj * 16));
-                c[g] = _mm512_fmadd_ps(is, s, c[g]);
-                if (q4)
-                    c[g] = _mm512_fmadd_ps(_mm512_set1_ps(mf[g]),
-                                           _mm512_loadu_ps(xs + (size_t)jj * 16),
-                                           c[g]);
-            }
-        }
+        int j = js;
+        for (; j + 16 <= je; j += 16)
+            epi_group(q4, d, mn, xd, xs, cbuf + (size_t)(j - js) * 256, m, j,
+                      16, c);
+        if (j < je)
+            epi_group(q4, d, mn, xd, xs, cbuf + (size_t)(j - js) * 256, m, j,
+                      je - j, c);
         __m512 s[8];
+        KUNROLL
         for (int i = 0; i < 8; i++)
             s[i] = _mm512_add_ps(c[i], c[i + 8]);
         __m512 v = _mm512_add_ps(
