@@ -460,8 +460,24 @@ KTARGET_AVX2 void kmm_block_qa_avx2(const struct kmm_blk *b)
 
 #define NR5 4
 #define NT5 4
-#ifndef KQA_PF /* weight prefetch distance, bytes ahead of a row's reads */
-#define KQA_PF KMM_PF_BYTES
+/* Weight prefetch distance per pass, bytes ahead of a row's reads (split
+ * over its NR rows), and where to. Measured on DRAM-bound decode (A/B,
+ * bench/results/bench_quant_kernels-2026-12-02b.md): Q8_0 best near
+ * 2 KiB into L1 (4 KiB: 1.06x the time, 16 KiB: 1.05x, 128 KiB to L2:
+ * 1.06x); Q4_1, whose rows are half as long and whose decode the kernel
+ * finishes faster, kept gaining up to 128 KiB ahead (rows further down),
+ * best into L2 (4 KiB: 1.5x the time). */
+#ifndef KQA_PF
+#define KQA_PF 2048
+#endif
+#ifndef KQA_PF_HINT
+#define KQA_PF_HINT _MM_HINT_T0
+#endif
+#ifndef KQA_PF_Q4
+#define KQA_PF_Q4 (128 * 1024)
+#endif
+#ifndef KQA_PF_Q4_HINT
+#define KQA_PF_Q4_HINT _MM_HINT_T1
 #endif
 #ifndef KQA_NR1 /* rows per pass for one token, two, three or more */
 #define KQA_NR1 2
@@ -545,7 +561,7 @@ KTARGET_VNNI KINLINE void q8_pair(int NR, int NT, const uint8_t *const *w,
     KUNROLL
     for (int r = 0; r < NR; r++) {
         const uint8_t *a = w[r] + (size_t)(j + 2 * k) * KQ_BLK;
-        _mm_prefetch((const char *)a + KQA_PF / NR, _MM_HINT_T0);
+        _mm_prefetch((const char *)a + KQA_PF / NR, KQA_PF_HINT);
         wv[r] = _mm512_xor_si512(load_b(a, nbytes), s80);
     }
     KUNROLL
@@ -571,7 +587,7 @@ KTARGET_VNNI KINLINE void q4_quad(int NR, int NT, int nb,
     KUNROLL
     for (int r = 0; r < NR; r++) {
         const uint8_t *a = w[r] + (size_t)g0 * 16;
-        _mm_prefetch((const char *)a + KQA_PF / NR, _MM_HINT_T0);
+        _mm_prefetch((const char *)a + KQA_PF_Q4 / NR, KQA_PF_Q4_HINT);
         __m512i v = load_b(a, 16 * nv);
         lo[r] = _mm512_and_si512(v, f);
         hi[r] = _mm512_and_si512(_mm512_srli_epi16(v, 4), f);
