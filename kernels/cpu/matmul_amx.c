@@ -181,7 +181,7 @@ KTARGET_AMX static void amx_segment(const struct kmm_blk *b, int r, int cs,
                                     int ce, int32_t *cbuf)
 {
     const struct kmat *W = b->W;
-    const int q4 = W->dtype == KDT_Q4_1, nb = W->cols / KQ_BLK;
+    const int q4 = W->dtype == KDT_Q4_1;
     const size_t rb = kmat_row_bytes(W->dtype, W->cols);
     const uint8_t *w0 = (const uint8_t *)W->data + (size_t)r * rb;
     const uint8_t *xb = b->xb;
@@ -210,7 +210,6 @@ KTARGET_AMX static void amx_segment(const struct kmm_blk *b, int r, int cs,
                 AMX_BLOCK(0, 4, 6, j + k);
         }
     }
-    (void)nb;
 }
 
 /* Blocks j .. j+n-1 (n <= 16, chain g = j + g - j0 mod 16 = g) of row m

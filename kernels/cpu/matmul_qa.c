@@ -458,7 +458,7 @@ KTARGET_AVX2 void kmm_block_qa_avx2(const struct kmm_blk *b)
 #define KTARGET_VNNI \
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
-#define NR5 4
+#define NR5 4 /* most rows, tokens per pass (array bounds) */
 #define NT5 4
 /* Weight prefetch distance per pass, bytes ahead of a row's reads (split
  * over its NR rows), and where to. Measured on DRAM-bound decode (A/B,
