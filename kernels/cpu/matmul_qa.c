@@ -461,12 +461,11 @@ KTARGET_AVX2 void kmm_block_qa_avx2(const struct kmm_blk *b)
 #define NR5 4 /* most rows, tokens per pass (array bounds) */
 #define NT5 4
 /* Weight prefetch distance per pass, bytes ahead of a row's reads (split
- * over its NR rows), and where to. Measured on DRAM-bound decode (A/B,
- * bench/results/bench_quant_kernels-2026-12-02b.md): Q8_0 best near
- * 2 KiB into L1 (4 KiB: 1.06x the time, 16 KiB: 1.05x, 128 KiB to L2:
- * 1.06x); Q4_1, whose rows are half as long and whose decode the kernel
- * finishes faster, kept gaining up to 128 KiB ahead (rows further down),
- * best into L2 (4 KiB: 1.5x the time). */
+ * over its NR rows), and where to. DRAM-bound decode, A/B with the order
+ * of the two variants swapped (the harness favours the second one by up
+ * to 15%; bench/results/bench_quant_kernels-2026-12-02b.md): Q4_1 128 KiB
+ * into L2 took about 0.94x the time of 4 KiB into L1; for Q8_0, 2 KiB vs
+ * 4 KiB and 4 vs 2 rows per pass were within 3-5%, kept. */
 #ifndef KQA_PF
 #define KQA_PF 2048
 #endif
@@ -479,8 +478,11 @@ KTARGET_AVX2 void kmm_block_qa_avx2(const struct kmm_blk *b)
 #ifndef KQA_PF_Q4_HINT
 #define KQA_PF_Q4_HINT _MM_HINT_T1
 #endif
-#ifndef KQA_NR1 /* rows per pass for one token, two, three or more */
-#define KQA_NR1 2
+#ifndef KQA_NR1 /* rows per pass for one token (Q8_0, Q4_1), two, more */
+#define KQA_NR1 4
+#endif
+#ifndef KQA_NR1_Q4
+#define KQA_NR1_Q4 2
 #endif
 #ifndef KQA_NR2
 #define KQA_NR2 2
@@ -764,7 +766,12 @@ KTARGET_VNNI KINLINE void block5(enum kdtype dt, const struct kmm_blk *b)
 {
     for (int t0 = 0; t0 < b->nt; t0 += 4) {
         switch (b->nt - t0) {
-        case 1: loop5(dt, KQA_NR1, 1, b, t0); break;
+        case 1:
+            if (dt == KDT_Q8_0)
+                loop5(dt, KQA_NR1, 1, b, t0);
+            else
+                loop5(dt, KQA_NR1_Q4, 1, b, t0);
+            break;
         case 2: loop5(dt, KQA_NR2, 2, b, t0); break;
         case 3: loop5(dt, KQA_NR4, 3, b, t0); break;
         default: loop5(dt, KQA_NR4, 4, b, t0); break;
