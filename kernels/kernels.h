@@ -115,6 +115,10 @@ const char *kisa_str(enum kisa isa);
 int kisa_has_amx(void);
 int kisa_set_amx(int on);
 int kisa_amx_active(void);
+/* AMX-INT8 tiles for Q8_0 / Q4_1 weights in calls of several tokens
+ * (matmul_qa_amx.c; the same bits as the vector kernels): in use when
+ * kisa_amx_active() and the CPU has AMX-INT8. kisa_set_amx switches both. */
+int kisa_amx_int8(void);
 
 /* ---- thread pool --------------------------------------------------- */
 

@@ -59,6 +59,8 @@ struct kmm_blk {
     const uint8_t *xq; /* Q8_0 / Q4_1 integer kernels: x quantized by
                         * kqa_quantize, token t at xq + t * ldq */
     size_t ldq;
+    const uint8_t *xb; /* AMX: the nt (<= KQA_AMX_NT) tokens' x by
+                        * kqa_amx_pack */
 };
 
 typedef void (*kmm_block_fn)(const struct kmm_blk *b);
@@ -80,13 +82,28 @@ static inline int kmm_seg_end(const struct kmm_blk *b, int c)
 
 void kmm_block_scalar(const struct kmm_blk *b);
 /* matmul_qa.c: Q8_0 / Q4_1 weights, int8 x (b->xq); c0, c1 multiples of
- * KQ_BLK. kqa_quantize writes
- * row t of x at q + t * ldq: cols int8 codes, then cols / KQ_BLK fp32
- * block scales xd, then as many xd * sum(codes) (KQA_LDQ bytes). */
-#define KQA_LDQ(cols) ((((size_t)(cols) + 8 * ((cols) / KQ_BLK)) + 63) & ~(size_t)63)
-void kqa_quantize(const float *x, int ldx, int cols, int n_tok, uint8_t *q,
-                  size_t ldq);
+ * KQ_BLK; every kernel sums as matmul_qa.c's header says (one exact int32
+ * per block, sixteen float chains per segment). kqa_quantize writes row t
+ * of x at q + t * ldq: cols int8 codes (Q8_0 in column order; Q4_1 per
+ * group of 4 blocks the 16 low-half codes of each, then the 16 high-half
+ * ones), then per block (cols / KQ_BLK each) the fp32 scales xd, the fp32
+ * xd * sum(codes), the int32 sum(codes) (KQA_LDQ bytes). */
+#define KQA_LDQ(cols) ((((size_t)(cols) + 12 * ((cols) / KQ_BLK)) + 63) & ~(size_t)63)
+void kqa_quantize(enum kdtype dt, const float *x, int ldx, int cols,
+                  int n_tok, uint8_t *q, size_t ldq);
 void kmm_block_qa_scalar(const struct kmm_blk *b);
+/* matmul_qa_amx.c: AMX-INT8 for Q8_0 / Q4_1 (same bits as the others).
+ * kqa_amx_ok: the CPU has AMX-TILE and AMX-INT8, the OS enables them and
+ * granted this process their state (asked once). kqa_amx_pack writes,
+ * per KQA_AMX_NT tokens (KQA_AMX_LDB bytes, zero past n_tok), per block
+ * the 32 x 16 codes as a B tile (4-byte VNNI layout, column order), then
+ * xd [block][16 tokens], then xs likewise. */
+#define KQA_AMX_NT 16
+#define KQA_AMX_LDB(cols) ((size_t)((cols) / KQ_BLK) * 640)
+int kqa_amx_ok(void);
+void kqa_amx_pack(enum kdtype dt, int cols, const uint8_t *xq, size_t ldq,
+                  int n_tok, uint8_t *xb);
+void kmm_block_qa_amx(const struct kmm_blk *b);
 #if KCPU_X86
 void kmm_block_qa_avx2(const struct kmm_blk *b);
 void kmm_block_qa_vnni(const struct kmm_blk *b); /* AVX-512 VNNI */

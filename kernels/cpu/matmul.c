@@ -35,6 +35,13 @@
  * columns on; narrower matrices keep the unpacked kernel (tests exercise
  * both). A property of W only: the row range must not pick the kernel. */
 #define KMM_PAIR_MIN_COLS 32
+/* Q8_0 / Q4_1 calls with at least this many tokens use AMX where
+ * kisa_amx_int8() (the tile kernel gives the vector kernel's bits, so the
+ * token count may choose). Below, the VNNI kernel is faster: AMX's float
+ * epilogue costs about what VNNI spends on 7 tokens (Q8_0; Q4_1 also
+ * widens nibbles), measured in bench/results/bench_quant_kernels-2026-12-02b.md. */
+#define KQA_AMX_MIN_TOK_Q8 8
+#define KQA_AMX_MIN_TOK_Q4 16
 
 
 struct mm_job {
@@ -48,6 +55,8 @@ struct mm_job {
     kmm_block_fn fn;
     const uint8_t *xq; /* integer kernels: quantized x */
     size_t ldq;
+    const uint8_t *xb; /* AMX: x as B tiles, KQA_AMX_NT tokens per ldb */
+    size_t ldb;
 };
 
 static kmm_block_fn block_fn(const struct kmat *W)
@@ -72,11 +81,13 @@ static kmm_block_fn block_fn(const struct kmat *W)
 }
 
 /* Columns per chunk for nt tokens: x chunk in L1, whole summation
- * segments (kcpu.h), so the chunking never changes a sum's order. */
+ * segments (kcpu.h), so the chunking never changes a sum's order. The
+ * integer kernels read 1 + 12 / 32 bytes of x per column, the others 4. */
 static int chunk_cols(const struct kmat *W, int nt)
 {
     int seg = kmm_kseg(W);
-    int kc = KMM_X_BYTES / (4 * nt);
+    int q = W->dtype == KDT_Q8_0 || W->dtype == KDT_Q4_1;
+    int kc = q ? KMM_X_BYTES * 8 / (11 * nt) : KMM_X_BYTES / (4 * nt);
     kc = kc < seg ? seg : kc - kc % seg;
     if (W->cols <= kc + kc / 4)
         kc = W->cols; /* no small last chunk */
@@ -93,6 +104,10 @@ static void mm_range(const struct mm_job *j, int r0, int r1)
         tile = 4;
     int n_tb = (j->n_tok + KMM_NT - 1) / KMM_NT; /* equal token blocks */
     int tb = (j->n_tok + n_tb - 1) / n_tb;
+    if (j->xb != NULL) { /* AMX: 16 rows x 16 tokens per tile product */
+        tile = tile < 16 ? 16 : tile & ~15;
+        tb = KQA_AMX_NT;
+    }
     struct kmm_blk b = {.W = W, .ldx = j->ldx, .ldy = j->ldy,
                         .kseg = kmm_kseg(W)};
 
@@ -104,6 +119,7 @@ static void mm_range(const struct mm_job *j, int r0, int r1)
             b.x = j->x + (size_t)t * j->ldx;
             b.xq = j->xq ? j->xq + (size_t)t * j->ldq : NULL;
             b.ldq = j->ldq;
+            b.xb = j->xb ? j->xb + (size_t)(t / KQA_AMX_NT) * j->ldb : NULL;
             b.y = j->y + (size_t)t * j->ldy;
             int kc = chunk_cols(W, b.nt);
             for (int c = 0; c < W->cols; c += kc) {
@@ -217,14 +233,24 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
 
     kmm_block_fn fn = block_fn(W);
     int packed = 0;
-    uint8_t *xq = NULL;
-    size_t ldq = 0;
+    uint8_t *xq = NULL, *xb = NULL;
+    size_t ldq = 0, ldb = 0;
     if (W->dtype == KDT_Q8_0 || W->dtype == KDT_Q4_1) {
+        int amx = n_tok >= (W->dtype == KDT_Q8_0 ? KQA_AMX_MIN_TOK_Q8
+                                                 : KQA_AMX_MIN_TOK_Q4) &&
+                  fn == kmm_block_qa_vnni && kisa_amx_int8();
         ldq = KQA_LDQ(W->cols);
-        xq = scratch_get((size_t)n_tok * ldq);
+        ldb = amx ? KQA_AMX_LDB(W->cols) : 0;
+        size_t nq = (size_t)n_tok * ldq;
+        xq = scratch_get(nq + (size_t)(n_tok + KQA_AMX_NT - 1) / KQA_AMX_NT * ldb);
         if (xq == NULL)
             return MTPD_K_ENOMEM;
-        kqa_quantize(x, ldx, W->cols, n_tok, xq, ldq);
+        kqa_quantize(W->dtype, x, ldx, W->cols, n_tok, xq, ldq);
+        if (amx) { /* same bits as the vector kernel (matmul_qa_amx.c) */
+            xb = xq + nq;
+            kqa_amx_pack(W->dtype, W->cols, xq, ldq, n_tok, xb);
+            fn = kmm_block_qa_amx;
+        }
         packed = 1; /* x itself is not read */
     }
 #if KCPU_X86
@@ -273,7 +299,8 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
             ldx = ld;
         }
     }
-    struct mm_job j = {W, row0, row1, x, ldx, y, ldy, n_tok, fn, xq, ldq};
+    struct mm_job j = {W, row0, row1, x, ldx, y, ldy, n_tok, fn, xq, ldq,
+                       xb, ldb};
     int chunks = (row1 - row0 + KMM_ROW_ALIGN - 1) / KMM_ROW_ALIGN;
     int parts = kpool_size(p);
     if (parts > chunks)

@@ -1,27 +1,35 @@
 /*
  * matmul_qa.c - Q8_0 / Q4_1 weights times int8 activations: the integer
- * block kernels (scalar, AVX2 maddubs, AVX-512 VNNI) and the per-row
- * quantization of x they read (kqa_quantize).
+ * block kernels (scalar, AVX2 maddubs, AVX-512 VNNI; AMX in matmul_amx.c)
+ * and the per-row quantization of x they read (kqa_quantize).
  *
  * x row t is quantized on its own (so batch invariance holds): per block
  * of 32 columns xd = max|x| / 127 and codes xq = round(x / xd), plus
- * xs = xd * sum(xq) for Q4_1's min term. For weight block j of row r, the
- * p-th block of its summation segment (kcpu.h), with h = 8 * (p & 1):
- *   lane l (0..7)   = sum of w[4l..4l+3] * xq[4l..4l+3]    (int32, exact)
- *   acc[h+l]        = fma((float)lane l, d_j * xd_j, acc[h+l])
- *   Q4_1: acc[h]    = fma(m_j, xs_j, acc[h])  (the other lanes + 0 * 0)
- * (sixteen accumulators: AVX-512 does blocks j, j+1 in one zmm), and at
- * the segment's end a[l] = acc[l] + acc[8+l] are summed by one tree
- * ((a0+a4)+(a2+a6))+((a1+a5)+(a3+a7)) and added to y.
- * The integer lanes are the same whatever instruction computes them, and
- * the float steps are the same in every ISA, so the three kernels agree
- * bitwise (tests check it) and with themselves whatever the batch.
+ * xs = xd * sum(xq) for Q4_1's min term (layout: kcpu.h, KQA_LDQ).
+ *
+ * The sum every kernel computes (the "epilogue"; kcpu.h): for output row
+ * r, token t and summation segment [cs, ce), with j0 = cs / 32, block j of
+ * the segment feeds chain g = (j - j0) mod 16:
+ *   isum_j = sum_i w[32j + i] * xq[32j + i]      (int32, exact)
+ *   c[g]   = fma((float)isum_j, d_j * xd_j, c[g])
+ *   Q4_1:  c[g] = fma(m_j, xs_j, c[g])
+ * in block order from c[g] = +0 (chains with no block stay +0), then
+ * s[i] = c[i] + c[i+8], v = ((s0+s4)+(s2+s6))+((s1+s5)+(s3+s7)) is added
+ * to y (stored, for the first segment of a call without accum).
+ * The integer sums are exact whatever instruction forms them and in
+ * whatever order, and the float steps are the same in every kernel, so
+ * scalar, AVX2, AVX-512 and AMX agree bitwise (tests check it) and with
+ * themselves whatever the batch. One sum per block (not per 4-byte lane)
+ * is what AMX's tile product gives; sixteen independent chains give SIMD
+ * kernels a vector of sixteen consecutive blocks' scales per row (one
+ * load and convert) and keep the float work at about two operations per
+ * block.
  *
  * Why int8 activations: an fp32-activation version (widen each weight,
  * FMA with x; commit "kernels: Q8_0 and Q4_1 weight dtypes") was measured
  * in the same process on this machine (AVX-512 VNNI, cache-resident
  * 1024x384 Q8_0 matrix, one thread): 65 us at 1 token against 36 us for
- * the first int8 kernel (22 us for this one), 1.0-1.2x at 4..64 tokens
+ * the first int8 kernel, 1.0-1.2x at 4..64 tokens
  * (bench/results/bench_quant-2026-12-02.md); it was removed.
  */
 #include <math.h>
@@ -31,10 +39,36 @@
 
 #if KCPU_X86
 #include <immintrin.h>
+#endif
 
+/* Byte offset of x code i (0..31) of block j in a token row (kcpu.h): Q8_0
+ * column order; Q4_1 per group of four blocks the low halves, then the
+ * high halves (the row's last group may hold fewer blocks). */
+KINLINE size_t xq_off(int q4, int nb, int j, int i)
+{
+    if (!q4)
+        return (size_t)j * KQ_BLK + (size_t)i;
+    int g0 = j & ~3, gn = nb - g0 < 4 ? nb - g0 : 4;
+    size_t o = (size_t)g0 * KQ_BLK + 16 * (size_t)(j - g0) + (size_t)(i & 15);
+    return i < 16 ? o : o + 16 * (size_t)gn;
+}
+
+/* Codes of one block (32 ints in column order) to their places in q. */
+KINLINE void put_codes(int q4, int nb, int j, const int8_t *k, int8_t *q)
+{
+    if (!q4) {
+        memcpy(q + (size_t)j * KQ_BLK, k, KQ_BLK);
+        return;
+    }
+    memcpy(q + xq_off(1, nb, j, 0), k, 16);
+    memcpy(q + xq_off(1, nb, j, 16), k + 16, 16);
+}
+
+#if KCPU_X86
 /* kqa_quantize's arithmetic in AVX2 (same IEEE steps, same results). */
-KTARGET_AVX2 static void quantize_avx2(const float *x, int ldx, int cols,
-                                       int n_tok, uint8_t *q, size_t ldq)
+KTARGET_AVX2 static void quantize_avx2(int q4, const float *x, int ldx,
+                                       int cols, int n_tok, uint8_t *q,
+                                       size_t ldq)
 {
     int nb = cols / KQ_BLK;
     const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -43,6 +77,7 @@ KTARGET_AVX2 static void quantize_avx2(const float *x, int ldx, int cols,
         int8_t *c = (int8_t *)(q + (size_t)t * ldq);
         float *xd = (float *)(q + (size_t)t * ldq + cols);
         float *xs = xd + nb;
+        int32_t *xc = (int32_t *)(xs + nb);
         for (int j = 0; j < nb; j++) {
             const float *v = xr + (size_t)j * KQ_BLK;
             __m256 a[4], mx = _mm256_setzero_ps();
@@ -71,24 +106,34 @@ KTARGET_AVX2 static void quantize_avx2(const float *x, int ldx, int cols,
             __m256i p = _mm256_packs_epi16(p01, p23);
             p = _mm256_permutevar8x32_epi32(
                 p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-            _mm256_storeu_si256((__m256i *)(c + (size_t)j * KQ_BLK), p);
+            if (q4) {
+                _mm_storeu_si128((__m128i *)(c + xq_off(1, nb, j, 0)),
+                                 _mm256_castsi256_si128(p));
+                _mm_storeu_si128((__m128i *)(c + xq_off(1, nb, j, 16)),
+                                 _mm256_extracti128_si256(p, 1));
+            } else {
+                _mm256_storeu_si256((__m256i *)(c + (size_t)j * KQ_BLK), p);
+            }
             __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum),
                                        _mm256_extracti128_si256(sum, 1));
             s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
             s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+            int s = _mm_cvtsi128_si32(s4);
             xd[j] = d;
-            xs[j] = d * (float)_mm_cvtsi128_si32(s4);
+            xs[j] = d * (float)s;
+            xc[j] = s;
         }
     }
 }
 #endif
 
-void kqa_quantize(const float *x, int ldx, int cols, int n_tok, uint8_t *q,
-                  size_t ldq)
+void kqa_quantize(enum kdtype dt, const float *x, int ldx, int cols,
+                  int n_tok, uint8_t *q, size_t ldq)
 {
+    int q4 = dt == KDT_Q4_1;
 #if KCPU_X86
     if (kisa_active() >= KISA_AVX2) {
-        quantize_avx2(x, ldx, cols, n_tok, q, ldq);
+        quantize_avx2(q4, x, ldx, cols, n_tok, q, ldq);
         return;
     }
 #endif
@@ -98,6 +143,7 @@ void kqa_quantize(const float *x, int ldx, int cols, int n_tok, uint8_t *q,
         int8_t *c = (int8_t *)(q + (size_t)t * ldq);
         float *xd = (float *)(q + (size_t)t * ldq + cols);
         float *xs = xd + nb;
+        int32_t *xc = (int32_t *)(xs + nb);
         for (int j = 0; j < nb; j++) {
             const float *v = xr + (size_t)j * KQ_BLK;
             float amax = 0;
@@ -105,37 +151,48 @@ void kqa_quantize(const float *x, int ldx, int cols, int n_tok, uint8_t *q,
                 amax = fmaxf(amax, fabsf(v[i]));
             float d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0;
             int sum = 0;
+            int8_t k8[KQ_BLK];
             for (int i = 0; i < KQ_BLK; i++) {
                 int k = (int)nearbyintf(v[i] * id);
                 k = k > 127 ? 127 : k < -127 ? -127 : k;
-                c[j * KQ_BLK + i] = (int8_t)k;
+                k8[i] = (int8_t)k;
                 sum += k;
             }
+            put_codes(q4, nb, j, k8, c);
             xd[j] = d;
             xs[j] = d * (float)sum;
+            xc[j] = sum;
         }
     }
 }
 
-/* The lane tree every kernel sums with (hsum8 in the SIMD ones). */
-KINLINE float lanes_sum(const float a[8])
+/* The chain tree every kernel ends a segment with (kqa_tree in SIMD). */
+KINLINE float chains_sum(const float c[16])
 {
-    return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+    float s[8];
+    for (int i = 0; i < 8; i++)
+        s[i] = c[i] + c[i + 8];
+    return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
 }
 
-/* ---- scalar -------------------------------------------------------- */
+/* ---- scalar (the reference) ---------------------------------------- */
 
-/* Weight block j of a row as 32 ints in column order. */
-KINLINE void wints(int q4, const uint8_t *wr, int j, int w[KQ_BLK])
+/* isum of block j: weights of row wr, x codes of a token row xq. */
+KINLINE int block_isum(int q4, int nb, const uint8_t *wr, const int8_t *xq,
+                       int j)
 {
+    int s = 0;
     for (int i = 0; i < KQ_BLK; i++) {
+        int w;
         if (!q4) {
-            w[i] = ((const int8_t *)wr)[j * KQ_BLK + i];
+            w = ((const int8_t *)wr)[(size_t)j * KQ_BLK + i];
         } else {
-            uint8_t v = wr[j * 16 + i % 16];
-            w[i] = i < 16 ? v & 15 : v >> 4;
+            uint8_t v = wr[(size_t)j * 16 + i % 16];
+            w = i < 16 ? v & 15 : v >> 4;
         }
+        s += w * xq[xq_off(q4, nb, j, i)];
     }
+    return s;
 }
 
 void kmm_block_qa_scalar(const struct kmm_blk *b)
@@ -153,27 +210,16 @@ void kmm_block_qa_scalar(const struct kmm_blk *b)
             const float *xd = (const float *)(xr + W->cols), *xs = xd + nb;
             for (int cs = b->c0, ce; cs < b->c1; cs = ce) {
                 ce = kmm_seg_end(b, cs);
-                float acc[16] = {0}; /* even blocks 0..7, odd ones 8..15 */
-                for (int j = cs / KQ_BLK; j < ce / KQ_BLK; j++) {
-                    float *a = acc + 8 * ((j - cs / KQ_BLK) & 1);
-                    int w[KQ_BLK];
-                    wints(q4, wr, j, w);
-                    float s = kf16_to_f32(d[j]) * xd[j];
-                    for (int l = 0; l < 8; l++) {
-                        int lane = 0;
-                        for (int i = 4 * l; i < 4 * l + 4; i++)
-                            lane += w[i] * xq[j * KQ_BLK + i];
-                        a[l] = fmaf((float)lane, s, a[l]);
-                    }
-                    if (q4) {
-                        a[0] = fmaf(kf16_to_f32(m[j]), xs[j], a[0]);
-                        for (int l = 1; l < 8; l++)
-                            a[l] = fmaf(0.0f, 0.0f, a[l]);
-                    }
+                float c[16] = {0};
+                int j0 = cs / KQ_BLK;
+                for (int j = j0; j < ce / KQ_BLK; j++) {
+                    float *a = &c[(j - j0) & 15];
+                    int isum = block_isum(q4, nb, wr, xq, j);
+                    *a = fmaf((float)isum, kf16_to_f32(d[j]) * xd[j], *a);
+                    if (q4)
+                        *a = fmaf(kf16_to_f32(m[j]), xs[j], *a);
                 }
-                for (int l = 0; l < 8; l++)
-                    acc[l] += acc[8 + l];
-                float v = lanes_sum(acc);
+                float v = chains_sum(c);
                 float *yp = b->y + (size_t)t * b->ldy + r;
                 *yp = b->accum || cs > b->c0 ? *yp + v : v;
             }
@@ -191,34 +237,120 @@ KTARGET_AVX2 KINLINE float hsum8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-/* ---- AVX2: one block per step, 8 lanes -------------------------------- */
+/* ---- AVX2: eight blocks per step, chains 0..7 and 8..15 -------------- */
 
 #define NR2 2
 #define NT2 2
 
-/* Weight block j of row w as 32 bytes in column order: Q8_0 its int8
- * codes, Q4_1 its nibbles (0..15). */
-KTARGET_AVX2 KINLINE __m256i wblock(enum kdtype dt, const uint8_t *w, int j)
+/* n <= 8 fp16 / fp32 from p as a vector, zero past n. */
+KTARGET_AVX2 KINLINE __m256 load_h8(const uint16_t *p, int n)
 {
-    if (dt == KDT_Q8_0)
-        return _mm256_loadu_si256((const __m256i *)(w + (size_t)j * KQ_BLK));
-    __m128i v = _mm_loadu_si128((const __m128i *)(w + (size_t)j * 16));
-    __m128i f = _mm_set1_epi8(15);
-    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), f),
-                            _mm_and_si128(v, f));
+    if (n == 8)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    uint16_t t[8] = {0};
+    memcpy(t, p, (size_t)n * sizeof *t);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)t));
 }
 
-/* The eight int32 lanes of a block by maddubs + madd (no overflow:
- * |w| <= 128, |xq| <= 127); Q8_0 moves w's sign onto xq (maddubs takes
- * unsigned times signed). */
-KTARGET_AVX2 KINLINE __m256i lanes_avx2(enum kdtype dt, __m256i w, __m256i x)
+KTARGET_AVX2 KINLINE __m256 load_f8(const float *p, int n)
 {
-    __m256i p;
-    if (dt == KDT_Q8_0)
-        p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-    else
-        p = _mm256_maddubs_epi16(w, x);
+    if (n == 8)
+        return _mm256_loadu_ps(p);
+    float t[8] = {0};
+    memcpy(t, p, (size_t)n * sizeof *t);
+    return _mm256_loadu_ps(t);
+}
+
+/* Q8_0 block: eight int32 partial sums (maddubs takes unsigned times
+ * signed: w's sign moves onto x; no overflow, |w| <= 128, |x| <= 127). */
+KTARGET_AVX2 KINLINE __m256i q8_lanes(const int8_t *w, const int8_t *x)
+{
+    __m256i wv = _mm256_loadu_si256((const __m256i *)w);
+    __m256i xv = _mm256_loadu_si256((const __m256i *)x);
+    __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv),
+                                     _mm256_sign_epi8(xv, wv));
     return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+/* Sums of eight Q8_0 blocks' partials v[0..7] in block order. */
+KTARGET_AVX2 KINLINE __m256i q8_reduce(const __m256i v[8])
+{
+    __m256i h01 = _mm256_hadd_epi32(v[0], v[1]);
+    __m256i h23 = _mm256_hadd_epi32(v[2], v[3]);
+    __m256i h45 = _mm256_hadd_epi32(v[4], v[5]);
+    __m256i h67 = _mm256_hadd_epi32(v[6], v[7]);
+    __m256i g0 = _mm256_hadd_epi32(h01, h23); /* b0..b3 half | other half */
+    __m256i g1 = _mm256_hadd_epi32(h45, h67);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(g0, g1, 0x20),
+                            _mm256_permute2x128_si256(g0, g1, 0x31));
+}
+
+/* Q4_1 blocks j, j+1 (n = 1: j only) of weight row w against the x codes
+ * of their group (xg: the group's start, gn its block count, p = j's place
+ * in it, even): {4 partials of j, 4 of j+1}. Products fit int16: 15 * 127
+ * * 2 twice. */
+KTARGET_AVX2 KINLINE __m256i q4_lanes(const uint8_t *w, const int8_t *xg,
+                                      int gn, int p, int n)
+{
+    const __m256i f = _mm256_set1_epi8(15);
+    __m256i v, xl, xh;
+    if (n == 2) {
+        v = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)w));
+        v = _mm256_inserti128_si256(
+            v, _mm_loadu_si128((const __m128i *)(w + 16)), 1);
+        xl = _mm256_loadu_si256((const __m256i *)(xg + 16 * p));
+        xh = _mm256_loadu_si256((const __m256i *)(xg + 16 * gn + 16 * p));
+    } else {
+        v = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)w));
+        v = _mm256_inserti128_si256(v, _mm_setzero_si128(), 1);
+        xl = _mm256_castsi128_si256(
+            _mm_loadu_si128((const __m128i *)(xg + 16 * p)));
+        xl = _mm256_inserti128_si256(xl, _mm_setzero_si128(), 1);
+        xh = _mm256_castsi128_si256(
+            _mm_loadu_si128((const __m128i *)(xg + 16 * gn + 16 * p)));
+        xh = _mm256_inserti128_si256(xh, _mm_setzero_si128(), 1);
+    }
+    __m256i lo = _mm256_and_si256(v, f);
+    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), f);
+    __m256i s = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl),
+                                 _mm256_maddubs_epi16(hi, xh));
+    return _mm256_madd_epi16(s, _mm256_set1_epi16(1));
+}
+
+/* Sums of eight Q4_1 blocks from their pair partials v[0..3]. */
+KTARGET_AVX2 KINLINE __m256i q4_reduce(const __m256i v[4])
+{
+    __m256i h01 = _mm256_hadd_epi32(v[0], v[1]); /* b0 b0 b2 b2 | b1 .. b3 */
+    __m256i h23 = _mm256_hadd_epi32(v[2], v[3]);
+    __m256i g = _mm256_hadd_epi32(h01, h23);     /* b0 b2 b4 b6 | b1 b3 .. */
+    return _mm256_permutevar8x32_epi32(
+        g, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* isum of the n <= 8 blocks from j (zero past n) of row w, token x. */
+KTARGET_AVX2 KINLINE __m256i isum8(enum kdtype dt, int nb, const uint8_t *w,
+                                   const int8_t *x, int j, int n)
+{
+    if (dt == KDT_Q8_0) {
+        __m256i v[8];
+        KUNROLL
+        for (int i = 0; i < 8; i++)
+            v[i] = i < n ? q8_lanes((const int8_t *)w + (size_t)(j + i) * KQ_BLK,
+                                    x + (size_t)(j + i) * KQ_BLK)
+                         : _mm256_setzero_si256();
+        return q8_reduce(v);
+    }
+    __m256i v[4];
+    KUNROLL
+    for (int i = 0; i < 4; i++) {
+        int jj = j + 2 * i, g0 = jj & ~3;
+        int gn = nb - g0 < 4 ? nb - g0 : 4;
+        v[i] = 2 * i < n ? q4_lanes(w + (size_t)jj * 16,
+                                    x + (size_t)g0 * KQ_BLK, gn, jj - g0,
+                                    n - 2 * i >= 2 ? 2 : 1)
+                         : _mm256_setzero_si256();
+    }
+    return q4_reduce(v);
 }
 
 KTARGET_AVX2 KINLINE void rows2(enum kdtype dt, int NR, int NT,
@@ -256,29 +388,29 @@ KTARGET_AVX2 KINLINE void rows2(enum kdtype dt, int NR, int NT,
                     acc[h][k][t] = _mm256_setzero_ps();
             }
         }
-        for (int j = cs / KQ_BLK; j < ce / KQ_BLK; j++) {
-            int h = (j - cs / KQ_BLK) & 1;
-            __m256i wv[NR2];
-            float dk[NR2];
+        const int j0 = cs / KQ_BLK, je = ce / KQ_BLK;
+        for (int j = j0; j < je; j += 8) {
+            int n = je - j < 8 ? je - j : 8, h = ((j - j0) >> 3) & 1;
+            __m256 dk[NR2], mk[NR2];
             KUNROLL
             for (int k = 0; k < NR; k++) {
-                wv[k] = wblock(dt, w[k], j);
-                dk[k] = _cvtsh_ss(d[k][j]);
+                dk[k] = load_h8(d[k] + j, n);
+                if (dt == KDT_Q4_1)
+                    mk[k] = load_h8(m[k] + j, n);
             }
             KUNROLL
             for (int t = 0; t < NT; t++) {
-                __m256i xv = _mm256_loadu_si256(
-                    (const __m256i *)(xq[t] + (size_t)j * KQ_BLK));
+                __m256 xdv = load_f8(xd[t] + j, n);
+                __m256 xsv = dt == KDT_Q4_1 ? load_f8(xs[t] + j, n)
+                                            : _mm256_setzero_ps();
                 KUNROLL
                 for (int k = 0; k < NR; k++) {
-                    __m256 p = _mm256_cvtepi32_ps(lanes_avx2(dt, wv[k], xv));
+                    __m256 p = _mm256_cvtepi32_ps(
+                        isum8(dt, nb, w[k], xq[t], j, n));
                     __m256 a = h ? acc[1][k][t] : acc[0][k][t];
-                    a = _mm256_fmadd_ps(p, _mm256_set1_ps(dk[k] * xd[t][j]), a);
+                    a = _mm256_fmadd_ps(p, _mm256_mul_ps(dk[k], xdv), a);
                     if (dt == KDT_Q4_1)
-                        a = _mm256_fmadd_ps(
-                            _mm256_setr_ps(_cvtsh_ss(m[k][j]), 0, 0, 0, 0, 0,
-                                           0, 0),
-                            _mm256_setr_ps(xs[t][j], 0, 0, 0, 0, 0, 0, 0), a);
+                        a = _mm256_fmadd_ps(mk[k], xsv, a);
                     if (h)
                         acc[1][k][t] = a;
                     else
@@ -321,63 +453,221 @@ KTARGET_AVX2 void kmm_block_qa_avx2(const struct kmm_blk *b)
     }
 }
 
-/* ---- AVX-512 VNNI: two blocks per step, 16 lanes ---------------------- */
+/* ---- AVX-512 VNNI: sixteen blocks per step, one lane per chain ------- */
 
 #define KTARGET_VNNI \
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
-#define NR5 4
+#define NR5 4 /* most rows, tokens per pass (array bounds) */
 #define NT5 4
+/* Weight prefetch distance per pass, bytes ahead of a row's reads (split
+ * over its NR rows), and where to. DRAM-bound decode, A/B with the order
+ * of the two variants swapped (the harness favours the second one by up
+ * to 15%; bench/results/bench_quant_kernels-2026-12-02b.md): Q4_1 128 KiB
+ * into L2 took about 0.94x the time of 4 KiB into L1; for Q8_0, 2 KiB vs
+ * 4 KiB and 4 vs 2 rows per pass were within 3-5%, kept. */
+#ifndef KQA_PF
+#define KQA_PF 2048
+#endif
+#ifndef KQA_PF_HINT
+#define KQA_PF_HINT _MM_HINT_T0
+#endif
+#ifndef KQA_PF_Q4
+#define KQA_PF_Q4 (128 * 1024)
+#endif
+#ifndef KQA_PF_Q4_HINT
+#define KQA_PF_Q4_HINT _MM_HINT_T1
+#endif
+#ifndef KQA_NR1 /* rows per pass for one token (Q8_0, Q4_1), two, more */
+#define KQA_NR1 4
+#endif
+#ifndef KQA_NR1_Q4
+#define KQA_NR1_Q4 2
+#endif
+#ifndef KQA_NR2
+#define KQA_NR2 2
+#endif
+#ifndef KQA_NR4
+#define KQA_NR4 2
+#endif
 
-/* Weight blocks j, j+1 of row w (64 bytes, column order; see wblock). */
-KTARGET_VNNI KINLINE __m512i wpair(enum kdtype dt, const uint8_t *w, int j)
+/*
+ * Lane sums by two-source permutes: comb(a, b, i) adds two selections of
+ * a and b's lanes, halving the partials per block and doubling the blocks
+ * per vector. Level A: {2 blocks x 8} x 2 -> {4 x 4}; B: {4 x 4} x 2 ->
+ * {8 x 2}; C: {8 x 2} x 2 -> {16 x 1}, all in block order.
+ */
+KTARGET_VNNI KINLINE __m512i comb(__m512i a, __m512i b, __m512i i1,
+                                  __m512i i2)
 {
-    if (dt == KDT_Q8_0)
-        return _mm512_loadu_si512((const void *)(w + (size_t)j * KQ_BLK));
-    /* bytes 0..15 (block j), 16..31 (block j+1) as 128-bit parts
-     * [p0, p0, p1, p1]; the odd parts take the high nibbles */
-    __m512i v = _mm512_castsi256_si512(
-        _mm256_loadu_si256((const __m256i *)(w + (size_t)j * 16)));
-    v = _mm512_shuffle_i64x2(v, v, _MM_SHUFFLE(1, 1, 0, 0));
-    const __m512i sh = _mm512_setr_epi64(0, 0, 0x0004000400040004ll,
-                                         0x0004000400040004ll, 0, 0,
-                                         0x0004000400040004ll,
-                                         0x0004000400040004ll);
-    return _mm512_and_si512(_mm512_srlv_epi16(v, sh), _mm512_set1_epi8(15));
+    return _mm512_add_epi32(_mm512_permutex2var_epi32(a, i1, b),
+                            _mm512_permutex2var_epi32(a, i2, b));
 }
 
-/* Two fp16 at h as {h[0] x 8, h[1] x 8}; with mask 0x0101 {h[0], 0 x 7,
- * h[1], 0 x 7}. */
-KTARGET_VNNI KINLINE __m512 pair_f16(const uint16_t *h, __mmask16 mask)
+struct vidx {
+    __m512i a1, a2, b1, b2, c1, c2;
+};
+
+KTARGET_VNNI KINLINE struct vidx vidx_make(void)
 {
-    uint32_t v;
-    memcpy(&v, h, sizeof v);
-    __m512 f = _mm512_cvtph_ps(_mm256_set1_epi32((int)v)); /* h0 h1 h0 .. */
-    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1,
-                                          1, 1, 1, 1, 1);
-    return _mm512_maskz_permutexvar_ps(mask, idx, f);
+    struct vidx v;
+    /* out lane 4b+i (blocks b of 4, partial i of 4): in partials i, i+4 */
+    v.a1 = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24,
+                             25, 26, 27);
+    v.a2 = _mm512_add_epi32(v.a1, _mm512_set1_epi32(4));
+    /* out lane 2b+i: in partials i, i+2 of 4 */
+    v.b1 = _mm512_setr_epi32(0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24,
+                             25, 28, 29);
+    v.b2 = _mm512_add_epi32(v.b1, _mm512_set1_epi32(2));
+    /* out lane b: in partials 0, 1 of 2 */
+    v.c1 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,
+                             26, 28, 30);
+    v.c2 = _mm512_add_epi32(v.c1, _mm512_set1_epi32(1));
+    return v;
 }
 
-/* Two floats at p, laid out as pair_f16. */
-KTARGET_VNNI KINLINE __m512 pair_f32(const float *p, __mmask16 mask)
+/* Mask of the first n (<= 64) bytes. */
+KINLINE __mmask64 bmask(int n)
 {
-    double v; /* p is only 4-byte aligned: one 8-byte load via memcpy */
-    memcpy(&v, p, sizeof v);
-    __m512 f = _mm512_castps128_ps512(_mm_castpd_ps(_mm_set_sd(v)));
-    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1,
-                                          1, 1, 1, 1, 1);
-    return _mm512_maskz_permutexvar_ps(mask, idx, f);
+    return n >= 64 ? ~(__mmask64)0 : n <= 0 ? 0 : ((__mmask64)1 << n) - 1;
 }
 
-KTARGET_VNNI KINLINE __m512i lanes_vnni(enum kdtype dt, __m512i w, __m512i x)
+KTARGET_VNNI KINLINE __m512 load_h16(const uint16_t *p, int n)
 {
-    if (dt == KDT_Q8_0) {
-        __mmask64 neg = _mm512_movepi8_mask(w);
-        __m512i aw = _mm512_abs_epi8(w);
-        __m512i sx = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
-        return _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw, sx);
+    __m256i h = n == 16 ? _mm256_loadu_si256((const __m256i *)p)
+                        : _mm256_maskz_loadu_epi16((__mmask16)((1u << n) - 1), p);
+    return _mm512_cvtph_ps(h);
+}
+
+KTARGET_VNNI KINLINE __m512 load_f16(const float *p, int n)
+{
+    return n == 16 ? _mm512_loadu_ps(p)
+                   : _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
+}
+
+/* Weight bytes [o, o + n) of row w as a vector (zero past n). */
+KTARGET_VNNI KINLINE __m512i load_b(const uint8_t *p, int n)
+{
+    return n >= 64 ? _mm512_loadu_si512((const void *)p)
+                   : _mm512_maskz_loadu_epi8(bmask(n), p);
+}
+
+/* Q8_0 blocks j+2k, j+2k+1 (nbytes of them valid) for every (row,
+ * token): dpbusd lanes of w + 128 (w ^ 0x80, unsigned) times x. */
+KTARGET_VNNI KINLINE void q8_pair(int NR, int NT, const uint8_t *const *w,
+                                  const int8_t *const *x, int j, int k,
+                                  int nbytes, __m512i p[NR5][NT5])
+{
+    const __m512i s80 = _mm512_set1_epi8((char)0x80);
+    __m512i wv[NR5];
+    KUNROLL
+    for (int r = 0; r < NR; r++) {
+        const uint8_t *a = w[r] + (size_t)(j + 2 * k) * KQ_BLK;
+        _mm_prefetch((const char *)a + KQA_PF / NR, KQA_PF_HINT);
+        wv[r] = _mm512_xor_si512(load_b(a, nbytes), s80);
     }
-    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
+    KUNROLL
+    for (int t = 0; t < NT; t++) {
+        __m512i xv = load_b((const uint8_t *)x[t] + (size_t)(j + 2 * k) * KQ_BLK,
+                            nbytes);
+        KUNROLL
+        for (int r = 0; r < NR; r++)
+            p[r][t] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[r], xv);
+    }
+}
+
+/* Q4_1 blocks j+4k .. j+4k+3 (nv of them valid; a group of xq_off) for
+ * every (row, token): {4 blocks x 4 partials}. */
+KTARGET_VNNI KINLINE void q4_quad(int NR, int NT, int nb,
+                                  const uint8_t *const *w,
+                                  const int8_t *const *x, int j, int k, int nv,
+                                  __m512i p[NR5][NT5])
+{
+    const __m512i f = _mm512_set1_epi8(15);
+    int g0 = j + 4 * k, gn = nb - g0 < 4 ? nb - g0 : 4;
+    __m512i lo[NR5], hi[NR5];
+    KUNROLL
+    for (int r = 0; r < NR; r++) {
+        const uint8_t *a = w[r] + (size_t)g0 * 16;
+        _mm_prefetch((const char *)a + KQA_PF_Q4 / NR, KQA_PF_Q4_HINT);
+        __m512i v = load_b(a, 16 * nv);
+        lo[r] = _mm512_and_si512(v, f);
+        hi[r] = _mm512_and_si512(_mm512_srli_epi16(v, 4), f);
+    }
+    KUNROLL
+    for (int t = 0; t < NT; t++) {
+        const uint8_t *xg = (const uint8_t *)x[t] + (size_t)g0 * KQ_BLK;
+        __m512i xl = load_b(xg, 16 * nv), xh = load_b(xg + 16 * gn, 16 * nv);
+        KUNROLL
+        for (int r = 0; r < NR; r++)
+            p[r][t] = _mm512_dpbusd_epi32(
+                _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[r], xl), hi[r],
+                xh);
+    }
+}
+
+/* isum of the n <= 16 blocks from j (lane = block, zero past n) for every
+ * (row, token). */
+KTARGET_VNNI KINLINE void isum16(enum kdtype dt, int NR, int NT, int nb,
+                                 const uint8_t *const *w,
+                                 const int8_t *const *x,
+                                 const int32_t *const *xc, int j, int n,
+                                 const struct vidx *ix, __m512i out[NR5][NT5])
+{
+    __m512i b[2][NR5][NT5];
+    KUNROLL
+    for (int h = 0; h < 2; h++) {
+        if (dt == KDT_Q8_0) {
+            __m512i a[2][NR5][NT5];
+            KUNROLL
+            for (int q = 0; q < 2; q++) {
+                __m512i p0[NR5][NT5], p1[NR5][NT5];
+                int k = 4 * h + 2 * q;
+                q8_pair(NR, NT, w, x, j, k, (n - 2 * k) * KQ_BLK, p0);
+                q8_pair(NR, NT, w, x, j, k + 1, (n - 2 * k - 2) * KQ_BLK, p1);
+                KUNROLL
+                for (int r = 0; r < NR; r++) {
+                    KUNROLL
+                    for (int t = 0; t < NT; t++)
+                        a[q][r][t] = comb(p0[r][t], p1[r][t], ix->a1, ix->a2);
+                }
+            }
+            KUNROLL
+            for (int r = 0; r < NR; r++) {
+                KUNROLL
+                for (int t = 0; t < NT; t++)
+                    b[h][r][t] = comb(a[0][r][t], a[1][r][t], ix->b1, ix->b2);
+            }
+        } else {
+            __m512i p0[NR5][NT5], p1[NR5][NT5];
+            int k = 2 * h, n0 = n - 4 * k, n1 = n0 - 4;
+            q4_quad(NR, NT, nb, w, x, j, k, n0 < 0 ? 0 : n0 > 4 ? 4 : n0, p0);
+            q4_quad(NR, NT, nb, w, x, j, k + 1, n1 < 0 ? 0 : n1 > 4 ? 4 : n1,
+                    p1);
+            KUNROLL
+            for (int r = 0; r < NR; r++) {
+                KUNROLL
+                for (int t = 0; t < NT; t++)
+                    b[h][r][t] = comb(p0[r][t], p1[r][t], ix->b1, ix->b2);
+            }
+        }
+    }
+    KUNROLL
+    for (int t = 0; t < NT; t++) {
+        __m512i corr = _mm512_setzero_si512();
+        if (dt == KDT_Q8_0) /* 128 * sum(x) */
+            corr = _mm512_slli_epi32(
+                n == 16 ? _mm512_loadu_si512((const void *)(xc[t] + j))
+                        : _mm512_maskz_loadu_epi32((__mmask16)((1u << n) - 1),
+                                                   xc[t] + j),
+                7);
+        KUNROLL
+        for (int r = 0; r < NR; r++) {
+            out[r][t] = comb(b[0][r][t], b[1][r][t], ix->c1, ix->c2);
+            if (dt == KDT_Q8_0)
+                out[r][t] = _mm512_sub_epi32(out[r][t], corr);
+        }
+    }
 }
 
 KTARGET_VNNI KINLINE void rows5(enum kdtype dt, int NR, int NT,
@@ -390,7 +680,8 @@ KTARGET_VNNI KINLINE void rows5(enum kdtype dt, int NR, int NT,
     const uint16_t *d[NR5], *m[NR5];
     const int8_t *xq[NT5];
     const float *xd[NT5], *xs[NT5];
-    const __m512 z = _mm512_setzero_ps();
+    const int32_t *xc[NT5];
+    const struct vidx ix = vidx_make();
     KUNROLL
     for (int k = 0; k < NR; k++) {
         w[k] = (const uint8_t *)W->data + (size_t)(r + k) * rb;
@@ -403,6 +694,7 @@ KTARGET_VNNI KINLINE void rows5(enum kdtype dt, int NR, int NT,
         xq[t] = (const int8_t *)xr;
         xd[t] = (const float *)(xr + W->cols);
         xs[t] = xd[t] + nb;
+        xc[t] = (const int32_t *)(xs[t] + nb);
     }
     for (int cs = b->c0, ce; cs < b->c1; cs = ce) {
         ce = kmm_seg_end(b, cs);
@@ -411,63 +703,35 @@ KTARGET_VNNI KINLINE void rows5(enum kdtype dt, int NR, int NT,
         for (int k = 0; k < NR; k++) {
             KUNROLL
             for (int t = 0; t < NT; t++)
-                acc[k][t] = z;
+                acc[k][t] = _mm512_setzero_ps();
         }
-        int j = cs / KQ_BLK, je = ce / KQ_BLK;
-        for (; j + 2 <= je; j += 2) { /* blocks j (lanes 0..7), j+1 */
-            __m512i wv[NR5];
+        const int je = ce / KQ_BLK;
+        for (int j = cs / KQ_BLK; j < je; j += 16) {
+            int n = je - j < 16 ? je - j : 16;
+            __m512i is[NR5][NT5];
+            if (n == 16)
+                isum16(dt, NR, NT, nb, w, xq, xc, j, 16, &ix, is);
+            else
+                isum16(dt, NR, NT, nb, w, xq, xc, j, n, &ix, is);
             __m512 dv[NR5], mv[NR5];
             KUNROLL
             for (int k = 0; k < NR; k++) {
-                _mm_prefetch((const char *)w[k] + kmat_row_bytes(dt, j * KQ_BLK) +
-                                 KMM_PF_BYTES / 4, _MM_HINT_T0);
-                wv[k] = wpair(dt, w[k], j);
-                dv[k] = pair_f16(d[k] + j, 0xffff);
+                dv[k] = load_h16(d[k] + j, n);
                 if (dt == KDT_Q4_1)
-                    mv[k] = pair_f16(m[k] + j, 0x0101);
+                    mv[k] = load_h16(m[k] + j, n);
             }
             KUNROLL
             for (int t = 0; t < NT; t++) {
-                __m512i xv = _mm512_loadu_si512(
-                    (const void *)(xq[t] + (size_t)j * KQ_BLK));
-                __m512 xdv = pair_f32(xd[t] + j, 0xffff);
-                __m512 xsv = dt == KDT_Q4_1 ? pair_f32(xs[t] + j, 0x0101) : z;
+                __m512 xdv = load_f16(xd[t] + j, n);
+                __m512 xsv = dt == KDT_Q4_1 ? load_f16(xs[t] + j, n)
+                                            : _mm512_setzero_ps();
                 KUNROLL
                 for (int k = 0; k < NR; k++) {
-                    __m512 p = _mm512_cvtepi32_ps(lanes_vnni(dt, wv[k], xv));
-                    acc[k][t] = _mm512_fmadd_ps(p, _mm512_mul_ps(dv[k], xdv),
+                    acc[k][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[k][t]),
+                                                _mm512_mul_ps(dv[k], xdv),
                                                 acc[k][t]);
                     if (dt == KDT_Q4_1)
                         acc[k][t] = _mm512_fmadd_ps(mv[k], xsv, acc[k][t]);
-                }
-            }
-        }
-        if (j < je) { /* an odd last block: lanes 0..7 only */
-            KUNROLL
-            for (int t = 0; t < NT; t++) {
-                __m256i xv = _mm256_loadu_si256(
-                    (const __m256i *)(xq[t] + (size_t)j * KQ_BLK));
-                KUNROLL
-                for (int k = 0; k < NR; k++) {
-                    __m256i wv = wblock(dt, w[k], j);
-                    __m256i l;
-                    if (dt == KDT_Q8_0)
-                        l = _mm256_dpbusd_epi32(_mm256_setzero_si256(),
-                                                _mm256_sign_epi8(wv, wv),
-                                                _mm256_sign_epi8(xv, wv));
-                    else
-                        l = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wv, xv);
-                    __m256 a = _mm512_castps512_ps256(acc[k][t]);
-                    a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(l),
-                                        _mm256_set1_ps(_cvtsh_ss(d[k][j]) *
-                                                       xd[t][j]), a);
-                    if (dt == KDT_Q4_1)
-                        a = _mm256_fmadd_ps(
-                            _mm256_setr_ps(_cvtsh_ss(m[k][j]), 0, 0, 0, 0, 0,
-                                           0, 0),
-                            _mm256_setr_ps(xs[t][j], 0, 0, 0, 0, 0, 0, 0), a);
-                    acc[k][t] = _mm512_castpd_ps(_mm512_insertf64x4(
-                        _mm512_castps_pd(acc[k][t]), _mm256_castps_pd(a), 0));
                 }
             }
         }
@@ -497,15 +761,20 @@ KTARGET_VNNI KINLINE void loop5(enum kdtype dt, int NR, int NT,
         rows5(dt, 1, NT, b, r, t0);
 }
 
-/* 4 rows x up to 4 tokens per pass. */
+/* NR5 rows x up to NT5 tokens per pass. */
 KTARGET_VNNI KINLINE void block5(enum kdtype dt, const struct kmm_blk *b)
 {
     for (int t0 = 0; t0 < b->nt; t0 += 4) {
         switch (b->nt - t0) {
-        case 1: loop5(dt, 4, 1, b, t0); break;
-        case 2: loop5(dt, 4, 2, b, t0); break;
-        case 3: loop5(dt, 4, 3, b, t0); break;
-        default: loop5(dt, 4, 4, b, t0); break;
+        case 1:
+            if (dt == KDT_Q8_0)
+                loop5(dt, KQA_NR1, 1, b, t0);
+            else
+                loop5(dt, KQA_NR1_Q4, 1, b, t0);
+            break;
+        case 2: loop5(dt, KQA_NR2, 2, b, t0); break;
+        case 3: loop5(dt, KQA_NR4, 3, b, t0); break;
+        default: loop5(dt, KQA_NR4, 4, b, t0); break;
         }
     }
 }

@@ -633,6 +633,58 @@ static enum test_return test_matmul_q_isa_equal(void)
     return TEST_PASS;
 }
 
+/* Q8_0 / Q4_1 with several tokens: the AMX kernel gives the vector
+ * kernel's bits (row counts with and without a remainder below 16, a
+ * partial last group of four blocks, token counts across the 16-token
+ * tiles). Skips where the CPU or OS has no AMX-INT8. */
+static enum test_return test_matmul_q_amx(void)
+{
+    if (!kisa_amx_int8()) {
+        CHECK(kisa_set_amx(1) == MTPD_K_EINVAL || kisa_active() != KISA_AVX512,
+              "AMX unusable but kisa_set_amx(1) accepted");
+        return TEST_SKIP;
+    }
+    static const struct {
+        int rows, cols;
+    } shapes[] = {{45, 2112}, {70, 2080}, {32, 96}, {16, 4128}};
+    static const int ntok_v[] = {2, 3, 8, 16, 17, 33};
+    static const enum kdtype dts[] = {KDT_Q8_0, KDT_Q4_1};
+    struct kpool *pool = kpool_new(2);
+    float *x = malloc((size_t)33 * 4128 * sizeof *x);
+    float *y0 = malloc((size_t)33 * 70 * sizeof *y0);
+    float *y1 = malloc((size_t)33 * 70 * sizeof *y1);
+    CHECK(pool && x && y0 && y1, "alloc");
+    for (size_t i = 0; i < (size_t)33 * 4128; i++)
+        x[i] = rnd_f();
+    enum test_return ret = TEST_PASS;
+    for (int d = 0; d < 2 && ret == TEST_PASS; d++)
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+            struct tmat t;
+            int rows = shapes[s].rows, cols = shapes[s].cols;
+            CHECK(tmat_new(&t, dts[d], rows, cols, 0) == 0, "alloc");
+            for (size_t k = 0; k < sizeof ntok_v / sizeof *ntok_v; k++) {
+                int n = ntok_v[k];
+                int rc = kmatmul(pool, &t.m, x, cols, y1, rows, n);
+                kisa_set_amx(0);
+                rc |= kmatmul(pool, &t.m, x, cols, y0, rows, n);
+                kisa_set_amx(1);
+                if (rc != 0 ||
+                    memcmp(y0, y1, (size_t)n * rows * sizeof *y0) != 0) {
+                    fprintf(stderr, "  %s %dx%d n_tok %d: AMX != vector "
+                            "(rc %d)\n", kdtype_str(dts[d]), rows, cols, n, rc);
+                    ret = TEST_FAIL;
+                    break;
+                }
+            }
+            tmat_free(&t);
+        }
+    kpool_free(pool);
+    free(x);
+    free(y0);
+    free(y1);
+    return ret;
+}
+
 /* Bigger than one L2 tile (matmul.c tiles rows when n_tok > 4); x wider
  * than one L1 chunk. */
 static enum test_return test_matmul_tiled(void)
@@ -1031,6 +1083,15 @@ static enum test_return test_matmul_invariant(void)
          i++)
         ret = inv_matmul_case(cases[i].dt, cases[i].rows, cases[i].cols,
                               cases[i].blk, pools, 3);
+    if (kisa_amx_int8()) { /* Q8_0 / Q4_1 again on the vector kernels alone */
+        kisa_set_amx(0);
+        for (size_t i = 0; i < sizeof cases / sizeof *cases &&
+                           ret == TEST_PASS; i++)
+            if (cases[i].dt == KDT_Q8_0 || cases[i].dt == KDT_Q4_1)
+                ret = inv_matmul_case(cases[i].dt, cases[i].rows,
+                                      cases[i].cols, cases[i].blk, pools, 3);
+        kisa_set_amx(1);
+    }
     for (int i = 0; i < 3; i++)
         kpool_free(pools[i]);
     return ret;
@@ -1470,6 +1531,7 @@ static const struct {
     {"matmul_f8_blk_odd", test_matmul_f8_blk_odd},
     {"matmul_q", test_matmul_q},
     {"matmul_q_isa_equal", test_matmul_q_isa_equal},
+    {"matmul_q_amx", test_matmul_q_amx},
     {"matmul_tiled", test_matmul_tiled},
     {"matmul_amx", test_matmul_amx},
     {"matmul_amx_align", test_matmul_amx_align},
