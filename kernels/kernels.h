@@ -107,7 +107,7 @@ const char *kisa_str(enum kisa isa);
  * AMX-BF16 tiles for BF16 weights, on top of KISA_AVX512 (matmul_amx.c).
  * kisa_has_amx: the CPU has AMX-TILE, AMX-BF16 and AVX512-BF16 and Linux
  * granted the tile state (asked once). kisa_set_amx(on) turns it on or off
- * (default on where present; MTPD_K_EINVAL to turn on without it);
+ * (default off: see isa.c; MTPD_K_EINVAL to turn on without it);
  * kisa_amx_active: has, on, and kisa_active() is KISA_AVX512. AMX adds in
  * another order than the AVX-512 kernel, so it is used for every row count
  * of a matrix or for none (batch invariance). Not thread-safe with ops.
@@ -116,9 +116,13 @@ int kisa_has_amx(void);
 int kisa_set_amx(int on);
 int kisa_amx_active(void);
 /* AMX-INT8 tiles for Q8_0 / Q4_1 weights in calls of several tokens
- * (matmul_qa_amx.c; the same bits as the vector kernels): in use when
- * kisa_amx_active() and the CPU has AMX-INT8. kisa_set_amx switches both. */
+ * (matmul_qa_amx.c). They give the vector kernels' bits, so they are
+ * picked by token count and need no batch-invariance care: in use when
+ * the active ISA is KISA_AVX512, the CPU and OS have AMX-INT8 and
+ * kisa_set_amx_int8 did not turn them off (default on; independent of
+ * kisa_set_amx, which is about BF16). For tests and benchmarks. */
 int kisa_amx_int8(void);
+int kisa_set_amx_int8(int on);
 
 /* ---- thread pool --------------------------------------------------- */
 

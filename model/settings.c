@@ -35,13 +35,14 @@ void mtpd_logf(int level, const char *fmt, ...)
 }
 
 /* "amx" is AVX-512 with AMX tiles for BF16 weights (kernels.h); the
- * plain "avx512" turns them off. */
+ * plain "avx512" (and the default) is without them. Q8_0 / Q4_1 use
+ * AMX-INT8 tiles for several tokens on either (the same bits). */
 int mtpd_set_isa(const char *name)
 {
     if (!name || !*name) {
         if (kisa_set(kisa_detect()) != MTPD_K_OK)
             return MTPD_EINVAL;
-        kisa_set_amx(kisa_has_amx());
+        kisa_set_amx(0); /* the default: isa.c says why */
         return MTPD_OK;
     }
     if (strcmp(name, "amx") == 0) {

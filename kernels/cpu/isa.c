@@ -99,7 +99,11 @@ static int amx_probe(void) { return 0; }
 #endif
 
 static atomic_int g_amx_has = -1;
-static atomic_int g_amx_on = 1;
+/* Off by default: on the default model AMX-BF16 made prefill 1.5x faster
+ * but decode 0.73-0.87x (a tile unit idle between the small matmuls of a
+ * decode step warms up again each time; bench_amx_fp8-2026-12-02.md).
+ * mtpd_set_isa("amx") turns it on. */
+static atomic_int g_amx_on = 0;
 
 int kisa_has_amx(void)
 {

@@ -22,9 +22,20 @@
 
 #include "kcpu.h"
 
+static atomic_int g_int8_off;
+
 int kisa_amx_int8(void)
 {
-    return kisa_amx_active() && kqa_amx_ok();
+    return !atomic_load_explicit(&g_int8_off, memory_order_relaxed) &&
+           kisa_active() == KISA_AVX512 && kqa_amx_ok();
+}
+
+int kisa_set_amx_int8(int on)
+{
+    if (on && !kqa_amx_ok())
+        return MTPD_K_EINVAL;
+    atomic_store_explicit(&g_int8_off, !on, memory_order_relaxed);
+    return MTPD_K_OK;
 }
 
 #if KCPU_X86 && defined(__linux__)

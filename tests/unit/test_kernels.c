@@ -134,11 +134,11 @@ static const char *mpath_str(struct mpath p)
     return p.amx ? "avx512+amx" : kisa_str(p.isa);
 }
 
-/* Back to the default: the best ISA, AMX where present. */
+/* Back to the default: the best ISA, AMX-BF16 off (isa.c). */
 static void mpath_reset(void)
 {
     kisa_set(kisa_detect());
-    kisa_set_amx(kisa_has_amx());
+    kisa_set_amx(0);
 }
 
 /* ---- conversions --------------------------------------------------- */
@@ -640,8 +640,9 @@ static enum test_return test_matmul_q_isa_equal(void)
 static enum test_return test_matmul_q_amx(void)
 {
     if (!kisa_amx_int8()) {
-        CHECK(kisa_set_amx(1) == MTPD_K_EINVAL || kisa_active() != KISA_AVX512,
-              "AMX unusable but kisa_set_amx(1) accepted");
+        CHECK(kisa_set_amx_int8(1) == MTPD_K_EINVAL ||
+              kisa_active() != KISA_AVX512,
+              "AMX unusable but kisa_set_amx_int8(1) accepted");
         return TEST_SKIP;
     }
     static const struct {
@@ -665,9 +666,9 @@ static enum test_return test_matmul_q_amx(void)
             for (size_t k = 0; k < sizeof ntok_v / sizeof *ntok_v; k++) {
                 int n = ntok_v[k];
                 int rc = kmatmul(pool, &t.m, x, cols, y1, rows, n);
-                kisa_set_amx(0);
+                kisa_set_amx_int8(0);
                 rc |= kmatmul(pool, &t.m, x, cols, y0, rows, n);
-                kisa_set_amx(1);
+                kisa_set_amx_int8(1);
                 if (rc != 0 ||
                     memcmp(y0, y1, (size_t)n * rows * sizeof *y0) != 0) {
                     fprintf(stderr, "  %s %dx%d n_tok %d: AMX != vector "
@@ -1084,13 +1085,13 @@ static enum test_return test_matmul_invariant(void)
         ret = inv_matmul_case(cases[i].dt, cases[i].rows, cases[i].cols,
                               cases[i].blk, pools, 3);
     if (kisa_amx_int8()) { /* Q8_0 / Q4_1 again on the vector kernels alone */
-        kisa_set_amx(0);
+        kisa_set_amx_int8(0);
         for (size_t i = 0; i < sizeof cases / sizeof *cases &&
                            ret == TEST_PASS; i++)
             if (cases[i].dt == KDT_Q8_0 || cases[i].dt == KDT_Q4_1)
                 ret = inv_matmul_case(cases[i].dt, cases[i].rows,
                                       cases[i].cols, cases[i].blk, pools, 3);
-        kisa_set_amx(1);
+        kisa_set_amx_int8(1);
     }
     for (int i = 0; i < 3; i++)
         kpool_free(pools[i]);
