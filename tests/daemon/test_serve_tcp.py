@@ -22,14 +22,20 @@ class TcpClient:
         self.unpacker = msgpack.Unpacker(raw=False)
 
     def call(self, msgid, method, params):
-        self.sock.sendall(msgpack.packb([0, msgid, method, [params]]))
-        while True:
-            for m in self.unpacker:
-                return m
-            data = self.sock.recv(65536)
-            if not data:
-                return None
-            self.unpacker.feed(data)
+        """The reply, or None when the server closed the connection (EOF;
+        or a reset: writing to a socket the server has closed makes its
+        kernel answer with RST, which recv may report before the EOF)."""
+        try:
+            self.sock.sendall(msgpack.packb([0, msgid, method, [params]]))
+            while True:
+                for m in self.unpacker:
+                    return m
+                data = self.sock.recv(65536)
+                if not data:
+                    return None
+                self.unpacker.feed(data)
+        except (ConnectionResetError, BrokenPipeError):
+            return None
 
 
 def test_non_loopback_needs_token_file(tmp_path):
