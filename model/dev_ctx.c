@@ -132,6 +132,12 @@ int dev_ctx_sink(struct mtpd_ctx *c, size_t bytes)
     return 0;
 }
 
+void dev_ctx_set_graphs(struct mtpd_ctx *c, int on)
+{
+    if (c->dev)
+        c->dev->graphs_off = !on;
+}
+
 int dev_ctx_open(struct mtpd_ctx *c)
 {
     const struct mtpd_model *m = c->m;

@@ -99,7 +99,7 @@ struct dev_ctx {
     /* graphs: [1 + n_mtp][step_n_buckets()] */
     int n_graph_sets;
     struct dev_graph *graphs;
-    int graphs_off;      /* 1: always eager (tests, a failed capture) */
+    int graphs_off;      /* 1: always eager (dev_ctx_set_graphs) */
 };
 
 /* dev_ctx.c: grows the page-table capacity to at least n entries (drops

@@ -283,6 +283,9 @@ void dev_model_close(struct mtpd_model *m);
 int dev_ctx_open(struct mtpd_ctx *c);
 void dev_ctx_close(struct mtpd_ctx *c);
 int dev_forward(struct mtpd_ctx *c, const struct fwd_call *fc);
+/* Whether the context may run calls as CUDA graphs (default 1); the
+ * parity test compares both ways. No-op on the CPU. */
+void dev_ctx_set_graphs(struct mtpd_ctx *c, int on);
 
 /* device.c: parses mtpd_load_opts.device and checks it can be had: *index
  * -1 for the CPU, else the CUDA device. MTPD_EINVAL (bad string) or
