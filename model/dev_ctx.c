@@ -23,27 +23,29 @@ static int imax(int a, int b) { return a > b ? a : b; }
 
 /*
  * Workspace for the ops: each op may use all of it (kcuda_int.h), so the
- * largest need: the attention's partial results (the plan's), the MoE
- * dispatch (every routed row's input, gate / up activations and output,
- * fp32, plus the sort's indices), and the wide matmul's bf16 copy of x
- * with room for its dequantised weight chunks and cuBLASLt's own.
+ * largest need of: the attention's partial results (kcuda_mla_workspace
+ * of the plan), the MoE dispatch (kcuda_moe_ffn_workspace for every row),
+ * and the wide matmul, which works in chunks of whatever it gets but is
+ * given the bf16 copy of x for all rows, 32 MiB for cuBLASLt and 32 MiB of
+ * dequantised weight rows.
  */
 static size_t workspace_bytes(const struct mtpd_config *c, int rows,
                               const struct kcuda_mla_plan *plan)
 {
-    size_t T = (size_t)rows, K = (size_t)imax(c->num_experts_per_tok, 1);
-    size_t hid = (size_t)c->hidden_size, I = (size_t)c->moe_intermediate_size;
     size_t attn = kcuda_mla_workspace(plan, c->kv_lora_rank);
-    size_t moe = T * K * (sizeof(float) * (2 * hid + 2 * I) + 64) +
-                 sizeof(int32_t) * 4 * (size_t)imax(c->n_routed_experts, 1);
-    size_t cols = (size_t)imax(imax(c->hidden_size, c->intermediate_size),
-                               imax(2 * c->hidden_size,
-                                    c->num_attention_heads *
-                                        c->v_head_dim));
-    size_t mm = T * cols * 2 + ((size_t)64 << 20);
+    size_t moe = c->n_routed_experts > 0
+        ? kcuda_moe_ffn_workspace(rows, c->num_experts_per_tok,
+                                  c->hidden_size, c->moe_intermediate_size)
+        : 0;
+    int cols = imax(imax(c->hidden_size, c->intermediate_size),
+                    imax(2 * c->hidden_size,
+                         c->num_attention_heads * c->v_head_dim));
+    cols = imax(cols, c->moe_intermediate_size *
+                          imax(c->n_shared_experts, 1));
+    size_t mm = (size_t)rows * (size_t)cols * 2 + ((size_t)64 << 20);
     size_t ws = attn > moe ? attn : moe;
     ws = ws > mm ? ws : mm;
-    return (ws + ((size_t)16 << 20) + 255) & ~(size_t)255;
+    return (ws + 255) & ~(size_t)255;
 }
 
 /* A zeroed device buffer of n floats (padding rows then compute on
