@@ -263,10 +263,35 @@ static void page_free(void *ud, void *page)
 
 /* ---- the model --------------------------------------------------------- */
 
+/* Whether the device kernels take this model's shapes: the attention
+ * kernel's kv_lora / rope (cuda_plan.h), the router's top-k (kcuda.h). */
+static int shape_supported(const struct mtpd_config *c, char *why,
+                           size_t whylen)
+{
+    if (kcuda_mla_smem(c->kv_lora_rank, c->qk_rope_head_dim) == 0) {
+        snprintf(why, whylen, "the device attention does not take "
+                 "kv_lora_rank %d with qk_rope_head_dim %d", c->kv_lora_rank,
+                 c->qk_rope_head_dim);
+        return 0;
+    }
+    if (c->n_routed_experts > 0 && c->num_experts_per_tok > KCUDA_MOE_MAX_K) {
+        snprintf(why, whylen, "the device MoE takes at most %d experts per "
+                 "token, not %d", KCUDA_MOE_MAX_K, c->num_experts_per_tok);
+        return 0;
+    }
+    return 1;
+}
+
 int dev_model_open(struct mtpd_model *m, int index,
                    const struct mtpd_load_opts *o, char *err, size_t errlen)
 {
     const struct mtpd_config *c = &m->cfg;
+    char why[160];
+    if (!shape_supported(c, why, sizeof why)) {
+        snprintf(err, errlen, "--device cuda:%d: this model cannot run on "
+                 "the device: %s", index, why);
+        return MTPD_ENODEV;
+    }
     struct dev_model *dm = calloc(1, sizeof(*dm));
     if (!dm) {
         snprintf(err, errlen, "out of memory");

@@ -42,10 +42,15 @@ static int parse_cuda(const char *s)
     return (int)v;
 }
 
+int device_is_auto(const char *device)
+{
+    return !device || !*device || strcmp(device, "auto") == 0;
+}
+
 int device_select(const char *device, int *index, char *err, size_t errlen)
 {
     *index = -1;
-    int is_auto = !device || !*device || strcmp(device, "auto") == 0;
+    int is_auto = device_is_auto(device);
     if (!is_auto && strcmp(device, "cpu") == 0)
         return 0;
     int want = is_auto ? 0 : parse_cuda(device);

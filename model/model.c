@@ -93,6 +93,20 @@ int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
         if (rc == 0) {
             m->device = dev;
             snprintf(m->device_name, sizeof m->device_name, "cuda:%d", dev);
+        } else if (device_is_auto(opts->device)) {
+            /* auto: a GPU that cannot take this model leaves the CPU */
+            mtpd_logf(MTPD_LOG_INFO, "device auto: cpu (%s)", err);
+            dev_model_close(m);
+            err[0] = '\0';
+            rc = 0;
+            if (opts->progress) { /* the upload's reports stopped short */
+                struct mtpd_load_progress p = {
+                    .bytes_done = st_total_bytes(m->st),
+                    .bytes_total = st_total_bytes(m->st),
+                    .tensors_done = (long)st_count(m->st),
+                    .tensors_total = (long)st_count(m->st)};
+                opts->progress(opts->progress_ud, &p);
+            }
         }
     }
     if (rc) {

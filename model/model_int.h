@@ -291,6 +291,8 @@ void dev_ctx_set_graphs(struct mtpd_ctx *c, int on);
  * -1 for the CPU, else the CUDA device. MTPD_EINVAL (bad string) or
  * MTPD_ENODEV, with one line in err. */
 int device_select(const char *device, int *index, char *err, size_t errlen);
+/* NULL, "" or "auto". */
+int device_is_auto(const char *device);
 
 /* weights.c */
 int weights_bind(struct mtpd_model *m, const struct mtpd_load_opts *o,
