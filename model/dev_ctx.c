@@ -207,7 +207,7 @@ int dev_ctx_open(struct mtpd_ctx *c)
     }
     if (!fail)
         fail = blob_alloc(d, PAGES_CAP0) != 0;
-    d->n_graph_sets = 1 + m->n_mtp;
+    d->n_graph_sets = 2 * (1 + m->n_mtp); /* main, MTP: logits or not */
     if (!fail) {
         d->graphs = calloc((size_t)d->n_graph_sets * step_n_buckets(),
                            sizeof(*d->graphs));

@@ -263,19 +263,22 @@ static int stage(struct pass *p, const struct step_seq *ss, int n_ss,
         .row_bytes = pool->row_bytes, .kv_dtype = pool->dtype,
         .kv_lora = p->cfg->kv_lora_rank, .rope = p->cfg->qk_rope_head_dim};
     p->n = o->n_rows;
-    p->n_logits = b ? -1 : o->n_logits;
+    /* a graph computes logits for every row, or none (drafting calls whose
+     * logits spec/ computes from the hidden states) */
+    p->n_logits = b ? (o->n_logits ? -1 : 0) : o->n_logits;
     return 0;
 }
 
-/* The graph of bucket b for this module and KV layout: captured now if
- * there is none; NULL when this bucket cannot run as a graph (a capture
- * failed: it runs eagerly from then on). */
+/* The graph of bucket b for this module, with or without logits, and
+ * this KV layout: captured now if there is none; NULL when this bucket
+ * cannot run as a graph (a capture failed: it runs eagerly from then
+ * on). */
 static struct kcuda_graph *graph_for(struct pass *p,
                                      const struct step_bucket *b)
 {
     struct dev_ctx *d = p->d;
-    struct dev_graph *gs =
-        &d->graphs[(p->module + 1) * step_n_buckets() + b->id];
+    int set = 2 * (p->module + 1) + (p->n_logits != 0);
+    struct dev_graph *gs = &d->graphs[set * step_n_buckets() + b->id];
     const struct kcuda_rows *rw = &p->rw;
     if (gs->gr && (gs->page_pos != rw->page_pos ||
                    gs->row_bytes != rw->row_bytes ||

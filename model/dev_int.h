@@ -96,7 +96,7 @@ struct dev_ctx {
      * layout seen */
     void *sink;
     size_t sink_bytes;
-    /* graphs: [1 + n_mtp][step_n_buckets()] */
+    /* graphs: [1 + n_mtp][logits or not][step_n_buckets()] */
     int n_graph_sets;
     struct dev_graph *graphs;
     int graphs_off;      /* 1: always eager (dev_ctx_set_graphs) */
