@@ -238,6 +238,24 @@ static void forward_checks(struct run *runs, int n_runs,
     int lf[NS] = {0, lens[1] - 1, lens[2] - 3};
     if (call_main(runs, n_runs, tok, lens, lf, "prefill"))
         return;
+    /* the CPU's final hidden states of the prompts: the MTP modules' input
+     * below (as in drafting; random inputs make near-tied expert choices) */
+    float *hbuf[NS];
+    int hrow0[NS];
+    for (int s = 0, r = 0; s < NS; r += lens[s], s++) {
+        hbuf[s] = malloc(sizeof(float) * (size_t)lens[s] * hid);
+        hrow0[s] = r;
+    }
+    if (!hbuf[0] || !hbuf[1] || !hbuf[2]) {
+        for (int s = 0; s < NS; s++)
+            free(hbuf[s]);
+        return;
+    }
+    for (int s = 0; s < NS; s++)
+        for (int i = 0; i < lens[s]; i++)
+            memcpy(hbuf[s] + (size_t)i * hid,
+                   mtpd_ctx_hidden(runs[0].c, hrow0[s] + i),
+                   sizeof(float) * hid);
     /* decode: the CPU's greedy token of each sequence's last row */
     for (int step = 0; step < 3; step++) {
         int one[NS] = {1, 1, 1}, zero[NS] = {0, 0, 0}, row = 0;
@@ -254,7 +272,7 @@ static void forward_checks(struct run *runs, int n_runs,
         char ph[32];
         snprintf(ph, sizeof ph, "decode %d", step);
         if (call_main(runs, n_runs, tok, one, zero, ph))
-            return;
+            goto out;
     }
     /* verify k + 1 rows, then cut back (a rejection) and verify again */
     int nv[NS] = {4, 1, 3}, zero[NS] = {0, 0, 0};
@@ -263,7 +281,7 @@ static void forward_checks(struct run *runs, int n_runs,
         tok[s] = buf[s];
     }
     if (call_main(runs, n_runs, tok, nv, zero, "verify"))
-        return;
+        goto out;
     for (int k = 0; k < n_runs; k++)
         for (int s = 0; s < NS; s++) {
             struct mtpd_kv *kv = runs[k].kv[s];
@@ -273,30 +291,36 @@ static void forward_checks(struct run *runs, int n_runs,
     for (int s = 0; s < NS; s++)
         fill_tokens(buf[s], nv2[s], V);
     if (call_main(runs, n_runs, tok, nv2, zero, "verify/cut"))
-        return;
-    /* MTP modules on fixed pseudo-random hidden rows */
-    float *hbuf[NS];
+        goto out;
+    /* MTP modules on the prompts' hidden states (cycled) */
+    float *hin[NS];
     const float *h[NS];
     for (int s = 0; s < NS; s++)
-        hbuf[s] = malloc(sizeof(float) * 20 * (size_t)hid);
-    int bad = !hbuf[0] || !hbuf[1] || !hbuf[2];
+        hin[s] = malloc(sizeof(float) * 20 * (size_t)hid);
+    int bad = !hin[0] || !hin[1] || !hin[2];
     for (int md = 0; md < n_mtp && !bad; md++) {
         static const int np[3][NS] = {{5, 20, 9}, {1, 1, 1}, {3, 1, 2}};
-        for (int ph = 0; ph < 3 && !bad; ph++) {
+        for (int ph = 0, used = 0; ph < 3 && !bad; ph++) {
             for (int s = 0; s < NS; s++) {
                 int n = np[ph][s]; /* <= 20 */
-                for (int i = 0; i < n * hid; i++)
-                    hbuf[s][i] = ((int)(rnd() % 2001) - 1000) / 400.0f;
+                for (int i = 0; i < n; i++)
+                    memcpy(hin[s] + (size_t)i * hid,
+                           hbuf[s] + (size_t)((used + i) % lens[s]) * hid,
+                           sizeof(float) * hid);
                 fill_tokens(buf[s], n, V);
                 tok[s] = buf[s];
-                h[s] = hbuf[s];
+                h[s] = hin[s];
             }
+            used += 20;
             int lfm[NS] = {0, ph == 0 ? np[ph][1] - 1 : 0, 0};
             char name[32];
             snprintf(name, sizeof name, "mtp %d/%d", md, ph);
             bad = call_mtp(runs, n_runs, md, tok, h, np[ph], lfm, name) != 0;
         }
     }
+    for (int s = 0; s < NS; s++)
+        free(hin[s]);
+out:
     for (int s = 0; s < NS; s++)
         free(hbuf[s]);
 }
