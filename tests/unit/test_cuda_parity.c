@@ -12,28 +12,38 @@
  *   verify    k + 1 rows per sequence (4, 1, 3: one bucket, padded),
  *             then the caches cut back as after a rejection and another
  *             verify over the cut positions (2, 4, 4)
- *   mtp N     each MTP module: a prefill of (5, 20, 9) rows, one row each,
- *             then (3, 1, 2) rows, on fixed pseudo-random hidden inputs
- * Each call runs on the CPU, on a GPU context with graphs and on one
- * without (every call eager), all fed the same tokens (the CPU's greedy
- * choice when decoding). Checked per row:
- *   hidden and logits: max |gpu - cpu| / max |cpu| <= BOUND
+ *   mtp N     each MTP module: (5, 20, 9) rows, one row each, then
+ *             (3, 1, 2) rows, fed the prompts' hidden states
+ *   spec      greedy speculative decoding (k = 1, 3, auto) through spec/
+ *             on the GPU is token-identical to greedy plain decoding
+ *             (k = 0) on the GPU, three sequences batched; the GPU's plain
+ *             decoding against the CPU's is printed (near ties may part
+ *             them; not a failure)
+ * Each forward call runs on the CPU, on a GPU context with graphs and on
+ * one without (every call eager), all fed the same tokens (the CPU's
+ * greedy choice when decoding). Checked per row:
+ *   hidden and logits: max |gpu - cpu| / max |cpu| <= BOUND (but flips)
  *   top-1: the same token, unless the CPU's top two are closer than
- *          BOUND * max |cpu| (a near tie, counted, not failed)
+ *          BOUND * max |cpu| (a near tie, counted, not failed) or the
+ *          row is a flip
  * BOUND = 2e-2. Why: the skinny (<= 16 rows) matmuls keep fp32
  * activations (differences ~1e-6, the order of fp32 sums), but wider
- * calls round activations to bf16 (unit roundoff u = 2^-9 ~ 2e-3) before
- * cuBLASLt, and the attention may run bf16 MMAs: one rounding of relative
- * size u per GEMM input, a few per layer, accumulating through the
- * residual stream; 2e-2 ~ 10 u leaves room for about ten such
+ * calls (prefill) round activations to bf16 (unit roundoff u = 2^-9 ~
+ * 2e-3) before cuBLASLt, and the attention may run bf16 MMAs: one
+ * rounding of relative size u per GEMM input, a few per layer,
+ * accumulating through the residual stream, and inherited by every later
+ * call through the cache; 2e-2 ~ 10 u leaves room for about ten such
  * errors adding up in the same direction and is still far below what a
  * wrong op gives (O(1): a wrong row, head, position or expert changes
- * logits by their own size). The table prints the measured values.
- *   spec      greedy speculative decoding (k = 3, and auto) through
- *             spec/ on the GPU is token-identical to greedy plain
- *             decoding (k = 0) on the GPU, three sequences batched; the
- *             GPU's plain decoding against the CPU's is printed (near ties
- *             may part them; not a failure).
+ * logits by their own size). Measured in the CUDA emulator (the kernels
+ * as C++ on the CPU: the same arithmetic): median 2e-3 after a bf16
+ * prefill, decode rows 1e-3 to 2e-3.
+ * Flips: a rounding that changes a top-k expert choice changes that row
+ * by O(1) and the next rows a little through attention (emulated
+ * pycode-mtp-tiny prefill: row 82 of 102 at 8e-2, row 83 at 2.6e-2, the
+ * rest under 7e-3). So in calls wider than 16 rows up to rows / 32 rows
+ * (at least one) may exceed BOUND; they are counted ("over") and a call
+ * with more fails. Calls of up to 16 rows allow none.
  * Exit status: 0 all passed, 1 a check failed, 77 no CUDA device, 2 usage.
  */
 #include <math.h>
@@ -70,6 +80,7 @@ struct run {
 struct stat {
     double hid, lg;       /* worst relative differences */
     int rows, lrows, agree, ties, wrong;
+    int over;             /* rows over BOUND (hidden or logits) */
     int worst_row;        /* of hid */
 };
 
@@ -120,6 +131,7 @@ static void compare(const struct run *r, const struct run *g, int n_rows,
             st->worst_row = i;
         }
         st->rows++;
+        int over = !(h <= BOUND);
         const float *lr = mtpd_ctx_logits(r->c, i);
         const float *lg = mtpd_ctx_logits(g->c, i);
         if (!lr != !lg) {
@@ -127,9 +139,12 @@ static void compare(const struct run *r, const struct run *g, int n_rows,
             g_fail = 1;
             continue;
         }
-        if (!lr)
+        if (!lr) {
+            st->over += over;
             continue;
+        }
         double l = rel_diff(lg, lr, V);
+        over |= !(l <= BOUND);
         st->lg = l > st->lg ? l : st->lg;
         st->lrows++;
         float margin, mg;
@@ -140,17 +155,19 @@ static void compare(const struct run *r, const struct run *g, int n_rows,
             st->agree++;
         else if (margin < BOUND * mabs)
             st->ties++;
-        else
+        else if (!over) /* a clear disagreement in a row within BOUND */
             st->wrong++;
+        st->over += over;
     }
 }
 
 static void report(const char *phase, const char *who, const struct stat *s)
 {
-    int bad = !(s->hid <= BOUND) || !(s->lg <= BOUND) || s->wrong;
-    printf("  %-14s %-12s %5d %5d   %9.2e %9.2e   %5d %4d %5d  %s\n", phase,
-           who, s->rows, s->lrows, s->hid, s->lg, s->agree, s->ties,
-           s->wrong, bad ? "FAIL" : "ok");
+    int allowed = s->rows > 16 ? (s->rows / 32 > 1 ? s->rows / 32 : 1) : 0;
+    int bad = s->over > allowed || s->wrong;
+    printf("  %-14s %-12s %5d %5d   %9.2e %9.2e %4d   %5d %4d %5d  %s\n",
+           phase, who, s->rows, s->lrows, s->hid, s->lg, s->over, s->agree,
+           s->ties, s->wrong, bad ? "FAIL" : "ok");
     if (bad) {
         printf("  %-14s %-12s worst hidden: row %d\n", "", "",
                s->worst_row);
@@ -450,9 +467,9 @@ static int check_dir(const char *dir, const char *device, int kv_bf16)
            mtpd_model_device(gm), mtpd_model_kv_dtype(gm),
            cfg->num_hidden_layers, cfg->hidden_size, cfg->vocab_size,
            mtpd_model_n_mtp(gm));
-    printf("  %-14s %-12s %5s %5s   %9s %9s   %5s %4s %5s\n", "call",
-           "against cpu", "rows", "lrows", "hidden", "logits", "top1", "ties",
-           "wrong");
+    printf("  %-14s %-12s %5s %5s   %9s %9s %4s   %5s %4s %5s\n", "call",
+           "against cpu", "rows", "lrows", "hidden", "logits", "over",
+           "top1", "ties", "wrong");
     int ok = 1;
     for (int k = 0; k < 3 && ok; k++) {
         runs[k].c = mtpd_ctx_new(runs[k].m, MAXR, 2);
