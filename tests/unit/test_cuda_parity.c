@@ -5,7 +5,8 @@
  *   test_cuda_parity [--kv-bf16] [--no-spec] [--device cuda:N] DIR...
  *
  * Per checkpoint, loaded twice (cpu, cuda), three sequences of different
- * lengths in every call:
+ * lengths in every call, with pages of 64 positions, then again with
+ * pages of 16 (the same contexts: their graphs meet a new KV layout):
  *   prefill   one call for all three prompts (eager on the GPU: wide
  *             GEMMs through cuBLASLt), logits of all / last / last 3 rows
  *   decode    three steps of one row each (a CUDA graph bucket)
@@ -471,24 +472,43 @@ static int check_dir(const char *dir, const char *device, int kv_bf16)
            "against cpu", "rows", "lrows", "hidden", "logits", "over",
            "top1", "ties", "wrong");
     int ok = 1;
-    for (int k = 0; k < 3 && ok; k++) {
-        runs[k].c = mtpd_ctx_new(runs[k].m, MAXR, 2);
-        ok = runs[k].c != NULL;
-        for (int s = 0; s < NS && ok; s++)
-            ok = (runs[k].kv[s] = mtpd_kv_new(runs[k].m, 512)) != NULL;
+    for (int k = 0; k < 3 && ok; k++)
+        ok = (runs[k].c = mtpd_ctx_new(runs[k].m, MAXR, 2)) != NULL;
+    if (ok)
+        dev_ctx_set_graphs(runs[2].c, 0);
+    /* pages of 64 positions (one to two per sequence), then of 16 in
+     * pools of their own: more pages per sequence, and the same contexts'
+     * graphs meet another KV layout (recaptured) */
+    static const int page_pos[] = {64, 16};
+    for (int pi = 0; pi < 2 && ok; pi++) {
+        struct mtpd_kv_pool_opts po = {.page_positions = page_pos[pi]};
+        struct mtpd_kv_pool *pool[3] = {0};
+        for (int k = 0; k < 3 && ok; k++) {
+            ok = mtpd_kv_pool_new(runs[k].m, &po, &pool[k]) == 0;
+            for (int s = 0; s < NS && ok; s++)
+                ok = mtpd_kv_new_in(pool[k], 512 < cfg->max_position_embeddings
+                                    ? 512 : cfg->max_position_embeddings,
+                                    &runs[k].kv[s]) == 0;
+        }
+        if (ok) {
+            printf("  pages of %d positions\n", page_pos[pi]);
+            forward_checks(runs, 3, cfg, mtpd_model_n_mtp(gm));
+        }
+        for (int k = 0; k < 3; k++) {
+            for (int s = 0; s < NS; s++) {
+                mtpd_kv_free(runs[k].kv[s]);
+                runs[k].kv[s] = NULL;
+            }
+            mtpd_kv_pool_free(pool[k]);
+        }
     }
     if (!ok) {
-        printf("  could not make the contexts / caches (see the log)\n");
+        printf("  could not make the contexts / pools / caches (see the "
+               "log)\n");
         g_fail = 1;
-    } else {
-        dev_ctx_set_graphs(runs[2].c, 0);
-        forward_checks(runs, 3, cfg, mtpd_model_n_mtp(gm));
     }
-    for (int k = 0; k < 3; k++) {
-        for (int s = 0; s < NS; s++)
-            mtpd_kv_free(runs[k].kv[s]);
+    for (int k = 0; k < 3; k++)
         mtpd_ctx_free(runs[k].c);
-    }
     if (ok && !g_no_spec)
         spec_checks(runs[0].m, gm);
     mtpd_model_free(gm);
