@@ -44,10 +44,6 @@ int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
     if (errlen)
         err[0] = '\0';
     double t0 = now_s();
-    int dev;
-    int rc = device_select(opts->device, &dev, err, errlen);
-    if (rc)
-        return rc;
     struct mtpd_model *m = calloc(1, sizeof(*m));
     if (!m) {
         snprintf(err, errlen, "out of memory");
@@ -64,7 +60,7 @@ int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
         free(m);
         return MTPD_EFORMAT;
     }
-    rc = mtpd_config_parse(json_root(cfg), "config.json", &m->cfg, err,
+    int rc = mtpd_config_parse(json_root(cfg), "config.json", &m->cfg, err,
                                errlen);
     json_doc_free(cfg);
     if (rc) {
@@ -76,6 +72,12 @@ int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
               "%d experts", json_escz(qdir, sizeof qdir, dir),
               m->cfg.num_hidden_layers, m->cfg.hidden_size,
               m->cfg.vocab_size, m->cfg.n_routed_experts);
+    int dev; /* before the weights: a device that is not there fails fast */
+    rc = device_select(opts->device, &dev, err, errlen);
+    if (rc) {
+        free(m);
+        return rc;
+    }
     if (st_open_dir(dir, &m->st, err, errlen) < 0) {
         free(m);
         return MTPD_EFORMAT;
