@@ -71,8 +71,10 @@ struct mtpd_ctx *mtpd_ctx_new(const struct mtpd_model *m, int max_tokens,
     if (!x->ffn_batch)
         fail = 1;
     x->router = fbuf(T * E, &fail);
-    x->hidden = fbuf(T * hid, &fail);
-    x->logits = fbuf(T * c->vocab_size, &fail);
+    if (!m->dev) { /* on a GPU: pinned, dev_ctx_open's */
+        x->hidden = fbuf(T * hid, &fail);
+        x->logits = fbuf(T * c->vocab_size, &fail);
+    }
     x->lg_in = fbuf(T * hid, &fail);
     x->n_attn = x->pool ? kpool_size(x->pool) : 1;
     x->as = calloc((size_t)x->n_attn, sizeof(*x->as));
@@ -114,6 +116,11 @@ struct mtpd_ctx *mtpd_ctx_new(const struct mtpd_model *m, int max_tokens,
             sp->part[i].tmp = fbuf(P * L, &fail);
         }
     }
+    /* the model is on a GPU: the device buffers, and the pinned hidden /
+     * logits the results are copied back into (the CPU scratch above is
+     * then unused but kept: one allocation path for both) */
+    if (m->dev && !fail && dev_ctx_open(x))
+        fail = 1;
     if (fail) {
         mtpd_ctx_free(x);
         return NULL;
@@ -130,6 +137,7 @@ void mtpd_ctx_free(struct mtpd_ctx *x)
 {
     if (!x)
         return;
+    dev_ctx_close(x); /* frees its hidden and logits, sets them NULL */
     if (x->as)
         for (int i = 0; i < x->n_attn; i++) {
             free(x->as[i].qc);

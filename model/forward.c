@@ -137,14 +137,20 @@ int mtpd_forward(struct mtpd_ctx *c, const struct mtpd_seq *seqs, int n_seqs)
         c->n_rows = 0;
         return rc;
     }
-    int hid = m->cfg.hidden_size, r = 0;
-    for (int s = 0; s < n_seqs; s++)
-        for (int i = 0; i < ntok[s]; i++, r++)
-            embed_row(&m->embed, toks[s][i], c->x + (size_t)r * hid);
-    for (int l = 0; l < m->cfg.num_hidden_layers && rc == 0; l++)
-        rc = decoder_block(c, &m->layers[l], l, n);
-    if (rc == 0)
-        rc = finish(c, &m->final_norm, &m->lm_head);
+    if (c->dev) { /* the model is on a GPU (dev_forward.c) */
+        struct fwd_call fc = {.module = -1, .n_seqs = n_seqs, .kvs = kvs,
+                              .toks = toks, .ntok = ntok, .lfrom = lfrom};
+        rc = dev_forward(c, &fc);
+    } else {
+        int hid = m->cfg.hidden_size, r = 0;
+        for (int s = 0; s < n_seqs; s++)
+            for (int i = 0; i < ntok[s]; i++, r++)
+                embed_row(&m->embed, toks[s][i], c->x + (size_t)r * hid);
+        for (int l = 0; l < m->cfg.num_hidden_layers && rc == 0; l++)
+            rc = decoder_block(c, &m->layers[l], l, n);
+        if (rc == 0)
+            rc = finish(c, &m->final_norm, &m->lm_head);
+    }
     if (rc) {
         drop_pages(kvs, n_seqs);
         return rc;
@@ -165,11 +171,13 @@ int mtpd_mtp_forward(struct mtpd_ctx *c, int module,
     const struct mtp_w *w = &m->mtp[module];
     struct mtpd_kv *kvs[MAX_SEQS_STACK] = {0};
     const int32_t *toks[MAX_SEQS_STACK] = {0};
+    const float *hin[MAX_SEQS_STACK] = {0};
     int ntok[MAX_SEQS_STACK] = {0}, lfrom[MAX_SEQS_STACK] = {0};
     for (int s = 0; s < n_seqs; s++) {
         if (seqs[s].n_tokens > 0 && !seqs[s].hidden)
             return MTPD_EINVAL;
         kvs[s] = seqs[s].kv;
+        hin[s] = seqs[s].hidden;
         toks[s] = seqs[s].tokens;
         ntok[s] = seqs[s].n_tokens;
         lfrom[s] = seqs[s].logits_from;
@@ -183,28 +191,36 @@ int mtpd_mtp_forward(struct mtpd_ctx *c, int module,
         c->n_rows = 0;
         return rc;
     }
-    int hid = m->cfg.hidden_size, r = 0;
-    /* cat [n, 2 * hid] = [enorm(embed(t)) ; hnorm(h)]; the embedding is
-     * zeroed at absolute position 0 (vLLM's convention). The hidden rows
-     * may alias c->hidden (recursive drafting), so read them all first. */
-    for (int s = 0; s < n_seqs; s++)
-        for (int i = 0; i < ntok[s]; i++, r++) {
-            float *e = c->cat + (size_t)r * 2 * hid;
-            if (c->rows[r].pos == 0) {
-                memset(e, 0, sizeof(float) * hid);
-            } else {
-                embed_row(&w->embed, toks[s][i], e);
-                wnorm(m, e, e, &w->enorm);
+    if (c->dev) { /* the model is on a GPU (dev_forward.c) */
+        struct fwd_call fc = {.module = module, .n_seqs = n_seqs,
+                              .kvs = kvs, .toks = toks, .ntok = ntok,
+                              .lfrom = lfrom, .hidden = hin};
+        rc = dev_forward(c, &fc);
+    } else {
+        int hid = m->cfg.hidden_size, r = 0;
+        /* cat [n, 2 * hid] = [enorm(embed(t)) ; hnorm(h)]; the embedding
+         * is zeroed at absolute position 0 (vLLM's convention). The
+         * hidden rows may alias c->hidden (recursive drafting), so read
+         * them all first. */
+        for (int s = 0; s < n_seqs; s++)
+            for (int i = 0; i < ntok[s]; i++, r++) {
+                float *e = c->cat + (size_t)r * 2 * hid;
+                if (c->rows[r].pos == 0) {
+                    memset(e, 0, sizeof(float) * hid);
+                } else {
+                    embed_row(&w->embed, toks[s][i], e);
+                    wnorm(m, e, e, &w->enorm);
+                }
+                wnorm(m, e + hid, hin[s] + (size_t)i * hid, &w->hnorm);
             }
-            wnorm(m, e + hid, seqs[s].hidden + (size_t)i * hid, &w->hnorm);
-        }
-    rc = kmatmul(c->pool, &w->eh_proj, c->cat, 2 * hid, c->x, hid, n)
-             ? MTPD_EINVAL : 0;
-    if (rc == 0)
-        rc = decoder_block(c, &w->block, m->cfg.num_hidden_layers + module,
-                           n);
-    if (rc == 0)
-        rc = finish(c, &w->head_norm, &w->head);
+        rc = kmatmul(c->pool, &w->eh_proj, c->cat, 2 * hid, c->x, hid, n)
+                 ? MTPD_EINVAL : 0;
+        if (rc == 0)
+            rc = decoder_block(c, &w->block,
+                               m->cfg.num_hidden_layers + module, n);
+        if (rc == 0)
+            rc = finish(c, &w->head_norm, &w->head);
+    }
     if (rc) {
         drop_pages(kvs, n_seqs);
         return rc;

@@ -25,6 +25,28 @@ size_t mtpd_kv_bytes_per_token(const struct mtpd_model *m)
 
 /* ---- pool ------------------------------------------------------------ */
 
+/* A new zeroed page (64-byte aligned so attention's row loads do not
+ * split lines; zeroed so rows never written read as finite numbers): host
+ * memory, or the device's when the model is on a GPU. */
+static void *page_alloc(struct mtpd_kv_pool *p)
+{
+    size_t bytes = (p->page_bytes + 63) & ~(size_t)63;
+    if (p->pg.alloc)
+        return p->pg.alloc(p->pg.ud, bytes);
+    void *pg = aligned_alloc(64, bytes);
+    if (pg)
+        memset(pg, 0, bytes);
+    return pg;
+}
+
+static void page_free(struct mtpd_kv_pool *p, void *pg)
+{
+    if (p->pg.free)
+        p->pg.free(p->pg.ud, pg);
+    else
+        free(pg);
+}
+
 int mtpd_kv_pool_new(const struct mtpd_model *m,
                      const struct mtpd_kv_pool_opts *o,
                      struct mtpd_kv_pool **out)
@@ -62,6 +84,7 @@ int mtpd_kv_pool_new(const struct mtpd_model *m,
     p->row_bytes = (size_t)p->row * kdtype_size(dt);
     p->layer_bytes = p->row_bytes * (size_t)pp;
     p->page_bytes = p->layer_bytes * (size_t)p->n_layers_total;
+    p->pg = m->kv_pages;
     *out = p;
     return 0;
 }
@@ -71,7 +94,7 @@ void mtpd_kv_pool_free(struct mtpd_kv_pool *p)
     if (!p)
         return;
     for (long i = 0; i < p->n_free; i++)
-        free(p->free_pages[i]);
+        page_free(p, p->free_pages[i]);
     free(p->free_pages);
     free(p);
 }
@@ -128,13 +151,9 @@ static void *pool_take(struct mtpd_kv_pool *p)
             p->free_pages = fp;
             p->free_cap = cap;
         }
-        /* 64-byte aligned so attention's row loads do not split lines;
-         * zeroed so rows never written read as finite numbers */
-        size_t bytes = (p->page_bytes + 63) & ~(size_t)63;
-        pg = aligned_alloc(64, bytes);
+        pg = page_alloc(p);
         if (!pg)
             return NULL;
-        memset(pg, 0, bytes);
         p->pages_total++;
     }
     p->pages_used++;

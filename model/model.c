@@ -21,6 +21,8 @@ const char *mtpd_err_str(int err)
     case MTPD_EFORMAT: return "bad checkpoint format";
     case MTPD_EFULL: return "capacity exceeded (KV cache or batch)";
     case MTPD_ENOMTP: return "no such MTP module";
+    case MTPD_ENODEV: return "no such device (no GPU, no CUDA in this "
+                             "build, or a device error)";
     default: return "unknown error";
     }
 }
@@ -39,12 +41,16 @@ int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
     if (!opts)
         opts = &none;
     *out = NULL;
+    if (errlen)
+        err[0] = '\0';
     double t0 = now_s();
     struct mtpd_model *m = calloc(1, sizeof(*m));
     if (!m) {
         snprintf(err, errlen, "out of memory");
         return MTPD_ENOMEM;
     }
+    m->device = -1;
+    snprintf(m->device_name, sizeof m->device_name, "cpu");
     char path[4096], jerr[200];
     snprintf(path, sizeof(path), "%s/config.json", dir);
     struct json_doc *cfg = json_parse_file(path, jerr, sizeof(jerr));
@@ -66,14 +72,45 @@ int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
               "%d experts", json_escz(qdir, sizeof qdir, dir),
               m->cfg.num_hidden_layers, m->cfg.hidden_size,
               m->cfg.vocab_size, m->cfg.n_routed_experts);
+    int dev; /* before the weights: a device that is not there fails fast */
+    rc = device_select(opts->device, &dev, err, errlen);
+    if (rc) {
+        free(m);
+        return rc;
+    }
     if (st_open_dir(dir, &m->st, err, errlen) < 0) {
         free(m);
         return MTPD_EFORMAT;
     }
     m->kv_dtype = opts->kv_bf16 ? KDT_BF16 : KDT_F32;
-    rc = weights_bind(m, opts, err, errlen);
+    /* on a GPU the upload is the slow part: the progress follows it */
+    struct mtpd_load_opts bind_opts = *opts;
+    if (dev >= 0)
+        bind_opts.progress = NULL;
+    rc = weights_bind(m, &bind_opts, err, errlen);
     if (rc == 0)
         rc = rope_init(m);
+    if (rc == 0 && dev >= 0) {
+        rc = dev_model_open(m, dev, opts, err, errlen);
+        if (rc == 0) {
+            m->device = dev;
+            snprintf(m->device_name, sizeof m->device_name, "cuda:%d", dev);
+        } else if (device_is_auto(opts->device)) {
+            /* auto: a GPU that cannot take this model leaves the CPU */
+            mtpd_logf(MTPD_LOG_INFO, "device auto: cpu (%s)", err);
+            dev_model_close(m);
+            err[0] = '\0';
+            rc = 0;
+            if (opts->progress) { /* the upload's reports stopped short */
+                struct mtpd_load_progress p = {
+                    .bytes_done = st_total_bytes(m->st),
+                    .bytes_total = st_total_bytes(m->st),
+                    .tensors_done = (long)st_count(m->st),
+                    .tensors_total = (long)st_count(m->st)};
+                opts->progress(opts->progress_ud, &p);
+            }
+        }
+    }
     if (rc) {
         if (rc == MTPD_ENOMEM && !err[0])
             snprintf(err, errlen, "out of memory");
@@ -81,8 +118,8 @@ int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
         return rc;
     }
     mtpd_logf(MTPD_LOG_INFO, "loaded %.1f MB of weights, %d MTP module(s), "
-              "in %.2f s", st_total_bytes(m->st) / 1e6, m->n_mtp,
-              now_s() - t0);
+              "on %s, in %.2f s", st_total_bytes(m->st) / 1e6, m->n_mtp,
+              m->device_name, now_s() - t0);
     *out = m;
     return 0;
 }
@@ -96,6 +133,7 @@ void mtpd_model_free(struct mtpd_model *m)
 {
     if (!m)
         return;
+    dev_model_close(m); /* before the host weights it was made from */
     weights_free(m);
     free(m->inv_freq);
     st_close(m->st);

@@ -59,6 +59,18 @@ struct mtp_w {
     struct kmat head;      /* shared_head.head, or the main lm_head */
 };
 
+/* How a KV pool gets its pages: host memory (alloc NULL: aligned_alloc,
+ * zeroed) or, when the model lives on a GPU, device memory (dev_model.c).
+ * alloc returns zeroed memory of `bytes` or NULL. */
+struct kv_page_ops {
+    void *(*alloc)(void *ud, size_t bytes);
+    void (*free)(void *ud, void *page);
+    void *ud;
+};
+
+struct dev_model; /* the weights on the GPU (dev_model.c) */
+struct dev_ctx;   /* a context's device buffers and graphs (dev_ctx.c) */
+
 struct mtpd_model {
     struct mtpd_config cfg;
     struct st_set *st;
@@ -73,6 +85,12 @@ struct mtpd_model {
     float rope_mscale;   /* multiplies cos/sin (YaRN attention factor) */
     float softmax_scale;
     enum kdtype kv_dtype; /* KDT_F32 or KDT_BF16 (mtpd_load_opts.kv_bf16) */
+    /* where forward passes run (device.c): device -1 is the CPU, else the
+     * CUDA device index, with the weights uploaded to dev */
+    int device;
+    char device_name[16]; /* "cpu", "cuda:N" */
+    struct dev_model *dev;
+    struct kv_page_ops kv_pages; /* what pools draw their pages from */
 };
 
 /*
@@ -91,6 +109,7 @@ struct mtpd_kv_pool {
     int n_layers_total; /* main layers + MTP modules */
     int row;            /* elements per position per layer */
     size_t row_bytes, layer_bytes, page_bytes;
+    struct kv_page_ops pg; /* the model's, at creation */
     void **free_pages;  /* [free_cap] pages kept for reuse */
     long n_free, free_cap;
     long pages_total;   /* allocated: used + free */
@@ -229,7 +248,51 @@ struct mtpd_ctx {
     float *logits;         /* [max_tokens, vocab] */
     int *logit_row;        /* [max_tokens]: index into logits or -1 */
     float *lg_in;          /* [max_tokens, hidden] rows needing logits */
+    /* the model is on a GPU: the device side of this context (dev_ctx.c);
+     * hidden and logits are then pinned host memory it owns */
+    struct dev_ctx *dev;
 };
+
+/* One forward call after validation and page taking (forward.c), as the
+ * device path takes it. */
+struct fwd_call {
+    int module; /* -1: main model, else the MTP module */
+    int n_seqs;
+    struct mtpd_kv *const *kvs;
+    const int32_t *const *toks;
+    const int *ntok, *lfrom;
+    const float *const *hidden; /* MTP: each sequence's input rows */
+};
+
+/*
+ * The CUDA side (dev_*.c when built with CUDA; dev_none.c without).
+ * dev_built: 1 when this build has CUDA. dev_count: usable devices, 0 with
+ * the reason in why. dev_model_open uploads every weight to device `index`
+ * (progress per layer, as the load's callback); dev_model_close frees them.
+ * dev_ctx_open / _close: the device side of a context (c->dev). dev_forward
+ * runs a validated call whose pages are taken (forward.c) and fills
+ * c->hidden, c->logits and c->logit_row as the CPU path does; on error the
+ * device is idle again and nothing but the taken pages' slots beyond the
+ * lengths was written.
+ */
+int dev_built(void);
+int dev_count(char *why, size_t whylen);
+int dev_model_open(struct mtpd_model *m, int index,
+                   const struct mtpd_load_opts *o, char *err, size_t errlen);
+void dev_model_close(struct mtpd_model *m);
+int dev_ctx_open(struct mtpd_ctx *c);
+void dev_ctx_close(struct mtpd_ctx *c);
+int dev_forward(struct mtpd_ctx *c, const struct fwd_call *fc);
+/* Whether the context may run calls as CUDA graphs (default 1); the
+ * parity test compares both ways. No-op on the CPU. */
+void dev_ctx_set_graphs(struct mtpd_ctx *c, int on);
+
+/* device.c: parses mtpd_load_opts.device and checks it can be had: *index
+ * -1 for the CPU, else the CUDA device. MTPD_EINVAL (bad string) or
+ * MTPD_ENODEV, with one line in err. */
+int device_select(const char *device, int *index, char *err, size_t errlen);
+/* NULL, "" or "auto". */
+int device_is_auto(const char *device);
 
 /* weights.c */
 int weights_bind(struct mtpd_model *m, const struct mtpd_load_opts *o,

@@ -16,6 +16,9 @@
 #include "unit_test.h"
 
 static const char *g_dir;
+/* the CPU path's invariants (bitwise, chunked attention): on the CPU even
+ * where "auto" would pick a GPU (test_cuda_parity covers the device) */
+static const struct mtpd_load_opts g_cpu = {.device = "cpu"};
 
 #define NSEQ 3
 
@@ -34,7 +37,7 @@ static enum test_return test_batch_equals_separate(void)
 {
     char err[512];
     struct mtpd_model *m;
-    CHECK(mtpd_model_load(g_dir, NULL, &m, err, sizeof(err)) == 0, "%s", err);
+    CHECK(mtpd_model_load(g_dir, &g_cpu, &m, err, sizeof(err)) == 0, "%s", err);
     const struct mtpd_config *c = mtpd_model_config(m);
     int V = c->vocab_size, H = c->hidden_size;
     /* prefix lengths and new-token counts differ per sequence */
@@ -123,7 +126,7 @@ static enum test_return test_rows_any_neighbours(void)
 {
     char err[512];
     struct mtpd_model *m;
-    CHECK(mtpd_model_load(g_dir, NULL, &m, err, sizeof(err)) == 0, "%s", err);
+    CHECK(mtpd_model_load(g_dir, &g_cpu, &m, err, sizeof(err)) == 0, "%s", err);
     const struct mtpd_config *c = mtpd_model_config(m);
     int V = c->vocab_size, H = c->hidden_size;
     enum { PRE = 6, CAP = 32, MAXT = 5 };
@@ -206,7 +209,7 @@ static enum test_return test_truncate_then_recompute(void)
 {
     char err[512];
     struct mtpd_model *m;
-    CHECK(mtpd_model_load(g_dir, NULL, &m, err, sizeof(err)) == 0, "%s", err);
+    CHECK(mtpd_model_load(g_dir, &g_cpu, &m, err, sizeof(err)) == 0, "%s", err);
     int V = mtpd_model_config(m)->vocab_size;
     int32_t t[8];
     for (int i = 0; i < 8; i++)
@@ -358,7 +361,7 @@ static enum test_return attention_invariant(int kv_bf16)
     const int nruns = (int)(sizeof(runs) / sizeof(runs[0]));
     char err[512];
     struct mtpd_model *m;
-    struct mtpd_load_opts lo = {.kv_bf16 = kv_bf16};
+    struct mtpd_load_opts lo = {.kv_bf16 = kv_bf16, .device = "cpu"};
     CHECK(mtpd_model_load(g_dir, &lo, &m, err, sizeof(err)) == 0, "%s", err);
     int V = mtpd_model_config(m)->vocab_size;
     float *ref = malloc(sizeof(float) * INV_ROWS * V);
