@@ -128,7 +128,7 @@ int main(int argc, char **argv)
     char err[512];
     struct mtpd_model *m[2];
     for (int k = 0; k < 2; k++) {
-        struct mtpd_load_opts lo = {.kv_bf16 = k};
+        struct mtpd_load_opts lo = {.kv_bf16 = k, .device = "cpu"};
         if (mtpd_model_load(dir, &lo, &m[k], err, sizeof err)) {
             fprintf(stderr, "bench_attention: %s\n", err);
             return 1;

@@ -139,7 +139,9 @@ int main(int argc, char **argv)
     }
     char err[512];
     struct mtpd_model *m;
-    if (mtpd_model_load(dir, NULL, &m, err, sizeof err)) {
+    /* on the CPU always: this bench reads the KV pages on the host */
+    struct mtpd_load_opts lo = {.device = "cpu"};
+    if (mtpd_model_load(dir, &lo, &m, err, sizeof err)) {
         fprintf(stderr, "bench_attn_pages: %s\n", err);
         return 1;
     }
