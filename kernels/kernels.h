@@ -122,6 +122,9 @@ int kisa_amx_active(void);
  * kisa_set_amx_int8 did not turn them off (default on; independent of
  * kisa_set_amx, which is about BF16). For tests and benchmarks. */
 int kisa_amx_int8(void);
+/* The CPU has AMX-INT8 (and VNNI), the OS tile state, and Linux granted
+ * it to this process (kisa_has_amx is the same for AMX-BF16). */
+int kisa_has_amx_int8(void);
 int kisa_set_amx_int8(int on);
 
 /* ---- thread pool --------------------------------------------------- */

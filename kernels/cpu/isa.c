@@ -76,29 +76,57 @@ int kisa_has_vnni(void)
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
 
-/* cpuid AMX-TILE, AMX-BF16 (leaf 7.0 EDX 24, 22), AVX512-BF16 (7.1 EAX 5),
- * the OS saving tile state (XCR0 bits 17, 18), then Linux's per-process
- * permission to use it (without which the first tile op faults). */
+/* AMX_BF16 | AMX_INT8 as this process may use them: cpuid AMX-TILE (leaf
+ * 7.0 EDX 24) with AMX-BF16 (EDX 22) and AVX512-BF16 (7.1 EAX 5), or
+ * AMX-INT8 (EDX 25) with VNNI; the OS saving tile state (XCR0 bits 17,
+ * 18); then Linux's per-process permission (without it the first tile op
+ * faults), asked once. */
+#define AMX_BF16 1
+#define AMX_INT8 2
 static int amx_probe(void)
 {
     unsigned a, b, c, d, lo, hi;
     if (kisa_detect() != KISA_AVX512 || !__get_cpuid_count(7, 0, &a, &b, &c, &d) ||
-        !(d & (1u << 24)) || !(d & (1u << 22)) || a < 1)
+        !(d & (1u << 24)))
         return 0;
-    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !(a & (1u << 5)))
-        return 0;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) /* OSXSAVE */
-        return 0;
+    int has = 0, max_sub = (int)a;
+    if ((d & (1u << 25)) && kisa_has_vnni())
+        has |= AMX_INT8;
+    if ((d & (1u << 22)) && max_sub >= 1 &&
+        __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5)))
+        has |= AMX_BF16;
+    if (!has || !__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27)))
+        return 0; /* no OSXSAVE */
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     if ((lo & (3u << 17)) != (3u << 17))
         return 0;
-    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA))
+        return 0;
+    return has;
 }
 #else
+#define AMX_BF16 1
+#define AMX_INT8 2
 static int amx_probe(void) { return 0; }
 #endif
 
-static atomic_int g_amx_has = -1;
+static atomic_int g_amx_has = -1; /* amx_probe's bits, -1 before */
+
+static int amx_bits(void)
+{
+    int r = atomic_load_explicit(&g_amx_has, memory_order_relaxed);
+    if (r < 0) {
+        r = amx_probe();
+        atomic_store_explicit(&g_amx_has, r, memory_order_relaxed);
+    }
+    return r;
+}
+
+int kisa_has_amx_int8(void)
+{
+    return (amx_bits() & AMX_INT8) != 0;
+}
+
 /* Off by default: on the default model AMX-BF16 made prefill 1.5x faster
  * but decode 0.73-0.87x (a tile unit idle between the small matmuls of a
  * decode step warms up again each time; bench_amx_fp8-2026-12-02.md).
@@ -107,12 +135,7 @@ static atomic_int g_amx_on = 0;
 
 int kisa_has_amx(void)
 {
-    int r = atomic_load_explicit(&g_amx_has, memory_order_relaxed);
-    if (r < 0) {
-        r = amx_probe();
-        atomic_store_explicit(&g_amx_has, r, memory_order_relaxed);
-    }
-    return r;
+    return (amx_bits() & AMX_BF16) != 0;
 }
 
 int kisa_set_amx(int on)

@@ -39,40 +39,12 @@ int kisa_set_amx_int8(int on)
 }
 
 #if KCPU_X86 && defined(__linux__)
-#include <cpuid.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
-#define ARCH_REQ_XCOMP_PERM 0x1023
-#define XFEATURE_XTILEDATA 18
-
-static int amx_probe(void)
-{
-    unsigned a, b, c, d;
-    if (!kisa_has_vnni() || !__get_cpuid_count(7, 0, &a, &b, &c, &d))
-        return 0;
-    if (!(d & (1u << 24)) || !(d & (1u << 25))) /* AMX-TILE, AMX-INT8 */
-        return 0;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) /* OSXSAVE */
-        return 0;
-    unsigned lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    (void)hi;
-    if ((lo & (3u << 17)) != (3u << 17)) /* XTILECFG, XTILEDATA enabled */
-        return 0;
-    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
-}
-
+/* The CPU, the OS and Linux's permission (isa.c asks for it once). */
 int kqa_amx_ok(void)
 {
-    static atomic_int v = -1;
-    int r = atomic_load_explicit(&v, memory_order_relaxed);
-    if (r < 0) {
-        r = amx_probe();
-        atomic_store_explicit(&v, r, memory_order_relaxed);
-    }
-    return r;
+    return kisa_has_amx_int8();
 }
 
 /* Weight prefetch distance, bytes ahead in each of the 16 rows. */
