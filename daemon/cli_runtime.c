@@ -99,17 +99,6 @@ void cli_load_opts(struct mtpd_load_opts *o)
 
 /* ---- --device ---- */
 
-/*
- * model.h's device queries come with the device forward pass
- * (model/dev_*.c). Weak, so that the command links and works (on the CPU)
- * with a library that does not have them yet: NULL then. A weak reference
- * does not pull an object out of libmtpd.a by itself; the definitions sit
- * in objects mtpd_model_load needs, and tests/daemon/test_device.py checks
- * that the mtpd binary has them defined whenever model/ defines them.
- */
-#pragma weak mtpd_model_device
-#pragma weak mtpd_cuda_devices
-
 int cli_cuda_build(void)
 {
 #ifdef MTPD_CUDA
@@ -121,7 +110,7 @@ int cli_cuda_build(void)
 
 int cli_cuda_devices(void)
 {
-    return mtpd_cuda_devices ? mtpd_cuda_devices() : 0;
+    return mtpd_cuda_devices();
 }
 
 /* "cuda" -> 0, "cuda:N" -> N; -1 when dev is not a CUDA device name. */
@@ -180,7 +169,7 @@ int cli_device_check(const char *dev)
 
 const char *cli_model_device(const struct mtpd_model *m)
 {
-    const char *d = mtpd_model_device ? mtpd_model_device(m) : NULL;
+    const char *d = mtpd_model_device(m);
     return d && *d ? d : "cpu";
 }
 

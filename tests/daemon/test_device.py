@@ -3,19 +3,12 @@
 a device that is not there, what info / generate --json / serve's start
 line, stats and /metrics say about where the model runs.
 
-Two kinds of test here:
-- the command's side (daemon/cli_runtime.c): hold with or without the
-  library's device selection (model/dev_*.c: mtpd_model_device,
-  mtpd_cuda_devices, MTPD_ENODEV);
-- `libdevice`: the library's side, run only when the mtpd binary has
-  those calls (before the CUDA model branch is merged they are weak,
-  undefined references and these tests skip saying so).
-Tests that need a GPU skip where info reports no CUDA device; the ones
+The command's side is daemon/cli_runtime.c, the library's model/device.c
+(mtpd_model_device, mtpd_cuda_devices, MTPD_ENODEV). Tests that need a GPU skip where info reports no CUDA device; the ones
 that need none skip where there is one."""
 import json
 import os
 import re
-import shutil
 import subprocess
 import urllib.request
 
@@ -52,28 +45,6 @@ def gpu(info):
     if info["cuda_devices"] == 0:
         pytest.skip("no CUDA device usable by this mtpd (cuda_build: "
                     f"{info['cuda_build']}): GPU runs skipped")
-
-
-def lib_has_device_calls(mtpd):
-    """True when the binary defines mtpd_cuda_devices (the library side is
-    linked in), False when it is a weak undefined reference."""
-    if not shutil.which("nm"):
-        pytest.skip("nm not installed")
-    r = subprocess.run(["nm", mtpd], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip("nm cannot read the binary (stripped?)")
-    kinds = {ln.split()[-1]: ln.split()[-2] for ln in r.stdout.splitlines()
-             if ln.split() and ln.split()[-1] in
-             ("mtpd_cuda_devices", "mtpd_model_device")}
-    return all(kinds.get(n) == "T" for n in
-               ("mtpd_cuda_devices", "mtpd_model_device"))
-
-
-@pytest.fixture(scope="module")
-def libdevice(mtpd):
-    if not lib_has_device_calls(mtpd):
-        pytest.skip("the library side of --device (mtpd_model_device, "
-                    "mtpd_cuda_devices in model/) is not in this build yet")
 
 
 # ---- every command: help, form of the value ----
@@ -219,29 +190,7 @@ def test_serve_reports_device(mtpd_serve):  # noqa: F811 (fixture)
 
 # ---- the library's side (model/dev_*.c): merged builds only ----
 
-def test_device_calls_linked_when_library_defines_them(mtpd):
-    """The command refers to mtpd_model_device / mtpd_cuda_devices weakly
-    (cli_runtime.c), which does not pull an object out of libmtpd.a by
-    itself: once model/ defines them, the binary must have them."""
-    srcs = []
-    for d in ("model", "kernels"):
-        for root, _, files in os.walk(os.path.join(ROOT, d)):
-            srcs += [os.path.join(root, f) for f in files if f.endswith(".c")]
-    defined = set()
-    for p in srcs:
-        with open(p, errors="replace") as f:
-            text = f.read()
-        for name in ("mtpd_cuda_devices", "mtpd_model_device"):
-            if re.search(r"^[a-z].*\b" + name + r"\s*\([^;]*$", text, re.M):
-                defined.add(name)
-    if not defined:
-        pytest.skip("model/ does not define the device calls yet")
-    assert lib_has_device_calls(mtpd), (
-        f"model/ defines {sorted(defined)} but {mtpd} does not have them: "
-        "the objects defining them are not linked (see cli_runtime.c)")
-
-
-def test_library_refuses_missing_cuda(mtpd, libdevice, no_gpu):
+def test_library_refuses_missing_cuda(mtpd, no_gpu):
     """bench_forward hands --device to mtpd_model_load unchecked: the
     library itself answers (MTPD_ENODEV and its reason)."""
     bench = os.path.join(os.path.dirname(mtpd), "bench_forward")
@@ -255,7 +204,7 @@ def test_library_refuses_missing_cuda(mtpd, libdevice, no_gpu):
         r.stderr
 
 
-def test_library_refuses_bad_device_name(mtpd, libdevice):
+def test_library_refuses_bad_device_name(mtpd):
     bench = os.path.join(os.path.dirname(mtpd), "bench_forward")
     if not os.path.exists(bench):
         pytest.skip(f"{bench} not built")
@@ -266,7 +215,7 @@ def test_library_refuses_bad_device_name(mtpd, libdevice):
 
 # ---- on a GPU (skipped without one) ----
 
-def test_cuda_logits_close_to_cpu(mtpd, gpu, libdevice):
+def test_cuda_logits_close_to_cpu(mtpd, gpu):
     """A smoke check of the device path from the command line; the parity
     suite of the CUDA model states the bound for every checkpoint."""
     import numpy as np
@@ -280,7 +229,7 @@ def test_cuda_logits_close_to_cpu(mtpd, gpu, libdevice):
     assert err < 2e-2, err
 
 
-def test_cuda_info_and_generate(mtpd, gpu, libdevice):
+def test_cuda_info_and_generate(mtpd, gpu):
     r = run(mtpd, "info", "--model", MODEL, "--device", "cuda")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["device"] == "cuda:0"
