@@ -113,10 +113,10 @@ static void set_err(struct ffn_batch *b, int rc)
  * call prepares x again (int8 quantization for Q8_0 / Q4_1, pair packing
  * for BF16): per 32-row item that was ~10% of a decode step on a
  * memory-bound model. kmatmul_rows's results do not depend on the row
- * range asked (kernels.h), so the merge changes no bit. *rend gets the
- * run's end item. */
-static int item_run(const struct ffn_batch *b, int it, int it1, int rows,
-                    int *r0, int *r1, int *rend)
+ * range asked (kernels.h), so the merge changes no bit. The run starting
+ * at item it covers weight rows [*r0, *r1) and ends before item *rend. */
+static void item_run(const struct ffn_batch *b, int it, int it1, int rows,
+                     int *r0, int *r1, int *rend)
 {
     int job = b->item_job[it];
     int e = it + 1;
@@ -127,7 +127,6 @@ static int item_run(const struct ffn_batch *b, int it, int it1, int rows,
     *r1 = b->item_row[e - 1] + FFN_CHUNK < rows ? b->item_row[e - 1] + FFN_CHUNK
                                                : rows;
     *rend = e;
-    return job;
 }
 
 static void up_part(void *arg, int part, int n_parts)
