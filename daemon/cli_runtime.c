@@ -29,6 +29,9 @@ void cli_runtime_init(int level)
 {
     g_level = level;
     mtpd_set_log(log_stderr, NULL);
+    const char *rs = getenv("MTPD_ROW_STREAM"); /* benchmarks: 0 or 1 */
+    if (rs && (rs[0] == '0' || rs[0] == '1') && rs[1] == '\0')
+        mtpd_set_row_stream(rs[0] - '0');
     const char *isa = getenv("MTPD_ISA"); /* tests, benchmarks */
     if (!isa || !*isa)
         return;

@@ -126,6 +126,19 @@ int kisa_amx_int8(void);
  * it to this process (kisa_has_amx is the same for AMX-BF16). */
 int kisa_has_amx_int8(void);
 int kisa_set_amx_int8(int on);
+/* How matmuls of few tokens (decode, short verifies) walk the weights:
+ * 1 = one row at a time, a single linear stream per thread; 0 = several
+ * rows side by side (2-8 streams). With 1 token on AMD Zen 5 the single
+ * stream reads 1.2-1.7x faster (BF16, Q8_0, Q4_1, F8); it is used for up
+ * to 2 tokens (BF16, Q4_1), 4 (Q8_0) or 1 (F8), where it measured
+ * faster, and the vector kernels only (not AMX). The Intel
+ * Xeons measured before were tuned with rows side by side (docs/model.md,
+ * "Weight streams"). Default: 1 on AMD CPUs, 0 elsewhere. Every row is
+ * summed in the same order either way, so results are identical;
+ * kisa_set_row_stream (1, 0, or -1 for the default) is for tests and
+ * benchmarks. Not thread-safe with ops. */
+int kisa_row_stream(void);
+void kisa_set_row_stream(int on);
 
 /* ---- thread pool --------------------------------------------------- */
 

@@ -62,6 +62,10 @@ int mtpd_set_isa(const char *name)
     return MTPD_EINVAL;
 }
 
+void mtpd_set_row_stream(int on) { kisa_set_row_stream(on); }
+
+int mtpd_row_stream(void) { return kisa_row_stream(); }
+
 const char *mtpd_isa(void)
 {
     return kisa_amx_active() ? "amx" : kisa_str(kisa_active());

@@ -2,6 +2,7 @@
  * bench_kernels.c - kmatmul throughput against the machine's read bandwidth.
  *
  * Usage: bench_kernels [threads,...] [MiB] [n_tok,...] [DTYPE,...]
+ *        [DTYPE:RxC,...] (these shapes instead of the built-in ones)
  *        (default 1,2 1024 1,2,4,8; ISA: MTPD_ISA=scalar|avx2|avx512;
  *        with AMX present, BF16 rows run without and with it, interleaved)
  *
@@ -160,6 +161,12 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_kernels: MTPD_ISA=%s not supported\n", isa);
     if (isa && !strcmp(isa, "avx512")) /* "amx": both, interleaved */
         kisa_set_amx(0);
+    /* MTPD_ROW_STREAM=0|1 forces how one-token calls stream the weights
+     * (kisa_set_row_stream), "ab" runs every row both ways, interleaved */
+    const char *rse = getenv("MTPD_ROW_STREAM");
+    int rs_ab = rse && !strcmp(rse, "ab");
+    if (rse && !rs_ab)
+        kisa_set_row_stream(atoi(rse));
     size_t set_mib = argc > 2 ? (size_t)atol(argv[2]) : 1024;
     int ntoks[16] = {1, 2, 4, 8}, n_ntok = 4, max_tok = 8;
     if (argc > 3) {
@@ -177,8 +184,9 @@ int main(int argc, char **argv)
     for (int k = 0; k < n_ntok; k++)
         max_tok = ntoks[k] > max_tok ? ntoks[k] : max_tok;
     size_t set_bytes = set_mib << 20;
-    printf("ISA %s (detected %s), working set %zu MiB\n",
-           kisa_str(kisa_active()), kisa_str(kisa_detect()), set_mib);
+    printf("ISA %s (detected %s), row stream %s, working set %zu MiB\n",
+           kisa_str(kisa_active()), kisa_str(kisa_detect()),
+           rs_ab ? "0/1" : kisa_row_stream() ? "1" : "0", set_mib);
 
     float *buf = aligned_alloc(64, set_bytes);
     char *dst = aligned_alloc(64, set_bytes);
@@ -206,10 +214,10 @@ int main(int argc, char **argv)
     }
     free(buf);
 
-    static const struct {
+    static struct {
         enum kdtype dt;
         int rows, cols;
-    } shapes[] = {
+    } shapes[16] = {
         {KDT_BF16, 8192, 4096},
         {KDT_BF16, 4096, 14336},
         {KDT_F8_E4M3, 4096, 14336},
@@ -219,39 +227,63 @@ int main(int argc, char **argv)
         {KDT_Q8_0, 576, 7168},
         {KDT_Q4_1, 576, 7168},
     };
-    float *x = malloc((size_t)max_tok * 14336 * sizeof *x);
-    float *y = malloc((size_t)max_tok * 8192 * sizeof *y);
+    int n_shapes = 8;
+    if (argc > 5) { /* DTYPE:RxC,... instead (matrices >= 1024 rows stream) */
+        n_shapes = 0;
+        for (const char *q = argv[5]; q != NULL && n_shapes < 16;) {
+            char dt[16];
+            int r, c;
+            if (sscanf(q, "%15[^:]:%dx%d", dt, &r, &c) == 3)
+                for (int d = 0; d < KDT_COUNT; d++)
+                    if (!strcmp(dt, kdtype_str((enum kdtype)d)))
+                        shapes[n_shapes].dt = (enum kdtype)d,
+                        shapes[n_shapes].rows = r,
+                        shapes[n_shapes++].cols = c;
+            q = strchr(q, ',');
+            q = q ? q + 1 : NULL;
+        }
+    }
+    int max_r = 8192, max_c = 14336;
+    for (int s = 0; s < n_shapes; s++) {
+        max_r = shapes[s].rows > max_r ? shapes[s].rows : max_r;
+        max_c = shapes[s].cols > max_c ? shapes[s].cols : max_c;
+    }
+    float *x = malloc((size_t)max_tok * max_c * sizeof *x);
+    float *y = malloc((size_t)max_tok * max_r * sizeof *y);
     float *scale = malloc(64 * 128 * sizeof *scale);
     if (!x || !y || !scale)
         return 1;
-    for (size_t i = 0; i < (size_t)max_tok * 14336; i++)
+    for (size_t i = 0; i < (size_t)max_tok * max_c; i++)
         x[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
     for (int i = 0; i < 64 * 128; i++)
         scale[i] = 1e-3f;
 
     printf("\n%-8s %-12s %3s %5s %9s %8s %8s %9s\n", "dtype", "shape", "thr",
            "n_tok", "ms", "GB/s", "%read", "cost/c1");
-    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+    for (int s = 0; s < n_shapes; s++) {
         if (argc > 4 && !strstr(argv[4], kdtype_str(shapes[s].dt)))
             continue; /* not asked for */
         struct kmat shape = {.dtype = shapes[s].dt, .rows = shapes[s].rows,
                              .cols = shapes[s].cols, .data = "", .blk = 128};
         size_t mbytes = kmat_bytes(&shape); /* codes + scales */
-        int small = shapes[s].rows < 1024;
+        int small = shapes[s].rows < 1024 && argc <= 5;
         int n_mats = small ? 1 : (int)((set_bytes + mbytes - 1) / mbytes);
         struct kmat *m = calloc((size_t)n_mats, sizeof *m);
         if (!m || mats_new(m, n_mats, shapes[s].dt, shapes[s].rows,
                            shapes[s].cols, scale) != 0)
             return 1;
         /* BF16 where the CPU has AMX: without and with it, interleaved */
-        int n_path = shapes[s].dt == KDT_BF16 && kisa_amx_active() ? 2 : 1;
+        int amx_ab = shapes[s].dt == KDT_BF16 && kisa_amx_active();
+        int n_path = amx_ab || rs_ab ? 2 : 1; /* AMX A/B wins */
         for (int i = 0; i < n_thr; i++) {
             int t = thr[i];
             double c1[2] = {0, 0};
             for (int k = 0; k < n_ntok * n_path; k++) {
                 int path = k % n_path;
-                if (n_path == 2)
+                if (amx_ab)
                     kisa_set_amx(path);
+                else if (rs_ab)
+                    kisa_set_row_stream(path);
                 double sec = time_matmul(pools[t], m, small ? 1 : n_mats, x, y,
                                          ntoks[k / n_path]);
                 if (small) /* average many calls: latency, not bandwidth */
@@ -269,7 +301,8 @@ int main(int argc, char **argv)
                          shapes[s].cols);
                 char dts[24];
                 snprintf(dts, sizeof dts, "%s%s", kdtype_str(shapes[s].dt),
-                         n_path == 2 && path ? "+amx" : "");
+                         amx_ab ? (path ? "+amx" : "")
+                         : rs_ab ? (path ? "/rs1" : "/rs0") : "");
                 printf("%-8s %-12s %3d %5d %9.3f %8.1f %7.0f%% %9.2f%s\n",
                        dts, shape, t, ntoks[k / n_path], sec * 1e3,
                        mbytes / sec / 1e9, 100.0 * mbytes / sec / 1e9 / bw[t],

@@ -66,6 +66,13 @@ void mtpd_set_log(mtpd_log_fn fn, void *ud);
  * name or one the CPU lacks (the path is then unchanged). Process-wide:
  * call it at start-up, not while forward calls run. */
 int mtpd_set_isa(const char *name);
+/* How decode matmuls stream the weights on the CPU: 1 one row at a time
+ * (one linear stream per thread), 0 several rows side by side, -1 this
+ * CPU's default (1 on AMD, 0 on Intel: docs/model.md, "Weight streams").
+ * Results are the same either way; for benchmarks. Process-wide, like
+ * mtpd_set_isa. mtpd_row_stream: the setting in use. */
+void mtpd_set_row_stream(int on);
+int mtpd_row_stream(void);
 /* The code path in use, and the best this CPU has ("scalar", ...). */
 const char *mtpd_isa(void);
 const char *mtpd_isa_best(void);

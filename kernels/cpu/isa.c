@@ -169,6 +169,36 @@ int kisa_has_vbmi(void)
 #endif
 }
 
+/* -1 before the first kisa_row_stream(): then the vendor's default. */
+static atomic_int g_row_stream = -1;
+
+static int row_stream_default(void)
+{
+#if KCPU_X86
+    unsigned a, b, c, d;
+    if (__get_cpuid(0, &a, &b, &c, &d) && b == 0x68747541u /* "Auth" */ &&
+        d == 0x69746e65u /* "enti" */ && c == 0x444d4163u /* "cAMD" */)
+        return 1;
+#endif
+    return 0;
+}
+
+int kisa_row_stream(void)
+{
+    int r = atomic_load_explicit(&g_row_stream, memory_order_relaxed);
+    if (r < 0) {
+        r = row_stream_default();
+        atomic_store_explicit(&g_row_stream, r, memory_order_relaxed);
+    }
+    return r;
+}
+
+void kisa_set_row_stream(int on)
+{
+    atomic_store_explicit(&g_row_stream, on < 0 ? -1 : on != 0,
+                          memory_order_relaxed);
+}
+
 enum kisa kisa_active(void)
 {
     int a = atomic_load_explicit(&g_active, memory_order_relaxed);

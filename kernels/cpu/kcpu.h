@@ -61,6 +61,7 @@ struct kmm_blk {
     size_t ldq;
     const uint8_t *xb; /* AMX: the nt (<= KQA_AMX_NT) tokens' x by
                         * kqa_amx_pack */
+    int row1;          /* kisa_row_stream(): one row per pass at nt 1 */
 };
 
 typedef void (*kmm_block_fn)(const struct kmm_blk *b);

@@ -178,7 +178,9 @@ KTARGET_AVX2 KINLINE void block_dense(enum kdtype dt, const struct kmm_blk *b)
 {
     for (int t0 = 0; t0 < b->nt; t0 += 4) {
         switch (b->nt - t0) {
-        case 1: rows_loop(dt, 4, 1, b, t0); break;
+        case 1: /* kisa_row_stream(): one linear stream (AMD) */
+            b->row1 ? rows_loop(dt, 1, 1, b, t0) : rows_loop(dt, 4, 1, b, t0);
+            break;
         case 2: rows_loop(dt, 4, 2, b, t0); break;
         case 3: rows_loop(dt, 2, 3, b, t0); break;
         default: rows_loop(dt, 2, 4, b, t0); break;
@@ -189,8 +191,8 @@ KTARGET_AVX2 KINLINE void block_dense(enum kdtype dt, const struct kmm_blk *b)
 KTARGET_AVX2 static void block_f8(const struct kmm_blk *b)
 {
     const enum kdtype dt = KDT_F8_E4M3;
-    if (b->nt == 1) {
-        rows_loop(dt, 4, 1, b, 0);
+    if (b->nt == 1) { /* kisa_row_stream(): one linear stream (AMD) */
+        b->row1 ? rows_loop(dt, 1, 1, b, 0) : rows_loop(dt, 4, 1, b, 0);
         return;
     }
     for (int t0 = 0; t0 < b->nt; t0 += 2) {

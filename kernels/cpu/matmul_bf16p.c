@@ -16,7 +16,7 @@
  * loads, the hardware prefetchers alone leave the L3/DRAM stream idle
  * part of the time (pycode-mtp-tiny, T=4: matmuls 0.98 -> 0.75 ms).
  *
- * NR rows x NT tokens: 8x1, 4x2..4x4, 3x5..3x6, 2x7..2x8. Each lane adds
+ * NR rows x NT tokens: 8x1 (1x1 with b->row1), 4x2..4x4, 3x5..3x6, 2x7..2x8. Each lane adds
  * its even product, then its odd one, into one accumulator for every NR x
  * NT, so a row's sum does not depend on the token count (kcpu.h).
  * Column tails: masked weight loads (packed x is zero-padded to a multiple
@@ -133,9 +133,11 @@ KTARGET_AVX512 KINLINE void prows_loop(int NR, int NT, const struct kmm_blk *b)
 KTARGET_AVX512 void kmm_block_avx512_bf16p(const struct kmm_blk *b)
 {
     switch (b->nt) {
-    case 1: prows_loop(8, 1, b); break;
-    case 2: prows_loop(4, 2, b); break;
-    case 3: prows_loop(4, 3, b); break;
+    case 1: /* kisa_row_stream(): one linear stream (AMD) or eight */
+        b->row1 ? prows_loop(1, 1, b) : prows_loop(8, 1, b);
+        break;
+    case 2: b->row1 ? prows_loop(1, 2, b) : prows_loop(4, 2, b); break;
+    case 3: prows_loop(4, 3, b); break; /* one row: mixed, kept */
     case 4: prows_loop(4, 4, b); break;
     case 5: prows_loop(3, 5, b); break;
     case 6: prows_loop(3, 6, b); break;

@@ -202,7 +202,9 @@ KTARGET_VBMI void kmm_block_f8lut(const struct kmm_blk *b)
     lut_init(&l);
     for (int t0 = 0; t0 < b->nt; t0 += NTMAX) {
         switch (b->nt - t0) {
-        case 1: rows_loop(4, 1, b, &l, t0); break;
+        case 1: /* kisa_row_stream(): one linear stream (AMD) */
+            b->row1 ? rows_loop(1, 1, b, &l, t0) : rows_loop(4, 1, b, &l, t0);
+            break;
         case 2: rows_loop(4, 2, b, &l, t0); break;
         case 3: rows_loop(2, 3, b, &l, t0); break;
         default: rows_loop(2, 4, b, &l, t0); break;

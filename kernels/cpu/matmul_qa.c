@@ -447,9 +447,13 @@ KTARGET_AVX2 void kmm_block_qa_avx2(const struct kmm_blk *b)
     for (int t0 = 0; t0 < b->nt; t0 += 2) {
         int two = b->nt - t0 >= 2;
         if (b->W->dtype == KDT_Q8_0)
-            two ? loop2(q8, 2, 2, b, t0) : loop2(q8, 2, 1, b, t0);
+            two ? loop2(q8, 2, 2, b, t0)
+            : b->row1 ? loop2(q8, 1, 1, b, t0) /* kisa_row_stream() */
+                      : loop2(q8, 2, 1, b, t0);
         else
-            two ? loop2(q4, 2, 2, b, t0) : loop2(q4, 2, 1, b, t0);
+            two ? loop2(q4, 2, 2, b, t0)
+            : b->row1 ? loop2(q4, 1, 1, b, t0)
+                      : loop2(q4, 2, 1, b, t0);
     }
 }
 
@@ -766,15 +770,27 @@ KTARGET_VNNI KINLINE void block5(enum kdtype dt, const struct kmm_blk *b)
 {
     for (int t0 = 0; t0 < b->nt; t0 += 4) {
         switch (b->nt - t0) {
-        case 1:
-            if (dt == KDT_Q8_0)
+        case 1: /* kisa_row_stream(): one linear stream (AMD) */
+            if (b->row1)
+                loop5(dt, 1, 1, b, t0);
+            else if (dt == KDT_Q8_0)
                 loop5(dt, KQA_NR1, 1, b, t0);
             else
                 loop5(dt, KQA_NR1_Q4, 1, b, t0);
             break;
-        case 2: loop5(dt, KQA_NR2, 2, b, t0); break;
-        case 3: loop5(dt, KQA_NR4, 3, b, t0); break;
-        default: loop5(dt, KQA_NR4, 4, b, t0); break;
+        case 2:
+            b->row1 ? loop5(dt, 1, 2, b, t0) : loop5(dt, KQA_NR2, 2, b, t0);
+            break;
+        /* 3-4 tokens: one row pays for Q8_0 (1.8x at 4) and costs for
+         * Q4_1 (0.5x), whose nibble unpacking it no longer shares */
+        case 3:
+            dt == KDT_Q8_0 && b->row1 ? loop5(dt, 1, 3, b, t0)
+                                      : loop5(dt, KQA_NR4, 3, b, t0);
+            break;
+        default:
+            dt == KDT_Q8_0 && b->row1 ? loop5(dt, 1, 4, b, t0)
+                                      : loop5(dt, KQA_NR4, 4, b, t0);
+            break;
         }
     }
 }
