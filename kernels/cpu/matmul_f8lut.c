@@ -205,7 +205,9 @@ KTARGET_VBMI void kmm_block_f8lut(const struct kmm_blk *b)
         case 1: /* kisa_row_stream(): one linear stream (AMD) */
             b->row1 ? rows_loop(1, 1, b, &l, t0) : rows_loop(4, 1, b, &l, t0);
             break;
-        case 2: rows_loop(4, 2, b, &l, t0); break;
+        case 2:
+            b->row1 ? rows_loop(1, 2, b, &l, t0) : rows_loop(4, 2, b, &l, t0);
+            break;
         case 3: rows_loop(2, 3, b, &l, t0); break;
         default: rows_loop(2, 4, b, &l, t0); break;
         }
