@@ -3,7 +3,9 @@
  *
  * kisa_detect() asks cpuid once; kisa_active() is what every op dispatches
  * on: the detected ISA, or what kisa_set() forced (the program's choice,
- * mtpd_set_isa() in model.h; tests that check every path).
+ * mtpd_set_isa() in model.h; tests that check every path). Also the AMX
+ * probes, and kisa_row_stream(): how decode matmuls walk the weights,
+ * chosen by CPU vendor (kernels.h says why).
  */
 #include <stdatomic.h>
 
