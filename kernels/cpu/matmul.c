@@ -47,6 +47,9 @@
  * from L2 for many token blocks and keep rows side by side, which share
  * the loads of x (Q8_0 prefill at one row: 0.66x). */
 #define KMM_ROW1_MAX_TOK 4
+/* Q8_0 calls of at least this many tokens use the VNNI kernel's
+ * transposed blocks (same bits; matmul_qa.c says when each pays). */
+#define KQA_XT_MIN_TOK 2
 
 
 struct mm_job {
@@ -62,6 +65,8 @@ struct mm_job {
     size_t ldq;
     const uint8_t *xb; /* AMX: x as B tiles, KQA_AMX_NT tokens per ldb */
     size_t ldb;
+    const uint8_t *xt; /* Q8_0 VNNI, >= 2 tokens: kqa_q8_xt's codes */
+    size_t ldt;
 };
 
 static kmm_block_fn block_fn(const struct kmat *W)
@@ -126,6 +131,8 @@ static void mm_range(const struct mm_job *j, int r0, int r1)
             b.xq = j->xq ? j->xq + (size_t)t * j->ldq : NULL;
             b.ldq = j->ldq;
             b.xb = j->xb ? j->xb + (size_t)(t / KQA_AMX_NT) * j->ldb : NULL;
+            b.xt = j->xt ? j->xt + (size_t)t * j->ldt : NULL;
+            b.ldt = j->ldt;
             b.y = j->y + (size_t)t * j->ldy;
             int kc = chunk_cols(W, b.nt);
             for (int c = 0; c < W->cols; c += kc) {
@@ -239,19 +246,29 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
 
     kmm_block_fn fn = block_fn(W);
     int packed = 0;
-    uint8_t *xq = NULL, *xb = NULL;
-    size_t ldq = 0, ldb = 0;
+    uint8_t *xq = NULL, *xb = NULL, *xt = NULL;
+    size_t ldq = 0, ldb = 0, ldt = 0;
     if (W->dtype == KDT_Q8_0 || W->dtype == KDT_Q4_1) {
         int amx = n_tok >= (W->dtype == KDT_Q8_0 ? KQA_AMX_MIN_TOK_Q8
                                                  : KQA_AMX_MIN_TOK_Q4) &&
                   fn == kmm_block_qa_vnni && kisa_amx_int8();
+        /* Q8_0 with several tokens on VNNI: transposed blocks (no
+         * permute tree per row and token; matmul_qa.c) */
+        int tr = !amx && n_tok >= KQA_XT_MIN_TOK && W->dtype == KDT_Q8_0 &&
+                 fn == kmm_block_qa_vnni;
         ldq = KQA_LDQ(W->cols);
         ldb = amx ? KQA_AMX_LDB(W->cols) : 0;
+        ldt = tr ? KQA_LDT(W->cols) : 0;
         size_t nq = (size_t)n_tok * ldq;
-        xq = scratch_get(nq + (size_t)(n_tok + KQA_AMX_NT - 1) / KQA_AMX_NT * ldb);
+        size_t nb = (size_t)(n_tok + KQA_AMX_NT - 1) / KQA_AMX_NT * ldb;
+        xq = scratch_get(nq + nb + (size_t)n_tok * ldt);
         if (xq == NULL)
             return MTPD_K_ENOMEM;
         kqa_quantize(W->dtype, x, ldx, W->cols, n_tok, xq, ldq);
+        if (tr) {
+            xt = xq + nq + nb;
+            kqa_q8_xt(W->cols, xq, ldq, n_tok, xt);
+        }
         if (amx) { /* same bits as the vector kernel (matmul_qa_amx.c) */
             xb = xq + nq;
             kqa_amx_pack(W->dtype, W->cols, xq, ldq, n_tok, xb);
@@ -306,7 +323,7 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
         }
     }
     struct mm_job j = {W, row0, row1, x, ldx, y, ldy, n_tok, fn, xq, ldq,
-                       xb, ldb};
+                       xb, ldb, xt, ldt};
     int chunks = (row1 - row0 + KMM_ROW_ALIGN - 1) / KMM_ROW_ALIGN;
     int parts = kpool_size(p);
     if (parts > chunks)

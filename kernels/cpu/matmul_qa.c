@@ -127,6 +127,22 @@ KTARGET_AVX2 static void quantize_avx2(int q4, const float *x, int ldx,
 }
 #endif
 
+void kqa_q8_xt(int cols, const uint8_t *q, size_t ldq, int n_tok,
+               uint8_t *xt)
+{
+    int nb = cols / KQ_BLK;
+    size_t ldt = KQA_LDT(cols);
+    for (int t = 0; t < n_tok; t++) {
+        const uint8_t *c = q + (size_t)t * ldq;
+        uint8_t *o = xt + (size_t)t * ldt;
+        memset(o, 0, ldt);
+        for (int j = 0; j < nb; j++) /* block j: group j/16, dword j%16 */
+            for (int k = 0; k < 8; k++)
+                memcpy(o + (size_t)(j / 16) * 512 + 64 * k + 4 * (j % 16),
+                       c + (size_t)j * KQ_BLK + 4 * k, 4);
+    }
+}
+
 void kqa_quantize(enum kdtype dt, const float *x, int ldx, int cols,
                   int n_tok, uint8_t *q, size_t ldq)
 {
@@ -755,6 +771,154 @@ KTARGET_VNNI KINLINE void rows5(enum kdtype dt, int NR, int NT,
     }
 }
 
+/*
+ * Q8_0 with several tokens, transposed: the isum16 tree above costs 14
+ * permutes per (row, token) and 16 blocks, and with rows and tokens side
+ * by side its partials spill (prefill was permute- and spill-bound). Here
+ * a row's 16 blocks (eight 64-byte vectors, two blocks each) are
+ * transposed once, in three rounds of eight two-source permutes, into
+ * vectors whose dword i is 4 bytes of block i; x comes pre-arranged the
+ * same way (kqa_q8_xt), so eight dpbusd per token leave block i's whole
+ * int32 sum in lane i, for any number of tokens. The sums are exact, so
+ * the bits are rows5's.
+ */
+struct tidx {
+    __m512i s1[2], s2[2], s3[2];
+};
+
+KTARGET_VNNI KINLINE struct tidx tidx_make(void)
+{
+    struct tidx v;
+    /* round 1, pair (V[m], V[m + 4]): lane 4q + u takes dword 4h + u of
+     * block q of {2m, 2m+1, 2m+8, 2m+9} */
+    v.s1[0] = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19,
+                                24, 25, 26, 27);
+    v.s1[1] = _mm512_add_epi32(v.s1[0], _mm512_set1_epi32(4));
+    /* round 2, pair (R1[m][h], R1[m + 2][h]): lane 2q + u takes dword
+     * 2g + u (of those four) of block q of the eight */
+    v.s2[0] = _mm512_setr_epi32(0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21,
+                                24, 25, 28, 29);
+    v.s2[1] = _mm512_add_epi32(v.s2[0], _mm512_set1_epi32(2));
+    /* round 3, pair (R2[0], R2[1]), whose dword pairs hold blocks
+     * {0,1,8,9,4,5,12,13} and {2,3,10,11,6,7,14,15}: lane i takes
+     * dword u of block i */
+    v.s3[0] = _mm512_setr_epi32(0, 2, 16, 18, 8, 10, 24, 26, 4, 6, 20, 22,
+                                12, 14, 28, 30);
+    v.s3[1] = _mm512_add_epi32(v.s3[0], _mm512_set1_epi32(1));
+    return v;
+}
+
+/* Blocks j .. j+n-1 (n <= 16) of row w, w + 128 as unsigned bytes,
+ * transposed: T[k] dword i = bytes 4k..4k+3 of block j + i (zero past n,
+ * then + 128). */
+KTARGET_VNNI KINLINE void q8_transpose(const uint8_t *w, int j, int n,
+                                       const struct tidx *ix, __m512i T[8])
+{
+    const __m512i s80 = _mm512_set1_epi8((char)0x80);
+    __m512i V[8], R1[4][2], R2[2][2][2];
+    KUNROLL
+    for (int m = 0; m < 8; m++) {
+        const uint8_t *a = w + (size_t)(j + 2 * m) * KQ_BLK;
+        _mm_prefetch((const char *)a + KQA_PF, KQA_PF_HINT);
+        V[m] = _mm512_xor_si512(load_b(a, (n - 2 * m) * KQ_BLK), s80);
+    }
+    KUNROLL
+    for (int m = 0; m < 4; m++) {
+        KUNROLL
+        for (int h = 0; h < 2; h++)
+            R1[m][h] = _mm512_permutex2var_epi32(V[m], ix->s1[h], V[m + 4]);
+    }
+    KUNROLL
+    for (int m = 0; m < 2; m++) {
+        KUNROLL
+        for (int h = 0; h < 2; h++) {
+            KUNROLL
+            for (int g = 0; g < 2; g++)
+                R2[m][h][g] = _mm512_permutex2var_epi32(R1[m][h], ix->s2[g],
+                                                        R1[m + 2][h]);
+        }
+    }
+    KUNROLL
+    for (int h = 0; h < 2; h++) {
+        KUNROLL
+        for (int g = 0; g < 2; g++) {
+            KUNROLL
+            for (int u = 0; u < 2; u++)
+                T[4 * h + 2 * g + u] = _mm512_permutex2var_epi32(
+                    R2[0][h][g], ix->s3[u], R2[1][h][g]);
+        }
+    }
+}
+
+/* rows5 for one Q8_0 row and NT tokens from b->xt. */
+KTARGET_VNNI KINLINE void rows5t(int NT, const struct kmm_blk *b, int r,
+                                 int t0)
+{
+    const struct kmat *W = b->W;
+    const int nb = W->cols / KQ_BLK;
+    const uint8_t *w = (const uint8_t *)W->data +
+                       (size_t)r * kmat_row_bytes(KDT_Q8_0, W->cols);
+    const uint16_t *d = W->qd + (size_t)r * nb;
+    const uint8_t *xt[KMM_NT];
+    const float *xd[KMM_NT];
+    const int32_t *xc[KMM_NT];
+    const struct tidx ix = tidx_make();
+    KUNROLL
+    for (int t = 0; t < NT; t++) {
+        const uint8_t *xr = b->xq + (size_t)(t0 + t) * b->ldq;
+        xt[t] = b->xt + (size_t)(t0 + t) * b->ldt;
+        xd[t] = (const float *)(xr + W->cols);
+        xc[t] = (const int32_t *)(xd[t] + 2 * nb);
+    }
+    for (int cs = b->c0, ce; cs < b->c1; cs = ce) {
+        ce = kmm_seg_end(b, cs);
+        __m512 acc[KMM_NT];
+        KUNROLL
+        for (int t = 0; t < NT; t++)
+            acc[t] = _mm512_setzero_ps();
+        const int je = ce / KQ_BLK;
+        for (int j = cs / KQ_BLK; j < je; j += 16) { /* j % 16 == 0 */
+            int n = je - j < 16 ? je - j : 16;
+            __m512i T[8];
+            q8_transpose(w, j, n, &ix, T);
+            __m512 dv = load_h16(d + j, n);
+            KUNROLL
+            for (int t = 0; t < NT; t++) {
+                const uint8_t *xg = xt[t] + (size_t)(j / 16) * 512;
+                __m512i is = _mm512_setzero_si512();
+                KUNROLL
+                for (int k = 0; k < 8; k++)
+                    is = _mm512_dpbusd_epi32(
+                        is, T[k], _mm512_load_si512((const void *)(xg + 64 * k)));
+                __m512i cx = n == 16
+                    ? _mm512_loadu_si512((const void *)(xc[t] + j))
+                    : _mm512_maskz_loadu_epi32((__mmask16)((1u << n) - 1),
+                                               xc[t] + j);
+                is = _mm512_sub_epi32(is, _mm512_slli_epi32(cx, 7));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is),
+                                         _mm512_mul_ps(dv, load_f16(xd[t] + j, n)),
+                                         acc[t]);
+            }
+        }
+        int add = b->accum || cs > b->c0;
+        KUNROLL
+        for (int t = 0; t < NT; t++) {
+            float *yp = b->y + (size_t)(t0 + t) * b->ldy + r;
+            __m256 s = _mm256_add_ps(_mm512_castps512_ps256(acc[t]),
+                                     _mm256_castpd_ps(_mm512_extractf64x4_pd(
+                                         _mm512_castps_pd(acc[t]), 1)));
+            float v = hsum8(s);
+            *yp = add ? *yp + v : v;
+        }
+    }
+}
+
+KTARGET_VNNI KINLINE void loop5t(int NT, const struct kmm_blk *b, int t0)
+{
+    for (int r = b->r0; r < b->r1; r++)
+        rows5t(NT, b, r, t0);
+}
+
 KTARGET_VNNI KINLINE void loop5(enum kdtype dt, int NR, int NT,
                                 const struct kmm_blk *b, int t0)
 {
@@ -795,9 +959,27 @@ KTARGET_VNNI KINLINE void block5(enum kdtype dt, const struct kmm_blk *b)
     }
 }
 
+/* Q8_0 tokens from b->xt (kqa_q8_xt), all of the block's (<= KMM_NT)
+ * in one pass: each row is transposed once. */
+KTARGET_VNNI static void block5t(const struct kmm_blk *b)
+{
+    switch (b->nt) {
+    case 1: loop5t(1, b, 0); break;
+    case 2: loop5t(2, b, 0); break;
+    case 3: loop5t(3, b, 0); break;
+    case 4: loop5t(4, b, 0); break;
+    case 5: loop5t(5, b, 0); break;
+    case 6: loop5t(6, b, 0); break;
+    case 7: loop5t(7, b, 0); break;
+    default: loop5t(8, b, 0); break;
+    }
+}
+
 KTARGET_VNNI void kmm_block_qa_vnni(const struct kmm_blk *b)
 {
-    if (b->W->dtype == KDT_Q8_0)
+    if (b->W->dtype == KDT_Q8_0 && b->xt != NULL)
+        block5t(b);
+    else if (b->W->dtype == KDT_Q8_0)
         block5(KDT_Q8_0, b);
     else
         block5(KDT_Q4_1, b);
