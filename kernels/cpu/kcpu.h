@@ -62,8 +62,8 @@ struct kmm_blk {
     const uint8_t *xb; /* AMX: the nt (<= KQA_AMX_NT) tokens' x by
                         * kqa_amx_pack */
     int row1;          /* kisa_row_stream(): one row per pass at nt 1 */
-    const uint8_t *xt; /* Q8_0 on VNNI, several tokens: x codes by
-                        * kqa_q8_xt, token t at xt + t * ldt; or NULL */
+    const uint8_t *xt; /* VNNI, several tokens: x codes by kqa_xt,
+                        * token t at xt + t * ldt; or NULL */
     size_t ldt;
 };
 
@@ -96,13 +96,14 @@ void kmm_block_scalar(const struct kmm_blk *b);
 void kqa_quantize(enum kdtype dt, const float *x, int ldx, int cols,
                   int n_tok, uint8_t *q, size_t ldq);
 void kmm_block_qa_scalar(const struct kmm_blk *b);
-/* Q8_0 codes of n_tok rows of q (kqa_quantize's) regrouped for the VNNI
- * kernel's transposed blocks: per group of 16 blocks (512 bytes, zero
- * past the row's last block) eight 64-byte vectors, vector k holding
- * bytes 4k..4k+3 of block i in its dword i. Row t at xt + t * KQA_LDT. */
+/* The codes of n_tok rows of q (kqa_quantize's, for dt) regrouped for
+ * the VNNI kernel's transposed blocks: per group of 16 blocks (512 bytes,
+ * zero past the row's last block) eight 64-byte vectors, vector k holding
+ * the codes of columns 4k..4k+3 of block i in its dword i. Row t at
+ * xt + t * KQA_LDT. */
 #define KQA_LDT(cols) ((size_t)(((cols) / KQ_BLK + 15) / 16) * 512)
-void kqa_q8_xt(int cols, const uint8_t *q, size_t ldq, int n_tok,
-               uint8_t *xt);
+void kqa_xt(enum kdtype dt, int cols, const uint8_t *q, size_t ldq,
+            int n_tok, uint8_t *xt);
 /* matmul_qa_amx.c: AMX-INT8 for Q8_0 / Q4_1 (same bits as the others).
  * kqa_amx_ok: the CPU has AMX-TILE and AMX-INT8, the OS enables them and
  * granted this process their state (asked once). kqa_amx_pack writes,

@@ -47,9 +47,10 @@
  * from L2 for many token blocks and keep rows side by side, which share
  * the loads of x (Q8_0 prefill at one row: 0.66x). */
 #define KMM_ROW1_MAX_TOK 4
-/* Q8_0 calls of at least this many tokens use the VNNI kernel's
- * transposed blocks (same bits; matmul_qa.c says when each pays). */
-#define KQA_XT_MIN_TOK 2
+/* Calls of at least this many tokens use the VNNI kernel's transposed
+ * blocks (same bits; matmul_qa.c says when each pays). */
+#define KQA_XT_MIN_TOK_Q8 2
+#define KQA_XT_MIN_TOK_Q4 2
 
 
 struct mm_job {
@@ -252,10 +253,11 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
         int amx = n_tok >= (W->dtype == KDT_Q8_0 ? KQA_AMX_MIN_TOK_Q8
                                                  : KQA_AMX_MIN_TOK_Q4) &&
                   fn == kmm_block_qa_vnni && kisa_amx_int8();
-        /* Q8_0 with several tokens on VNNI: transposed blocks (no
-         * permute tree per row and token; matmul_qa.c) */
-        int tr = !amx && n_tok >= KQA_XT_MIN_TOK && W->dtype == KDT_Q8_0 &&
-                 fn == kmm_block_qa_vnni;
+        /* several tokens on VNNI: transposed blocks (no permute tree
+         * per row and token; matmul_qa.c) */
+        int tr = !amx && fn == kmm_block_qa_vnni &&
+                 n_tok >= (W->dtype == KDT_Q8_0 ? KQA_XT_MIN_TOK_Q8
+                                                : KQA_XT_MIN_TOK_Q4);
         ldq = KQA_LDQ(W->cols);
         ldb = amx ? KQA_AMX_LDB(W->cols) : 0;
         ldt = tr ? KQA_LDT(W->cols) : 0;
@@ -267,7 +269,7 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
         kqa_quantize(W->dtype, x, ldx, W->cols, n_tok, xq, ldq);
         if (tr) {
             xt = xq + nq + nb;
-            kqa_q8_xt(W->cols, xq, ldq, n_tok, xt);
+            kqa_xt(W->dtype, W->cols, xq, ldq, n_tok, xt);
         }
         if (amx) { /* same bits as the vector kernel (matmul_qa_amx.c) */
             xb = xq + nq;

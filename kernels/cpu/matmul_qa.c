@@ -127,19 +127,19 @@ KTARGET_AVX2 static void quantize_avx2(int q4, const float *x, int ldx,
 }
 #endif
 
-void kqa_q8_xt(int cols, const uint8_t *q, size_t ldq, int n_tok,
-               uint8_t *xt)
+void kqa_xt(enum kdtype dt, int cols, const uint8_t *q, size_t ldq,
+            int n_tok, uint8_t *xt)
 {
-    int nb = cols / KQ_BLK;
+    int nb = cols / KQ_BLK, q4 = dt == KDT_Q4_1;
     size_t ldt = KQA_LDT(cols);
     for (int t = 0; t < n_tok; t++) {
         const uint8_t *c = q + (size_t)t * ldq;
         uint8_t *o = xt + (size_t)t * ldt;
         memset(o, 0, ldt);
         for (int j = 0; j < nb; j++) /* block j: group j/16, dword j%16 */
-            for (int k = 0; k < 8; k++)
+            for (int k = 0; k < 8; k++) /* columns 4k..4k+3: contiguous */
                 memcpy(o + (size_t)(j / 16) * 512 + 64 * k + 4 * (j % 16),
-                       c + (size_t)j * KQ_BLK + 4 * k, 4);
+                       c + xq_off(q4, nb, j, 4 * k), 4);
     }
 }
 
@@ -783,7 +783,8 @@ KTARGET_VNNI KINLINE void rows5(enum kdtype dt, int NR, int NT,
  * the bits are rows5's.
  */
 struct tidx {
-    __m512i s1[2], s2[2], s3[2];
+    __m512i s1[2], s2[2], s3[2]; /* Q8_0 */
+    __m512i f1[2], f2[2];        /* Q4_1 */
 };
 
 KTARGET_VNNI KINLINE struct tidx tidx_make(void)
@@ -805,7 +806,46 @@ KTARGET_VNNI KINLINE struct tidx tidx_make(void)
     v.s3[0] = _mm512_setr_epi32(0, 2, 16, 18, 8, 10, 24, 26, 4, 6, 20, 22,
                                 12, 14, 28, 30);
     v.s3[1] = _mm512_add_epi32(v.s3[0], _mm512_set1_epi32(1));
+    /* Q4_1 (16-byte blocks, four per vector): round 1, pair (V[m],
+     * V[m + 2]): lane 2q + u takes dword 2h + u of block q of
+     * {4m..4m+3, 4m+8..4m+11}; round 2, pair (R1[0][h], R1[1][h]), blocks
+     * {0..3, 8..11} and {4..7, 12..15} in dword pairs: lane i takes
+     * dword u of block i */
+    v.f1[0] = _mm512_setr_epi32(0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21,
+                                24, 25, 28, 29);
+    v.f1[1] = _mm512_add_epi32(v.f1[0], _mm512_set1_epi32(2));
+    v.f2[0] = _mm512_setr_epi32(0, 2, 4, 6, 16, 18, 20, 22, 8, 10, 12, 14,
+                                24, 26, 28, 30);
+    v.f2[1] = _mm512_add_epi32(v.f2[0], _mm512_set1_epi32(1));
     return v;
+}
+
+/* Q4_1 blocks j .. j+n-1 (n <= 16) of row w transposed: T[k] dword i =
+ * bytes 4k..4k+3 of block i (low nibbles: columns 4k..4k+3; high ones:
+ * 16+4k..; zero past n). */
+KTARGET_VNNI KINLINE void q4_transpose(const uint8_t *w, int j, int n,
+                                       const struct tidx *ix, __m512i T[4])
+{
+    __m512i V[4], R1[2][2];
+    KUNROLL
+    for (int m = 0; m < 4; m++) {
+        const uint8_t *a = w + (size_t)(j + 4 * m) * 16;
+        _mm_prefetch((const char *)a + KQA_PF, KQA_PF_HINT);
+        V[m] = load_b(a, (n - 4 * m) * 16);
+    }
+    KUNROLL
+    for (int m = 0; m < 2; m++) {
+        KUNROLL
+        for (int h = 0; h < 2; h++)
+            R1[m][h] = _mm512_permutex2var_epi32(V[m], ix->f1[h], V[m + 2]);
+    }
+    KUNROLL
+    for (int h = 0; h < 2; h++) {
+        KUNROLL
+        for (int u = 0; u < 2; u++)
+            T[2 * h + u] = _mm512_permutex2var_epi32(R1[0][h], ix->f2[u],
+                                                     R1[1][h]);
+    }
 }
 
 /* Blocks j .. j+n-1 (n <= 16) of row w, w + 128 as unsigned bytes,
@@ -850,17 +890,18 @@ KTARGET_VNNI KINLINE void q8_transpose(const uint8_t *w, int j, int n,
     }
 }
 
-/* rows5 for one Q8_0 row and NT tokens from b->xt. */
-KTARGET_VNNI KINLINE void rows5t(int NT, const struct kmm_blk *b, int r,
-                                 int t0)
+/* rows5 for one row and NT tokens from b->xt. */
+KTARGET_VNNI KINLINE void rows5t(enum kdtype dt, int NT,
+                                 const struct kmm_blk *b, int r, int t0)
 {
     const struct kmat *W = b->W;
     const int nb = W->cols / KQ_BLK;
     const uint8_t *w = (const uint8_t *)W->data +
-                       (size_t)r * kmat_row_bytes(KDT_Q8_0, W->cols);
+                       (size_t)r * kmat_row_bytes(dt, W->cols);
     const uint16_t *d = W->qd + (size_t)r * nb;
+    const uint16_t *mq = dt == KDT_Q4_1 ? W->qm + (size_t)r * nb : NULL;
     const uint8_t *xt[KMM_NT];
-    const float *xd[KMM_NT];
+    const float *xd[KMM_NT], *xs[KMM_NT];
     const int32_t *xc[KMM_NT];
     const struct tidx ix = tidx_make();
     KUNROLL
@@ -868,6 +909,7 @@ KTARGET_VNNI KINLINE void rows5t(int NT, const struct kmm_blk *b, int r,
         const uint8_t *xr = b->xq + (size_t)(t0 + t) * b->ldq;
         xt[t] = b->xt + (size_t)(t0 + t) * b->ldt;
         xd[t] = (const float *)(xr + W->cols);
+        xs[t] = xd[t] + nb;
         xc[t] = (const int32_t *)(xd[t] + 2 * nb);
     }
     for (int cs = b->c0, ce; cs < b->c1; cs = ce) {
@@ -879,9 +921,23 @@ KTARGET_VNNI KINLINE void rows5t(int NT, const struct kmm_blk *b, int r,
         const int je = ce / KQ_BLK;
         for (int j = cs / KQ_BLK; j < je; j += 16) { /* j % 16 == 0 */
             int n = je - j < 16 ? je - j : 16;
+            /* T[k]: columns 4k..4k+3 of each block, unsigned */
             __m512i T[8];
-            q8_transpose(w, j, n, &ix, T);
+            if (dt == KDT_Q8_0) {
+                q8_transpose(w, j, n, &ix, T);
+            } else {
+                const __m512i f = _mm512_set1_epi8(15);
+                __m512i P[4];
+                q4_transpose(w, j, n, &ix, P);
+                KUNROLL
+                for (int k = 0; k < 4; k++) {
+                    T[k] = _mm512_and_si512(P[k], f);
+                    T[4 + k] = _mm512_and_si512(_mm512_srli_epi16(P[k], 4), f);
+                }
+            }
             __m512 dv = load_h16(d + j, n);
+            __m512 mv = dt == KDT_Q4_1 ? load_h16(mq + j, n)
+                                       : _mm512_setzero_ps();
             KUNROLL
             for (int t = 0; t < NT; t++) {
                 const uint8_t *xg = xt[t] + (size_t)(j / 16) * 512;
@@ -890,14 +946,19 @@ KTARGET_VNNI KINLINE void rows5t(int NT, const struct kmm_blk *b, int r,
                 for (int k = 0; k < 8; k++)
                     is = _mm512_dpbusd_epi32(
                         is, T[k], _mm512_load_si512((const void *)(xg + 64 * k)));
-                __m512i cx = n == 16
-                    ? _mm512_loadu_si512((const void *)(xc[t] + j))
-                    : _mm512_maskz_loadu_epi32((__mmask16)((1u << n) - 1),
-                                               xc[t] + j);
-                is = _mm512_sub_epi32(is, _mm512_slli_epi32(cx, 7));
+                if (dt == KDT_Q8_0) { /* w + 128 above: less 128 sum(x) */
+                    __m512i cx = n == 16
+                        ? _mm512_loadu_si512((const void *)(xc[t] + j))
+                        : _mm512_maskz_loadu_epi32((__mmask16)((1u << n) - 1),
+                                                   xc[t] + j);
+                    is = _mm512_sub_epi32(is, _mm512_slli_epi32(cx, 7));
+                }
                 acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is),
                                          _mm512_mul_ps(dv, load_f16(xd[t] + j, n)),
                                          acc[t]);
+                if (dt == KDT_Q4_1)
+                    acc[t] = _mm512_fmadd_ps(mv, load_f16(xs[t] + j, n),
+                                             acc[t]);
             }
         }
         int add = b->accum || cs > b->c0;
@@ -913,10 +974,11 @@ KTARGET_VNNI KINLINE void rows5t(int NT, const struct kmm_blk *b, int r,
     }
 }
 
-KTARGET_VNNI KINLINE void loop5t(int NT, const struct kmm_blk *b, int t0)
+KTARGET_VNNI KINLINE void loop5t(enum kdtype dt, int NT,
+                                 const struct kmm_blk *b)
 {
     for (int r = b->r0; r < b->r1; r++)
-        rows5t(NT, b, r, t0);
+        rows5t(dt, NT, b, r, 0);
 }
 
 KTARGET_VNNI KINLINE void loop5(enum kdtype dt, int NR, int NT,
@@ -959,26 +1021,28 @@ KTARGET_VNNI KINLINE void block5(enum kdtype dt, const struct kmm_blk *b)
     }
 }
 
-/* Q8_0 tokens from b->xt (kqa_q8_xt), all of the block's (<= KMM_NT)
- * in one pass: each row is transposed once. */
-KTARGET_VNNI static void block5t(const struct kmm_blk *b)
+/* Tokens from b->xt (kqa_xt), all of the block's (<= KMM_NT) in one
+ * pass: each row is transposed once. */
+KTARGET_VNNI KINLINE void block5t(enum kdtype dt, const struct kmm_blk *b)
 {
     switch (b->nt) {
-    case 1: loop5t(1, b, 0); break;
-    case 2: loop5t(2, b, 0); break;
-    case 3: loop5t(3, b, 0); break;
-    case 4: loop5t(4, b, 0); break;
-    case 5: loop5t(5, b, 0); break;
-    case 6: loop5t(6, b, 0); break;
-    case 7: loop5t(7, b, 0); break;
-    default: loop5t(8, b, 0); break;
+    case 1: loop5t(dt, 1, b); break;
+    case 2: loop5t(dt, 2, b); break;
+    case 3: loop5t(dt, 3, b); break;
+    case 4: loop5t(dt, 4, b); break;
+    case 5: loop5t(dt, 5, b); break;
+    case 6: loop5t(dt, 6, b); break;
+    case 7: loop5t(dt, 7, b); break;
+    default: loop5t(dt, 8, b); break;
     }
 }
 
 KTARGET_VNNI void kmm_block_qa_vnni(const struct kmm_blk *b)
 {
     if (b->W->dtype == KDT_Q8_0 && b->xt != NULL)
-        block5t(b);
+        block5t(KDT_Q8_0, b);
+    else if (b->xt != NULL)
+        block5t(KDT_Q4_1, b);
     else if (b->W->dtype == KDT_Q8_0)
         block5(KDT_Q8_0, b);
     else
