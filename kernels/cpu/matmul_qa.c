@@ -1,7 +1,8 @@
 /*
  * matmul_qa.c - Q8_0 / Q4_1 weights times int8 activations: the integer
- * block kernels (scalar, AVX2 maddubs, AVX-512 VNNI; AMX in matmul_amx.c)
- * and the per-row quantization of x they read (kqa_quantize).
+ * block kernels (scalar, AVX2 maddubs, AVX-512 VNNI, the VNNI one with
+ * transposed blocks for several tokens; AMX in matmul_qa_amx.c) and the
+ * per-row quantization of x they read (kqa_quantize, kqa_xt).
  *
  * x row t is quantized on its own (so batch invariance holds): per block
  * of 32 columns xd = max|x| / 127 and codes xq = round(x / xd), plus
@@ -772,15 +773,16 @@ KTARGET_VNNI KINLINE void rows5(enum kdtype dt, int NR, int NT,
 }
 
 /*
- * Q8_0 with several tokens, transposed: the isum16 tree above costs 14
- * permutes per (row, token) and 16 blocks, and with rows and tokens side
- * by side its partials spill (prefill was permute- and spill-bound). Here
- * a row's 16 blocks (eight 64-byte vectors, two blocks each) are
- * transposed once, in three rounds of eight two-source permutes, into
- * vectors whose dword i is 4 bytes of block i; x comes pre-arranged the
- * same way (kqa_q8_xt), so eight dpbusd per token leave block i's whole
- * int32 sum in lane i, for any number of tokens. The sums are exact, so
- * the bits are rows5's.
+ * Several tokens, transposed: the isum16 tree above costs 14 permutes
+ * per (row, token) and 16 blocks, and with rows and tokens side by side
+ * its partials spill (prefill was permute- and spill-bound). Here a Q8_0
+ * row's 16 blocks (eight 64-byte vectors, two blocks each) are transposed
+ * once, in three rounds of eight two-source permutes, into vectors whose
+ * dword i is 4 bytes of block i (Q4_1: four vectors of four 16-byte
+ * blocks, two rounds of four, then the nibbles split); x comes
+ * pre-arranged the same way (kqa_xt), so eight dpbusd per token leave
+ * block i's whole int32 sum in lane i, for any number of tokens. The sums
+ * are exact, so the bits are rows5's.
  */
 struct tidx {
     __m512i s1[2], s2[2], s3[2]; /* Q8_0 */
