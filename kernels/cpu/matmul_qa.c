@@ -786,7 +786,7 @@ KTARGET_VNNI KINLINE void rows5(enum kdtype dt, int NR, int NT,
  */
 struct tidx {
     __m512i s1[2], s2[2], s3[2]; /* Q8_0 */
-    __m512i f1[2], f2[2];        /* Q4_1 */
+    __m512i f2[2];               /* Q4_1's round 2 (its round 1: s2) */
 };
 
 KTARGET_VNNI KINLINE struct tidx tidx_make(void)
@@ -810,12 +810,9 @@ KTARGET_VNNI KINLINE struct tidx tidx_make(void)
     v.s3[1] = _mm512_add_epi32(v.s3[0], _mm512_set1_epi32(1));
     /* Q4_1 (16-byte blocks, four per vector): round 1, pair (V[m],
      * V[m + 2]): lane 2q + u takes dword 2h + u of block q of
-     * {4m..4m+3, 4m+8..4m+11}; round 2, pair (R1[0][h], R1[1][h]), blocks
-     * {0..3, 8..11} and {4..7, 12..15} in dword pairs: lane i takes
-     * dword u of block i */
-    v.f1[0] = _mm512_setr_epi32(0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21,
-                                24, 25, 28, 29);
-    v.f1[1] = _mm512_add_epi32(v.f1[0], _mm512_set1_epi32(2));
+     * {4m..4m+3, 4m+8..4m+11}, the same selection as Q8_0's round 2
+     * (s2); round 2, pair (R1[0][h], R1[1][h]), blocks {0..3, 8..11} and
+     * {4..7, 12..15} in dword pairs: lane i takes dword u of block i */
     v.f2[0] = _mm512_setr_epi32(0, 2, 4, 6, 16, 18, 20, 22, 8, 10, 12, 14,
                                 24, 26, 28, 30);
     v.f2[1] = _mm512_add_epi32(v.f2[0], _mm512_set1_epi32(1));
@@ -839,7 +836,7 @@ KTARGET_VNNI KINLINE void q4_transpose(const uint8_t *w, int j, int n,
     for (int m = 0; m < 2; m++) {
         KUNROLL
         for (int h = 0; h < 2; h++)
-            R1[m][h] = _mm512_permutex2var_epi32(V[m], ix->f1[h], V[m + 2]);
+            R1[m][h] = _mm512_permutex2var_epi32(V[m], ix->s2[h], V[m + 2]);
     }
     KUNROLL
     for (int h = 0; h < 2; h++) {
