@@ -889,6 +889,25 @@ KTARGET_VNNI KINLINE void q8_transpose(const uint8_t *w, int j, int n,
     }
 }
 
+/* The chain sums of four accumulators, each by the tree rows5's hsum8
+ * uses (s_i = c_i + c_{i+8}, t_i = s_i + s_{i+4}, (t0 + t2) + (t1 + t3)),
+ * so the bits are the same; nine shuffles for four instead of about
+ * four each (on short rows the sums were a large share of the work). */
+KTARGET_VNNI KINLINE __m128 hsum4x(__m512 a, __m512 b, __m512 c, __m512 d)
+{
+    __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44),  /* s */
+                              _mm512_shuffle_f32x4(a, b, 0xee));
+    __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44),
+                              _mm512_shuffle_f32x4(c, d, 0xee));
+    __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), /* t */
+                             _mm512_shuffle_f32x4(ab, cd, 0xdd));
+    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0x4e));
+    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0xb1));
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(
+        _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        t));
+}
+
 /* rows5 for one row and NT tokens from b->xt. */
 KTARGET_VNNI KINLINE void rows5t(enum kdtype dt, int NT,
                                  const struct kmm_blk *b, int r, int t0)
@@ -962,13 +981,19 @@ KTARGET_VNNI KINLINE void rows5t(enum kdtype dt, int NT,
         }
         int add = b->accum || cs > b->c0;
         KUNROLL
-        for (int t = 0; t < NT; t++) {
-            float *yp = b->y + (size_t)(t0 + t) * b->ldy + r;
-            __m256 s = _mm256_add_ps(_mm512_castps512_ps256(acc[t]),
-                                     _mm256_castpd_ps(_mm512_extractf64x4_pd(
-                                         _mm512_castps_pd(acc[t]), 1)));
-            float v = hsum8(s);
-            *yp = add ? *yp + v : v;
+        for (int t = 0; t < NT; t += 4) { /* four tokens' sums at once */
+            const __m512 z = _mm512_setzero_ps();
+            float v[4];
+            _mm_storeu_ps(v, hsum4x(acc[t], t + 1 < NT ? acc[t + 1] : z,
+                                    t + 2 < NT ? acc[t + 2] : z,
+                                    t + 3 < NT ? acc[t + 3] : z));
+            KUNROLL
+            for (int u = 0; u < 4; u++) {
+                if (t + u >= NT)
+                    break;
+                float *yp = b->y + (size_t)(t0 + t + u) * b->ldy + r;
+                *yp = add ? *yp + v[u] : v[u];
+            }
         }
     }
 }
