@@ -258,6 +258,10 @@ KTARGET_AVX2 KINLINE float hsum8(__m256 v)
 
 #define NR2 2
 #define NT2 2
+/* Weight prefetch distance of the AVX2 kernels, bytes ahead in the row */
+#ifndef KQA2_PF
+#define KQA2_PF 2048
+#endif
 
 /* n <= 8 fp16 / fp32 from p as a vector, zero past n. */
 KTARGET_AVX2 KINLINE __m256 load_h8(const uint16_t *p, int n)
@@ -348,6 +352,11 @@ KTARGET_AVX2 KINLINE __m256i q4_reduce(const __m256i v[4])
 KTARGET_AVX2 KINLINE __m256i isum8(enum kdtype dt, int nb, const uint8_t *w,
                                    const int8_t *x, int j, int n)
 {
+    const int bs = dt == KDT_Q8_0 ? KQ_BLK : 16; /* bytes per block */
+    KUNROLL
+    for (int i = 0; i < 8; i += 64 / bs) /* each 64-byte line once */
+        _mm_prefetch((const char *)w + (size_t)(j + i) * bs + KQA2_PF,
+                     _MM_HINT_T0);
     if (dt == KDT_Q8_0) {
         __m256i v[8];
         KUNROLL
