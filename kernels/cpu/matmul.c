@@ -255,7 +255,9 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
                   fn == kmm_block_qa_vnni && kisa_amx_int8();
         /* several tokens on VNNI: transposed blocks (no permute tree
          * per row and token; matmul_qa.c) */
-        int tr = !amx && fn == kmm_block_qa_vnni &&
+        int tr = !amx &&
+                 (fn == kmm_block_qa_vnni ||
+                  (fn == kmm_block_qa_avx2 && W->dtype == KDT_Q4_1)) &&
                  n_tok >= (W->dtype == KDT_Q8_0 ? KQA_XT_MIN_TOK_Q8
                                                 : KQA_XT_MIN_TOK_Q4);
         ldq = KQA_LDQ(W->cols);
