@@ -932,26 +932,41 @@ KTARGET_VNNI KINLINE struct tidx tidx_make(void)
     v.s1[0] = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19,
                                 24, 25, 26, 27);
     v.s1[1] = _mm512_add_epi32(v.s1[0], _mm512_set1_epi32(4));
-    /* round 2, pair (R1[m][h], R1[m + 2][h]): lane 2q + u takes dword
+    /* round 2, pair (R1[2m + h], R1[2m + h + 4]): lane 2q + u takes dword
      * 2g + u (of those four) of block q of the eight */
     v.s2[0] = _mm512_setr_epi32(0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21,
                                 24, 25, 28, 29);
     v.s2[1] = _mm512_add_epi32(v.s2[0], _mm512_set1_epi32(2));
-    /* round 3, pair (R2[0], R2[1]), whose dword pairs hold blocks
-     * {0,1,8,9,4,5,12,13} and {2,3,10,11,6,7,14,15}: lane i takes
-     * dword u of block i */
+    /* round 3, pair (R2[p], R2[p + 4]) (p = 2h + g), whose dword pairs
+     * hold blocks {0,1,8,9,4,5,12,13} and {2,3,10,11,6,7,14,15}: lane i
+     * takes dword u of block i */
     v.s3[0] = _mm512_setr_epi32(0, 2, 16, 18, 8, 10, 24, 26, 4, 6, 20, 22,
                                 12, 14, 28, 30);
     v.s3[1] = _mm512_add_epi32(v.s3[0], _mm512_set1_epi32(1));
     /* Q4_1 (16-byte blocks, four per vector): round 1, pair (V[m],
      * V[m + 2]): lane 2q + u takes dword 2h + u of block q of
      * {4m..4m+3, 4m+8..4m+11}, the same selection as Q8_0's round 2
-     * (s2); round 2, pair (R1[0][h], R1[1][h]), blocks {0..3, 8..11} and
+     * (s2); round 2, pair (R[h], R[h + 2]), blocks {0..3, 8..11} and
      * {4..7, 12..15} in dword pairs: lane i takes dword u of block i */
     v.f2[0] = _mm512_setr_epi32(0, 2, 4, 6, 16, 18, 20, 22, 8, 10, 12, 14,
                                 24, 26, 28, 30);
     v.f2[1] = _mm512_add_epi32(v.f2[0], _mm512_set1_epi32(1));
     return v;
+}
+
+/* One transpose round: for p < half, out[2p + u] takes lanes idx[u] of
+ * the pair (in[p], in[p + half]). Q8_0 takes three rounds of eight
+ * vectors, Q4_1 two of four (tidx_make says what each selects). */
+KTARGET_VNNI KINLINE void tr_round(int half, const __m512i *in,
+                                   const __m512i *idx, __m512i *out)
+{
+    KUNROLL
+    for (int p = 0; p < half; p++) {
+        KUNROLL
+        for (int u = 0; u < 2; u++)
+            out[2 * p + u] = _mm512_permutex2var_epi32(in[p], idx[u],
+                                                       in[p + half]);
+    }
 }
 
 /* Q4_1 blocks j .. j+n-1 (n <= 16) of row w transposed: T[k] dword i =
@@ -960,26 +975,15 @@ KTARGET_VNNI KINLINE struct tidx tidx_make(void)
 KTARGET_VNNI KINLINE void q4_transpose(const uint8_t *w, int j, int n,
                                        const struct tidx *ix, __m512i T[4])
 {
-    __m512i V[4], R1[2][2];
+    __m512i V[4], R[4];
     KUNROLL
     for (int m = 0; m < 4; m++) {
         const uint8_t *a = w + (size_t)(j + 4 * m) * 16;
         _mm_prefetch((const char *)a + KQA_PF, KQA_PF_HINT);
         V[m] = load_b(a, (n - 4 * m) * 16);
     }
-    KUNROLL
-    for (int m = 0; m < 2; m++) {
-        KUNROLL
-        for (int h = 0; h < 2; h++)
-            R1[m][h] = _mm512_permutex2var_epi32(V[m], ix->s2[h], V[m + 2]);
-    }
-    KUNROLL
-    for (int h = 0; h < 2; h++) {
-        KUNROLL
-        for (int u = 0; u < 2; u++)
-            T[2 * h + u] = _mm512_permutex2var_epi32(R1[0][h], ix->f2[u],
-                                                     R1[1][h]);
-    }
+    tr_round(2, V, ix->s2, R);
+    tr_round(2, R, ix->f2, T);
 }
 
 /* Blocks j .. j+n-1 (n <= 16) of row w, w + 128 as unsigned bytes,
@@ -989,39 +993,16 @@ KTARGET_VNNI KINLINE void q8_transpose(const uint8_t *w, int j, int n,
                                        const struct tidx *ix, __m512i T[8])
 {
     const __m512i s80 = _mm512_set1_epi8((char)0x80);
-    __m512i V[8], R1[4][2], R2[2][2][2];
+    __m512i V[8], R1[8], R2[8];
     KUNROLL
     for (int m = 0; m < 8; m++) {
         const uint8_t *a = w + (size_t)(j + 2 * m) * KQ_BLK;
         _mm_prefetch((const char *)a + KQA_PF, KQA_PF_HINT);
         V[m] = _mm512_xor_si512(load_b(a, (n - 2 * m) * KQ_BLK), s80);
     }
-    KUNROLL
-    for (int m = 0; m < 4; m++) {
-        KUNROLL
-        for (int h = 0; h < 2; h++)
-            R1[m][h] = _mm512_permutex2var_epi32(V[m], ix->s1[h], V[m + 4]);
-    }
-    KUNROLL
-    for (int m = 0; m < 2; m++) {
-        KUNROLL
-        for (int h = 0; h < 2; h++) {
-            KUNROLL
-            for (int g = 0; g < 2; g++)
-                R2[m][h][g] = _mm512_permutex2var_epi32(R1[m][h], ix->s2[g],
-                                                        R1[m + 2][h]);
-        }
-    }
-    KUNROLL
-    for (int h = 0; h < 2; h++) {
-        KUNROLL
-        for (int g = 0; g < 2; g++) {
-            KUNROLL
-            for (int u = 0; u < 2; u++)
-                T[4 * h + 2 * g + u] = _mm512_permutex2var_epi32(
-                    R2[0][h][g], ix->s3[u], R2[1][h][g]);
-        }
-    }
+    tr_round(4, V, ix->s1, R1);
+    tr_round(4, R1, ix->s2, R2);
+    tr_round(4, R2, ix->s3, T);
 }
 
 /* The chain sums of four accumulators, each by the tree rows5's hsum8
