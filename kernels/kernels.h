@@ -130,8 +130,10 @@ int kisa_set_amx_int8(int on);
  * 1 = one row at a time, a single linear stream per thread; 0 = several
  * rows side by side (2-8 streams). With 1 token on AMD Zen 5 the single
  * stream reads 1.2-1.7x faster (BF16, Q8_0, Q4_1, F8); it is used for up
- * to 2 tokens (BF16, Q4_1, F8) or 4 (Q8_0), where it measured
- * faster, and the vector kernels only (not AMX). The Intel
+ * to 2 tokens (BF16, F8) or 1 (Q8_0, Q4_1: with several, the VNNI
+ * kernel, and AVX2 for Q4_1, take transposed blocks, a row at a time by
+ * construction), where it measured faster, and the vector kernels only
+ * (not AMX). The Intel
  * Xeons measured before were tuned with rows side by side (docs/model.md,
  * "Weight streams"). Default: 1 on AMD CPUs, 0 elsewhere. Every row is
  * summed in the same order either way, so results are identical;
