@@ -250,14 +250,17 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
     uint8_t *xq = NULL, *xb = NULL, *xt = NULL;
     size_t ldq = 0, ldb = 0, ldt = 0;
     if (W->dtype == KDT_Q8_0 || W->dtype == KDT_Q4_1) {
+        int vnni = 0, avx2 = 0; /* which vector kernel (x86 only) */
+#if KCPU_X86
+        vnni = fn == kmm_block_qa_vnni;
+        avx2 = fn == kmm_block_qa_avx2;
+#endif
         int amx = n_tok >= (W->dtype == KDT_Q8_0 ? KQA_AMX_MIN_TOK_Q8
                                                  : KQA_AMX_MIN_TOK_Q4) &&
-                  fn == kmm_block_qa_vnni && kisa_amx_int8();
+                  vnni && kisa_amx_int8();
         /* several tokens on VNNI: transposed blocks (no permute tree
          * per row and token; matmul_qa.c) */
-        int tr = !amx &&
-                 (fn == kmm_block_qa_vnni ||
-                  (fn == kmm_block_qa_avx2 && W->dtype == KDT_Q4_1)) &&
+        int tr = !amx && (vnni || (avx2 && W->dtype == KDT_Q4_1)) &&
                  n_tok >= (W->dtype == KDT_Q8_0 ? KQA_XT_MIN_TOK_Q8
                                                 : KQA_XT_MIN_TOK_Q4);
         ldq = KQA_LDQ(W->cols);
