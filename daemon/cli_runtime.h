@@ -1,8 +1,8 @@
 /*
  * cli_runtime.h - what the mtpd command takes from its environment and
  * terminal and hands to the library, which reads neither: the log sink,
- * MTPD_ISA, MTPD_ROW_STREAM, MTPD_ATTN_SPLIT, a progress line for long loads, and the
- * --device option of every command that loads a model.
+ * MTPD_ISA, MTPD_ROW_STREAM, MTPD_ATTN_SPLIT, a progress line for long
+ * loads, and the --device option of every command that loads a model.
  */
 #ifndef MTPD_CLI_RUNTIME_H
 #define MTPD_CLI_RUNTIME_H

@@ -133,9 +133,9 @@ int kisa_set_amx_int8(int on);
  * to 2 tokens (BF16, F8) or 1 (Q8_0, Q4_1: with several, the VNNI
  * kernel, and AVX2 for Q4_1, take transposed blocks, a row at a time by
  * construction), where it measured faster, and the vector kernels only
- * (not AMX). The Intel
- * Xeons measured before were tuned with rows side by side (docs/model.md,
- * "Weight streams"). Default: 1 on AMD CPUs, 0 elsewhere. Every row is
+ * (not AMX). The Intel Xeons measured before were tuned with rows side
+ * by side (docs/model.md, "Weight streams"). Default: 1 on AMD CPUs, 0
+ * elsewhere. Every row is
  * summed in the same order either way, so results are identical;
  * kisa_set_row_stream (1, 0, or -1 for the default) is for tests and
  * benchmarks. Not thread-safe with ops. */

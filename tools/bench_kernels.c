@@ -161,7 +161,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_kernels: MTPD_ISA=%s not supported\n", isa);
     if (isa && !strcmp(isa, "avx512")) /* "amx": both, interleaved */
         kisa_set_amx(0);
-    /* MTPD_ROW_STREAM=0|1 forces how one-token calls stream the weights
+    /* MTPD_ROW_STREAM=0|1 forces how calls of few tokens stream weights
      * (kisa_set_row_stream), "ab" runs every row both ways, interleaved */
     const char *rse = getenv("MTPD_ROW_STREAM");
     int rs_ab = rse && !strcmp(rse, "ab");
@@ -228,7 +228,7 @@ int main(int argc, char **argv)
         {KDT_Q4_1, 576, 7168},
     };
     int n_shapes = 8;
-    if (argc > 5) { /* DTYPE:RxC,... instead (matrices >= 1024 rows stream) */
+    if (argc > 5) { /* DTYPE:RxC,... instead, all streamed from memory */
         n_shapes = 0;
         for (const char *q = argv[5]; q != NULL && n_shapes < 16;) {
             char dt[16];

@@ -61,9 +61,10 @@ struct kmm_blk {
     size_t ldq;
     const uint8_t *xb; /* AMX: the nt (<= KQA_AMX_NT) tokens' x by
                         * kqa_amx_pack */
-    int row1;          /* kisa_row_stream(): one row per pass at nt 1 */
-    const uint8_t *xt; /* VNNI, several tokens: x codes by kqa_xt,
-                        * token t at xt + t * ldt; or NULL */
+    int row1;          /* kisa_row_stream(), for a call of few tokens:
+                        * one row per pass */
+    const uint8_t *xt; /* transposed blocks (VNNI; AVX2 Q4_1): x codes by
+                        * kqa_xt, token t at xt + t * ldt; or NULL */
     size_t ldt;
 };
 
@@ -97,9 +98,10 @@ void kqa_quantize(enum kdtype dt, const float *x, int ldx, int cols,
                   int n_tok, uint8_t *q, size_t ldq);
 void kmm_block_qa_scalar(const struct kmm_blk *b);
 /* The codes of n_tok rows of q (kqa_quantize's, for dt) regrouped for
- * the VNNI kernel's transposed blocks: per group of 16 blocks (512 bytes,
- * zero past the row's last block) eight 64-byte vectors, vector k holding
- * the codes of columns 4k..4k+3 of block i in its dword i. Row t at
+ * the transposed-block kernels: per group of 16 blocks (512 bytes, zero
+ * past the row's last block) eight 64-byte vectors, vector k holding the
+ * codes of columns 4k..4k+3 of block i in its dword i (the AVX2 kernel
+ * reads the half of each vector that holds its 8 blocks). Row t at
  * xt + t * KQA_LDT. */
 #define KQA_LDT(cols) ((size_t)(((cols) / KQ_BLK + 15) / 16) * 512)
 void kqa_xt(enum kdtype dt, int cols, const uint8_t *q, size_t ldq,

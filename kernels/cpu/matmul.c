@@ -43,14 +43,14 @@
 #define KQA_AMX_MIN_TOK_Q8 8
 #define KQA_AMX_MIN_TOK_Q4 16
 /* kisa_row_stream() applies to calls of at most this many tokens, whose
- * weights stream from memory once; longer calls (prefill) reuse each tile
- * from L2 for many token blocks and keep rows side by side, which share
- * the loads of x (Q8_0 prefill at one row: 0.66x). */
-#define KMM_ROW1_MAX_TOK 4
-/* Calls of at least this many tokens use the VNNI kernel's transposed
- * blocks (same bits; matmul_qa.c says when each pays). */
-#define KQA_XT_MIN_TOK_Q8 2
-#define KQA_XT_MIN_TOK_Q4 2
+ * weights stream from memory once (the kernels that measured faster with
+ * it: kernels.h); longer calls (prefill) reuse each tile from L2 for many
+ * token blocks and keep rows side by side, which share the loads of x
+ * (Q8_0 prefill at one row: 0.66x). */
+#define KMM_ROW1_MAX_TOK 2
+/* Q8_0 / Q4_1 calls of at least this many tokens use transposed blocks
+ * on VNNI (and for Q4_1 on AVX2): same bits; matmul_qa.c. */
+#define KQA_XT_MIN_TOK 2
 
 
 struct mm_job {
@@ -66,7 +66,7 @@ struct mm_job {
     size_t ldq;
     const uint8_t *xb; /* AMX: x as B tiles, KQA_AMX_NT tokens per ldb */
     size_t ldb;
-    const uint8_t *xt; /* Q8_0 VNNI, >= 2 tokens: kqa_q8_xt's codes */
+    const uint8_t *xt; /* transposed blocks: kqa_xt's codes, or NULL */
     size_t ldt;
 };
 
@@ -258,11 +258,10 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
         int amx = n_tok >= (W->dtype == KDT_Q8_0 ? KQA_AMX_MIN_TOK_Q8
                                                  : KQA_AMX_MIN_TOK_Q4) &&
                   vnni && kisa_amx_int8();
-        /* several tokens on VNNI: transposed blocks (no permute tree
-         * per row and token; matmul_qa.c) */
+        /* several tokens: transposed blocks (no horizontal sums per
+         * row and token; matmul_qa.c) */
         int tr = !amx && (vnni || (avx2 && W->dtype == KDT_Q4_1)) &&
-                 n_tok >= (W->dtype == KDT_Q8_0 ? KQA_XT_MIN_TOK_Q8
-                                                : KQA_XT_MIN_TOK_Q4);
+                 n_tok >= KQA_XT_MIN_TOK;
         ldq = KQA_LDQ(W->cols);
         ldb = amx ? KQA_AMX_LDB(W->cols) : 0;
         ldt = tr ? KQA_LDT(W->cols) : 0;

@@ -16,8 +16,9 @@
  * loads, the hardware prefetchers alone leave the L3/DRAM stream idle
  * part of the time (pycode-mtp-tiny, T=4: matmuls 0.98 -> 0.75 ms).
  *
- * NR rows x NT tokens: 8x1 (1x1 with b->row1), 4x2..4x4, 3x5..3x6, 2x7..2x8. Each lane adds
- * its even product, then its odd one, into one accumulator for every NR x
+ * NR rows x NT tokens: 8x1, 4x2..4x4, 3x5..3x6, 2x7..2x8 (1x1, 1x2 with
+ * b->row1). Each lane adds its even product, then its odd one, into one
+ * accumulator for every NR x
  * NT, so a row's sum does not depend on the token count (kcpu.h).
  * Column tails: masked weight loads (packed x is zero-padded to a multiple
  * of 32 columns).

@@ -1,7 +1,8 @@
 /*
  * matmul_qa.c - Q8_0 / Q4_1 weights times int8 activations: the integer
- * block kernels (scalar, AVX2 maddubs, AVX-512 VNNI, the VNNI one with
- * transposed blocks for several tokens; AMX in matmul_qa_amx.c) and the
+ * block kernels (scalar, AVX2 maddubs, AVX-512 VNNI, with transposed
+ * blocks for several tokens on VNNI and for Q4_1 on AVX2; AMX in
+ * matmul_qa_amx.c) and the
  * per-row quantization of x they read (kqa_quantize, kqa_xt).
  *
  * x row t is quantized on its own (so batch invariance holds): per block
@@ -969,13 +970,15 @@ KTARGET_VNNI KINLINE void tr_round(int half, const __m512i *in,
     }
 }
 
-/* Q4_1 blocks j .. j+n-1 (n <= 16) of row w transposed: T[k] dword i =
- * bytes 4k..4k+3 of block i (low nibbles: columns 4k..4k+3; high ones:
- * 16+4k..; zero past n). */
+/* Q4_1 blocks j .. j+n-1 (n <= 16) of row w transposed, nibbles apart:
+ * T[k] dword i = the codes of columns 4k..4k+3 of block j + i (bytes
+ * 4k..4k+3 of the block, low nibbles for k < 4, high ones for k >= 4;
+ * zero past n). */
 KTARGET_VNNI KINLINE void q4_transpose(const uint8_t *w, int j, int n,
-                                       const struct tidx *ix, __m512i T[4])
+                                       const struct tidx *ix, __m512i T[8])
 {
-    __m512i V[4], R[4];
+    const __m512i f = _mm512_set1_epi8(15);
+    __m512i V[4], R[4], P[4];
     KUNROLL
     for (int m = 0; m < 4; m++) {
         const uint8_t *a = w + (size_t)(j + 4 * m) * 16;
@@ -983,7 +986,12 @@ KTARGET_VNNI KINLINE void q4_transpose(const uint8_t *w, int j, int n,
         V[m] = load_b(a, (n - 4 * m) * 16);
     }
     tr_round(2, V, ix->s2, R);
-    tr_round(2, R, ix->f2, T);
+    tr_round(2, R, ix->f2, P);
+    KUNROLL
+    for (int k = 0; k < 4; k++) {
+        T[k] = _mm512_and_si512(P[k], f);
+        T[4 + k] = _mm512_and_si512(_mm512_srli_epi16(P[k], 4), f);
+    }
 }
 
 /* Blocks j .. j+n-1 (n <= 16) of row w, w + 128 as unsigned bytes,
@@ -1057,18 +1065,10 @@ KTARGET_VNNI KINLINE void rows5t(enum kdtype dt, int NT,
             int n = je - j < 16 ? je - j : 16;
             /* T[k]: columns 4k..4k+3 of each block, unsigned */
             __m512i T[8];
-            if (dt == KDT_Q8_0) {
+            if (dt == KDT_Q8_0)
                 q8_transpose(w, j, n, &ix, T);
-            } else {
-                const __m512i f = _mm512_set1_epi8(15);
-                __m512i P[4];
-                q4_transpose(w, j, n, &ix, P);
-                KUNROLL
-                for (int k = 0; k < 4; k++) {
-                    T[k] = _mm512_and_si512(P[k], f);
-                    T[4 + k] = _mm512_and_si512(_mm512_srli_epi16(P[k], 4), f);
-                }
-            }
+            else
+                q4_transpose(w, j, n, &ix, T);
             __m512 dv = load_h16(d + j, n);
             __m512 mv = dt == KDT_Q4_1 ? load_h16(mq + j, n)
                                        : _mm512_setzero_ps();
@@ -1144,19 +1144,11 @@ KTARGET_VNNI KINLINE void block5(enum kdtype dt, const struct kmm_blk *b)
             else
                 loop5(dt, KQA_NR1_Q4, 1, b, t0);
             break;
-        case 2:
-            b->row1 ? loop5(dt, 1, 2, b, t0) : loop5(dt, KQA_NR2, 2, b, t0);
-            break;
-        /* 3-4 tokens: one row pays for Q8_0 (1.8x at 4) and costs for
-         * Q4_1 (0.5x), whose nibble unpacking it no longer shares */
-        case 3:
-            dt == KDT_Q8_0 && b->row1 ? loop5(dt, 1, 3, b, t0)
-                                      : loop5(dt, KQA_NR4, 3, b, t0);
-            break;
-        default:
-            dt == KDT_Q8_0 && b->row1 ? loop5(dt, 1, 4, b, t0)
-                                      : loop5(dt, KQA_NR4, 4, b, t0);
-            break;
+        /* several tokens come here only for the rows an AMX call leaves
+         * over; other calls take the transposed blocks (block5t) */
+        case 2: loop5(dt, KQA_NR2, 2, b, t0); break;
+        case 3: loop5(dt, KQA_NR4, 3, b, t0); break;
+        default: loop5(dt, KQA_NR4, 4, b, t0); break;
         }
     }
 }
