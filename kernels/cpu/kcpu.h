@@ -121,6 +121,13 @@ void kmm_block_qa_amx(const struct kmm_blk *b);
 #if KCPU_X86
 void kmm_block_qa_avx2(const struct kmm_blk *b);
 void kmm_block_qa_vnni(const struct kmm_blk *b); /* AVX-512 VNNI */
+/* matmul_qa_rowlanes.c (AVX-512 VNNI): rows [r0, r1) of a Q8_0 / Q4_1 W
+ * of at most KQA_RL_MAX_COLS columns (one segment) for n_tok tokens of
+ * kqa_quantize's x, sixteen rows per vector; stores y (same bits as the
+ * block kernels). matmul.c uses it from KQA_RL_MIN_TOK tokens on. */
+#define KQA_RL_MAX_COLS KMM_KSEG
+void kqa_rowlanes(const struct kmat *W, int r0, int r1, const uint8_t *xq,
+                  size_t ldq, int n_tok, float *y, int ldy);
 #endif
 /* isa.c: AVX-512 VBMI present (cpuid, at first call). */
 int kisa_has_vbmi(void);

@@ -51,6 +51,24 @@
 /* Q8_0 / Q4_1 calls of at least this many tokens use transposed blocks
  * on VNNI (and for Q4_1 on AVX2): same bits; matmul_qa.c. */
 #define KQA_XT_MIN_TOK 2
+/* Q8_0 / Q4_1 rows of at most KQA_RL_MAX_COLS columns take the
+ * rows-in-lanes kernel on VNNI (matmul_qa_rowlanes.c) from this many
+ * tokens on: its per-call transpose of the weights pays off sooner the
+ * shorter the rows. Measured against the transposed blocks (bench_kernels,
+ * EPYC Zen 5, 2 threads, DRAM-resident weights): 5 blocks a row ahead
+ * from 4 tokens (1.2x; 3.5x at 32), 12 blocks from 16 (1.1-1.2x; 1.7x at
+ * 32, 2.4x at 256), 32 blocks level at 32 tokens (1.3x at 64, 1.45x at
+ * 256). */
+static int rl_min_tok(int cols)
+{
+#ifdef KQA_RL_MIN_TOK
+    (void)cols;
+    return KQA_RL_MIN_TOK; /* a fixed threshold, for measurements */
+#else
+    int nb = cols / KQ_BLK;
+    return nb <= 8 ? 4 : nb <= 16 ? 16 : 48;
+#endif
+}
 
 
 struct mm_job {
@@ -200,20 +218,39 @@ static void *scratch_get(size_t bytes)
 }
 
 /* Part `part` of n_parts takes a contiguous, KMM_ROW_ALIGN-aligned share. */
-static void mm_part(void *arg, int part, int n_parts)
+static void part_rows(const struct mm_job *j, int part, int n_parts,
+                      int *r0, int *r1)
 {
-    const struct mm_job *j = arg;
     int rows = j->row1 - j->row0;
     long chunks = (rows + KMM_ROW_ALIGN - 1) / KMM_ROW_ALIGN;
     int c0 = (int)(chunks * part / n_parts);
     int c1 = (int)(chunks * (part + 1) / n_parts);
-    int r0 = j->row0 + c0 * KMM_ROW_ALIGN;
-    int r1 = j->row0 + c1 * KMM_ROW_ALIGN;
-    if (r1 > j->row1)
-        r1 = j->row1;
+    *r0 = j->row0 + c0 * KMM_ROW_ALIGN;
+    *r1 = j->row0 + c1 * KMM_ROW_ALIGN;
+    if (*r1 > j->row1)
+        *r1 = j->row1;
+}
+
+static void mm_part(void *arg, int part, int n_parts)
+{
+    const struct mm_job *j = arg;
+    int r0, r1;
+    part_rows(j, part, n_parts, &r0, &r1);
     if (r0 < r1)
         mm_range(j, r0, r1);
 }
+
+#if KCPU_X86
+/* Short Q8_0 / Q4_1 rows, many tokens: sixteen rows per vector. */
+static void rl_part(void *arg, int part, int n_parts)
+{
+    const struct mm_job *j = arg;
+    int r0, r1;
+    part_rows(j, part, n_parts, &r0, &r1);
+    if (r0 < r1)
+        kqa_rowlanes(j->W, r0, r1, j->xq, j->ldq, j->n_tok, j->y, j->ldy);
+}
+#endif
 
 static int kmat_check(const struct kmat *W)
 {
@@ -246,7 +283,7 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
         return MTPD_K_OK;
 
     kmm_block_fn fn = block_fn(W);
-    int packed = 0;
+    int packed = 0, rl = 0;
     uint8_t *xq = NULL, *xb = NULL, *xt = NULL;
     size_t ldq = 0, ldb = 0, ldt = 0;
     if (W->dtype == KDT_Q8_0 || W->dtype == KDT_Q4_1) {
@@ -258,9 +295,13 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
         int amx = n_tok >= (W->dtype == KDT_Q8_0 ? KQA_AMX_MIN_TOK_Q8
                                                  : KQA_AMX_MIN_TOK_Q4) &&
                   vnni && kisa_amx_int8();
+        /* short rows, many tokens: rows in the lanes (no horizontal
+         * sums at all; matmul_qa_rowlanes.c) */
+        rl = !amx && vnni && W->cols <= KQA_RL_MAX_COLS &&
+             n_tok >= rl_min_tok(W->cols);
         /* several tokens: transposed blocks (no horizontal sums per
          * row and token; matmul_qa.c) */
-        int tr = !amx && (vnni || (avx2 && W->dtype == KDT_Q4_1)) &&
+        int tr = !amx && !rl && (vnni || (avx2 && W->dtype == KDT_Q4_1)) &&
                  n_tok >= KQA_XT_MIN_TOK;
         ldq = KQA_LDQ(W->cols);
         ldb = amx ? KQA_AMX_LDB(W->cols) : 0;
@@ -334,6 +375,12 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
     int parts = kpool_size(p);
     if (parts > chunks)
         parts = chunks;
+#if KCPU_X86
+    if (rl) {
+        kpool_run(p, rl_part, &j, parts);
+        return MTPD_K_OK;
+    }
+#endif
     kpool_run(p, mm_part, &j, parts);
     return MTPD_K_OK;
 }

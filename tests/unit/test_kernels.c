@@ -606,14 +606,22 @@ static enum test_return test_matmul_q_isa_equal(void)
     enum kisa isas[KISA_COUNT];
     int n_isa = supported_isas(isas);
     static const enum kdtype dts[] = {KDT_Q8_0, KDT_Q4_1};
-    int rows = 45, cols = 2112, n = 11;
-    float *x = malloc((size_t)n * cols * sizeof *x);
-    float *y0 = malloc((size_t)n * rows * sizeof *y0);
-    float *y = malloc((size_t)n * rows * sizeof *y);
+    /* long rows; and short rows with enough tokens for the VNNI
+     * rows-in-lanes kernel (matmul.c: rl_min_tok), slabs of 16 rows
+     * with a partial last one, odd block counts */
+    static const struct {
+        int rows, cols, n;
+    } shapes[] = {{45, 2112, 11}, {45, 160, 5}, {45, 384, 17},
+                  {37, 1024, 50}, {16, 224, 40}};
+    float *x = malloc((size_t)50 * 2112 * sizeof *x);
+    float *y0 = malloc((size_t)50 * 45 * sizeof *y0);
+    float *y = malloc((size_t)50 * 45 * sizeof *y);
     CHECK(x && y0 && y, "alloc");
-    for (size_t i = 0; i < (size_t)n * cols; i++)
+    for (size_t i = 0; i < (size_t)50 * 2112; i++)
         x[i] = rnd_f();
-    for (int d = 0; d < 2; d++) {
+    for (size_t k = 0; k < 2 * sizeof shapes / sizeof *shapes; k++) {
+        int d = (int)(k % 2), rows = shapes[k / 2].rows;
+        int cols = shapes[k / 2].cols, n = shapes[k / 2].n;
         struct tmat t;
         CHECK(tmat_new(&t, dts[d], rows, cols, 0) == 0, "alloc");
         for (int ii = 0; ii < n_isa; ii++) {
@@ -621,8 +629,9 @@ static enum test_return test_matmul_q_isa_equal(void)
             CHECK(kmatmul(NULL, &t.m, x, cols, ii ? y : y0, rows, n) == 0,
                   "kmatmul");
             CHECK(ii == 0 || memcmp(y, y0, (size_t)n * rows * sizeof *y) == 0,
-                  "%s %s differs from %s", kdtype_str(dts[d]),
-                  kisa_str(isas[ii]), kisa_str(isas[0]));
+                  "%s %dx%d, %d tokens: %s differs from %s",
+                  kdtype_str(dts[d]), rows, cols, n, kisa_str(isas[ii]),
+                  kisa_str(isas[0]));
         }
         kisa_set(kisa_detect());
         tmat_free(&t);
@@ -1078,6 +1087,7 @@ static enum test_return test_matmul_invariant(void)
         {KDT_F8_E4M3, 45, 2100, 128}, {KDT_F8_E4M3, 30, 1111, 7},
         {KDT_Q8_0, 37, 320, 0},      {KDT_Q8_0, 45, 2112, 0},
         {KDT_Q4_1, 37, 320, 0},      {KDT_Q4_1, 45, 2112, 0},
+        {KDT_Q8_0, 37, 160, 0},      {KDT_Q4_1, 37, 160, 0}, /* rows in lanes */
     };
     enum test_return ret = TEST_PASS;
     /* both ways of streaming the weights for few tokens (kisa_row_stream:
