@@ -370,8 +370,10 @@ KTARGET_AVX2 KINLINE __m256i isum8(enum kdtype dt, int nb, const uint8_t *w,
     __m256i v[4];
     KUNROLL
     for (int i = 0; i < 4; i++) {
-        int jj = j + 2 * i, g0 = jj & ~3;
-        int gn = nb - g0 < 4 ? nb - g0 : 4;
+        /* a whole step (n == 8) starts on a multiple of 8 (segments
+         * start on multiples of 32 blocks) inside whole groups of 4 */
+        int jj = j + 2 * i, g0 = n == 8 ? j + 4 * (i / 2) : jj & ~3;
+        int gn = n == 8 ? 4 : nb - g0 < 4 ? nb - g0 : 4;
         v[i] = 2 * i < n ? q4_lanes(w + (size_t)jj * 16,
                                     x + (size_t)g0 * KQ_BLK, gn, jj - g0,
                                     n - 2 * i >= 2 ? 2 : 1)
@@ -432,8 +434,11 @@ KTARGET_AVX2 KINLINE void rows2(enum kdtype dt, int NR, int NT,
                                             : _mm256_setzero_ps();
                 KUNROLL
                 for (int k = 0; k < NR; k++) {
+                    /* n == 8: a whole step, constant (the group
+                     * arithmetic and the tests on n fold away) */
                     __m256 p = _mm256_cvtepi32_ps(
-                        isum8(dt, nb, w[k], xq[t], j, n));
+                        n == 8 ? isum8(dt, nb, w[k], xq[t], j, 8)
+                               : isum8(dt, nb, w[k], xq[t], j, n));
                     __m256 a = h ? acc[1][k][t] : acc[0][k][t];
                     a = _mm256_fmadd_ps(p, _mm256_mul_ps(dk[k], xdv), a);
                     if (dt == KDT_Q4_1)
