@@ -174,6 +174,14 @@ float ksoftmax_scaled_avx512(const float *x, int n, float scale, float *out);
 int kargmax_avx512(const float *x, int n);
 float kexp_sum_avx512(float *x, int n, float scale, float shift);
 void kswiglu_avx512(float *out, const float *gate, const float *up, int n);
+/* act_avx2.c: the same for KISA_AVX2. */
+void krmsnorm_avx2(float *out, const float *x, const void *w,
+                   enum kdtype wt, int n, float eps);
+float ksoftmax_avx2(float *x, int n);
+float ksoftmax_scaled_avx2(const float *x, int n, float scale, float *out);
+int kargmax_avx2(const float *x, int n);
+float kexp_sum_avx2(float *x, int n, float scale, float shift);
+void kswiglu_avx2(float *out, const float *gate, const float *up, int n);
 #endif
 
 /* Weight c of row r of a Q8_0 / Q4_1 matrix, exactly as every kernel

@@ -2,8 +2,9 @@
  * norm.c - small per-token ops: rmsnorm, rope, softmax, swiglu.
  * O(n) work; plain C (the compiler vectorises what matters), with sums
  * of many terms kept in double so they match the reference to ~1e-7.
- * rmsnorm, softmax and SwiGLU have AVX-512 versions (act_avx512.c), used
- * when kisa_active() is KISA_AVX512.
+ * rmsnorm, softmax, exp-sum, argmax and SwiGLU have AVX-512 and AVX2
+ * versions (act_avx512.c, act_avx2.c), used when kisa_active() is
+ * KISA_AVX512 or KISA_AVX2.
  */
 #include <math.h>
 
@@ -26,6 +27,10 @@ void krmsnorm(float *out, const float *x, const void *w, enum kdtype wt,
 #if KCPU_X86
     if (n > 0 && wt != KDT_F8_E4M3 && kisa_active() == KISA_AVX512) {
         krmsnorm_avx512(out, x, w, wt, n, eps);
+        return;
+    }
+    if (n > 0 && wt != KDT_F8_E4M3 && kisa_active() == KISA_AVX2) {
+        krmsnorm_avx2(out, x, w, wt, n, eps);
         return;
     }
 #endif
@@ -87,6 +92,8 @@ float ksoftmax(float *x, int n)
 #if KCPU_X86
     if (kisa_active() == KISA_AVX512)
         return ksoftmax_avx512(x, n);
+    if (kisa_active() == KISA_AVX2)
+        return ksoftmax_avx2(x, n);
 #endif
     float mx = x[0];
     for (int i = 1; i < n; i++)
@@ -107,6 +114,8 @@ float ksoftmax_scaled(const float *x, int n, float scale, float *out)
 #if KCPU_X86
     if (kisa_active() == KISA_AVX512)
         return ksoftmax_scaled_avx512(x, n, scale, out);
+    if (kisa_active() == KISA_AVX2)
+        return ksoftmax_scaled_avx2(x, n, scale, out);
 #endif
     float mx = -INFINITY;
     for (int i = 0; i < n; i++)
@@ -129,6 +138,8 @@ float kexp_sum(float *x, int n, float scale, float shift)
 #if KCPU_X86
     if (kisa_active() == KISA_AVX512)
         return kexp_sum_avx512(x, n, scale, shift);
+    if (kisa_active() == KISA_AVX2)
+        return kexp_sum_avx2(x, n, scale, shift);
 #endif
     double sum = 0.0;
     for (int i = 0; i < n; i++) {
@@ -143,6 +154,8 @@ int kargmax(const float *x, int n)
 #if KCPU_X86
     if (kisa_active() == KISA_AVX512)
         return kargmax_avx512(x, n);
+    if (kisa_active() == KISA_AVX2)
+        return kargmax_avx2(x, n);
 #endif
     int best = -1;
     for (int i = 0; i < n; i++)
@@ -156,6 +169,10 @@ void kswiglu(float *out, const float *gate, const float *up, int n)
 #if KCPU_X86
     if (kisa_active() == KISA_AVX512) {
         kswiglu_avx512(out, gate, up, n);
+        return;
+    }
+    if (kisa_active() == KISA_AVX2) {
+        kswiglu_avx2(out, gate, up, n);
         return;
     }
 #endif
