@@ -79,6 +79,10 @@ struct kmat {
     int blk;            /* F8 only: block edge (128), else 0 */
     const uint16_t *qd; /* Q8_0 / Q4_1: fp16 block scales, else NULL */
     const uint16_t *qm; /* Q4_1: fp16 block mins, else NULL */
+    int resident;       /* a hint: 1 when W stays in the CPU caches from
+                         * one call to the next (a small model): the row
+                         * stream (kisa_row_stream), a layout for weights
+                         * read from memory, is then not used */
 };
 
 /* Bytes W reads: data plus scales (and mins). */
@@ -141,6 +145,9 @@ int kisa_set_amx_int8(int on);
  * benchmarks. Not thread-safe with ops. */
 int kisa_row_stream(void);
 void kisa_set_row_stream(int on);
+/* Bytes of the last-level cache (L3, else L2) as the OS reports it, or 0
+ * when unknown. */
+size_t kisa_llc_bytes(void);
 
 /* ---- thread pool --------------------------------------------------- */
 

@@ -81,7 +81,8 @@ static struct kmat head_rows(const struct mtpd_config *cfg,
     return (struct kmat){.dtype = kvb->dtype, .rows = part ? vd : nope,
                          .cols = L,
                          .data = (const char *)kvb->data +
-                                 r0 * L * kdtype_size(kvb->dtype)};
+                                 r0 * L * kdtype_size(kvb->dtype),
+                         .resident = kvb->resident};
 }
 
 int mla_absorb_q(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,

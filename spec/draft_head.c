@@ -46,7 +46,7 @@ int spec_draft_head_init(struct spec_draft_head *h, const struct kmat *head,
     }
     h->n = n;
     h->w = (struct kmat){.dtype = KDT_BF16, .rows = n, .cols = head->cols,
-                         .data = h->data};
+                         .data = h->data, .resident = head->resident};
 out:
     free(row);
     if (rc)

@@ -8,6 +8,7 @@
  * chosen by CPU vendor (kernels.h says why).
  */
 #include <stdatomic.h>
+#include <unistd.h>
 
 #include "kcpu.h"
 
@@ -193,6 +194,19 @@ int kisa_row_stream(void)
         atomic_store_explicit(&g_row_stream, r, memory_order_relaxed);
     }
     return r;
+}
+
+size_t kisa_llc_bytes(void)
+{
+    long b = -1;
+#ifdef _SC_LEVEL3_CACHE_SIZE
+    b = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    if (b <= 0)
+        b = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+    return b > 0 ? (size_t)b : 0;
 }
 
 void kisa_set_row_stream(int on)

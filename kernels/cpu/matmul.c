@@ -138,7 +138,7 @@ static void mm_range(const struct mm_job *j, int r0, int r1)
         tb = KQA_AMX_NT;
     }
     struct kmm_blk b = {.W = W, .ldx = j->ldx, .ldy = j->ldy,
-                        .kseg = kmm_kseg(W), .row1 = kisa_row_stream() &&
+                        .kseg = kmm_kseg(W), .row1 = !W->resident && kisa_row_stream() &&
                                   j->n_tok <= KMM_ROW1_MAX_TOK};
 
     for (int r = r0; r < r1; r += tile) {

@@ -358,7 +358,7 @@ static int tmat_new(struct tmat *t, enum kdtype dt, int rows, int cols,
         }
         }
     }
-    t->m = (struct kmat){dt, rows, cols, t->data, NULL, 0, NULL, NULL};
+    t->m = (struct kmat){dt, rows, cols, t->data, NULL, 0, NULL, NULL, 0};
     if (dt == KDT_F8_E4M3) {
         size_t ns = (size_t)((rows + blk - 1) / blk) * ((cols + blk - 1) / blk);
         t->scale = malloc(ns * sizeof(float));
@@ -821,7 +821,7 @@ static enum test_return test_matmul_args(void)
 {
     float x[4] = {1, 2, 3, 4}, y[4] = {0};
     float w[4] = {1, 0, 0, 1};
-    struct kmat m = {KDT_F32, 2, 2, w, NULL, 0, NULL, NULL};
+    struct kmat m = {KDT_F32, 2, 2, w, NULL, 0, NULL, NULL, 0};
     CHECK(kmatmul(NULL, &m, x, 2, y, 2, 2) == 0, "ok call");
     CHECK(y[0] == 1 && y[1] == 2 && y[2] == 3 && y[3] == 4, "identity");
     CHECK(kmatmul(NULL, NULL, x, 2, y, 2, 1) == MTPD_K_EINVAL, "null W");
@@ -833,9 +833,9 @@ static enum test_return test_matmul_args(void)
           "row1 > rows");
     CHECK(kmatmul_rows(NULL, &m, 2, 1, x, 2, y, 2, 1) == MTPD_K_EINVAL,
           "row0 > row1");
-    struct kmat f8 = {KDT_F8_E4M3, 2, 2, w, NULL, 128, NULL, NULL};
+    struct kmat f8 = {KDT_F8_E4M3, 2, 2, w, NULL, 128, NULL, NULL, 0};
     CHECK(kmatmul(NULL, &f8, x, 2, y, 2, 1) == MTPD_K_EINVAL, "f8 no scale");
-    struct kmat bad = {KDT_COUNT, 2, 2, w, NULL, 0, NULL, NULL};
+    struct kmat bad = {KDT_COUNT, 2, 2, w, NULL, 0, NULL, NULL, 0};
     CHECK(kmatmul(NULL, &bad, x, 2, y, 2, 1) == MTPD_K_EINVAL, "bad dtype");
     CHECK(kmat_row_f32(&m, 2, y) == MTPD_K_EINVAL, "row out of range");
     int8_t q[64] = {0};
@@ -959,9 +959,9 @@ static enum test_return test_matmul_pv(void)
                         return TEST_FAIL;
                 }
     float x[2] = {1, 2}, y[2];
-    struct kmat f8 = {KDT_F8_E4M3, 2, 1, x, x, 128, NULL, NULL};
+    struct kmat f8 = {KDT_F8_E4M3, 2, 1, x, x, 128, NULL, NULL, 0};
     CHECK(kmatmul_pv(&f8, 1, x, 2, y, 1, 1) == MTPD_K_EINVAL, "f8 accepted");
-    struct kmat v = {KDT_F32, 2, 1, x, NULL, 0, NULL, NULL};
+    struct kmat v = {KDT_F32, 2, 1, x, NULL, 0, NULL, NULL, 0};
     CHECK(kmatmul_pv(&v, 1, x, 1, y, 1, 2) == MTPD_K_EINVAL, "ldx < rows");
     CHECK(kmatmul_pv(&v, 2, x, 2, y, 1, 1) == MTPD_K_EINVAL, "n_cols > cols");
     CHECK(kmatmul_pv(&v, 0, x, 2, y, 1, 1) == MTPD_K_EINVAL, "n_cols 0");
