@@ -6,9 +6,14 @@
  * W_UV (v_head_dim x kv_lora_rank) as consecutive rows. Decoding computes
  * q_c = q_nope W_UK (kmatmul_pv: rows of W_UK weighted by q_nope) and
  * W_UV times the attended latent (kmatmul), both straight from those rows.
- * F32, BF16 and F16 checkpoints are read in place (kv_bd = kv_b, no copy);
- * F8 is dequantized once to fp32, because a head's rows need not start on
- * a scale block (0.6% of DeepSeek-V3's weights, fp32).
+ * F32, BF16 and F16 checkpoints are read in place (kv_bd = kv_b, no copy),
+ * and so is F8 when every head's W_UK and W_UV start on a scale block and
+ * the blocks are a multiple of 16 columns (DeepSeek-V3: 128 + 128 rows per
+ * head, 128x128 blocks): kmatmul_pv widens the codes exactly as the copy
+ * held them (same bits), W_UV goes through kmatmul's F8 kernels, and the
+ * copy it replaces was 4x the bytes (61 layers of DeepSeek-V3: 4 GB of
+ * memory, and as many read per decoded token). Other F8 shapes, Q8_0 and
+ * Q4_1 are dequantized once to fp32 (kmatmul_pv reads float and F8 rows).
  */
 #include <stdlib.h>
 
@@ -16,12 +21,15 @@
 
 int absorb_init(const struct mtpd_config *c, struct layer_w *w)
 {
-    (void)c;
     w->kv_bd = w->kv_b;
     w->kv_b_f32 = NULL;
     if (w->kv_b.dtype == KDT_F32 || w->kv_b.dtype == KDT_BF16 ||
         w->kv_b.dtype == KDT_F16)
-        return 0; /* F8, Q8_0, Q4_1: kmatmul_pv reads only float rows */
+        return 0;
+    int blk = w->kv_b.blk, nope = c->qk_nope_head_dim, vd = c->v_head_dim;
+    if (w->kv_b.dtype == KDT_F8_E4M3 && w->kv_b.scale && blk > 0 &&
+        blk % 16 == 0 && nope % blk == 0 && vd % blk == 0)
+        return 0; /* every head's rows start on a scale block */
     size_t cols = (size_t)w->kv_b.cols;
     w->kv_b_f32 = malloc(sizeof(float) * (size_t)w->kv_b.rows * cols);
     if (!w->kv_b_f32)

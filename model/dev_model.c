@@ -6,7 +6,8 @@
  * block scales, mtpd's Q8_0 / Q4_1 with theirs): the kcuda ops dequantise
  * inside their kernels. The exception is kv_b_proj, uploaded in the dense
  * form absorption reads (layer_w.kv_bd: the checkpoint's F32 / BF16 / F16,
- * or absorb.c's fp32 copy of an F8 kv_b). Tied matrices (lm_head = embed,
+ * or absorb.c's fp32 copy of an F8 kv_b; an F8 kv_b the CPU reads in
+ * place is converted to fp32 for the upload). Tied matrices (lm_head = embed,
  * an MTP module's embed / head = the main one's) are uploaded once.
  *
  * The upload goes layer by layer and reports progress through the load's
@@ -92,6 +93,37 @@ static void up_mat(struct uploader *u, const struct kmat *h, struct kdmat *d,
     count(u, h);
 }
 
+/* kv_b in the dense form the device's absorption reads: an F8 kv_b the
+ * CPU reads in place (absorb.c) goes up as fp32, converted here. */
+static void up_kvb(struct uploader *u, const struct kmat *h, struct kdmat *d,
+                   const char *what)
+{
+    if (h->dtype != KDT_F8_E4M3 || u->rc || !h->data) {
+        up_mat(u, h, d, what);
+        return;
+    }
+    memset(d, 0, sizeof(*d));
+    size_t cols = (size_t)h->cols;
+    float *f = malloc(sizeof(float) * (size_t)h->rows * cols);
+    if (!f) {
+        up_fail(u, MTPD_K_ENOMEM, what);
+        return;
+    }
+    for (int r = 0; r < h->rows; r++)
+        kmat_row_f32(h, r, f + (size_t)r * cols);
+    struct kmat k = {.dtype = KDT_F32, .rows = h->rows, .cols = h->cols,
+                     .data = f};
+    int krc = kcuda_mat_upload(u->dm->g, &k, d);
+    free(f);
+    if (krc) {
+        memset(d, 0, sizeof(*d));
+        up_fail(u, krc, what);
+        return;
+    }
+    u->dm->bytes += kmat_bytes(&k);
+    count(u, h);
+}
+
 static void up_vec(struct uploader *u, const struct wvec *h,
                    struct dev_vec *d, const char *what)
 {
@@ -146,7 +178,7 @@ static void up_layer(struct uploader *u, const struct mtpd_config *c,
     up_mat(u, &h->q_b, &d->q_b, WHAT("q_b_proj"));
     up_mat(u, &h->q, &d->q, WHAT("q_proj"));
     up_mat(u, &h->kv_a, &d->kv_a, WHAT("kv_a_proj_with_mqa"));
-    up_mat(u, &h->kv_bd, &d->kv_b, WHAT("kv_b_proj"));
+    up_kvb(u, &h->kv_bd, &d->kv_b, WHAT("kv_b_proj"));
     up_mat(u, &h->o, &d->o, WHAT("o_proj"));
     d->is_moe = h->is_moe;
     if (!h->is_moe) {

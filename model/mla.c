@@ -78,11 +78,17 @@ static struct kmat head_rows(const struct mtpd_config *cfg,
     int nope = cfg->qk_nope_head_dim, vd = cfg->v_head_dim;
     int L = cfg->kv_lora_rank;
     size_t r0 = (size_t)h * (nope + vd) + (part ? (size_t)nope : 0);
-    return (struct kmat){.dtype = kvb->dtype, .rows = part ? vd : nope,
-                         .cols = L,
-                         .data = (const char *)kvb->data +
-                                 r0 * L * kdtype_size(kvb->dtype),
-                         .resident = kvb->resident};
+    struct kmat k = {.dtype = kvb->dtype, .rows = part ? vd : nope,
+                     .cols = L,
+                     .data = (const char *)kvb->data +
+                             r0 * L * kdtype_size(kvb->dtype),
+                     .resident = kvb->resident};
+    if (kvb->dtype == KDT_F8_E4M3) { /* r0 is on a block (absorb.c) */
+        k.blk = kvb->blk;
+        k.scale = kvb->scale + r0 / (size_t)kvb->blk *
+                                   (size_t)((L + kvb->blk - 1) / kvb->blk);
+    }
+    return k;
 }
 
 int mla_absorb_q(struct mtpd_ctx *c, const struct layer_w *w, int h, int n,

@@ -19,13 +19,25 @@
 
 #define PV_NT 8 /* most tokens per tile */
 
-/* V element (i, j) as fp32. */
-KINLINE float v_at(enum kdtype dt, const void *v, size_t i)
+/* F8: the block scale of V element (i, j). */
+KINLINE float f8_scale(const struct kmat *V, int i, int j)
 {
-    switch (dt) {
-    case KDT_F32: return ((const float *)v)[i];
-    case KDT_BF16: return kbf16_to_f32(((const uint16_t *)v)[i]);
-    default: return kf16_to_f32(((const uint16_t *)v)[i]);
+    int nbc = (V->cols + V->blk - 1) / V->blk;
+    return V->scale[(size_t)(i / V->blk) * nbc + j / V->blk];
+}
+
+/* V element (i, j) as fp32 (F8: value times its block scale, rounded
+ * once, as kmat_row_f32 gives it). */
+KINLINE float v_at(const struct kmat *V, int i, int j)
+{
+    size_t k = (size_t)i * V->cols + j;
+    switch (V->dtype) {
+    case KDT_F32: return ((const float *)V->data)[k];
+    case KDT_BF16: return kbf16_to_f32(((const uint16_t *)V->data)[k]);
+    case KDT_F8_E4M3:
+        return kf8e4m3_table[((const uint8_t *)V->data)[k]] *
+               f8_scale(V, i, j);
+    default: return kf16_to_f32(((const uint16_t *)V->data)[k]);
     }
 }
 
@@ -36,13 +48,12 @@ KINLINE float v_at(enum kdtype dt, const void *v, size_t i)
 __attribute__((noinline)) static void pv_scalar(const struct kmat *V, const float *x, int ldx,
                       float *y, int ldy, int n_tok, int j0, int j1)
 {
-    const size_t ld = (size_t)V->cols;
     for (int t0 = 0; t0 < n_tok; t0 += PV_NT) {
         int nt = n_tok - t0 < PV_NT ? n_tok - t0 : PV_NT;
         for (int j = j0; j < j1; j++) {
             float acc[PV_NT] = {0};
             for (int i = 0; i < V->rows; i++) {
-                float v = v_at(V->dtype, V->data, (size_t)i * ld + j);
+                float v = v_at(V, i, j);
                 for (int t = 0; t < nt; t++)
                     acc[t] += x[(size_t)(t0 + t) * ldx + i] * v;
             }
@@ -55,10 +66,31 @@ __attribute__((noinline)) static void pv_scalar(const struct kmat *V, const floa
 #if KCPU_X86
 #include <immintrin.h>
 
-/* 16 elements of V from p (element offset), fp32; masked when m != ~0. */
-KTARGET_AVX512 KINLINE __m512 v16(enum kdtype dt, const void *v, size_t p,
-                                  __mmask16 m)
+/* 16 elements of V from p (element offset), fp32; masked when m != ~0.
+ * F8 (row i, columns from j, all in one scale block: kmatmul_pv takes F8
+ * with blk % 16 == 0): e4m3 bits moved into an fp32 (exponent and
+ * mantissa << 20, sign << 24) times 2^120 is the code's value exactly,
+ * subnormals included; code 0x7f / 0xff is NaN; then times the scale, one
+ * rounding, as v_at. */
+KTARGET_AVX512 KINLINE __m512 v16(enum kdtype dt, const struct kmat *V,
+                                  size_t p, int i, int j, __mmask16 m)
 {
+    const void *v = V->data;
+    if (dt == KDT_F8_E4M3) {
+        __m512i b = _mm512_cvtepu8_epi32(
+            _mm_maskz_loadu_epi8(m, (const uint8_t *)v + p));
+        __m512i mag = _mm512_and_si512(b, _mm512_set1_epi32(0x7f));
+        __m512i sign = _mm512_slli_epi32(
+            _mm512_and_si512(b, _mm512_set1_epi32(0x80)), 24);
+        __m512i bits = _mm512_or_si512(_mm512_slli_epi32(mag, 20), sign);
+        __m512 f = _mm512_mul_ps(_mm512_castsi512_ps(bits),
+                                 _mm512_set1_ps(0x1p120f));
+        f = _mm512_mask_mov_ps( /* the table's NaN, -NaN */
+            f, _mm512_cmpeq_epi32_mask(mag, _mm512_set1_epi32(0x7f)),
+            _mm512_castsi512_ps(_mm512_or_si512(
+                sign, _mm512_set1_epi32(0x7fc00000))));
+        return _mm512_mul_ps(f, _mm512_set1_ps(f8_scale(V, i, j)));
+    }
     switch (dt) {
     case KDT_F32: return _mm512_maskz_loadu_ps(m, (const float *)v + p);
     case KDT_BF16:
@@ -90,7 +122,7 @@ KTARGET_AVX512 KINLINE void pv_tile512(enum kdtype dt, int NT, int M,
         size_t p = (size_t)i * ld + j;
         KUNROLL
         for (int k = 0; k < M; k++)
-            vv[k] = v16(dt, V->data, p + 16 * k,
+            vv[k] = v16(dt, V, p + 16 * k, i, j + 16 * k,
                         k == M - 1 ? mlast : (__mmask16)0xffff);
         KUNROLL
         for (int t = 0; t < NT; t++) {
@@ -157,12 +189,32 @@ KTARGET_AVX512 static void pv_avx512(const struct kmat *V, int n,
     switch (V->dtype) {
     case KDT_F32: pv_dt512(KDT_F32, V, n, x, ldx, y, ldy, nt); break;
     case KDT_BF16: pv_dt512(KDT_BF16, V, n, x, ldx, y, ldy, nt); break;
+    case KDT_F8_E4M3: pv_dt512(KDT_F8_E4M3, V, n, x, ldx, y, ldy, nt); break;
     default: pv_dt512(KDT_F16, V, n, x, ldx, y, ldy, nt); break;
     }
 }
 
-KTARGET_AVX2 KINLINE __m256 v8(enum kdtype dt, const void *v, size_t p)
+/* 8 elements of V from p; F8 as v16 (row i, columns from j). */
+KTARGET_AVX2 KINLINE __m256 v8(enum kdtype dt, const struct kmat *V,
+                               size_t p, int i, int j)
 {
+    const void *v = V->data;
+    if (dt == KDT_F8_E4M3) {
+        __m256i b = _mm256_cvtepu8_epi32(
+            _mm_loadl_epi64((const __m128i *)((const uint8_t *)v + p)));
+        __m256i mag = _mm256_and_si256(b, _mm256_set1_epi32(0x7f));
+        __m256i sign = _mm256_slli_epi32(
+            _mm256_and_si256(b, _mm256_set1_epi32(0x80)), 24);
+        __m256i bits = _mm256_or_si256(_mm256_slli_epi32(mag, 20), sign);
+        __m256 f = _mm256_mul_ps(_mm256_castsi256_ps(bits),
+                                 _mm256_set1_ps(0x1p120f));
+        f = _mm256_blendv_ps( /* the table's NaN, -NaN */
+            f, _mm256_castsi256_ps(_mm256_or_si256(
+                   sign, _mm256_set1_epi32(0x7fc00000))),
+            _mm256_castsi256_ps(_mm256_cmpeq_epi32(
+                mag, _mm256_set1_epi32(0x7f))));
+        return _mm256_mul_ps(f, _mm256_set1_ps(f8_scale(V, i, j)));
+    }
     switch (dt) {
     case KDT_F32: return _mm256_loadu_ps((const float *)v + p);
     case KDT_BF16:
@@ -193,7 +245,7 @@ KTARGET_AVX2 KINLINE void pv_tile256(enum kdtype dt, int NT, int M,
         size_t p = (size_t)i * ld + j;
         KUNROLL
         for (int k = 0; k < M; k++)
-            vv[k] = v8(dt, V->data, p + 8 * k);
+            vv[k] = v8(dt, V, p + 8 * k, i, j + 8 * k);
         KUNROLL
         for (int t = 0; t < NT; t++) {
             __m256 b = _mm256_broadcast_ss(x + (size_t)t * ldx + i);
@@ -246,6 +298,7 @@ KTARGET_AVX2 static void pv_avx2(const struct kmat *V, int n, const float *x,
     switch (V->dtype) {
     case KDT_F32: pv_dt256(KDT_F32, V, n, x, ldx, y, ldy, nt); break;
     case KDT_BF16: pv_dt256(KDT_BF16, V, n, x, ldx, y, ldy, nt); break;
+    case KDT_F8_E4M3: pv_dt256(KDT_F8_E4M3, V, n, x, ldx, y, ldy, nt); break;
     default: pv_dt256(KDT_F16, V, n, x, ldx, y, ldy, nt); break;
     }
 }
@@ -257,8 +310,11 @@ int kmatmul_pv(const struct kmat *V, int n_cols, const float *x, int ldx,
     if (V == NULL || x == NULL || y == NULL || n_tok < 0 || V->rows < 0 ||
         n_cols <= 0 || n_cols > V->cols || (V->rows > 0 && V->data == NULL) ||
         (V->dtype != KDT_F32 && V->dtype != KDT_BF16 &&
-         V->dtype != KDT_F16))
+         V->dtype != KDT_F16 && V->dtype != KDT_F8_E4M3))
         return MTPD_K_EINVAL;
+    if (V->dtype == KDT_F8_E4M3 &&
+        (V->scale == NULL || V->blk <= 0 || V->blk % 16 != 0))
+        return MTPD_K_EINVAL; /* a vector's columns share one scale */
     if (n_tok > 1 && (ldx < V->rows || ldy < n_cols))
         return MTPD_K_EINVAL;
     enum kisa isa = kisa_active();

@@ -959,8 +959,9 @@ static enum test_return test_matmul_pv(void)
                         return TEST_FAIL;
                 }
     float x[2] = {1, 2}, y[2];
-    struct kmat f8 = {KDT_F8_E4M3, 2, 1, x, x, 128, NULL, NULL, 0};
-    CHECK(kmatmul_pv(&f8, 1, x, 2, y, 1, 1) == MTPD_K_EINVAL, "f8 accepted");
+    struct kmat f8 = {KDT_F8_E4M3, 2, 1, x, NULL, 128, NULL, NULL, 0};
+    CHECK(kmatmul_pv(&f8, 1, x, 2, y, 1, 1) == MTPD_K_EINVAL,
+          "f8 without scales accepted"); /* with them: matmul_pv_f8 */
     struct kmat v = {KDT_F32, 2, 1, x, NULL, 0, NULL, NULL, 0};
     CHECK(kmatmul_pv(&v, 1, x, 1, y, 1, 2) == MTPD_K_EINVAL, "ldx < rows");
     CHECK(kmatmul_pv(&v, 2, x, 2, y, 1, 1) == MTPD_K_EINVAL, "n_cols > cols");
@@ -1119,7 +1120,7 @@ static enum test_return test_matmul_invariant(void)
 
 /* kmatmul_pv: a token alone vs inside batches of 2..INV_POOL tokens. */
 static enum test_return inv_pv_case(enum kdtype dt, int rows, int cols,
-                                    int n_cols)
+                                    int n_cols, int blk)
 {
     enum kisa isas[KISA_COUNT];
     int n_isa = supported_isas(isas);
@@ -1130,7 +1131,7 @@ static enum test_return inv_pv_case(enum kdtype dt, int rows, int cols,
     float *y1 = malloc((size_t)INV_POOL * n_cols * sizeof *y1);
     float *y = malloc((size_t)INV_POOL * n_cols * sizeof *y);
     enum test_return ret = TEST_FAIL;
-    if (tmat_new(&t, dt, rows, cols, 0) != 0 || !xs || !x || !y1 || !y)
+    if (tmat_new(&t, dt, rows, cols, blk) != 0 || !xs || !x || !y1 || !y)
         goto out;
     for (size_t i = 0; i < (size_t)INV_POOL * ld; i++)
         xs[i] = rnd_f();
@@ -1173,11 +1174,67 @@ out:
 
 static enum test_return test_matmul_pv_invariant(void)
 {
-    static const enum kdtype dts[] = {KDT_F32, KDT_BF16, KDT_F16};
-    for (size_t d = 0; d < 3; d++)
-        if (inv_pv_case(dts[d], 301, 144, 144) != TEST_PASS ||
-            inv_pv_case(dts[d], 77, 200, 131) != TEST_PASS)
+    static const enum kdtype dts[] = {KDT_F32, KDT_BF16, KDT_F16,
+                                      KDT_F8_E4M3};
+    for (size_t d = 0; d < 4; d++) {
+        int blk = dts[d] == KDT_F8_E4M3 ? 128 : 0;
+        if (inv_pv_case(dts[d], 301, 144, 144, blk) != TEST_PASS ||
+            inv_pv_case(dts[d], 77, 200, 131, blk) != TEST_PASS)
             return TEST_FAIL;
+    }
+    return inv_pv_case(KDT_F8_E4M3, 40, 100, 97, 16);
+}
+
+/* kmatmul_pv on F8 rows (MLA absorption reads kv_b in place) gives the
+ * bits of the same call on their fp32 values (kmat_row_f32), which is
+ * what absorb.c used to copy: every ISA, tile widths, tails, tokens. F8
+ * with a scale block that is not a multiple of 16 columns is refused. */
+static enum test_return test_matmul_pv_f8(void)
+{
+    enum kisa isas[KISA_COUNT];
+    int n_isa = supported_isas(isas);
+    static const struct {
+        int rows, cols, n_cols, blk;
+    } cases[] = {{256, 512, 512, 128}, {128, 200, 131, 128}, {48, 90, 77, 16},
+                 {300, 144, 144, 32}};
+    float *x = malloc((size_t)9 * 301 * sizeof *x);
+    float *y0 = malloc((size_t)9 * 512 * sizeof *y0);
+    float *y1 = malloc((size_t)9 * 512 * sizeof *y1);
+    float *dense = malloc((size_t)300 * 512 * sizeof *dense);
+    CHECK(x && y0 && y1 && dense, "alloc");
+    for (int i = 0; i < 9 * 301; i++)
+        x[i] = rnd_f();
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        struct tmat t;
+        int rows = cases[c].rows, cols = cases[c].cols, nc = cases[c].n_cols;
+        CHECK(tmat_new(&t, KDT_F8_E4M3, rows, cols, cases[c].blk) == 0,
+              "alloc");
+        for (int r = 0; r < rows; r++)
+            CHECK(kmat_row_f32(&t.m, r, dense + (size_t)r * cols) == 0,
+                  "row");
+        struct kmat d = {.dtype = KDT_F32, .rows = rows, .cols = cols,
+                         .data = dense};
+        for (int ii = 0; ii < n_isa; ii++) {
+            kisa_set(isas[ii]);
+            for (int n = 1; n <= 9; n += 4) {
+                CHECK(kmatmul_pv(&t.m, nc, x, 301, y1, nc, n) == 0 &&
+                      kmatmul_pv(&d, nc, x, 301, y0, nc, n) == 0,
+                      "kmatmul_pv");
+                CHECK(memcmp(y0, y1, (size_t)n * nc * sizeof *y0) == 0,
+                      "%s F8 %dx%d blk %d, %d tokens: != its fp32 values",
+                      kisa_str(isas[ii]), rows, cols, cases[c].blk, n);
+            }
+        }
+        kisa_set(kisa_detect());
+        t.m.blk = 8;
+        CHECK(kmatmul_pv(&t.m, nc, x, 301, y1, nc, 1) == MTPD_K_EINVAL,
+              "F8 blk 8 accepted");
+        tmat_free(&t);
+    }
+    free(x);
+    free(y0);
+    free(y1);
+    free(dense);
     return TEST_PASS;
 }
 
@@ -1558,6 +1615,7 @@ static const struct {
     {"matmul_pv", test_matmul_pv},
     {"matmul_invariant", test_matmul_invariant},
     {"matmul_pv_invariant", test_matmul_pv_invariant},
+    {"matmul_pv_f8", test_matmul_pv_f8},
     {"dot_axpy", test_dot_axpy},
     {"rmsnorm", test_rmsnorm},
     {"rope", test_rope},

@@ -138,6 +138,16 @@ PRESETS = {
                          "beta_fast": 32, "beta_slow": 1,
                          "mscale": 1.0, "mscale_all_dim": 1.0},
     }, dict(dtype="BF16", shards=2, mtp_copies=False, fp8=True)),
+    # FP8 with 16x16 blocks that every head's W_UK / W_UV rows start on:
+    # mtpd reads kv_b in place (model/absorb.c) instead of an fp32 copy
+    "fp8-blk16-absorb": ({
+        "hidden_size": 96, "intermediate_size": 160, "moe_intermediate_size": 48,
+        "num_attention_heads": 2, "num_key_value_heads": 2,
+        "q_lora_rank": 64, "kv_lora_rank": 64, "qk_nope_head_dim": 32,
+        "qk_rope_head_dim": 16, "v_head_dim": 48, "vocab_size": 300,
+        "n_routed_experts": 4, "n_group": 2, "topk_group": 1,
+        "num_experts_per_tok": 2, "num_hidden_layers": 2,
+    }, dict(dtype="BF16", fp8=True, fp8_block=16)),
 }
 
 
@@ -147,6 +157,8 @@ def make_config(preset):
     cfg.update(copy.deepcopy(over))
     if opts.get("fp8"):
         cfg["quantization_config"] = dict(FP8_QCFG)
+        b = opts.get("fp8_block", 128)
+        cfg["quantization_config"]["weight_block_size"] = [b, b]
     return cfg, opts
 
 
@@ -323,7 +335,7 @@ def make_preset(preset, out_dir, seed=0):
     """Writes preset `preset` to out_dir; returns out_dir."""
     cfg, opts = make_config(preset)
     tensors = make_tensors(cfg, opts, seed)
-    encoded = encode_tensors(tensors, opts)
+    encoded = encode_tensors(tensors, opts, opts.get("fp8_block", 128))
     write_checkpoint(out_dir, cfg, encoded, opts.get("shards", 1))
     return out_dir
 
