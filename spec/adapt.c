@@ -4,6 +4,8 @@
 #include "adapt.h"
 
 #define COST_FORGET 0.98   /* per sample, cost fit */
+#define AT_FORGET 0.8      /* per sample at that row count, its mean */
+#define AT_MIN 1.5         /* discounted samples before the mean is used */
 #define ACC_FORGET 0.97    /* per observation, acceptance counts */
 #define PRIOR_W 2.0        /* pseudo-observations of the prior */
 #define PRIOR_ALPHA1 0.6   /* prior acceptance at position 1 */
@@ -22,12 +24,21 @@ void spec_cost_add(struct spec_cost *c, double x, double y)
     c->sy = c->sy * COST_FORGET + y;
     c->sxx = c->sxx * COST_FORGET + x * x;
     c->sxy = c->sxy * COST_FORGET + x * y;
+    int r = (int)x;
+    if ((double)r == x && r >= 1 && r < SPEC_COST_ROWS) {
+        c->n_at[r] = c->n_at[r] * AT_FORGET + 1.0;
+        c->y_at[r] = c->y_at[r] * AT_FORGET + y;
+    }
 }
 
 double spec_cost_eval(const struct spec_cost *c, double x)
 {
     if (c->w <= 0.0)
         return -1.0;
+    int r = (int)x;
+    if ((double)r == x && r >= 1 && r < SPEC_COST_ROWS &&
+        c->n_at[r] >= AT_MIN)
+        return c->y_at[r] / c->n_at[r];
     double mx = c->sx / c->w, my = c->sy / c->w;
     double vxx = c->sxx / c->w - mx * mx;
     double b;
@@ -165,7 +176,14 @@ int spec_adapt_choose(struct spec_adapt *a, const struct spec_costs *c)
     }
     if (kbest > 0)
         a->zero_run = 0;
-    if (a->n_pass % PROBE_EVERY == PROBE_EVERY - 1 && kbest < a->k_max)
-        kbest++;
+    /* probes: up (the next position's acceptance), and every other time
+     * down (the cost of fewer rows, which the chosen k no longer times) */
+    if (a->n_pass % PROBE_EVERY == PROBE_EVERY - 1) {
+        int down = (a->n_pass / PROBE_EVERY) % 2 == 1;
+        if (down && kbest > 0)
+            kbest--;
+        else if (kbest < a->k_max)
+            kbest++;
+    }
     return kbest;
 }

@@ -12,8 +12,9 @@
  * of a main-model pass over r rows (a least-squares line with forgetting),
  * T_refill the measured MTP refill time per pass and T_step the measured
  * time of one recursive MTP draft step. The first k_max + 1 passes sweep
- * k = 0..k_max; every 16th pass tries k* + 1 so the estimate for the next
- * position stays fresh; when k = 0 wins 8 times in a row speculation is
+ * k = 0..k_max; every 16th pass tries k* + 1 or, every other time, k* - 1
+ * so the estimates for the next position and the neighbouring pass costs
+ * stay fresh; when k = 0 wins 8 times in a row speculation is
  * paused for the sequence (off = 1): no MTP work at all, the engine only
  * logs the main model's hidden states. That needs about a dozen judged
  * drafts first: with less evidence a k = 0 verdict alternates with k = 1
@@ -36,15 +37,24 @@ extern "C" {
 #endif
 
 /* Seconds as a function of rows: y ~ a + b * x fitted with exponential
- * forgetting. Shared by all sequences of an engine (hardware property). */
+ * forgetting, and a recent mean per whole row count up to
+ * SPEC_COST_ROWS - 1. Shared by all sequences of an engine (hardware
+ * property). */
+#define SPEC_COST_ROWS (SPEC_K_MAX + 2)
 struct spec_cost {
     double w, sx, sy, sxx, sxy;
+    double n_at[SPEC_COST_ROWS], y_at[SPEC_COST_ROWS];
 };
 
 void spec_cost_add(struct spec_cost *c, double rows, double seconds);
-/* Predicted seconds for rows; < 0 when there is no data yet. With data
- * at a single row count the slope is taken as 10% of the intercept per
- * row (a prior that is replaced as soon as two row counts are seen). */
+/* Predicted seconds for rows; < 0 when there is no data yet. A whole row
+ * count with two or more (discounted) samples of its own gets their
+ * mean: a MoE pass's cost is concave in its rows (a few rows already
+ * wake most experts), so a line through k = 2..4 passes put a plain
+ * step at twice its cost and auto decoded slower than k = 0. Other row
+ * counts read the line; with data at a single row count its slope is
+ * taken as 10% of the intercept per row (a prior that is replaced as
+ * soon as two row counts are seen). */
 double spec_cost_eval(const struct spec_cost *c, double rows);
 
 struct spec_adapt {

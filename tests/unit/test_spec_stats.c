@@ -75,6 +75,35 @@ static enum test_return test_cost_fit(void)
     return TEST_PASS;
 }
 
+/* A MoE pass: the cost is concave in the rows (a few rows wake most of
+ * the experts). Mostly k = 2..4 passes, now and then a plain one: the
+ * line through them would put the plain pass near 0.6 ms; the per-row
+ * means keep it at its own 0.32 ms, and auto then decodes plainly when
+ * the drafts are accepted too rarely to pay for 2.3x the pass. */
+static enum test_return test_cost_concave(void)
+{
+    static const double ms[6] = {0, 0.32, 0.62, 0.75, 0.80, 0.85};
+    struct spec_costs c = {0};
+    for (int i = 0; i < 200; i++) {
+        int r = i % 16 == 15 ? 1 : 3 + i % 3;
+        spec_cost_add(&c.main, r, ms[r] * 1e-3);
+    }
+    CHECK(fabs(spec_cost_eval(&c.main, 1) - 0.32e-3) < 1e-9, "plain %g",
+          spec_cost_eval(&c.main, 1));
+    CHECK(fabs(spec_cost_eval(&c.main, 4) - 0.80e-3) < 1e-9, "4 rows");
+    CHECK(spec_cost_eval(&c.main, 2) > 0.32e-3, "2 rows from the line");
+    c.refill_s = 0.02e-3;
+    c.step_s = 0.03e-3;
+    struct spec_adapt ad;
+    spec_adapt_init(&ad, 4);
+    ad.warm = 5;
+    for (int i = 0; i < 200; i++) /* conditional acceptance 0.5 */
+        spec_adapt_observe(&ad, 4, i % 2 ? 1 : 0);
+    int k = spec_adapt_choose(&ad, &c);
+    CHECK(k == 0, "k = %d (E(2)/C(3) < 1/C(1) at alpha 0.5)", k);
+    return TEST_PASS;
+}
+
 static struct spec_costs costs_line(double a, double b, double refill,
                                     double step)
 {
@@ -246,6 +275,7 @@ int main(int argc, char **argv)
     static const struct test_case tests[] = {
         {"stats_rates", test_stats_rates},
         {"cost_fit", test_cost_fit},
+    {"cost_concave", test_cost_concave},
         {"adapt_choice", test_adapt_choice},
         {"stop_strings", test_stop_strings},
     };
