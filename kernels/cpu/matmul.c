@@ -50,7 +50,20 @@
 #define KMM_ROW1_MAX_TOK 2
 /* Q8_0 / Q4_1 calls of at least this many tokens use transposed blocks
  * on VNNI (and for Q4_1 on AVX2): same bits; matmul_qa.c. */
+#ifndef KQA_XT_MIN_TOK
 #define KQA_XT_MIN_TOK 2
+#endif
+/* Rows of at most this many columns (16 blocks, one group) pay the
+ * transpose for few tokens: rows side by side were faster there
+ * (cache-resident, EPYC Zen 5, 2 threads, 12-block rows: Q8_0 1.45x at
+ * 2 tokens, 1.14x at 3, level at 4; Q4_1 1.35x, 1.15x; 5-block rows
+ * 1.2-1.7x), so VNNI transposes them from 4 tokens; AVX2 (Q4_1, 8-block
+ * groups) never does (1.1-1.4x at 2..32 tokens). */
+#define KQA_XT_SHORT_COLS 512
+static int xt_min_tok(int cols)
+{
+    return cols <= KQA_XT_SHORT_COLS ? 4 : KQA_XT_MIN_TOK;
+}
 /* Q8_0 / Q4_1 rows of at most KQA_RL_MAX_COLS columns take the
  * rows-in-lanes kernel on VNNI (matmul_qa_rowlanes.c) from this many
  * tokens on: its per-call transpose of the weights pays off sooner the
@@ -301,8 +314,10 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
              n_tok >= rl_min_tok(W->cols);
         /* several tokens: transposed blocks (no horizontal sums per
          * row and token; matmul_qa.c) */
-        int tr = !amx && !rl && (vnni || (avx2 && W->dtype == KDT_Q4_1)) &&
-                 n_tok >= KQA_XT_MIN_TOK;
+        int tr = !amx && !rl && n_tok >= KQA_XT_MIN_TOK &&
+                 ((vnni && n_tok >= xt_min_tok(W->cols)) ||
+                  (avx2 && W->dtype == KDT_Q4_1 &&
+                   W->cols > KQA_XT_SHORT_COLS));
         ldq = KQA_LDQ(W->cols);
         ldb = amx ? KQA_AMX_LDB(W->cols) : 0;
         ldt = tr ? KQA_LDT(W->cols) : 0;

@@ -269,6 +269,8 @@ KTARGET_AVX2 KINLINE __m256 load_h8(const uint16_t *p, int n)
 {
     if (n == 8)
         return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    if (n == 4) /* the last step of 12-block rows: no copy through memory */
+        return _mm256_cvtph_ps(_mm_loadl_epi64((const __m128i *)p));
     uint16_t t[8] = {0};
     memcpy(t, p, (size_t)n * sizeof *t);
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)t));
@@ -278,6 +280,8 @@ KTARGET_AVX2 KINLINE __m256 load_f8(const float *p, int n)
 {
     if (n == 8)
         return _mm256_loadu_ps(p);
+    if (n == 4)
+        return _mm256_insertf128_ps(_mm256_setzero_ps(), _mm_loadu_ps(p), 0);
     float t[8] = {0};
     memcpy(t, p, (size_t)n * sizeof *t);
     return _mm256_loadu_ps(t);
@@ -370,10 +374,12 @@ KTARGET_AVX2 KINLINE __m256i isum8(enum kdtype dt, int nb, const uint8_t *w,
     __m256i v[4];
     KUNROLL
     for (int i = 0; i < 4; i++) {
-        /* a whole step (n == 8) starts on a multiple of 8 (segments
-         * start on multiples of 32 blocks) inside whole groups of 4 */
-        int jj = j + 2 * i, g0 = n == 8 ? j + 4 * (i / 2) : jj & ~3;
-        int gn = n == 8 ? 4 : nb - g0 < 4 ? nb - g0 : 4;
+        /* a step starts on a multiple of 8 (segments start on multiples
+         * of 32 blocks); a whole one (n == 8), or a last one of 4 (rows
+         * of 12 blocks), is made of whole groups of 4 */
+        int whole = n == 8 || n == 4;
+        int jj = j + 2 * i, g0 = whole ? j + 4 * (i / 2) : jj & ~3;
+        int gn = whole ? 4 : nb - g0 < 4 ? nb - g0 : 4;
         v[i] = 2 * i < n ? q4_lanes(w + (size_t)jj * 16,
                                     x + (size_t)g0 * KQ_BLK, gn, jj - g0,
                                     n - 2 * i >= 2 ? 2 : 1)
@@ -438,7 +444,8 @@ KTARGET_AVX2 KINLINE void rows2(enum kdtype dt, int NR, int NT,
                      * arithmetic and the tests on n fold away) */
                     __m256 p = _mm256_cvtepi32_ps(
                         n == 8 ? isum8(dt, nb, w[k], xq[t], j, 8)
-                               : isum8(dt, nb, w[k], xq[t], j, n));
+                        : n == 4 ? isum8(dt, nb, w[k], xq[t], j, 4)
+                                 : isum8(dt, nb, w[k], xq[t], j, n));
                     __m256 a = h ? acc[1][k][t] : acc[0][k][t];
                     a = _mm256_fmadd_ps(p, _mm256_mul_ps(dk[k], xdv), a);
                     if (dt == KDT_Q4_1)
