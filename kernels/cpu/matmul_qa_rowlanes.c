@@ -19,7 +19,9 @@
  * (tests/unit/test_kernels.c: isa_equal, invariance).
  *
  * The transpose costs about as much as eight tokens' worth of dot
- * products, so matmul.c uses this kernel from KQA_RL_MIN_TOK tokens on.
+ * products, so matmul.c uses this kernel from a token count that depends
+ * on the row length (rl_min_tok). An AVX2 version for Q4_1 (8 rows per
+ * vector) is at the end (rl2_min_tok).
  */
 #include <string.h>
 
@@ -233,5 +235,153 @@ KTARGET_VNNI void kqa_rowlanes(const struct kmat *W, int r0, int r1,
         rl_rows(1, W, r0, r1, xq, ldq, n_tok, y, ldy);
     else
         rl_rows(0, W, r0, r1, xq, ldq, n_tok, y, ldy);
+}
+/* ---- AVX2, Q4_1: eight rows in the lanes ----------------------------
+ * The same layout with 8 rows per slab: per block eight vectors whose
+ * dword r holds four nibble codes of row r (low halves for k < 4, high
+ * ones for k >= 4); maddubs of the codes (unsigned, <= 15) with the x
+ * dword broadcast gives two products per int16 (<= 3810), so the eight
+ * of a block add up in int16 (<= 30480) and one madd leaves block j's
+ * exact sum for each row. Q8_0 would need the sign trick per token and
+ * block (maddubs takes unsigned times signed) and is not done here. */
+
+struct rl2_slab {
+    __m256i w[RL_NB][8];
+    __m256 d[RL_NB], m[RL_NB];
+    uint8_t raw[8 * KQA_RL_MAX_COLS / 2 + 32];
+};
+
+/* 8 x 8 dwords transposed in place (v[m] lane i <- v[i] lane m). */
+KTARGET_AVX2 KINLINE void transpose8(__m256i v[8])
+{
+    __m256i t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_epi32(v[i], v[i + 1]);
+        t[i + 1] = _mm256_unpackhi_epi32(v[i], v[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int i = 0; i < 4; i++) {
+        v[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
+        v[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
+    }
+}
+
+/* Rows r .. r+n-1 (n <= 8; rows past n are zero) of a Q4_1 W into sl. */
+KTARGET_AVX2 static void slab2_load(const struct kmat *W, int r, int n,
+                                    struct rl2_slab *sl)
+{
+    const int nb = W->cols / KQ_BLK;
+    const size_t rb = kmat_row_bytes(W->dtype, W->cols);
+    const uint8_t *w0 = (const uint8_t *)W->data + (size_t)r * rb;
+    const size_t nby = (size_t)n * rb;
+    memcpy(sl->raw, w0, nby); /* in address order, as the VNNI slab */
+    const __m256i f = _mm256_set1_epi8(15);
+    for (int j = 0; j < nb; j += 2) { /* two blocks: 32 bytes a row */
+        __m256i v[8];
+        for (int i = 0; i < 8; i++) {
+            if (i >= n) {
+                v[i] = _mm256_setzero_si256();
+                continue;
+            }
+            const uint8_t *p = sl->raw + (size_t)i * rb + (size_t)j * 16;
+            v[i] = j + 1 < nb
+                ? _mm256_loadu_si256((const __m256i *)p)
+                : _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)p));
+            if (j + 1 >= nb)
+                v[i] = _mm256_inserti128_si256(v[i], _mm_setzero_si128(), 1);
+        }
+        transpose8(v); /* v[m] lane i: dword m of row i's 32 bytes */
+        for (int m = 0; m < 8 && j + m / 4 < nb; m++) {
+            sl->w[j + m / 4][m % 4] = _mm256_and_si256(v[m], f);
+            sl->w[j + m / 4][4 + m % 4] =
+                _mm256_and_si256(_mm256_srli_epi16(v[m], 4), f);
+        }
+    }
+    for (int j = 0; j < nb; j++) {
+        uint16_t hd[8] = {0}, hm[8] = {0};
+        for (int i = 0; i < n; i++) {
+            hd[i] = W->qd[(size_t)(r + i) * nb + j];
+            hm[i] = W->qm[(size_t)(r + i) * nb + j];
+        }
+        sl->d[j] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)hd));
+        sl->m[j] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)hm));
+    }
+}
+
+KTARGET_AVX2 KINLINE void rl2_pass(int NT, const struct rl2_slab *sl, int nb,
+                                   int cols, const uint8_t *xq, size_t ldq,
+                                   int t0, float *y, int ldy, int r, int n)
+{
+    __m256 C[RL_NT][16];
+    const uint8_t *xr[RL_NT];
+    const float *xd[RL_NT], *xs[RL_NT];
+    KUNROLL
+    for (int t = 0; t < NT; t++) {
+        xr[t] = xq + (size_t)(t0 + t) * ldq;
+        xd[t] = (const float *)(xr[t] + cols);
+        xs[t] = xd[t] + nb;
+    }
+    const __m256i one = _mm256_set1_epi16(1);
+    for (int j = 0; j < nb; j++) {
+        int g0 = j & ~3, gn = nb - g0 < 4 ? nb - g0 : 4;
+        size_t lo = (size_t)g0 * KQ_BLK + 16 * (size_t)(j - g0);
+        size_t hi = lo + 16 * (size_t)gn;
+        const int g = j & 15;
+        KUNROLL
+        for (int t = 0; t < NT; t++) {
+            __m256i s = _mm256_setzero_si256();
+            KUNROLL
+            for (int k = 0; k < 8; k++) {
+                int32_t e;
+                memcpy(&e, xr[t] + (k < 4 ? lo + 4 * k : hi + 4 * (k - 4)), 4);
+                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(
+                                            sl->w[j][k], _mm256_set1_epi32(e)));
+            }
+            __m256 c = j < 16 ? _mm256_setzero_ps() : C[t][g];
+            c = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(_mm256_madd_epi16(s, one)),
+                _mm256_mul_ps(sl->d[j], _mm256_set1_ps(xd[t][j])), c);
+            c = _mm256_fmadd_ps(sl->m[j], _mm256_set1_ps(xs[t][j]), c);
+            C[t][g] = c;
+        }
+    }
+    const __m256i mk = _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    KUNROLL
+    for (int t = 0; t < NT; t++) {
+        __m256 c[16], s8[8];
+        for (int g = 0; g < 16; g++)
+            c[g] = g < nb ? C[t][g] : _mm256_setzero_ps();
+        for (int i = 0; i < 8; i++)
+            s8[i] = _mm256_add_ps(c[i], c[i + 8]);
+        __m256 v = _mm256_add_ps(
+            _mm256_add_ps(_mm256_add_ps(s8[0], s8[4]),
+                          _mm256_add_ps(s8[2], s8[6])),
+            _mm256_add_ps(_mm256_add_ps(s8[1], s8[5]),
+                          _mm256_add_ps(s8[3], s8[7])));
+        _mm256_maskstore_ps(y + (size_t)(t0 + t) * ldy + r, mk, v);
+    }
+}
+
+KTARGET_AVX2 void kqa_rowlanes_avx2(const struct kmat *W, int r0, int r1,
+                                    const uint8_t *xq, size_t ldq, int n_tok,
+                                    float *y, int ldy)
+{
+    const int nb = W->cols / KQ_BLK;
+    _Alignas(64) struct rl2_slab sl;
+    for (int r = r0; r < r1; r += 8) {
+        int n = r1 - r < 8 ? r1 - r : 8;
+        slab2_load(W, r, n, &sl);
+        int t = 0;
+        for (; t + RL_NT <= n_tok; t += RL_NT)
+            rl2_pass(RL_NT, &sl, nb, W->cols, xq, ldq, t, y, ldy, r, n);
+        for (; t < n_tok; t++)
+            rl2_pass(1, &sl, nb, W->cols, xq, ldq, t, y, ldy, r, n);
+    }
 }
 #endif
