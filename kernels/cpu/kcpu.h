@@ -128,7 +128,7 @@ void kmm_block_qa_vnni(const struct kmm_blk *b); /* AVX-512 VNNI */
 #define KQA_RL_MAX_COLS KMM_KSEG
 void kqa_rowlanes(const struct kmat *W, int r0, int r1, const uint8_t *xq,
                   size_t ldq, int n_tok, float *y, int ldy);
-/* The same for Q4_1 with AVX2, eight rows per vector. */
+/* The same with AVX2, eight rows per vector. */
 void kqa_rowlanes_avx2(const struct kmat *W, int r0, int r1,
                        const uint8_t *xq, size_t ldq, int n_tok, float *y,
                        int ldy);

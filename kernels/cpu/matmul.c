@@ -72,17 +72,22 @@ static int xt_min_tok(int cols)
  * from 4 tokens (1.2x; 3.5x at 32), 12 blocks from 16 (1.1-1.2x; 1.7x at
  * 32, 2.4x at 256), 32 blocks level at 32 tokens (1.3x at 64, 1.45x at
  * 256). */
-/* The same for the AVX2 Q4_1 version (against its block kernel, or the
- * transposed blocks of rows over 16 blocks; same machine, cache-resident):
- * 5 blocks ~4x from 4 tokens, 12 blocks level at 4 and 1.55x at 8, 2.2x
- * at 64; 32 blocks 0.85x at 8, 1.07x at 16, 1.23x at 32. */
-static int rl2_min_tok(int cols)
+/* The same for the AVX2 version (against its block kernel, or for Q4_1
+ * the transposed blocks of rows over 16 blocks; same machine,
+ * cache-resident). Q4_1: 5 blocks ~4x from 4 tokens, 12 blocks level at 4
+ * and 1.55x at 8, 2.2x at 64; 32 blocks 0.85x at 8, 1.07x at 16, 1.23x
+ * at 32. Q8_0: 5 blocks 1.4x at 4 tokens (0.75x at 2), 12 blocks level at
+ * 4, 1.5x at 8, 2.6x at 32; 32 blocks 0.85x at 4, 1.3x at 8, 1.7x at
+ * 16. */
+static int rl2_min_tok(enum kdtype dt, int cols)
 {
 #ifdef KQA_RL2_MIN_TOK
-    (void)cols;
+    (void)dt, (void)cols;
     return KQA_RL2_MIN_TOK; /* a fixed threshold, for measurements */
 #else
     int nb = cols / KQ_BLK;
+    if (dt == KDT_Q8_0) /* against rows side by side (no AVX2 transpose) */
+        return nb <= 8 ? 4 : 8;
     return nb <= 8 ? 4 : nb <= 16 ? 8 : 16;
 #endif
 }
@@ -337,9 +342,9 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
          * sums at all; matmul_qa_rowlanes.c) */
         rl = !amx && vnni && W->cols <= KQA_RL_MAX_COLS &&
              n_tok >= rl_min_tok(W->cols);
-        if (avx2 && W->dtype == KDT_Q4_1 && W->cols <= KQA_RL_MAX_COLS &&
-            n_tok >= rl2_min_tok(W->cols))
-            rl = 2; /* AVX2: Q4_1 only */
+        if (avx2 && W->cols <= KQA_RL_MAX_COLS &&
+            n_tok >= rl2_min_tok(W->dtype, W->cols))
+            rl = 2; /* AVX2 */
         /* several tokens: transposed blocks (no horizontal sums per
          * row and token; matmul_qa.c) */
         int tr = !amx && !rl && n_tok >= KQA_XT_MIN_TOK &&

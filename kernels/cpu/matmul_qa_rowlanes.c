@@ -20,8 +20,8 @@
  *
  * The transpose costs about as much as eight tokens' worth of dot
  * products, so matmul.c uses this kernel from a token count that depends
- * on the row length (rl_min_tok). An AVX2 version for Q4_1 (8 rows per
- * vector) is at the end (rl2_min_tok).
+ * on the row length (rl_min_tok). An AVX2 version (8 rows per vector) is
+ * at the end (rl2_min_tok).
  */
 #include <string.h>
 
@@ -236,19 +236,22 @@ KTARGET_VNNI void kqa_rowlanes(const struct kmat *W, int r0, int r1,
     else
         rl_rows(0, W, r0, r1, xq, ldq, n_tok, y, ldy);
 }
-/* ---- AVX2, Q4_1: eight rows in the lanes ----------------------------
+/* ---- AVX2: eight rows in the lanes ----------------------------------
  * The same layout with 8 rows per slab: per block eight vectors whose
- * dword r holds four nibble codes of row r (low halves for k < 4, high
- * ones for k >= 4); maddubs of the codes (unsigned, <= 15) with the x
+ * dword r holds four codes of row r. Q4_1 (low halves for k < 4, high
+ * ones for k >= 4): maddubs of the codes (unsigned, <= 15) with the x
  * dword broadcast gives two products per int16 (<= 3810), so the eight
  * of a block add up in int16 (<= 30480) and one madd leaves block j's
- * exact sum for each row. Q8_0 would need the sign trick per token and
- * block (maddubs takes unsigned times signed) and is not done here. */
+ * exact sum for each row. Q8_0: maddubs takes unsigned times signed, so
+ * the slab keeps |w| and w, and each broadcast x dword takes w's signs
+ * (vpsignb) first; a pair is then at most 2 * 128 * 127 and each k needs
+ * its own madd. */
 
 struct rl2_slab {
-    __m256i w[RL_NB][8];
+    __m256i w[RL_NB][8];  /* Q4_1 codes; Q8_0 |w| (unsigned) */
+    __m256i ws[RL_NB][8]; /* Q8_0: w itself, whose signs go onto x */
     __m256 d[RL_NB], m[RL_NB];
-    uint8_t raw[8 * KQA_RL_MAX_COLS / 2 + 32];
+    uint8_t raw[8 * KQA_RL_MAX_COLS + 32];
 };
 
 /* 8 x 8 dwords transposed in place (v[m] lane i <- v[i] lane m). */
@@ -271,17 +274,29 @@ KTARGET_AVX2 KINLINE void transpose8(__m256i v[8])
     }
 }
 
-/* Rows r .. r+n-1 (n <= 8; rows past n are zero) of a Q4_1 W into sl. */
+/* Rows r .. r+n-1 (n <= 8; rows past n are zero) of W into sl. */
 KTARGET_AVX2 static void slab2_load(const struct kmat *W, int r, int n,
                                     struct rl2_slab *sl)
 {
-    const int nb = W->cols / KQ_BLK;
+    const int nb = W->cols / KQ_BLK, q4 = W->dtype == KDT_Q4_1;
     const size_t rb = kmat_row_bytes(W->dtype, W->cols);
     const uint8_t *w0 = (const uint8_t *)W->data + (size_t)r * rb;
     const size_t nby = (size_t)n * rb;
     memcpy(sl->raw, w0, nby); /* in address order, as the VNNI slab */
     const __m256i f = _mm256_set1_epi8(15);
-    for (int j = 0; j < nb; j += 2) { /* two blocks: 32 bytes a row */
+    for (int j = 0; !q4 && j < nb; j++) { /* Q8_0: a block, 32 bytes */
+        __m256i v[8];
+        for (int i = 0; i < 8; i++)
+            v[i] = i < n ? _mm256_loadu_si256((const __m256i *)(
+                               sl->raw + (size_t)i * rb + (size_t)j * 32))
+                         : _mm256_setzero_si256();
+        transpose8(v); /* v[k] lane i: codes 4k..4k+3 of row i */
+        for (int k = 0; k < 8; k++) {
+            sl->w[j][k] = _mm256_abs_epi8(v[k]); /* -128 -> 128 unsigned */
+            sl->ws[j][k] = v[k];
+        }
+    }
+    for (int j = 0; q4 && j < nb; j += 2) { /* two blocks: 32 bytes a row */
         __m256i v[8];
         for (int i = 0; i < 8; i++) {
             if (i >= n) {
@@ -306,16 +321,18 @@ KTARGET_AVX2 static void slab2_load(const struct kmat *W, int r, int n,
         uint16_t hd[8] = {0}, hm[8] = {0};
         for (int i = 0; i < n; i++) {
             hd[i] = W->qd[(size_t)(r + i) * nb + j];
-            hm[i] = W->qm[(size_t)(r + i) * nb + j];
+            if (q4)
+                hm[i] = W->qm[(size_t)(r + i) * nb + j];
         }
         sl->d[j] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)hd));
         sl->m[j] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)hm));
     }
 }
 
-KTARGET_AVX2 KINLINE void rl2_pass(int NT, const struct rl2_slab *sl, int nb,
-                                   int cols, const uint8_t *xq, size_t ldq,
-                                   int t0, float *y, int ldy, int r, int n)
+KTARGET_AVX2 KINLINE void rl2_pass(int q4, int NT, const struct rl2_slab *sl,
+                                   int nb, int cols, const uint8_t *xq,
+                                   size_t ldq, int t0, float *y, int ldy,
+                                   int r, int n)
 {
     __m256 C[RL_NT][16];
     const uint8_t *xr[RL_NT];
@@ -328,25 +345,49 @@ KTARGET_AVX2 KINLINE void rl2_pass(int NT, const struct rl2_slab *sl, int nb,
     }
     const __m256i one = _mm256_set1_epi16(1);
     for (int j = 0; j < nb; j++) {
-        int g0 = j & ~3, gn = nb - g0 < 4 ? nb - g0 : 4;
-        size_t lo = (size_t)g0 * KQ_BLK + 16 * (size_t)(j - g0);
-        size_t hi = lo + 16 * (size_t)gn;
+        size_t lo, hi;
+        if (q4) {
+            int g0 = j & ~3, gn = nb - g0 < 4 ? nb - g0 : 4;
+            lo = (size_t)g0 * KQ_BLK + 16 * (size_t)(j - g0);
+            hi = lo + 16 * (size_t)gn;
+        } else {
+            lo = (size_t)j * KQ_BLK;
+            hi = lo + 16;
+        }
         const int g = j & 15;
         KUNROLL
         for (int t = 0; t < NT; t++) {
-            __m256i s = _mm256_setzero_si256();
-            KUNROLL
-            for (int k = 0; k < 8; k++) {
-                int32_t e;
-                memcpy(&e, xr[t] + (k < 4 ? lo + 4 * k : hi + 4 * (k - 4)), 4);
-                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(
-                                            sl->w[j][k], _mm256_set1_epi32(e)));
+            __m256i is;
+            if (q4) { /* eight blocks' products add up in int16 */
+                __m256i s = _mm256_setzero_si256();
+                KUNROLL
+                for (int k = 0; k < 8; k++) {
+                    int32_t e;
+                    memcpy(&e, xr[t] + (k < 4 ? lo + 4 * k : hi + 4 * (k - 4)),
+                           4);
+                    s = _mm256_add_epi16(s, _mm256_maddubs_epi16(
+                                                sl->w[j][k], _mm256_set1_epi32(e)));
+                }
+                is = _mm256_madd_epi16(s, one);
+            } else { /* |w| times x with w's sign: pairs <= 32512 */
+                is = _mm256_setzero_si256();
+                KUNROLL
+                for (int k = 0; k < 8; k++) {
+                    int32_t e;
+                    memcpy(&e, xr[t] + (k < 4 ? lo + 4 * k : hi + 4 * (k - 4)),
+                           4);
+                    __m256i sx = _mm256_sign_epi8(_mm256_set1_epi32(e),
+                                                  sl->ws[j][k]);
+                    is = _mm256_add_epi32(is, _mm256_madd_epi16(
+                             _mm256_maddubs_epi16(sl->w[j][k], sx), one));
+                }
             }
             __m256 c = j < 16 ? _mm256_setzero_ps() : C[t][g];
-            c = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(_mm256_madd_epi16(s, one)),
-                _mm256_mul_ps(sl->d[j], _mm256_set1_ps(xd[t][j])), c);
-            c = _mm256_fmadd_ps(sl->m[j], _mm256_set1_ps(xs[t][j]), c);
+            c = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is),
+                                _mm256_mul_ps(sl->d[j],
+                                              _mm256_set1_ps(xd[t][j])), c);
+            if (q4)
+                c = _mm256_fmadd_ps(sl->m[j], _mm256_set1_ps(xs[t][j]), c);
             C[t][g] = c;
         }
     }
@@ -368,9 +409,9 @@ KTARGET_AVX2 KINLINE void rl2_pass(int NT, const struct rl2_slab *sl, int nb,
     }
 }
 
-KTARGET_AVX2 void kqa_rowlanes_avx2(const struct kmat *W, int r0, int r1,
-                                    const uint8_t *xq, size_t ldq, int n_tok,
-                                    float *y, int ldy)
+KTARGET_AVX2 KINLINE void rl2_rows(int q4, const struct kmat *W, int r0,
+                                   int r1, const uint8_t *xq, size_t ldq,
+                                   int n_tok, float *y, int ldy)
 {
     const int nb = W->cols / KQ_BLK;
     _Alignas(64) struct rl2_slab sl;
@@ -379,9 +420,19 @@ KTARGET_AVX2 void kqa_rowlanes_avx2(const struct kmat *W, int r0, int r1,
         slab2_load(W, r, n, &sl);
         int t = 0;
         for (; t + RL_NT <= n_tok; t += RL_NT)
-            rl2_pass(RL_NT, &sl, nb, W->cols, xq, ldq, t, y, ldy, r, n);
+            rl2_pass(q4, RL_NT, &sl, nb, W->cols, xq, ldq, t, y, ldy, r, n);
         for (; t < n_tok; t++)
-            rl2_pass(1, &sl, nb, W->cols, xq, ldq, t, y, ldy, r, n);
+            rl2_pass(q4, 1, &sl, nb, W->cols, xq, ldq, t, y, ldy, r, n);
     }
+}
+
+KTARGET_AVX2 void kqa_rowlanes_avx2(const struct kmat *W, int r0, int r1,
+                                    const uint8_t *xq, size_t ldq, int n_tok,
+                                    float *y, int ldy)
+{
+    if (W->dtype == KDT_Q4_1)
+        rl2_rows(1, W, r0, r1, xq, ldq, n_tok, y, ldy);
+    else
+        rl2_rows(0, W, r0, r1, xq, ldq, n_tok, y, ldy);
 }
 #endif
