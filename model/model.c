@@ -34,50 +34,7 @@ static double now_s(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static size_t model_bytes(const struct mtpd_model *m, int all);
-static size_t layer_bytes(const struct mtpd_config *c, const struct layer_w *w,
-                          int all_experts);
-
-static void layer_resident(struct layer_w *w, int n_experts)
-{
-    struct kmat *k[] = {&w->q_a, &w->q_b, &w->q, &w->kv_a, &w->kv_b, &w->o,
-                        &w->kv_bd, &w->dense.gate, &w->dense.up,
-                        &w->dense.down, &w->router, &w->shared.gate,
-                        &w->shared.up, &w->shared.down};
-    for (size_t i = 0; i < sizeof k / sizeof *k; i++)
-        k[i]->resident = 1;
-    for (int e = 0; w->experts && e < n_experts; e++) {
-        w->experts[e].gate.resident = 1;
-        w->experts[e].up.resident = 1;
-        w->experts[e].down.resident = 1;
-    }
-}
-
-/*
- * A model whose weights (every expert, the MTP modules, one embedding row
- * per token) fit in 3/4 of the last-level cache stays there from one
- * token to the next: its matmuls then skip the row stream, a walk that
- * suits weights read from memory (kernels.h). EPYC Zen 5, 32 MB L3, the
- * default model's decode at q8 (22 MB) and q4 (16 MB): 1.2-1.4x faster
- * without it; at bf16 (41 MB) level either way.
- */
-static void mark_resident(struct mtpd_model *m)
-{
-    size_t b = model_bytes(m, 1), llc = kisa_llc_bytes();
-    for (int i = 0; i < m->n_mtp; i++)
-        b += kmat_bytes(&m->mtp[i].eh_proj) + kmat_bytes(&m->mtp[i].head) +
-             layer_bytes(&m->cfg, &m->mtp[i].block, 1);
-    if (llc == 0 || b > llc / 4 * 3)
-        return;
-    m->lm_head.resident = 1;
-    for (int i = 0; i < m->cfg.num_hidden_layers; i++)
-        layer_resident(&m->layers[i], m->cfg.n_routed_experts);
-    for (int i = 0; i < m->n_mtp; i++) {
-        m->mtp[i].eh_proj.resident = 1;
-        m->mtp[i].head.resident = 1;
-        layer_resident(&m->mtp[i].block, m->cfg.n_routed_experts);
-    }
-}
+static void mark_resident(struct mtpd_model *m);
 
 int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
                     struct mtpd_model **out, char *err, size_t errlen)
@@ -237,4 +194,46 @@ size_t mtpd_model_weight_bytes(const struct mtpd_model *m)
 size_t mtpd_model_active_bytes(const struct mtpd_model *m)
 {
     return model_bytes(m, 0);
+}
+
+
+static void layer_resident(struct layer_w *w, int n_experts)
+{
+    struct kmat *k[] = {&w->q_a, &w->q_b, &w->q, &w->kv_a, &w->kv_b, &w->o,
+                        &w->kv_bd, &w->dense.gate, &w->dense.up,
+                        &w->dense.down, &w->router, &w->shared.gate,
+                        &w->shared.up, &w->shared.down};
+    for (size_t i = 0; i < sizeof k / sizeof *k; i++)
+        k[i]->resident = 1;
+    for (int e = 0; w->experts && e < n_experts; e++) {
+        w->experts[e].gate.resident = 1;
+        w->experts[e].up.resident = 1;
+        w->experts[e].down.resident = 1;
+    }
+}
+
+/*
+ * A model whose weights (every expert, the MTP modules, one embedding row
+ * per token) fit in 3/4 of the last-level cache stays there from one
+ * token to the next: its matmuls then skip the row stream, a walk that
+ * suits weights read from memory (kernels.h). EPYC Zen 5, 32 MB L3, the
+ * default model's decode at q8 (22 MB) and q4 (16 MB): 1.2-1.4x faster
+ * without it; at bf16 (41 MB) level either way.
+ */
+static void mark_resident(struct mtpd_model *m)
+{
+    size_t b = model_bytes(m, 1), llc = kisa_llc_bytes();
+    for (int i = 0; i < m->n_mtp; i++)
+        b += kmat_bytes(&m->mtp[i].eh_proj) + kmat_bytes(&m->mtp[i].head) +
+             layer_bytes(&m->cfg, &m->mtp[i].block, 1);
+    if (llc == 0 || b > llc / 4 * 3)
+        return;
+    m->lm_head.resident = 1;
+    for (int i = 0; i < m->cfg.num_hidden_layers; i++)
+        layer_resident(&m->layers[i], m->cfg.n_routed_experts);
+    for (int i = 0; i < m->n_mtp; i++) {
+        m->mtp[i].eh_proj.resident = 1;
+        m->mtp[i].head.resident = 1;
+        layer_resident(&m->mtp[i].block, m->cfg.n_routed_experts);
+    }
 }

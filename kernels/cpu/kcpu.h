@@ -96,6 +96,17 @@ void kmm_block_scalar(const struct kmm_blk *b);
 #define KQA_LDQ(cols) ((((size_t)(cols) + 12 * ((cols) / KQ_BLK)) + 63) & ~(size_t)63)
 void kqa_quantize(enum kdtype dt, const float *x, int ldx, int cols,
                   int n_tok, uint8_t *q, size_t ldq);
+/* Byte offset of x code i (0..31) of block j in such a row: Q8_0 column
+ * order; Q4_1 per group of four blocks the low halves, then the high
+ * halves (the row's last group may hold fewer blocks). */
+static inline size_t xq_off(int q4, int nb, int j, int i)
+{
+    if (!q4)
+        return (size_t)j * KQ_BLK + (size_t)i;
+    int g0 = j & ~3, gn = nb - g0 < 4 ? nb - g0 : 4;
+    size_t o = (size_t)g0 * KQ_BLK + 16 * (size_t)(j - g0) + (size_t)(i & 15);
+    return i < 16 ? o : o + 16 * (size_t)gn;
+}
 void kmm_block_qa_scalar(const struct kmm_blk *b);
 /* The codes of n_tok rows of q (kqa_quantize's, for dt) regrouped for
  * the transposed-block kernels: per group of 16 blocks (512 bytes, zero

@@ -64,6 +64,7 @@ static int xt_min_tok(int cols)
 {
     return cols <= KQA_XT_SHORT_COLS ? 4 : KQA_XT_MIN_TOK;
 }
+#if KCPU_X86
 /* Q8_0 / Q4_1 rows of at most KQA_RL_MAX_COLS columns take the
  * rows-in-lanes kernel on VNNI (matmul_qa_rowlanes.c) from this many
  * tokens on: its per-call transpose of the weights pays off sooner the
@@ -102,6 +103,7 @@ static int rl_min_tok(int cols)
     return nb <= 8 ? 4 : nb <= 16 ? 16 : 48;
 #endif
 }
+#endif
 
 
 struct mm_job {
@@ -326,7 +328,8 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
         return MTPD_K_OK;
 
     kmm_block_fn fn = block_fn(W);
-    int packed = 0, rl = 0;
+    int packed = 0;
+    kpool_fn rl = NULL; /* the rows-in-lanes part function, when taken */
     uint8_t *xq = NULL, *xb = NULL, *xt = NULL;
     size_t ldq = 0, ldb = 0, ldt = 0;
     if (W->dtype == KDT_Q8_0 || W->dtype == KDT_Q4_1) {
@@ -340,11 +343,14 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
                   vnni && kisa_amx_int8();
         /* short rows, many tokens: rows in the lanes (no horizontal
          * sums at all; matmul_qa_rowlanes.c) */
-        rl = !amx && vnni && W->cols <= KQA_RL_MAX_COLS &&
-             n_tok >= rl_min_tok(W->cols);
+#if KCPU_X86
+        if (!amx && vnni && W->cols <= KQA_RL_MAX_COLS &&
+            n_tok >= rl_min_tok(W->cols))
+            rl = rl_part;
         if (avx2 && W->cols <= KQA_RL_MAX_COLS &&
             n_tok >= rl2_min_tok(W->dtype, W->cols))
-            rl = 2; /* AVX2 */
+            rl = rl2_part;
+#endif
         /* several tokens: transposed blocks (no horizontal sums per
          * row and token; matmul_qa.c) */
         int tr = !amx && !rl && n_tok >= KQA_XT_MIN_TOK &&
@@ -423,12 +429,10 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
     int parts = kpool_size(p);
     if (parts > chunks)
         parts = chunks;
-#if KCPU_X86
     if (rl) {
-        kpool_run(p, rl == 2 ? rl2_part : rl_part, &j, parts);
+        kpool_run(p, rl, &j, parts);
         return MTPD_K_OK;
     }
-#endif
     kpool_run(p, mm_part, &j, parts);
     return MTPD_K_OK;
 }

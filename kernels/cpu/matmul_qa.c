@@ -43,18 +43,6 @@
 #include <immintrin.h>
 #endif
 
-/* Byte offset of x code i (0..31) of block j in a token row (kcpu.h): Q8_0
- * column order; Q4_1 per group of four blocks the low halves, then the
- * high halves (the row's last group may hold fewer blocks). */
-KINLINE size_t xq_off(int q4, int nb, int j, int i)
-{
-    if (!q4)
-        return (size_t)j * KQ_BLK + (size_t)i;
-    int g0 = j & ~3, gn = nb - g0 < 4 ? nb - g0 : 4;
-    size_t o = (size_t)g0 * KQ_BLK + 16 * (size_t)(j - g0) + (size_t)(i & 15);
-    return i < 16 ? o : o + 16 * (size_t)gn;
-}
-
 /* Codes of one block (32 ints in column order) to their places in q. */
 KINLINE void put_codes(int q4, int nb, int j, const int8_t *k, int8_t *q)
 {

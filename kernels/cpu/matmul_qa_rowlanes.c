@@ -34,6 +34,19 @@
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
 #define RL_NB (KQA_RL_MAX_COLS / KQ_BLK) /* most blocks per row */
+
+/* Block j's fp16 scale (hd) and, for Q4_1, min (hm) of rows r .. r+n-1,
+ * zero up to width rows (the lanes of a slab past its last row). */
+static void slab_scales(const struct kmat *W, int r, int n, int width, int j,
+                        uint16_t *hd, uint16_t *hm)
+{
+    const int nb = W->cols / KQ_BLK;
+    for (int i = 0; i < width; i++) {
+        size_t k = (size_t)(r + i) * nb + j;
+        hd[i] = i < n ? W->qd[k] : 0;
+        hm[i] = i < n && W->qm && W->dtype == KDT_Q4_1 ? W->qm[k] : 0;
+    }
+}
 #define RL_NT 8                           /* tokens per pass */
 #define KQA_RL_PF 2048 /* weight prefetch distance, bytes */
 
@@ -128,12 +141,8 @@ KTARGET_VNNI static void slab_load(const struct kmat *W, int r, int n,
         }
     }
     for (int j = 0; j < nb; j++) {
-        uint16_t hd[16] = {0}, hm[16] = {0};
-        for (int i = 0; i < n; i++) {
-            hd[i] = W->qd[(size_t)(r + i) * nb + j];
-            if (q4)
-                hm[i] = W->qm[(size_t)(r + i) * nb + j];
-        }
+        uint16_t hd[16], hm[16];
+        slab_scales(W, r, n, 16, j, hd, hm);
         sl->d[j] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)hd));
         sl->m[j] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)hm));
     }
@@ -162,15 +171,7 @@ KTARGET_VNNI KINLINE void rl_pass(int q4, int NT, const struct rl_slab *sl,
         for (int k = 0; k < 8; k++)
             w[k] = sl->w[j][k];
         /* x codes 4k..4k+3 of block j: Q4_1 keeps the halves apart */
-        size_t lo, hi;
-        if (q4) {
-            int g0 = j & ~3, gn = nb - g0 < 4 ? nb - g0 : 4;
-            lo = (size_t)g0 * KQ_BLK + 16 * (size_t)(j - g0);
-            hi = lo + 16 * (size_t)gn;
-        } else {
-            lo = (size_t)j * KQ_BLK;
-            hi = lo + 16;
-        }
+        const size_t lo = xq_off(q4, nb, j, 0), hi = xq_off(q4, nb, j, 16);
         const int g = j & 15;
         KUNROLL
         for (int t = 0; t < NT; t++) {
@@ -318,12 +319,8 @@ KTARGET_AVX2 static void slab2_load(const struct kmat *W, int r, int n,
         }
     }
     for (int j = 0; j < nb; j++) {
-        uint16_t hd[8] = {0}, hm[8] = {0};
-        for (int i = 0; i < n; i++) {
-            hd[i] = W->qd[(size_t)(r + i) * nb + j];
-            if (q4)
-                hm[i] = W->qm[(size_t)(r + i) * nb + j];
-        }
+        uint16_t hd[8], hm[8];
+        slab_scales(W, r, n, 8, j, hd, hm);
         sl->d[j] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)hd));
         sl->m[j] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)hm));
     }
@@ -345,15 +342,7 @@ KTARGET_AVX2 KINLINE void rl2_pass(int q4, int NT, const struct rl2_slab *sl,
     }
     const __m256i one = _mm256_set1_epi16(1);
     for (int j = 0; j < nb; j++) {
-        size_t lo, hi;
-        if (q4) {
-            int g0 = j & ~3, gn = nb - g0 < 4 ? nb - g0 : 4;
-            lo = (size_t)g0 * KQ_BLK + 16 * (size_t)(j - g0);
-            hi = lo + 16 * (size_t)gn;
-        } else {
-            lo = (size_t)j * KQ_BLK;
-            hi = lo + 16;
-        }
+        const size_t lo = xq_off(q4, nb, j, 0), hi = xq_off(q4, nb, j, 16);
         const int g = j & 15;
         KUNROLL
         for (int t = 0; t < NT; t++) {

@@ -19,11 +19,17 @@
 
 #define PV_NT 8 /* most tokens per tile */
 
+/* F8: the block scales of row i's block row. */
+KINLINE const float *f8_srow(const struct kmat *V, int i)
+{
+    int nbc = (V->cols + V->blk - 1) / V->blk;
+    return V->scale + (size_t)(i / V->blk) * nbc;
+}
+
 /* F8: the block scale of V element (i, j). */
 KINLINE float f8_scale(const struct kmat *V, int i, int j)
 {
-    int nbc = (V->cols + V->blk - 1) / V->blk;
-    return V->scale[(size_t)(i / V->blk) * nbc + j / V->blk];
+    return f8_srow(V, i)[j / V->blk];
 }
 
 /* V element (i, j) as fp32 (F8: value times its block scale, rounded
@@ -67,13 +73,13 @@ __attribute__((noinline)) static void pv_scalar(const struct kmat *V, const floa
 #include <immintrin.h>
 
 /* 16 elements of V from p (element offset), fp32; masked when m != ~0.
- * F8 (row i, columns from j, all in one scale block: kmatmul_pv takes F8
- * with blk % 16 == 0): e4m3 bits moved into an fp32 (exponent and
+ * F8 (all 16 in one scale block, sc: kmatmul_pv takes F8 with
+ * blk % 16 == 0): e4m3 bits moved into an fp32 (exponent and
  * mantissa << 20, sign << 24) times 2^120 is the code's value exactly,
  * subnormals included; code 0x7f / 0xff is NaN; then times the scale, one
  * rounding, as v_at. */
 KTARGET_AVX512 KINLINE __m512 v16(enum kdtype dt, const struct kmat *V,
-                                  size_t p, int i, int j, __mmask16 m)
+                                  size_t p, float sc, __mmask16 m)
 {
     const void *v = V->data;
     if (dt == KDT_F8_E4M3) {
@@ -89,7 +95,7 @@ KTARGET_AVX512 KINLINE __m512 v16(enum kdtype dt, const struct kmat *V,
             f, _mm512_cmpeq_epi32_mask(mag, _mm512_set1_epi32(0x7f)),
             _mm512_castsi512_ps(_mm512_or_si512(
                 sign, _mm512_set1_epi32(0x7fc00000))));
-        return _mm512_mul_ps(f, _mm512_set1_ps(f8_scale(V, i, j)));
+        return _mm512_mul_ps(f, _mm512_set1_ps(sc));
     }
     switch (dt) {
     case KDT_F32: return _mm512_maskz_loadu_ps(m, (const float *)v + p);
@@ -118,11 +124,16 @@ KTARGET_AVX512 KINLINE void pv_tile512(enum kdtype dt, int NT, int M,
         for (int k = 0; k < M; k++)
             acc[t][k] = _mm512_setzero_ps();
     }
+    int cb[8]; /* F8: each vector's column block */
+    KUNROLL
+    for (int k = 0; k < M; k++)
+        cb[k] = dt == KDT_F8_E4M3 ? (j + 16 * k) / V->blk : 0;
     for (int i = 0; i < V->rows; i++) {
         size_t p = (size_t)i * ld + j;
+        const float *srow = dt == KDT_F8_E4M3 ? f8_srow(V, i) : NULL;
         KUNROLL
         for (int k = 0; k < M; k++)
-            vv[k] = v16(dt, V, p + 16 * k, i, j + 16 * k,
+            vv[k] = v16(dt, V, p + 16 * k, srow ? srow[cb[k]] : 0.0f,
                         k == M - 1 ? mlast : (__mmask16)0xffff);
         KUNROLL
         for (int t = 0; t < NT; t++) {
@@ -194,9 +205,9 @@ KTARGET_AVX512 static void pv_avx512(const struct kmat *V, int n,
     }
 }
 
-/* 8 elements of V from p; F8 as v16 (row i, columns from j). */
+/* 8 elements of V from p; F8 as v16 (scale sc). */
 KTARGET_AVX2 KINLINE __m256 v8(enum kdtype dt, const struct kmat *V,
-                               size_t p, int i, int j)
+                               size_t p, float sc)
 {
     const void *v = V->data;
     if (dt == KDT_F8_E4M3) {
@@ -213,7 +224,7 @@ KTARGET_AVX2 KINLINE __m256 v8(enum kdtype dt, const struct kmat *V,
                    sign, _mm256_set1_epi32(0x7fc00000))),
             _mm256_castsi256_ps(_mm256_cmpeq_epi32(
                 mag, _mm256_set1_epi32(0x7f))));
-        return _mm256_mul_ps(f, _mm256_set1_ps(f8_scale(V, i, j)));
+        return _mm256_mul_ps(f, _mm256_set1_ps(sc));
     }
     switch (dt) {
     case KDT_F32: return _mm256_loadu_ps((const float *)v + p);
@@ -241,11 +252,16 @@ KTARGET_AVX2 KINLINE void pv_tile256(enum kdtype dt, int NT, int M,
         for (int k = 0; k < M; k++)
             acc[t][k] = _mm256_setzero_ps();
     }
+    int cb[2]; /* F8: each vector's column block */
+    KUNROLL
+    for (int k = 0; k < M; k++)
+        cb[k] = dt == KDT_F8_E4M3 ? (j + 8 * k) / V->blk : 0;
     for (int i = 0; i < V->rows; i++) {
         size_t p = (size_t)i * ld + j;
+        const float *srow = dt == KDT_F8_E4M3 ? f8_srow(V, i) : NULL;
         KUNROLL
         for (int k = 0; k < M; k++)
-            vv[k] = v8(dt, V, p + 8 * k, i, j + 8 * k);
+            vv[k] = v8(dt, V, p + 8 * k, srow ? srow[cb[k]] : 0.0f);
         KUNROLL
         for (int t = 0; t < NT; t++) {
             __m256 b = _mm256_broadcast_ss(x + (size_t)t * ldx + i);
