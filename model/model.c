@@ -196,7 +196,8 @@ size_t mtpd_model_active_bytes(const struct mtpd_model *m)
     return model_bytes(m, 0);
 }
 
-
+/* The matrices layer_bytes counts, marked (a second list of them: keep
+ * the two in step). */
 static void layer_resident(struct layer_w *w, int n_experts)
 {
     struct kmat *k[] = {&w->q_a, &w->q_b, &w->q, &w->kv_a, &w->kv_b, &w->o,

@@ -9,7 +9,8 @@
  * (C(0) = T_main(1): plain decoding pays no MTP work)
  * where alpha_j is this sequence's recent conditional acceptance at draft
  * position j (discounted counts with a prior), T_main(r) the measured time
- * of a main-model pass over r rows (a least-squares line with forgetting),
+ * of a main-model pass over r rows (a recent mean per row count, else a
+ * least-squares line with forgetting; spec_cost_eval),
  * T_refill the measured MTP refill time per pass and T_step the measured
  * time of one recursive MTP draft step. The first k_max + 1 passes sweep
  * k = 0..k_max; every 16th pass tries k* + 1 or, every other time, k* - 1
