@@ -92,12 +92,22 @@ int cli_opt(int argc, char **argv, int *i, const char *name,
     return 1;
 }
 
-int cli_parse_kv_dtype(const char *s, int *bf16)
+static int parse_f32_bf16(const char *opt, const char *s, int *bf16)
 {
     if (s && (!strcmp(s, "f32") || !strcmp(s, "bf16"))) {
         *bf16 = s[0] == 'b';
         return 0;
     }
-    fprintf(stderr, "mtpd: error: --kv-dtype is f32 or bf16\n");
+    fprintf(stderr, "mtpd: error: %s is f32 or bf16\n", opt);
     return -1;
+}
+
+int cli_parse_kv_dtype(const char *s, int *bf16)
+{
+    return parse_f32_bf16("--kv-dtype", s, bf16);
+}
+
+int cli_parse_act_dtype(const char *s, int *bf16)
+{
+    return parse_f32_bf16("--act-dtype", s, bf16);
 }

@@ -16,6 +16,8 @@ int cli_parse_float(const char *s, double *out);
 
 /* "--kv-dtype f32|bf16" -> *bf16 (0/1); 0 ok, -1 (error printed). */
 int cli_parse_kv_dtype(const char *s, int *bf16);
+/* "--act-dtype f32|bf16" (mtpd_load_opts.act_bf16) likewise. */
+int cli_parse_act_dtype(const char *s, int *bf16);
 
 /* Matches option argv[*i] against `name` ("--name VALUE" or
  * "--name=VALUE"). Returns 0 when it is another option; 1 with *val set

@@ -24,7 +24,7 @@ static void logits_usage(FILE *f)
     fprintf(f,
         "usage: mtpd logits --model DIR --ids 1,2,3 [--last N] [--mtp] "
         "[--threads N] [--kv-dtype f32|bf16]\n"
-        "                    [--device auto|cpu|cuda|cuda:N]\n\n"
+        "                    [--act-dtype f32|bf16] [--device auto|cpu|cuda|cuda:N]\n\n"
         "Runs the main model over the ids (one forward call) and prints JSON\n"
         "{\"logits\": [[...], ...]} for the last N positions (default 1).\n"
         "  --model DIR    Hugging Face checkpoint directory (config.json +\n"
@@ -36,6 +36,8 @@ static void logits_usage(FILE *f)
         "                 row's logits (needs >= 2 ids)\n"
         "  --threads N    compute threads (default 2)\n"
         "  --kv-dtype T   f32 (default) or bf16 KV cache\n"
+        "  --act-dtype T  f32 (default) or bf16: BF16 weights multiply\n"
+        "                 bf16-rounded activations (AVX512-BF16 CPUs)\n"
         "  --device D     where the model runs: auto (default: a CUDA GPU\n"
         "                 when this build has CUDA and one is present, else\n"
         "                 the CPU), cpu, cuda (GPU 0) or cuda:N\n");
@@ -53,7 +55,7 @@ int cmd_logits(int argc, char **argv)
 {
     const char *dir = NULL, *ids_s = NULL, *device = NULL, *v;
     long last = 1, threads = 2;
-    int kv_bf16 = 0;
+    int kv_bf16 = 0, act_bf16 = 0;
     int want_mtp = 0;
     for (int i = 1; i < argc; i++) {
         int r;
@@ -83,6 +85,9 @@ int cmd_logits(int argc, char **argv)
         } else if ((r = cli_opt(argc, argv, &i, "--kv-dtype", &v))) {
             if (r < 0 || cli_parse_kv_dtype(v, &kv_bf16))
                 return 2;
+        } else if ((r = cli_opt(argc, argv, &i, "--act-dtype", &v))) {
+            if (r < 0 || cli_parse_act_dtype(v, &act_bf16))
+                return 2;
         } else if ((r = cli_opt(argc, argv, &i, "--device", &v))) {
             if (r < 0 || cli_parse_device(v))
                 return 2;
@@ -111,7 +116,8 @@ int cmd_logits(int argc, char **argv)
         last = n;
     char err[512] = "";
     struct mtpd_model *m;
-    struct mtpd_load_opts lo = {.kv_bf16 = kv_bf16, .device = device};
+    struct mtpd_load_opts lo = {.kv_bf16 = kv_bf16, .act_bf16 = act_bf16,
+                                .device = device};
     int rc = mtpd_model_load(dir, &lo, &m, err, sizeof(err));
     if (rc) {
         fprintf(stderr, "mtpd: error: %s\n", err);

@@ -60,6 +60,7 @@ struct srv_config {
     int no_batching;        /* benchmarks: one step per sequence */
     int no_prefix_reuse;    /* benchmarks: every request from scratch */
     const char *device;     /* --device; NULL = auto */
+    int act_bf16;           /* --act-dtype bf16 (mtpd_load_opts) */
     /* HTTP (http.c): off unless http_addr is set */
     const char *http_addr;  /* HOST:PORT */
     size_t http_max_body;   /* bytes */

@@ -83,7 +83,18 @@ struct kmat {
                          * one call to the next (a small model): the row
                          * stream (kisa_row_stream), a layout for weights
                          * read from memory, is then not used */
+    int act_bf16;       /* BF16 only, an option: x is rounded to bf16 for
+                         * the products where the CPU has AVX512-BF16
+                         * (kmat_act_bf16), as llama.cpp and torch's bf16
+                         * do: twice the multiply-adds per instruction,
+                         * results ~1e-3 relative from the exact fp32 sums;
+                         * ignored elsewhere (AVX2, scalar, AMX tiles) */
 };
+
+/* 1 when W's matmuls round x to bf16 now: W->act_bf16, BF16, the active
+ * ISA is KISA_AVX512 on a CPU with AVX512-BF16 and AMX tiles are off. A
+ * property of W and the ISA settings, never of a call's token count. */
+int kmat_act_bf16(const struct kmat *W);
 
 /* Bytes W reads: data plus scales (and mins). */
 size_t kmat_bytes(const struct kmat *W);
@@ -117,6 +128,8 @@ const char *kisa_str(enum kisa isa);
  * of a matrix or for none (batch invariance). Not thread-safe with ops.
  */
 int kisa_has_amx(void);
+/* The CPU has AVX512-BF16 (vdpbf16ps; kmat.act_bf16 uses it). */
+int kisa_has_avx512bf16(void);
 int kisa_set_amx(int on);
 int kisa_amx_active(void);
 /* AMX-INT8 tiles for Q8_0 / Q4_1 weights in calls of several tokens

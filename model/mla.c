@@ -82,7 +82,8 @@ static struct kmat head_rows(const struct mtpd_config *cfg,
                      .cols = L,
                      .data = (const char *)kvb->data +
                              r0 * L * kdtype_size(kvb->dtype),
-                     .resident = kvb->resident};
+                     .resident = kvb->resident,
+                     .act_bf16 = kvb->act_bf16};
     if (kvb->dtype == KDT_F8_E4M3) { /* r0 is on a block (absorb.c) */
         k.blk = kvb->blk;
         k.scale = kvb->scale + r0 / (size_t)kvb->blk *

@@ -35,6 +35,7 @@ static double now_s(void)
 }
 
 static void mark_resident(struct mtpd_model *m);
+static void mark_act_bf16(struct mtpd_model *m);
 
 int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
                     struct mtpd_model **out, char *err, size_t errlen)
@@ -121,6 +122,8 @@ int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
     }
     if (m->device < 0)
         mark_resident(m);
+    if (m->device < 0 && opts->act_bf16)
+        mark_act_bf16(m);
     mtpd_logf(MTPD_LOG_INFO, "loaded %.1f MB of weights, %d MTP module(s), "
               "on %s, in %.2f s", st_total_bytes(m->st) / 1e6, m->n_mtp,
               m->device_name, now_s() - t0);
@@ -196,21 +199,76 @@ size_t mtpd_model_active_bytes(const struct mtpd_model *m)
     return model_bytes(m, 0);
 }
 
-/* The matrices layer_bytes counts, marked (a second list of them: keep
- * the two in step). */
-static void layer_resident(struct layer_w *w, int n_experts)
+/* fn on every matrix of a layer (the ones layer_bytes counts, kv_b too:
+ * keep the two lists in step). */
+static void layer_each(struct layer_w *w, int n_experts,
+                       void (*fn)(struct kmat *, void *), void *ud)
 {
     struct kmat *k[] = {&w->q_a, &w->q_b, &w->q, &w->kv_a, &w->kv_b, &w->o,
                         &w->kv_bd, &w->dense.gate, &w->dense.up,
                         &w->dense.down, &w->router, &w->shared.gate,
                         &w->shared.up, &w->shared.down};
     for (size_t i = 0; i < sizeof k / sizeof *k; i++)
-        k[i]->resident = 1;
+        fn(k[i], ud);
     for (int e = 0; w->experts && e < n_experts; e++) {
-        w->experts[e].gate.resident = 1;
-        w->experts[e].up.resident = 1;
-        w->experts[e].down.resident = 1;
+        fn(&w->experts[e].gate, ud);
+        fn(&w->experts[e].up, ud);
+        fn(&w->experts[e].down, ud);
     }
+}
+
+/* fn on every weight matrix the CPU forward passes multiply by: the
+ * layers, the output head and the MTP modules (not the embeddings, which
+ * are only looked up). */
+static void model_each(struct mtpd_model *m,
+                       void (*fn)(struct kmat *, void *), void *ud)
+{
+    fn(&m->lm_head, ud);
+    for (int i = 0; i < m->cfg.num_hidden_layers; i++)
+        layer_each(&m->layers[i], m->cfg.n_routed_experts, fn, ud);
+    for (int i = 0; i < m->n_mtp; i++) {
+        fn(&m->mtp[i].eh_proj, ud);
+        fn(&m->mtp[i].head, ud);
+        layer_each(&m->mtp[i].block, m->cfg.n_routed_experts, fn, ud);
+    }
+}
+
+static void set_resident(struct kmat *k, void *ud)
+{
+    (void)ud;
+    k->resident = 1;
+}
+
+/* act_bf16 on the BF16 matrices (the only ones it concerns), counted */
+static void set_act_bf16(struct kmat *k, void *ud)
+{
+    if (k->data != NULL && k->dtype == KDT_BF16) {
+        k->act_bf16 = 1;
+        ++*(int *)ud;
+    }
+}
+
+/* mtpd_load_opts.act_bf16 on the CPU: says in the log whether it takes
+ * effect here. */
+static void mark_act_bf16(struct mtpd_model *m)
+{
+    int n = 0;
+    model_each(m, set_act_bf16, &n);
+    m->act_bf16 = n > 0;
+    mtpd_logf(MTPD_LOG_INFO, "act dtype bf16: %s", !n ? "no BF16 matrices"
+              : !strcmp(mtpd_model_act_dtype(m), "bf16")
+                  ? "x rounded to bf16 for the BF16 matrices (AVX512-BF16)"
+                  : "not on this CPU path (needs AVX-512 with AVX512-BF16, "
+                    "AMX tiles off): exact f32 products");
+}
+
+const char *mtpd_model_act_dtype(const struct mtpd_model *m)
+{
+    /* a BF16 matrix that AMX tiles would take, as kmat_act_bf16 sees it */
+    static const uint16_t z[16 * 32];
+    struct kmat probe = {.dtype = KDT_BF16, .rows = 16, .cols = 32,
+                         .data = z, .act_bf16 = 1};
+    return m->act_bf16 && kmat_act_bf16(&probe) ? "bf16" : "f32";
 }
 
 /*
@@ -229,12 +287,5 @@ static void mark_resident(struct mtpd_model *m)
              layer_bytes(&m->cfg, &m->mtp[i].block, 1);
     if (llc == 0 || b > llc / 4 * 3)
         return;
-    m->lm_head.resident = 1;
-    for (int i = 0; i < m->cfg.num_hidden_layers; i++)
-        layer_resident(&m->layers[i], m->cfg.n_routed_experts);
-    for (int i = 0; i < m->n_mtp; i++) {
-        m->mtp[i].eh_proj.resident = 1;
-        m->mtp[i].head.resident = 1;
-        layer_resident(&m->mtp[i].block, m->cfg.n_routed_experts);
-    }
+    model_each(m, set_resident, NULL);
 }

@@ -84,6 +84,8 @@ struct mtpd_model {
     float *inv_freq;     /* [rope / 2] */
     float rope_mscale;   /* multiplies cos/sin (YaRN attention factor) */
     float softmax_scale;
+    int act_bf16;         /* mtpd_load_opts.act_bf16 set on some BF16
+                           * matrices (CPU only) */
     enum kdtype kv_dtype; /* KDT_F32 or KDT_BF16 (mtpd_load_opts.kv_bf16) */
     /* where forward passes run (device.c): device -1 is the CPU, else the
      * CUDA device index, with the weights uploaded to dev */

@@ -4,6 +4,7 @@
  * Usage: bench_kernels [threads,...] [MiB] [n_tok,...] [DTYPE,...]
  *        [DTYPE:RxC,...] (these shapes instead of the built-in ones)
  *        (default 1,2 1024 1,2,4,8; ISA: MTPD_ISA=scalar|avx2|avx512;
+ *        MTPD_BF16_ACT=0|1|ab: BF16 with x rounded to bf16, or both;
  *        with AMX present, BF16 rows run without and with it, interleaved)
  *
  * Measures (1) read bandwidth: a SIMD dot over a 1 GiB buffer split across
@@ -114,7 +115,7 @@ static int mats_new(struct kmat *m, int n_mats, enum kdtype dt, int rows,
                 d[i] = (unsigned char)(r & 0x77), d[i + 1] = (unsigned char)(r >> 8 & 0x77);
         }
         m[k] = (struct kmat){dt, rows, cols, d, dt == KDT_F8_E4M3 ? scale : NULL,
-                             dt == KDT_F8_E4M3 ? 128 : 0, NULL, NULL, 0};
+                             dt == KDT_F8_E4M3 ? 128 : 0, NULL, NULL, 0, 0};
         if (q) { /* scales (and mins) after the codes: 2^-9 .. 2^-8 */
             uint16_t *s = (uint16_t *)(d + bytes);
             for (size_t i = 0; i < 2 * nq; i++)
@@ -167,6 +168,11 @@ int main(int argc, char **argv)
     int rs_ab = rse && !strcmp(rse, "ab");
     if (rse && !rs_ab)
         kisa_set_row_stream(atoi(rse));
+    /* MTPD_BF16_ACT=0|1 sets kmat.act_bf16 on BF16 matrices (x rounded
+     * to bf16 where the CPU has AVX512-BF16), "ab" runs them both ways */
+    const char *bfe = getenv("MTPD_BF16_ACT");
+    int bf_ab = bfe && !strcmp(bfe, "ab");
+    int bf_on = bfe && !bf_ab && atoi(bfe) != 0;
     size_t set_mib = argc > 2 ? (size_t)atol(argv[2]) : 1024;
     int ntoks[16] = {1, 2, 4, 8}, n_ntok = 4, max_tok = 8;
     if (argc > 3) {
@@ -274,7 +280,10 @@ int main(int argc, char **argv)
             return 1;
         /* BF16 where the CPU has AMX: without and with it, interleaved */
         int amx_ab = shapes[s].dt == KDT_BF16 && kisa_amx_active();
-        int n_path = amx_ab || rs_ab ? 2 : 1; /* AMX A/B wins */
+        int bfab = shapes[s].dt == KDT_BF16 && bf_ab && !amx_ab;
+        for (int k = 0; k < n_mats; k++)
+            m[k].act_bf16 = bf_on;
+        int n_path = amx_ab || rs_ab || bfab ? 2 : 1; /* AMX A/B wins */
         for (int i = 0; i < n_thr; i++) {
             int t = thr[i];
             double c1[2] = {0, 0};
@@ -282,6 +291,9 @@ int main(int argc, char **argv)
                 int path = k % n_path;
                 if (amx_ab)
                     kisa_set_amx(path);
+                else if (bfab)
+                    for (int q = 0; q < n_mats; q++)
+                        m[q].act_bf16 = path;
                 else if (rs_ab)
                     kisa_set_row_stream(path);
                 double sec = time_matmul(pools[t], m, small ? 1 : n_mats, x, y,
@@ -302,6 +314,8 @@ int main(int argc, char **argv)
                 char dts[24];
                 snprintf(dts, sizeof dts, "%s%s", kdtype_str(shapes[s].dt),
                          amx_ab ? (path ? "+amx" : "")
+                         : bfab ? (path ? "/xbf" : "/x32")
+                         : bf_on && kmat_act_bf16(m) ? "/xbf"
                          : rs_ab ? (path ? "/rs1" : "/rs0") : "");
                 printf("%-8s %-12s %3d %5d %9.3f %8.1f %7.0f%% %9.2f%s\n",
                        dts, shape, t, ntoks[k / n_path], sec * 1e3,

@@ -144,6 +144,14 @@ struct mtpd_load_opts {
     int kv_bf16;   /* latent KV cache in BF16 instead of fp32: half the
                     * memory and the cache traffic of attention; logits
                     * then differ from the fp32 path by ~1e-2 relative */
+    int act_bf16;  /* BF16 weight matrices multiply activations rounded to
+                    * bf16 (vdpbf16ps), as llama.cpp and torch's bf16 do,
+                    * on CPUs with AVX512-BF16: about twice the multiply-
+                    * adds per cycle (prefill); logits ~1e-3 relative from
+                    * the exact fp32 products. No effect on other CPUs, on
+                    * AMX tiles, on the GPU or on quantized weights. Greedy
+                    * speculation stays token-identical to plain decoding
+                    * (one summation order for every row count). */
     /* Where forward passes run: NULL or "auto" (a CUDA GPU when this build
      * has CUDA and one is present, else the CPU), "cpu", "cuda" (device 0)
      * or "cuda:N". A device that is not there is MTPD_ENODEV, with the
@@ -249,6 +257,10 @@ int mtpd_kv_len(const struct mtpd_kv *kv, int module);
 int mtpd_kv_truncate(struct mtpd_kv *kv, int module, int n);
 /* "f32" or "bf16": the element type of the model's KV caches. */
 const char *mtpd_model_kv_dtype(const struct mtpd_model *m);
+/* "bf16" when the model's BF16 matrices multiply bf16-rounded activations
+ * now (mtpd_load_opts.act_bf16 on a CPU path that has it: AVX-512 with
+ * AVX512-BF16, AMX tiles off), else "f32". */
+const char *mtpd_model_act_dtype(const struct mtpd_model *m);
 /* Bytes held per position (all main layers; all MTP layers). */
 size_t mtpd_kv_bytes_per_token(const struct mtpd_model *m);
 

@@ -1,6 +1,7 @@
 /*
  * avx512_sum.h - horizontal sums and result stores shared by the AVX-512
- * matmul kernels (matmul_avx512.c, matmul_bf16p.c). Internal.
+ * matmul kernels (matmul_avx512.c, matmul_bf16p.c, matmul_bf16dp.c).
+ * Internal.
  */
 #ifndef MTPD_AVX512_SUM_H
 #define MTPD_AVX512_SUM_H
@@ -43,6 +44,32 @@ KTARGET_AVX512 KINLINE void put(float *y, __m128 v, int n, int accum)
     if (accum)
         v = _mm_add_ps(v, _mm_maskz_loadu_ps(m, y));
     _mm_mask_storeu_ps(y, m, v);
+}
+
+/* Stores (accum: adds) the lane sums of acc[0..NR)[t] to y[t][r..r+NR),
+ * four rows per reduce4 (the block kernels of matmul_bf16p.c and
+ * matmul_bf16dp.c). */
+#define KPUT_NRMAX 8
+KTARGET_AVX512 KINLINE void kput_rows(int NR, int NT, const struct kmm_blk *b,
+                                      int r, float *y,
+                                      __m512 acc[KPUT_NRMAX][KMM_NT],
+                                      int accum)
+{
+    const size_t ldy = (size_t)b->ldy;
+    const __m512 z = _mm512_setzero_ps();
+    KUNROLL
+    for (int t = 0; t < NT; t++) {
+        float *yp = y + t * ldy + r;
+        KUNROLL
+        for (int k0 = 0; k0 < NR; k0 += 4) {
+            int n = NR - k0 < 4 ? NR - k0 : 4;
+            put(yp + k0,
+                reduce4(acc[k0][t], n > 1 ? acc[(k0 + 1) % NR][t] : z,
+                        n > 2 ? acc[(k0 + 2) % NR][t] : z,
+                        n > 3 ? acc[(k0 + 3) % NR][t] : z),
+                n, accum);
+        }
+    }
 }
 
 #endif

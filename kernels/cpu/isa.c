@@ -155,6 +155,23 @@ int kisa_amx_active(void)
            kisa_active() == KISA_AVX512 && kisa_has_amx();
 }
 
+int kisa_has_avx512bf16(void)
+{
+#if KCPU_X86
+    static atomic_int v = -1;
+    int r = atomic_load_explicit(&v, memory_order_relaxed);
+    if (r < 0) {
+        unsigned a, b, c, d;
+        r = kisa_detect() == KISA_AVX512 &&
+            __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5));
+        atomic_store_explicit(&v, r, memory_order_relaxed);
+    }
+    return r;
+#else
+    return 0;
+#endif
+}
+
 int kisa_has_vbmi(void)
 {
 #if KCPU_X86

@@ -170,6 +170,13 @@ void kmm_block_avx512(const struct kmm_blk *b);
 void kmm_block_avx512_bf16p(const struct kmm_blk *b);
 void kmm_pack_pairs_avx512(const float *x, int ldx, int cols, int n_tok,
                            float *xp, int ldp);
+/* matmul_bf16dp.c (AVX512-BF16): BF16 weights with kmat.act_bf16, x
+ * rounded to bf16 by kmm_pack_bf16 into xp [n_tok, ldp] (ldp a multiple
+ * of 32 >= cols, 64-byte aligned rows, zero past cols); the block kernel
+ * reads it through kmm_blk.x with ldx = ldp / 2 (fp32 slots). */
+void kmm_block_bf16dp(const struct kmm_blk *b);
+void kmm_pack_bf16(const float *x, int ldx, int cols, int n_tok,
+                   uint16_t *xp, int ldp);
 /* matmul_amx.c: BF16 weights on AMX tiles (kisa_amx_active()). kamx_fits:
  * W can use it (a property of W alone: BF16, cols % 32 == 0, >= 16 rows).
  * kamx_pack writes x as bf16 hi/lo pairs into xp (kamx_pack_bytes, 64-byte

@@ -16,7 +16,8 @@
  * Q8_0 / Q4_1 quantize x per row to int8 first (matmul_qa.c), a function
  * of that row alone;
  * the kernel for a dtype and ISA is chosen from W alone (BF16 on AVX-512
- * always packs x, for AMX tiles (matmul_amx.c) or pairs; F8 with 64-column
+ * always packs x, for AMX tiles (matmul_amx.c), as bf16 (kmat.act_bf16,
+ * matmul_bf16dp.c) or in pairs; F8 with 64-column
  * scale blocks on VBMI packs it for matmul_f8lut.c; if the scratch cannot
  * be had the call fails with MTPD_K_ENOMEM rather than fall back to a
  * kernel that adds differently).
@@ -387,6 +388,17 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
         kamx_matmul(p, W, row0, row1, xp, n_tok, y, ldy);
         return MTPD_K_OK;
     }
+    if (fn == kmm_block_avx512 && kmat_act_bf16(W)) { /* x as bf16 */
+        int ld = (W->cols + 31) & ~31;
+        uint16_t *xp = scratch_get((size_t)n_tok * ld * sizeof(uint16_t));
+        if (xp == NULL) /* the fp32 kernel would give other results */
+            return MTPD_K_ENOMEM;
+        kmm_pack_bf16(x, ldx, W->cols, n_tok, xp, ld);
+        x = (const float *)xp; /* kmm_blk.x: fp32 slots, two bf16 each */
+        ldx = ld / 2;
+        fn = kmm_block_bf16dp;
+        packed = 1;
+    }
     if (fn == kmm_block_avx512 && kf8l_fits(W)) { /* F8: table widening */
         int ld = kf8l_ldp(W->cols);
         float *xp = scratch_get((size_t)n_tok * ld * sizeof(float));
@@ -435,6 +447,18 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
     }
     kpool_run(p, mm_part, &j, parts);
     return MTPD_K_OK;
+}
+
+int kmat_act_bf16(const struct kmat *W)
+{
+#if KCPU_X86
+    return W != NULL && W->act_bf16 && W->dtype == KDT_BF16 &&
+           kisa_active() == KISA_AVX512 && kisa_has_avx512bf16() &&
+           !(kamx_fits(W) && kisa_amx_active());
+#else
+    (void)W;
+    return 0;
+#endif
 }
 
 int kmatmul(struct kpool *p, const struct kmat *W, const float *x, int ldx,

@@ -28,7 +28,7 @@
 #if KCPU_X86
 #include "avx512_sum.h"
 
-#define NRMAX 8
+#define NRMAX KPUT_NRMAX
 
 /* One 32-column step: acc[k][t] += row k . x[t], the even product first,
  * then the odd one, into the same accumulator (one chain per lane). */
@@ -53,28 +53,6 @@ KTARGET_AVX512 KINLINE void pstep(int NR, int NT, const uint16_t *const *w,
         for (int k = 0; k < NR; k++) {
             acc[k][t] = _mm512_fmadd_ps(we[k], xe, acc[k][t]);
             acc[k][t] = _mm512_fmadd_ps(wo[k], xo, acc[k][t]);
-        }
-    }
-}
-
-/* Stores (accum: adds) the lane sums of acc[0..NR)[t] to y[t][r..r+NR). */
-KTARGET_AVX512 KINLINE void pput(int NR, int NT, const struct kmm_blk *b,
-                                 int r, float *y, __m512 acc[NRMAX][KMM_NT],
-                                 int accum)
-{
-    const size_t ldy = (size_t)b->ldy;
-    const __m512 z = _mm512_setzero_ps();
-    KUNROLL
-    for (int t = 0; t < NT; t++) {
-        float *yp = y + t * ldy + r;
-        KUNROLL
-        for (int k0 = 0; k0 < NR; k0 += 4) {
-            int n = NR - k0 < 4 ? NR - k0 : 4;
-            put(yp + k0,
-                reduce4(acc[k0][t], n > 1 ? acc[(k0 + 1) % NR][t] : z,
-                        n > 2 ? acc[(k0 + 2) % NR][t] : z,
-                        n > 3 ? acc[(k0 + 3) % NR][t] : z),
-                n, accum);
         }
     }
 }
@@ -115,7 +93,7 @@ KTARGET_AVX512 KINLINE void prows(int NR, int NT, const struct kmm_blk *b,
         if (c < ce)
             pstep(NR, NT, w, x, b->ldx, c,
                   (__mmask32)((1ull << (ce - c)) - 1), 1, acc);
-        pput(NR, NT, b, r, y, acc, b->accum || cs > b->c0);
+        kput_rows(NR, NT, b, r, y, acc, b->accum || cs > b->c0);
     }
 }
 

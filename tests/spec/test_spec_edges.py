@@ -315,6 +315,59 @@ def test_kv_cache_bf16(mtpd, presets, name):
                            "--kv-dtype", "f16"]).returncode == 2
 
 
+def _cpu_has_avx512_bf16():
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags and " avx512bw" in flags
+
+
+@pytest.mark.parametrize("name", ["bf16-agree", "bf16-mtp2-freq2"])
+def test_act_bf16(mtpd, presets, name):
+    """--act-dtype bf16: BF16 matrices multiply bf16-rounded activations
+    where the CPU has AVX512-BF16 (else nothing changes). Logits stay
+    within a few percent of the exact ones, greedy speculation still
+    equals plain decoding in that mode, and rolled-back caches equal a
+    fresh prefill."""
+    from tools.ref.testutil import run_mtpd
+    d = presets.dir(name)
+    v = presets.model(name).cfg.vocab_size
+    prompt = case_ids(v, 40, 7)
+    info = json.loads(run_mtpd(mtpd, ["info", "--model", d, "--act-dtype",
+                                      "bf16"]).stdout)
+    on = info["act_dtype"] == "bf16"
+    assert on == _cpu_has_avx512_bf16(), info
+    assert json.loads(run_mtpd(mtpd, ["info", "--model", d]).stdout)[
+        "act_dtype"] == "f32"
+    lg = {}
+    for dt in ("f32", "bf16"):
+        r = run_mtpd(mtpd, ["logits", "--model", d, "--ids",
+                            ",".join(map(str, prompt)), "--last", 4, "--mtp",
+                            "--act-dtype", dt])
+        assert r.returncode == 0, r.stderr
+        lg[dt] = json.loads(r.stdout)
+    for key in ("logits", "mtp_logits"):
+        a, b = np.array(lg["f32"][key]), np.array(lg["bf16"][key])
+        rel = np.abs(a - b).max() / np.abs(a).max()
+        if on:
+            assert 0 < rel < 5e-2, (key, rel)
+        else:
+            assert rel == 0, (key, rel)
+    base = generate(mtpd, d, prompt, 40, 0, "--ignore-eos", "--act-dtype",
+                    "bf16")
+    for k in (2, "auto"):
+        spec = generate(mtpd, d, prompt, 40, k, "--ignore-eos", "--act-dtype",
+                        "bf16", "--check-rollback")
+        assert spec["ids"] == base["ids"], k
+        rb = spec["rollback_check"]
+        assert rb["main_max_abs_diff"] < 1e-3 and \
+            rb["mtp_max_abs_diff"] < 1e-3, rb
+    assert run_mtpd(mtpd, ["generate", "--model", d, "--ids", "1,2",
+                           "--act-dtype", "f16"]).returncode == 2
+
+
 def test_auto_pause_many_sequences(mtpd, presets):
     """Eight sequences pause and resume together: their catch-ups do not
     all fit one MTP call (8 x 33 rows > 256), so some wait a pass while

@@ -286,6 +286,20 @@ static enum test_return test_dtype_names(void)
 /* ---- matmul -------------------------------------------------------- */
 
 /* A random test matrix; owns data and scale. */
+/* f rounded to the nearest bf16, ties to even (finite f). */
+static float round_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* tmat_new sets kmat.act_bf16 on BF16 matrices while this is 1
+ * (test_matmul_bf16_act). */
+static int g_act_bf16;
+
 struct tmat {
     struct kmat m;
     void *data;
@@ -358,7 +372,8 @@ static int tmat_new(struct tmat *t, enum kdtype dt, int rows, int cols,
         }
         }
     }
-    t->m = (struct kmat){dt, rows, cols, t->data, NULL, 0, NULL, NULL, 0};
+    t->m = (struct kmat){dt, rows, cols, t->data, NULL, 0, NULL, NULL, 0,
+                         g_act_bf16 && dt == KDT_BF16};
     if (dt == KDT_F8_E4M3) {
         size_t ns = (size_t)((rows + blk - 1) / blk) * ((cols + blk - 1) / blk);
         t->scale = malloc(ns * sizeof(float));
@@ -443,10 +458,32 @@ static void matmul_ref(const struct tmat *t, const float *x, int ldx,
  * Runs kmatmul_rows(row0, row1) for every ISA and pool and compares with
  * ref; checks rows outside the range and the ldy padding stay untouched.
  */
+static enum test_return check_matmul_act(const struct tmat *t, const float *x,
+                                         int ldx, int n_tok, const double *ref,
+                                         const double *bound,
+                                         const double *ref_act,
+                                         const double *bound_act, int row0,
+                                         int row1, struct kpool **pools,
+                                         int n_pools);
+
 static enum test_return check_matmul(const struct tmat *t, const float *x,
                                      int ldx, int n_tok, const double *ref,
                                      const double *bound, int row0, int row1,
                                      struct kpool **pools, int n_pools)
+{
+    return check_matmul_act(t, x, ldx, n_tok, ref, bound, NULL, NULL, row0,
+                            row1, pools, n_pools);
+}
+
+/* The same; on paths where kmat_act_bf16(&t->m) (x rounded to bf16),
+ * against ref_act / bound_act when given. */
+static enum test_return check_matmul_act(const struct tmat *t, const float *x,
+                                         int ldx, int n_tok, const double *ref,
+                                         const double *bound,
+                                         const double *ref_act,
+                                         const double *bound_act, int row0,
+                                         int row1, struct kpool **pools,
+                                         int n_pools)
 {
     struct mpath paths[KISA_COUNT + 1];
     int n_isa = matmul_paths(paths);
@@ -455,8 +492,12 @@ static enum test_return check_matmul(const struct tmat *t, const float *x,
     if (y == NULL)
         return TEST_FAIL;
     enum test_return ret = TEST_PASS;
+    const double *ref0 = ref, *bound0 = bound;
     for (int ii = 0; ii < n_isa && ret == TEST_PASS; ii++) {
         mpath_set(paths[ii]);
+        int act = ref_act != NULL && kmat_act_bf16(&t->m);
+        ref = act ? ref_act : ref0;
+        bound = act ? bound_act : bound0;
         for (int pi = 0; pi < n_pools && ret == TEST_PASS; pi++) {
             for (size_t i = 0; i < (size_t)n_tok * ldy; i++)
                 y[i] = SENTINEL;
@@ -472,10 +513,11 @@ static enum test_return check_matmul(const struct tmat *t, const float *x,
                     double tol = in ? bound[(size_t)k * rows + o] : 0;
                     if (!(fabs(got - want) <= tol)) {
                         fprintf(stderr,
-                                "  %s %s %dx%d blk %d n_tok %d rows [%d,%d) "
+                                "  %s %s%s %dx%d blk %d n_tok %d rows [%d,%d) "
                                 "pool %d: y[%d][%d] = %.9g, want %.9g "
                                 "(tol %.3g)\n",
                                 mpath_str(paths[ii]), kdtype_str(t->m.dtype),
+                                act ? " (x as bf16)" : "",
                                 rows, t->m.cols, t->m.blk, n_tok, row0, row1,
                                 kpool_size(pools[pi]), k, o, got, want, tol);
                         ret = TEST_FAIL;
@@ -504,20 +546,39 @@ static enum test_return matmul_case(enum kdtype dt, int rows, int cols,
     float *x = malloc((size_t)n_tok * ldx * sizeof *x);
     double *ref = malloc((size_t)n_tok * rows * sizeof *ref);
     double *bound = malloc((size_t)n_tok * rows * sizeof *bound);
+    float *xr = NULL;
+    double *ref_a = NULL, *bound_a = NULL;
     enum test_return ret = TEST_FAIL;
     if (tmat_new(&t, dt, rows, cols, blk) != 0 || !x || !ref || !bound)
         goto out;
     for (size_t i = 0; i < (size_t)n_tok * ldx; i++)
         x[i] = rnd_f();
     matmul_ref(&t, x, ldx, n_tok, ref, bound);
-    ret = check_matmul(&t, x, ldx, n_tok, ref, bound, 0, rows, pools, n_pools);
+    if (t.m.act_bf16) { /* the reference of x rounded to bf16 (RNE) */
+        size_t n = (size_t)n_tok * ldx;
+        xr = malloc(n * sizeof *xr);
+        ref_a = malloc((size_t)n_tok * rows * sizeof *ref_a);
+        bound_a = malloc((size_t)n_tok * rows * sizeof *bound_a);
+        if (!xr || !ref_a || !bound_a) {
+            ret = TEST_FAIL;
+            goto out;
+        }
+        for (size_t i = 0; i < n; i++)
+            xr[i] = round_bf16(x[i]);
+        matmul_ref(&t, xr, ldx, n_tok, ref_a, bound_a);
+    }
+    ret = check_matmul_act(&t, x, ldx, n_tok, ref, bound, ref_a, bound_a, 0,
+                           rows, pools, n_pools);
     if (ret == TEST_PASS && rows > 2)
-        ret = check_matmul(&t, x, ldx, n_tok, ref, bound, 1, rows - 1 - rows / 3,
-                           pools, n_pools);
+        ret = check_matmul_act(&t, x, ldx, n_tok, ref, bound, ref_a, bound_a,
+                               1, rows - 1 - rows / 3, pools, n_pools);
     if (ret == TEST_PASS && rows >= 20) /* 15 rows: a part ends mid-chunk */
-        ret = check_matmul(&t, x, ldx, n_tok, ref, bound, rows / 4,
-                           rows / 4 + 15, pools, n_pools);
+        ret = check_matmul_act(&t, x, ldx, n_tok, ref, bound, ref_a, bound_a,
+                               rows / 4, rows / 4 + 15, pools, n_pools);
 out:
+    free(xr);
+    free(ref_a);
+    free(bound_a);
     tmat_free(&t);
     free(x);
     free(ref);
@@ -821,7 +882,7 @@ static enum test_return test_matmul_args(void)
 {
     float x[4] = {1, 2, 3, 4}, y[4] = {0};
     float w[4] = {1, 0, 0, 1};
-    struct kmat m = {KDT_F32, 2, 2, w, NULL, 0, NULL, NULL, 0};
+    struct kmat m = {KDT_F32, 2, 2, w, NULL, 0, NULL, NULL, 0, 0};
     CHECK(kmatmul(NULL, &m, x, 2, y, 2, 2) == 0, "ok call");
     CHECK(y[0] == 1 && y[1] == 2 && y[2] == 3 && y[3] == 4, "identity");
     CHECK(kmatmul(NULL, NULL, x, 2, y, 2, 1) == MTPD_K_EINVAL, "null W");
@@ -833,9 +894,9 @@ static enum test_return test_matmul_args(void)
           "row1 > rows");
     CHECK(kmatmul_rows(NULL, &m, 2, 1, x, 2, y, 2, 1) == MTPD_K_EINVAL,
           "row0 > row1");
-    struct kmat f8 = {KDT_F8_E4M3, 2, 2, w, NULL, 128, NULL, NULL, 0};
+    struct kmat f8 = {KDT_F8_E4M3, 2, 2, w, NULL, 128, NULL, NULL, 0, 0};
     CHECK(kmatmul(NULL, &f8, x, 2, y, 2, 1) == MTPD_K_EINVAL, "f8 no scale");
-    struct kmat bad = {KDT_COUNT, 2, 2, w, NULL, 0, NULL, NULL, 0};
+    struct kmat bad = {KDT_COUNT, 2, 2, w, NULL, 0, NULL, NULL, 0, 0};
     CHECK(kmatmul(NULL, &bad, x, 2, y, 2, 1) == MTPD_K_EINVAL, "bad dtype");
     CHECK(kmat_row_f32(&m, 2, y) == MTPD_K_EINVAL, "row out of range");
     int8_t q[64] = {0};
@@ -959,10 +1020,10 @@ static enum test_return test_matmul_pv(void)
                         return TEST_FAIL;
                 }
     float x[2] = {1, 2}, y[2];
-    struct kmat f8 = {KDT_F8_E4M3, 2, 1, x, NULL, 128, NULL, NULL, 0};
+    struct kmat f8 = {KDT_F8_E4M3, 2, 1, x, NULL, 128, NULL, NULL, 0, 0};
     CHECK(kmatmul_pv(&f8, 1, x, 2, y, 1, 1) == MTPD_K_EINVAL,
           "f8 without scales accepted"); /* with them: matmul_pv_f8 */
-    struct kmat v = {KDT_F32, 2, 1, x, NULL, 0, NULL, NULL, 0};
+    struct kmat v = {KDT_F32, 2, 1, x, NULL, 0, NULL, NULL, 0, 0};
     CHECK(kmatmul_pv(&v, 1, x, 1, y, 1, 2) == MTPD_K_EINVAL, "ldx < rows");
     CHECK(kmatmul_pv(&v, 2, x, 2, y, 1, 1) == MTPD_K_EINVAL, "n_cols > cols");
     CHECK(kmatmul_pv(&v, 0, x, 2, y, 1, 1) == MTPD_K_EINVAL, "n_cols 0");
@@ -1115,6 +1176,53 @@ static enum test_return test_matmul_invariant(void)
     }
     for (int i = 0; i < 3; i++)
         kpool_free(pools[i]);
+    return ret;
+}
+
+/* BF16 with kmat.act_bf16: x rounded to bf16 on CPUs with AVX512-BF16
+ * (matmul_bf16dp.c), exact elsewhere; against both references, and batch
+ * invariance as test_matmul_invariant checks it. */
+static enum test_return test_matmul_bf16_act(void)
+{
+    static const int cols_v[] = {1, 15, 17, 32, 129, 300, 1100};
+    static const int rows_v[] = {1, 3, 17, 70};
+    static const int ntok_v[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 33};
+    struct kpool *pools[3];
+    for (int i = 0; i < 3; i++)
+        if ((pools[i] = kpool_new(i + 1)) == NULL)
+            return TEST_FAIL;
+    g_act_bf16 = 1;
+    enum test_return ret = TEST_PASS;
+    /* the flag takes effect exactly where the instruction exists */
+    struct kmat w = {.dtype = KDT_BF16, .rows = 1, .cols = 1, .data = "",
+                     .act_bf16 = 1};
+    int want = kisa_active() == KISA_AVX512 && kisa_has_avx512bf16();
+    if (kmat_act_bf16(&w) != want) {
+        fprintf(stderr, "  kmat_act_bf16 %d, want %d\n", kmat_act_bf16(&w),
+                want);
+        ret = TEST_FAIL;
+    }
+    w.act_bf16 = 0;
+    if (kmat_act_bf16(&w) != 0)
+        ret = TEST_FAIL;
+    for (size_t c = 0; c < sizeof cols_v / sizeof *cols_v && ret == TEST_PASS; c++)
+        for (size_t r = 0; r < sizeof rows_v / sizeof *rows_v && ret == TEST_PASS; r++)
+            for (size_t k = 0; k < sizeof ntok_v / sizeof *ntok_v &&
+                               ret == TEST_PASS; k++)
+                ret = matmul_case(KDT_BF16, rows_v[r], cols_v[c], 0,
+                                  ntok_v[k], pools, 3);
+    static const int inv[][2] = {{37, 17}, {37, 300}, {45, 2100}, {70, 2112}};
+    for (size_t i = 0; i < sizeof inv / sizeof *inv && ret == TEST_PASS; i++)
+        for (int rs = 0; rs < 2 && ret == TEST_PASS; rs++) {
+            kisa_set_row_stream(rs);
+            ret = inv_matmul_case(KDT_BF16, inv[i][0], inv[i][1], 0, pools, 3);
+        }
+    kisa_set_row_stream(-1);
+    g_act_bf16 = 0;
+    for (int i = 0; i < 3; i++)
+        kpool_free(pools[i]);
+    if (ret == TEST_PASS && !want)
+        fprintf(stderr, "  (no AVX512-BF16 here: checked the exact path)\n");
     return ret;
 }
 
@@ -1615,6 +1723,7 @@ static const struct {
     {"matmul_pv", test_matmul_pv},
     {"matmul_invariant", test_matmul_invariant},
     {"matmul_pv_invariant", test_matmul_pv_invariant},
+    {"matmul_bf16_act", test_matmul_bf16_act},
     {"matmul_pv_f8", test_matmul_pv_f8},
     {"dot_axpy", test_dot_axpy},
     {"rmsnorm", test_rmsnorm},
