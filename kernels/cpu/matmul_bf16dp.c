@@ -106,6 +106,10 @@ KTARGET_BF16DP KINLINE void drows_loop(int NR, int NT,
         drows(1, NT, b, r, x, ldx);
 }
 
+#ifndef KBF16DP_NR8 /* rows per group at 7-8 tokens, for measurements */
+#define KBF16DP_NR8 3
+#endif
+
 KTARGET_BF16DP void kmm_block_bf16dp(const struct kmm_blk *b)
 {
     switch (b->nt) {
@@ -116,7 +120,7 @@ KTARGET_BF16DP void kmm_block_bf16dp(const struct kmm_blk *b)
     case 5: drows_loop(4, 5, b); break;
     case 6: drows_loop(4, 6, b); break;
     case 7: drows_loop(3, 7, b); break;
-    default: drows_loop(3, 8, b); break;
+    default: drows_loop(KBF16DP_NR8, 8, b); break;
     }
 }
 

@@ -1184,7 +1184,7 @@ static enum test_return test_matmul_invariant(void)
  * invariance as test_matmul_invariant checks it. */
 static enum test_return test_matmul_bf16_act(void)
 {
-    static const int cols_v[] = {1, 15, 17, 32, 129, 300, 1100};
+    static const int cols_v[] = {1, 15, 17, 32, 129, 300, 1100, 2100};
     static const int rows_v[] = {1, 3, 17, 70};
     static const int ntok_v[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 33};
     struct kpool *pools[3];
@@ -1219,6 +1219,38 @@ static enum test_return test_matmul_bf16_act(void)
         }
     kisa_set_row_stream(-1);
     g_act_bf16 = 0;
+    /* where it does not take effect, the flag changes no bit */
+    struct tmat t = {0};
+    int rows = 37, cols = 2100, n = 9;
+    float *x = malloc((size_t)n * cols * sizeof *x);
+    float *y0 = malloc((size_t)n * rows * sizeof *y0);
+    float *y1 = malloc((size_t)n * rows * sizeof *y1);
+    if (ret == TEST_PASS && (tmat_new(&t, KDT_BF16, rows, cols, 0) != 0 ||
+                             !x || !y0 || !y1))
+        ret = TEST_FAIL;
+    enum kisa isas[KISA_COUNT];
+    int n_isa = supported_isas(isas);
+    for (size_t i = 0; ret == TEST_PASS && i < (size_t)n * cols; i++)
+        x[i] = rnd_f();
+    for (int ii = 0; ii < n_isa && ret == TEST_PASS; ii++) {
+        kisa_set(isas[ii]);
+        t.m.act_bf16 = 1;
+        if (kmat_act_bf16(&t.m))
+            continue;
+        int rc = kmatmul(pools[1], &t.m, x, cols, y1, rows, n);
+        t.m.act_bf16 = 0;
+        rc |= kmatmul(pools[1], &t.m, x, cols, y0, rows, n);
+        if (rc || memcmp(y0, y1, (size_t)n * rows * sizeof *y0) != 0) {
+            fprintf(stderr, "  %s: act_bf16 without effect changed y\n",
+                    kisa_str(isas[ii]));
+            ret = TEST_FAIL;
+        }
+    }
+    kisa_set(kisa_detect());
+    tmat_free(&t);
+    free(x);
+    free(y0);
+    free(y1);
     for (int i = 0; i < 3; i++)
         kpool_free(pools[i]);
     if (ret == TEST_PASS && !want)
