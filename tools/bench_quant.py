@@ -40,17 +40,22 @@ def run(cmd, timeout=600):
     return r.stdout
 
 
-def gen(mtpd, model, ids, n, k, threads):
+# bf16a: the bf16 checkpoint with activations rounded to bf16
+EXTRA = {"bf16a": ["--act-dtype", "bf16"]}
+
+
+def gen(mtpd, model, ids, n, k, threads, extra=()):
     out = run([mtpd, "generate", "--model", model, "--ids",
                ",".join(map(str, ids)), "--max-tokens", str(n),
                "--draft-tokens", str(k), "--ignore-eos", "--json",
-               "--threads", str(threads)])
+               "--threads", str(threads), *extra])
     return json.loads(out.strip().splitlines()[-1])["stats"]
 
 
-def cost_ratios(bench, model, threads):
+def cost_ratios(bench, model, threads, act_bf16=False):
     out = run([bench, "--model", model, "--threads", str(threads),
-               "--t", "1,2,3,4,5", "--secs", "0.5"])
+               "--t", "1,2,3,4,5", "--secs", "0.5"]
+              + (["--act-bf16"] if act_bf16 else []))
     res = {}
     for line in out.splitlines():
         c = [x.strip() for x in line.strip().strip("|").split("|")]
@@ -65,7 +70,9 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--formats", default="q8,q4")
+    ap.add_argument("--formats", default="q8,q4",
+                    help="besides bf16: q8, q4, fp8, bf16a (bf16 with "
+                         "--act-dtype bf16)")
     ap.add_argument("--tokens", type=int, default=256, help="decode tokens per run")
     ap.add_argument("--reps", type=int, default=2, help="runs per round (best kept)")
     ap.add_argument("--out")
@@ -75,6 +82,9 @@ def main():
     tmp = tempfile.mkdtemp(prefix="bench_quant_")
     models = {"bf16": a.model}
     for f in a.formats.split(","):
+        if f == "bf16a":
+            models[f] = a.model
+            continue
         d = os.path.join(tmp, f)
         run([mtpd, "quantize", "--model", a.model, "--out", d, "--format", f])
         models[f] = d
@@ -91,17 +101,19 @@ def main():
         for n in names:
             m = models[n]
             # best of --reps runs: a descheduled run says nothing of the format
-            s0 = max(gen(mtpd, m, prompt, a.tokens, 0, a.threads)["decode_tokens_per_s"]
+            x = EXTRA.get(n, ())
+            s0 = max(gen(mtpd, m, prompt, a.tokens, 0, a.threads, x)["decode_tokens_per_s"]
                      for _ in range(a.reps))
-            sa = max(gen(mtpd, m, prompt, a.tokens, "auto", a.threads)["decode_tokens_per_s"]
+            sa = max(gen(mtpd, m, prompt, a.tokens, "auto", a.threads, x)["decode_tokens_per_s"]
                      for _ in range(a.reps))
-            sp = max(gen(mtpd, m, long_prompt, 1, 0, a.threads)["prefill_tokens_per_s"]
+            sp = max(gen(mtpd, m, long_prompt, 1, 0, a.threads, x)["prefill_tokens_per_s"]
                      for _ in range(a.reps))
             this[n] = {"k0": s0, "auto": sa, "prefill": sp}
             speed[n]["k0"].append(s0)
             speed[n]["auto"].append(sa)
             speed[n]["prefill"].append(sp)
-            speed[n]["cost"].append(cost_ratios(bench, m, a.threads))
+            speed[n]["cost"].append(cost_ratios(bench, m, a.threads,
+                                                n == "bf16a"))
         for n in names:
             for key in ("k0", "auto", "prefill"):
                 ratio[n][key].append(this[n][key] / this["bf16"][key])
@@ -139,7 +151,8 @@ def main():
     lines.append("| format | top-1 agreement | next-token loss (nats) | mean abs dlogit "
                  "| MTP accept pos 1 | pos 2 | pos 3 | tokens/pass |")
     lines.append("|---|---|---|---|---|---|---|---|")
-    qual = {n: quant_eval.compare(mtpd, a.model, models[n], wins)
+    qual = {n: quant_eval.compare(mtpd, a.model, models[n], wins,
+                                  EXTRA.get(n, ()))
             for n in names if n != "bf16"}
     ref_nll = next(iter(qual.values()))["ref_nll"] if qual else float("nan")
     qual["bf16"] = {"top1": 1.0, "nll": ref_nll, "mean_abs": 0.0}
@@ -148,7 +161,8 @@ def main():
         acc = [[], [], []]
         tpp = []
         for w in wins:
-            st = gen(mtpd, models[n], w[:96], 128, 3, a.threads)
+            st = gen(mtpd, models[n], w[:96], 128, 3, a.threads,
+                     EXTRA.get(n, ()))
             for i in range(3):
                 acc[i].append(st["acceptance_by_position"][i])
             tpp.append(st["tokens_per_pass"])

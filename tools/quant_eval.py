@@ -41,25 +41,26 @@ def windows(mtpd, model_dir, n_windows=4, n_tokens=256, skip=200):
     return out
 
 
-def logits(mtpd, model_dir, ids, threads=2):
+def logits(mtpd, model_dir, ids, threads=2, extra=()):
     r = subprocess.run([mtpd, "logits", "--model", model_dir, "--ids",
                         ",".join(map(str, ids)), "--last", str(len(ids)),
-                        "--threads", str(threads)],
+                        "--threads", str(threads), *extra],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     return np.array(json.loads(r.stdout)["logits"], dtype=np.float64)
 
 
-def compare(mtpd, ref_dir, model_dir, wins):
+def compare(mtpd, ref_dir, model_dir, wins, extra=()):
     """-> dict: top1 (agreement with ref's argmax over every position),
     mean_abs and max_abs logit difference, nll of the next token under
-    each (ref_nll, nll; nats per token)."""
+    each (ref_nll, nll; nats per token). extra: more `mtpd logits`
+    options for model_dir (e.g. --act-dtype bf16)."""
     agree = n = 0
     dsum = dmax = 0.0
     nll_ref = nll = 0.0
     for ids in wins:
         a = logits(mtpd, ref_dir, ids)
-        b = logits(mtpd, model_dir, ids)
+        b = logits(mtpd, model_dir, ids, extra=extra)
         agree += int((a.argmax(1) == b.argmax(1)).sum())
         n += a.shape[0]
         d = np.abs(a - b)

@@ -16,8 +16,10 @@
  * count, the row grouping or the thread split (batch invariance).
  *
  * NR rows x NT tokens: the NR * NT accumulators, NR weight vectors and one
- * x vector fit the 32 registers (8x1..8x3, 6x4, 4x5..4x6, 3x7..3x8; 1x1,
- * 1x2 with b->row1). Column tails: masked weight loads (packed x is zero
+ * x vector fit the 32 registers (8x1..8x2, 4x3..4x6, 3x7..3x8; 1x1, 1x2
+ * with b->row1); NR = 4 or 8 fill reduce4's four slots. (8x3 and 6x4,
+ * one or two registers short, spilled: 3-5 verify rows of the default
+ * model cost 1.2-1.6x more than with the fp32 kernel.) Column tails: masked weight loads (packed x is zero
  * past cols, up to a multiple of 32).
  */
 #include "kcpu.h"
@@ -81,7 +83,7 @@ KTARGET_BF16DP KINLINE void drows(int NR, int NT, const struct kmm_blk *b,
             uintptr_t q = pf + (uintptr_t)(c - b->c0) * 2 * NR;
             KUNROLL
             for (int k = 0; k < NR; k++)
-                if (NT <= 2 && q + 64 * k < pf_end)
+                if (q + 64 * k < pf_end)
                     _mm_prefetch((const char *)(q + 64 * k), _MM_HINT_T0);
             dstep(NR, NT, w, x, ldx, c, 0, 0, acc);
         }
@@ -115,8 +117,8 @@ KTARGET_BF16DP void kmm_block_bf16dp(const struct kmm_blk *b)
     switch (b->nt) {
     case 1: b->row1 ? drows_loop(1, 1, b) : drows_loop(8, 1, b); break;
     case 2: b->row1 ? drows_loop(1, 2, b) : drows_loop(8, 2, b); break;
-    case 3: drows_loop(8, 3, b); break;
-    case 4: drows_loop(6, 4, b); break;
+    case 3: drows_loop(4, 3, b); break;
+    case 4: drows_loop(4, 4, b); break;
     case 5: drows_loop(4, 5, b); break;
     case 6: drows_loop(4, 6, b); break;
     case 7: drows_loop(3, 7, b); break;
