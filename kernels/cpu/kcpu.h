@@ -179,6 +179,12 @@ void kmm_block_avx512(const struct kmm_blk *b);
 void kmm_block_avx512_bf16p(const struct kmm_blk *b);
 void kmm_pack_pairs_avx512(const float *x, int ldx, int cols, int n_tok,
                            float *xp, int ldp);
+/* matmul_bf16p_avx2.c: the same layout for AVX2, 16 columns (8 even,
+ * then 8 odd) per group, ldp a multiple of 16 >= cols, 32-byte aligned
+ * rows. */
+void kmm_block_avx2_bf16p(const struct kmm_blk *b);
+void kmm_pack_pairs_avx2(const float *x, int ldx, int cols, int n_tok,
+                         float *xp, int ldp);
 /* matmul_bf16dp.c (AVX512-BF16): BF16 weights with kmat.act_bf16, x
  * rounded to bf16 by kmm_pack_bf16 into xp [n_tok, ldp] (ldp a multiple
  * of 32 >= cols, 64-byte aligned rows, zero past cols); the block kernel

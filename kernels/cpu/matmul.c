@@ -17,10 +17,11 @@
  * of that row alone;
  * the kernel for a dtype and ISA is chosen from W alone (BF16 on AVX-512
  * always packs x, for AMX tiles (matmul_amx.c), as bf16 (kmat.act_bf16,
- * matmul_bf16dp.c) or in pairs; F8 with 64-column
- * scale blocks on VBMI packs it for matmul_f8lut.c; if the scratch cannot
- * be had the call fails with MTPD_K_ENOMEM rather than fall back to a
- * kernel that adds differently).
+ * matmul_bf16dp.c) or in pairs, and on AVX2 in pairs
+ * (matmul_bf16p_avx2.c); F8 with 64-column scale blocks on VBMI packs it
+ * for matmul_f8lut.c; if the scratch cannot be had the call fails with
+ * MTPD_K_ENOMEM rather than fall back to a kernel that adds
+ * differently).
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -420,6 +421,17 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
         x = xp;
         ldx = ld;
         fn = kmm_block_avx512_bf16p;
+        packed = 1;
+    }
+    if (fn == kmm_block_avx2 && W->dtype == KDT_BF16) { /* pairs, AVX2 */
+        int ld = (W->cols + 15) & ~15;
+        float *xp = scratch_get((size_t)n_tok * ld * sizeof(float));
+        if (xp == NULL) /* the unpacked kernel would add in another order */
+            return MTPD_K_ENOMEM;
+        kmm_pack_pairs_avx2(x, ldx, W->cols, n_tok, xp, ld);
+        x = xp;
+        ldx = ld;
+        fn = kmm_block_avx2_bf16p;
         packed = 1;
     }
 #endif

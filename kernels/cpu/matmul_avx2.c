@@ -1,5 +1,6 @@
 /*
- * matmul_avx2.c - AVX2+FMA+F16C block kernel (see struct kmm_blk, kcpu.h).
+ * matmul_avx2.c - AVX2+FMA+F16C block kernel (see struct kmm_blk, kcpu.h)
+ * for F32, F16 and F8 weights (BF16: matmul_bf16p_avx2.c).
  *
  * Same scheme as matmul_avx512.c with 8 columns per step and 16 registers:
  * NR x NT = 4x1..4x2 and 2x3..2x4 (larger token counts in passes of 4);
@@ -10,8 +11,9 @@
  * (NaN e4m3 codes read as +-480 in full steps; checkpoints hold none.)
  * Weights are prefetched KMM_PF_BYTES ahead in each row group's linear
  * range, as matmul_bf16p.c does (EPYC Zen 5, AVX2, 2 threads, BF16 at one
- * token, medians of 8 interleaved runs: rows of 3072 / 7168 columns 1.3x /
- * 1.6x, 2048 columns 1.04x; two tokens 1.0-1.1x).
+ * token when this kernel still took it, medians of 8 interleaved runs:
+ * rows of 3072 / 7168 columns 1.3x / 1.6x, 2048 columns 1.04x; two tokens
+ * 1.0-1.1x).
  */
 #include "kcpu.h"
 
@@ -25,11 +27,6 @@ KTARGET_AVX2 KINLINE __m256 w_load(enum kdtype dt, const void *w, int c)
 {
     switch (dt) {
     case KDT_F32: return _mm256_loadu_ps((const float *)w + c);
-    case KDT_BF16: {
-        __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + c));
-        return _mm256_castsi256_ps(
-            _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-    }
     case KDT_F16:
         return _mm256_cvtph_ps(
             _mm_loadu_si128((const __m128i *)((const uint16_t *)w + c)));
@@ -50,7 +47,6 @@ KTARGET_AVX2 KINLINE __m256 w_tail(enum kdtype dt, const void *w, int c,
     for (int i = 0; i < n; i++) {
         switch (dt) {
         case KDT_F32: v[i] = ((const float *)w)[c + i]; break;
-        case KDT_BF16: v[i] = kbf16_to_f32(((const uint16_t *)w)[c + i]); break;
         case KDT_F16: v[i] = kf16_to_f32(((const uint16_t *)w)[c + i]); break;
         default:
             v[i] = kf8e4m3_table[((const uint8_t *)w)[c + i]] * 0x1p-8f;
@@ -233,9 +229,9 @@ KTARGET_AVX2 void kmm_block_avx2(const struct kmm_blk *b)
 {
     switch (b->W->dtype) {
     case KDT_F32: block_dense(KDT_F32, b); break;
-    case KDT_BF16: block_dense(KDT_BF16, b); break;
     case KDT_F16: block_dense(KDT_F16, b); break;
-    default: block_f8(b); break;
+    case KDT_F8_E4M3: block_f8(b); break;
+    default: break; /* BF16: matmul_bf16p_avx2.c (matmul.c packs x) */
     }
 }
 #endif
