@@ -147,6 +147,10 @@ void http_metrics(struct http_srv *h, struct evhttp_request *req)
     meta(&o, "mtpd_device_info", "gauge", "Where the model runs (label "
          "device: cpu or cuda:N); always 1.");
     put(&o, "mtpd_device_info{device=\"%s\"} 1\n", s->device);
+    meta(&o, "mtpd_act_dtype_info", "gauge", "How BF16 weight matrices "
+         "multiply activations (label act_dtype: f32 exact, bf16 rounded, "
+         "--act-dtype); always 1.");
+    put(&o, "mtpd_act_dtype_info{act_dtype=\"%s\"} 1\n", s->act_dtype);
     one(&o, "mtpd_rpc_requests_total", "counter", "MessagePack-RPC "
         "requests received.", (double)s->requests);
     meta(&o, "mtpd_rpc_errors_total", "counter",

@@ -238,7 +238,7 @@ static void m_stats(struct conn *c, struct srv_req *r)
     msgpack_sbuffer sb;
     msgpack_packer pk;
     reply_begin(&sb, &pk, r->msgid);
-    msgpack_pack_map(&pk, 17);
+    msgpack_pack_map(&pk, 18);
     pack_str(&pk, "uptime_seconds");
     msgpack_pack_double(&pk, srv_now() - s->start_time);
     pack_str(&pk, "requests");
@@ -263,6 +263,8 @@ static void m_stats(struct conn *c, struct srv_req *r)
     msgpack_pack_double(&pk, (double)recent / 10.0);
     pack_str(&pk, "device");
     pack_str(&pk, s->device);
+    pack_str(&pk, "act_dtype");
+    pack_str(&pk, s->act_dtype);
     pack_str(&pk, "spec");
     pack_stats(&pk, &s->spec_total, s->prompt_reused, 0);
     pack_str(&pk, "errors");

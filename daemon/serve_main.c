@@ -532,6 +532,7 @@ static int srv_init(struct srv *s)
     if (cli_device_confirm(s->model, s->cfg.device))
         return -1;
     s->device = cli_model_device(s->model);
+    s->act_dtype = mtpd_model_act_dtype(s->model);
     int rc = srv_pool_new(s->model, s->cfg.kv_budget, &s->pool);
     if (rc < 0) {
         SRV_LOG(SLOG_ERROR, "KV pool: %s", mtpd_err_str(rc));

@@ -188,6 +188,7 @@ struct srv {
     struct event_base *base;
     struct mtpd_model *model;
     const char *device;    /* where it runs: "cpu" or "cuda:N" */
+    const char *act_dtype; /* "bf16" or "f32" (mtpd_model_act_dtype) */
     struct mtpd_tok *tok;
     struct mtpd_tok_enc *enc;      /* loop thread's encoder */
     struct spec_engine *engine;

@@ -124,6 +124,9 @@ int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
         mark_resident(m);
     if (m->device < 0 && opts->act_bf16)
         mark_act_bf16(m);
+    else if (opts->act_bf16)
+        mtpd_logf(MTPD_LOG_INFO, "act dtype bf16: no effect on %s (the GPU "
+                  "keeps its own numerics)", m->device_name);
     mtpd_logf(MTPD_LOG_INFO, "loaded %.1f MB of weights, %d MTP module(s), "
               "on %s, in %.2f s", st_total_bytes(m->st) / 1e6, m->n_mtp,
               m->device_name, now_s() - t0);

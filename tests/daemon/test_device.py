@@ -188,6 +188,38 @@ def test_serve_reports_device(mtpd_serve):  # noqa: F811 (fixture)
         assert ("CUDA build" in first[0]) or ("without CUDA" in first[0])
 
 
+def _cpu_has_avx512_bf16():
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags and " avx512bw" in flags
+
+
+def test_serve_act_dtype(mtpd_serve):  # noqa: F811 (fixture)
+    """--act-dtype bf16: stats and /metrics say whether it took effect
+    (it does where the CPU has AVX512-BF16), and generation works."""
+    want = "bf16" if _cpu_has_avx512_bf16() else "f32"
+    port = free_port()
+    with Daemon(mtpd_serve, "--device", "cpu", "--threads", "1",
+                "--act-dtype", "bf16", "--http", str(port)) as d:
+        c = d.client()
+        assert c.stats()["act_dtype"] == want
+        res = c.generate("def f(x):", max_tokens=8, ignore_eos=True)
+        assert len(res.ids) == 8, res
+        c.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                    timeout=30) as r:
+            body = r.read().decode()
+        assert re.search(r'^mtpd_act_dtype_info\{act_dtype="%s"\} 1$' % want,
+                         body, re.M), body
+        assert d.stop() == 0
+    r = subprocess.run([mtpd_serve, "serve", "--act-dtype", "f16"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--act-dtype" in r.stderr
+
+
 # ---- the library's side (model/dev_*.c): merged builds only ----
 
 def test_library_refuses_missing_cuda(mtpd, no_gpu):

@@ -145,8 +145,9 @@ def test_stats(daemon):
     for key in ("uptime_seconds", "requests", "queue_depth",
                 "tokens_generated", "sessions", "kv_bytes_in_use",
                 "kv_budget_bytes", "tokens_per_s", "spec", "jemalloc",
-                "per_session"):
+                "per_session", "act_dtype"):
         assert key in res, key
+    assert res["act_dtype"] == "f32"  # the default: exact products
     assert res["tokens_generated"] > 0
     assert res["spec"]["generated_tokens"] == res["tokens_generated"]
     if "asan" not in mtpd_bin():  # sanitizer builds do not link jemalloc
