@@ -75,18 +75,11 @@ KTARGET_AVX2 KINLINE void step(enum kdtype dt, int NR, int NT,
     }
 }
 
-/* Prefetch state of a row group: the weights KMM_PF_BYTES ahead in the
- * group's linear range (its rows are consecutive), as matmul_bf16p.c. */
-struct pf {
-    uintptr_t base, end; /* w[0] + KMM_PF_BYTES at column c0; matrix end */
-    int c0;
-};
-
 KTARGET_AVX2 KINLINE void seg_dot(enum kdtype dt, int NR, int NT,
                                   const void *const *w, const float *x,
                                   int ldx, int c0, int c1,
                                   __m256 acc[NRMAX][NTMAX],
-                                  const struct pf *pf)
+                                  const struct kpf *pf, int pc0)
 {
     KUNROLL
     for (int k = 0; k < NR; k++) {
@@ -97,14 +90,9 @@ KTARGET_AVX2 KINLINE void seg_dot(enum kdtype dt, int NR, int NT,
     const size_t es = kdtype_size(dt);
     int c = c0;
     for (; c + 8 <= c1; c += 8) {
-        /* a line per row every 64 bytes of a row */
-        if (pf != NULL && ((size_t)c * es) % 64 == 0) {
-            uintptr_t q = pf->base + (uintptr_t)(c - pf->c0) * es * NR;
-            KUNROLL
-            for (int k = 0; k < NR; k++)
-                if (q + 64 * k < pf->end)
-                    _mm_prefetch((const char *)(q + 64 * k), _MM_HINT_T0);
-        }
+        /* a line per row every 64 bytes of a row (pc0: the call's c0) */
+        if (((size_t)c * es) % 64 == 0)
+            kpf_lines(pf, (size_t)(c - pc0) * es * NR, NR);
         step(dt, NR, NT, w, x, ldx, c, 8, acc);
     }
     if (c < c1)
@@ -129,12 +117,9 @@ KTARGET_AVX2 KINLINE void seg_rows(enum kdtype dt, int NR, int NT,
     const struct kmat *W = b->W;
     __m256 acc[NRMAX][NTMAX], tot[NRMAX][NTMAX];
 
-    const size_t es = kdtype_size(dt);
-    const struct pf pf = {
-        (uintptr_t)w[0] + KMM_PF_BYTES,
-        (uintptr_t)W->data + (size_t)W->rows * W->cols * es, b->c0};
+    const struct kpf pf = kpf_group(W, w[0]);
     if (dt != KDT_F8_E4M3) {
-        seg_dot(dt, NR, NT, w, x, b->ldx, c0, c1, tot, &pf);
+        seg_dot(dt, NR, NT, w, x, b->ldx, c0, c1, tot, &pf, b->c0);
     } else {
         const int blk = W->blk, nb = (W->cols + blk - 1) / blk;
         const float *s[NRMAX];
@@ -147,7 +132,7 @@ KTARGET_AVX2 KINLINE void seg_rows(enum kdtype dt, int NR, int NT,
         }
         for (int c = c0; c < c1; c += blk) {
             int ce = c1 - c < blk ? c1 : c + blk;
-            seg_dot(dt, NR, NT, w, x, b->ldx, c, ce, acc, &pf);
+            seg_dot(dt, NR, NT, w, x, b->ldx, c, ce, acc, &pf, b->c0);
             KUNROLL
             for (int k = 0; k < NR; k++) {
                 __m256 sv = _mm256_set1_ps(s[k][c / blk] * 256.0f);

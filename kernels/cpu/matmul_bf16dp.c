@@ -66,10 +66,7 @@ KTARGET_BF16DP KINLINE void drows(int NR, int NT, const struct kmm_blk *b,
     KUNROLL
     for (int k = 0; k < NR; k++)
         w[k] = (const uint16_t *)b->W->data + (size_t)(r + k) * cols;
-    /* prefetch KMM_PF_BYTES ahead in the group's linear weight stream, as
-     * matmul_bf16p.c does */
-    const uintptr_t pf = (uintptr_t)w[0] + KMM_PF_BYTES;
-    const uintptr_t pf_end = (uintptr_t)b->W->data + b->W->rows * cols * 2;
+    const struct kpf pf = kpf_group(b->W, w[0]);
     for (int cs = b->c0, ce; cs < b->c1; cs = ce) {
         ce = kmm_seg_end(b, cs);
         KUNROLL
@@ -80,11 +77,7 @@ KTARGET_BF16DP KINLINE void drows(int NR, int NT, const struct kmm_blk *b,
         }
         int c = cs;
         for (; c + 32 <= ce; c += 32) {
-            uintptr_t q = pf + (uintptr_t)(c - b->c0) * 2 * NR;
-            KUNROLL
-            for (int k = 0; k < NR; k++)
-                if (q + 64 * k < pf_end)
-                    _mm_prefetch((const char *)(q + 64 * k), _MM_HINT_T0);
+            kpf_lines(&pf, (size_t)(c - b->c0) * 2 * NR, NR);
             dstep(NR, NT, w, x, ldx, c, 0, 0, acc);
         }
         if (c < ce)

@@ -11,10 +11,8 @@
  * Products are exact and sums fp32 as elsewhere; only the order of the
  * additions differs.
  *
- * Weights are also prefetched KMM_PF_BYTES ahead (kcpu.h): a core keeps
- * only ~16 L1 misses in flight, so once the FMAs take as long as the
- * loads, the hardware prefetchers alone leave the L3/DRAM stream idle
- * part of the time (pycode-mtp-tiny, T=4: matmuls 0.98 -> 0.75 ms).
+ * Weights are also prefetched KMM_PF_BYTES ahead (kpf_lines, kcpu.h;
+ * pycode-mtp-tiny, T=4: matmuls 0.98 -> 0.75 ms).
  *
  * NR rows x NT tokens: 8x1, 4x2..4x4, 3x5..3x6, 2x7..2x8 (1x1, 1x2 with
  * b->row1). Each lane adds its even product, then its odd one, into one
@@ -69,10 +67,7 @@ KTARGET_AVX512 KINLINE void prows(int NR, int NT, const struct kmm_blk *b,
     KUNROLL
     for (int k = 0; k < NR; k++)
         w[k] = (const uint16_t *)b->W->data + (size_t)(r + k) * cols;
-    /* software prefetch KMM_PF_BYTES ahead in the linear weight stream
-     * (the group's rows are consecutive), up to the matrix end */
-    const uintptr_t pf = (uintptr_t)w[0] + KMM_PF_BYTES;
-    const uintptr_t pf_end = (uintptr_t)b->W->data + b->W->rows * cols * 2;
+    const struct kpf pf = kpf_group(b->W, w[0]);
     for (int cs = b->c0, ce; cs < b->c1; cs = ce) {
         ce = kmm_seg_end(b, cs);
         KUNROLL
@@ -83,11 +78,7 @@ KTARGET_AVX512 KINLINE void prows(int NR, int NT, const struct kmm_blk *b,
         }
         int c = cs;
         for (; c + 32 <= ce; c += 32) {
-            uintptr_t q = pf + (uintptr_t)(c - b->c0) * 2 * NR;
-            KUNROLL
-            for (int k = 0; k < NR; k++)
-                if (q + 64 * k < pf_end)
-                    _mm_prefetch((const char *)(q + 64 * k), _MM_HINT_T0);
+            kpf_lines(&pf, (size_t)(c - b->c0) * 2 * NR, NR);
             pstep(NR, NT, w, x, b->ldx, c, 0, 0, acc);
         }
         if (c < ce)

@@ -188,19 +188,11 @@ def test_serve_reports_device(mtpd_serve):  # noqa: F811 (fixture)
         assert ("CUDA build" in first[0]) or ("without CUDA" in first[0])
 
 
-def _cpu_has_avx512_bf16():
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((ln for ln in f if ln.startswith("flags")), "")
-    except OSError:
-        return False
-    return " avx512_bf16" in flags and " avx512bw" in flags
-
-
 def test_serve_act_dtype(mtpd_serve):  # noqa: F811 (fixture)
     """--act-dtype bf16: stats and /metrics say whether it took effect
     (it does where the CPU has AVX512-BF16), and generation works."""
-    want = "bf16" if _cpu_has_avx512_bf16() else "f32"
+    from tools.ref.testutil import cpu_has_avx512_bf16
+    want = "bf16" if cpu_has_avx512_bf16() else "f32"
     port = free_port()
     with Daemon(mtpd_serve, "--device", "cpu", "--threads", "1",
                 "--act-dtype", "bf16", "--http", str(port)) as d:

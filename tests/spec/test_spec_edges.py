@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from tools.ref.testutil import case_ids
+from tools.ref.testutil import case_ids, cpu_has_avx512_bf16
 
 from spec_helpers import (DEFAULT_MODEL, SHARED_MODEL, generate,
                           generate_prompt, ids_arg)
@@ -280,6 +280,20 @@ def test_help_and_usage_errors(mtpd, presets):
     assert r.returncode == 2 and "vocab" in r.stderr
 
 
+def _logits_by(mtpd, d, prompt, opt, values):
+    """`mtpd logits --last 4 --mtp` with opt set to each of values ->
+    {value: parsed JSON}."""
+    from tools.ref.testutil import run_mtpd
+    out = {}
+    for val in values:
+        r = run_mtpd(mtpd, ["logits", "--model", d, "--ids",
+                            ",".join(map(str, prompt)), "--last", 4, "--mtp",
+                            opt, val])
+        assert r.returncode == 0, r.stderr
+        out[val] = json.loads(r.stdout)
+    return out
+
+
 @pytest.mark.parametrize("name", ["bf16-agree", "fp8-yarn-mtp2"])
 def test_kv_cache_bf16(mtpd, presets, name):
     """--kv-dtype bf16 stores the latent cache in BF16 (half the bytes per
@@ -290,13 +304,7 @@ def test_kv_cache_bf16(mtpd, presets, name):
     d = presets.dir(name)
     v = presets.model(name).cfg.vocab_size
     prompt = case_ids(v, 48, 5)
-    lg = {}
-    for dt in ("f32", "bf16"):
-        r = run_mtpd(mtpd, ["logits", "--model", d, "--ids",
-                            ",".join(map(str, prompt)), "--last", 4, "--mtp",
-                            "--kv-dtype", dt])
-        assert r.returncode == 0, r.stderr
-        lg[dt] = json.loads(r.stdout)
+    lg = _logits_by(mtpd, d, prompt, "--kv-dtype", ("f32", "bf16"))
     for key in ("logits", "mtp_logits"):
         a, b = np.array(lg["f32"][key]), np.array(lg["bf16"][key])
         rel = np.abs(a - b).max() / np.abs(a).max()
@@ -315,15 +323,6 @@ def test_kv_cache_bf16(mtpd, presets, name):
                            "--kv-dtype", "f16"]).returncode == 2
 
 
-def _cpu_has_avx512_bf16():
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((ln for ln in f if ln.startswith("flags")), "")
-    except OSError:
-        return False
-    return " avx512_bf16" in flags and " avx512bw" in flags
-
-
 @pytest.mark.parametrize("name", ["bf16-agree", "bf16-mtp2-freq2"])
 def test_act_bf16(mtpd, presets, name):
     """--act-dtype bf16: BF16 matrices multiply bf16-rounded activations
@@ -338,16 +337,10 @@ def test_act_bf16(mtpd, presets, name):
     info = json.loads(run_mtpd(mtpd, ["info", "--model", d, "--act-dtype",
                                       "bf16"]).stdout)
     on = info["act_dtype"] == "bf16"
-    assert on == _cpu_has_avx512_bf16(), info
+    assert on == cpu_has_avx512_bf16(), info
     assert json.loads(run_mtpd(mtpd, ["info", "--model", d]).stdout)[
         "act_dtype"] == "f32"
-    lg = {}
-    for dt in ("f32", "bf16"):
-        r = run_mtpd(mtpd, ["logits", "--model", d, "--ids",
-                            ",".join(map(str, prompt)), "--last", 4, "--mtp",
-                            "--act-dtype", dt])
-        assert r.returncode == 0, r.stderr
-        lg[dt] = json.loads(r.stdout)
+    lg = _logits_by(mtpd, d, prompt, "--act-dtype", ("f32", "bf16"))
     for key in ("logits", "mtp_logits"):
         a, b = np.array(lg["f32"][key]), np.array(lg["bf16"][key])
         rel = np.abs(a - b).max() / np.abs(a).max()

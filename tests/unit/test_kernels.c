@@ -456,27 +456,10 @@ static void matmul_ref(const struct tmat *t, const float *x, int ldx,
 
 /*
  * Runs kmatmul_rows(row0, row1) for every ISA and pool and compares with
- * ref; checks rows outside the range and the ldy padding stay untouched.
+ * ref (on paths where kmat_act_bf16(&t->m), x rounded to bf16, with
+ * ref_act / bound_act when given); checks rows outside the range and the
+ * ldy padding stay untouched.
  */
-static enum test_return check_matmul_act(const struct tmat *t, const float *x,
-                                         int ldx, int n_tok, const double *ref,
-                                         const double *bound,
-                                         const double *ref_act,
-                                         const double *bound_act, int row0,
-                                         int row1, struct kpool **pools,
-                                         int n_pools);
-
-static enum test_return check_matmul(const struct tmat *t, const float *x,
-                                     int ldx, int n_tok, const double *ref,
-                                     const double *bound, int row0, int row1,
-                                     struct kpool **pools, int n_pools)
-{
-    return check_matmul_act(t, x, ldx, n_tok, ref, bound, NULL, NULL, row0,
-                            row1, pools, n_pools);
-}
-
-/* The same; on paths where kmat_act_bf16(&t->m) (x rounded to bf16),
- * against ref_act / bound_act when given. */
 static enum test_return check_matmul_act(const struct tmat *t, const float *x,
                                          int ldx, int n_tok, const double *ref,
                                          const double *bound,
@@ -533,6 +516,15 @@ static enum test_return check_matmul_act(const struct tmat *t, const float *x,
     mpath_reset();
     free(y);
     return ret;
+}
+
+static enum test_return check_matmul(const struct tmat *t, const float *x,
+                                     int ldx, int n_tok, const double *ref,
+                                     const double *bound, int row0, int row1,
+                                     struct kpool **pools, int n_pools)
+{
+    return check_matmul_act(t, x, ldx, n_tok, ref, bound, NULL, NULL, row0,
+                            row1, pools, n_pools);
 }
 
 /* One shape: builds W and x (ldx = cols + 5), the reference, and checks

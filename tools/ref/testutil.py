@@ -29,6 +29,17 @@ def run_mtpd(binary, args, timeout=120):
                           text=True, timeout=timeout)
 
 
+def cpu_has_avx512_bf16():
+    """True when /proc/cpuinfo lists AVX512-BF16 (and BW): where mtpd's
+    --act-dtype bf16 takes effect."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags and " avx512bw" in flags
+
+
 def ids_arg(ids):
     return ",".join(str(int(i)) for i in ids)
 
