@@ -97,7 +97,7 @@ static void serve_usage(FILE *f)
 "  --act-dtype T          f32 (default) or bf16: BF16 weights multiply\n"
 "                         bf16-rounded activations on CPUs with\n"
 "                         AVX512-BF16, as llama.cpp does (about 2x prefill\n"
-"                         compute; logits ~1e-3 relative from f32)\n"
+"                         compute; top-1 agrees with f32 ~99.7%%)\n"
 "  --kv-budget B|auto     bytes of KV cache for all sessions (suffixes k, M,\n"
 "                         G); auto = a quarter of physical memory (default)\n"
 "  --max-sessions N       open sessions at most (default 256)\n"
