@@ -62,6 +62,12 @@
  * 1.2-1.7x), so VNNI transposes them from 4 tokens; AVX2 (Q4_1, 8-block
  * groups) never does (1.1-1.4x at 2..32 tokens). */
 #define KQA_XT_SHORT_COLS 512
+/* AVX2 Q8_0 rows over KQA_XT_SHORT_COLS take transposed blocks from this
+ * many tokens on (an 8x8 dword transpose per row and 8 blocks, then per
+ * token eight maddubs without horizontal sums). */
+#ifndef KQA_XT2_MIN_TOK_Q8
+#define KQA_XT2_MIN_TOK_Q8 4
+#endif
 static int xt_min_tok(int cols)
 {
     return cols <= KQA_XT_SHORT_COLS ? 4 : KQA_XT_MIN_TOK;
@@ -357,8 +363,8 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
          * row and token; matmul_qa.c) */
         int tr = !amx && !rl && n_tok >= KQA_XT_MIN_TOK &&
                  ((vnni && n_tok >= xt_min_tok(W->cols)) ||
-                  (avx2 && W->dtype == KDT_Q4_1 &&
-                   W->cols > KQA_XT_SHORT_COLS));
+                  (avx2 && W->cols > KQA_XT_SHORT_COLS &&
+                   (W->dtype == KDT_Q4_1 || n_tok >= KQA_XT2_MIN_TOK_Q8)));
         ldq = KQA_LDQ(W->cols);
         ldb = amx ? KQA_AMX_LDB(W->cols) : 0;
         ldt = tr ? KQA_LDT(W->cols) : 0;

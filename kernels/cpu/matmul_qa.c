@@ -1,7 +1,8 @@
 /*
  * matmul_qa.c - Q8_0 / Q4_1 weights times int8 activations: the integer
  * block kernels (scalar, AVX2 maddubs, AVX-512 VNNI, with transposed
- * blocks for several tokens on VNNI and for Q4_1 on AVX2; AMX in
+ * blocks for several tokens on VNNI, and on AVX2 for Q4_1 and long Q8_0
+ * rows; AMX in
  * matmul_qa_amx.c) and the
  * per-row quantization of x they read (kqa_quantize, kqa_xt).
  *
@@ -476,9 +477,12 @@ KTARGET_AVX2 KINLINE void loop2(enum kdtype dt, int NR, int NT,
  * vectors that holds these eight). Per token each vector then takes
  * maddubs and madd into its blocks' lanes, instead of isum8's per-token
  * horizontal sums: Q4_1 prefill 2.2x on the synthetic model (MTPD_ISA=avx2
- * on the EPYC). For Q8_0 the same (an 8x8 transpose per row) gained 1.26x
- * there but lost 6% on the default model's short rows: not used. Exact
- * integer sums, rows2's float steps: the same bits.
+ * on the EPYC). Q8_0 the same with an 8x8 dword transpose per row and 8
+ * blocks (q8_blocks8), for rows over KQA_XT_SHORT_COLS columns from 4
+ * tokens on (matmul.c; short rows lost 6% on the default model, and take
+ * rows in the lanes from 8 tokens): 1.24-1.84x at 4 tokens, 1.4x at 64,
+ * synthetic-model q8 prefill 55 -> 81 tok/s. Exact integer sums, rows2's
+ * float steps: the same bits.
  */
 KTARGET_AVX2 KINLINE void q4_blocks8(const uint8_t *w, int j, int n,
                                      __m256i T[8])
@@ -511,17 +515,55 @@ KTARGET_AVX2 KINLINE void q4_blocks8(const uint8_t *w, int j, int n,
     }
 }
 
-/* rows2 for one Q4_1 row and NT (<= NT2T) tokens from b->xt. */
+/* Q8_0 blocks j..j+n-1 (n <= 8) of row w transposed: T[k] dword i = bytes
+ * 4k..4k+3 of block i (an 8x8 dword transpose), A[k] = |T[k]| (maddubs
+ * takes unsigned times signed: the signs move onto x per token). */
+KTARGET_AVX2 KINLINE void q8_blocks8(const uint8_t *w, int j, int n,
+                                     __m256i T[8], __m256i A[8])
+{
+    __m256i V[8], a[8], c[8];
+    KUNROLL
+    for (int i = 0; i < 8; i++)
+        V[i] = i < n ? _mm256_loadu_si256(
+                           (const __m256i *)(w + (size_t)(j + i) * KQ_BLK))
+                     : _mm256_setzero_si256();
+    KUNROLL
+    for (int i = 0; i < 8; i += 2) { /* dwords 0 1 4 5 / 2 3 6 7 of i, i+1 */
+        a[i] = _mm256_unpacklo_epi32(V[i], V[i + 1]);
+        a[i + 1] = _mm256_unpackhi_epi32(V[i], V[i + 1]);
+    }
+    KUNROLL
+    for (int i = 0; i < 8; i += 4) { /* four blocks' dword pairs */
+        c[i] = _mm256_unpacklo_epi64(a[i], a[i + 2]);
+        c[i + 1] = _mm256_unpackhi_epi64(a[i], a[i + 2]);
+        c[i + 2] = _mm256_unpacklo_epi64(a[i + 1], a[i + 3]);
+        c[i + 3] = _mm256_unpackhi_epi64(a[i + 1], a[i + 3]);
+    }
+    /* c[q] (blocks 0-3) and c[4 + q] (blocks 4-7): dword q in the low
+     * lane, dword 4 + q in the high one */
+    KUNROLL
+    for (int q = 0; q < 4; q++) {
+        T[q] = _mm256_permute2x128_si256(c[q], c[4 + q], 0x20);
+        T[4 + q] = _mm256_permute2x128_si256(c[q], c[4 + q], 0x31);
+    }
+    KUNROLL
+    for (int k = 0; k < 8; k++)
+        A[k] = _mm256_abs_epi8(T[k]);
+}
+
+/* rows2 for one row and NT (<= NT2T) tokens from b->xt (Q4_1 or long
+ * Q8_0 rows). */
 #define NT2T 4
-KTARGET_AVX2 KINLINE void rows2t(int NT, const struct kmm_blk *b, int r,
-                                 int t0)
+KTARGET_AVX2 KINLINE void rows2t(enum kdtype dt, int NT,
+                                 const struct kmm_blk *b, int r, int t0)
 {
     const struct kmat *W = b->W;
     const int nb = W->cols / KQ_BLK;
     const uint8_t *w = (const uint8_t *)W->data +
-                       (size_t)r * kmat_row_bytes(KDT_Q4_1, W->cols);
+                       (size_t)r * kmat_row_bytes(dt, W->cols);
     const uint16_t *d = W->qd + (size_t)r * nb;
-    const uint16_t *m = W->qm + (size_t)r * nb;
+    const uint16_t *m = dt == KDT_Q4_1 ? W->qm + (size_t)r * nb : NULL;
+    const int bs = dt == KDT_Q8_0 ? KQ_BLK : 16; /* weight bytes a block */
     const uint8_t *xt[NT2T];
     const float *xd[NT2T], *xs[NT2T];
     const __m256i ones = _mm256_set1_epi16(1);
@@ -541,31 +583,56 @@ KTARGET_AVX2 KINLINE void rows2t(int NT, const struct kmm_blk *b, int r,
         const int j0 = cs / KQ_BLK, je = ce / KQ_BLK;
         for (int j = j0; j < je; j += 8) {
             int n = je - j < 8 ? je - j : 8, h = ((j - j0) >> 3) & 1;
-            _mm_prefetch((const char *)w + (size_t)j * 16 + KQA2_PF,
-                         _MM_HINT_T0);
-            __m256i T[8];
-            q4_blocks8(w, j, n, T);
-            __m256 dk = load_h8(d + j, n), mk = load_h8(m + j, n);
+            KUNROLL
+            for (int l = 0; l < 8 * bs; l += 64) /* each line once */
+                _mm_prefetch((const char *)w + (size_t)j * bs + l + KQA2_PF,
+                             _MM_HINT_T0);
+            __m256i T[8], A[8];
+            if (dt == KDT_Q8_0)
+                q8_blocks8(w, j, n, T, A);
+            else
+                q4_blocks8(w, j, n, T);
+            __m256 dk = load_h8(d + j, n);
+            __m256 mk = dt == KDT_Q4_1 ? load_h8(m + j, n) : dk;
             KUNROLL
             for (int t = 0; t < NT; t++) {
                 /* x: the half of the 16-block group's vectors for j */
                 const uint8_t *xg = xt[t] + (size_t)(j / 16) * 512 +
                                     32 * (size_t)((j / 8) & 1);
                 __m256i is = _mm256_setzero_si256();
-                KUNROLL
-                for (int k = 0; k < 4; k++) { /* |products| <= 7620 */
-                    __m256i p = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(T[k], _mm256_loadu_si256(
-                                                       (const __m256i *)(xg + 64 * k))),
-                        _mm256_maddubs_epi16(T[4 + k], _mm256_loadu_si256(
-                                                           (const __m256i *)(xg + 64 * (4 + k)))));
-                    is = _mm256_add_epi32(is, _mm256_madd_epi16(p, ones));
+                if (dt == KDT_Q8_0) {
+                    KUNROLL
+                    for (int k = 0; k < 8; k += 2) { /* |pair| <= 32512 */
+                        __m256i x0 = _mm256_loadu_si256(
+                            (const __m256i *)(xg + 64 * k));
+                        __m256i x1 = _mm256_loadu_si256(
+                            (const __m256i *)(xg + 64 * (k + 1)));
+                        __m256i p0 = _mm256_maddubs_epi16(
+                            A[k], _mm256_sign_epi8(x0, T[k]));
+                        __m256i p1 = _mm256_maddubs_epi16(
+                            A[k + 1], _mm256_sign_epi8(x1, T[k + 1]));
+                        is = _mm256_add_epi32(
+                            is, _mm256_add_epi32(_mm256_madd_epi16(p0, ones),
+                                                 _mm256_madd_epi16(p1, ones)));
+                    }
+                } else {
+                    KUNROLL
+                    for (int k = 0; k < 4; k++) { /* |products| <= 7620 */
+                        __m256i p = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(T[k], _mm256_loadu_si256(
+                                                           (const __m256i *)(xg + 64 * k))),
+                            _mm256_maddubs_epi16(T[4 + k], _mm256_loadu_si256(
+                                                               (const __m256i *)(xg + 64 * (4 + k)))));
+                        is = _mm256_add_epi32(is, _mm256_madd_epi16(p, ones));
+                    }
                 }
                 __m256 a = acc[h][t];
                 a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is),
                                     _mm256_mul_ps(dk, load_f8(xd[t] + j, n)),
                                     a);
-                acc[h][t] = _mm256_fmadd_ps(mk, load_f8(xs[t] + j, n), a);
+                if (dt == KDT_Q4_1)
+                    a = _mm256_fmadd_ps(mk, load_f8(xs[t] + j, n), a);
+                acc[h][t] = a;
             }
         }
         int add = b->accum || cs > b->c0;
@@ -578,21 +645,29 @@ KTARGET_AVX2 KINLINE void rows2t(int NT, const struct kmm_blk *b, int r,
     }
 }
 
-KTARGET_AVX2 static void block2t(const struct kmm_blk *b)
+KTARGET_AVX2 KINLINE void block2t_dt(enum kdtype dt, const struct kmm_blk *b)
 {
     for (int t0 = 0; t0 < b->nt; t0 += NT2T)
         for (int r = b->r0; r < b->r1; r++)
             switch (b->nt - t0) {
-            case 1: rows2t(1, b, r, t0); break;
-            case 2: rows2t(2, b, r, t0); break;
-            case 3: rows2t(3, b, r, t0); break;
-            default: rows2t(4, b, r, t0); break;
+            case 1: rows2t(dt, 1, b, r, t0); break;
+            case 2: rows2t(dt, 2, b, r, t0); break;
+            case 3: rows2t(dt, 3, b, r, t0); break;
+            default: rows2t(dt, 4, b, r, t0); break;
             }
+}
+
+KTARGET_AVX2 static void block2t(const struct kmm_blk *b)
+{
+    if (b->W->dtype == KDT_Q8_0)
+        block2t_dt(KDT_Q8_0, b);
+    else
+        block2t_dt(KDT_Q4_1, b);
 }
 
 KTARGET_AVX2 void kmm_block_qa_avx2(const struct kmm_blk *b)
 {
-    if (b->xt != NULL) { /* Q4_1, several tokens */
+    if (b->xt != NULL) { /* several tokens: Q4_1, long Q8_0 rows */
         block2t(b);
         return;
     }
