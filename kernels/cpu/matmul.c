@@ -51,7 +51,7 @@
  * (Q8_0 prefill at one row: 0.66x). */
 #define KMM_ROW1_MAX_TOK 2
 /* Q8_0 / Q4_1 calls of at least this many tokens use transposed blocks
- * on VNNI (and for Q4_1 on AVX2): same bits; matmul_qa.c. */
+ * on VNNI (and on AVX2 for long rows): same bits; matmul_qa.c. */
 #ifndef KQA_XT_MIN_TOK
 #define KQA_XT_MIN_TOK 2
 #endif
@@ -59,12 +59,13 @@
  * transpose for few tokens: rows side by side were faster there
  * (cache-resident, EPYC Zen 5, 2 threads, 12-block rows: Q8_0 1.45x at
  * 2 tokens, 1.14x at 3, level at 4; Q4_1 1.35x, 1.15x; 5-block rows
- * 1.2-1.7x), so VNNI transposes them from 4 tokens; AVX2 (Q4_1, 8-block
- * groups) never does (1.1-1.4x at 2..32 tokens). */
+ * 1.2-1.7x), so VNNI transposes them from 4 tokens; AVX2 (8-block
+ * groups) never does (Q4_1 1.1-1.4x at 2..32 tokens). */
 #define KQA_XT_SHORT_COLS 512
 /* AVX2 Q8_0 rows over KQA_XT_SHORT_COLS take transposed blocks from this
  * many tokens on (an 8x8 dword transpose per row and 8 blocks, then per
- * token eight maddubs without horizontal sums). */
+ * token eight maddubs without horizontal sums; EPYC Zen 5, 2 threads:
+ * 1.24-1.84x at 4 tokens, 2-3 tokens not measured ahead). */
 #ifndef KQA_XT2_MIN_TOK_Q8
 #define KQA_XT2_MIN_TOK_Q8 4
 #endif
