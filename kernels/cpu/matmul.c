@@ -60,15 +60,10 @@
  * (cache-resident, EPYC Zen 5, 2 threads, 12-block rows: Q8_0 1.45x at
  * 2 tokens, 1.14x at 3, level at 4; Q4_1 1.35x, 1.15x; 5-block rows
  * 1.2-1.7x), so VNNI transposes them from 4 tokens; AVX2 (8-block
- * groups) never does (Q4_1 1.1-1.4x at 2..32 tokens). */
+ * groups) never does (Q4_1 1.1-1.4x at 2..32 tokens) and transposes
+ * longer rows from 2 tokens (Q8_0, bench_kernels, 2 threads: 1.3-2x at
+ * 2-3 tokens, 1.24-1.84x at 4, 1.4x at 64). */
 #define KQA_XT_SHORT_COLS 512
-/* AVX2 Q8_0 rows over KQA_XT_SHORT_COLS take transposed blocks from this
- * many tokens on (an 8x8 dword transpose per row and 8 blocks, then per
- * token eight maddubs without horizontal sums; EPYC Zen 5, 2 threads:
- * 1.24-1.84x at 4 tokens, 2-3 tokens not measured ahead). */
-#ifndef KQA_XT2_MIN_TOK_Q8
-#define KQA_XT2_MIN_TOK_Q8 4
-#endif
 static int xt_min_tok(int cols)
 {
     return cols <= KQA_XT_SHORT_COLS ? 4 : KQA_XT_MIN_TOK;
@@ -364,8 +359,7 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
          * row and token; matmul_qa.c) */
         int tr = !amx && !rl && n_tok >= KQA_XT_MIN_TOK &&
                  ((vnni && n_tok >= xt_min_tok(W->cols)) ||
-                  (avx2 && W->cols > KQA_XT_SHORT_COLS &&
-                   (W->dtype == KDT_Q4_1 || n_tok >= KQA_XT2_MIN_TOK_Q8)));
+                  (avx2 && W->cols > KQA_XT_SHORT_COLS));
         ldq = KQA_LDQ(W->cols);
         ldb = amx ? KQA_AMX_LDB(W->cols) : 0;
         ldt = tr ? KQA_LDT(W->cols) : 0;

@@ -478,9 +478,9 @@ KTARGET_AVX2 KINLINE void loop2(enum kdtype dt, int NR, int NT,
  * maddubs and madd into its blocks' lanes, instead of isum8's per-token
  * horizontal sums: Q4_1 prefill 2.2x on the synthetic model (MTPD_ISA=avx2
  * on the EPYC). Q8_0 the same with an 8x8 dword transpose per row and 8
- * blocks (q8_blocks8), for rows over KQA_XT_SHORT_COLS columns from 4
- * tokens on (matmul.c; short rows lost 6% on the default model, and take
- * rows in the lanes from 8 tokens): 1.24-1.84x at 4 tokens, 1.4x at 64,
+ * blocks (q8_blocks8), for rows over KQA_XT_SHORT_COLS columns (matmul.c;
+ * short rows lost 6% on the default model, and take rows in the lanes
+ * from 8 tokens): 1.3-2x at 2-3 tokens, 1.24-1.84x at 4, 1.4x at 64,
  * synthetic-model q8 prefill 55 -> 81 tok/s. Exact integer sums, rows2's
  * float steps: the same bits.
  */
