@@ -92,9 +92,12 @@ struct kmat {
 };
 
 /* 1 when W's matmuls round x to bf16 now: W->act_bf16, BF16, the active
- * ISA is KISA_AVX512 on a CPU with AVX512-BF16 and AMX tiles are off. A
- * property of W and the ISA settings, never of a call's token count. */
+ * ISA is KISA_AVX512 on a CPU with AVX512-BF16 (kisa_bf16_dot) and AMX
+ * tiles do not take W. A property of W and the ISA settings, never of a
+ * call's token count. */
 int kmat_act_bf16(const struct kmat *W);
+/* The ISA part of it: KISA_AVX512 active on a CPU with AVX512-BF16. */
+int kisa_bf16_dot(void);
 
 /* Bytes W reads: data plus scales (and mins). */
 size_t kmat_bytes(const struct kmat *W);

@@ -267,11 +267,9 @@ static void mark_act_bf16(struct mtpd_model *m)
 
 const char *mtpd_model_act_dtype(const struct mtpd_model *m)
 {
-    /* a BF16 matrix that AMX tiles would take, as kmat_act_bf16 sees it */
-    static const uint16_t z[16 * 32];
-    struct kmat probe = {.dtype = KDT_BF16, .rows = 16, .cols = 32,
-                         .data = z, .act_bf16 = 1};
-    return m->act_bf16 && kmat_act_bf16(&probe) ? "bf16" : "f32";
+    /* with AMX tiles on they take the BF16 matrices (kmat_act_bf16) */
+    return m->act_bf16 && kisa_bf16_dot() && !kisa_amx_active() ? "bf16"
+                                                               : "f32";
 }
 
 /*

@@ -172,6 +172,11 @@ int kisa_has_avx512bf16(void)
 #endif
 }
 
+int kisa_bf16_dot(void)
+{
+    return kisa_active() == KISA_AVX512 && kisa_has_avx512bf16();
+}
+
 int kisa_has_vbmi(void)
 {
 #if KCPU_X86

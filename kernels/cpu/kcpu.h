@@ -69,6 +69,10 @@ struct kmm_blk {
 };
 
 typedef void (*kmm_block_fn)(const struct kmm_blk *b);
+/* Writes n_tok rows of x into xp in a kernel's own layout, ldp elements
+ * a row (kmatmul_rows picks the kernel, then packs with its function). */
+typedef void (*kmm_pack_fn)(const float *x, int ldx, int cols, int n_tok,
+                            void *xp, int ldp);
 
 /* Software prefetch of the block kernels that walk a group of consecutive
  * rows (BF16, F32/F16/F8 on AVX2): a core keeps only ~16 L1 misses in
@@ -187,7 +191,7 @@ int kisa_has_vbmi(void);
  * [n_tok, kf8l_ldp(cols)] (64-byte aligned). */
 int kf8l_fits(const struct kmat *W);
 int kf8l_ldp(int cols);
-void kf8l_pack(const float *x, int ldx, int cols, int n_tok, float *xp,
+void kf8l_pack(const float *x, int ldx, int cols, int n_tok, void *xp,
                int ldp);
 void kmm_block_f8lut(const struct kmm_blk *b);
 #endif
@@ -204,20 +208,20 @@ void kmm_block_avx512(const struct kmm_blk *b);
  * columns the 16 even ones, then the 16 odd ones, zero past cols. */
 void kmm_block_avx512_bf16p(const struct kmm_blk *b);
 void kmm_pack_pairs_avx512(const float *x, int ldx, int cols, int n_tok,
-                           float *xp, int ldp);
+                           void *xp, int ldp);
 /* matmul_bf16p_avx2.c: the same layout for AVX2, 16 columns (8 even,
  * then 8 odd) per group, ldp a multiple of 16 >= cols, 32-byte aligned
  * rows. */
 void kmm_block_avx2_bf16p(const struct kmm_blk *b);
 void kmm_pack_pairs_avx2(const float *x, int ldx, int cols, int n_tok,
-                         float *xp, int ldp);
+                         void *xp, int ldp);
 /* matmul_bf16dp.c (AVX512-BF16): BF16 weights with kmat.act_bf16, x
  * rounded to bf16 by kmm_pack_bf16 into xp [n_tok, ldp] (ldp a multiple
  * of 32 >= cols, 64-byte aligned rows, zero past cols); the block kernel
  * reads it through kmm_blk.x with ldx = ldp / 2 (fp32 slots). */
 void kmm_block_bf16dp(const struct kmm_blk *b);
 void kmm_pack_bf16(const float *x, int ldx, int cols, int n_tok,
-                   uint16_t *xp, int ldp);
+                   void *xp, int ldp);
 /* matmul_amx.c: BF16 weights on AMX tiles (kisa_amx_active()). kamx_fits:
  * W can use it (a property of W alone: BF16, cols % 32 == 0, >= 16 rows).
  * kamx_pack writes x as bf16 hi/lo pairs into xp (kamx_pack_bytes, 64-byte

@@ -390,49 +390,35 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
         kamx_matmul(p, W, row0, row1, xp, n_tok, y, ldy);
         return MTPD_K_OK;
     }
+    /* kernels that read x in a layout of their own: which one (a property
+     * of W and the ISA settings), then one scratch and one pack. No
+     * fallback without the scratch: another kernel would add in another
+     * order. */
+    kmm_block_fn pfn = NULL;
+    kmm_pack_fn pack = NULL;
+    int ld = 0;           /* packed row, elements */
+    size_t es = sizeof(float);
     if (fn == kmm_block_avx512 && kmat_act_bf16(W)) { /* x as bf16 */
-        int ld = (W->cols + 31) & ~31;
-        uint16_t *xp = scratch_get((size_t)n_tok * ld * sizeof(uint16_t));
-        if (xp == NULL) /* the fp32 kernel would give other results */
-            return MTPD_K_ENOMEM;
-        kmm_pack_bf16(x, ldx, W->cols, n_tok, xp, ld);
-        x = (const float *)xp; /* kmm_blk.x: fp32 slots, two bf16 each */
-        ldx = ld / 2;
-        fn = kmm_block_bf16dp;
-        packed = 1;
+        pfn = kmm_block_bf16dp, pack = kmm_pack_bf16;
+        ld = (W->cols + 31) & ~31, es = sizeof(uint16_t);
+    } else if (fn == kmm_block_avx512 && kf8l_fits(W)) { /* F8 table */
+        pfn = kmm_block_f8lut, pack = kf8l_pack, ld = kf8l_ldp(W->cols);
+    } else if (fn == kmm_block_avx512 && W->dtype == KDT_BF16 &&
+               W->cols >= KMM_PAIR_MIN_COLS) { /* pairs */
+        pfn = kmm_block_avx512_bf16p, pack = kmm_pack_pairs_avx512;
+        ld = (W->cols + 31) & ~31;
+    } else if (fn == kmm_block_avx2 && W->dtype == KDT_BF16) { /* pairs */
+        pfn = kmm_block_avx2_bf16p, pack = kmm_pack_pairs_avx2;
+        ld = (W->cols + 15) & ~15;
     }
-    if (fn == kmm_block_avx512 && kf8l_fits(W)) { /* F8: table widening */
-        int ld = kf8l_ldp(W->cols);
-        float *xp = scratch_get((size_t)n_tok * ld * sizeof(float));
-        if (xp == NULL) /* another kernel would add in another order */
+    if (pfn != NULL) {
+        void *xp = scratch_get((size_t)n_tok * (size_t)ld * es);
+        if (xp == NULL)
             return MTPD_K_ENOMEM;
-        kf8l_pack(x, ldx, W->cols, n_tok, xp, ld);
-        x = xp;
-        ldx = ld;
-        fn = kmm_block_f8lut;
-        packed = 1;
-    }
-    if (fn == kmm_block_avx512 && W->dtype == KDT_BF16 &&
-        W->cols >= KMM_PAIR_MIN_COLS) {
-        int ld = (W->cols + 31) & ~31;
-        float *xp = scratch_get((size_t)n_tok * ld * sizeof(float));
-        if (xp == NULL) /* the unpacked kernel would add in another order */
-            return MTPD_K_ENOMEM;
-        kmm_pack_pairs_avx512(x, ldx, W->cols, n_tok, xp, ld);
-        x = xp;
-        ldx = ld;
-        fn = kmm_block_avx512_bf16p;
-        packed = 1;
-    }
-    if (fn == kmm_block_avx2 && W->dtype == KDT_BF16) { /* pairs, AVX2 */
-        int ld = (W->cols + 15) & ~15;
-        float *xp = scratch_get((size_t)n_tok * ld * sizeof(float));
-        if (xp == NULL) /* the unpacked kernel would add in another order */
-            return MTPD_K_ENOMEM;
-        kmm_pack_pairs_avx2(x, ldx, W->cols, n_tok, xp, ld);
-        x = xp;
-        ldx = ld;
-        fn = kmm_block_avx2_bf16p;
+        pack(x, ldx, W->cols, n_tok, xp, ld);
+        x = xp; /* kmm_blk.x: fp32 slots (bf16: two per slot) */
+        ldx = (int)((size_t)ld * es / sizeof(float));
+        fn = pfn;
         packed = 1;
     }
 #endif
@@ -466,8 +452,7 @@ int kmat_act_bf16(const struct kmat *W)
 {
 #if KCPU_X86
     return W != NULL && W->act_bf16 && W->dtype == KDT_BF16 &&
-           kisa_active() == KISA_AVX512 && kisa_has_avx512bf16() &&
-           !(kamx_fits(W) && kisa_amx_active());
+           kisa_bf16_dot() && !(kamx_fits(W) && kisa_amx_active());
 #else
     (void)W;
     return 0;

@@ -120,8 +120,9 @@ KTARGET_BF16DP void kmm_block_bf16dp(const struct kmm_blk *b)
 }
 
 KTARGET_BF16DP void kmm_pack_bf16(const float *x, int ldx, int cols,
-                                  int n_tok, uint16_t *xp, int ldp)
+                                  int n_tok, void *xpv, int ldp)
 {
+    uint16_t *xp = xpv;
     for (int t = 0; t < n_tok; t++) {
         const float *xr = x + (size_t)t * ldx;
         uint16_t *pr = xp + (size_t)t * ldp;

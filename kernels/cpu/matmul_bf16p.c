@@ -117,8 +117,9 @@ KTARGET_AVX512 void kmm_block_avx512_bf16p(const struct kmm_blk *b)
 }
 
 KTARGET_AVX512 void kmm_pack_pairs_avx512(const float *x, int ldx, int cols,
-                                          int n_tok, float *xp, int ldp)
+                                          int n_tok, void *xpv, int ldp)
 {
+    float *xp = xpv;
     const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18,
                                          20, 22, 24, 26, 28, 30);
     const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));

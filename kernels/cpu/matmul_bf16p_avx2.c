@@ -147,8 +147,9 @@ KTARGET_AVX2 void kmm_block_avx2_bf16p(const struct kmm_blk *b)
 }
 
 KTARGET_AVX2 void kmm_pack_pairs_avx2(const float *x, int ldx, int cols,
-                                      int n_tok, float *xp, int ldp)
+                                      int n_tok, void *xpv, int ldp)
 {
+    float *xp = xpv;
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (int t = 0; t < n_tok; t++) {
         const float *xr = x + (size_t)t * ldx;

@@ -51,8 +51,9 @@ static inline int lane_col(int v, int d)
 /* x [n_tok, ldx] -> xp [n_tok, ldp]: per 64 columns the four vectors'
  * columns in lane order, zero past cols. */
 KTARGET_VBMI void kf8l_pack(const float *x, int ldx, int cols, int n_tok,
-                            float *xp, int ldp)
+                            void *xpv, int ldp)
 {
+    float *xp = xpv;
     int idx[64];
     for (int v = 0; v < 4; v++)
         for (int d = 0; d < 16; d++)

@@ -56,16 +56,6 @@ int kqa_amx_ok(void)
     __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,"    \
                           "avx512vnni,avx2,fma,f16c")))
 
-/* Byte offset of x code i of block j (matmul_qa.c's layout). */
-static inline size_t xoff(int q4, int nb, int j, int i)
-{
-    if (!q4)
-        return (size_t)j * KQ_BLK + (size_t)i;
-    int g0 = j & ~3, gn = nb - g0 < 4 ? nb - g0 : 4;
-    size_t o = (size_t)g0 * KQ_BLK + 16 * (size_t)(j - g0) + (size_t)(i & 15);
-    return i < 16 ? o : o + 16 * (size_t)gn;
-}
-
 void kqa_amx_pack(enum kdtype dt, int cols, const uint8_t *xq, size_t ldq,
                   int n_tok, uint8_t *xb)
 {
@@ -82,7 +72,7 @@ void kqa_amx_pack(enum kdtype dt, int cols, const uint8_t *xq, size_t ldq,
                 uint8_t *bj = o + (size_t)j * 512 + 4 * (size_t)t;
                 for (int k = 0; k < KQ_BLK; k += 4) /* row k/4, column t */
                     for (int i = 0; i < 4; i++)
-                        bj[(k / 4) * 64 + i] = xr[xoff(q4, nb, j, k + i)];
+                        bj[(k / 4) * 64 + i] = xr[xq_off(q4, nb, j, k + i)];
                 xd[(size_t)j * 16 + t] = sd[j];
                 xs[(size_t)j * 16 + t] = ss[j];
             }
