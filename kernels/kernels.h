@@ -9,7 +9,8 @@
  * - Activations are fp32, row-major, one row per token: x[t * ld + i].
  * - Weights are stored as the checkpoint holds them (F32, BF16, F16,
  *   F8_E4M3 with a per-128x128-block fp32 scale, or mtpd's own Q8_0 /
- *   Q4_1 with an fp16 scale (and min) per 32 weights of a row), row-major
+ *   Q4_1 with an fp16 scale (and min) per 32 weights of a row, or Q4_S,
+ *   Q4_1's codes with 8-bit scales and mins per 32), row-major
  *   [rows, cols], i.e. a torch nn.Linear weight [out_features,
  *   in_features]. Quantized weights are widened inside the kernels; no
  *   full-precision copy is made.
@@ -37,14 +38,24 @@ enum kdtype {
     KDT_F8_E4M3, /* needs a block scale (weight_scale_inv) */
     KDT_Q8_0,    /* int8, fp16 scale per KQ_BLK weights (qd) */
     KDT_Q4_1,    /* 4-bit, fp16 scale and min per KQ_BLK weights (qd, qm) */
+    KDT_Q4_S,    /* Q4_1's codes; 8-bit scale and min per KQ_BLK weights,
+                  * two power-of-two exponents per KQ4S_GRP blocks (qsc,
+                  * qmn, qexp): 4.51 bits per weight */
     KDT_COUNT
 };
 
-/* Weights per Q8_0 / Q4_1 block (along a row; cols a multiple of it). */
+/* Weights per Q8_0 / Q4_1 / Q4_S block (along a row; cols a multiple of
+ * it). */
 #define KQ_BLK 32
+/* Q4_S blocks per exponent pair (a row's last group may be shorter). */
+#define KQ4S_GRP 8
+/* Q4_S exponents: e in [KQ4S_EMIN, KQ4S_EMAX], so that sc * 2^e and
+ * mn * 2^f are exact fp16 numbers (subnormal ones included). */
+#define KQ4S_EMIN (-24)
+#define KQ4S_EMAX 7
 
 /* Bytes per element of a dtype (1 for F8_E4M3 and Q8_0; 0 for the packed
- * Q4_1: use kmat_row_bytes). Scales are not counted. */
+ * Q4_1 / Q4_S: use kmat_row_bytes). Scales are not counted. */
 size_t kdtype_size(enum kdtype t);
 const char *kdtype_str(enum kdtype t);
 /* Bytes of one weight row of cols elements in data (scales not counted). */
@@ -69,6 +80,13 @@ enum {
  * row is bytes 16j..16j+15, byte i holding weight 32j+i in its low nibble
  * and weight 32j+16+i in its high one (as ggml's Q4_1); qd, qm fp16
  * [rows, cols / KQ_BLK]; W[r][c] = fmaf(q, qd, qm) rounded once to fp32.
+ * Q4_S (cols % KQ_BLK == 0): data as Q4_1; per block j of row r an
+ * unsigned scale qsc[r][j] and a signed min qmn[r][j] (bytes, [rows, nb],
+ * nb = cols / KQ_BLK), per group g of KQ4S_GRP blocks two exponents
+ * e = qexp[r][2g], f = qexp[r][2g + 1] ([rows, 2 * ceil(nb / KQ4S_GRP)]):
+ * the block's scale is d = qsc * 2^e and its min m = qmn * 2^f, both exact
+ * in fp16, and W[r][c] = fmaf(q, d, m) - a Q4_1 weight with those fp16
+ * values (kq4s_expand), so every Q4_1 kernel computes Q4_S bit for bit.
  */
 struct kmat {
     enum kdtype dtype;
@@ -89,6 +107,9 @@ struct kmat {
                          * do: twice the multiply-adds per instruction,
                          * results ~1e-3 relative from the exact fp32 sums;
                          * ignored elsewhere (AVX2, scalar, AMX tiles) */
+    const uint8_t *qsc; /* Q4_S: block scales, else NULL */
+    const int8_t *qmn;  /* Q4_S: block mins, else NULL */
+    const int8_t *qexp; /* Q4_S: exponent pairs, else NULL */
 };
 
 /* 1 when W's matmuls round x to bf16 now: W->act_bf16, BF16, the active
@@ -101,6 +122,16 @@ int kisa_bf16_dot(void);
 
 /* Bytes W reads: data plus scales (and mins). */
 size_t kmat_bytes(const struct kmat *W);
+
+/* Rows [r0, r0 + n) of a Q4_S matrix as Q4_1 scales and mins: qd, qm
+ * [n, cols / KQ_BLK] fp16, exact (kmat). The matmul expands a few rows at
+ * a time into L1 and runs the Q4_1 kernels on them; the CUDA upload
+ * expands whole matrices. Uses the active ISA's vectors. */
+void kq4s_expand(const struct kmat *W, int r0, int n, uint16_t *qd,
+                 uint16_t *qm);
+/* 0 when W's Q4_S exponents are all in [KQ4S_EMIN, KQ4S_EMAX], else
+ * MTPD_K_EINVAL (a loader's check of a checkpoint). */
+int kq4s_check(const struct kmat *W);
 
 /* ---- run-time CPU feature selection -------------------------------- */
 

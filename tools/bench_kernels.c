@@ -115,7 +115,7 @@ static int mats_new(struct kmat *m, int n_mats, enum kdtype dt, int rows,
                 d[i] = (unsigned char)(r & 0x77), d[i + 1] = (unsigned char)(r >> 8 & 0x77);
         }
         m[k] = (struct kmat){dt, rows, cols, d, dt == KDT_F8_E4M3 ? scale : NULL,
-                             dt == KDT_F8_E4M3 ? 128 : 0, NULL, NULL, 0, 0};
+                             dt == KDT_F8_E4M3 ? 128 : 0, NULL, NULL, 0, 0, NULL, NULL, NULL};
         if (q) { /* scales (and mins) after the codes: 2^-9 .. 2^-8 */
             uint16_t *s = (uint16_t *)(d + bytes);
             for (size_t i = 0; i < 2 * nq; i++)

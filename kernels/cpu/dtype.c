@@ -6,6 +6,10 @@
 
 #include "kcpu.h"
 
+#if KCPU_X86
+#include <immintrin.h>
+#endif
+
 size_t kdtype_size(enum kdtype t)
 {
     switch (t) {
@@ -14,13 +18,14 @@ size_t kdtype_size(enum kdtype t)
     case KDT_F16: return 2;
     case KDT_F8_E4M3: return 1;
     case KDT_Q8_0: return 1;
-    default: return 0; /* Q4_1 packs two per byte */
+    default: return 0; /* Q4_1 / Q4_S pack two per byte */
     }
 }
 
 size_t kmat_row_bytes(enum kdtype t, int cols)
 {
-    return t == KDT_Q4_1 ? (size_t)cols / 2 : (size_t)cols * kdtype_size(t);
+    return t == KDT_Q4_1 || t == KDT_Q4_S ? (size_t)cols / 2
+                                          : (size_t)cols * kdtype_size(t);
 }
 
 size_t kmat_bytes(const struct kmat *W)
@@ -36,6 +41,9 @@ size_t kmat_bytes(const struct kmat *W)
         b += 2 * nb;
     if (W->dtype == KDT_Q4_1)
         b += 4 * nb;
+    if (W->dtype == KDT_Q4_S) /* scale and min bytes, exponent pairs */
+        b += 2 * nb + (size_t)W->rows * 2 *
+                          (size_t)((W->cols / KQ_BLK + KQ4S_GRP - 1) / KQ4S_GRP);
     return b;
 }
 
@@ -48,8 +56,99 @@ const char *kdtype_str(enum kdtype t)
     case KDT_F8_E4M3: return "F8_E4M3";
     case KDT_Q8_0: return "Q8_0";
     case KDT_Q4_1: return "Q4_1";
+    case KDT_Q4_S: return "Q4_S";
     default: return "?";
     }
+}
+
+/* ---- Q4_S scales as Q4_1's ----------------------------------------- */
+
+/* 2^e as a float (e in [KQ4S_EMIN, KQ4S_EMAX], normal in fp32). */
+static float pow2f(int e)
+{
+    uint32_t u = (uint32_t)(e + 127) << 23;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Blocks [j0, j1) of one row, one exponent pair: exact products, so the
+ * conversion's rounding mode never matters. */
+static void q4s_group_scalar(const uint8_t *sc, const int8_t *mn, int e,
+                             int f, int j0, int j1, uint16_t *qd,
+                             uint16_t *qm)
+{
+    float pe = pow2f(e), pf = pow2f(f);
+    for (int j = j0; j < j1; j++) {
+        qd[j] = kf32_to_f16((float)sc[j] * pe);
+        qm[j] = kf32_to_f16((float)mn[j] * pf);
+    }
+}
+
+#if KCPU_X86
+KTARGET_AVX2 static void q4s_rows_avx2(const struct kmat *W, int r0, int n,
+                                       uint16_t *qd, uint16_t *qm)
+{
+    const int nb = W->cols / KQ_BLK, ng = (nb + KQ4S_GRP - 1) / KQ4S_GRP;
+    for (int i = 0; i < n; i++) {
+        size_t r = (size_t)(r0 + i);
+        const uint8_t *sc = W->qsc + r * nb;
+        const int8_t *mn = W->qmn + r * nb, *ex = W->qexp + r * 2 * ng;
+        uint16_t *d = qd + (size_t)i * nb, *m = qm + (size_t)i * nb;
+        int g = 0;
+        for (; (g + 1) * KQ4S_GRP <= nb; g++) {
+            int j = g * KQ4S_GRP;
+            __m256 s = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+                _mm_loadl_epi64((const __m128i *)(sc + j))));
+            __m256 t = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                _mm_loadl_epi64((const __m128i *)(mn + j))));
+            s = _mm256_mul_ps(s, _mm256_set1_ps(pow2f(ex[2 * g])));
+            t = _mm256_mul_ps(t, _mm256_set1_ps(pow2f(ex[2 * g + 1])));
+            _mm_storeu_si128((__m128i *)(d + j),
+                             _mm256_cvtps_ph(s, _MM_FROUND_TO_NEAREST_INT));
+            _mm_storeu_si128((__m128i *)(m + j),
+                             _mm256_cvtps_ph(t, _MM_FROUND_TO_NEAREST_INT));
+        }
+        if (g < ng)
+            q4s_group_scalar(sc, mn, ex[2 * g], ex[2 * g + 1],
+                             g * KQ4S_GRP, nb, d, m);
+    }
+}
+#endif
+
+void kq4s_expand(const struct kmat *W, int r0, int n, uint16_t *qd,
+                 uint16_t *qm)
+{
+#if KCPU_X86
+    if (kisa_active() != KISA_SCALAR) {
+        q4s_rows_avx2(W, r0, n, qd, qm);
+        return;
+    }
+#endif
+    const int nb = W->cols / KQ_BLK, ng = (nb + KQ4S_GRP - 1) / KQ4S_GRP;
+    for (int i = 0; i < n; i++) {
+        size_t r = (size_t)(r0 + i);
+        const int8_t *ex = W->qexp + r * 2 * ng;
+        for (int g = 0; g < ng; g++) {
+            int j1 = (g + 1) * KQ4S_GRP < nb ? (g + 1) * KQ4S_GRP : nb;
+            q4s_group_scalar(W->qsc + r * nb, W->qmn + r * nb, ex[2 * g],
+                             ex[2 * g + 1], g * KQ4S_GRP, j1,
+                             qd + (size_t)i * nb, qm + (size_t)i * nb);
+        }
+    }
+}
+
+int kq4s_check(const struct kmat *W)
+{
+    if (W == NULL || W->dtype != KDT_Q4_S || W->qexp == NULL ||
+        W->cols % KQ_BLK != 0)
+        return MTPD_K_EINVAL;
+    size_t ng = (size_t)(W->cols / KQ_BLK + KQ4S_GRP - 1) / KQ4S_GRP;
+    size_t n = (size_t)W->rows * 2 * ng;
+    for (size_t i = 0; i < n; i++)
+        if (W->qexp[i] < KQ4S_EMIN || W->qexp[i] > KQ4S_EMAX)
+            return MTPD_K_EINVAL;
+    return MTPD_K_OK;
 }
 
 static float f32_from_bits(uint32_t u)

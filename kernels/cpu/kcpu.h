@@ -21,6 +21,8 @@
 #ifndef MTPD_KCPU_H
 #define MTPD_KCPU_H
 
+#include <math.h>
+
 #include "../kernels.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -251,19 +253,27 @@ float kexp_sum_avx2(float *x, int n, float scale, float shift);
 void kswiglu_avx2(float *out, const float *gate, const float *up, int n);
 #endif
 
-/* Weight c of row r of a Q8_0 / Q4_1 matrix, exactly as every kernel
- * widens it (kernels.h). */
+/* Weight c of row r of a Q8_0 / Q4_1 / Q4_S matrix, exactly as every
+ * kernel widens it (kernels.h). */
 static inline float kq_weight(const struct kmat *W, int r, int c)
 {
     size_t nb = (size_t)(W->cols / KQ_BLK), j = (size_t)(c / KQ_BLK);
-    float d = kf16_to_f32(W->qd[(size_t)r * nb + j]);
+    size_t k = (size_t)r * nb + j;
     if (W->dtype == KDT_Q8_0)
-        return (float)((const int8_t *)W->data)[(size_t)r * W->cols + c] * d;
+        return (float)((const int8_t *)W->data)[(size_t)r * W->cols + c] *
+               kf16_to_f32(W->qd[k]);
     const uint8_t *blk = (const uint8_t *)W->data + (size_t)r * W->cols / 2 +
                          j * (KQ_BLK / 2);
     int i = c % KQ_BLK;
     int q = i < KQ_BLK / 2 ? blk[i] & 15 : blk[i - KQ_BLK / 2] >> 4;
-    return __builtin_fmaf((float)q, d, kf16_to_f32(W->qm[(size_t)r * nb + j]));
+    if (W->dtype == KDT_Q4_S) {
+        size_t ng = (nb + KQ4S_GRP - 1) / KQ4S_GRP;
+        const int8_t *ex = W->qexp + (size_t)r * 2 * ng + 2 * (j / KQ4S_GRP);
+        return __builtin_fmaf((float)q, ldexpf((float)W->qsc[k], ex[0]),
+                              ldexpf((float)W->qmn[k], ex[1]));
+    }
+    return __builtin_fmaf((float)q, kf16_to_f32(W->qd[k]),
+                          kf16_to_f32(W->qm[k]));
 }
 
 /* fp8 e4m3fn -> fp32 for all 256 codes (dtype.c). */

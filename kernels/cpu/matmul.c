@@ -125,7 +125,40 @@ struct mm_job {
     size_t ldb;
     const uint8_t *xt; /* transposed blocks: kqa_xt's codes, or NULL */
     size_t ldt;
+    const struct kmat *q4s; /* a Q4_S matrix W stands for (W: its shape
+                             * as Q4_1, without scales), else NULL */
 };
+
+/* Q4_S rows expanded to Q4_1 scales at a time (KQ4S_ROWS, fewer when
+ * rows are long: the fp16 scales and mins fill at most KQ4S_EX entries
+ * of a stack buffer). At 4 bytes a block against the rows' 16, the
+ * expansion stays in L1 next to the rows, and 16 rows are one slab of the
+ * rows-in-lanes kernels. */
+#define KQ4S_ROWS 16
+#define KQ4S_EX (16 * 1024)
+
+static int q4s_group(const struct kmat *S)
+{
+    int nb = S->cols / KQ_BLK, g = KQ4S_EX / (2 * nb);
+    return g < KQ4S_ROWS ? g : KQ4S_ROWS;
+}
+
+/* Rows [r, r + n) of j->q4s as a Q4_1 matrix whose row 0 is row r (rows
+ * past n are left for the prefetch's bound, without scales); ex holds
+ * KQ4S_EX entries. */
+static const struct kmat *q4s_rows(const struct mm_job *j, int r, int n,
+                                   uint16_t *ex, struct kmat *v)
+{
+    const struct kmat *S = j->q4s;
+    size_t nb = (size_t)(S->cols / KQ_BLK);
+    kq4s_expand(S, r, n, ex, ex + (size_t)n * nb);
+    *v = *j->W;
+    v->rows = S->rows - r;
+    v->data = (const uint8_t *)S->data + (size_t)r * (S->cols / 2);
+    v->qd = ex;
+    v->qm = ex + (size_t)n * nb;
+    return v;
+}
 
 static kmm_block_fn block_fn(const struct kmat *W)
 {
@@ -180,9 +213,18 @@ static void mm_range(const struct mm_job *j, int r0, int r1)
                         .kseg = kmm_kseg(W), .row1 = !W->resident && kisa_row_stream() &&
                                   j->n_tok <= KMM_ROW1_MAX_TOK};
 
+    struct kmat v;
+    uint16_t ex[j->q4s != NULL ? KQ4S_EX : 1];
+    if (j->q4s != NULL)
+        tile = q4s_group(j->q4s);
     for (int r = r0; r < r1; r += tile) {
         b.r0 = r;
         b.r1 = r1 - r < tile ? r1 : r + tile;
+        size_t yoff = 0;
+        if (j->q4s != NULL) { /* these rows as Q4_1, rows 0.. of b.W */
+            b.W = q4s_rows(j, r, b.r1 - r, ex, &v);
+            b.r0 = 0, b.r1 -= r, yoff = (size_t)r;
+        }
         for (int t = 0; t < j->n_tok; t += tb) {
             b.nt = j->n_tok - t < tb ? j->n_tok - t : tb;
             b.x = j->x + (size_t)t * j->ldx;
@@ -191,7 +233,7 @@ static void mm_range(const struct mm_job *j, int r0, int r1)
             b.xb = j->xb ? j->xb + (size_t)(t / KQA_AMX_NT) * j->ldb : NULL;
             b.xt = j->xt ? j->xt + (size_t)t * j->ldt : NULL;
             b.ldt = j->ldt;
-            b.y = j->y + (size_t)t * j->ldy;
+            b.y = j->y + (size_t)t * j->ldy + yoff;
             int kc = chunk_cols(W, b.nt);
             for (int c = 0; c < W->cols; c += kc) {
                 b.c0 = c;
@@ -286,8 +328,18 @@ static void rl_part(void *arg, int part, int n_parts)
     const struct mm_job *j = arg;
     int r0, r1;
     part_rows(j, part, n_parts, &r0, &r1);
-    if (r0 < r1)
-        kqa_rowlanes(j->W, r0, r1, j->xq, j->ldq, j->n_tok, j->y, j->ldy);
+    if (j->q4s == NULL) {
+        if (r0 < r1)
+            kqa_rowlanes(j->W, r0, r1, j->xq, j->ldq, j->n_tok, j->y, j->ldy);
+        return;
+    }
+    uint16_t ex[KQ4S_EX];
+    struct kmat v;
+    for (int r = r0, g = q4s_group(j->q4s); r < r1; r += g) {
+        int n = r1 - r < g ? r1 - r : g;
+        kqa_rowlanes(q4s_rows(j, r, n, ex, &v), 0, n, j->xq, j->ldq,
+                     j->n_tok, j->y + r, j->ldy);
+    }
 }
 
 static void rl2_part(void *arg, int part, int n_parts)
@@ -295,9 +347,19 @@ static void rl2_part(void *arg, int part, int n_parts)
     const struct mm_job *j = arg;
     int r0, r1;
     part_rows(j, part, n_parts, &r0, &r1);
-    if (r0 < r1)
-        kqa_rowlanes_avx2(j->W, r0, r1, j->xq, j->ldq, j->n_tok, j->y,
-                          j->ldy);
+    if (j->q4s == NULL) {
+        if (r0 < r1)
+            kqa_rowlanes_avx2(j->W, r0, r1, j->xq, j->ldq, j->n_tok, j->y,
+                              j->ldy);
+        return;
+    }
+    uint16_t ex[KQ4S_EX];
+    struct kmat v;
+    for (int r = r0, g = q4s_group(j->q4s); r < r1; r += g) {
+        int n = r1 - r < g ? r1 - r : g;
+        kqa_rowlanes_avx2(q4s_rows(j, r, n, ex, &v), 0, n, j->xq, j->ldq,
+                          j->n_tok, j->y + r, j->ldy);
+    }
 }
 #endif
 
@@ -312,6 +374,10 @@ static int kmat_check(const struct kmat *W)
         (W->qd == NULL || W->cols % KQ_BLK != 0))
         return MTPD_K_EINVAL;
     if (W->dtype == KDT_Q4_1 && W->qm == NULL)
+        return MTPD_K_EINVAL;
+    if (W->dtype == KDT_Q4_S &&
+        (W->qsc == NULL || W->qmn == NULL || W->qexp == NULL ||
+         W->cols % KQ_BLK != 0 || W->cols / KQ_BLK > KQ4S_EX / 2))
         return MTPD_K_EINVAL;
     return MTPD_K_OK;
 }
@@ -330,6 +396,17 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
         return MTPD_K_EINVAL;
     if (n_tok == 0 || row0 == row1)
         return MTPD_K_OK;
+    /* Q4_S: the Q4_1 kernels on a few rows at a time, their scales
+     * expanded (exact; mm_range, the rows-in-lanes parts) */
+    const struct kmat *q4s = NULL;
+    struct kmat q4v;
+    if (W->dtype == KDT_Q4_S) {
+        q4s = W;
+        q4v = (struct kmat){.dtype = KDT_Q4_1, .rows = W->rows,
+                            .cols = W->cols, .data = W->data,
+                            .resident = W->resident};
+        W = &q4v;
+    }
 
     kmm_block_fn fn = block_fn(W);
     int packed = 0;
@@ -435,7 +512,7 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
         }
     }
     struct mm_job j = {W, row0, row1, x, ldx, y, ldy, n_tok, fn, xq, ldq,
-                       xb, ldb, xt, ldt};
+                       xb, ldb, xt, ldt, q4s};
     int chunks = (row1 - row0 + KMM_ROW_ALIGN - 1) / KMM_ROW_ALIGN;
     int parts = kpool_size(p);
     if (parts > chunks)
@@ -497,6 +574,7 @@ int kmat_row_f32(const struct kmat *W, int r, float *out)
     }
     case KDT_Q8_0:
     case KDT_Q4_1:
+    case KDT_Q4_S:
         for (int c = 0; c < W->cols; c++)
             out[c] = kq_weight(W, r, c);
         break;

@@ -305,6 +305,8 @@ struct tmat {
     void *data;
     float *scale;
     uint16_t *qd, *qm; /* Q8_0 / Q4_1 */
+    uint8_t *qsc;      /* Q4_S */
+    int8_t *qmn, *qexp;
 };
 
 static void tmat_free(struct tmat *t)
@@ -313,6 +315,14 @@ static void tmat_free(struct tmat *t)
     free(t->scale);
     free(t->qd);
     free(t->qm);
+    free(t->qsc);
+    free(t->qmn);
+    free(t->qexp);
+}
+
+static int is_q(enum kdtype dt)
+{
+    return dt == KDT_Q8_0 || dt == KDT_Q4_1 || dt == KDT_Q4_S;
 }
 
 /* A random fp16 block scale (or min): +-[0.5, 1) * 2^-3..2^-9. */
@@ -322,11 +332,47 @@ static uint16_t rnd_qscale(void)
                        (rnd_u32() & 1 ? 1.0f : -1.0f));
 }
 
-/* Q8_0 / Q4_1 (cols a multiple of KQ_BLK): random codes, scales, mins. */
+/* Q4_S's scales: random bytes, exponent pairs over the whole allowed
+ * range now and then (subnormal fp16 products), else -12..-3 (scales and
+ * mins of the size rnd_qscale gives). */
+static int tmat_q4s(struct tmat *t, int rows, int cols)
+{
+    size_t nb = (size_t)rows * (cols / KQ_BLK);
+    size_t ne = (size_t)rows * 2 * ((cols / KQ_BLK + KQ4S_GRP - 1) / KQ4S_GRP);
+    t->qsc = malloc(nb + 1);
+    t->qmn = malloc(nb + 1);
+    t->qexp = malloc(ne + 1);
+    if (t->qsc == NULL || t->qmn == NULL || t->qexp == NULL)
+        return -1;
+    for (size_t i = 0; i < nb; i++) {
+        t->qsc[i] = (uint8_t)rnd_u32();
+        t->qmn[i] = (int8_t)rnd_u32();
+    }
+    for (size_t i = 0; i < ne; i++)
+        t->qexp[i] = (int8_t)(rnd_u32() % 8 == 0
+                                  ? KQ4S_EMIN + (int)(rnd_u32() % 32)
+                                  : -12 + (int)(rnd_u32() % 10));
+    t->m.qsc = t->qsc;
+    t->m.qmn = t->qmn;
+    t->m.qexp = t->qexp;
+    return 0;
+}
+
+/* Q8_0 / Q4_1 / Q4_S (cols a multiple of KQ_BLK): random codes, scales,
+ * mins. */
 static int tmat_new_q(struct tmat *t, enum kdtype dt, int rows, int cols)
 {
     size_t nb = (size_t)rows * (cols / KQ_BLK);
     size_t bytes = (size_t)rows * kmat_row_bytes(dt, cols);
+    if (dt == KDT_Q4_S) {
+        t->m = (struct kmat){.dtype = dt, .rows = rows, .cols = cols};
+        if ((t->data = malloc(bytes + 1)) == NULL)
+            return -1;
+        for (size_t i = 0; i < bytes; i++)
+            ((uint8_t *)t->data)[i] = (uint8_t)rnd_u32();
+        t->m.data = t->data;
+        return tmat_q4s(t, rows, cols);
+    }
     t->data = malloc(bytes + 1);
     t->qd = malloc(nb * sizeof *t->qd + 2);
     t->qm = malloc(nb * sizeof *t->qm + 2);
@@ -349,7 +395,7 @@ static int tmat_new(struct tmat *t, enum kdtype dt, int rows, int cols,
 {
     size_t n = (size_t)rows * cols;
     memset(t, 0, sizeof *t);
-    if (dt == KDT_Q8_0 || dt == KDT_Q4_1)
+    if (is_q(dt))
         return tmat_new_q(t, dt, rows, cols);
     t->data = malloc(n * kdtype_size(dt) + 1);
     if (t->data == NULL)
@@ -373,7 +419,7 @@ static int tmat_new(struct tmat *t, enum kdtype dt, int rows, int cols,
         }
     }
     t->m = (struct kmat){dt, rows, cols, t->data, NULL, 0, NULL, NULL, 0,
-                         g_act_bf16 && dt == KDT_BF16};
+                         g_act_bf16 && dt == KDT_BF16, NULL, NULL, NULL};
     if (dt == KDT_F8_E4M3) {
         size_t ns = (size_t)((rows + blk - 1) / blk) * ((cols + blk - 1) / blk);
         t->scale = malloc(ns * sizeof(float));
@@ -405,6 +451,14 @@ static double tmat_at(const struct tmat *t, int r, int c)
         int q = c % 32 < 16 ? v & 15 : v >> 4;
         return q * ref_f16(m->qd[b]) + ref_f16(m->qm[b]);
     }
+    case KDT_Q4_S: { /* q * sc * 2^e + mn * 2^f */
+        int nb = m->cols / 32, ng = (nb + 7) / 8;
+        size_t b = (size_t)r * nb + c / 32;
+        uint8_t v = ((const uint8_t *)m->data)[b * 16 + c % 16];
+        int q = c % 32 < 16 ? v & 15 : v >> 4;
+        const int8_t *e = m->qexp + (size_t)r * 2 * ng + 2 * (c / 32 / 8);
+        return q * ldexp(m->qsc[b], e[0]) + ldexp(m->qmn[b], e[1]);
+    }
     default: {
         int nb = (m->cols + m->blk - 1) / m->blk;
         return ref_f8(((const uint8_t *)m->data)[i]) *
@@ -432,7 +486,7 @@ static void matmul_ref(const struct tmat *t, const float *x, int ldx,
                        int n_tok, double *ref, double *bound)
 {
     int rows = t->m.rows, cols = t->m.cols;
-    int qa = t->m.dtype == KDT_Q8_0 || t->m.dtype == KDT_Q4_1;
+    int qa = is_q(t->m.dtype);
     double *xq = malloc((size_t)n_tok * cols * sizeof *xq);
     for (int k = 0; k < n_tok && qa && xq; k++)
         qa_x(x + (size_t)k * ldx, cols, xq + (size_t)k * cols);
@@ -629,13 +683,13 @@ static enum test_return test_matmul_q(void)
     static const int cols_v[] = {32, 96, 320, 2080};
     static const int rows_v[] = {1, 3, 17, 70};
     static const int ntok_v[] = {1, 2, 3, 4, 5, 8, 9, 33};
-    static const enum kdtype dts[] = {KDT_Q8_0, KDT_Q4_1};
+    static const enum kdtype dts[] = {KDT_Q8_0, KDT_Q4_1, KDT_Q4_S};
     struct kpool *pools[3];
     for (int i = 0; i < 3; i++)
         if ((pools[i] = kpool_new(i + 1)) == NULL)
             return TEST_FAIL;
     enum test_return ret = TEST_PASS;
-    for (int d = 0; d < 2 && ret == TEST_PASS; d++)
+    for (int d = 0; d < 3 && ret == TEST_PASS; d++)
         for (size_t c = 0; c < sizeof cols_v / sizeof *cols_v; c++)
             for (size_t r = 0; r < sizeof rows_v / sizeof *rows_v; r++)
                 for (size_t k = 0; k < sizeof ntok_v / sizeof *ntok_v; k++) {
@@ -658,7 +712,7 @@ static enum test_return test_matmul_q_isa_equal(void)
 {
     enum kisa isas[KISA_COUNT];
     int n_isa = supported_isas(isas);
-    static const enum kdtype dts[] = {KDT_Q8_0, KDT_Q4_1};
+    static const enum kdtype dts[] = {KDT_Q8_0, KDT_Q4_1, KDT_Q4_S};
     /* long rows; and short rows with enough tokens for the VNNI
      * rows-in-lanes kernel (matmul.c: rl_min_tok), slabs of 16 rows
      * with a partial last one, odd block counts */
@@ -672,9 +726,9 @@ static enum test_return test_matmul_q_isa_equal(void)
     CHECK(x && y0 && y, "alloc");
     for (size_t i = 0; i < (size_t)50 * 2112; i++)
         x[i] = rnd_f();
-    for (size_t k = 0; k < 2 * sizeof shapes / sizeof *shapes; k++) {
-        int d = (int)(k % 2), rows = shapes[k / 2].rows;
-        int cols = shapes[k / 2].cols, n = shapes[k / 2].n;
+    for (size_t k = 0; k < 3 * sizeof shapes / sizeof *shapes; k++) {
+        int d = (int)(k % 3), rows = shapes[k / 3].rows;
+        int cols = shapes[k / 3].cols, n = shapes[k / 3].n;
         struct tmat t;
         CHECK(tmat_new(&t, dts[d], rows, cols, 0) == 0, "alloc");
         for (int ii = 0; ii < n_isa; ii++) {
@@ -695,6 +749,77 @@ static enum test_return test_matmul_q_isa_equal(void)
     return TEST_PASS;
 }
 
+/* Q4_S is Q4_1 with scales and mins that kq4s_expand gives (kernels.h):
+ * the same bits as that Q4_1 matrix on every path and token count (rows
+ * past one expansion group, short rows for the rows-in-lanes kernels, a
+ * last exponent group of 4 and of 1 block), and the checks refuse what a
+ * damaged checkpoint could hold. */
+static enum test_return test_matmul_q4s(void)
+{
+    static const struct {
+        int rows, cols;
+    } shapes[] = {{45, 2112}, {70, 384}, {37, 160}, {33, 1056}, {3, 32}};
+    static const int ntok_v[] = {1, 2, 3, 5, 8, 17, 40};
+    struct kpool *pool = kpool_new(2);
+    float *x = malloc((size_t)40 * 2112 * sizeof *x);
+    float *y0 = malloc((size_t)40 * 70 * sizeof *y0);
+    float *y1 = malloc((size_t)40 * 70 * sizeof *y1);
+    CHECK(pool && x && y0 && y1, "alloc");
+    for (size_t i = 0; i < (size_t)40 * 2112; i++)
+        x[i] = rnd_f();
+    enum kisa isas[KISA_COUNT];
+    int n_isa = supported_isas(isas);
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        int rows = shapes[s].rows, cols = shapes[s].cols, nb = cols / 32;
+        struct tmat t;
+        CHECK(tmat_new(&t, KDT_Q4_S, rows, cols, 0) == 0, "alloc");
+        uint16_t *qd = malloc((size_t)rows * nb * 2 * sizeof *qd);
+        CHECK(qd != NULL, "alloc");
+        kq4s_expand(&t.m, 0, rows, qd, qd + (size_t)rows * nb);
+        for (int r = 0; r < rows; r++) /* exact: the fp16 values are them */
+            for (int j = 0; j < nb; j++) {
+                size_t k = (size_t)r * nb + j;
+                const int8_t *e = t.qexp + (size_t)r * 2 * ((nb + 7) / 8) +
+                                  2 * (j / 8);
+                CHECK(ref_f16(qd[k]) == ldexp(t.qsc[k], e[0]) &&
+                          ref_f16(qd[(size_t)rows * nb + k]) ==
+                              ldexp(t.qmn[k], e[1]),
+                      "expand %dx%d row %d block %d", rows, cols, r, j);
+            }
+        struct kmat q41 = {.dtype = KDT_Q4_1, .rows = rows, .cols = cols,
+                           .data = t.data, .qd = qd,
+                           .qm = qd + (size_t)rows * nb};
+        for (int ii = 0; ii < n_isa; ii++) {
+            kisa_set(isas[ii]);
+            for (size_t k = 0; k < sizeof ntok_v / sizeof *ntok_v; k++) {
+                int n = ntok_v[k];
+                CHECK(kmatmul(pool, &t.m, x, cols, y1, rows, n) == 0 &&
+                          kmatmul(pool, &q41, x, cols, y0, rows, n) == 0,
+                      "kmatmul");
+                CHECK(memcmp(y0, y1, (size_t)n * rows * sizeof *y0) == 0,
+                      "%s %dx%d, %d tokens: Q4_S != its Q4_1",
+                      kisa_str(isas[ii]), rows, cols, n);
+            }
+        }
+        kisa_set(kisa_detect());
+        CHECK(kq4s_check(&t.m) == 0, "check of good exponents");
+        t.qexp[rows - 1] = KQ4S_EMAX + 1;
+        CHECK(kq4s_check(&t.m) == MTPD_K_EINVAL, "exponent over the range");
+        t.qexp[rows - 1] = KQ4S_EMIN - 1;
+        CHECK(kq4s_check(&t.m) == MTPD_K_EINVAL, "exponent under the range");
+        t.m.qmn = NULL;
+        CHECK(kmatmul(NULL, &t.m, x, cols, y0, rows, 1) == MTPD_K_EINVAL,
+              "Q4_S without mins");
+        free(qd);
+        tmat_free(&t);
+    }
+    kpool_free(pool);
+    free(x);
+    free(y0);
+    free(y1);
+    return TEST_PASS;
+}
+
 /* Q8_0 / Q4_1 with several tokens: the AMX kernel gives the vector
  * kernel's bits (row counts with and without a remainder below 16, a
  * partial last group of four blocks, token counts across the 16-token
@@ -711,7 +836,7 @@ static enum test_return test_matmul_q_amx(void)
         int rows, cols;
     } shapes[] = {{45, 2112}, {70, 2080}, {32, 96}, {16, 4128}};
     static const int ntok_v[] = {2, 3, 8, 16, 17, 33};
-    static const enum kdtype dts[] = {KDT_Q8_0, KDT_Q4_1};
+    static const enum kdtype dts[] = {KDT_Q8_0, KDT_Q4_1, KDT_Q4_S};
     struct kpool *pool = kpool_new(2);
     float *x = malloc((size_t)33 * 4128 * sizeof *x);
     float *y0 = malloc((size_t)33 * 70 * sizeof *y0);
@@ -720,7 +845,7 @@ static enum test_return test_matmul_q_amx(void)
     for (size_t i = 0; i < (size_t)33 * 4128; i++)
         x[i] = rnd_f();
     enum test_return ret = TEST_PASS;
-    for (int d = 0; d < 2 && ret == TEST_PASS; d++)
+    for (int d = 0; d < 3 && ret == TEST_PASS; d++)
         for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
             struct tmat t;
             int rows = shapes[s].rows, cols = shapes[s].cols;
@@ -874,7 +999,7 @@ static enum test_return test_matmul_args(void)
 {
     float x[4] = {1, 2, 3, 4}, y[4] = {0};
     float w[4] = {1, 0, 0, 1};
-    struct kmat m = {KDT_F32, 2, 2, w, NULL, 0, NULL, NULL, 0, 0};
+    struct kmat m = {KDT_F32, 2, 2, w, NULL, 0, NULL, NULL, 0, 0, NULL, NULL, NULL};
     CHECK(kmatmul(NULL, &m, x, 2, y, 2, 2) == 0, "ok call");
     CHECK(y[0] == 1 && y[1] == 2 && y[2] == 3 && y[3] == 4, "identity");
     CHECK(kmatmul(NULL, NULL, x, 2, y, 2, 1) == MTPD_K_EINVAL, "null W");
@@ -886,9 +1011,9 @@ static enum test_return test_matmul_args(void)
           "row1 > rows");
     CHECK(kmatmul_rows(NULL, &m, 2, 1, x, 2, y, 2, 1) == MTPD_K_EINVAL,
           "row0 > row1");
-    struct kmat f8 = {KDT_F8_E4M3, 2, 2, w, NULL, 128, NULL, NULL, 0, 0};
+    struct kmat f8 = {KDT_F8_E4M3, 2, 2, w, NULL, 128, NULL, NULL, 0, 0, NULL, NULL, NULL};
     CHECK(kmatmul(NULL, &f8, x, 2, y, 2, 1) == MTPD_K_EINVAL, "f8 no scale");
-    struct kmat bad = {KDT_COUNT, 2, 2, w, NULL, 0, NULL, NULL, 0, 0};
+    struct kmat bad = {KDT_COUNT, 2, 2, w, NULL, 0, NULL, NULL, 0, 0, NULL, NULL, NULL};
     CHECK(kmatmul(NULL, &bad, x, 2, y, 2, 1) == MTPD_K_EINVAL, "bad dtype");
     CHECK(kmat_row_f32(&m, 2, y) == MTPD_K_EINVAL, "row out of range");
     int8_t q[64] = {0};
@@ -915,7 +1040,7 @@ static enum test_return test_mat_row_f32(void)
     for (int dt = 0; dt < KDT_COUNT; dt++) {
         struct tmat t;
         float out[320];
-        int cols = dt == KDT_Q8_0 || dt == KDT_Q4_1 ? 320 : 300;
+        int cols = is_q(dt) ? 320 : 300;
         if (tmat_new(&t, (enum kdtype)dt, 140, cols, 128) != 0)
             return TEST_FAIL;
         for (int r = 0; r < 140; r += 13) {
@@ -1012,10 +1137,10 @@ static enum test_return test_matmul_pv(void)
                         return TEST_FAIL;
                 }
     float x[2] = {1, 2}, y[2];
-    struct kmat f8 = {KDT_F8_E4M3, 2, 1, x, NULL, 128, NULL, NULL, 0, 0};
+    struct kmat f8 = {KDT_F8_E4M3, 2, 1, x, NULL, 128, NULL, NULL, 0, 0, NULL, NULL, NULL};
     CHECK(kmatmul_pv(&f8, 1, x, 2, y, 1, 1) == MTPD_K_EINVAL,
           "f8 without scales accepted"); /* with them: matmul_pv_f8 */
-    struct kmat v = {KDT_F32, 2, 1, x, NULL, 0, NULL, NULL, 0, 0};
+    struct kmat v = {KDT_F32, 2, 1, x, NULL, 0, NULL, NULL, 0, 0, NULL, NULL, NULL};
     CHECK(kmatmul_pv(&v, 1, x, 1, y, 1, 2) == MTPD_K_EINVAL, "ldx < rows");
     CHECK(kmatmul_pv(&v, 2, x, 2, y, 1, 1) == MTPD_K_EINVAL, "n_cols > cols");
     CHECK(kmatmul_pv(&v, 0, x, 2, y, 1, 1) == MTPD_K_EINVAL, "n_cols 0");
@@ -1142,6 +1267,8 @@ static enum test_return test_matmul_invariant(void)
         {KDT_Q8_0, 37, 320, 0},      {KDT_Q8_0, 45, 2112, 0},
         {KDT_Q4_1, 37, 320, 0},      {KDT_Q4_1, 45, 2112, 0},
         {KDT_Q8_0, 37, 160, 0},      {KDT_Q4_1, 37, 160, 0}, /* rows in lanes */
+        {KDT_Q4_S, 37, 320, 0},      {KDT_Q4_S, 45, 2112, 0},
+        {KDT_Q4_S, 37, 160, 0},
     };
     enum test_return ret = TEST_PASS;
     /* both ways of streaming the weights for few tokens (kisa_row_stream:
@@ -1161,7 +1288,7 @@ static enum test_return test_matmul_invariant(void)
         kisa_set_amx_int8(0);
         for (size_t i = 0; i < sizeof cases / sizeof *cases &&
                            ret == TEST_PASS; i++)
-            if (cases[i].dt == KDT_Q8_0 || cases[i].dt == KDT_Q4_1)
+            if (is_q(cases[i].dt))
                 ret = inv_matmul_case(cases[i].dt, cases[i].rows,
                                       cases[i].cols, cases[i].blk, pools, 3);
         kisa_set_amx_int8(1);
@@ -1740,6 +1867,7 @@ static const struct {
     {"matmul_f8_blk_odd", test_matmul_f8_blk_odd},
     {"matmul_q", test_matmul_q},
     {"matmul_q_isa_equal", test_matmul_q_isa_equal},
+    {"matmul_q4s", test_matmul_q4s},
     {"matmul_q_amx", test_matmul_q_amx},
     {"matmul_tiled", test_matmul_tiled},
     {"matmul_amx", test_matmul_amx},
