@@ -101,7 +101,7 @@ static int mats_new(struct kmat *m, int n_mats, enum kdtype dt, int rows,
 {
     size_t bytes = (size_t)rows * kmat_row_bytes(dt, cols);
     size_t nq = (size_t)rows * (cols / KQ_BLK); /* Q8_0 / Q4_1 scales */
-    int q = dt == KDT_Q8_0 || dt == KDT_Q4_1;
+    int q = dt == KDT_Q8_0 || dt == KDT_Q4_1 || dt == KDT_Q4_S;
     for (int k = 0; k < n_mats; k++) {
         unsigned char *d = aligned_alloc(64, (bytes + (q ? 4 * nq : 0) + 63) & ~(size_t)63);
         if (d == NULL)
@@ -122,6 +122,18 @@ static int mats_new(struct kmat *m, int n_mats, enum kdtype dt, int rows,
                 s[i] = kf32_to_f16((float)(256 + rnd() % 256) * 0x1p-17f);
             m[k].qd = s;
             m[k].qm = dt == KDT_Q4_1 ? s + nq : NULL;
+        }
+        if (dt == KDT_Q4_S) { /* the same range: 128..255 x 2^-16 */
+            uint8_t *sc = d + bytes;
+            size_t ne = (size_t)rows * 2 * ((cols / KQ_BLK + 7) / 8);
+            for (size_t i = 0; i < 2 * nq; i++)
+                sc[i] = (uint8_t)(128 + rnd() % 128);
+            for (size_t i = 0; i < ne; i++)
+                sc[2 * nq + i] = (uint8_t)-16;
+            m[k] = (struct kmat){.dtype = dt, .rows = rows, .cols = cols,
+                                 .data = d, .qsc = sc,
+                                 .qmn = (const int8_t *)sc + nq,
+                                 .qexp = (const int8_t *)sc + 2 * nq};
         }
     }
     return 0;

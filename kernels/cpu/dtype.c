@@ -63,22 +63,13 @@ const char *kdtype_str(enum kdtype t)
 
 /* ---- Q4_S scales as Q4_1's ----------------------------------------- */
 
-/* 2^e as a float (e in [KQ4S_EMIN, KQ4S_EMAX], normal in fp32). */
-static float pow2f(int e)
-{
-    uint32_t u = (uint32_t)(e + 127) << 23;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 /* Blocks [j0, j1) of one row, one exponent pair: exact products, so the
  * conversion's rounding mode never matters. */
 static void q4s_group_scalar(const uint8_t *sc, const int8_t *mn, int e,
                              int f, int j0, int j1, uint16_t *qd,
                              uint16_t *qm)
 {
-    float pe = pow2f(e), pf = pow2f(f);
+    float pe = kpow2f(e), pf = kpow2f(f);
     for (int j = j0; j < j1; j++) {
         qd[j] = kf32_to_f16((float)sc[j] * pe);
         qm[j] = kf32_to_f16((float)mn[j] * pf);
@@ -102,8 +93,8 @@ KTARGET_AVX2 static void q4s_rows_avx2(const struct kmat *W, int r0, int n,
                 _mm_loadl_epi64((const __m128i *)(sc + j))));
             __m256 t = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
                 _mm_loadl_epi64((const __m128i *)(mn + j))));
-            s = _mm256_mul_ps(s, _mm256_set1_ps(pow2f(ex[2 * g])));
-            t = _mm256_mul_ps(t, _mm256_set1_ps(pow2f(ex[2 * g + 1])));
+            s = _mm256_mul_ps(s, _mm256_set1_ps(kpow2f(ex[2 * g])));
+            t = _mm256_mul_ps(t, _mm256_set1_ps(kpow2f(ex[2 * g + 1])));
             _mm_storeu_si128((__m128i *)(d + j),
                              _mm256_cvtps_ph(s, _MM_FROUND_TO_NEAREST_INT));
             _mm_storeu_si128((__m128i *)(m + j),

@@ -253,6 +253,16 @@ float kexp_sum_avx2(float *x, int n, float scale, float shift);
 void kswiglu_avx2(float *out, const float *gate, const float *up, int n);
 #endif
 
+/* 2^e as a float, e in [-126, 127]. */
+static inline float kpow2f(int e)
+{
+    union {
+        uint32_t u;
+        float f;
+    } v = {(uint32_t)(e + 127) << 23};
+    return v.f;
+}
+
 /* Weight c of row r of a Q8_0 / Q4_1 / Q4_S matrix, exactly as every
  * kernel widens it (kernels.h). */
 static inline float kq_weight(const struct kmat *W, int r, int c)

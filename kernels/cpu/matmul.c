@@ -125,8 +125,9 @@ struct mm_job {
     size_t ldb;
     const uint8_t *xt; /* transposed blocks: kqa_xt's codes, or NULL */
     size_t ldt;
-    const struct kmat *q4s; /* a Q4_S matrix W stands for (W: its shape
-                             * as Q4_1, without scales), else NULL */
+    const struct kmat *q4s; /* a Q4_S matrix, else NULL */
+    int q4x;                /* 1: mm_range expands q4s's scales for the
+                             * kernel (W: q4s's shape as Q4_1) */
 };
 
 /* Q4_S rows expanded to Q4_1 scales at a time (KQ4S_ROWS, fewer when
@@ -152,7 +153,8 @@ static const struct kmat *q4s_rows(const struct mm_job *j, int r, int n,
     const struct kmat *S = j->q4s;
     size_t nb = (size_t)(S->cols / KQ_BLK);
     kq4s_expand(S, r, n, ex, ex + (size_t)n * nb);
-    *v = *j->W;
+    *v = (struct kmat){.dtype = KDT_Q4_1, .cols = S->cols,
+                       .resident = S->resident};
     v->rows = S->rows - r;
     v->data = (const uint8_t *)S->data + (size_t)r * (S->cols / 2);
     v->qd = ex;
@@ -187,7 +189,8 @@ static kmm_block_fn block_fn(const struct kmat *W)
 static int chunk_cols(const struct kmat *W, int nt)
 {
     int seg = kmm_kseg(W);
-    int q = W->dtype == KDT_Q8_0 || W->dtype == KDT_Q4_1;
+    int q = W->dtype == KDT_Q8_0 || W->dtype == KDT_Q4_1 ||
+            W->dtype == KDT_Q4_S;
     int kc = q ? KMM_X_BYTES * 8 / (11 * nt) : KMM_X_BYTES / (4 * nt);
     kc = kc < seg ? seg : kc - kc % seg;
     if (W->cols <= kc + kc / 4)
@@ -214,14 +217,14 @@ static void mm_range(const struct mm_job *j, int r0, int r1)
                                   j->n_tok <= KMM_ROW1_MAX_TOK};
 
     struct kmat v;
-    uint16_t ex[j->q4s != NULL ? KQ4S_EX : 1];
-    if (j->q4s != NULL)
+    uint16_t ex[j->q4x ? KQ4S_EX : 1];
+    if (j->q4x)
         tile = q4s_group(j->q4s);
     for (int r = r0; r < r1; r += tile) {
         b.r0 = r;
         b.r1 = r1 - r < tile ? r1 : r + tile;
         size_t yoff = 0;
-        if (j->q4s != NULL) { /* these rows as Q4_1, rows 0.. of b.W */
+        if (j->q4x) { /* these rows as Q4_1, rows 0.. of b.W */
             b.W = q4s_rows(j, r, b.r1 - r, ex, &v);
             b.r0 = 0, b.r1 -= r, yoff = (size_t)r;
         }
@@ -396,8 +399,10 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
         return MTPD_K_EINVAL;
     if (n_tok == 0 || row0 == row1)
         return MTPD_K_OK;
-    /* Q4_S: the Q4_1 kernels on a few rows at a time, their scales
-     * expanded (exact; mm_range, the rows-in-lanes parts) */
+    /* Q4_S: Q4_1's kernels. The AVX2 / VNNI block kernels read its scales
+     * in place; the scalar and AMX ones (mm_range) and rows in lanes run on
+     * a few rows at a time with the scales expanded (exact, q4s_rows). The
+     * decisions below see W as Q4_1. */
     const struct kmat *q4s = NULL;
     struct kmat q4v;
     if (W->dtype == KDT_Q4_S) {
@@ -512,7 +517,12 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
         }
     }
     struct mm_job j = {W, row0, row1, x, ldx, y, ldy, n_tok, fn, xq, ldq,
-                       xb, ldb, xt, ldt, q4s};
+                       xb, ldb, xt, ldt, q4s, 0};
+    if (q4s != NULL) { /* the vector kernels read Q4_S in place */
+        j.q4x = fn == kmm_block_qa_scalar || xb != NULL;
+        if (!j.q4x)
+            j.W = q4s;
+    }
     int chunks = (row1 - row0 + KMM_ROW_ALIGN - 1) / KMM_ROW_ALIGN;
     int parts = kpool_size(p);
     if (parts > chunks)

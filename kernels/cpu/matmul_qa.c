@@ -55,6 +55,32 @@ KINLINE void put_codes(int q4, int nb, int j, const int8_t *k, int8_t *q)
     memcpy(q + xq_off(1, nb, j, 16), k + 16, 16);
 }
 
+/* Where a row's block scales and mins come from: Q8_0 / Q4_1's fp16
+ * arrays (d, m), or Q4_S's bytes and exponent pairs (sc, mn, ex), the
+ * same values (kernels.h). The vector kernels read Q4_S in place with
+ * Q4_1's steps; matmul.c expands it for the others. */
+struct qrow {
+    const uint16_t *d, *m;
+    const uint8_t *sc;
+    const int8_t *mn, *ex;
+};
+
+KINLINE struct qrow qrow_of(const struct kmat *W, int r)
+{
+    size_t nb = (size_t)(W->cols / KQ_BLK);
+    struct qrow q = {0};
+    if (W->dtype == KDT_Q4_S) {
+        size_t ng = (nb + KQ4S_GRP - 1) / KQ4S_GRP;
+        q.sc = W->qsc + (size_t)r * nb;
+        q.mn = W->qmn + (size_t)r * nb;
+        q.ex = W->qexp + (size_t)r * 2 * ng;
+    } else {
+        q.d = W->qd + (size_t)r * nb;
+        q.m = W->dtype == KDT_Q4_1 ? W->qm + (size_t)r * nb : NULL;
+    }
+    return q;
+}
+
 #if KCPU_X86
 /* kqa_quantize's arithmetic in AVX2 (same IEEE steps, same results). */
 KTARGET_AVX2 static void quantize_avx2(int q4, const float *x, int ldx,
@@ -276,6 +302,27 @@ KTARGET_AVX2 KINLINE __m256 load_f8(const float *p, int n)
     return _mm256_loadu_ps(t);
 }
 
+/* Scales (min: 0) or mins (1) of blocks j .. j+n-1 (n <= 8, j a multiple
+ * of 8: one Q4_S exponent) of row q, zero past n. */
+KTARGET_AVX2 KINLINE __m256 qs_load8(const struct qrow *q, int min, int j,
+                                     int n)
+{
+    if (q->sc == NULL)
+        return load_h8((min ? q->m : q->d) + j, n);
+    const uint8_t *p = min ? (const uint8_t *)q->mn + j : q->sc + j;
+    __m128i b;
+    if (n == 8) {
+        b = _mm_loadl_epi64((const __m128i *)p);
+    } else {
+        uint8_t t[8] = {0};
+        memcpy(t, p, (size_t)n);
+        b = _mm_loadl_epi64((const __m128i *)t);
+    }
+    __m256i v = min ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(v),
+                         _mm256_set1_ps(kpow2f(q->ex[2 * (j / 8) + min])));
+}
+
 /* Q8_0 block: eight int32 partial sums (maddubs takes unsigned times
  * signed: w's sign moves onto x; no overflow, |w| <= 128, |x| <= 127). */
 KTARGET_AVX2 KINLINE __m256i q8_lanes(const int8_t *w, const int8_t *x)
@@ -384,14 +431,13 @@ KTARGET_AVX2 KINLINE void rows2(enum kdtype dt, int NR, int NT,
     const int nb = W->cols / KQ_BLK;
     const size_t rb = kmat_row_bytes(dt, W->cols);
     const uint8_t *w[NR2];
-    const uint16_t *d[NR2], *m[NR2];
+    struct qrow q[NR2];
     const int8_t *xq[NT2];
     const float *xd[NT2], *xs[NT2];
     KUNROLL
     for (int k = 0; k < NR; k++) {
         w[k] = (const uint8_t *)W->data + (size_t)(r + k) * rb;
-        d[k] = W->qd + (size_t)(r + k) * nb;
-        m[k] = dt == KDT_Q4_1 ? W->qm + (size_t)(r + k) * nb : NULL;
+        q[k] = qrow_of(W, r + k);
     }
     KUNROLL
     for (int t = 0; t < NT; t++) {
@@ -418,9 +464,9 @@ KTARGET_AVX2 KINLINE void rows2(enum kdtype dt, int NR, int NT,
             __m256 dk[NR2], mk[NR2];
             KUNROLL
             for (int k = 0; k < NR; k++) {
-                dk[k] = load_h8(d[k] + j, n);
+                dk[k] = qs_load8(&q[k], 0, j, n);
                 if (dt == KDT_Q4_1)
-                    mk[k] = load_h8(m[k] + j, n);
+                    mk[k] = qs_load8(&q[k], 1, j, n);
             }
             KUNROLL
             for (int t = 0; t < NT; t++) {
@@ -561,8 +607,7 @@ KTARGET_AVX2 KINLINE void rows2t(enum kdtype dt, int NT,
     const int nb = W->cols / KQ_BLK;
     const uint8_t *w = (const uint8_t *)W->data +
                        (size_t)r * kmat_row_bytes(dt, W->cols);
-    const uint16_t *d = W->qd + (size_t)r * nb;
-    const uint16_t *m = dt == KDT_Q4_1 ? W->qm + (size_t)r * nb : NULL;
+    const struct qrow q = qrow_of(W, r);
     const int bs = dt == KDT_Q8_0 ? KQ_BLK : 16; /* weight bytes a block */
     const uint8_t *xt[NT2T];
     const float *xd[NT2T], *xs[NT2T];
@@ -592,8 +637,8 @@ KTARGET_AVX2 KINLINE void rows2t(enum kdtype dt, int NT,
                 q8_blocks8(w, j, n, T, A);
             else
                 q4_blocks8(w, j, n, T);
-            __m256 dk = load_h8(d + j, n);
-            __m256 mk = dt == KDT_Q4_1 ? load_h8(m + j, n) : dk;
+            __m256 dk = qs_load8(&q, 0, j, n);
+            __m256 mk = dt == KDT_Q4_1 ? qs_load8(&q, 1, j, n) : dk;
             KUNROLL
             for (int t = 0; t < NT; t++) {
                 /* x: the half of the 16-block group's vectors for j */
@@ -784,6 +829,23 @@ KTARGET_VNNI KINLINE __m512i load_b(const uint8_t *p, int n)
                    : _mm512_maskz_loadu_epi8(bmask(n), p);
 }
 
+/* qs_load8 for 16 blocks (j a multiple of 8: two Q4_S exponents). */
+KTARGET_VNNI KINLINE __m512 qs_load16(const struct qrow *q, int min, int j,
+                                      int n)
+{
+    if (q->sc == NULL)
+        return load_h16((min ? q->m : q->d) + j, n);
+    const uint8_t *p = min ? (const uint8_t *)q->mn + j : q->sc + j;
+    __m128i b = n == 16 ? _mm_loadu_si128((const __m128i *)p)
+                        : _mm_maskz_loadu_epi8((__mmask16)((1u << n) - 1), p);
+    __m512i v = min ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b);
+    const int8_t *e = q->ex + 2 * (j / 8) + min;
+    __m512 p2 = _mm512_set1_ps(kpow2f(e[0]));
+    if (n > 8)
+        p2 = _mm512_mask_blend_ps(0xff00, p2, _mm512_set1_ps(kpow2f(e[2])));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(v), p2);
+}
+
 /* Q8_0 blocks j+2k, j+2k+1 (nbytes of them valid) for every (row,
  * token): dpbusd lanes of w + 128 (w ^ 0x80, unsigned) times x. */
 KTARGET_VNNI KINLINE void q8_pair(int NR, int NT, const uint8_t *const *w,
@@ -909,7 +971,7 @@ KTARGET_VNNI KINLINE void rows5(enum kdtype dt, int NR, int NT,
     const int nb = W->cols / KQ_BLK;
     const size_t rb = kmat_row_bytes(dt, W->cols);
     const uint8_t *w[NR5];
-    const uint16_t *d[NR5], *m[NR5];
+    struct qrow q[NR5];
     const int8_t *xq[NT5];
     const float *xd[NT5], *xs[NT5];
     const int32_t *xc[NT5];
@@ -917,8 +979,7 @@ KTARGET_VNNI KINLINE void rows5(enum kdtype dt, int NR, int NT,
     KUNROLL
     for (int k = 0; k < NR; k++) {
         w[k] = (const uint8_t *)W->data + (size_t)(r + k) * rb;
-        d[k] = W->qd + (size_t)(r + k) * nb;
-        m[k] = dt == KDT_Q4_1 ? W->qm + (size_t)(r + k) * nb : NULL;
+        q[k] = qrow_of(W, r + k);
     }
     KUNROLL
     for (int t = 0; t < NT; t++) {
@@ -948,9 +1009,9 @@ KTARGET_VNNI KINLINE void rows5(enum kdtype dt, int NR, int NT,
             __m512 dv[NR5], mv[NR5];
             KUNROLL
             for (int k = 0; k < NR; k++) {
-                dv[k] = load_h16(d[k] + j, n);
+                dv[k] = qs_load16(&q[k], 0, j, n);
                 if (dt == KDT_Q4_1)
-                    mv[k] = load_h16(m[k] + j, n);
+                    mv[k] = qs_load16(&q[k], 1, j, n);
             }
             KUNROLL
             for (int t = 0; t < NT; t++) {
@@ -1115,8 +1176,7 @@ KTARGET_VNNI KINLINE void rows5t(enum kdtype dt, int NT,
     const int nb = W->cols / KQ_BLK;
     const uint8_t *w = (const uint8_t *)W->data +
                        (size_t)r * kmat_row_bytes(dt, W->cols);
-    const uint16_t *d = W->qd + (size_t)r * nb;
-    const uint16_t *mq = dt == KDT_Q4_1 ? W->qm + (size_t)r * nb : NULL;
+    const struct qrow q = qrow_of(W, r);
     const uint8_t *xt[KMM_NT];
     const float *xd[KMM_NT], *xs[KMM_NT];
     const int32_t *xc[KMM_NT];
@@ -1144,8 +1204,8 @@ KTARGET_VNNI KINLINE void rows5t(enum kdtype dt, int NT,
                 q8_transpose(w, j, n, &ix, T);
             else
                 q4_transpose(w, j, n, &ix, T);
-            __m512 dv = load_h16(d + j, n);
-            __m512 mv = dt == KDT_Q4_1 ? load_h16(mq + j, n)
+            __m512 dv = qs_load16(&q, 0, j, n);
+            __m512 mv = dt == KDT_Q4_1 ? qs_load16(&q, 1, j, n)
                                        : _mm512_setzero_ps();
             KUNROLL
             for (int t = 0; t < NT; t++) {
