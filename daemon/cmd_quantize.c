@@ -1,6 +1,6 @@
 /*
- * cmd_quantize.c - `mtpd quantize --model DIR --out DIR --format q8|q4|fp8
- * [--keep PATTERN]...`: writes a quantized copy of a checkpoint that mtpd
+ * cmd_quantize.c - `mtpd quantize --model DIR --out DIR --format
+ * q8|q4|q4_1|fp8 [--keep PATTERN]... [--head-q4]`: writes a quantized copy of a checkpoint that mtpd
  * loads like any other (the work is model/quantize.c).
  */
 #include <stdio.h>
@@ -16,8 +16,8 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-"usage: mtpd quantize --model DIR --out DIR --format q8|q4|fp8\n"
-"                     [--keep PATTERN]... [--quantize-embeddings]\n"
+"usage: mtpd quantize --model DIR --out DIR --format q8|q4|q4_1|fp8\n"
+"                     [--keep PATTERN]... [--quantize-embeddings] [--head-q4]\n"
 "\n"
 "Writes a quantized copy of the checkpoint in --model to --out (created if\n"
 "missing; it must not hold a checkpoint): model.safetensors, config.json\n"
@@ -28,8 +28,11 @@ static void usage(FILE *f)
 "\n"
 "formats:\n"
 "  q8   Q8_0: int8 weights, an fp16 scale per 32 (8.5 bits per weight)\n"
-"  q4   Q4_1: 4-bit weights, an fp16 scale and min per 32 (5 bits per\n"
-"       weight); the output heads (lm_head, MTP shared_head.head) as Q8_0\n"
+"  q4   Q4_S: 4-bit weights, an 8-bit scale and min per 32 under two\n"
+"       power-of-two exponents per 256 (4.51 bits per weight); the output\n"
+"       heads (lm_head, MTP shared_head.head) as Q8_0 unless --head-q4\n"
+"  q4_1 Q4_1: 4-bit weights, an fp16 scale and min per 32 (5 bits per\n"
+"       weight), heads as with q4\n"
 "  fp8  DeepSeek's F8_E4M3 with an fp32 scale per 128x128 block\n"
 "\n"
 "Quantized: the 2-D weights of attention, MLPs/experts, eh_proj and the\n"
@@ -40,7 +43,11 @@ static void usage(FILE *f)
 "(q8, q4), and every tensor whose name matches a --keep PATTERN (shell\n"
 "glob, repeatable or comma-separated), e.g. --keep 'model.layers.8.*'\n"
 "keeps the MTP module of an 8-layer model. With tied embeddings the\n"
-"quantized output head is written as its own lm_head.weight.\n");
+"quantized output head is written as its own lm_head.weight.\n"
+"\n"
+"--head-q4  with q4 / q4_1, the output heads in that format too: fewer\n"
+"           bytes a token (the head is the largest matrix a token reads in\n"
+"           small models), at some cost in quality (docs/model.md)\n");
 }
 
 int cmd_quantize(int argc, char **argv)
@@ -57,6 +64,8 @@ int cmd_quantize(int argc, char **argv)
             return 0;
         } else if (!strcmp(argv[i], "--quantize-embeddings")) {
             o.quantize_embed = 1;
+        } else if (!strcmp(argv[i], "--head-q4")) {
+            o.head_q4 = 1;
         } else if ((r = cli_opt(argc, argv, &i, "--model", &v))) {
             if (r < 0)
                 return 2;
@@ -99,8 +108,8 @@ int cmd_quantize(int argc, char **argv)
         return 2;
     }
     if (mtpd_qfmt_parse(fmt, &o.format) != 0) {
-        fprintf(stderr, "mtpd: error: unknown --format '%s' (q8, q4 or "
-                "fp8)\n", fmt);
+        fprintf(stderr, "mtpd: error: unknown --format '%s' (q8, q4, q4_1 "
+                "or fp8)\n", fmt);
         return 2;
     }
     o.keep = keep;

@@ -174,9 +174,10 @@ static void read_quant(struct cfg_reader *r, struct mtpd_config *c)
     const char *method = json_str(json_get(q, "quant_method"));
     if (method && strcmp(method, "mtpd") == 0) { /* mtpd quantize */
         const char *fmt = json_str(json_get(q, "format"));
-        if (!fmt || (strcmp(fmt, "q8_0") != 0 && strcmp(fmt, "q4_1") != 0)) {
+        if (!fmt || (strcmp(fmt, "q8_0") != 0 && strcmp(fmt, "q4_1") != 0 &&
+                     strcmp(fmt, "q4_s") != 0)) {
             cfg_unsupported(r, q, "format", "quantization_config.format",
-                            "q8_0 or q4_1");
+                            "q8_0, q4_1 or q4_s");
             return;
         }
         snprintf(c->quant_format, sizeof c->quant_format, "%s", fmt);

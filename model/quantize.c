@@ -34,6 +34,10 @@ enum qkind {
     QK_Q4,     /* Q4_1 codes */
     QK_Q4_D,
     QK_Q4_M,
+    QK_Q4S,    /* Q4_S codes */
+    QK_Q4S_SC, /* its scale bytes */
+    QK_Q4S_MN, /* its min bytes */
+    QK_Q4S_EX, /* its exponent pairs */
     QK_F8,     /* F8_E4M3 codes */
     QK_F8_S,   /* their scale_inv */
 };
@@ -58,7 +62,9 @@ int mtpd_qfmt_parse(const char *s, enum mtpd_qfmt *out)
 {
     if (!strcmp(s, "q8") || !strcmp(s, "q8_0"))
         *out = MTPD_QFMT_Q8_0;
-    else if (!strcmp(s, "q4") || !strcmp(s, "q4_1"))
+    else if (!strcmp(s, "q4") || !strcmp(s, "q4_s"))
+        *out = MTPD_QFMT_Q4_S;
+    else if (!strcmp(s, "q4_1"))
         *out = MTPD_QFMT_Q4_1;
     else if (!strcmp(s, "fp8"))
         *out = MTPD_QFMT_FP8;
@@ -147,10 +153,24 @@ static int wanted(const struct st_tensor *t, const struct mtpd_quant_opts *o)
 
 /* The tensors for one quantized matrix named name from src. */
 static int plan_matrix(struct plan *p, const char *name,
-                       const struct st_tensor *src, enum mtpd_qfmt f)
+                       const struct st_tensor *src,
+                       const struct mtpd_quant_opts *o)
 {
+    enum mtpd_qfmt f = o->format;
     int64_t r = src->shape[0], c = src->shape[1], nb = c / KQ_BLK;
-    if (f == MTPD_QFMT_Q8_0 || (f == MTPD_QFMT_Q4_1 && is_head(name)))
+    int64_t ne = 2 * ((nb + KQ4S_GRP - 1) / KQ4S_GRP);
+    int head8 = is_head(name) && !o->head_q4; /* heads at Q8_0 */
+    if (f == MTPD_QFMT_Q4_S && !head8)
+        return plan_add(p, name, "", "U8", 1, r, c / 2, 2, QK_Q4S, src) &&
+                       plan_add(p, name, "_qscale", "U8", 1, r, nb, 2,
+                                QK_Q4S_SC, src) &&
+                       plan_add(p, name, "_qmin", "I8", 1, r, nb, 2,
+                                QK_Q4S_MN, src) &&
+                       plan_add(p, name, "_qexp", "I8", 1, r, ne, 2,
+                                QK_Q4S_EX, src)
+                   ? 0 : -1;
+    if (f == MTPD_QFMT_Q8_0 ||
+        ((f == MTPD_QFMT_Q4_1 || f == MTPD_QFMT_Q4_S) && head8))
         return plan_add(p, name, "", "I8", 1, r, c, 2, QK_Q8, src) &&
                        plan_add(p, name, "_qscale", "F16", 2, r, nb, 2,
                                 QK_Q8_D, src)
@@ -231,6 +251,86 @@ static void q4_row(const float *w, int c, uint8_t *q, uint16_t *d,
     }
 }
 
+/* Smallest e in [KQ4S_EMIN, KQ4S_EMAX] with v <= lim * 2^e. */
+static int q4s_exp(float v, float lim)
+{
+    int e = KQ4S_EMIN;
+    while (e < KQ4S_EMAX && v > lim * ldexpf(1.0f, e))
+        e++;
+    return e;
+}
+
+/* Squared error of block b (32 weights) at scale d and min m, the codes
+ * rounded to nearest (clamped to 0..15) into code when given. */
+static float q4_err(const float *b, float d, float m, uint8_t *code)
+{
+    float e = 0;
+    for (int i = 0; i < KQ_BLK; i++) {
+        long v = d > 0 ? lrintf((b[i] - m) / d) : 0;
+        v = v > 15 ? 15 : v < 0 ? 0 : v;
+        float r = fmaf((float)v, d, m) - b[i];
+        e += r * r;
+        if (code)
+            code[i] = (uint8_t)v;
+    }
+    return e;
+}
+
+/* Q4_S of one row: codes q[c / 2], scale bytes sc and min bytes mn
+ * [c / 32], exponent pairs ex [2 * groups]. Per group of KQ4S_GRP blocks
+ * the exponents are the smallest that hold the largest scale in 255 and
+ * the largest |min| in 127 steps; per block the min byte is its minimum
+ * rounded down or to nearest and the scale byte the range over 15 rounded
+ * up, to nearest, or one either side, whichever pair fits the block's
+ * weights best (least squares over its rounded codes). */
+static void q4s_row(const float *w, int c, uint8_t *q, uint8_t *sc,
+                    int8_t *mn, int8_t *ex)
+{
+    int nb = c / KQ_BLK;
+    for (int g = 0; g * KQ4S_GRP < nb; g++) {
+        int j0 = g * KQ4S_GRP, j1 = j0 + KQ4S_GRP < nb ? j0 + KQ4S_GRP : nb;
+        float lo[KQ4S_GRP], hi[KQ4S_GRP], dmax = 0, mmax = 0;
+        for (int j = j0; j < j1; j++) {
+            const float *b = w + (size_t)j * KQ_BLK;
+            float l = b[0], h = b[0];
+            for (int i = 1; i < KQ_BLK; i++) {
+                l = fminf(l, b[i]);
+                h = fmaxf(h, b[i]);
+            }
+            lo[j - j0] = l, hi[j - j0] = h;
+            dmax = fmaxf(dmax, (h - l) / 15.0f);
+            mmax = fmaxf(mmax, fabsf(l));
+        }
+        int e = q4s_exp(dmax, 255.0f), f = q4s_exp(mmax, 127.0f);
+        ex[2 * g] = (int8_t)e, ex[2 * g + 1] = (int8_t)f;
+        float pe = ldexpf(1.0f, e), pf = ldexpf(1.0f, f);
+        for (int j = j0; j < j1; j++) {
+            const float *b = w + (size_t)j * KQ_BLK;
+            float l = lo[j - j0], h = hi[j - j0], best = INFINITY;
+            long mc[2] = {lrintf(floorf(l / pf)), lrintf(l / pf)};
+            int bs = 0, bm = 0;
+            for (int a = 0; a < 2; a++) {
+                long m = mc[a] < -128 ? -128 : mc[a] > 127 ? 127 : mc[a];
+                float mq = (float)m * pf, dr = (h - mq) / 15.0f / pe;
+                long cand[4] = {lrintf(ceilf(dr)), lrintf(dr) - 1,
+                                lrintf(dr), lrintf(dr) + 1};
+                for (int k = 0; k < 4; k++) {
+                    long s = cand[k] < 0 ? 0 : cand[k] > 255 ? 255 : cand[k];
+                    float err = q4_err(b, (float)s * pe, mq, NULL);
+                    if (err < best)
+                        best = err, bs = (int)s, bm = (int)m;
+                }
+            }
+            sc[j] = (uint8_t)bs, mn[j] = (int8_t)bm;
+            uint8_t code[KQ_BLK];
+            q4_err(b, (float)bs * pe, (float)bm * pf, code);
+            for (int i = 0; i < KQ_BLK / 2; i++)
+                q[j * (KQ_BLK / 2) + i] =
+                    (uint8_t)(code[i] | code[i + KQ_BLK / 2] << 4);
+        }
+    }
+}
+
 /* Nearest e4m3fn code of v (|v| <= 448), ties to the even code. */
 static uint8_t to_e4m3(float v)
 {
@@ -306,6 +406,20 @@ static int write_tensor(FILE *f, const struct qout *q, float *buf,
             out = q->kind == QK_Q8 ? (const void *)codes : d;
             n = q->kind == QK_Q8 ? (size_t)C : 2 * (size_t)nb;
             break;
+        case QK_Q4S:
+        case QK_Q4S_SC:
+        case QK_Q4S_MN:
+        case QK_Q4S_EX: { /* codes, scale bytes, min bytes, exponents */
+            uint8_t *sc = codes + C / 2, *mn = sc + nb, *ex = mn + nb;
+            q4s_row(buf, C, codes, sc, (int8_t *)mn, (int8_t *)ex);
+            out = q->kind == QK_Q4S ? codes : q->kind == QK_Q4S_SC ? sc
+                  : q->kind == QK_Q4S_MN ? mn : ex;
+            n = q->kind == QK_Q4S ? (size_t)C / 2
+                : q->kind == QK_Q4S_EX
+                    ? 2 * (size_t)((nb + KQ4S_GRP - 1) / KQ4S_GRP)
+                    : (size_t)nb;
+            break;
+        }
         default:
             q4_row(buf, C, codes, d, m);
             out = q->kind == QK_Q4 ? (const void *)codes
@@ -446,7 +560,8 @@ static int write_config(const char *in_dir, const char *out_dir,
             fprintf(out, "%s\n  \"quantization_config\": {\"quant_method\": "
                     "\"mtpd\", \"format\": \"%s\", \"group_size\": %d}\n}\n",
                     empty ? "" : ",",
-                    f == MTPD_QFMT_Q8_0 ? "q8_0" : "q4_1", KQ_BLK);
+                    f == MTPD_QFMT_Q8_0 ? "q8_0"
+                    : f == MTPD_QFMT_Q4_S ? "q4_s" : "q4_1", KQ_BLK);
         if (ferror(out))
             rc = -1;
         if (fclose(out) != 0)
@@ -474,7 +589,7 @@ int mtpd_quantize(const char *model_dir, const char *out_dir,
         st = &dummy;
     memset(st, 0, sizeof *st);
     if (!model_dir || !out_dir || !o || (int)o->format < 0 ||
-        o->format > MTPD_QFMT_FP8) {
+        o->format > MTPD_QFMT_Q4_S) {
         snprintf(err, errlen, "bad arguments");
         return MTPD_EINVAL;
     }
@@ -526,7 +641,7 @@ int mtpd_quantize(const char *model_dir, const char *out_dir,
             max_cols = t->shape[1];
         st->bytes_in += t->nbytes;
         if (wanted(t, o)) {
-            rc = plan_matrix(&p, t->name, t, o->format);
+            rc = plan_matrix(&p, t->name, t, o);
             st->n_quantized++;
         } else {
             rc = plan_add(&p, t->name, "", t->dtype_name, elem_size(t), 0, 0,
@@ -535,7 +650,7 @@ int mtpd_quantize(const char *model_dir, const char *out_dir,
         }
     }
     if (rc == 0 && tied_head) {
-        rc = plan_matrix(&p, "lm_head.weight", emb, o->format);
+        rc = plan_matrix(&p, "lm_head.weight", emb, o);
         st->n_quantized++;
     }
     if (rc != 0) {

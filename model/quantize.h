@@ -10,10 +10,15 @@
  * - MTPD_QFMT_Q8_0: int8 codes I8 [rows, cols] + NAME_qscale F16
  *   [rows, cols / 32] (kernels.h KDT_Q8_0); config quantization_config
  *   {"quant_method": "mtpd", "format": "q8_0"}. 8.5 bits per weight.
+ * - MTPD_QFMT_Q4_S: 4-bit codes U8 [rows, cols / 2] as Q4_1's +
+ *   NAME_qscale U8 and NAME_qmin I8 [rows, cols / 32] + NAME_qexp I8
+ *   [rows, 2 * ceil(cols / 256)] (KDT_Q4_S); "format": "q4_s". 4.51 bits
+ *   per weight. The output heads (lm_head, MTP shared_head.head) are
+ *   written as Q8_0 unless head_q4, as llama.cpp's Q4_K_M keeps its
+ *   output at 6 bits.
  * - MTPD_QFMT_Q4_1: 4-bit codes U8 [rows, cols / 2] + NAME_qscale and
  *   NAME_qmin F16 [rows, cols / 32] (KDT_Q4_1); "format": "q4_1". 5 bits
- *   per weight. The output heads (lm_head, MTP shared_head.head) are
- *   written as Q8_0, as llama.cpp's Q4_K_M keeps its output at 6 bits.
+ *   per weight; the heads as with q4_s.
  * - MTPD_QFMT_FP8: DeepSeek's F8_E4M3 with 128x128 fp32 block scales
  *   (NAME_scale_inv), quant_method "fp8", weight_block_size [128, 128].
  *
@@ -37,6 +42,7 @@ enum mtpd_qfmt {
     MTPD_QFMT_Q8_0 = 0,
     MTPD_QFMT_Q4_1,
     MTPD_QFMT_FP8,
+    MTPD_QFMT_Q4_S,
 };
 
 struct mtpd_quant_opts {
@@ -44,6 +50,8 @@ struct mtpd_quant_opts {
     const char *const *keep; /* fnmatch() patterns of tensor names kept */
     int n_keep;
     int quantize_embed;      /* 1: embed_tokens quantized too */
+    int head_q4;             /* q4_1 / q4_s: output heads in the format
+                              * too (default: Q8_0) */
 };
 
 struct mtpd_quant_stats {
@@ -51,7 +59,8 @@ struct mtpd_quant_stats {
     size_t bytes_in, bytes_out; /* tensor data */
 };
 
-/* Parses "q8" / "q8_0" / "q4" / "q4_1" / "fp8"; 0 ok, -1 unknown. */
+/* Parses "q8" / "q8_0" / "q4" / "q4_s" / "q4_1" / "fp8" ("q4" is Q4_S);
+ * 0 ok, -1 unknown. */
 int mtpd_qfmt_parse(const char *s, enum mtpd_qfmt *out);
 
 /*

@@ -101,21 +101,51 @@ static const uint16_t *bind_qscales(struct binder *b, const char *name,
     return v;
 }
 
-/* An I8 (Q8_0) or U8 (Q4_1) weight of an "mtpd" quantized checkpoint
- * (q8_0: I8 only; q4_1: U8, and I8 for the output heads):
- * codes [rows, cols] or [rows, cols / 2], NAME_qscale (and NAME_qmin) F16
- * [rows, cols / KQ_BLK]. */
+/* NAME_SUFFIX: I8 or U8 [rows, n] (a Q4_S weight's scale or min bytes, or
+ * its exponent pairs); NULL after bind_fail. */
+static const void *bind_qbytes(struct binder *b, const char *name,
+                               const char *suffix, enum st_dtype dt, int rows,
+                               long long n)
+{
+    char sn[512];
+    snprintf(sn, sizeof(sn), "%s%s", name, suffix);
+    const struct st_tensor *s = find(b, sn);
+    if (!s) {
+        bind_fail(b, NULL, sn, "missing tensor (block scales of a quantized "
+                  "weight)", 0, 0, 0, 0);
+        return NULL;
+    }
+    if (s->dtype != dt) {
+        bind_fail(b, s, sn, dt == ST_U8 ? "wrong dtype: expected U8"
+                  : "wrong dtype: expected I8", 0, 0, 0, 0);
+        return NULL;
+    }
+    if (s->ndim != 2 || s->shape[0] != rows || s->shape[1] != n) {
+        bind_fail(b, s, sn, "wrong shape: expected [%lld, %lld]", rows, n, 0,
+                  0);
+        return NULL;
+    }
+    return s->data;
+}
+
+/* An I8 (Q8_0) or U8 (Q4_1 / Q4_S) weight of an "mtpd" quantized
+ * checkpoint (q8_0: I8 only; q4_1 / q4_s: U8, and I8 for the output
+ * heads): codes [rows, cols] or [rows, cols / 2]; Q8_0 / Q4_1:
+ * NAME_qscale (and NAME_qmin) F16 [rows, cols / KQ_BLK]; Q4_S: NAME_qscale
+ * U8 and NAME_qmin I8 [rows, cols / KQ_BLK], NAME_qexp I8 [rows, 2 *
+ * groups] with every exponent in range. */
 static struct kmat bind_qmat(struct binder *b, const struct st_tensor *t,
                              const char *name, int rows, int cols)
 {
     struct kmat m = {0};
     const char *f = b->cfg->quant_format;
-    int q8 = t->dtype == ST_I8;
-    /* q4_1 checkpoints hold their output heads as Q8_0 (quantize.h) */
-    if (q8 ? !*f : strcmp(f, "q4_1") != 0) {
+    int q8 = t->dtype == ST_I8, q4s = !strcmp(f, "q4_s");
+    /* q4 checkpoints hold their output heads as Q8_0 (quantize.h) */
+    if (q8 ? !*f : strcmp(f, "q4_1") != 0 && !q4s) {
         bind_fail(b, t, name, q8 ? "I8 weight but config.json has no mtpd "
                   "quantization_config" : "U8 weight but config.json's "
-                  "quantization_config is not mtpd q4_1", 0, 0, 0, 0);
+                  "quantization_config is not mtpd q4_1 or q4_s", 0, 0, 0,
+                  0);
         return m;
     }
     long long qc = q8 ? cols : cols / 2;
@@ -126,19 +156,32 @@ static struct kmat bind_qmat(struct binder *b, const struct st_tensor *t,
                   cols, t->ndim);
         return m;
     }
-    m.dtype = q8 ? KDT_Q8_0 : KDT_Q4_1;
+    m.dtype = q8 ? KDT_Q8_0 : q4s ? KDT_Q4_S : KDT_Q4_1;
     m.rows = rows;
     m.cols = cols;
     m.data = t->data;
-    m.qd = bind_qscales(b, name, "_qscale", rows, cols / KQ_BLK);
+    int nb = cols / KQ_BLK;
+    if (m.dtype == KDT_Q4_S) {
+        long long ne = 2LL * ((nb + KQ4S_GRP - 1) / KQ4S_GRP);
+        m.qsc = bind_qbytes(b, name, "_qscale", ST_U8, rows, nb);
+        if (m.qsc)
+            m.qmn = bind_qbytes(b, name, "_qmin", ST_I8, rows, nb);
+        if (m.qmn)
+            m.qexp = bind_qbytes(b, name, "_qexp", ST_I8, rows, ne);
+        if (m.qexp && kq4s_check(&m) != 0)
+            bind_fail(b, t, name, "damaged: a block exponent (_qexp) outside "
+                      "[%lld, %lld]", KQ4S_EMIN, KQ4S_EMAX, 0, 0);
+        return m;
+    }
+    m.qd = bind_qscales(b, name, "_qscale", rows, nb);
     if (!q8 && m.qd)
-        m.qm = bind_qscales(b, name, "_qmin", rows, cols / KQ_BLK);
+        m.qm = bind_qscales(b, name, "_qmin", rows, nb);
     return m;
 }
 
 /* Matrix [rows, cols]. Float types, F8_E4M3 with a matching
  * NAME_scale_inv when the config declares fp8 block quantization, or
- * mtpd's Q8_0 / Q4_1 (bind_qmat). */
+ * mtpd's Q8_0 / Q4_1 / Q4_S (bind_qmat). */
 static struct kmat bind_mat(struct binder *b, const char *name, int rows,
                             int cols)
 {
