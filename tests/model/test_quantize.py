@@ -38,10 +38,10 @@ def quantize(mtpd, src, out, fmt, *extra):
 
 @pytest.fixture(scope="module")
 def default_q(mtpd, tmp_path_factory):
-    """The default model quantized to q8, q4 and fp8 (once)."""
+    """The default model quantized to q8, q4 (Q4_S), q4_1 and fp8 (once)."""
     base = tmp_path_factory.mktemp("quant")
     out = {}
-    for fmt in ("q8", "q4", "fp8"):
+    for fmt in ("q8", "q4", "q4_1", "fp8"):
         out[fmt] = str(base / fmt)
         quantize(mtpd, DEFAULT, out[fmt], fmt)
     return out
@@ -92,10 +92,10 @@ def test_refuses_existing_checkpoint_and_quantized_input(mtpd, presets, tmp_path
 
 
 def test_what_is_kept(mtpd, default_q):
-    for fmt, code in (("q8", "I8"), ("q4", "U8")):
+    for fmt, code in (("q8", "I8"), ("q4", "U8"), ("q4_1", "U8")):
         d = default_q[fmt]
         cfg = json.load(open(os.path.join(d, "config.json")))
-        want = {"q8": "q8_0", "q4": "q4_1"}[fmt]
+        want = {"q8": "q8_0", "q4": "q4_s", "q4_1": "q4_1"}[fmt]
         assert cfg["quantization_config"]["quant_method"] == "mtpd"
         assert cfg["quantization_config"]["format"] == want
         h = header(d)
@@ -116,7 +116,12 @@ def test_what_is_kept(mtpd, default_q):
                      "model.layers.8.self_attn.q_a_proj.weight",
                      "model.layers.8.eh_proj.weight"):
             assert h[name]["dtype"] == code, (name, h[name])
-            assert h[name + "_qscale"]["dtype"] == "F16"
+            if fmt == "q4":  # Q4_S: scale and min bytes, exponent pairs
+                assert h[name + "_qscale"]["dtype"] == "U8"
+                assert h[name + "_qmin"]["dtype"] == "I8"
+                assert h[name + "_qexp"]["dtype"] == "I8"
+            else:
+                assert h[name + "_qscale"]["dtype"] == "F16"
         # tied embeddings: the output head is its own quantized tensor
         assert h["lm_head.weight"]["dtype"] == "I8"
         assert h["model.layers.8.shared_head.head.weight"]["dtype"] == "I8"
@@ -132,7 +137,8 @@ def test_keep_pattern(mtpd, presets, tmp_path):
     h = header(out)
     src_h = ckpt.read_header(os.path.join(src, "model.safetensors"))[0]
     for name, v in h.items():
-        if name == "__metadata__" or name.endswith(("_qscale", "_qmin")):
+        if name == "__metadata__" or name.endswith(("_qscale", "_qmin",
+                                                    "_qexp")):
             continue
         if name.startswith("model.layers.0.") or name.endswith("o_proj.weight"):
             assert v["dtype"] == src_h[name]["dtype"], name
@@ -151,8 +157,85 @@ def test_q8_quality(mtpd, default_q, heldout):
 def test_q4_fp8_quality(mtpd, default_q, heldout):
     q = quant_eval.compare(mtpd, DEFAULT, default_q["q4"], heldout[:2])
     assert q["top1"] >= Q4_TOP1, q
+    q = quant_eval.compare(mtpd, DEFAULT, default_q["q4_1"], heldout[:2])
+    assert q["top1"] >= Q4_TOP1, q
     q = quant_eval.compare(mtpd, DEFAULT, default_q["fp8"], heldout[:2])
     assert q["top1"] >= FP8_TOP1, q
+
+
+# ---- Q4_S as its format says (kernels.h), in numpy ------------------------
+
+def q4s_dequant(codes, sc, mn, ex):
+    """W = q * sc * 2^e + mn * 2^f per block of 32; (e, f) per 8 blocks;
+    block bytes 0..15 hold weights i (low nibble) and 16 + i (high)."""
+    rows, nb = sc.shape
+    c = codes.reshape(rows, nb, 16)
+    q = np.concatenate([c & 15, c >> 4], axis=2).astype(np.float64)
+    e = ex.reshape(rows, -1, 2).astype(np.float64)
+    g = np.arange(nb) // 8
+    d = sc * np.exp2(e[:, g, 0])
+    m = mn * np.exp2(e[:, g, 1])
+    return (q * d[..., None] + m[..., None]).reshape(rows, nb * 32)
+
+
+def q41_dequant(codes, d, m):
+    rows, nb = d.shape
+    c = codes.reshape(rows, nb, 16)
+    q = np.concatenate([c & 15, c >> 4], axis=2).astype(np.float64)
+    return (q * d.astype(np.float64)[..., None] +
+            m.astype(np.float64)[..., None]).reshape(rows, nb * 32)
+
+
+Q4_NAMES = ("model.layers.0.mlp.down_proj.weight",
+            "model.layers.1.mlp.experts.3.down_proj.weight",  # 5 blocks
+            "model.layers.1.self_attn.q_a_proj.weight",
+            "model.layers.8.eh_proj.weight")
+
+
+def test_q4s_error_against_q41(default_q):
+    """Each Q4_S matrix, decoded from its tensors, is as close to the
+    source as Q4_1's (5 bits a weight) give or take 10% (RMS)."""
+    src = ckpt.load_raw(DEFAULT)
+    s4 = ckpt.read_safetensors(os.path.join(default_q["q4"], "model.safetensors"))
+    s1 = ckpt.read_safetensors(os.path.join(default_q["q4_1"], "model.safetensors"))
+    for name in Q4_NAMES:
+        w = ckpt.decode(src[name][1], src[name][0]).astype(np.float64)
+        a = q4s_dequant(s4[name][1], s4[name + "_qscale"][1],
+                        s4[name + "_qmin"][1], s4[name + "_qexp"][1])
+        b = q41_dequant(s1[name][1], s1[name + "_qscale"][1], s1[name + "_qmin"][1])
+        ea = np.sqrt(np.mean((a - w) ** 2))
+        eb = np.sqrt(np.mean((b - w) ** 2))
+        assert 0 < ea <= 1.1 * eb, (name, ea, eb)
+
+
+def test_q4s_read_as_documented(mtpd, default_q, heldout, tmp_path):
+    """mtpd's logits on the Q4_S copy against an F32 checkpoint of the
+    weights numpy decodes from it (heads: Q8_0 decoded too): only the
+    int8 rounding of activations separates them (a misread nibble, scale
+    or exponent drops agreement far below these bounds)."""
+    d = default_q["q4"]
+    out = tmp_path / "deq"
+    shutil.copytree(d, out)
+    t = ckpt.read_safetensors(os.path.join(d, "model.safetensors"))
+    dense = {}
+    for name, (dt, arr) in t.items():
+        if name.endswith(("_qscale", "_qmin", "_qexp")):
+            continue
+        if dt == "U8":
+            w = q4s_dequant(arr, t[name + "_qscale"][1], t[name + "_qmin"][1],
+                            t[name + "_qexp"][1])
+            dense[name] = ("F32", w.astype(np.float32))
+        elif dt == "I8":
+            sc = t[name + "_qscale"][1].astype(np.float32)
+            w = arr.astype(np.float32) * np.repeat(sc, 32, axis=1)
+            dense[name] = ("F32", w)
+        else:
+            dense[name] = (dt, arr)
+    ckpt.write_safetensors(str(out / "model.safetensors"), dense)
+    edit_config(str(out), lambda c: c.pop("quantization_config"))
+    q = quant_eval.compare(mtpd, str(out), d, heldout[:2])
+    assert q["top1"] >= Q8_TOP1, q
+    assert q["mean_abs"] <= Q8_MEAN_ABS, q
 
 
 @pytest.mark.parametrize("fmt", ["q8", "q4"])
@@ -226,11 +309,11 @@ def test_codes_without_quantization_config(mtpd, q8_preset):
 
 
 def test_q8_codes_in_q4_checkpoint_need_u8(mtpd, q8_preset):
-    # q4_1 holds I8 heads too, but a U8 weight needs format q4_1
+    # q4_1 holds I8 heads too, but a U8 weight needs format q4_1 or q4_s
     def to_u8(t):
         t[T_QA] = ("U8", t[T_QA][1].view(np.uint8))
     edit_tensors(q8_preset, to_u8)
-    expect_error(mtpd, q8_preset, T_QA, "not mtpd q4_1")
+    expect_error(mtpd, q8_preset, T_QA, "not mtpd q4_1 or q4_s")
 
 
 def test_missing_scale(mtpd, q8_preset):
@@ -266,3 +349,46 @@ def test_codes_wrong_shape(mtpd, q8_preset):
         t[T_QA] = ("I8", t[T_QA][1][:, :64].copy())
     edit_tensors(q8_preset, cut)
     expect_error(mtpd, q8_preset, T_QA, "wrong shape")
+
+
+# ---- damaged Q4_S checkpoints ----------------------------------------------
+
+@pytest.fixture
+def q4_preset(mtpd, presets, tmp_path):
+    out = str(tmp_path / "q4")
+    quantize(mtpd, presets.dir(PRESET), out, "q4")
+    return out
+
+
+def test_q4s_loads(mtpd, q4_preset):
+    r = run_mtpd(mtpd, ["logits", "--model", q4_preset, "--ids", "3,4,5"])
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("value", [8, -25, 127])
+def test_q4s_exponent_out_of_range(mtpd, q4_preset, value):
+    def bad(t):
+        e = t[T_QA + "_qexp"][1].copy()
+        e[1, 0] = value
+        t[T_QA + "_qexp"] = ("I8", e)
+    edit_tensors(q4_preset, bad)
+    expect_error(mtpd, q4_preset, T_QA, "damaged", "_qexp")
+
+
+def test_q4s_missing_exponents(mtpd, q4_preset):
+    edit_tensors(q4_preset, lambda t: t.pop(T_QA + "_qexp"))
+    expect_error(mtpd, q4_preset, T_QA + "_qexp", "missing")
+
+
+def test_q4s_min_wrong_dtype(mtpd, q4_preset):
+    def u8(t):
+        t[T_QA + "_qmin"] = ("U8", t[T_QA + "_qmin"][1].view(np.uint8))
+    edit_tensors(q4_preset, u8)
+    expect_error(mtpd, q4_preset, T_QA + "_qmin", "expected I8")
+
+
+def test_q4s_scale_wrong_shape(mtpd, q4_preset):
+    def cut(t):
+        t[T_QA + "_qscale"] = ("U8", t[T_QA + "_qscale"][1][:, :1].copy())
+    edit_tensors(q4_preset, cut)
+    expect_error(mtpd, q4_preset, T_QA + "_qscale", "wrong shape")
