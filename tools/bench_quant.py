@@ -71,8 +71,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--formats", default="q8,q4",
-                    help="besides bf16: q8, q4, fp8, bf16a (bf16 with "
-                         "--act-dtype bf16)")
+                    help="besides bf16: q8, q4 (Q4_S), q4h (Q4_S with "
+                         "the output heads at 4 bits too), q4_1, fp8, bf16a "
+                         "(bf16 with --act-dtype bf16)")
     ap.add_argument("--tokens", type=int, default=256, help="decode tokens per run")
     ap.add_argument("--reps", type=int, default=2, help="runs per round (best kept)")
     ap.add_argument("--out")
@@ -86,7 +87,8 @@ def main():
             models[f] = a.model
             continue
         d = os.path.join(tmp, f)
-        run([mtpd, "quantize", "--model", a.model, "--out", d, "--format", f])
+        q = ["--format", "q4", "--head-q4"] if f == "q4h" else ["--format", f]
+        run([mtpd, "quantize", "--model", a.model, "--out", d, *q])
         models[f] = d
     names = list(models)
 

@@ -22,7 +22,8 @@ __host__ __device__ static inline size_t kd_row_bytes(int dtype, int cols)
     case KDT_F16: return (size_t)cols * 2;
     case KDT_F8_E4M3:
     case KDT_Q8_0: return (size_t)cols;
-    case KDT_Q4_1: return (size_t)cols / 2;
+    case KDT_Q4_1:
+    case KDT_Q4_S: return (size_t)cols / 2;
     default: return 0;
     }
 }

@@ -41,10 +41,41 @@ extern "C" void kcuda_mat_free(struct kcuda *g, struct kdmat *d)
     memset(d, 0, sizeof *d);
 }
 
+/* Q4_S goes up as the Q4_1 matrix it is (kernels.h: the same weights,
+ * bit for bit), its scales expanded on the host: the device kernels know
+ * Q4_1, and the scale bytes are 1/5 of the weights' at most. */
+static int upload_q4s(struct kcuda *g, const struct kmat *h, struct kdmat *d)
+{
+    if (h->qsc == NULL || h->qmn == NULL || h->qexp == NULL ||
+        h->cols % KQ_BLK) {
+        kcuda_set_error("kcuda_mat_upload: Q4_S matrix without its scales");
+        return MTPD_K_EINVAL;
+    }
+    size_t nq = (size_t)h->rows * (size_t)(h->cols / KQ_BLK);
+    uint16_t *s = (uint16_t *)malloc(2 * nq * sizeof(uint16_t) + 2);
+    if (s == NULL) {
+        kcuda_set_error("kcuda_mat_upload: out of host memory");
+        return MTPD_K_ENOMEM;
+    }
+    kq4s_expand(h, 0, h->rows, s, s + nq);
+    struct kmat q = *h;
+    q.dtype = KDT_Q4_1;
+    q.qd = s;
+    q.qm = s + nq;
+    q.qsc = NULL;
+    q.qmn = NULL;
+    q.qexp = NULL;
+    int rc = kcuda_mat_upload(g, &q, d);
+    free(s);
+    return rc;
+}
+
 extern "C" int kcuda_mat_upload(struct kcuda *g, const struct kmat *h,
                                 struct kdmat *d)
 {
     memset(d, 0, sizeof *d);
+    if (h != NULL && h->dtype == KDT_Q4_S && h->data != NULL)
+        return upload_q4s(g, h, d);
     if (h == NULL || h->data == NULL || h->rows < 0 || h->cols < 0 ||
         h->dtype < 0 || h->dtype >= KDT_COUNT) {
         kcuda_set_error("kcuda_mat_upload: bad matrix");

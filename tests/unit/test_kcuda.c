@@ -81,12 +81,14 @@ struct hmat {
     void *data;
     float *scale;
     uint16_t *qd, *qm;
+    uint8_t *q4s; /* Q4_S: scale bytes, min bytes, exponent pairs */
 };
 
 static void hmat_free(struct hmat *t)
 {
     free(t->data);
     free(t->scale);
+    free(t->q4s);
     free(t->qd);
     free(t->qm);
     memset(t, 0, sizeof *t);
@@ -141,6 +143,22 @@ static int hmat_new(struct hmat *t, enum kdtype dt, int rows, int cols,
         t->m.blk = blk;
         break;
     }
+    case KDT_Q4_S: { /* goes up as Q4_1 (kcuda_mat_upload) */
+        size_t nb = (size_t)rows * (cols / KQ_BLK);
+        size_t ne = (size_t)rows * 2 * ((cols / KQ_BLK + KQ4S_GRP - 1) / KQ4S_GRP);
+        if ((t->q4s = malloc(2 * nb + ne + 1)) == NULL)
+            return -1;
+        for (size_t i = 0; i < bytes; i++)
+            ((uint8_t *)t->data)[i] = (uint8_t)rnd_u32();
+        for (size_t i = 0; i < 2 * nb; i++)
+            t->q4s[i] = (uint8_t)rnd_u32();
+        for (size_t i = 0; i < ne; i++) /* 2^-13 .. 2^-9 */
+            t->q4s[2 * nb + i] = (uint8_t)(-13 + (int)(rnd_u32() % 5));
+        t->m.qsc = t->q4s;
+        t->m.qmn = (const int8_t *)t->q4s + nb;
+        t->m.qexp = (const int8_t *)t->q4s + 2 * nb;
+        break;
+    }
     default: { /* Q8_0 / Q4_1 */
         size_t nb = (size_t)rows * (cols / KQ_BLK);
         t->qd = malloc(nb * 2 + 2);
@@ -179,7 +197,7 @@ static enum test_return mm_case(struct kcuda *h, const struct hmat *t,
     const int ldy = rows + 3;
     const int wide = n_tok > KCUDA_SKINNY_ROWS;
     const enum kdtype dt = t->m.dtype;
-    const int q = dt == KDT_Q8_0 || dt == KDT_Q4_1;
+    const int q = dt == KDT_Q8_0 || dt == KDT_Q4_1 || dt == KDT_Q4_S;
     size_t nx = (size_t)n_tok * ldx, ny = (size_t)n_tok * ldy;
     float *x = malloc(nx * sizeof *x), *y = malloc(ny * sizeof *y);
     float *yc = malloc(ny * sizeof *yc), *wr = malloc((size_t)cols * 4);
@@ -336,7 +354,10 @@ static enum test_return test_matmul_q(void)
     if (mm_suite(KDT_Q8_0, 0, q_shapes, sizeof q_shapes / sizeof *q_shapes) !=
         TEST_PASS)
         return TEST_FAIL;
-    return mm_suite(KDT_Q4_1, 0, q_shapes, sizeof q_shapes / sizeof *q_shapes);
+    if (mm_suite(KDT_Q4_1, 0, q_shapes, sizeof q_shapes / sizeof *q_shapes) !=
+        TEST_PASS)
+        return TEST_FAIL;
+    return mm_suite(KDT_Q4_S, 0, q_shapes, sizeof q_shapes / sizeof *q_shapes);
 }
 
 static enum test_return test_matmul_args(void)
