@@ -352,9 +352,19 @@ static uint8_t to_e4m3(float v)
     return sign | (uint8_t)c;
 }
 
+/* Q4_S scales of the matrix whose codes were written last: its scale,
+ * min and exponent tensors come right after them (by_esize's order) and
+ * are copied from here instead of quantizing every row again (the block
+ * search is most of `mtpd quantize`'s time). */
+struct q4s_cache {
+    const struct st_tensor *src; /* NULL: empty */
+    uint8_t *b;                  /* rows x (2 nb + ne): sc, mn, ex */
+    size_t cap;
+};
+
 /* Writes tensor q's data to f. buf holds >= 2 source rows of fp32. */
 static int write_tensor(FILE *f, const struct qout *q, float *buf,
-                        void *tmp)
+                        void *tmp, struct q4s_cache *qc)
 {
     const struct st_tensor *s = q->src;
     if (q->kind == QK_COPY)
@@ -395,8 +405,21 @@ static int write_tensor(FILE *f, const struct qout *q, float *buf,
     uint8_t *codes = tmp;
     uint16_t *d = (uint16_t *)((uint8_t *)tmp + C);
     uint16_t *m = d + nb;
+    if (q->kind == QK_Q4S) { /* fill the cache (or go without it) */
+        size_t need = (size_t)R * (2 * (size_t)nb +
+                                   2 * (size_t)((nb + KQ4S_GRP - 1) / KQ4S_GRP));
+        qc->src = NULL;
+        if (qc->cap < need) {
+            free(qc->b);
+            qc->b = malloc(need);
+            qc->cap = qc->b ? need : 0;
+        }
+    }
+    int cached = (q->kind == QK_Q4S_SC || q->kind == QK_Q4S_MN ||
+                  q->kind == QK_Q4S_EX) && qc->src == s;
     for (int64_t r = 0; r < R; r++) {
-        src_row(s, r, buf);
+        if (!cached)
+            src_row(s, r, buf);
         const void *out;
         size_t n;
         switch (q->kind) {
@@ -410,8 +433,16 @@ static int write_tensor(FILE *f, const struct qout *q, float *buf,
         case QK_Q4S_SC:
         case QK_Q4S_MN:
         case QK_Q4S_EX: { /* codes, scale bytes, min bytes, exponents */
+            size_t ne = 2 * (size_t)((nb + KQ4S_GRP - 1) / KQ4S_GRP);
+            size_t rs = 2 * (size_t)nb + ne;
             uint8_t *sc = codes + C / 2, *mn = sc + nb, *ex = mn + nb;
-            q4s_row(buf, C, codes, sc, (int8_t *)mn, (int8_t *)ex);
+            uint8_t *cr = qc->b ? qc->b + (size_t)r * rs : NULL;
+            if (q->kind != QK_Q4S && qc->src == s) /* from the cache */
+                sc = cr, mn = cr + nb, ex = cr + 2 * nb;
+            else
+                q4s_row(buf, C, codes, sc, (int8_t *)mn, (int8_t *)ex);
+            if (q->kind == QK_Q4S && cr)
+                memcpy(cr, sc, rs);
             out = q->kind == QK_Q4S ? codes : q->kind == QK_Q4S_SC ? sc
                   : q->kind == QK_Q4S_MN ? mn : ex;
             n = q->kind == QK_Q4S ? (size_t)C / 2
@@ -429,6 +460,8 @@ static int write_tensor(FILE *f, const struct qout *q, float *buf,
         if (fwrite(out, 1, n, f) != n)
             return -1;
     }
+    if (q->kind == QK_Q4S && qc->b != NULL)
+        qc->src = s; /* every row's scales are in the cache */
     return 0;
 }
 
@@ -694,8 +727,10 @@ int mtpd_quantize(const char *model_dir, const char *out_dir,
         le[k] = (uint8_t)((uint64_t)hlen >> (8 * k));
     if (fwrite(le, 1, 8, f) != 8 || fwrite(hdr, 1, hlen, f) != hlen)
         rc = -1;
+    struct q4s_cache qc = {0};
     for (size_t i = 0; i < p.n && rc == 0; i++)
-        rc = write_tensor(f, &p.v[i], buf, tmp);
+        rc = write_tensor(f, &p.v[i], buf, tmp, &qc);
+    free(qc.b);
     if (fclose(f) != 0)
         rc = -1;
     f = NULL;

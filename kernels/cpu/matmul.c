@@ -325,44 +325,38 @@ static void mm_part(void *arg, int part, int n_parts)
 }
 
 #if KCPU_X86
-/* Short Q8_0 / Q4_1 rows, many tokens: sixteen rows per vector. */
-static void rl_part(void *arg, int part, int n_parts)
+/* Short Q8_0 / Q4_1 rows, many tokens: sixteen rows per vector (VNNI,
+ * kqa_rowlanes) or eight (kqa_rowlanes_avx2). Q4_S: slabs of rows with
+ * their scales expanded (q4s_rows). */
+typedef void (*rl_fn)(const struct kmat *W, int r0, int r1, const uint8_t *xq,
+                      size_t ldq, int n_tok, float *y, int ldy);
+
+static void rl_rows(const struct mm_job *j, int part, int n_parts, rl_fn fn)
 {
-    const struct mm_job *j = arg;
     int r0, r1;
     part_rows(j, part, n_parts, &r0, &r1);
     if (j->q4s == NULL) {
         if (r0 < r1)
-            kqa_rowlanes(j->W, r0, r1, j->xq, j->ldq, j->n_tok, j->y, j->ldy);
+            fn(j->W, r0, r1, j->xq, j->ldq, j->n_tok, j->y, j->ldy);
         return;
     }
     uint16_t ex[KQ4S_EX];
     struct kmat v;
     for (int r = r0, g = q4s_group(j->q4s); r < r1; r += g) {
         int n = r1 - r < g ? r1 - r : g;
-        kqa_rowlanes(q4s_rows(j, r, n, ex, &v), 0, n, j->xq, j->ldq,
-                     j->n_tok, j->y + r, j->ldy);
+        fn(q4s_rows(j, r, n, ex, &v), 0, n, j->xq, j->ldq, j->n_tok, j->y + r,
+           j->ldy);
     }
+}
+
+static void rl_part(void *arg, int part, int n_parts)
+{
+    rl_rows(arg, part, n_parts, kqa_rowlanes);
 }
 
 static void rl2_part(void *arg, int part, int n_parts)
 {
-    const struct mm_job *j = arg;
-    int r0, r1;
-    part_rows(j, part, n_parts, &r0, &r1);
-    if (j->q4s == NULL) {
-        if (r0 < r1)
-            kqa_rowlanes_avx2(j->W, r0, r1, j->xq, j->ldq, j->n_tok, j->y,
-                              j->ldy);
-        return;
-    }
-    uint16_t ex[KQ4S_EX];
-    struct kmat v;
-    for (int r = r0, g = q4s_group(j->q4s); r < r1; r += g) {
-        int n = r1 - r < g ? r1 - r : g;
-        kqa_rowlanes_avx2(q4s_rows(j, r, n, ex, &v), 0, n, j->xq, j->ldq,
-                          j->n_tok, j->y + r, j->ldy);
-    }
+    rl_rows(arg, part, n_parts, kqa_rowlanes_avx2);
 }
 #endif
 
