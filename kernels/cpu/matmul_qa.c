@@ -302,25 +302,38 @@ KTARGET_AVX2 KINLINE __m256 load_f8(const float *p, int n)
     return _mm256_loadu_ps(t);
 }
 
-/* Scales (min: 0) or mins (1) of blocks j .. j+n-1 (n <= 8, j a multiple
- * of 8: one Q4_S exponent) of row q, zero past n. */
-KTARGET_AVX2 KINLINE __m256 qs_load8(const struct qrow *q, int min, int j,
-                                     int n)
+/* Scales d (and, q4, mins m) of blocks j .. j+n-1 (n <= 8, j a multiple
+ * of 8: one Q4_S exponent pair) of row q, zero past n; Q4_S's pair
+ * becomes two float powers of two in one vector (qs_load16). */
+KTARGET_AVX2 KINLINE void qs_load8(const struct qrow *q, int q4, int j, int n,
+                                   __m256 *d, __m256 *m)
 {
-    if (q->sc == NULL)
-        return load_h8((min ? q->m : q->d) + j, n);
-    const uint8_t *p = min ? (const uint8_t *)q->mn + j : q->sc + j;
-    __m128i b;
-    if (n == 8) {
-        b = _mm_loadl_epi64((const __m128i *)p);
-    } else {
-        uint8_t t[8] = {0};
-        memcpy(t, p, (size_t)n);
-        b = _mm_loadl_epi64((const __m128i *)t);
+    if (q->sc == NULL) {
+        *d = load_h8(q->d + j, n);
+        if (q4)
+            *m = load_h8(q->m + j, n);
+        return;
     }
-    __m256i v = min ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(v),
-                         _mm256_set1_ps(kpow2f(q->ex[2 * (j / 8) + min])));
+    __m128i sb, mb;
+    if (n == 8) {
+        sb = _mm_loadl_epi64((const __m128i *)(q->sc + j));
+        mb = _mm_loadl_epi64((const __m128i *)(q->mn + j));
+    } else {
+        uint8_t t[16] = {0};
+        memcpy(t, q->sc + j, (size_t)n);
+        memcpy(t + 8, q->mn + j, (size_t)n);
+        sb = _mm_loadl_epi64((const __m128i *)t);
+        mb = _mm_loadl_epi64((const __m128i *)(t + 8));
+    }
+    uint16_t e2;
+    memcpy(&e2, q->ex + 2 * (j / 8), 2);
+    __m128i e = _mm_cvtepi8_epi32(_mm_cvtsi32_si128(e2));
+    __m256 p2 = _mm256_castps128_ps256(_mm_castsi128_ps(
+        _mm_slli_epi32(_mm_add_epi32(e, _mm_set1_epi32(127)), 23)));
+    *d = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sb)),
+                       _mm256_permutevar8x32_ps(p2, _mm256_setzero_si256()));
+    *m = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(mb)),
+                       _mm256_permutevar8x32_ps(p2, _mm256_set1_epi32(1)));
 }
 
 /* Q8_0 block: eight int32 partial sums (maddubs takes unsigned times
@@ -464,9 +477,7 @@ KTARGET_AVX2 KINLINE void rows2(enum kdtype dt, int NR, int NT,
             __m256 dk[NR2], mk[NR2];
             KUNROLL
             for (int k = 0; k < NR; k++) {
-                dk[k] = qs_load8(&q[k], 0, j, n);
-                if (dt == KDT_Q4_1)
-                    mk[k] = qs_load8(&q[k], 1, j, n);
+                qs_load8(&q[k], dt == KDT_Q4_1, j, n, &dk[k], &mk[k]);
             }
             KUNROLL
             for (int t = 0; t < NT; t++) {
@@ -637,8 +648,10 @@ KTARGET_AVX2 KINLINE void rows2t(enum kdtype dt, int NT,
                 q8_blocks8(w, j, n, T, A);
             else
                 q4_blocks8(w, j, n, T);
-            __m256 dk = qs_load8(&q, 0, j, n);
-            __m256 mk = dt == KDT_Q4_1 ? qs_load8(&q, 1, j, n) : dk;
+            __m256 dk, mk;
+            qs_load8(&q, dt == KDT_Q4_1, j, n, &dk, &mk);
+            if (dt != KDT_Q4_1)
+                mk = dk;
             KUNROLL
             for (int t = 0; t < NT; t++) {
                 /* x: the half of the 16-block group's vectors for j */
@@ -829,21 +842,44 @@ KTARGET_VNNI KINLINE __m512i load_b(const uint8_t *p, int n)
                    : _mm512_maskz_loadu_epi8(bmask(n), p);
 }
 
-/* qs_load8 for 16 blocks (j a multiple of 8: two Q4_S exponents). */
-KTARGET_VNNI KINLINE __m512 qs_load16(const struct qrow *q, int min, int j,
-                                      int n)
+/* Scales d (and, q4, mins m) of blocks j .. j+n-1 (n <= 16, j a multiple
+ * of 8) of row q, zero past n. Q4_S: the two groups' four exponent bytes
+ * become float powers of two in one vector (exponent field arithmetic),
+ * spread over the lanes by one permute each: a decode step on this path
+ * has few cycles per 16 blocks to spare (two scalar chains and a blend per
+ * vector, the first version, cost 10% at one token). */
+KTARGET_VNNI KINLINE void qs_load16(const struct qrow *q, int q4, int j,
+                                    int n, __m512 *d, __m512 *m)
 {
-    if (q->sc == NULL)
-        return load_h16((min ? q->m : q->d) + j, n);
-    const uint8_t *p = min ? (const uint8_t *)q->mn + j : q->sc + j;
-    __m128i b = n == 16 ? _mm_loadu_si128((const __m128i *)p)
-                        : _mm_maskz_loadu_epi8((__mmask16)((1u << n) - 1), p);
-    __m512i v = min ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b);
-    const int8_t *e = q->ex + 2 * (j / 8) + min;
-    __m512 p2 = _mm512_set1_ps(kpow2f(e[0]));
-    if (n > 8)
-        p2 = _mm512_mask_blend_ps(0xff00, p2, _mm512_set1_ps(kpow2f(e[2])));
-    return _mm512_mul_ps(_mm512_cvtepi32_ps(v), p2);
+    if (q->sc == NULL) {
+        *d = load_h16(q->d + j, n);
+        if (q4)
+            *m = load_h16(q->m + j, n);
+        return;
+    }
+    const __mmask16 k = n == 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+    __m128i sb = n == 16 ? _mm_loadu_si128((const __m128i *)(q->sc + j))
+                         : _mm_maskz_loadu_epi8(k, q->sc + j);
+    __m128i mb = n == 16 ? _mm_loadu_si128((const __m128i *)(q->mn + j))
+                         : _mm_maskz_loadu_epi8(k, q->mn + j);
+    int32_t e4; /* e0, f0, e1, f1 (the second pair only when n > 8) */
+    if (n > 8) {
+        memcpy(&e4, q->ex + 2 * (j / 8), 4);
+    } else {
+        uint16_t e2;
+        memcpy(&e2, q->ex + 2 * (j / 8), 2);
+        e4 = e2;
+    }
+    __m512i e = _mm512_cvtepi8_epi32(_mm_cvtsi32_si128(e4));
+    __m512 p2 = _mm512_castsi512_ps(_mm512_slli_epi32(
+        _mm512_add_epi32(e, _mm512_set1_epi32(127)), 23));
+    const __m512i id = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2,
+                                         2, 2, 2, 2);
+    *d = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sb)),
+                       _mm512_permutexvar_ps(id, p2));
+    *m = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(mb)),
+                       _mm512_permutexvar_ps(
+                           _mm512_add_epi32(id, _mm512_set1_epi32(1)), p2));
 }
 
 /* Q8_0 blocks j+2k, j+2k+1 (nbytes of them valid) for every (row,
@@ -1009,9 +1045,7 @@ KTARGET_VNNI KINLINE void rows5(enum kdtype dt, int NR, int NT,
             __m512 dv[NR5], mv[NR5];
             KUNROLL
             for (int k = 0; k < NR; k++) {
-                dv[k] = qs_load16(&q[k], 0, j, n);
-                if (dt == KDT_Q4_1)
-                    mv[k] = qs_load16(&q[k], 1, j, n);
+                qs_load16(&q[k], dt == KDT_Q4_1, j, n, &dv[k], &mv[k]);
             }
             KUNROLL
             for (int t = 0; t < NT; t++) {
@@ -1204,9 +1238,8 @@ KTARGET_VNNI KINLINE void rows5t(enum kdtype dt, int NT,
                 q8_transpose(w, j, n, &ix, T);
             else
                 q4_transpose(w, j, n, &ix, T);
-            __m512 dv = qs_load16(&q, 0, j, n);
-            __m512 mv = dt == KDT_Q4_1 ? qs_load16(&q, 1, j, n)
-                                       : _mm512_setzero_ps();
+            __m512 dv, mv = _mm512_setzero_ps();
+            qs_load16(&q, dt == KDT_Q4_1, j, n, &dv, &mv);
             KUNROLL
             for (int t = 0; t < NT; t++) {
                 const uint8_t *xg = xt[t] + (size_t)(j / 16) * 512;
