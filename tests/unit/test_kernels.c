@@ -775,17 +775,21 @@ static enum test_return test_matmul_q4s(void)
         CHECK(tmat_new(&t, KDT_Q4_S, rows, cols, 0) == 0, "alloc");
         uint16_t *qd = malloc((size_t)rows * nb * 2 * sizeof *qd);
         CHECK(qd != NULL, "alloc");
-        kq4s_expand(&t.m, 0, rows, qd, qd + (size_t)rows * nb);
-        for (int r = 0; r < rows; r++) /* exact: the fp16 values are them */
-            for (int j = 0; j < nb; j++) {
-                size_t k = (size_t)r * nb + j;
-                const int8_t *e = t.qexp + (size_t)r * 2 * ((nb + 7) / 8) +
-                                  2 * (j / 8);
-                CHECK(ref_f16(qd[k]) == ldexp(t.qsc[k], e[0]) &&
-                          ref_f16(qd[(size_t)rows * nb + k]) ==
-                              ldexp(t.qmn[k], e[1]),
-                      "expand %dx%d row %d block %d", rows, cols, r, j);
-            }
+        for (int ii = 0; ii < n_isa; ii++) { /* every ISA's expansion */
+            kisa_set(isas[ii]);
+            kq4s_expand(&t.m, 0, rows, qd, qd + (size_t)rows * nb);
+            for (int r = 0; r < rows; r++) /* exact: the fp16 values are them */
+                for (int j = 0; j < nb; j++) {
+                    size_t k = (size_t)r * nb + j;
+                    const int8_t *e = t.qexp + (size_t)r * 2 * ((nb + 7) / 8) +
+                                      2 * (j / 8);
+                    CHECK(ref_f16(qd[k]) == ldexp(t.qsc[k], e[0]) &&
+                              ref_f16(qd[(size_t)rows * nb + k]) ==
+                                  ldexp(t.qmn[k], e[1]),
+                          "%s expand %dx%d row %d block %d",
+                          kisa_str(isas[ii]), rows, cols, r, j);
+                }
+        }
         struct kmat q41 = {.dtype = KDT_Q4_1, .rows = rows, .cols = cols,
                            .data = t.data, .qd = qd,
                            .qm = qd + (size_t)rows * nb};
