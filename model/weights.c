@@ -69,10 +69,11 @@ static void bind_fail(struct binder *b, const struct st_tensor *t,
         snprintf(b->err + n, b->errlen - n, fmt, x0, x1, x2, x3);
 }
 
-/* NAME_SUFFIX: F16 [rows, nb] of finite values (a block scale or min of a
- * Q8_0 / Q4_1 weight); NULL after bind_fail. */
-static const uint16_t *bind_qscales(struct binder *b, const char *name,
-                                    const char *suffix, int rows, int nb)
+/* NAME_SUFFIX of dtype dt (F16, U8 or I8) and shape [rows, n]: a
+ * quantized weight's scales, mins or exponents; NULL after bind_fail. */
+static const struct st_tensor *bind_side(struct binder *b, const char *name,
+                                         const char *suffix, enum st_dtype dt,
+                                         int rows, long long n)
 {
     char sn[512];
     snprintf(sn, sizeof(sn), "%s%s", name, suffix);
@@ -82,19 +83,33 @@ static const uint16_t *bind_qscales(struct binder *b, const char *name,
                   "weight)", 0, 0, 0, 0);
         return NULL;
     }
-    if (s->dtype != ST_F16) {
-        bind_fail(b, s, sn, "wrong dtype: expected F16", 0, 0, 0, 0);
+    if (s->dtype != dt) {
+        bind_fail(b, s, sn, dt == ST_F16  ? "wrong dtype: expected F16"
+                            : dt == ST_U8 ? "wrong dtype: expected U8"
+                                          : "wrong dtype: expected I8",
+                  0, 0, 0, 0);
         return NULL;
     }
-    if (s->ndim != 2 || s->shape[0] != rows || s->shape[1] != nb) {
-        bind_fail(b, s, sn, "wrong shape: expected [%lld, %lld]", rows, nb, 0,
+    if (s->ndim != 2 || s->shape[0] != rows || s->shape[1] != n) {
+        bind_fail(b, s, sn, "wrong shape: expected [%lld, %lld]", rows, n, 0,
                   0);
         return NULL;
     }
+    return s;
+}
+
+/* NAME_SUFFIX: F16 [rows, nb] of finite values (a block scale or min of a
+ * Q8_0 / Q4_1 weight); NULL after bind_fail. */
+static const uint16_t *bind_qscales(struct binder *b, const char *name,
+                                    const char *suffix, int rows, int nb)
+{
+    const struct st_tensor *s = bind_side(b, name, suffix, ST_F16, rows, nb);
+    if (!s)
+        return NULL;
     const uint16_t *v = s->data;
     for (size_t i = 0; i < (size_t)rows * nb; i++)
         if ((v[i] & 0x7c00) == 0x7c00) {
-            bind_fail(b, s, sn, "damaged: element %lld is not finite",
+            bind_fail(b, s, s->name, "damaged: element %lld is not finite",
                       (long long)i, 0, 0, 0);
             return NULL;
         }
@@ -107,25 +122,8 @@ static const void *bind_qbytes(struct binder *b, const char *name,
                                const char *suffix, enum st_dtype dt, int rows,
                                long long n)
 {
-    char sn[512];
-    snprintf(sn, sizeof(sn), "%s%s", name, suffix);
-    const struct st_tensor *s = find(b, sn);
-    if (!s) {
-        bind_fail(b, NULL, sn, "missing tensor (block scales of a quantized "
-                  "weight)", 0, 0, 0, 0);
-        return NULL;
-    }
-    if (s->dtype != dt) {
-        bind_fail(b, s, sn, dt == ST_U8 ? "wrong dtype: expected U8"
-                  : "wrong dtype: expected I8", 0, 0, 0, 0);
-        return NULL;
-    }
-    if (s->ndim != 2 || s->shape[0] != rows || s->shape[1] != n) {
-        bind_fail(b, s, sn, "wrong shape: expected [%lld, %lld]", rows, n, 0,
-                  0);
-        return NULL;
-    }
-    return s->data;
+    const struct st_tensor *s = bind_side(b, name, suffix, dt, rows, n);
+    return s ? s->data : NULL;
 }
 
 /* An I8 (Q8_0) or U8 (Q4_1 / Q4_S) weight of an "mtpd" quantized

@@ -321,18 +321,29 @@ def test_missing_scale(mtpd, q8_preset):
     expect_error(mtpd, q8_preset, T_QA + "_qscale", "missing")
 
 
-def test_scale_wrong_shape(mtpd, q8_preset):
+@pytest.mark.parametrize("preset", ["q8_preset", "q4_preset"])
+def test_scale_wrong_shape(mtpd, request, preset):
+    d = request.getfixturevalue(preset)
+
     def cut(t):
-        t[T_QA + "_qscale"] = ("F16", t[T_QA + "_qscale"][1][:, :1].copy())
-    edit_tensors(q8_preset, cut)
-    expect_error(mtpd, q8_preset, T_QA + "_qscale", "wrong shape")
+        dt, v = t[T_QA + "_qscale"]
+        t[T_QA + "_qscale"] = (dt, v[:, :1].copy())
+    edit_tensors(d, cut)
+    expect_error(mtpd, d, T_QA + "_qscale", "wrong shape")
 
 
-def test_scale_wrong_dtype(mtpd, q8_preset):
-    def f32(t):
-        t[T_QA + "_qscale"] = ("F32", t[T_QA + "_qscale"][1].astype(np.float32))
-    edit_tensors(q8_preset, f32)
-    expect_error(mtpd, q8_preset, T_QA + "_qscale", "expected F16")
+# Q8_0's scales are F16; Q4_S's mins I8 (its scales U8)
+@pytest.mark.parametrize("preset,suffix,bad,want", [
+    ("q8_preset", "_qscale", ("F32", np.float32), "expected F16"),
+    ("q4_preset", "_qmin", ("U8", np.uint8), "expected I8"),
+])
+def test_scale_wrong_dtype(mtpd, request, preset, suffix, bad, want):
+    d = request.getfixturevalue(preset)
+
+    def retype(t):
+        t[T_QA + suffix] = (bad[0], t[T_QA + suffix][1].astype(bad[1]))
+    edit_tensors(d, retype)
+    expect_error(mtpd, d, T_QA + suffix, want)
 
 
 def test_scale_not_finite(mtpd, q8_preset):
@@ -379,16 +390,3 @@ def test_q4s_missing_exponents(mtpd, q4_preset):
     edit_tensors(q4_preset, lambda t: t.pop(T_QA + "_qexp"))
     expect_error(mtpd, q4_preset, T_QA + "_qexp", "missing")
 
-
-def test_q4s_min_wrong_dtype(mtpd, q4_preset):
-    def u8(t):
-        t[T_QA + "_qmin"] = ("U8", t[T_QA + "_qmin"][1].view(np.uint8))
-    edit_tensors(q4_preset, u8)
-    expect_error(mtpd, q4_preset, T_QA + "_qmin", "expected I8")
-
-
-def test_q4s_scale_wrong_shape(mtpd, q4_preset):
-    def cut(t):
-        t[T_QA + "_qscale"] = ("U8", t[T_QA + "_qscale"][1][:, :1].copy())
-    edit_tensors(q4_preset, cut)
-    expect_error(mtpd, q4_preset, T_QA + "_qscale", "wrong shape")
