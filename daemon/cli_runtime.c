@@ -57,7 +57,8 @@ int cli_attn_split(void)
 }
 
 struct progress_line {
-    double last; /* when the line was last drawn */
+    const char *what; /* "loading weights", "quantizing" */
+    double last;      /* when the line was last drawn */
     int drawn;
 };
 
@@ -68,9 +69,9 @@ static double now_s(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* "mtpd: loading weights  45% (1.20 of 2.70 GB, 300 of 1000 tensors)",
- * redrawn in place at most 10 times a second; the last call ends the
- * line. */
+/* "mtpd: loading weights  45% (1.20 of 2.70 GB, 300 of 1000 tensors)"
+ * (or another verb), redrawn in place at most 10 times a second; the last
+ * call ends the line. */
 static void on_progress(void *ud, const struct mtpd_load_progress *p)
 {
     struct progress_line *pl = ud;
@@ -81,8 +82,8 @@ static void on_progress(void *ud, const struct mtpd_load_progress *p)
     double pct = p->bytes_total
                      ? 100.0 * (double)p->bytes_done / (double)p->bytes_total
                      : 100.0;
-    fprintf(stderr, "\rmtpd: loading weights %3.0f%% (%.2f of %.2f GB, "
-            "%ld of %ld tensors)%s", pct > 100 ? 100 : pct,
+    fprintf(stderr, "\rmtpd: %s %3.0f%% (%.2f of %.2f GB, "
+            "%ld of %ld tensors)%s", pl->what, pct > 100 ? 100 : pct,
             p->bytes_done / 1e9, p->bytes_total / 1e9, p->tensors_done,
             p->tensors_total, done ? "\n" : "");
     fflush(stderr);
@@ -90,14 +91,19 @@ static void on_progress(void *ud, const struct mtpd_load_progress *p)
     pl->last = t;
 }
 
-void cli_load_opts(struct mtpd_load_opts *o)
+void cli_progress(const char *what, mtpd_load_progress_fn *fn, void **ud)
 {
     static struct progress_line pl;
     if (!isatty(STDERR_FILENO))
         return;
-    pl = (struct progress_line){0};
-    o->progress = on_progress;
-    o->progress_ud = &pl;
+    pl = (struct progress_line){.what = what};
+    *fn = on_progress;
+    *ud = &pl;
+}
+
+void cli_load_opts(struct mtpd_load_opts *o)
+{
+    cli_progress("loading weights", &o->progress, &o->progress_ud);
 }
 
 /* ---- --device ---- */

@@ -23,6 +23,10 @@ int cli_attn_split(void);
 /* Load options with the progress callback set when stderr is a terminal
  * (a line redrawn in place, ended with a newline when the load is done). */
 void cli_load_opts(struct mtpd_load_opts *o);
+/* The same progress line for another long job (what: its verb, e.g.
+ * "quantizing"); leaves fn and ud as they are when stderr is no
+ * terminal. */
+void cli_progress(const char *what, mtpd_load_progress_fn *fn, void **ud);
 
 /* ---- --device auto|cpu|cuda|cuda:N (mtpd_load_opts.device) ---- */
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli_runtime.h"
 #include "cli_util.h"
 #include "cmd.h"
 #include "model.h"
@@ -113,6 +114,7 @@ int cmd_quantize(int argc, char **argv)
         return 2;
     }
     o.keep = keep;
+    cli_progress("quantizing", &o.progress, &o.progress_ud);
     char err[1024] = "";
     struct mtpd_quant_stats st;
     if (mtpd_quantize(dir, out, &o, &st, err, sizeof err)) {

@@ -728,8 +728,15 @@ int mtpd_quantize(const char *model_dir, const char *out_dir,
     if (fwrite(le, 1, 8, f) != 8 || fwrite(hdr, 1, hlen, f) != hlen)
         rc = -1;
     struct q4s_cache qc = {0};
-    for (size_t i = 0; i < p.n && rc == 0; i++)
+    struct mtpd_load_progress pr = {.bytes_total = off,
+                                    .tensors_total = (long)p.n};
+    for (size_t i = 0; i < p.n && rc == 0; i++) {
         rc = write_tensor(f, &p.v[i], buf, tmp, &qc);
+        pr.bytes_done += p.v[i].nbytes;
+        pr.tensors_done++;
+        if (rc == 0 && o->progress)
+            o->progress(o->progress_ud, &pr);
+    }
     free(qc.b);
     if (fclose(f) != 0)
         rc = -1;

@@ -38,6 +38,8 @@
 
 #include <stddef.h>
 
+#include "model.h" /* mtpd_load_progress_fn */
+
 enum mtpd_qfmt {
     MTPD_QFMT_Q8_0 = 0,
     MTPD_QFMT_Q4_1,
@@ -52,6 +54,10 @@ struct mtpd_quant_opts {
     int quantize_embed;      /* 1: embed_tokens quantized too */
     int head_q4;             /* q4_1 / q4_s: output heads in the format
                               * too (default: Q8_0) */
+    /* Called after each tensor written (bytes and tensors of the output
+     * file) and once at the end with done == total; may be NULL. */
+    mtpd_load_progress_fn progress;
+    void *progress_ud;
 };
 
 struct mtpd_quant_stats {

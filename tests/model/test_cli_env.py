@@ -45,6 +45,19 @@ def test_progress_line_on_a_terminal(mtpd, sub):
     assert out.strip().startswith("{")
 
 
+def test_quantize_progress_line(mtpd, tmp_path):
+    """mtpd quantize: the same line, "quantizing", on a terminal only."""
+    rc, _, err = run_tty_stderr([mtpd, "quantize", "--model", MODEL, "--out",
+                                 str(tmp_path / "a"), "--format", "q4"])
+    assert rc == 0, err
+    assert "\rmtpd: quantizing 100% (" in err, repr(err)
+    assert "tensors)\r\nmtpd: " in err, repr(err)  # ended, then the summary
+    r = subprocess.run([mtpd, "quantize", "--model", MODEL, "--out",
+                        str(tmp_path / "b"), "--format", "q4"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "quantizing" not in r.stderr, r.stderr
+
+
 def test_no_progress_line_when_not_a_terminal(mtpd):
     r = subprocess.run([mtpd, "info", "--model", MODEL], capture_output=True,
                        text=True, timeout=60)
