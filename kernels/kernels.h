@@ -195,6 +195,8 @@ void kisa_set_row_stream(int on);
 /* Bytes of the last-level cache (L3, else L2) as the OS reports it, or 0
  * when unknown. */
 size_t kisa_llc_bytes(void);
+/* One core's L2 in bytes (sysconf, asked once); 0 when unknown. */
+size_t kisa_l2_bytes(void);
 
 /* ---- thread pool --------------------------------------------------- */
 

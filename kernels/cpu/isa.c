@@ -231,6 +231,20 @@ size_t kisa_llc_bytes(void)
     return b > 0 ? (size_t)b : 0;
 }
 
+size_t kisa_l2_bytes(void)
+{
+    static _Atomic long cached = -2; /* -2: not asked yet */
+    long b = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (b == -2) {
+        b = -1;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+        b = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+        atomic_store_explicit(&cached, b > 0 ? b : -1, memory_order_relaxed);
+    }
+    return b > 0 ? (size_t)b : 0;
+}
+
 void kisa_set_row_stream(int on)
 {
     atomic_store_explicit(&g_row_stream, on < 0 ? -1 : on != 0,

@@ -32,6 +32,26 @@
 
 #define KMM_TILE_BYTES (256 * 1024) /* weight tile reused from L2 */
 #define KMM_X_BYTES (32 * 1024)     /* x chunk kept in L1 */
+/* Calls of at most KMM_XS_MAX_TOK tokens on weights streamed from memory
+ * (not kmat.resident) take whole rows when x fits in 3/8 of the L2
+ * (kisa_l2_bytes; 192 KiB when unknown): x is read from L2 instead of L1,
+ * and each row stays one linear stream (in kc-column chunks a tile's rows
+ * were read piecewise, 2-4 tokens cost 1.4-3x one on 7168-column rows).
+ * Chunking never changes a sum (kcpu.h), so the cache size may decide.
+ * bench_kernels, medians of interleaved runs, EPYC Zen 5 (1 MiB L2):
+ * BF16 2048x7168 at 2 / 3 / 4 tokens 1.53x / 1.18x / 1.22x faster
+ * (AVX2: 1.10x / 2.2x / 2.2x), 1024x18432 at 2 tokens 1.75x, at 3-4 with
+ * 3/8 MiB against 192 KiB AVX2 2.6x, AVX-512 level; Q4_S 4 tokens
+ * 1.3x. */
+#ifndef KMM_XS_MAX_TOK
+#define KMM_XS_MAX_TOK 4
+#endif
+
+static size_t xs_bytes(void)
+{
+    size_t l2 = kisa_l2_bytes();
+    return l2 ? l2 / 8 * 3 : 192 * 1024;
+}
 #define KMM_ROW_ALIGN 16            /* parts start on multiples of this */
 /* BF16 on AVX-512 packs x in pairs (matmul_bf16p.c) from this many
  * columns on; narrower matrices keep the unpacked kernel (tests exercise
@@ -191,6 +211,9 @@ static int chunk_cols(const struct kmat *W, int nt)
     int seg = kmm_kseg(W);
     int q = W->dtype == KDT_Q8_0 || W->dtype == KDT_Q4_1 ||
             W->dtype == KDT_Q4_S;
+    size_t xb = q ? (size_t)W->cols * 11 / 8 * nt : (size_t)W->cols * 4 * nt;
+    if (!W->resident && nt <= KMM_XS_MAX_TOK && xb <= xs_bytes())
+        return W->cols; /* streamed weights, few tokens: whole rows */
     int kc = q ? KMM_X_BYTES * 8 / (11 * nt) : KMM_X_BYTES / (4 * nt);
     kc = kc < seg ? seg : kc - kc % seg;
     if (W->cols <= kc + kc / 4)
