@@ -32,7 +32,8 @@
 
 #define KMM_TILE_BYTES (256 * 1024) /* weight tile reused from L2 */
 #define KMM_X_BYTES (32 * 1024)     /* x chunk kept in L1 */
-/* Calls of at most KMM_XS_MAX_TOK tokens on weights streamed from memory
+/* Calls of at most KMM_XS_MAX_TOK (one token block: verify passes, small
+ * batches, not prefill) tokens on weights streamed from memory
  * (not kmat.resident) take whole rows when x fits in 3/8 of the L2
  * (kisa_l2_bytes; 192 KiB when unknown): x is read from L2 instead of L1,
  * and each row stays one linear stream (in kc-column chunks a tile's rows
@@ -42,9 +43,9 @@
  * BF16 2048x7168 at 2 / 3 / 4 tokens 1.53x / 1.18x / 1.22x faster
  * (AVX2: 1.10x / 2.2x / 2.2x), 1024x18432 at 2 tokens 1.75x, at 3-4 with
  * 3/8 MiB against 192 KiB AVX2 2.6x, AVX-512 level; Q4_S 4 tokens
- * 1.3x. */
+ * 1.3x; at 5-8 tokens BF16 0.9-1.07x (AVX2 1.4-1.7x), Q4_S 1.2-1.3x. */
 #ifndef KMM_XS_MAX_TOK
-#define KMM_XS_MAX_TOK 4
+#define KMM_XS_MAX_TOK 8
 #endif
 
 static size_t xs_bytes(void)
@@ -203,16 +204,18 @@ static kmm_block_fn block_fn(const struct kmat *W)
     }
 }
 
-/* Columns per chunk for nt tokens: x chunk in L1, whole summation
- * segments (kcpu.h), so the chunking never changes a sum's order. The
- * integer kernels read 1 + 12 / 32 bytes of x per column, the others 4. */
-static int chunk_cols(const struct kmat *W, int nt)
+/* Columns per chunk for a block of nt tokens of a call of n_tok: x chunk
+ * in L1, whole summation segments (kcpu.h), so the chunking never changes
+ * a sum's order; whole rows for short calls on streamed weights (above).
+ * The integer kernels read 1 + 12 / 32 bytes of x per column, the others
+ * 4. */
+static int chunk_cols(const struct kmat *W, int nt, int n_tok)
 {
     int seg = kmm_kseg(W);
     int q = W->dtype == KDT_Q8_0 || W->dtype == KDT_Q4_1 ||
             W->dtype == KDT_Q4_S;
     size_t xb = q ? (size_t)W->cols * 11 / 8 * nt : (size_t)W->cols * 4 * nt;
-    if (!W->resident && nt <= KMM_XS_MAX_TOK && xb <= xs_bytes())
+    if (!W->resident && n_tok <= KMM_XS_MAX_TOK && xb <= xs_bytes())
         return W->cols; /* streamed weights, few tokens: whole rows */
     int kc = q ? KMM_X_BYTES * 8 / (11 * nt) : KMM_X_BYTES / (4 * nt);
     kc = kc < seg ? seg : kc - kc % seg;
@@ -260,7 +263,7 @@ static void mm_range(const struct mm_job *j, int r0, int r1)
             b.xt = j->xt ? j->xt + (size_t)t * j->ldt : NULL;
             b.ldt = j->ldt;
             b.y = j->y + (size_t)t * j->ldy + yoff;
-            int kc = chunk_cols(W, b.nt);
+            int kc = chunk_cols(W, b.nt, j->n_tok);
             for (int c = 0; c < W->cols; c += kc) {
                 b.c0 = c;
                 b.c1 = W->cols - c < kc ? W->cols : c + kc;
