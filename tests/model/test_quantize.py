@@ -208,6 +208,44 @@ def test_q4s_error_against_q41(default_q):
         assert 0 < ea <= 1.1 * eb, (name, ea, eb)
 
 
+def test_q4s_block_choice(default_q):
+    """The quantizer's choices, recomputed in numpy: per group the
+    smallest exponents that hold the largest scale in 255 and |min| in 127
+    steps; per block a (min, scale) pair fitting its weights at least as
+    well as the pair that covers them (min rounded down, scale up)."""
+    src = ckpt.load_raw(DEFAULT)
+    s4 = ckpt.read_safetensors(os.path.join(default_q["q4"], "model.safetensors"))
+    for name in Q4_NAMES:
+        w = ckpt.decode(src[name][1], src[name][0]).astype(np.float32)
+        rows, cols = w.shape
+        nb = cols // 32
+        b = w.reshape(rows, nb, 32).astype(np.float64)
+        lo, hi = b.min(2), b.max(2)
+        ex = s4[name + "_qexp"][1].reshape(rows, -1, 2).astype(np.int64)
+        g = np.arange(nb) // 8
+        e, f = ex[:, g, 0], ex[:, g, 1]
+        # minimal exponents, per group
+        dmax = np.zeros(ex.shape[:2])
+        mmax = np.zeros(ex.shape[:2])
+        np.maximum.at(dmax.T, g, ((hi - lo) / 15).T)
+        np.maximum.at(mmax.T, g, np.abs(lo).T)
+        for k, (m, lim) in enumerate(((dmax, 255), (mmax, 127))):
+            x = ex[:, :, k]
+            assert (m <= lim * np.exp2(x) * (1 + 1e-6)).all(), name
+            assert ((x == -24) | (m > lim * np.exp2(x - 1))).all(), name
+        # the stored pair against the covering one, squared error per block
+        def sse(d, mq):
+            q = np.clip(np.rint((b - mq[..., None]) / np.where(d > 0, d, 1)[..., None]), 0, 15)
+            q = np.where(d[..., None] > 0, q, 0)
+            return ((q * d[..., None] + mq[..., None] - b) ** 2).sum(2)
+        pe, pf = np.exp2(e), np.exp2(f)
+        got = sse(s4[name + "_qscale"][1] * pe, s4[name + "_qmin"][1] * pf)
+        mc = np.clip(np.floor(lo / pf), -128, 127) * pf
+        sc = np.clip(np.ceil((hi - mc) / 15 / pe), 0, 255) * pe
+        cover = sse(sc, mc)
+        assert (got <= cover * (1 + 1e-4) + 1e-12).all(), (name, np.argmax(got - cover))
+
+
 def test_q4s_read_as_documented(mtpd, default_q, heldout, tmp_path):
     """mtpd's logits on the Q4_S copy against an F32 checkpoint of the
     weights numpy decodes from it (heads: Q8_0 decoded too): only the
