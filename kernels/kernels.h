@@ -51,6 +51,11 @@ enum kdtype {
 #define KQ4S_GRP 8
 /* Q4_S exponents: e in [KQ4S_EMIN, KQ4S_EMAX], so that sc * 2^e and
  * mn * 2^f are exact fp16 numbers (subnormal ones included). */
+/* Q4_S exponent bytes of a row of cols columns: one pair per group. */
+static inline int kq4s_ex_bytes(int cols)
+{
+    return 2 * ((cols / KQ_BLK + KQ4S_GRP - 1) / KQ4S_GRP);
+}
 #define KQ4S_EMIN (-24)
 #define KQ4S_EMAX 7
 

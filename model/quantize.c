@@ -158,7 +158,7 @@ static int plan_matrix(struct plan *p, const char *name,
 {
     enum mtpd_qfmt f = o->format;
     int64_t r = src->shape[0], c = src->shape[1], nb = c / KQ_BLK;
-    int64_t ne = 2 * ((nb + KQ4S_GRP - 1) / KQ4S_GRP);
+    int64_t ne = kq4s_ex_bytes((int)c);
     int head8 = is_head(name) && !o->head_q4; /* heads at Q8_0 */
     if (f == MTPD_QFMT_Q4_S && !head8)
         return plan_add(p, name, "", "U8", 1, r, c / 2, 2, QK_Q4S, src) &&
@@ -405,9 +405,10 @@ static int write_tensor(FILE *f, const struct qout *q, float *buf,
     uint8_t *codes = tmp;
     uint16_t *d = (uint16_t *)((uint8_t *)tmp + C);
     uint16_t *m = d + nb;
+    /* Q4_S: a row's scale bytes, min bytes and exponents, rs bytes */
+    const size_t ne = (size_t)kq4s_ex_bytes(C), rs = 2 * (size_t)nb + ne;
     if (q->kind == QK_Q4S) { /* fill the cache (or go without it) */
-        size_t need = (size_t)R * (2 * (size_t)nb +
-                                   2 * (size_t)((nb + KQ4S_GRP - 1) / KQ4S_GRP));
+        size_t need = (size_t)R * rs;
         qc->src = NULL;
         if (qc->cap < need) {
             free(qc->b);
@@ -433,11 +434,9 @@ static int write_tensor(FILE *f, const struct qout *q, float *buf,
         case QK_Q4S_SC:
         case QK_Q4S_MN:
         case QK_Q4S_EX: { /* codes, scale bytes, min bytes, exponents */
-            size_t ne = 2 * (size_t)((nb + KQ4S_GRP - 1) / KQ4S_GRP);
-            size_t rs = 2 * (size_t)nb + ne;
             uint8_t *sc = codes + C / 2, *mn = sc + nb, *ex = mn + nb;
             uint8_t *cr = qc->b ? qc->b + (size_t)r * rs : NULL;
-            if (q->kind != QK_Q4S && qc->src == s) /* from the cache */
+            if (cached)
                 sc = cr, mn = cr + nb, ex = cr + 2 * nb;
             else
                 q4s_row(buf, C, codes, sc, (int8_t *)mn, (int8_t *)ex);
@@ -446,9 +445,7 @@ static int write_tensor(FILE *f, const struct qout *q, float *buf,
             out = q->kind == QK_Q4S ? codes : q->kind == QK_Q4S_SC ? sc
                   : q->kind == QK_Q4S_MN ? mn : ex;
             n = q->kind == QK_Q4S ? (size_t)C / 2
-                : q->kind == QK_Q4S_EX
-                    ? 2 * (size_t)((nb + KQ4S_GRP - 1) / KQ4S_GRP)
-                    : (size_t)nb;
+                : q->kind == QK_Q4S_EX ? ne : (size_t)nb;
             break;
         }
         default:

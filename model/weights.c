@@ -160,7 +160,7 @@ static struct kmat bind_qmat(struct binder *b, const struct st_tensor *t,
     m.data = t->data;
     int nb = cols / KQ_BLK;
     if (m.dtype == KDT_Q4_S) {
-        long long ne = 2LL * ((nb + KQ4S_GRP - 1) / KQ4S_GRP);
+        long long ne = kq4s_ex_bytes(cols);
         m.qsc = bind_qbytes(b, name, "_qscale", ST_U8, rows, nb);
         if (m.qsc)
             m.qmn = bind_qbytes(b, name, "_qmin", ST_I8, rows, nb);

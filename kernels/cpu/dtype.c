@@ -42,8 +42,7 @@ size_t kmat_bytes(const struct kmat *W)
     if (W->dtype == KDT_Q4_1)
         b += 4 * nb;
     if (W->dtype == KDT_Q4_S) /* scale and min bytes, exponent pairs */
-        b += 2 * nb + (size_t)W->rows * 2 *
-                          (size_t)((W->cols / KQ_BLK + KQ4S_GRP - 1) / KQ4S_GRP);
+        b += 2 * nb + (size_t)W->rows * (size_t)kq4s_ex_bytes(W->cols);
     return b;
 }
 
@@ -80,7 +79,7 @@ static void q4s_group_scalar(const uint8_t *sc, const int8_t *mn, int e,
 KTARGET_AVX2 static void q4s_rows_avx2(const struct kmat *W, int r0, int n,
                                        uint16_t *qd, uint16_t *qm)
 {
-    const int nb = W->cols / KQ_BLK, ng = (nb + KQ4S_GRP - 1) / KQ4S_GRP;
+    const int nb = W->cols / KQ_BLK, ng = kq4s_ex_bytes(W->cols) / 2;
     for (int i = 0; i < n; i++) {
         size_t r = (size_t)(r0 + i);
         const uint8_t *sc = W->qsc + r * nb;
@@ -116,7 +115,7 @@ void kq4s_expand(const struct kmat *W, int r0, int n, uint16_t *qd,
         return;
     }
 #endif
-    const int nb = W->cols / KQ_BLK, ng = (nb + KQ4S_GRP - 1) / KQ4S_GRP;
+    const int nb = W->cols / KQ_BLK, ng = kq4s_ex_bytes(W->cols) / 2;
     for (int i = 0; i < n; i++) {
         size_t r = (size_t)(r0 + i);
         const int8_t *ex = W->qexp + r * 2 * ng;
@@ -134,8 +133,7 @@ int kq4s_check(const struct kmat *W)
     if (W == NULL || W->dtype != KDT_Q4_S || W->qexp == NULL ||
         W->cols % KQ_BLK != 0)
         return MTPD_K_EINVAL;
-    size_t ng = (size_t)(W->cols / KQ_BLK + KQ4S_GRP - 1) / KQ4S_GRP;
-    size_t n = (size_t)W->rows * 2 * ng;
+    size_t n = (size_t)W->rows * (size_t)kq4s_ex_bytes(W->cols);
     for (size_t i = 0; i < n; i++)
         if (W->qexp[i] < KQ4S_EMIN || W->qexp[i] > KQ4S_EMAX)
             return MTPD_K_EINVAL;

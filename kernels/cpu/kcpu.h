@@ -277,8 +277,8 @@ static inline float kq_weight(const struct kmat *W, int r, int c)
     int i = c % KQ_BLK;
     int q = i < KQ_BLK / 2 ? blk[i] & 15 : blk[i - KQ_BLK / 2] >> 4;
     if (W->dtype == KDT_Q4_S) {
-        size_t ng = (nb + KQ4S_GRP - 1) / KQ4S_GRP;
-        const int8_t *ex = W->qexp + (size_t)r * 2 * ng + 2 * (j / KQ4S_GRP);
+        const int8_t *ex = W->qexp + (size_t)r * kq4s_ex_bytes(W->cols) +
+                           2 * (j / KQ4S_GRP);
         return __builtin_fmaf((float)q, ldexpf((float)W->qsc[k], ex[0]),
                               ldexpf((float)W->qmn[k], ex[1]));
     }

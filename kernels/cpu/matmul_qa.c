@@ -70,10 +70,9 @@ KINLINE struct qrow qrow_of(const struct kmat *W, int r)
     size_t nb = (size_t)(W->cols / KQ_BLK);
     struct qrow q = {0};
     if (W->dtype == KDT_Q4_S) {
-        size_t ng = (nb + KQ4S_GRP - 1) / KQ4S_GRP;
         q.sc = W->qsc + (size_t)r * nb;
         q.mn = W->qmn + (size_t)r * nb;
-        q.ex = W->qexp + (size_t)r * 2 * ng;
+        q.ex = W->qexp + (size_t)r * (size_t)kq4s_ex_bytes(W->cols);
     } else {
         q.d = W->qd + (size_t)r * nb;
         q.m = W->dtype == KDT_Q4_1 ? W->qm + (size_t)r * nb : NULL;
