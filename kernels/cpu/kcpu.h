@@ -174,12 +174,17 @@ void kmm_block_qa_amx(const struct kmm_blk *b);
 void kmm_block_qa_avx2(const struct kmm_blk *b);
 void kmm_block_qa_vnni(const struct kmm_blk *b); /* AVX-512 VNNI */
 /* matmul_qa_rowlanes.c (AVX-512 VNNI): rows [r0, r1) of a Q8_0 / Q4_1 W
- * of at most KQA_RL_MAX_COLS columns (one segment) for n_tok tokens of
- * kqa_quantize's x, sixteen rows per vector; stores y (same bits as the
- * block kernels). matmul.c uses it from KQA_RL_MIN_TOK tokens on. */
-#define KQA_RL_MAX_COLS KMM_KSEG
-void kqa_rowlanes(const struct kmat *W, int r0, int r1, const uint8_t *xq,
-                  size_t ldq, int n_tok, float *y, int ldy);
+ * for n_tok tokens of x packed by kqa_rl_pack (KQA_RL_XBYTES bytes),
+ * sixteen rows per vector, two vectors per pass; stores y (same bits as
+ * the block kernels). matmul.c uses it from rl_min_tok tokens on. */
+#define KQA_RL_MAX_COLS KMM_KSEG /* columns of a slab: one segment */
+#define KQA_RL_XBLK (40 * 8)     /* packed x: bytes per block, 8 tokens */
+#define KQA_RL_XBYTES(cols, n_tok) \
+    ((size_t)(((n_tok) + 7) / 8) * (size_t)((cols) / KQ_BLK) * KQA_RL_XBLK)
+void kqa_rl_pack(enum kdtype dt, int cols, const uint8_t *xq, size_t ldq,
+                 int n_tok, uint8_t *xr);
+void kqa_rowlanes(const struct kmat *W, int r0, int r1, const uint8_t *xr,
+                  int n_tok, float *y, int ldy);
 /* The same with AVX2, eight rows per vector. */
 void kqa_rowlanes_avx2(const struct kmat *W, int r0, int r1,
                        const uint8_t *xq, size_t ldq, int n_tok, float *y,

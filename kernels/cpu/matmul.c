@@ -92,12 +92,13 @@ static int xt_min_tok(int cols)
 #if KCPU_X86
 /* Q8_0 / Q4_1 rows of at most KQA_RL_MAX_COLS columns take the
  * rows-in-lanes kernel on VNNI (matmul_qa_rowlanes.c) from this many
- * tokens on: its per-call transpose of the weights pays off sooner the
- * shorter the rows. Measured against the transposed blocks (bench_kernels,
- * EPYC Zen 5, 2 threads, DRAM-resident weights): 5 blocks a row ahead
- * from 4 tokens (1.2x; 3.5x at 32), 12 blocks from 16 (1.1-1.2x; 1.7x at
- * 32, 2.4x at 256), 32 blocks level at 32 tokens (1.3x at 64, 1.45x at
- * 256). */
+ * tokens on: its transpose of the weights pays off sooner the shorter the
+ * rows. Measured against the transposed blocks (bench_kernels, EPYC Zen
+ * 5, 2 threads, DRAM-resident weights): 5 blocks a row ahead from 4
+ * tokens (1.2x; 3.5x at 32), 12 blocks from 16 (1.1-1.2x; 1.7x at 32,
+ * 2.4x at 256). Longer rows (a slab per segment, two per pass): 1024 and
+ * 3072 columns ahead from 16-24 tokens (0.73x the time at 24, 0.63-0.70x
+ * at 40), 2048 columns from 24-32 (0.81-0.88x at 32-40, 1.19x at 24). */
 /* The same for the AVX2 version (against its block kernel, or for Q4_1
  * the transposed blocks of rows over 16 blocks; same machine,
  * cache-resident). Q4_1: 5 blocks ~4x from 4 tokens, 12 blocks level at 4
@@ -118,6 +119,9 @@ static int rl2_min_tok(enum kdtype dt, int cols)
 #endif
 }
 
+#ifndef KQA_RL_LONG_MIN_TOK
+#define KQA_RL_LONG_MIN_TOK 24
+#endif
 static int rl_min_tok(int cols)
 {
 #ifdef KQA_RL_MIN_TOK
@@ -125,7 +129,7 @@ static int rl_min_tok(int cols)
     return KQA_RL_MIN_TOK; /* a fixed threshold, for measurements */
 #else
     int nb = cols / KQ_BLK;
-    return nb <= 8 ? 4 : nb <= 16 ? 16 : 48;
+    return nb <= 8 ? 4 : nb <= 16 ? 16 : KQA_RL_LONG_MIN_TOK;
 #endif
 }
 #endif
@@ -146,6 +150,7 @@ struct mm_job {
     size_t ldb;
     const uint8_t *xt; /* transposed blocks: kqa_xt's codes, or NULL */
     size_t ldt;
+    const uint8_t *xr; /* VNNI rows in lanes: kqa_rl_pack's x, or NULL */
     const struct kmat *q4s; /* a Q4_S matrix, else NULL */
     int q4x;                /* 1: mm_range expands q4s's scales for the
                              * kernel (W: q4s's shape as Q4_1) */
@@ -159,10 +164,10 @@ struct mm_job {
 #define KQ4S_ROWS 16
 #define KQ4S_EX (16 * 1024)
 
-static int q4s_group(const struct kmat *S)
+static int q4s_group(const struct kmat *S, int most)
 {
     int nb = S->cols / KQ_BLK, g = KQ4S_EX / (2 * nb);
-    return g < KQ4S_ROWS ? g : KQ4S_ROWS;
+    return g < most ? g : most;
 }
 
 /* Rows [r, r + n) of j->q4s as a Q4_1 matrix whose row 0 is row r (rows
@@ -245,7 +250,7 @@ static void mm_range(const struct mm_job *j, int r0, int r1)
     struct kmat v;
     uint16_t ex[j->q4x ? KQ4S_EX : 1];
     if (j->q4x)
-        tile = q4s_group(j->q4s);
+        tile = q4s_group(j->q4s, KQ4S_ROWS);
     for (int r = r0; r < r1; r += tile) {
         b.r0 = r;
         b.r1 = r1 - r < tile ? r1 : r + tile;
@@ -351,38 +356,46 @@ static void mm_part(void *arg, int part, int n_parts)
 }
 
 #if KCPU_X86
-/* Short Q8_0 / Q4_1 rows, many tokens: sixteen rows per vector (VNNI,
- * kqa_rowlanes) or eight (kqa_rowlanes_avx2). Q4_S: slabs of rows with
- * their scales expanded (q4s_rows). */
-typedef void (*rl_fn)(const struct kmat *W, int r0, int r1, const uint8_t *xq,
-                      size_t ldq, int n_tok, float *y, int ldy);
-
-static void rl_rows(const struct mm_job *j, int part, int n_parts, rl_fn fn)
+/* Q8_0 / Q4_1 rows, many tokens: sixteen rows per vector (VNNI,
+ * kqa_rowlanes, x packed by kqa_rl_pack) or eight (kqa_rowlanes_avx2,
+ * rows of one segment). Q4_S: groups of rows with their scales expanded
+ * (q4s_rows), 32 at a time for the VNNI kernel's two vectors. */
+static void rl_rows(const struct mm_job *j, int part, int n_parts, int vnni)
 {
     int r0, r1;
     part_rows(j, part, n_parts, &r0, &r1);
     if (j->q4s == NULL) {
-        if (r0 < r1)
-            fn(j->W, r0, r1, j->xq, j->ldq, j->n_tok, j->y, j->ldy);
+        if (r0 >= r1)
+            return;
+        if (vnni)
+            kqa_rowlanes(j->W, r0, r1, j->xr, j->n_tok, j->y, j->ldy);
+        else
+            kqa_rowlanes_avx2(j->W, r0, r1, j->xq, j->ldq, j->n_tok, j->y,
+                              j->ldy);
         return;
     }
     uint16_t ex[KQ4S_EX];
     struct kmat v;
-    for (int r = r0, g = q4s_group(j->q4s); r < r1; r += g) {
+    for (int r = r0, g = q4s_group(j->q4s, vnni ? 32 : KQ4S_ROWS); r < r1;
+         r += g) {
         int n = r1 - r < g ? r1 - r : g;
-        fn(q4s_rows(j, r, n, ex, &v), 0, n, j->xq, j->ldq, j->n_tok, j->y + r,
-           j->ldy);
+        const struct kmat *V = q4s_rows(j, r, n, ex, &v);
+        if (vnni)
+            kqa_rowlanes(V, 0, n, j->xr, j->n_tok, j->y + r, j->ldy);
+        else
+            kqa_rowlanes_avx2(V, 0, n, j->xq, j->ldq, j->n_tok, j->y + r,
+                              j->ldy);
     }
 }
 
 static void rl_part(void *arg, int part, int n_parts)
 {
-    rl_rows(arg, part, n_parts, kqa_rowlanes);
+    rl_rows(arg, part, n_parts, 1);
 }
 
 static void rl2_part(void *arg, int part, int n_parts)
 {
-    rl_rows(arg, part, n_parts, kqa_rowlanes_avx2);
+    rl_rows(arg, part, n_parts, 0);
 }
 #endif
 
@@ -436,7 +449,7 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
     kmm_block_fn fn = block_fn(W);
     int packed = 0;
     kpool_fn rl = NULL; /* the rows-in-lanes part function, when taken */
-    uint8_t *xq = NULL, *xb = NULL, *xt = NULL;
+    uint8_t *xq = NULL, *xb = NULL, *xt = NULL, *xr = NULL;
     size_t ldq = 0, ldb = 0, ldt = 0;
     if (W->dtype == KDT_Q8_0 || W->dtype == KDT_Q4_1) {
         int vnni = 0, avx2 = 0; /* which vector kernel (x86 only) */
@@ -450,8 +463,7 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
         /* short rows, many tokens: rows in the lanes (no horizontal
          * sums at all; matmul_qa_rowlanes.c) */
 #if KCPU_X86
-        if (!amx && vnni && W->cols <= KQA_RL_MAX_COLS &&
-            n_tok >= rl_min_tok(W->cols))
+        if (!amx && vnni && n_tok >= rl_min_tok(W->cols))
             rl = rl_part;
         if (avx2 && W->cols <= KQA_RL_MAX_COLS &&
             n_tok >= rl2_min_tok(W->dtype, W->cols))
@@ -467,10 +479,21 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
         ldt = tr ? KQA_LDT(W->cols) : 0;
         size_t nq = (size_t)n_tok * ldq;
         size_t nb = (size_t)(n_tok + KQA_AMX_NT - 1) / KQA_AMX_NT * ldb;
-        xq = scratch_get(nq + nb + (size_t)n_tok * ldt);
+        size_t nr = 0;
+#if KCPU_X86
+        if (rl == rl_part)
+            nr = KQA_RL_XBYTES(W->cols, n_tok);
+#endif
+        xq = scratch_get(nq + nb + (size_t)n_tok * ldt + nr);
         if (xq == NULL)
             return MTPD_K_ENOMEM;
         kqa_quantize(W->dtype, x, ldx, W->cols, n_tok, xq, ldq);
+#if KCPU_X86
+        if (nr) {
+            xr = xq + nq + nb + (size_t)n_tok * ldt;
+            kqa_rl_pack(W->dtype, W->cols, xq, ldq, n_tok, xr);
+        }
+#endif
         if (tr) {
             xt = xq + nq + nb;
             kqa_xt(W->dtype, W->cols, xq, ldq, n_tok, xt);
@@ -537,7 +560,7 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
         }
     }
     struct mm_job j = {W, row0, row1, x, ldx, y, ldy, n_tok, fn, xq, ldq,
-                       xb, ldb, xt, ldt, q4s, 0};
+                       xb, ldb, xt, ldt, xr, q4s, 0};
     if (q4s != NULL) { /* the vector kernels read Q4_S in place */
         j.q4x = fn == kmm_block_qa_scalar || xb != NULL;
         if (!j.q4x)

@@ -1,27 +1,34 @@
 /*
- * matmul_qa_rowlanes.c - Q8_0 / Q4_1 times int8 x for short rows and many
- * tokens on AVX-512 VNNI: sixteen output rows in the sixteen lanes.
+ * matmul_qa_rowlanes.c - Q8_0 / Q4_1 times int8 x for many tokens on
+ * AVX-512 VNNI: sixteen output rows in the sixteen lanes.
  *
  * The other kernels put a row's blocks in the lanes (lane = chain), so
  * every (row, token) ends with a horizontal sum and a scalar store, and a
  * row of 12 blocks (384 columns) fills 3/4 of the lanes, of 5 blocks
  * (160 columns, the default model's expert down projections) 5/16: at
  * prefill those rows ran slower than the fp32 kernel on bf16 weights.
- * Here a slab of 16 rows is transposed once per call (per block, eight
- * vectors whose dword r holds 4 weight bytes of row r) and every token's
- * x codes come as dword broadcasts, so eight dpbusd give block j's exact
- * int32 sum for 16 rows at once. The float steps are matmul_qa.c's, per
- * lane: chain g = j mod 16 takes fma((float)isum, d_j * xd_j, c_g) (Q4_1:
- * then fma(m_j, xs_j, c_g)) in block order, the chains are kept in a
- * small buffer, and the same tree (s_i = c_i + c_{i+8}, ...) is one
- * vertical add per step. A row has at most KQA_RL_MAX_COLS columns, one
- * summation segment, so the bits are those of every other Q kernel
- * (tests/unit/test_kernels.c: isa_equal, invariance).
+ * Here a slab of 16 rows is transposed once per segment of KMM_KSEG
+ * columns (per block, eight vectors whose dword r holds 4 weight bytes of
+ * row r) and every token's x codes come as dword broadcasts, so eight
+ * dpbusd give block j's exact int32 sum for 16 rows at once. A pass runs
+ * two slabs (32 rows) on eight tokens, so each broadcast feeds two
+ * dpbusd, and x is repacked once per call (kqa_rl_pack) so that every
+ * operand of a pass is at a fixed offset from one pointer. The float
+ * steps are matmul_qa.c's, per lane: chain g = j mod 16 takes
+ * fma((float)isum, d_j * xd_j, c_g) (Q4_1: then fma(m_j, xs_j, c_g)) in
+ * block order, the chains are kept in a small buffer, and the same tree
+ * (s_i = c_i + c_{i+8}, ...) is one vertical add per step; segments are
+ * added to y in column order. So the bits are those of every other Q
+ * kernel (tests/unit/test_kernels.c: isa_equal, invariance).
  *
- * The transpose costs about as much as eight tokens' worth of dot
- * products, so matmul.c uses this kernel from a token count that depends
- * on the row length (rl_min_tok). An AVX2 version (8 rows per vector) is
- * at the end (rl2_min_tok).
+ * Against the transposed blocks (EPYC Zen 5, 1 thread, cache-resident,
+ * medians of interleaved runs): 3072-column rows 1.45-1.55x at 64 tokens,
+ * 1.55-1.75x at 128; against the one-slab, one-segment version of this
+ * kernel on 1024 columns 1.0-1.2x. The slab's transpose costs about as
+ * much as eight tokens' worth of dot products, so matmul.c uses this
+ * kernel from a token count that depends on the row length
+ * (rl_min_tok). An AVX2 version (8 rows per vector, one segment) is at
+ * the end (rl2_min_tok).
  */
 #include <string.h>
 
@@ -49,13 +56,16 @@ static void slab_scales(const struct kmat *W, int r, int n, int width, int j,
 }
 #define RL_NT 8                           /* tokens per pass */
 #define KQA_RL_PF 2048 /* weight prefetch distance, bytes */
+#ifndef KQA_RL_PF_HINT
+#define KQA_RL_PF_HINT _MM_HINT_T0 /* the next slab's piece: where to */
+#endif
+#define RL_RAW (16 * KQA_RL_MAX_COLS + 64) /* a half slab as stored */
 
-/* One slab: the transposed weights and the rows' scales. */
+/* Sixteen rows' transposed weights and scales (one segment). */
 struct rl_slab {
     __m512i w[RL_NB][8]; /* w[j][k] dword r: codes 4k..4k+3 of block j,
                           * row r (Q8_0 + 128 as unsigned bytes) */
     __m512 d[RL_NB], m[RL_NB]; /* lane r: d_j, m_j of row r */
-    uint8_t raw[16 * KQA_RL_MAX_COLS + 64]; /* the rows as stored */
 };
 
 /*
@@ -93,150 +103,312 @@ KTARGET_VNNI KINLINE void transpose16(__m512i v[16])
     }
 }
 
-/* Rows r .. r+n-1 (n <= 16; rows past n are zero) of W into sl. */
-KTARGET_VNNI static void slab_load(const struct kmat *W, int r, int n,
-                                   struct rl_slab *sl)
+/* The fp16 values h[(r + i) * nb + j0 + j] (i < n, j < ns <= 32) as
+ * out[j] lane i, zero for i >= n: 16 rows of 64 bytes transposed as
+ * dwords (block pairs), then each dword's halves apart. Element by
+ * element through a stack array, the 16-bit stores stalled the vector
+ * loads that read them back. */
+KTARGET_VNNI static void slab_scales16(const uint16_t *h, int nb, int r,
+                                       int n, int j0, int ns, __m512 *out)
+{
+    const __mmask32 mk = ns >= 32 ? ~(__mmask32)0
+                                  : ((__mmask32)1 << ns) - 1;
+    __m512i v[16];
+    for (int i = 0; i < 16; i++)
+        v[i] = i < n ? _mm512_maskz_loadu_epi16(
+                           mk, h + (size_t)(r + i) * nb + j0)
+                     : _mm512_setzero_si512();
+    transpose16(v); /* v[m] lane i: blocks 2m, 2m + 1 of row i */
+    for (int m = 0; 2 * m < ns; m++) {
+        out[2 * m] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v[m]));
+        if (2 * m + 1 < ns)
+            out[2 * m + 1] = _mm512_cvtph_ps(
+                _mm512_cvtepi32_epi16(_mm512_srli_epi32(v[m], 16)));
+    }
+}
+
+/* Blocks j0 .. j0+ns-1 (one segment) of rows r .. r+n-1 (n <= 16; rows
+ * past n are zero) of W into sl, through raw (RL_RAW bytes, 64-aligned). */
+KTARGET_VNNI static void slab_load(const struct kmat *W, int r, int n, int j0,
+                                   int ns, uint8_t *raw, struct rl_slab *sl)
 {
     const int q4 = W->dtype == KDT_Q4_1, nb = W->cols / KQ_BLK;
-    const size_t rb = kmat_row_bytes(W->dtype, W->cols);
-    const uint8_t *w0 = (const uint8_t *)W->data + (size_t)r * rb;
-    /* the slab's rows are one contiguous run of n * rb bytes: copied in
-     * address order (one stream the hardware prefetcher follows into the
-     * next slab), then transposed from L1; reading it block by block
-     * across the 16 rows waited for memory (1.5-3x slower at few tokens) */
-    const size_t nby = (size_t)n * rb;
-    size_t o = 0;
-    for (; o + 64 <= nby; o += 64) {
-        _mm_prefetch((const char *)(w0 + o + KQA_RL_PF), _MM_HINT_T0);
-        _mm512_store_si512((void *)(sl->raw + o),
-                           _mm512_loadu_si512((const void *)(w0 + o)));
-    }
-    if (o < nby)
-        _mm512_store_si512((void *)(sl->raw + o),
-                           _mm512_maskz_loadu_epi8(((__mmask64)1 << (nby - o)) - 1,
-                                                   w0 + o));
-    const int per = q4 ? 4 : 2; /* blocks per 64-byte load */
     const int bb = q4 ? 16 : 32; /* bytes per block */
-    for (int j = 0; j < nb; j += per) {
-        int nbytes = (nb - j < per ? nb - j : per) * bb;
+    const size_t rb = kmat_row_bytes(W->dtype, W->cols);
+    const size_t pb = (size_t)ns * bb; /* a row's bytes in the slab */
+    const uint8_t *w0 = (const uint8_t *)W->data + (size_t)r * rb;
+    if (ns == nb) {
+        /* whole rows: the slab's rows are one contiguous run of n * rb
+         * bytes, copied in address order (one stream the hardware
+         * prefetcher follows into the next slab), then transposed from L1;
+         * reading it block by block across the 16 rows waited for memory
+         * (1.5-3x slower at few tokens) */
+        const size_t nby = (size_t)n * rb;
+        size_t o = 0;
+        for (; o + 64 <= nby; o += 64) {
+            _mm_prefetch((const char *)(w0 + o + KQA_RL_PF), _MM_HINT_T0);
+            _mm512_store_si512((void *)(raw + o),
+                               _mm512_loadu_si512((const void *)(w0 + o)));
+        }
+        if (o < nby)
+            _mm512_store_si512((void *)(raw + o),
+                               _mm512_maskz_loadu_epi8(((__mmask64)1 << (nby - o)) - 1,
+                                                       w0 + o));
+    } else {
+        /* one segment of longer rows: n pieces of pb bytes (rl_rows has
+         * prefetched them while the previous piece's tokens ran) */
+        const uint8_t *p = w0 + (size_t)j0 * bb;
+        for (int i = 0; i < n; i++) {
+            const uint8_t *src = p + (size_t)i * rb;
+            uint8_t *dst = raw + (size_t)i * pb;
+            size_t o = 0;
+            for (; o + 64 <= pb; o += 64)
+                _mm512_storeu_si512((void *)(dst + o),
+                                    _mm512_loadu_si512((const void *)(src + o)));
+            if (o < pb)
+                _mm512_storeu_si512((void *)(dst + o),
+                                    _mm512_maskz_loadu_epi8(((__mmask64)1 << (pb - o)) - 1,
+                                                            src + o));
+        }
+    }
+    const int per = q4 ? 4 : 2; /* blocks per 64-byte load */
+    for (int j = 0; j < ns; j += per) {
+        int nbytes = (ns - j < per ? ns - j : per) * bb;
         __mmask64 mk = nbytes >= 64 ? ~(__mmask64)0
                                     : ((__mmask64)1 << nbytes) - 1;
         __m512i v[16];
         for (int i = 0; i < 16; i++)
             v[i] = i < n ? _mm512_maskz_loadu_epi8(
-                               mk, sl->raw + (size_t)i * rb + (size_t)j * bb)
+                               mk, raw + (size_t)i * pb + (size_t)j * bb)
                          : _mm512_setzero_si512();
         transpose16(v); /* v[m] lane i: dword m of row i's 64 bytes */
         if (!q4) {
             const __m512i s80 = _mm512_set1_epi8((char)0x80);
-            for (int m = 0; m < 16 && j + m / 8 < nb; m++)
+            for (int m = 0; m < 16 && j + m / 8 < ns; m++)
                 sl->w[j + m / 8][m % 8] = _mm512_xor_si512(v[m], s80);
         } else {
             const __m512i f = _mm512_set1_epi8(15);
-            for (int m = 0; m < 16 && j + m / 4 < nb; m++) {
+            for (int m = 0; m < 16 && j + m / 4 < ns; m++) {
                 sl->w[j + m / 4][m % 4] = _mm512_and_si512(v[m], f);
                 sl->w[j + m / 4][4 + m % 4] =
                     _mm512_and_si512(_mm512_srli_epi16(v[m], 4), f);
             }
         }
     }
-    for (int j = 0; j < nb; j++) {
-        uint16_t hd[16], hm[16];
-        slab_scales(W, r, n, 16, j, hd, hm);
-        sl->d[j] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)hd));
-        sl->m[j] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)hm));
-    }
+    slab_scales16(W->qd, nb, r, n, j0, ns, sl->d);
+    if (q4)
+        slab_scales16(W->qm, nb, r, n, j0, ns, sl->m);
 }
 
-/* Tokens t0 .. t0+NT-1 against the slab: y rows r .. r+n-1. */
-KTARGET_VNNI KINLINE void rl_pass(int q4, int NT, const struct rl_slab *sl,
-                                  int nb, int cols, const uint8_t *xq,
-                                  size_t ldq, int t0, float *y, int ldy,
-                                  int r, int n)
+/*
+ * x for these kernels (kqa_rl_pack): tokens in groups of RL_NT (the last
+ * one padded with zeros), per group and block KQA_RL_XBLK bytes: each
+ * token's 32 codes in the order the slab's eight vectors take them (the
+ * dword k goes with w[j][k]: Q4_1 the low-half codes, then the high-half
+ * ones), then the RL_NT scales xd, then Q4_1 the RL_NT xd * sum(codes),
+ * Q8_0 the RL_NT -128 * sum(codes) (the + 128 of the slab's codes). Every
+ * operand of a pass is then at a fixed offset from one pointer.
+ */
+void kqa_rl_pack(enum kdtype dt, int cols, const uint8_t *xq, size_t ldq,
+                 int n_tok, uint8_t *xr)
 {
-    __m512 C[RL_NT][16];
-    const uint8_t *xr[RL_NT];
-    const float *xd[RL_NT], *xs[RL_NT];
-    const int32_t *xc[RL_NT];
-    KUNROLL
-    for (int t = 0; t < NT; t++) {
-        xr[t] = xq + (size_t)(t0 + t) * ldq;
-        xd[t] = (const float *)(xr[t] + cols);
-        xs[t] = xd[t] + nb;
-        xc[t] = (const int32_t *)(xs[t] + nb);
-    }
-    for (int j = 0; j < nb; j++) {
-        __m512i w[8];
-        KUNROLL
-        for (int k = 0; k < 8; k++)
-            w[k] = sl->w[j][k];
-        /* x codes 4k..4k+3 of block j: Q4_1 keeps the halves apart */
-        const size_t lo = xq_off(q4, nb, j, 0), hi = xq_off(q4, nb, j, 16);
-        const int g = j & 15;
-        KUNROLL
-        for (int t = 0; t < NT; t++) {
-            const uint8_t *a = xr[t] + lo, *b = xr[t] + hi;
-            __m512i s0 = q4 ? _mm512_setzero_si512()
-                            : _mm512_set1_epi32(-(xc[t][j] * 128));
-            __m512i s1 = _mm512_setzero_si512();
-            KUNROLL
-            for (int k = 0; k < 4; k++) {
-                int32_t ea, eb;
-                memcpy(&ea, a + 4 * k, 4);
-                memcpy(&eb, b + 4 * k, 4);
-                s0 = _mm512_dpbusd_epi32(s0, w[k], _mm512_set1_epi32(ea));
-                s1 = _mm512_dpbusd_epi32(s1, w[4 + k], _mm512_set1_epi32(eb));
+    const int q4 = dt == KDT_Q4_1, nb = cols / KQ_BLK;
+    const int ng = (n_tok + RL_NT - 1) / RL_NT;
+    memset(xr, 0, KQA_RL_XBYTES(cols, n_tok));
+    for (int t = 0; t < n_tok; t++) {
+        const uint8_t *q = xq + (size_t)t * ldq;
+        const float *xd = (const float *)(q + cols), *xs = xd + nb;
+        const int32_t *xc = (const int32_t *)(xs + nb);
+        uint8_t *g = xr + (size_t)(t / RL_NT) * nb * KQA_RL_XBLK;
+        int u = t % RL_NT;
+        for (int j = 0; j < nb; j++) {
+            uint8_t *o = g + (size_t)j * KQA_RL_XBLK;
+            memcpy(o + 32 * u, q + xq_off(q4, nb, j, 0), 16);
+            memcpy(o + 32 * u + 16, q + xq_off(q4, nb, j, 16), 16);
+            memcpy(o + 32 * RL_NT + 4 * u, &xd[j], 4);
+            if (q4) {
+                memcpy(o + 36 * RL_NT + 4 * u, &xs[j], 4);
+            } else {
+                int32_t c = -128 * xc[j];
+                memcpy(o + 36 * RL_NT + 4 * u, &c, 4);
             }
-            __m512 c = j < 16 ? _mm512_setzero_ps() : C[t][g];
-            c = _mm512_fmadd_ps(
-                _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)),
-                _mm512_mul_ps(sl->d[j], _mm512_set1_ps(xd[t][j])), c);
-            if (q4)
-                c = _mm512_fmadd_ps(sl->m[j], _mm512_set1_ps(xs[t][j]), c);
-            C[t][g] = c;
         }
     }
-    const __mmask16 mk = (__mmask16)((1u << n) - 1);
-    KUNROLL
-    for (int t = 0; t < NT; t++) {
-        __m512 c[16], s[8];
-        for (int g = 0; g < 16; g++)
-            c[g] = g < nb ? C[t][g] : _mm512_setzero_ps();
-        for (int i = 0; i < 8; i++)
-            s[i] = _mm512_add_ps(c[i], c[i + 8]);
-        __m512 v = _mm512_add_ps(
-            _mm512_add_ps(_mm512_add_ps(s[0], s[4]), _mm512_add_ps(s[2], s[6])),
-            _mm512_add_ps(_mm512_add_ps(s[1], s[5]), _mm512_add_ps(s[3], s[7])));
-        _mm512_mask_storeu_ps(y + (size_t)(t0 + t) * ldy + r, mk, v);
+    (void)ng;
+}
+
+/*
+ * The RL_NT tokens of packed group xg (block j0 first) against NS (1 or
+ * 2) slabs of the segment's ns blocks: y rows r .. r+n-1 (n <= 16 * NS)
+ * of tokens t0 .. t0+nv-1 = the segment's sum, or (add) y plus it, as the
+ * block kernels add segments in column order. Each broadcast x dword
+ * feeds NS dpbusd, so two slabs (32 rows) read half the operands per
+ * product; C holds the chains, [NS][RL_NT][16].
+ */
+KTARGET_VNNI KINLINE void rl_pass(int q4, int NS, const struct rl_slab *sl,
+                                  int ns, const uint8_t *xg, int nv,
+                                  float *y, int ldy, int t0, int r, int n,
+                                  int add, __m512 *C)
+{
+    for (int j = 0; j < ns; j++) {
+        const uint8_t *xb = xg + (size_t)j * KQA_RL_XBLK;
+        const float *xd = (const float *)(xb + 32 * RL_NT);
+        const int32_t *xc = (const int32_t *)(xb + 36 * RL_NT);
+        const float *xs = (const float *)(xb + 36 * RL_NT);
+        const int g = j & 15;
+        KUNROLL
+        for (int t = 0; t < RL_NT; t++) {
+            __m512i a[2][2];
+            KUNROLL
+            for (int s = 0; s < NS; s++) {
+                a[s][0] = q4 ? _mm512_setzero_si512()
+                             : _mm512_set1_epi32(xc[t]);
+                a[s][1] = _mm512_setzero_si512();
+            }
+            KUNROLL
+            for (int k = 0; k < 4; k++) {
+                int32_t el, eh;
+                memcpy(&el, xb + 32 * t + 4 * k, 4);
+                memcpy(&eh, xb + 32 * t + 16 + 4 * k, 4);
+                const __m512i bl = _mm512_set1_epi32(el);
+                const __m512i bh = _mm512_set1_epi32(eh);
+                KUNROLL
+                for (int s = 0; s < NS; s++) {
+                    a[s][0] = _mm512_dpbusd_epi32(a[s][0], sl[s].w[j][k], bl);
+                    a[s][1] = _mm512_dpbusd_epi32(a[s][1], sl[s].w[j][4 + k],
+                                                  bh);
+                }
+            }
+            const __m512 xdv = _mm512_set1_ps(xd[t]);
+            KUNROLL
+            for (int s = 0; s < NS; s++) {
+                __m512 *cp = C + ((size_t)s * RL_NT + t) * 16 + g;
+                __m512 c = j < 16 ? _mm512_setzero_ps() : *cp;
+                c = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(_mm512_add_epi32(a[s][0], a[s][1])),
+                    _mm512_mul_ps(sl[s].d[j], xdv), c);
+                if (q4)
+                    c = _mm512_fmadd_ps(sl[s].m[j], _mm512_set1_ps(xs[t]), c);
+                *cp = c;
+            }
+        }
+    }
+    for (int s = 0; s < NS; s++) {
+        int ls = n - 16 * s < 16 ? n - 16 * s : 16; /* rows in the slab */
+        const __mmask16 mk = (__mmask16)((1u << ls) - 1);
+        for (int t = 0; t < nv; t++) {
+            const __m512 *c = C + ((size_t)s * RL_NT + t) * 16;
+            __m512 cz[16], sv[8]; /* chains past ns: zero, as the lanes
+                                   * past a row's blocks elsewhere */
+            for (int i = 0; i < 16; i++)
+                cz[i] = i < ns ? c[i] : _mm512_setzero_ps();
+            for (int i = 0; i < 8; i++)
+                sv[i] = _mm512_add_ps(cz[i], cz[i + 8]);
+            __m512 v = _mm512_add_ps(
+                _mm512_add_ps(_mm512_add_ps(sv[0], sv[4]),
+                              _mm512_add_ps(sv[2], sv[6])),
+                _mm512_add_ps(_mm512_add_ps(sv[1], sv[5]),
+                              _mm512_add_ps(sv[3], sv[7])));
+            float *yp = y + (size_t)(t0 + t) * ldy + r + 16 * s;
+            if (add)
+                v = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, yp), v);
+            _mm512_mask_storeu_ps(yp, mk, v);
+        }
     }
 }
 
-KTARGET_VNNI KINLINE void rl_rows(int q4, const struct kmat *W, int r0,
-                                  int r1, const uint8_t *xq, size_t ldq,
-                                  int n_tok, float *y, int ldy)
+/* The weights slab_load reads next (rows r .. r+n-1, blocks j0 ..
+ * j0+ns-1), prefetched a share at a time between the token groups of the
+ * current piece: its passes are compute-bound, and the copy then finds
+ * the bytes in cache instead of waiting for memory (a quarter of the
+ * kernel's time at 128 tokens before). */
+struct rl_pf {
+    const uint8_t *p; /* the current row's first byte */
+    size_t rb, pb;    /* row stride; bytes per row */
+    size_t o;         /* next line's offset in the row */
+    int rows;         /* rows left, the current one included */
+};
+
+static void rl_pf_set(struct rl_pf *f, const struct kmat *W, int r, int n,
+                      int j0, int ns)
 {
-    const int nb = W->cols / KQ_BLK;
-    _Alignas(64) struct rl_slab sl;
-    for (int r = r0; r < r1; r += 16) {
-        int n = r1 - r < 16 ? r1 - r : 16;
-        slab_load(W, r, n, &sl);
-        int t = 0;
-        for (; t + RL_NT <= n_tok; t += RL_NT)
-            rl_pass(q4, RL_NT, &sl, nb, W->cols, xq, ldq, t, y, ldy, r, n);
-        for (; t < n_tok; t++)
-            rl_pass(q4, 1, &sl, nb, W->cols, xq, ldq, t, y, ldy, r, n);
+    const int bb = W->dtype == KDT_Q4_1 ? 16 : 32;
+    f->rb = kmat_row_bytes(W->dtype, W->cols);
+    f->p = (const uint8_t *)W->data + (size_t)r * f->rb + (size_t)j0 * bb;
+    f->pb = (size_t)ns * bb;
+    f->o = 0;
+    f->rows = n > 0 ? n : 0;
+}
+
+static size_t rl_pf_lines(const struct rl_pf *f)
+{
+    return (size_t)f->rows * ((f->pb + 63) / 64);
+}
+
+/* The next k lines, row by row. */
+static void rl_pf_run(struct rl_pf *f, size_t k)
+{
+    for (; k > 0 && f->rows > 0; k--) {
+        _mm_prefetch((const char *)(f->p + f->o), KQA_RL_PF_HINT);
+        if ((f->o += 64) >= f->pb) {
+            f->o = 0;
+            f->p += f->rb;
+            f->rows--;
+        }
+    }
+}
+
+/* Slabs of 32 rows (16 at the end), each segment by segment (KMM_KSEG
+ * columns, the summation segments of every Q kernel): a slab holds one
+ * segment's transposed blocks, and every token runs against it before
+ * the next. */
+KTARGET_VNNI KINLINE void rl_rows(int q4, const struct kmat *W, int r0,
+                                  int r1, const uint8_t *xr, int n_tok,
+                                  float *y, int ldy)
+{
+    const int nb = W->cols / KQ_BLK, ng = (n_tok + RL_NT - 1) / RL_NT;
+    _Alignas(64) struct rl_slab sl[2];
+    _Alignas(64) uint8_t raw[RL_RAW];
+    _Alignas(64) __m512 C[2 * RL_NT * 16];
+    struct rl_pf pf;
+    for (int r = r0; r < r1; r += 32) {
+        int n = r1 - r < 32 ? r1 - r : 32, NS = n > 16 ? 2 : 1;
+        for (int j0 = 0; j0 < nb; j0 += RL_NB) {
+            int ns = nb - j0 < RL_NB ? nb - j0 : RL_NB, add = j0 > 0;
+            for (int s = 0; s < NS; s++)
+                slab_load(W, r + 16 * s, n - 16 * s < 16 ? n - 16 * s : 16,
+                          j0, ns, raw, &sl[s]);
+            if (j0 + ns < nb) /* these rows' next segment */
+                rl_pf_set(&pf, W, r, n, j0 + ns,
+                          nb - j0 - ns < RL_NB ? nb - j0 - ns : RL_NB);
+            else /* the next slab's first */
+                rl_pf_set(&pf, W, r + 32, r1 - r - 32 < 32 ? r1 - r - 32 : 32,
+                          0, nb < RL_NB ? nb : RL_NB);
+            size_t share = (rl_pf_lines(&pf) + (size_t)ng - 1) / (size_t)ng;
+            for (int gi = 0; gi < ng; gi++) {
+                rl_pf_run(&pf, share);
+                const uint8_t *xg = xr + ((size_t)gi * nb + j0) * KQA_RL_XBLK;
+                int t0 = gi * RL_NT;
+                int nv = n_tok - t0 < RL_NT ? n_tok - t0 : RL_NT;
+                if (NS == 2)
+                    rl_pass(q4, 2, sl, ns, xg, nv, y, ldy, t0, r, n, add, C);
+                else
+                    rl_pass(q4, 1, sl, ns, xg, nv, y, ldy, t0, r, n, add, C);
+            }
+        }
     }
 }
 
 KTARGET_VNNI void kqa_rowlanes(const struct kmat *W, int r0, int r1,
-                               const uint8_t *xq, size_t ldq, int n_tok,
-                               float *y, int ldy)
+                               const uint8_t *xr, int n_tok, float *y,
+                               int ldy)
 {
     if (W->dtype == KDT_Q4_1)
-        rl_rows(1, W, r0, r1, xq, ldq, n_tok, y, ldy);
+        rl_rows(1, W, r0, r1, xr, n_tok, y, ldy);
     else
-        rl_rows(0, W, r0, r1, xq, ldq, n_tok, y, ldy);
+        rl_rows(0, W, r0, r1, xr, n_tok, y, ldy);
 }
+
 /* ---- AVX2: eight rows in the lanes ----------------------------------
  * The same layout with 8 rows per slab: per block eight vectors whose
  * dword r holds four codes of row r. Q4_1 (low halves for k < 4, high

@@ -715,11 +715,12 @@ static enum test_return test_matmul_q_isa_equal(void)
     static const enum kdtype dts[] = {KDT_Q8_0, KDT_Q4_1, KDT_Q4_S};
     /* long rows; and short rows with enough tokens for the VNNI
      * rows-in-lanes kernel (matmul.c: rl_min_tok), slabs of 16 rows
-     * with a partial last one, odd block counts */
+     * with a partial last one, odd block counts; long rows with enough
+     * tokens for it, segment by segment with a short last segment */
     static const struct {
         int rows, cols, n;
     } shapes[] = {{45, 2112, 11}, {45, 160, 5}, {45, 384, 17},
-                  {37, 1024, 50}, {16, 224, 40}};
+                  {37, 1024, 50}, {16, 224, 40}, {37, 2112, 50}};
     float *x = malloc((size_t)50 * 2112 * sizeof *x);
     float *y0 = malloc((size_t)50 * 45 * sizeof *y0);
     float *y = malloc((size_t)50 * 45 * sizeof *y);
