@@ -105,7 +105,9 @@ static int xt_min_tok(int cols)
  * and 1.55x at 8, 2.2x at 64; 32 blocks 0.85x at 8, 1.07x at 16, 1.23x
  * at 32. Q8_0: 5 blocks 1.4x at 4 tokens (0.75x at 2), 12 blocks level at
  * 4, 1.5x at 8, 2.6x at 32; 32 blocks 0.85x at 4, 1.3x at 8, 1.7x at
- * 16. */
+ * 16. Longer rows, a slab per segment (DRAM-resident, 2048 and 3072
+ * columns): Q8_0 0.73-0.99x the speed at 8 tokens, 1.2-1.5x at 16,
+ * 1.4-2x at 32-64; Q4_1 0.8-1.0x at 16, 1.1-1.3x at 32-64. */
 static int rl2_min_tok(enum kdtype dt, int cols)
 {
 #ifdef KQA_RL2_MIN_TOK
@@ -114,8 +116,8 @@ static int rl2_min_tok(enum kdtype dt, int cols)
 #else
     int nb = cols / KQ_BLK;
     if (dt == KDT_Q8_0) /* against rows side by side (no AVX2 transpose) */
-        return nb <= 8 ? 4 : 8;
-    return nb <= 8 ? 4 : nb <= 16 ? 8 : 16;
+        return nb <= 8 ? 4 : nb <= 32 ? 8 : 16;
+    return nb <= 8 ? 4 : nb <= 16 ? 8 : nb <= 32 ? 16 : 32;
 #endif
 }
 
@@ -357,8 +359,8 @@ static void mm_part(void *arg, int part, int n_parts)
 
 #if KCPU_X86
 /* Q8_0 / Q4_1 rows, many tokens: sixteen rows per vector (VNNI,
- * kqa_rowlanes, x packed by kqa_rl_pack) or eight (kqa_rowlanes_avx2,
- * rows of one segment). Q4_S: groups of rows with their scales expanded
+ * kqa_rowlanes, x packed by kqa_rl_pack) or eight (kqa_rowlanes_avx2),
+ * a slab per summation segment. Q4_S: groups of rows with their scales expanded
  * (q4s_rows), 32 at a time for the VNNI kernel's two vectors. */
 static void rl_rows(const struct mm_job *j, int part, int n_parts, int vnni)
 {
@@ -465,8 +467,7 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
 #if KCPU_X86
         if (!amx && vnni && n_tok >= rl_min_tok(W->cols))
             rl = rl_part;
-        if (avx2 && W->cols <= KQA_RL_MAX_COLS &&
-            n_tok >= rl2_min_tok(W->dtype, W->cols))
+        if (avx2 && n_tok >= rl2_min_tok(W->dtype, W->cols))
             rl = rl2_part;
 #endif
         /* several tokens: transposed blocks (no horizontal sums per

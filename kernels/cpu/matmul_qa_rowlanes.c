@@ -27,8 +27,8 @@
  * kernel on 1024 columns 1.0-1.2x. The slab's transpose costs about as
  * much as eight tokens' worth of dot products, so matmul.c uses this
  * kernel from a token count that depends on the row length
- * (rl_min_tok). An AVX2 version (8 rows per vector, one segment) is at
- * the end (rl2_min_tok).
+ * (rl_min_tok). An AVX2 version (8 rows per vector, one slab per pass,
+ * x as kqa_quantize wrote it) is at the end (rl2_min_tok).
  */
 #include <string.h>
 
@@ -447,21 +447,28 @@ KTARGET_AVX2 KINLINE void transpose8(__m256i v[8])
     }
 }
 
-/* Rows r .. r+n-1 (n <= 8; rows past n are zero) of W into sl. */
+/* Blocks j0 .. j0+ns-1 (one segment) of rows r .. r+n-1 (n <= 8; rows
+ * past n are zero) of W into sl. */
 KTARGET_AVX2 static void slab2_load(const struct kmat *W, int r, int n,
-                                    struct rl2_slab *sl)
+                                    int j0, int ns, struct rl2_slab *sl)
 {
     const int nb = W->cols / KQ_BLK, q4 = W->dtype == KDT_Q4_1;
+    const int bb = q4 ? 16 : 32;
     const size_t rb = kmat_row_bytes(W->dtype, W->cols);
+    const size_t pb = (size_t)ns * bb; /* a row's bytes in the slab */
     const uint8_t *w0 = (const uint8_t *)W->data + (size_t)r * rb;
-    const size_t nby = (size_t)n * rb;
-    memcpy(sl->raw, w0, nby); /* in address order, as the VNNI slab */
+    if (ns == nb) /* whole rows: in address order, as the VNNI slab */
+        memcpy(sl->raw, w0, (size_t)n * rb);
+    else
+        for (int i = 0; i < n; i++)
+            memcpy(sl->raw + (size_t)i * pb,
+                   w0 + (size_t)i * rb + (size_t)j0 * bb, pb);
     const __m256i f = _mm256_set1_epi8(15);
-    for (int j = 0; !q4 && j < nb; j++) { /* Q8_0: a block, 32 bytes */
+    for (int j = 0; !q4 && j < ns; j++) { /* Q8_0: a block, 32 bytes */
         __m256i v[8];
         for (int i = 0; i < 8; i++)
             v[i] = i < n ? _mm256_loadu_si256((const __m256i *)(
-                               sl->raw + (size_t)i * rb + (size_t)j * 32))
+                               sl->raw + (size_t)i * pb + (size_t)j * 32))
                          : _mm256_setzero_si256();
         transpose8(v); /* v[k] lane i: codes 4k..4k+3 of row i */
         for (int k = 0; k < 8; k++) {
@@ -469,39 +476,39 @@ KTARGET_AVX2 static void slab2_load(const struct kmat *W, int r, int n,
             sl->ws[j][k] = v[k];
         }
     }
-    for (int j = 0; q4 && j < nb; j += 2) { /* two blocks: 32 bytes a row */
+    for (int j = 0; q4 && j < ns; j += 2) { /* two blocks: 32 bytes a row */
         __m256i v[8];
         for (int i = 0; i < 8; i++) {
             if (i >= n) {
                 v[i] = _mm256_setzero_si256();
                 continue;
             }
-            const uint8_t *p = sl->raw + (size_t)i * rb + (size_t)j * 16;
-            v[i] = j + 1 < nb
+            const uint8_t *p = sl->raw + (size_t)i * pb + (size_t)j * 16;
+            v[i] = j + 1 < ns
                 ? _mm256_loadu_si256((const __m256i *)p)
                 : _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)p));
-            if (j + 1 >= nb)
+            if (j + 1 >= ns)
                 v[i] = _mm256_inserti128_si256(v[i], _mm_setzero_si128(), 1);
         }
         transpose8(v); /* v[m] lane i: dword m of row i's 32 bytes */
-        for (int m = 0; m < 8 && j + m / 4 < nb; m++) {
+        for (int m = 0; m < 8 && j + m / 4 < ns; m++) {
             sl->w[j + m / 4][m % 4] = _mm256_and_si256(v[m], f);
             sl->w[j + m / 4][4 + m % 4] =
                 _mm256_and_si256(_mm256_srli_epi16(v[m], 4), f);
         }
     }
-    for (int j = 0; j < nb; j++) {
+    for (int j = 0; j < ns; j++) {
         uint16_t hd[8], hm[8];
-        slab_scales(W, r, n, 8, j, hd, hm);
+        slab_scales(W, r, n, 8, j0 + j, hd, hm);
         sl->d[j] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)hd));
         sl->m[j] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)hm));
     }
 }
 
 KTARGET_AVX2 KINLINE void rl2_pass(int q4, int NT, const struct rl2_slab *sl,
-                                   int nb, int cols, const uint8_t *xq,
-                                   size_t ldq, int t0, float *y, int ldy,
-                                   int r, int n)
+                                   int nb, int j0, int ns, int cols,
+                                   const uint8_t *xq, size_t ldq, int t0,
+                                   float *y, int ldy, int r, int n, int add)
 {
     __m256 C[RL_NT][16];
     const uint8_t *xr[RL_NT];
@@ -509,12 +516,13 @@ KTARGET_AVX2 KINLINE void rl2_pass(int q4, int NT, const struct rl2_slab *sl,
     KUNROLL
     for (int t = 0; t < NT; t++) {
         xr[t] = xq + (size_t)(t0 + t) * ldq;
-        xd[t] = (const float *)(xr[t] + cols);
+        xd[t] = (const float *)(xr[t] + cols) + j0;
         xs[t] = xd[t] + nb;
     }
     const __m256i one = _mm256_set1_epi16(1);
-    for (int j = 0; j < nb; j++) {
-        const size_t lo = xq_off(q4, nb, j, 0), hi = xq_off(q4, nb, j, 16);
+    for (int j = 0; j < ns; j++) {
+        const size_t lo = xq_off(q4, nb, j0 + j, 0);
+        const size_t hi = xq_off(q4, nb, j0 + j, 16);
         const int g = j & 15;
         KUNROLL
         for (int t = 0; t < NT; t++) {
@@ -558,7 +566,7 @@ KTARGET_AVX2 KINLINE void rl2_pass(int q4, int NT, const struct rl2_slab *sl,
     for (int t = 0; t < NT; t++) {
         __m256 c[16], s8[8];
         for (int g = 0; g < 16; g++)
-            c[g] = g < nb ? C[t][g] : _mm256_setzero_ps();
+            c[g] = g < ns ? C[t][g] : _mm256_setzero_ps();
         for (int i = 0; i < 8; i++)
             s8[i] = _mm256_add_ps(c[i], c[i + 8]);
         __m256 v = _mm256_add_ps(
@@ -566,7 +574,10 @@ KTARGET_AVX2 KINLINE void rl2_pass(int q4, int NT, const struct rl2_slab *sl,
                           _mm256_add_ps(s8[2], s8[6])),
             _mm256_add_ps(_mm256_add_ps(s8[1], s8[5]),
                           _mm256_add_ps(s8[3], s8[7])));
-        _mm256_maskstore_ps(y + (size_t)(t0 + t) * ldy + r, mk, v);
+        float *yp = y + (size_t)(t0 + t) * ldy + r;
+        if (add)
+            v = _mm256_add_ps(_mm256_maskload_ps(yp, mk), v);
+        _mm256_maskstore_ps(yp, mk, v);
     }
 }
 
@@ -576,14 +587,30 @@ KTARGET_AVX2 KINLINE void rl2_rows(int q4, const struct kmat *W, int r0,
 {
     const int nb = W->cols / KQ_BLK;
     _Alignas(64) struct rl2_slab sl;
+    struct rl_pf pf;
     for (int r = r0; r < r1; r += 8) {
         int n = r1 - r < 8 ? r1 - r : 8;
-        slab2_load(W, r, n, &sl);
-        int t = 0;
-        for (; t + RL_NT <= n_tok; t += RL_NT)
-            rl2_pass(q4, RL_NT, &sl, nb, W->cols, xq, ldq, t, y, ldy, r, n);
-        for (; t < n_tok; t++)
-            rl2_pass(q4, 1, &sl, nb, W->cols, xq, ldq, t, y, ldy, r, n);
+        for (int j0 = 0; j0 < nb; j0 += RL_NB) {
+            int ns = nb - j0 < RL_NB ? nb - j0 : RL_NB, add = j0 > 0;
+            slab2_load(W, r, n, j0, ns, &sl);
+            if (j0 + ns < nb) /* as rl_rows */
+                rl_pf_set(&pf, W, r, n, j0 + ns,
+                          nb - j0 - ns < RL_NB ? nb - j0 - ns : RL_NB);
+            else
+                rl_pf_set(&pf, W, r + 8, r1 - r - 8 < 8 ? r1 - r - 8 : 8, 0,
+                          nb < RL_NB ? nb : RL_NB);
+            int ng = (n_tok + RL_NT - 1) / RL_NT;
+            size_t share = (rl_pf_lines(&pf) + (size_t)ng - 1) / (size_t)ng;
+            int t = 0;
+            for (; t + RL_NT <= n_tok; t += RL_NT) {
+                rl_pf_run(&pf, share);
+                rl2_pass(q4, RL_NT, &sl, nb, j0, ns, W->cols, xq, ldq, t, y,
+                         ldy, r, n, add);
+            }
+            for (; t < n_tok; t++)
+                rl2_pass(q4, 1, &sl, nb, j0, ns, W->cols, xq, ldq, t, y, ldy,
+                         r, n, add);
+        }
     }
 }
 
