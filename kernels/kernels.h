@@ -256,8 +256,8 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
  * The rows of V weighted by x: attention's probabilities times the value
  * rows, or q_nope times W_UK. Only the first n_cols (<= V->cols) columns
  * are computed; V->cols is the row length. x: [n_tok, ldx] fp32
- * (ldx >= V->rows), y: [n_tok, ldy] fp32 (ldy >= n_cols). V: F32, BF16
- * or F16 (no F8), rows >= 0 (0 rows: y = 0). Each V element is read once
+ * (ldx >= V->rows), y: [n_tok, ldy] fp32 (ldy >= n_cols). V: F32, BF16,
+ * F16, F8_E4M3 (blk a multiple of 16) or Q8_0, rows >= 0 (0 rows: y = 0). Each V element is read once
  * per 8 tokens. Runs on the calling thread. Batch invariant like kmatmul:
  * y[t] depends only on V, n_cols, x[t] and the ISA.
  */

@@ -14,9 +14,10 @@
  * copy it replaces was 4x the bytes (61 layers of DeepSeek-V3: 4 GB of
  * memory). Decode speed came out level (synthetic DeepSeek-V3-shaped
  * model with an F8 kv_b, EPYC Zen 5: 44-46 tok/s either way, 75 MB fewer
- * bytes per token against widening the codes in the kernels). Other F8
- * shapes, Q8_0 and Q4_1 are dequantized once to fp32 (kmatmul_pv reads
- * float and F8 rows). mtpd quantize keeps kv_b as it was (bf16).
+ * bytes per token against widening the codes in the kernels). Q8_0 (what
+ * mtpd quantize writes for kv_b in its q8 and q4 formats) is read in
+ * place too: kmatmul_pv widens code * scale, kmatmul reads W_UV. Other
+ * F8 shapes, Q4_1 and Q4_S are dequantized once to fp32.
  */
 #include <stdlib.h>
 
@@ -27,7 +28,7 @@ int absorb_init(const struct mtpd_config *c, struct layer_w *w)
     w->kv_bd = w->kv_b;
     w->kv_b_f32 = NULL;
     if (w->kv_b.dtype == KDT_F32 || w->kv_b.dtype == KDT_BF16 ||
-        w->kv_b.dtype == KDT_F16)
+        w->kv_b.dtype == KDT_F16 || w->kv_b.dtype == KDT_Q8_0)
         return 0;
     int blk = w->kv_b.blk, nope = c->qk_nope_head_dim, vd = c->v_head_dim;
     if (w->kv_b.dtype == KDT_F8_E4M3 && w->kv_b.scale && blk > 0 &&

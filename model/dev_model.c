@@ -6,8 +6,8 @@
  * block scales, mtpd's Q8_0 / Q4_1 with theirs): the kcuda ops dequantise
  * inside their kernels. The exception is kv_b_proj, uploaded in the dense
  * form absorption reads (layer_w.kv_bd: the checkpoint's F32 / BF16 / F16,
- * or absorb.c's fp32 copy of an F8 kv_b; an F8 kv_b the CPU reads in
- * place is converted to fp32 for the upload). Tied matrices (lm_head = embed,
+ * or absorb.c's fp32 copy; an F8 or Q8_0 kv_b the CPU reads in place is
+ * converted to fp32 for the upload). Tied matrices (lm_head = embed,
  * an MTP module's embed / head = the main one's) are uploaded once.
  *
  * The upload goes layer by layer and reports progress through the load's
@@ -93,12 +93,14 @@ static void up_mat(struct uploader *u, const struct kmat *h, struct kdmat *d,
     count(u, h);
 }
 
-/* kv_b in the dense form the device's absorption reads: an F8 kv_b the
- * CPU reads in place (absorb.c) goes up as fp32, converted here. */
+/* kv_b in the dense form the device's absorption reads: an F8 or Q8_0
+ * kv_b the CPU reads in place (absorb.c) goes up as fp32, converted
+ * here. */
 static void up_kvb(struct uploader *u, const struct kmat *h, struct kdmat *d,
                    const char *what)
 {
-    if (h->dtype != KDT_F8_E4M3 || u->rc || !h->data) {
+    if ((h->dtype != KDT_F8_E4M3 && h->dtype != KDT_Q8_0) || u->rc ||
+        !h->data) {
         up_mat(u, h, d, what);
         return;
     }

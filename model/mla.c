@@ -89,6 +89,8 @@ static struct kmat head_rows(const struct mtpd_config *cfg,
         k.scale = kvb->scale + r0 / (size_t)kvb->blk *
                                    (size_t)((L + kvb->blk - 1) / kvb->blk);
     }
+    if (kvb->dtype == KDT_Q8_0) /* a scale per row and 32 columns */
+        k.qd = kvb->qd + r0 * (size_t)(L / KQ_BLK);
     return k;
 }
 

@@ -137,9 +137,12 @@ static int wanted(const struct st_tensor *t, const struct mtpd_quant_opts *o)
         return 0;
     if (ends_with(t->name, "mlp.gate.weight")) /* the router */
         return 0;
-    /* MLA reads kv_b only through its absorbed per-head form (kmatmul_pv,
-     * float rows): quantized it would be widened to an f32 copy at load */
-    if (ends_with(t->name, "kv_b_proj.weight"))
+    /* MLA reads kv_b only through its absorbed per-head form: kmatmul_pv
+     * reads Q8_0 rows (plan_matrix writes kv_b at Q8_0 in the q8 and q4
+     * formats); an F8 one of other shapes than DeepSeek-V3's would be
+     * widened to an f32 copy at load (absorb.c), so fp8 keeps it */
+    if (ends_with(t->name, "kv_b_proj.weight") &&
+        o->format == MTPD_QFMT_FP8)
         return 0;
     if (ends_with(t->name, "embed_tokens.weight") && !o->quantize_embed)
         return 0;
@@ -159,7 +162,9 @@ static int plan_matrix(struct plan *p, const char *name,
     enum mtpd_qfmt f = o->format;
     int64_t r = src->shape[0], c = src->shape[1], nb = c / KQ_BLK;
     int64_t ne = kq4s_ex_bytes((int)c);
-    int head8 = is_head(name) && !o->head_q4; /* heads at Q8_0 */
+    /* heads at Q8_0 (unless asked), and kv_b (kmatmul_pv reads Q8_0) */
+    int head8 = (is_head(name) && !o->head_q4) ||
+                ends_with(name, "kv_b_proj.weight");
     if (f == MTPD_QFMT_Q4_S && !head8)
         return plan_add(p, name, "", "U8", 1, r, c / 2, 2, QK_Q4S, src) &&
                        plan_add(p, name, "_qscale", "U8", 1, r, nb, 2,

@@ -14,6 +14,10 @@
  * Batch invariant: y[t][j] is one FMA chain over i in row order (one
  * multiply-add chain in the scalar loop), whatever the tile, NT or
  * n_tok; which loop computes column j depends on j and n_cols only.
+ *
+ * Q8_0 (kv_b of a q8 / q4 checkpoint, read per head as W_UK): element
+ * (i, j) is code * d of its 32-column block, one rounding, as
+ * kmat_row_f32 gives it; a vector's 16 (AVX2: 8) columns share a block.
  */
 #include "kcpu.h"
 
@@ -43,8 +47,15 @@ KINLINE float v_at(const struct kmat *V, int i, int j)
     case KDT_F8_E4M3:
         return kf8e4m3_table[((const uint8_t *)V->data)[k]] *
                f8_scale(V, i, j);
+    case KDT_Q8_0: return kq_weight(V, i, j);
     default: return kf16_to_f32(((const uint16_t *)V->data)[k]);
     }
+}
+
+/* Q8_0: the fp32 scale of V element (i, j)'s block. */
+KINLINE float q8_scale(const struct kmat *V, int i, int j)
+{
+    return kf16_to_f32(V->qd[(size_t)i * (V->cols / KQ_BLK) + j / KQ_BLK]);
 }
 
 /* Columns [j0, j1) for all tokens, one column at a time (portable).
@@ -72,6 +83,14 @@ __attribute__((noinline)) static void pv_scalar(const struct kmat *V, const floa
 #if KCPU_X86
 #include <immintrin.h>
 
+/* q8_scale by one F16C conversion (the same exact value): the call to
+ * kf16_to_f32 per vector and row made Q8_0 rows slower than bf16 ones at
+ * one token. */
+KTARGET_AVX2 KINLINE float q8_scale_f16c(const struct kmat *V, int i, int j)
+{
+    return _cvtsh_ss(V->qd[(size_t)i * (V->cols / KQ_BLK) + j / KQ_BLK]);
+}
+
 /* 16 elements of V from p (element offset), fp32; masked when m != ~0.
  * F8 (all 16 in one scale block, sc: kmatmul_pv takes F8 with
  * blk % 16 == 0): e4m3 bits moved into an fp32 (exponent and
@@ -79,7 +98,8 @@ __attribute__((noinline)) static void pv_scalar(const struct kmat *V, const floa
  * subnormals included; code 0x7f / 0xff is NaN; then times the scale, one
  * rounding, as v_at. */
 KTARGET_AVX512 KINLINE __m512 v16(enum kdtype dt, const struct kmat *V,
-                                  size_t p, float sc, __mmask16 m)
+                                  size_t p, float sc, __m512 scv,
+                                  __mmask16 m)
 {
     const void *v = V->data;
     if (dt == KDT_F8_E4M3) {
@@ -97,6 +117,11 @@ KTARGET_AVX512 KINLINE __m512 v16(enum kdtype dt, const struct kmat *V,
                 sign, _mm512_set1_epi32(0x7fc00000))));
         return _mm512_mul_ps(f, _mm512_set1_ps(sc));
     }
+    if (dt == KDT_Q8_0) /* scv: the block's scale in every lane */
+        return _mm512_mul_ps(
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                _mm_maskz_loadu_epi8(m, (const int8_t *)v + p))),
+            scv);
     switch (dt) {
     case KDT_F32: return _mm512_maskz_loadu_ps(m, (const float *)v + p);
     case KDT_BF16:
@@ -128,12 +153,26 @@ KTARGET_AVX512 KINLINE void pv_tile512(enum kdtype dt, int NT, int M,
     KUNROLL
     for (int k = 0; k < M; k++)
         cb[k] = dt == KDT_F8_E4M3 ? (j + 16 * k) / V->blk : 0;
+    /* Q8_0: the tile's blocks' scales of a row in one vector (one load,
+     * one conversion), vector k's broadcast from lane qb[k] */
+    const int nbr = V->cols / KQ_BLK, b0 = j / KQ_BLK;
+    const int nbt = (j + 16 * M - 1) / KQ_BLK - b0 + 1; /* <= 5 */
+    __m512i qb[8];
+    KUNROLL
+    for (int k = 0; k < M; k++)
+        qb[k] = _mm512_set1_epi32((j + 16 * k) / KQ_BLK - b0);
     for (int i = 0; i < V->rows; i++) {
         size_t p = (size_t)i * ld + j;
         const float *srow = dt == KDT_F8_E4M3 ? f8_srow(V, i) : NULL;
+        __m512 sq = _mm512_setzero_ps();
+        if (dt == KDT_Q8_0)
+            sq = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(
+                (__mmask16)((1u << nbt) - 1), V->qd + (size_t)i * nbr + b0));
         KUNROLL
         for (int k = 0; k < M; k++)
             vv[k] = v16(dt, V, p + 16 * k, srow ? srow[cb[k]] : 0.0f,
+                        dt == KDT_Q8_0 ? _mm512_permutexvar_ps(qb[k], sq)
+                                       : sq,
                         k == M - 1 ? mlast : (__mmask16)0xffff);
         KUNROLL
         for (int t = 0; t < NT; t++) {
@@ -201,6 +240,7 @@ KTARGET_AVX512 static void pv_avx512(const struct kmat *V, int n,
     case KDT_F32: pv_dt512(KDT_F32, V, n, x, ldx, y, ldy, nt); break;
     case KDT_BF16: pv_dt512(KDT_BF16, V, n, x, ldx, y, ldy, nt); break;
     case KDT_F8_E4M3: pv_dt512(KDT_F8_E4M3, V, n, x, ldx, y, ldy, nt); break;
+    case KDT_Q8_0: pv_dt512(KDT_Q8_0, V, n, x, ldx, y, ldy, nt); break;
     default: pv_dt512(KDT_F16, V, n, x, ldx, y, ldy, nt); break;
     }
 }
@@ -226,6 +266,11 @@ KTARGET_AVX2 KINLINE __m256 v8(enum kdtype dt, const struct kmat *V,
                 mag, _mm256_set1_epi32(0x7f))));
         return _mm256_mul_ps(f, _mm256_set1_ps(sc));
     }
+    if (dt == KDT_Q8_0)
+        return _mm256_mul_ps(
+            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                _mm_loadl_epi64((const __m128i *)((const int8_t *)v + p)))),
+            _mm256_set1_ps(sc));
     switch (dt) {
     case KDT_F32: return _mm256_loadu_ps((const float *)v + p);
     case KDT_BF16:
@@ -261,7 +306,10 @@ KTARGET_AVX2 KINLINE void pv_tile256(enum kdtype dt, int NT, int M,
         const float *srow = dt == KDT_F8_E4M3 ? f8_srow(V, i) : NULL;
         KUNROLL
         for (int k = 0; k < M; k++)
-            vv[k] = v8(dt, V, p + 8 * k, srow ? srow[cb[k]] : 0.0f);
+            vv[k] = v8(dt, V, p + 8 * k,
+                       srow ? srow[cb[k]]
+                       : dt == KDT_Q8_0 ? q8_scale_f16c(V, i, j + 8 * k)
+                                        : 0.0f);
         KUNROLL
         for (int t = 0; t < NT; t++) {
             __m256 b = _mm256_broadcast_ss(x + (size_t)t * ldx + i);
@@ -315,6 +363,7 @@ KTARGET_AVX2 static void pv_avx2(const struct kmat *V, int n, const float *x,
     case KDT_F32: pv_dt256(KDT_F32, V, n, x, ldx, y, ldy, nt); break;
     case KDT_BF16: pv_dt256(KDT_BF16, V, n, x, ldx, y, ldy, nt); break;
     case KDT_F8_E4M3: pv_dt256(KDT_F8_E4M3, V, n, x, ldx, y, ldy, nt); break;
+    case KDT_Q8_0: pv_dt256(KDT_Q8_0, V, n, x, ldx, y, ldy, nt); break;
     default: pv_dt256(KDT_F16, V, n, x, ldx, y, ldy, nt); break;
     }
 }
@@ -326,7 +375,11 @@ int kmatmul_pv(const struct kmat *V, int n_cols, const float *x, int ldx,
     if (V == NULL || x == NULL || y == NULL || n_tok < 0 || V->rows < 0 ||
         n_cols <= 0 || n_cols > V->cols || (V->rows > 0 && V->data == NULL) ||
         (V->dtype != KDT_F32 && V->dtype != KDT_BF16 &&
-         V->dtype != KDT_F16 && V->dtype != KDT_F8_E4M3))
+         V->dtype != KDT_F16 && V->dtype != KDT_F8_E4M3 &&
+         V->dtype != KDT_Q8_0))
+        return MTPD_K_EINVAL;
+    if (V->dtype == KDT_Q8_0 &&
+        (V->qd == NULL || V->cols % KQ_BLK != 0))
         return MTPD_K_EINVAL;
     if (V->dtype == KDT_F8_E4M3 &&
         (V->scale == NULL || V->blk <= 0 || V->blk % 16 != 0))

@@ -101,15 +101,20 @@ def test_what_is_kept(mtpd, default_q):
         h = header(d)
         for f in ("tokenizer.json", "draft_vocab.txt", "generation_config.json"):
             assert os.path.exists(os.path.join(d, f)), f
-        # norms, router, its bias, kv_b, embeddings: as in the source
+        # norms, router, its bias, embeddings: as in the source
         for name in ("model.norm.weight", "model.embed_tokens.weight",
                      "model.layers.1.mlp.gate.weight",
                      "model.layers.1.mlp.gate.e_score_correction_bias",
                      "model.layers.1.input_layernorm.weight",
-                     "model.layers.1.self_attn.kv_b_proj.weight",
                      "model.layers.8.embed_tokens.weight",
                      "model.layers.8.enorm.weight"):
             assert h[name]["dtype"] in ("BF16", "F32"), (name, h[name])
+        # kv_b (read per head by the absorbed attention): Q8_0 in every
+        # integer format, the MTP module's too
+        for name in ("model.layers.1.self_attn.kv_b_proj.weight",
+                     "model.layers.8.self_attn.kv_b_proj.weight"):
+            assert h[name]["dtype"] == "I8", (name, h[name])
+            assert h[name + "_qscale"]["dtype"] == "F16", name
         # projections and experts of the main model and the MTP module
         for name in ("model.layers.0.mlp.down_proj.weight",
                      "model.layers.1.mlp.experts.3.up_proj.weight",
@@ -126,6 +131,7 @@ def test_what_is_kept(mtpd, default_q):
         assert h["lm_head.weight"]["dtype"] == "I8"
         assert h["model.layers.8.shared_head.head.weight"]["dtype"] == "I8"
     h = header(default_q["fp8"])
+    assert h["model.layers.1.self_attn.kv_b_proj.weight"]["dtype"] in ("BF16", "F32")
     assert h["model.layers.0.mlp.down_proj.weight"]["dtype"] == "F8_E4M3"
     assert h["model.layers.0.mlp.down_proj.weight_scale_inv"]["dtype"] == "F32"
 

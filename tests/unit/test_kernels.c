@@ -1141,6 +1141,21 @@ static enum test_return test_matmul_pv(void)
                                  ntok_v[k]) != TEST_PASS))
                         return TEST_FAIL;
                 }
+    /* Q8_0 (kv_b of q8 / q4 checkpoints): whole blocks; tiles, tails
+     * and n_cols < cols as above */
+    static const int q8_cols[] = {32, 64, 160, 512};
+    static const int q8_rows[] = {0, 1, 7, 128, 301};
+    for (size_t r = 0; r < sizeof q8_rows / sizeof *q8_rows; r++)
+        for (size_t c = 0; c < sizeof q8_cols / sizeof *q8_cols; c++)
+            for (size_t k = 0; k < sizeof ntok_v / sizeof *ntok_v; k++) {
+                int cols = q8_cols[c];
+                if (pv_case(KDT_Q8_0, q8_rows[r], cols, cols, ntok_v[k]) !=
+                        TEST_PASS ||
+                    pv_case(KDT_Q8_0, q8_rows[r], cols,
+                            cols - 1 - (int)(k * 7 % (size_t)(cols - 1)),
+                            ntok_v[k]) != TEST_PASS)
+                    return TEST_FAIL;
+            }
     float x[2] = {1, 2}, y[2];
     struct kmat f8 = {KDT_F8_E4M3, 2, 1, x, NULL, 128, NULL, NULL, 0, 0, NULL, NULL, NULL};
     CHECK(kmatmul_pv(&f8, 1, x, 2, y, 1, 1) == MTPD_K_EINVAL,
@@ -1446,6 +1461,9 @@ static enum test_return test_matmul_pv_invariant(void)
             inv_pv_case(dts[d], 77, 200, 131, blk) != TEST_PASS)
             return TEST_FAIL;
     }
+    if (inv_pv_case(KDT_Q8_0, 128, 512, 512, 0) != TEST_PASS ||
+        inv_pv_case(KDT_Q8_0, 77, 224, 131, 0) != TEST_PASS)
+        return TEST_FAIL;
     return inv_pv_case(KDT_F8_E4M3, 40, 100, 97, 16);
 }
 
