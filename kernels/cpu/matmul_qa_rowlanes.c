@@ -209,11 +209,13 @@ KTARGET_VNNI static void slab_load(const struct kmat *W, int r, int n, int j0,
  * Q8_0 the RL_NT -128 * sum(codes) (the + 128 of the slab's codes). Every
  * operand of a pass is then at a fixed offset from one pointer.
  */
+_Static_assert(KQA_RL_XBLK == 40 * RL_NT && KQA_RL_XBYTES(32, 1) == 40 * RL_NT,
+               "kcpu.h's packed-x sizes are for RL_NT tokens a group");
+
 void kqa_rl_pack(enum kdtype dt, int cols, const uint8_t *xq, size_t ldq,
                  int n_tok, uint8_t *xr)
 {
     const int q4 = dt == KDT_Q4_1, nb = cols / KQ_BLK;
-    const int ng = (n_tok + RL_NT - 1) / RL_NT;
     memset(xr, 0, KQA_RL_XBYTES(cols, n_tok));
     for (int t = 0; t < n_tok; t++) {
         const uint8_t *q = xq + (size_t)t * ldq;
@@ -234,7 +236,6 @@ void kqa_rl_pack(enum kdtype dt, int cols, const uint8_t *xq, size_t ldq,
             }
         }
     }
-    (void)ng;
 }
 
 /*
