@@ -127,6 +127,24 @@ KTARGET_VNNI static void slab_scales16(const uint16_t *h, int nb, int r,
     }
 }
 
+/* n bytes from src to dst in 64-byte vectors (the last one masked),
+ * prefetching pf bytes ahead of the reads when pf > 0. */
+KTARGET_VNNI KINLINE void copy64(uint8_t *dst, const uint8_t *src, size_t n,
+                                 size_t pf)
+{
+    size_t o = 0;
+    for (; o + 64 <= n; o += 64) {
+        if (pf)
+            _mm_prefetch((const char *)(src + o + pf), _MM_HINT_T0);
+        _mm512_storeu_si512((void *)(dst + o),
+                            _mm512_loadu_si512((const void *)(src + o)));
+    }
+    if (o < n)
+        _mm512_storeu_si512((void *)(dst + o),
+                            _mm512_maskz_loadu_epi8(((__mmask64)1 << (n - o)) - 1,
+                                                    src + o));
+}
+
 /* Blocks j0 .. j0+ns-1 (one segment) of rows r .. r+n-1 (n <= 16; rows
  * past n are zero) of W into sl, through raw (RL_RAW bytes, 64-aligned). */
 KTARGET_VNNI static void slab_load(const struct kmat *W, int r, int n, int j0,
@@ -143,33 +161,13 @@ KTARGET_VNNI static void slab_load(const struct kmat *W, int r, int n, int j0,
          * prefetcher follows into the next slab), then transposed from L1;
          * reading it block by block across the 16 rows waited for memory
          * (1.5-3x slower at few tokens) */
-        const size_t nby = (size_t)n * rb;
-        size_t o = 0;
-        for (; o + 64 <= nby; o += 64) {
-            _mm_prefetch((const char *)(w0 + o + KQA_RL_PF), _MM_HINT_T0);
-            _mm512_store_si512((void *)(raw + o),
-                               _mm512_loadu_si512((const void *)(w0 + o)));
-        }
-        if (o < nby)
-            _mm512_store_si512((void *)(raw + o),
-                               _mm512_maskz_loadu_epi8(((__mmask64)1 << (nby - o)) - 1,
-                                                       w0 + o));
+        copy64(raw, w0, (size_t)n * rb, KQA_RL_PF);
     } else {
         /* one segment of longer rows: n pieces of pb bytes (rl_rows has
          * prefetched them while the previous piece's tokens ran) */
         const uint8_t *p = w0 + (size_t)j0 * bb;
-        for (int i = 0; i < n; i++) {
-            const uint8_t *src = p + (size_t)i * rb;
-            uint8_t *dst = raw + (size_t)i * pb;
-            size_t o = 0;
-            for (; o + 64 <= pb; o += 64)
-                _mm512_storeu_si512((void *)(dst + o),
-                                    _mm512_loadu_si512((const void *)(src + o)));
-            if (o < pb)
-                _mm512_storeu_si512((void *)(dst + o),
-                                    _mm512_maskz_loadu_epi8(((__mmask64)1 << (pb - o)) - 1,
-                                                            src + o));
-        }
+        for (int i = 0; i < n; i++)
+            copy64(raw + (size_t)i * pb, p + (size_t)i * rb, pb, 0);
     }
     const int per = q4 ? 4 : 2; /* blocks per 64-byte load */
     for (int j = 0; j < ns; j += per) {
