@@ -90,10 +90,9 @@ static int xt_min_tok(int cols)
     return cols <= KQA_XT_SHORT_COLS ? 4 : KQA_XT_MIN_TOK;
 }
 #if KCPU_X86
-/* Q8_0 / Q4_1 rows of at most KQA_RL_MAX_COLS columns take the
- * rows-in-lanes kernel on VNNI (matmul_qa_rowlanes.c) from this many
- * tokens on: its transpose of the weights pays off sooner the shorter the
- * rows. Measured against the transposed blocks (bench_kernels, EPYC Zen
+/* Q8_0 / Q4_1 calls take the rows-in-lanes kernel on VNNI
+ * (matmul_qa_rowlanes.c) from this many tokens on: its transpose of the
+ * weights pays off sooner the shorter the rows. Measured against the transposed blocks (bench_kernels, EPYC Zen
  * 5, 2 threads, DRAM-resident weights): 5 blocks a row ahead from 4
  * tokens (1.2x; 3.5x at 32), 12 blocks from 16 (1.1-1.2x; 1.7x at 32,
  * 2.4x at 256). Longer rows (a slab per segment, two per pass): 1024 and

@@ -40,7 +40,7 @@
 #define KTARGET_VNNI \
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
-#define RL_NB (KQA_RL_MAX_COLS / KQ_BLK) /* most blocks per row */
+#define RL_NB (KQA_RL_SEG_COLS / KQ_BLK) /* blocks of a slab: a segment */
 
 /* Block j's fp16 scale (hd) and, for Q4_1, min (hm) of rows r .. r+n-1,
  * zero up to width rows (the lanes of a slab past its last row). */
@@ -59,7 +59,7 @@ static void slab_scales(const struct kmat *W, int r, int n, int width, int j,
 #ifndef KQA_RL_PF_HINT
 #define KQA_RL_PF_HINT _MM_HINT_T0 /* the next slab's piece: where to */
 #endif
-#define RL_RAW (16 * KQA_RL_MAX_COLS + 64) /* a half slab as stored */
+#define RL_RAW (16 * KQA_RL_SEG_COLS + 64) /* a half slab as stored */
 
 /* Sixteen rows' transposed weights and scales (one segment). */
 struct rl_slab {
@@ -423,7 +423,7 @@ struct rl2_slab {
     __m256i w[RL_NB][8];  /* Q4_1 codes; Q8_0 |w| (unsigned) */
     __m256i ws[RL_NB][8]; /* Q8_0: w itself, whose signs go onto x */
     __m256 d[RL_NB], m[RL_NB];
-    uint8_t raw[8 * KQA_RL_MAX_COLS + 32];
+    uint8_t raw[8 * KQA_RL_SEG_COLS + 32];
 };
 
 /* 8 x 8 dwords transposed in place (v[m] lane i <- v[i] lane m). */
