@@ -51,13 +51,13 @@ enum kdtype {
 #define KQ4S_GRP 8
 /* Q4_S exponents: e in [KQ4S_EMIN, KQ4S_EMAX], so that sc * 2^e and
  * mn * 2^f are exact fp16 numbers (subnormal ones included). */
+#define KQ4S_EMIN (-24)
+#define KQ4S_EMAX 7
 /* Q4_S exponent bytes of a row of cols columns: one pair per group. */
 static inline int kq4s_ex_bytes(int cols)
 {
     return 2 * ((cols / KQ_BLK + KQ4S_GRP - 1) / KQ4S_GRP);
 }
-#define KQ4S_EMIN (-24)
-#define KQ4S_EMAX 7
 
 /* Bytes per element of a dtype (1 for F8_E4M3 and Q8_0; 0 for the packed
  * Q4_1 / Q4_S: use kmat_row_bytes). Scales are not counted. */
@@ -257,9 +257,10 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
  * rows, or q_nope times W_UK. Only the first n_cols (<= V->cols) columns
  * are computed; V->cols is the row length. x: [n_tok, ldx] fp32
  * (ldx >= V->rows), y: [n_tok, ldy] fp32 (ldy >= n_cols). V: F32, BF16,
- * F16, F8_E4M3 (blk a multiple of 16) or Q8_0, rows >= 0 (0 rows: y = 0). Each V element is read once
- * per 8 tokens. Runs on the calling thread. Batch invariant like kmatmul:
- * y[t] depends only on V, n_cols, x[t] and the ISA.
+ * F16, F8_E4M3 (blk a multiple of 16) or Q8_0, rows >= 0 (0 rows:
+ * y = 0). Each V element is read once per 8 tokens. Runs on the calling
+ * thread. Batch invariant like kmatmul: y[t] depends only on V, n_cols,
+ * x[t] and the ISA.
  */
 int kmatmul_pv(const struct kmat *V, int n_cols, const float *x, int ldx,
                float *y, int ldy, int n_tok);

@@ -15,7 +15,7 @@
  * memory). Decode speed came out level (synthetic DeepSeek-V3-shaped
  * model with an F8 kv_b, EPYC Zen 5: 44-46 tok/s either way, 75 MB fewer
  * bytes per token against widening the codes in the kernels). Q8_0 (what
- * mtpd quantize writes for kv_b in its q8 and q4 formats) is read in
+ * mtpd quantize writes for kv_b in its q8, q4 and q4_1 formats) is read in
  * place too: kmatmul_pv widens code * scale, kmatmul reads W_UV. Other
  * F8 shapes, Q4_1 and Q4_S are dequantized once to fp32.
  */

@@ -138,7 +138,7 @@ static int wanted(const struct st_tensor *t, const struct mtpd_quant_opts *o)
     if (ends_with(t->name, "mlp.gate.weight")) /* the router */
         return 0;
     /* MLA reads kv_b only through its absorbed per-head form: kmatmul_pv
-     * reads Q8_0 rows (plan_matrix writes kv_b at Q8_0 in the q8 and q4
+     * reads Q8_0 rows (plan_matrix writes kv_b at Q8_0 in the integer
      * formats); an F8 one of other shapes than DeepSeek-V3's would be
      * widened to an f32 copy at load (absorb.c), so fp8 keeps it */
     if (ends_with(t->name, "kv_b_proj.weight") &&
@@ -163,9 +163,9 @@ static int plan_matrix(struct plan *p, const char *name,
     int64_t r = src->shape[0], c = src->shape[1], nb = c / KQ_BLK;
     int64_t ne = kq4s_ex_bytes((int)c);
     /* heads at Q8_0 (unless asked), and kv_b (kmatmul_pv reads Q8_0) */
-    int head8 = (is_head(name) && !o->head_q4) ||
+    int as_q8 = (is_head(name) && !o->head_q4) ||
                 ends_with(name, "kv_b_proj.weight");
-    if (f == MTPD_QFMT_Q4_S && !head8)
+    if (f == MTPD_QFMT_Q4_S && !as_q8)
         return plan_add(p, name, "", "U8", 1, r, c / 2, 2, QK_Q4S, src) &&
                        plan_add(p, name, "_qscale", "U8", 1, r, nb, 2,
                                 QK_Q4S_SC, src) &&
@@ -175,7 +175,7 @@ static int plan_matrix(struct plan *p, const char *name,
                                 QK_Q4S_EX, src)
                    ? 0 : -1;
     if (f == MTPD_QFMT_Q8_0 ||
-        ((f == MTPD_QFMT_Q4_1 || f == MTPD_QFMT_Q4_S) && head8))
+        ((f == MTPD_QFMT_Q4_1 || f == MTPD_QFMT_Q4_S) && as_q8))
         return plan_add(p, name, "", "I8", 1, r, c, 2, QK_Q8, src) &&
                        plan_add(p, name, "_qscale", "F16", 2, r, nb, 2,
                                 QK_Q8_D, src)

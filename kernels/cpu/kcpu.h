@@ -178,6 +178,7 @@ void kmm_block_qa_vnni(const struct kmm_blk *b); /* AVX-512 VNNI */
  * sixteen rows per vector, two vectors per pass; stores y (same bits as
  * the block kernels). matmul.c uses it from rl_min_tok tokens on. */
 #define KQA_RL_SEG_COLS KMM_KSEG /* columns of a slab: one segment */
+#define KQA_RL_ROWS 32           /* rows of a pass: two 16-row slabs */
 #define KQA_RL_XBLK (40 * 8)     /* packed x: bytes per block, 8 tokens */
 #define KQA_RL_XBYTES(cols, n_tok) \
     ((size_t)(((n_tok) + 7) / 8) * (size_t)((cols) / KQ_BLK) * KQA_RL_XBLK)

@@ -92,12 +92,13 @@ static int xt_min_tok(int cols)
 #if KCPU_X86
 /* Q8_0 / Q4_1 calls take the rows-in-lanes kernel on VNNI
  * (matmul_qa_rowlanes.c) from this many tokens on: its transpose of the
- * weights pays off sooner the shorter the rows. Measured against the transposed blocks (bench_kernels, EPYC Zen
- * 5, 2 threads, DRAM-resident weights): 5 blocks a row ahead from 4
- * tokens (1.2x; 3.5x at 32), 12 blocks from 16 (1.1-1.2x; 1.7x at 32,
- * 2.4x at 256). Longer rows (a slab per segment, two per pass): 1024 and
- * 3072 columns ahead from 16-24 tokens (0.73x the time at 24, 0.63-0.70x
- * at 40), 2048 columns from 24-32 (0.81-0.88x at 32-40, 1.19x at 24). */
+ * weights pays off sooner the shorter the rows. Measured against the
+ * transposed blocks (bench_kernels, EPYC Zen 5, 2 threads, DRAM-resident
+ * weights): 5 blocks a row ahead from 4 tokens (1.2x; 3.5x at 32), 12
+ * blocks from 16 (1.1-1.2x; 1.7x at 32, 2.4x at 256). Longer rows (a
+ * slab per segment, two per pass): 1024 and 3072 columns ahead from 16-24
+ * tokens (0.73x the time at 24, 0.63-0.70x at 40), 2048 columns from
+ * 24-32 (0.81-0.88x at 32-40, 1.19x at 24). */
 /* The same for the AVX2 version (against its block kernel, or for Q4_1
  * the transposed blocks of rows over 16 blocks; same machine,
  * cache-resident). Q4_1: 5 blocks ~4x from 4 tokens, 12 blocks level at 4
@@ -359,8 +360,9 @@ static void mm_part(void *arg, int part, int n_parts)
 #if KCPU_X86
 /* Q8_0 / Q4_1 rows, many tokens: sixteen rows per vector (VNNI,
  * kqa_rowlanes, x packed by kqa_rl_pack) or eight (kqa_rowlanes_avx2),
- * a slab per summation segment. Q4_S: groups of rows with their scales expanded
- * (q4s_rows), 32 at a time for the VNNI kernel's two vectors. */
+ * a slab per summation segment. Q4_S: groups of rows with their scales
+ * expanded (q4s_rows), KQA_RL_ROWS at a time for the VNNI kernel's
+ * passes. */
 static void rl_rows(const struct mm_job *j, int part, int n_parts, int vnni)
 {
     int r0, r1;
@@ -377,8 +379,8 @@ static void rl_rows(const struct mm_job *j, int part, int n_parts, int vnni)
     }
     uint16_t ex[KQ4S_EX];
     struct kmat v;
-    for (int r = r0, g = q4s_group(j->q4s, vnni ? 32 : KQ4S_ROWS); r < r1;
-         r += g) {
+    int g = q4s_group(j->q4s, vnni ? KQA_RL_ROWS : KQ4S_ROWS);
+    for (int r = r0; r < r1; r += g) {
         int n = r1 - r < g ? r1 - r : g;
         const struct kmat *V = q4s_rows(j, r, n, ex, &v);
         if (vnni)

@@ -42,18 +42,6 @@
 
 #define RL_NB (KQA_RL_SEG_COLS / KQ_BLK) /* blocks of a slab: a segment */
 
-/* Block j's fp16 scale (hd) and, for Q4_1, min (hm) of rows r .. r+n-1,
- * zero up to width rows (the lanes of a slab past its last row). */
-static void slab_scales(const struct kmat *W, int r, int n, int width, int j,
-                        uint16_t *hd, uint16_t *hm)
-{
-    const int nb = W->cols / KQ_BLK;
-    for (int i = 0; i < width; i++) {
-        size_t k = (size_t)(r + i) * nb + j;
-        hd[i] = i < n ? W->qd[k] : 0;
-        hm[i] = i < n && W->qm && W->dtype == KDT_Q4_1 ? W->qm[k] : 0;
-    }
-}
 #define RL_NT 8                           /* tokens per pass */
 #define KQA_RL_PF 2048 /* weight prefetch distance, bytes */
 #ifndef KQA_RL_PF_HINT
@@ -326,6 +314,7 @@ struct rl_pf {
     size_t rb, pb;    /* row stride; bytes per row */
     size_t o;         /* next line's offset in the row */
     int rows;         /* rows left, the current one included */
+    size_t share;     /* lines per rl_pf_run */
 };
 
 static void rl_pf_set(struct rl_pf *f, const struct kmat *W, int r, int n,
@@ -339,15 +328,30 @@ static void rl_pf_set(struct rl_pf *f, const struct kmat *W, int r, int n,
     f->rows = n > 0 ? n : 0;
 }
 
-static size_t rl_pf_lines(const struct rl_pf *f)
+/* The piece after blocks j0 .. j0+ns-1 of the slab of step rows at r (of
+ * the rows up to r1): these rows' next segment, or the next slab's first;
+ * share: its lines over groups calls of rl_pf_run. */
+static void rl_pf_next(struct rl_pf *f, const struct kmat *W, int r, int step,
+                       int r1, int j0, int ns, int groups)
 {
-    return (size_t)f->rows * ((f->pb + 63) / 64);
+    const int nb = W->cols / KQ_BLK;
+    if (j0 + ns < nb) {
+        int left = nb - j0 - ns;
+        rl_pf_set(f, W, r, r1 - r < step ? r1 - r : step, j0 + ns,
+                  left < RL_NB ? left : RL_NB);
+    } else {
+        int left = r1 - r - step;
+        rl_pf_set(f, W, r + step, left < step ? left : step, 0,
+                  nb < RL_NB ? nb : RL_NB);
+    }
+    size_t lines = (size_t)f->rows * ((f->pb + 63) / 64);
+    f->share = (lines + (size_t)groups - 1) / (size_t)groups;
 }
 
-/* The next k lines, row by row. */
-static void rl_pf_run(struct rl_pf *f, size_t k)
+/* The next share of lines, row by row. */
+static void rl_pf_run(struct rl_pf *f)
 {
-    for (; k > 0 && f->rows > 0; k--) {
+    for (size_t k = f->share; k > 0 && f->rows > 0; k--) {
         _mm_prefetch((const char *)(f->p + f->o), KQA_RL_PF_HINT);
         if ((f->o += 64) >= f->pb) {
             f->o = 0;
@@ -357,10 +361,11 @@ static void rl_pf_run(struct rl_pf *f, size_t k)
     }
 }
 
-/* Slabs of 32 rows (16 at the end), each segment by segment (KMM_KSEG
- * columns, the summation segments of every Q kernel): a slab holds one
- * segment's transposed blocks, and every token runs against it before
- * the next. */
+/* Passes of KQA_RL_ROWS rows (two slabs; one at the end), each segment
+ * by segment (KMM_KSEG columns, the summation segments of every Q
+ * kernel): a slab holds one segment's transposed blocks, and every token
+ * runs against it before the next. */
+_Static_assert(KQA_RL_ROWS == 2 * 16, "a pass is two 16-row slabs");
 KTARGET_VNNI KINLINE void rl_rows(int q4, const struct kmat *W, int r0,
                                   int r1, const uint8_t *xr, int n_tok,
                                   float *y, int ldy)
@@ -370,22 +375,17 @@ KTARGET_VNNI KINLINE void rl_rows(int q4, const struct kmat *W, int r0,
     _Alignas(64) uint8_t raw[RL_RAW];
     _Alignas(64) __m512 C[2 * RL_NT * 16];
     struct rl_pf pf;
-    for (int r = r0; r < r1; r += 32) {
-        int n = r1 - r < 32 ? r1 - r : 32, NS = n > 16 ? 2 : 1;
+    for (int r = r0; r < r1; r += KQA_RL_ROWS) {
+        int n = r1 - r < KQA_RL_ROWS ? r1 - r : KQA_RL_ROWS;
+        int NS = n > 16 ? 2 : 1;
         for (int j0 = 0; j0 < nb; j0 += RL_NB) {
             int ns = nb - j0 < RL_NB ? nb - j0 : RL_NB, add = j0 > 0;
             for (int s = 0; s < NS; s++)
                 slab_load(W, r + 16 * s, n - 16 * s < 16 ? n - 16 * s : 16,
                           j0, ns, raw, &sl[s]);
-            if (j0 + ns < nb) /* these rows' next segment */
-                rl_pf_set(&pf, W, r, n, j0 + ns,
-                          nb - j0 - ns < RL_NB ? nb - j0 - ns : RL_NB);
-            else /* the next slab's first */
-                rl_pf_set(&pf, W, r + 32, r1 - r - 32 < 32 ? r1 - r - 32 : 32,
-                          0, nb < RL_NB ? nb : RL_NB);
-            size_t share = (rl_pf_lines(&pf) + (size_t)ng - 1) / (size_t)ng;
+            rl_pf_next(&pf, W, r, KQA_RL_ROWS, r1, j0, ns, ng);
             for (int gi = 0; gi < ng; gi++) {
-                rl_pf_run(&pf, share);
+                rl_pf_run(&pf);
                 const uint8_t *xg = xr + ((size_t)gi * nb + j0) * KQA_RL_XBLK;
                 int t0 = gi * RL_NT;
                 int nv = n_tok - t0 < RL_NT ? n_tok - t0 : RL_NT;
@@ -443,6 +443,21 @@ KTARGET_AVX2 KINLINE void transpose8(__m256i v[8])
     for (int i = 0; i < 4; i++) {
         v[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
         v[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
+    }
+}
+
+/* Block j's fp16 scale (hd) and, for Q4_1, min (hm) of rows r .. r+n-1,
+ * zero up to width rows (the lanes of a slab past its last row): eight
+ * rows, one block at a time (the VNNI slab takes them in one transpose,
+ * slab_scales16). */
+static void slab_scales(const struct kmat *W, int r, int n, int width, int j,
+                        uint16_t *hd, uint16_t *hm)
+{
+    const int nb = W->cols / KQ_BLK;
+    for (int i = 0; i < width; i++) {
+        size_t k = (size_t)(r + i) * nb + j;
+        hd[i] = i < n ? W->qd[k] : 0;
+        hm[i] = i < n && W->qm && W->dtype == KDT_Q4_1 ? W->qm[k] : 0;
     }
 }
 
@@ -592,17 +607,10 @@ KTARGET_AVX2 KINLINE void rl2_rows(int q4, const struct kmat *W, int r0,
         for (int j0 = 0; j0 < nb; j0 += RL_NB) {
             int ns = nb - j0 < RL_NB ? nb - j0 : RL_NB, add = j0 > 0;
             slab2_load(W, r, n, j0, ns, &sl);
-            if (j0 + ns < nb) /* as rl_rows */
-                rl_pf_set(&pf, W, r, n, j0 + ns,
-                          nb - j0 - ns < RL_NB ? nb - j0 - ns : RL_NB);
-            else
-                rl_pf_set(&pf, W, r + 8, r1 - r - 8 < 8 ? r1 - r - 8 : 8, 0,
-                          nb < RL_NB ? nb : RL_NB);
-            int ng = (n_tok + RL_NT - 1) / RL_NT;
-            size_t share = (rl_pf_lines(&pf) + (size_t)ng - 1) / (size_t)ng;
+            rl_pf_next(&pf, W, r, 8, r1, j0, ns, (n_tok + RL_NT - 1) / RL_NT);
             int t = 0;
             for (; t + RL_NT <= n_tok; t += RL_NT) {
-                rl_pf_run(&pf, share);
+                rl_pf_run(&pf);
                 rl2_pass(q4, RL_NT, &sl, nb, j0, ns, W->cols, xq, ldq, t, y,
                          ldy, r, n, add);
             }

@@ -15,7 +15,7 @@
  * multiply-add chain in the scalar loop), whatever the tile, NT or
  * n_tok; which loop computes column j depends on j and n_cols only.
  *
- * Q8_0 (kv_b of a q8 / q4 checkpoint, read per head as W_UK): element
+ * Q8_0 (kv_b of a q8 / q4 / q4_1 checkpoint, read per head as W_UK): element
  * (i, j) is code * d of its 32-column block, one rounding, as
  * kmat_row_f32 gives it; a vector's 16 (AVX2: 8) columns share a block.
  */
@@ -52,12 +52,6 @@ KINLINE float v_at(const struct kmat *V, int i, int j)
     }
 }
 
-/* Q8_0: the fp32 scale of V element (i, j)'s block. */
-KINLINE float q8_scale(const struct kmat *V, int i, int j)
-{
-    return kf16_to_f32(V->qd[(size_t)i * (V->cols / KQ_BLK) + j / KQ_BLK]);
-}
-
 /* Columns [j0, j1) for all tokens, one column at a time (portable).
  * Never inlined: inside an AVX2 caller GCC would contract the multiply-add
  * into an FMA at some call sites and not others, and the tail columns'
@@ -83,9 +77,9 @@ __attribute__((noinline)) static void pv_scalar(const struct kmat *V, const floa
 #if KCPU_X86
 #include <immintrin.h>
 
-/* q8_scale by one F16C conversion (the same exact value): the call to
- * kf16_to_f32 per vector and row made Q8_0 rows slower than bf16 ones at
- * one token. */
+/* Q8_0: the fp32 scale of V element (i, j)'s block, by one F16C
+ * conversion (the value kq_weight uses): a call of kf16_to_f32 per vector
+ * and row made Q8_0 rows slower than bf16 ones at one token. */
 KTARGET_AVX2 KINLINE float q8_scale_f16c(const struct kmat *V, int i, int j)
 {
     return _cvtsh_ss(V->qd[(size_t)i * (V->cols / KQ_BLK) + j / KQ_BLK]);
