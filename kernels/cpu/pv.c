@@ -77,6 +77,38 @@ __attribute__((noinline)) static void pv_scalar(const struct kmat *V, const floa
 #if KCPU_X86
 #include <immintrin.h>
 
+/* The tiles read V column strip by column strip, each a strided stream
+ * of a few lines per row; from DRAM that waited on every row (the Q8_0
+ * W_UK of a head, 64 KB, ran at a fifth of the read bandwidth). A matrix
+ * of at most PV_PF_BYTES is prefetched whole, a row at a time, during the
+ * first tile, so the others find it in L2. */
+#define PV_PF_BYTES (256u << 10)
+#define PV_PF_ROWS 8
+
+static size_t pv_row_bytes(const struct kmat *V)
+{
+    return (size_t)V->cols * (V->dtype == KDT_F32              ? 4
+                              : V->dtype == KDT_F8_E4M3 ||
+                                      V->dtype == KDT_Q8_0   ? 1
+                                                             : 2);
+}
+
+KINLINE int pv_prefetch_all(const struct kmat *V)
+{
+    return (size_t)V->rows * pv_row_bytes(V) <= PV_PF_BYTES;
+}
+
+KINLINE void pv_prefetch_row(const struct kmat *V, int i)
+{
+    size_t rb = pv_row_bytes(V);
+    const char *r = (const char *)V->data + (size_t)i * rb;
+    for (size_t o = 0; o < rb; o += 64)
+        _mm_prefetch(r + o, _MM_HINT_T0);
+    if (V->dtype == KDT_Q8_0)
+        _mm_prefetch((const char *)(V->qd + (size_t)i * (V->cols / KQ_BLK)),
+                     _MM_HINT_T0);
+}
+
 /* Q8_0: the fp32 scale of V element (i, j)'s block, by one F16C
  * conversion (the value kq_weight uses): a call of kf16_to_f32 per vector
  * and row made Q8_0 rows slower than bf16 ones at one token. */
@@ -129,11 +161,13 @@ KTARGET_AVX512 KINLINE __m512 v16(enum kdtype dt, const struct kmat *V,
     }
 }
 
-/* Tokens [0, NT) x columns [j, j + 16M), the last vector masked by mlast. */
+/* Tokens [0, NT) x columns [j, j + 16M), the last vector masked by mlast.
+ * pf: prefetch whole rows PV_PF_ROWS ahead (the first tile of a matrix
+ * that fits pv_prefetch_all), so the later tiles read L2. */
 KTARGET_AVX512 KINLINE void pv_tile512(enum kdtype dt, int NT, int M,
                                        const struct kmat *V, const float *x,
                                        int ldx, float *y, int ldy, int j,
-                                       __mmask16 mlast)
+                                       __mmask16 mlast, int pf)
 {
     __m512 acc[PV_NT][8], vv[8];
     const size_t ld = (size_t)V->cols;
@@ -158,6 +192,8 @@ KTARGET_AVX512 KINLINE void pv_tile512(enum kdtype dt, int NT, int M,
     for (int i = 0; i < V->rows; i++) {
         size_t p = (size_t)i * ld + j;
         const float *srow = dt == KDT_F8_E4M3 ? f8_srow(V, i) : NULL;
+        if (pf && i + PV_PF_ROWS < V->rows)
+            pv_prefetch_row(V, i + PV_PF_ROWS);
         __m512 sq = _mm512_setzero_ps();
         if (dt == KDT_Q8_0)
             sq = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(
@@ -193,6 +229,9 @@ KTARGET_AVX512 KINLINE void pv_nt512(enum kdtype dt, int NT, int MMAX,
                                      int ldy)
 {
     int nvec = (n + 15) / 16, ntile = (nvec + MMAX - 1) / MMAX;
+    int pf = ntile > 1 && pv_prefetch_all(V);
+    for (int i = 0; pf && i < PV_PF_ROWS && i < V->rows; i++)
+        pv_prefetch_row(V, i);
     for (int tl = 0, j = 0; tl < ntile; tl++) {
         int m = nvec * (tl + 1) / ntile - nvec * tl / ntile;
         int left = n - (j + 16 * (m - 1)); /* columns in the last vector */
@@ -201,7 +240,8 @@ KTARGET_AVX512 KINLINE void pv_nt512(enum kdtype dt, int NT, int MMAX,
 #define PV_M(M)                                                              \
     case M:                                                                  \
         if (M <= MMAX)                                                       \
-            pv_tile512(dt, NT, M <= MMAX ? M : 1, V, x, ldx, y, ldy, j, ml); \
+            pv_tile512(dt, NT, M <= MMAX ? M : 1, V, x, ldx, y, ldy, j, ml, \
+                       pf && tl == 0);                               \
         break;
         PV_M(1) PV_M(2) PV_M(3) PV_M(4) PV_M(5) PV_M(6) PV_M(7) PV_M(8)
 #undef PV_M
@@ -278,10 +318,12 @@ KTARGET_AVX2 KINLINE __m256 v8(enum kdtype dt, const struct kmat *V,
     }
 }
 
-/* Tokens [0, NT) x columns [j, j + 8M), all full vectors. */
+/* Tokens [0, NT) x columns [j, j + 8M), all full vectors; pf as
+ * pv_tile512. */
 KTARGET_AVX2 KINLINE void pv_tile256(enum kdtype dt, int NT, int M,
                                      const struct kmat *V, const float *x,
-                                     int ldx, float *y, int ldy, int j)
+                                     int ldx, float *y, int ldy, int j,
+                                     int pf)
 {
     __m256 acc[PV_NT][2], vv[2];
     const size_t ld = (size_t)V->cols;
@@ -298,6 +340,8 @@ KTARGET_AVX2 KINLINE void pv_tile256(enum kdtype dt, int NT, int M,
     for (int i = 0; i < V->rows; i++) {
         size_t p = (size_t)i * ld + j;
         const float *srow = dt == KDT_F8_E4M3 ? f8_srow(V, i) : NULL;
+        if (pf && i + PV_PF_ROWS < V->rows)
+            pv_prefetch_row(V, i + PV_PF_ROWS);
         KUNROLL
         for (int k = 0; k < M; k++)
             vv[k] = v8(dt, V, p + 8 * k,
@@ -326,12 +370,15 @@ KTARGET_AVX2 KINLINE void pv_nt256(enum kdtype dt, int NT, int M,
                                    int t0)
 {
     int j = 0;
+    int pf = n > 8 * M && pv_prefetch_all(V);
+    for (int i = 0; pf && i < PV_PF_ROWS && i < V->rows; i++)
+        pv_prefetch_row(V, i);
     x += (size_t)t0 * ldx;
     y += (size_t)t0 * ldy;
     for (; j + 8 * M <= n; j += 8 * M)
-        pv_tile256(dt, NT, M, V, x, ldx, y, ldy, j);
+        pv_tile256(dt, NT, M, V, x, ldx, y, ldy, j, pf && j == 0);
     for (; j + 8 <= n; j += 8)
-        pv_tile256(dt, NT, 1, V, x, ldx, y, ldy, j);
+        pv_tile256(dt, NT, 1, V, x, ldx, y, ldy, j, 0);
     if (j < n)
         pv_scalar(V, x, ldx, y, ldy, NT, j, n);
 }
