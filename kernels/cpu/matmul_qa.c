@@ -913,7 +913,9 @@ KTARGET_VNNI KINLINE void q4_quad(int NR, int NT, int nb,
                                   __m512i p[NR5][NT5])
 {
     const __m512i f = _mm512_set1_epi8(15);
-    int g0 = j + 4 * k, gn = nb - g0 < 4 ? nb - g0 : 4;
+    /* the group's size: 4 unless it ends the row (a whole quad is a whole
+     * group: a constant where nv is one) */
+    int g0 = j + 4 * k, gn = nv == 4 || nb - g0 >= 4 ? 4 : nb - g0;
     __m512i lo[NR5], hi[NR5];
     KUNROLL
     for (int r = 0; r < NR; r++) {
@@ -999,6 +1001,69 @@ KTARGET_VNNI KINLINE void isum16(enum kdtype dt, int NR, int NT, int nb,
     }
 }
 
+/* The chain sums of four accumulators, each by the tree rows5's hsum8
+ * uses (s_i = c_i + c_{i+8}, t_i = s_i + s_{i+4}, (t0 + t2) + (t1 + t3)),
+ * so the bits are the same; nine shuffles for four instead of about
+ * four each (on short rows the sums were a large share of the work). */
+KTARGET_VNNI KINLINE __m128 hsum4x(__m512 a, __m512 b, __m512 c, __m512 d)
+{
+    __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44),  /* s */
+                              _mm512_shuffle_f32x4(a, b, 0xee));
+    __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44),
+                              _mm512_shuffle_f32x4(c, d, 0xee));
+    __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), /* t */
+                             _mm512_shuffle_f32x4(ab, cd, 0xdd));
+    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0x4e));
+    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0xb1));
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(
+        _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        t));
+}
+
+/* The sums of n <= 4 consecutive segments' chains of one output into *y
+ * in segment order, the first added to *y when add, else stored. */
+KTARGET_VNNI KINLINE void sums_to_y(const __m512 *a, int n, float *y, int add)
+{
+    const __m512 z = _mm512_setzero_ps();
+    float v[4];
+    _mm_storeu_ps(v, hsum4x(a[0], n > 1 ? a[1] : z, n > 2 ? a[2] : z,
+                            n > 3 ? a[3] : z));
+    for (int u = 0; u < n; u++)
+        *y = add || u > 0 ? *y + v[u] : v[u];
+}
+
+/* Blocks j .. j+n-1 (n <= 16) of rows5's rows into their chains. */
+KTARGET_VNNI KINLINE void step5(enum kdtype dt, int NR, int NT, int nb,
+                                const uint8_t *const *w, const struct qrow *q,
+                                const int8_t *const *xq,
+                                const float *const *xd,
+                                const float *const *xs,
+                                const int32_t *const *xc, int j, int n,
+                                const struct vidx *ix,
+                                __m512 acc[NR5][NT5])
+{
+    __m512i is[NR5][NT5];
+    isum16(dt, NR, NT, nb, w, xq, xc, j, n, ix, is);
+    __m512 dv[NR5], mv[NR5];
+    KUNROLL
+    for (int k = 0; k < NR; k++)
+        qs_load16(&q[k], dt == KDT_Q4_1, j, n, &dv[k], &mv[k]);
+    KUNROLL
+    for (int t = 0; t < NT; t++) {
+        __m512 xdv = load_f16(xd[t] + j, n);
+        __m512 xsv = dt == KDT_Q4_1 ? load_f16(xs[t] + j, n)
+                                    : _mm512_setzero_ps();
+        KUNROLL
+        for (int k = 0; k < NR; k++) {
+            acc[k][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[k][t]),
+                                        _mm512_mul_ps(dv[k], xdv),
+                                        acc[k][t]);
+            if (dt == KDT_Q4_1)
+                acc[k][t] = _mm512_fmadd_ps(mv[k], xsv, acc[k][t]);
+        }
+    }
+}
+
 KTARGET_VNNI KINLINE void rows5(enum kdtype dt, int NR, int NT,
                                 const struct kmm_blk *b, int r, int t0)
 {
@@ -1024,6 +1089,8 @@ KTARGET_VNNI KINLINE void rows5(enum kdtype dt, int NR, int NT,
         xs[t] = xd[t] + nb;
         xc[t] = (const int32_t *)(xs[t] + nb);
     }
+    __m512 pend[4]; /* NR * NT == 1: chains of segments cs0.. */
+    int np = 0, cs0 = b->c0;
     for (int cs = b->c0, ce; cs < b->c1; cs = ce) {
         ce = kmm_seg_end(b, cs);
         __m512 acc[NR5][NT5];
@@ -1034,44 +1101,37 @@ KTARGET_VNNI KINLINE void rows5(enum kdtype dt, int NR, int NT,
                 acc[k][t] = _mm512_setzero_ps();
         }
         const int je = ce / KQ_BLK;
-        for (int j = cs / KQ_BLK; j < je; j += 16) {
-            int n = je - j < 16 ? je - j : 16;
-            __m512i is[NR5][NT5];
-            if (n == 16)
-                isum16(dt, NR, NT, nb, w, xq, xc, j, 16, &ix, is);
-            else
-                isum16(dt, NR, NT, nb, w, xq, xc, j, n, &ix, is);
-            __m512 dv[NR5], mv[NR5];
-            KUNROLL
-            for (int k = 0; k < NR; k++) {
-                qs_load16(&q[k], dt == KDT_Q4_1, j, n, &dv[k], &mv[k]);
+        int j = cs / KQ_BLK;
+        for (; j + 16 <= je; j += 16) /* n a constant: no masks */
+            step5(dt, NR, NT, nb, w, q, xq, xd, xs, xc, j, 16, &ix, acc);
+        if (j < je)
+            step5(dt, NR, NT, nb, w, q, xq, xd, xs, xc, j, je - j, &ix, acc);
+        if (NR * NT == 1) { /* the segments' sums four at a time */
+            pend[np++] = acc[0][0];
+            if (np == 4 || ce >= b->c1) {
+                sums_to_y(pend, np, b->y + (size_t)t0 * b->ldy + r,
+                          b->accum || cs0 > b->c0);
+                cs0 = ce, np = 0;
             }
-            KUNROLL
-            for (int t = 0; t < NT; t++) {
-                __m512 xdv = load_f16(xd[t] + j, n);
-                __m512 xsv = dt == KDT_Q4_1 ? load_f16(xs[t] + j, n)
-                                            : _mm512_setzero_ps();
-                KUNROLL
-                for (int k = 0; k < NR; k++) {
-                    acc[k][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[k][t]),
-                                                _mm512_mul_ps(dv[k], xdv),
-                                                acc[k][t]);
-                    if (dt == KDT_Q4_1)
-                        acc[k][t] = _mm512_fmadd_ps(mv[k], xsv, acc[k][t]);
-                }
-            }
+            continue;
         }
         int add = b->accum || cs > b->c0;
         KUNROLL
-        for (int t = 0; t < NT; t++) {
+        for (int i = 0; i < NR * NT; i += 4) { /* four sums at once */
+            __m512 a4[4];
             KUNROLL
-            for (int k = 0; k < NR; k++) {
+            for (int u = 0; u < 4; u++)
+                a4[u] = i + u < NR * NT ? acc[(i + u) % NR][(i + u) / NR]
+                                        : _mm512_setzero_ps();
+            float v[4];
+            _mm_storeu_ps(v, hsum4x(a4[0], a4[1], a4[2], a4[3]));
+            KUNROLL
+            for (int u = 0; u < 4; u++) {
+                if (i + u >= NR * NT)
+                    break;
+                int k = (i + u) % NR, t = (i + u) / NR;
                 float *yp = b->y + (size_t)(t0 + t) * b->ldy + r + k;
-                __m256 s = _mm256_add_ps(_mm512_castps512_ps256(acc[k][t]),
-                                         _mm256_castpd_ps(_mm512_extractf64x4_pd(
-                                             _mm512_castps_pd(acc[k][t]), 1)));
-                float v = hsum8(s);
-                *yp = add ? *yp + v : v;
+                *yp = add ? *yp + v[u] : v[u];
             }
         }
     }
@@ -1180,25 +1240,6 @@ KTARGET_VNNI KINLINE void q8_transpose(const uint8_t *w, int j, int n,
     tr_round(4, V, ix->s1, R1);
     tr_round(4, R1, ix->s2, R2);
     tr_round(4, R2, ix->s3, T);
-}
-
-/* The chain sums of four accumulators, each by the tree rows5's hsum8
- * uses (s_i = c_i + c_{i+8}, t_i = s_i + s_{i+4}, (t0 + t2) + (t1 + t3)),
- * so the bits are the same; nine shuffles for four instead of about
- * four each (on short rows the sums were a large share of the work). */
-KTARGET_VNNI KINLINE __m128 hsum4x(__m512 a, __m512 b, __m512 c, __m512 d)
-{
-    __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44),  /* s */
-                              _mm512_shuffle_f32x4(a, b, 0xee));
-    __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44),
-                              _mm512_shuffle_f32x4(c, d, 0xee));
-    __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), /* t */
-                             _mm512_shuffle_f32x4(ab, cd, 0xdd));
-    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0x4e));
-    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0xb1));
-    return _mm512_castps512_ps128(_mm512_permutexvar_ps(
-        _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-        t));
 }
 
 /* rows5 for one row and NT tokens from b->xt. */
