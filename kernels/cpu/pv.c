@@ -9,7 +9,9 @@
  * AVX-512: the columns are cut into equal tiles of at most MMAX(NT)
  * vectors (8 for NT <= 2, 6, 4, then 3, 2), the last vector masked; wide
  * tiles keep enough independent FMA chains when NT is 1 (attention at
- * T=1). AVX2: M=2 for NT<=4, tails by the scalar loop.
+ * T=1). AVX2: M=8, 4, 2 for NT = 1, 2, 3..4 (one FMA chain per
+ * accumulator: at M=2 one token waited on the FMA latency), tails by the
+ * scalar loop.
  *
  * Batch invariant: y[t][j] is one FMA chain over i in row order (one
  * multiply-add chain in the scalar loop), whatever the tile, NT or
@@ -325,7 +327,7 @@ KTARGET_AVX2 KINLINE void pv_tile256(enum kdtype dt, int NT, int M,
                                      int ldx, float *y, int ldy, int j,
                                      int pf)
 {
-    __m256 acc[PV_NT][2], vv[2];
+    __m256 acc[4][8], vv[8];
     const size_t ld = (size_t)V->cols;
     KUNROLL
     for (int t = 0; t < NT; t++) {
@@ -333,20 +335,33 @@ KTARGET_AVX2 KINLINE void pv_tile256(enum kdtype dt, int NT, int M,
         for (int k = 0; k < M; k++)
             acc[t][k] = _mm256_setzero_ps();
     }
-    int cb[2]; /* F8: each vector's column block */
+    /* F8: each vector's column block; Q8_0: its 32-column block less the
+     * tile's first (0..2), whose scales are converted once per row */
+    int cb[8];
+    const int qb0 = j / KQ_BLK;
     KUNROLL
     for (int k = 0; k < M; k++)
-        cb[k] = dt == KDT_F8_E4M3 ? (j + 8 * k) / V->blk : 0;
+        cb[k] = dt == KDT_F8_E4M3 ? (j + 8 * k) / V->blk
+                : dt == KDT_Q8_0  ? (j + 8 * k) / KQ_BLK - qb0
+                                  : 0;
     for (int i = 0; i < V->rows; i++) {
         size_t p = (size_t)i * ld + j;
         const float *srow = dt == KDT_F8_E4M3 ? f8_srow(V, i) : NULL;
         if (pf && i + PV_PF_ROWS < V->rows)
             pv_prefetch_row(V, i + PV_PF_ROWS);
+        float s3[3] = {0.0f, 0.0f, 0.0f};
+        if (dt == KDT_Q8_0) {
+            s3[0] = q8_scale_f16c(V, i, qb0 * KQ_BLK);
+            if (cb[M - 1] > 0)
+                s3[1] = q8_scale_f16c(V, i, (qb0 + 1) * KQ_BLK);
+            if (cb[M - 1] > 1)
+                s3[2] = q8_scale_f16c(V, i, (qb0 + 2) * KQ_BLK);
+        }
         KUNROLL
         for (int k = 0; k < M; k++)
             vv[k] = v8(dt, V, p + 8 * k,
                        srow ? srow[cb[k]]
-                       : dt == KDT_Q8_0 ? q8_scale_f16c(V, i, j + 8 * k)
+                       : dt == KDT_Q8_0 ? s3[cb[k]]
                                         : 0.0f);
         KUNROLL
         for (int t = 0; t < NT; t++) {
@@ -389,8 +404,8 @@ KTARGET_AVX2 KINLINE void pv_dt256(enum kdtype dt, const struct kmat *V,
 {
     for (int t0 = 0; t0 < nt; t0 += 4) {
         switch (nt - t0) {
-        case 1: pv_nt256(dt, 1, 2, V, n, x, ldx, y, ldy, t0); break;
-        case 2: pv_nt256(dt, 2, 2, V, n, x, ldx, y, ldy, t0); break;
+        case 1: pv_nt256(dt, 1, 8, V, n, x, ldx, y, ldy, t0); break;
+        case 2: pv_nt256(dt, 2, 4, V, n, x, ldx, y, ldy, t0); break;
         case 3: pv_nt256(dt, 3, 2, V, n, x, ldx, y, ldy, t0); break;
         default: pv_nt256(dt, 4, 2, V, n, x, ldx, y, ldy, t0); break;
         }
