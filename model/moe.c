@@ -132,8 +132,9 @@ static void item_run(const struct ffn_batch *b, int it, int it1, int rows,
 static void up_part(void *arg, int part, int n_parts)
 {
     struct ffn_batch *b = arg;
-    int it1 = b->n_items * (part + 1) / n_parts;
-    for (int it = b->n_items * part / n_parts, next; it < it1; it = next) {
+    int it0, it1;
+    kpool_share(b->n_items, part, n_parts, &it0, &it1);
+    for (int it = it0, next; it < it1; it = next) {
         const struct ffn_job *j = &b->job[b->item_job[it]];
         int r0, r1;
         item_run(b, it, it1, j->inter, &r0, &r1, &next);
@@ -156,8 +157,9 @@ static void up_part(void *arg, int part, int n_parts)
 static void down_part(void *arg, int part, int n_parts)
 {
     struct ffn_batch *b = arg;
-    int it1 = b->n_items * (part + 1) / n_parts;
-    for (int it = b->n_items * part / n_parts, next; it < it1; it = next) {
+    int it0, it1;
+    kpool_share(b->n_items, part, n_parts, &it0, &it1);
+    for (int it = it0, next; it < it1; it = next) {
         const struct ffn_job *j = &b->job[b->item_job[it]];
         int r0, r1;
         item_run(b, it, it1, b->hid, &r0, &r1, &next);
@@ -168,18 +170,27 @@ static void down_part(void *arg, int part, int n_parts)
     }
 }
 
+/* Guided shares (kpool_share) when there are enough items, else one
+ * item or more per thread. */
+static int ffn_parts(const struct mtpd_ctx *c, const struct ffn_batch *b)
+{
+    int n = kpool_size(c->pool), np = kpool_parts(c->pool);
+    if (np <= b->n_items)
+        return np;
+    return b->n_items < n ? b->n_items : n;
+}
+
 /* Runs every job of b: two pool runs. MTPD_ENOMEM when a kernel could not
  * get its scratch memory (the only way kmatmul_rows fails here). */
 static int ffn_run(struct mtpd_ctx *c, struct ffn_batch *b)
 {
-    int n = kpool_size(c->pool);
     b->err = 0;
     build_items(b, 1);
-    kpool_run(c->pool, up_part, b, b->n_items < n ? b->n_items : n);
+    kpool_run(c->pool, up_part, b, ffn_parts(c, b));
     if (b->err)
         return b->err == MTPD_K_ENOMEM ? MTPD_ENOMEM : MTPD_EINVAL;
     build_items(b, 0);
-    kpool_run(c->pool, down_part, b, b->n_items < n ? b->n_items : n);
+    kpool_run(c->pool, down_part, b, ffn_parts(c, b));
     if (b->err)
         return b->err == MTPD_K_ENOMEM ? MTPD_ENOMEM : MTPD_EINVAL;
     return 0;

@@ -334,14 +334,14 @@ static void *scratch_get(size_t bytes)
     return s->p;
 }
 
-/* Part `part` of n_parts takes a contiguous, KMM_ROW_ALIGN-aligned share. */
+/* Part `part` of n_parts takes a contiguous, KMM_ROW_ALIGN-aligned share
+ * (kpool_share). */
 static void part_rows(const struct mm_job *j, int part, int n_parts,
                       int *r0, int *r1)
 {
     int rows = j->row1 - j->row0;
-    long chunks = (rows + KMM_ROW_ALIGN - 1) / KMM_ROW_ALIGN;
-    int c0 = (int)(chunks * part / n_parts);
-    int c1 = (int)(chunks * (part + 1) / n_parts);
+    int chunks = (rows + KMM_ROW_ALIGN - 1) / KMM_ROW_ALIGN, c0, c1;
+    kpool_share(chunks, part, n_parts, &c0, &c1);
     *r0 = j->row0 + c0 * KMM_ROW_ALIGN;
     *r1 = j->row0 + c1 * KMM_ROW_ALIGN;
     if (*r1 > j->row1)
@@ -569,9 +569,9 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
             j.W = q4s;
     }
     int chunks = (row1 - row0 + KMM_ROW_ALIGN - 1) / KMM_ROW_ALIGN;
-    int parts = kpool_size(p);
-    if (parts > chunks)
-        parts = chunks;
+    int parts = kpool_parts(p);
+    if (parts > chunks) /* few rows: a plain split, a chunk or more each */
+        parts = kpool_size(p) < chunks ? kpool_size(p) : chunks;
     if (rl) {
         kpool_run(p, rl, &j, parts);
         return MTPD_K_OK;

@@ -218,6 +218,32 @@ int kpool_size(const struct kpool *p)
     return p ? p->n_threads : 1;
 }
 
+/* kpool_share's levels: percent of the units per level, all threads */
+static const int share_pct[] = {70, 18, 8, 4};
+#define SHARE_LEVELS (int)(sizeof share_pct / sizeof *share_pct)
+
+int kpool_parts(const struct kpool *p)
+{
+    int n = kpool_size(p);
+    return n > 1 ? n * SHARE_LEVELS : 1;
+}
+
+void kpool_share(int n_units, int part, int n_parts, int *u0, int *u1)
+{
+    if (n_parts <= 1 || n_parts % SHARE_LEVELS != 0) { /* plain split */
+        *u0 = (int)((long)n_units * part / (n_parts > 0 ? n_parts : 1));
+        *u1 = (int)((long)n_units * (part + 1) / (n_parts > 0 ? n_parts : 1));
+        return;
+    }
+    int T = n_parts / SHARE_LEVELS, lv = part / T, i = part % T;
+    long c = 0; /* percent before level lv, times T */
+    for (int l = 0; l < lv; l++)
+        c += (long)share_pct[l] * T;
+    long a = c + (long)i * share_pct[lv], b = a + share_pct[lv];
+    *u0 = (int)((long)n_units * a / (100L * T));
+    *u1 = (int)((long)n_units * b / (100L * T));
+}
+
 void kpool_get_stats(const struct kpool *p, struct kpool_stats *st)
 {
     *st = p ? p->st : (struct kpool_stats){0};
