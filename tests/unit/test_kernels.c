@@ -1869,6 +1869,46 @@ static enum test_return test_pool(void)
     return TEST_PASS;
 }
 
+/* kpool_share: the parts of a run tile [0, n_units) in order, without
+ * gaps or overlaps; the first share per thread is the long one (70% of
+ * the units over the threads), the last ones small. */
+static enum test_return test_pool_share(void)
+{
+    for (int nt = 1; nt <= 4; nt++) {
+        struct kpool *p = kpool_new(nt);
+        CHECK(p != NULL, "kpool_new(%d)", nt);
+        int np = kpool_parts(p);
+        CHECK(np == (nt > 1 ? 4 * nt : 1), "threads %d: %d parts", nt, np);
+        kpool_free(p);
+        static const int units[] = {0, 1, 3, 7, 16, 100, 128, 1000, 2047};
+        for (size_t k = 0; k < sizeof units / sizeof *units; k++) {
+            int n = units[k], next = 0, first = 0;
+            for (int part = 0; part < np; part++) {
+                int u0, u1;
+                kpool_share(n, part, np, &u0, &u1);
+                CHECK(u0 == next && u1 >= u0,
+                      "threads %d units %d: part %d is [%d, %d), want from %d",
+                      nt, n, part, u0, u1, next);
+                next = u1;
+                if (part < nt)
+                    first += u1 - u0;
+                if (nt > 1 && n >= 1000 && part >= 3 * nt)
+                    CHECK(u1 - u0 <= n / 20,
+                          "threads %d units %d: last-level part %d has %d",
+                          nt, n, part, u1 - u0);
+            }
+            CHECK(next == n, "threads %d units %d: parts end at %d", nt, n,
+                  next);
+            CHECK(nt == 1 || (first >= n * 69 / 100 && first <= n * 71 / 100 + 1),
+                  "threads %d units %d: first shares %d", nt, n, first);
+        }
+    }
+    int u0, u1; /* a part count that is not a multiple of the levels */
+    kpool_share(10, 2, 3, &u0, &u1);
+    CHECK(u0 == 6 && u1 == 10, "plain split: [%d, %d)", u0, u1);
+    return TEST_PASS;
+}
+
 /* ---- runner -------------------------------------------------------- */
 
 static const struct {
@@ -1883,6 +1923,7 @@ static const struct {
     {"f32_to_bf16", test_f32_to_bf16},
     {"f32_to_f16", test_f32_to_f16},
     {"pool", test_pool},
+    {"pool_share", test_pool_share},
     {"matmul_args", test_matmul_args},
     {"mat_row_f32", test_mat_row_f32},
     {"matmul_dense", test_matmul_dense},
