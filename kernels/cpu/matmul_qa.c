@@ -436,6 +436,34 @@ KTARGET_AVX2 KINLINE __m256i isum8(enum kdtype dt, int nb, const uint8_t *w,
     return q4_reduce(v);
 }
 
+/* Blocks j .. j+n-1 (n <= 8) of rows2's rows into the chains acc. */
+KTARGET_AVX2 KINLINE void step2(enum kdtype dt, int NR, int NT, int nb,
+                                const uint8_t *const *w, const struct qrow *q,
+                                const int8_t *const *xq,
+                                const float *const *xd,
+                                const float *const *xs, int j, int n,
+                                __m256 acc[NR2][NT2])
+{
+    __m256 dk[NR2], mk[NR2];
+    KUNROLL
+    for (int k = 0; k < NR; k++)
+        qs_load8(&q[k], dt == KDT_Q4_1, j, n, &dk[k], &mk[k]);
+    KUNROLL
+    for (int t = 0; t < NT; t++) {
+        __m256 xdv = load_f8(xd[t] + j, n);
+        __m256 xsv = dt == KDT_Q4_1 ? load_f8(xs[t] + j, n)
+                                    : _mm256_setzero_ps();
+        KUNROLL
+        for (int k = 0; k < NR; k++) {
+            __m256 p = _mm256_cvtepi32_ps(isum8(dt, nb, w[k], xq[t], j, n));
+            acc[k][t] = _mm256_fmadd_ps(p, _mm256_mul_ps(dk[k], xdv),
+                                        acc[k][t]);
+            if (dt == KDT_Q4_1)
+                acc[k][t] = _mm256_fmadd_ps(mk[k], xsv, acc[k][t]);
+        }
+    }
+}
+
 KTARGET_AVX2 KINLINE void rows2(enum kdtype dt, int NR, int NT,
                                 const struct kmm_blk *b, int r, int t0)
 {
@@ -471,36 +499,19 @@ KTARGET_AVX2 KINLINE void rows2(enum kdtype dt, int NR, int NT,
             }
         }
         const int j0 = cs / KQ_BLK, je = ce / KQ_BLK;
-        for (int j = j0; j < je; j += 8) {
+        int j = j0;
+        for (; j + 16 <= je; j += 16) { /* whole steps, n a constant */
+            step2(dt, NR, NT, nb, w, q, xq, xd, xs, j, 8, acc[0]);
+            step2(dt, NR, NT, nb, w, q, xq, xd, xs, j + 8, 8, acc[1]);
+        }
+        for (; j < je; j += 8) {
             int n = je - j < 8 ? je - j : 8, h = ((j - j0) >> 3) & 1;
-            __m256 dk[NR2], mk[NR2];
-            KUNROLL
-            for (int k = 0; k < NR; k++) {
-                qs_load8(&q[k], dt == KDT_Q4_1, j, n, &dk[k], &mk[k]);
-            }
-            KUNROLL
-            for (int t = 0; t < NT; t++) {
-                __m256 xdv = load_f8(xd[t] + j, n);
-                __m256 xsv = dt == KDT_Q4_1 ? load_f8(xs[t] + j, n)
-                                            : _mm256_setzero_ps();
-                KUNROLL
-                for (int k = 0; k < NR; k++) {
-                    /* n == 8: a whole step, constant (the group
-                     * arithmetic and the tests on n fold away) */
-                    __m256 p = _mm256_cvtepi32_ps(
-                        n == 8 ? isum8(dt, nb, w[k], xq[t], j, 8)
-                        : n == 4 ? isum8(dt, nb, w[k], xq[t], j, 4)
-                                 : isum8(dt, nb, w[k], xq[t], j, n));
-                    __m256 a = h ? acc[1][k][t] : acc[0][k][t];
-                    a = _mm256_fmadd_ps(p, _mm256_mul_ps(dk[k], xdv), a);
-                    if (dt == KDT_Q4_1)
-                        a = _mm256_fmadd_ps(mk[k], xsv, a);
-                    if (h)
-                        acc[1][k][t] = a;
-                    else
-                        acc[0][k][t] = a;
-                }
-            }
+            if (n == 8) /* the group arithmetic folds away */
+                step2(dt, NR, NT, nb, w, q, xq, xd, xs, j, 8, acc[h]);
+            else if (n == 4)
+                step2(dt, NR, NT, nb, w, q, xq, xd, xs, j, 4, acc[h]);
+            else
+                step2(dt, NR, NT, nb, w, q, xq, xd, xs, j, n, acc[h]);
         }
         int add = b->accum || cs > b->c0;
         KUNROLL
