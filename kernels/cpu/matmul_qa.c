@@ -504,14 +504,24 @@ KTARGET_AVX2 KINLINE void rows2(enum kdtype dt, int NR, int NT,
             step2(dt, NR, NT, nb, w, q, xq, xd, xs, j, 8, acc[0]);
             step2(dt, NR, NT, nb, w, q, xq, xd, xs, j + 8, 8, acc[1]);
         }
-        for (; j < je; j += 8) {
-            int n = je - j < 8 ? je - j : 8, h = ((j - j0) >> 3) & 1;
-            if (n == 8) /* the group arithmetic folds away */
-                step2(dt, NR, NT, nb, w, q, xq, xd, xs, j, 8, acc[h]);
+        /* under 16 blocks left: a whole step into chains 0..7, then a
+         * part into 8..15; or a part into 0..7 (constant indices: a
+         * computed one kept the chains in memory) */
+        int h = 0;
+        if (j + 8 <= je) {
+            step2(dt, NR, NT, nb, w, q, xq, xd, xs, j, 8, acc[0]);
+            j += 8, h = 1;
+        }
+        if (j < je) {
+            int n = je - j;
+            if (h && n == 4) /* the group arithmetic folds away */
+                step2(dt, NR, NT, nb, w, q, xq, xd, xs, j, 4, acc[1]);
+            else if (h)
+                step2(dt, NR, NT, nb, w, q, xq, xd, xs, j, n, acc[1]);
             else if (n == 4)
-                step2(dt, NR, NT, nb, w, q, xq, xd, xs, j, 4, acc[h]);
+                step2(dt, NR, NT, nb, w, q, xq, xd, xs, j, 4, acc[0]);
             else
-                step2(dt, NR, NT, nb, w, q, xq, xd, xs, j, n, acc[h]);
+                step2(dt, NR, NT, nb, w, q, xq, xd, xs, j, n, acc[0]);
         }
         int add = b->accum || cs > b->c0;
         KUNROLL
