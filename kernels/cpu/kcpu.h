@@ -119,10 +119,12 @@ static inline int kmm_kseg(const struct kmat *W)
     return W->blk >= KMM_KSEG ? W->blk : KMM_KSEG - KMM_KSEG % W->blk;
 }
 
-/* End of the segment that starts at c (kseg-aligned), clipped to c1. */
+/* End of the segment that starts at c (kseg-aligned: every caller walks
+ * from c0 segment by segment), clipped to c1. No division: the one-row
+ * kernels call this per row and segment. */
 static inline int kmm_seg_end(const struct kmm_blk *b, int c)
 {
-    int e = c - c % b->kseg + b->kseg;
+    int e = c + b->kseg;
     return e < b->c1 ? e : b->c1;
 }
 
