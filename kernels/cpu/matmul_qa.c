@@ -269,6 +269,34 @@ KTARGET_AVX2 KINLINE float hsum8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
+/* hsum8 of four vectors at once, the same tree (x_i = s_i + s_{i+4},
+ * p = (x0 + x2, x1 + x3), p0 + p1), so the same bits: [a, b, c, d]. */
+KTARGET_AVX2 KINLINE __m128 hsum8x4(__m256 a, __m256 b, __m256 c, __m256 d)
+{
+    __m256 ab = _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20),
+                              _mm256_permute2f128_ps(a, b, 0x31));
+    __m256 cd = _mm256_add_ps(_mm256_permute2f128_ps(c, d, 0x20),
+                              _mm256_permute2f128_ps(c, d, 0x31));
+    __m256 p = _mm256_add_ps(_mm256_shuffle_ps(ab, cd, 0x44),  /* x0 x1 */
+                             _mm256_shuffle_ps(ab, cd, 0xee)); /* x2 x3 */
+    __m256 h = _mm256_hadd_ps(p, p); /* a c a c | b d b d */
+    return _mm_unpacklo_ps(_mm256_castps256_ps128(h),
+                           _mm256_extractf128_ps(h, 1));
+}
+
+/* The sums of n <= 4 consecutive segments of one output into *y in
+ * segment order, the first added to *y when add, else stored. */
+KTARGET_AVX2 KINLINE void sums8_to_y(const __m256 *a, int n, float *y,
+                                     int add)
+{
+    const __m256 z = _mm256_setzero_ps();
+    float v[4];
+    _mm_storeu_ps(v, hsum8x4(a[0], n > 1 ? a[1] : z, n > 2 ? a[2] : z,
+                             n > 3 ? a[3] : z));
+    for (int u = 0; u < n; u++)
+        *y = add || u > 0 ? *y + v[u] : v[u];
+}
+
 /* ---- AVX2: eight blocks per step, chains 0..7 and 8..15 -------------- */
 
 #define NR2 2
@@ -486,6 +514,8 @@ KTARGET_AVX2 KINLINE void rows2(enum kdtype dt, int NR, int NT,
         xd[t] = (const float *)(xr + W->cols);
         xs[t] = xd[t] + nb;
     }
+    __m256 pend[4]; /* NR * NT == 1: sums of segments cs0.. */
+    int np = 0, cs0 = b->c0;
     for (int cs = b->c0, ce; cs < b->c1; cs = ce) {
         ce = kmm_seg_end(b, cs);
         __m256 acc[2][NR2][NT2];
@@ -522,6 +552,15 @@ KTARGET_AVX2 KINLINE void rows2(enum kdtype dt, int NR, int NT,
                 step2(dt, NR, NT, nb, w, q, xq, xd, xs, j, 4, acc[0]);
             else
                 step2(dt, NR, NT, nb, w, q, xq, xd, xs, j, n, acc[0]);
+        }
+        if (NR * NT == 1) { /* the segments' sums four at a time */
+            pend[np++] = _mm256_add_ps(acc[0][0][0], acc[1][0][0]);
+            if (np == 4 || ce >= b->c1) {
+                sums8_to_y(pend, np, b->y + (size_t)t0 * b->ldy + r,
+                           b->accum || cs0 > b->c0);
+                cs0 = ce, np = 0;
+            }
+            continue;
         }
         int add = b->accum || cs > b->c0;
         KUNROLL
