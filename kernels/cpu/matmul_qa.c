@@ -1302,6 +1302,47 @@ KTARGET_VNNI KINLINE void q8_transpose(const uint8_t *w, int j, int n,
     tr_round(4, R2, ix->s3, T);
 }
 
+/* Blocks j .. j+n-1 (n <= 16, j % 16 == 0) of rows5t's row into the
+ * chains of its NT tokens. */
+KTARGET_VNNI KINLINE void step5t(enum kdtype dt, int NT, const uint8_t *w,
+                                 const struct qrow *q,
+                                 const uint8_t *const *xt,
+                                 const float *const *xd,
+                                 const float *const *xs,
+                                 const int32_t *const *xc, int j, int n,
+                                 const struct tidx *ix, __m512 *acc)
+{
+    /* T[k]: columns 4k..4k+3 of each block, unsigned */
+    __m512i T[8];
+    if (dt == KDT_Q8_0)
+        q8_transpose(w, j, n, ix, T);
+    else
+        q4_transpose(w, j, n, ix, T);
+    __m512 dv, mv = _mm512_setzero_ps();
+    qs_load16(q, dt == KDT_Q4_1, j, n, &dv, &mv);
+    KUNROLL
+    for (int t = 0; t < NT; t++) {
+        const uint8_t *xg = xt[t] + (size_t)(j / 16) * 512;
+        __m512i is = _mm512_setzero_si512();
+        KUNROLL
+        for (int k = 0; k < 8; k++)
+            is = _mm512_dpbusd_epi32(
+                is, T[k], _mm512_load_si512((const void *)(xg + 64 * k)));
+        if (dt == KDT_Q8_0) { /* w + 128 above: less 128 sum(x) */
+            __m512i cx = n == 16
+                ? _mm512_loadu_si512((const void *)(xc[t] + j))
+                : _mm512_maskz_loadu_epi32((__mmask16)((1u << n) - 1),
+                                           xc[t] + j);
+            is = _mm512_sub_epi32(is, _mm512_slli_epi32(cx, 7));
+        }
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is),
+                                 _mm512_mul_ps(dv, load_f16(xd[t] + j, n)),
+                                 acc[t]);
+        if (dt == KDT_Q4_1)
+            acc[t] = _mm512_fmadd_ps(mv, load_f16(xs[t] + j, n), acc[t]);
+    }
+}
+
 /* rows5 for one row and NT tokens from b->xt. */
 KTARGET_VNNI KINLINE void rows5t(enum kdtype dt, int NT,
                                  const struct kmm_blk *b, int r, int t0)
@@ -1330,39 +1371,11 @@ KTARGET_VNNI KINLINE void rows5t(enum kdtype dt, int NT,
         for (int t = 0; t < NT; t++)
             acc[t] = _mm512_setzero_ps();
         const int je = ce / KQ_BLK;
-        for (int j = cs / KQ_BLK; j < je; j += 16) { /* j % 16 == 0 */
-            int n = je - j < 16 ? je - j : 16;
-            /* T[k]: columns 4k..4k+3 of each block, unsigned */
-            __m512i T[8];
-            if (dt == KDT_Q8_0)
-                q8_transpose(w, j, n, &ix, T);
-            else
-                q4_transpose(w, j, n, &ix, T);
-            __m512 dv, mv = _mm512_setzero_ps();
-            qs_load16(&q, dt == KDT_Q4_1, j, n, &dv, &mv);
-            KUNROLL
-            for (int t = 0; t < NT; t++) {
-                const uint8_t *xg = xt[t] + (size_t)(j / 16) * 512;
-                __m512i is = _mm512_setzero_si512();
-                KUNROLL
-                for (int k = 0; k < 8; k++)
-                    is = _mm512_dpbusd_epi32(
-                        is, T[k], _mm512_load_si512((const void *)(xg + 64 * k)));
-                if (dt == KDT_Q8_0) { /* w + 128 above: less 128 sum(x) */
-                    __m512i cx = n == 16
-                        ? _mm512_loadu_si512((const void *)(xc[t] + j))
-                        : _mm512_maskz_loadu_epi32((__mmask16)((1u << n) - 1),
-                                                   xc[t] + j);
-                    is = _mm512_sub_epi32(is, _mm512_slli_epi32(cx, 7));
-                }
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is),
-                                         _mm512_mul_ps(dv, load_f16(xd[t] + j, n)),
-                                         acc[t]);
-                if (dt == KDT_Q4_1)
-                    acc[t] = _mm512_fmadd_ps(mv, load_f16(xs[t] + j, n),
-                                             acc[t]);
-            }
-        }
+        int j = cs / KQ_BLK; /* j % 16 == 0 */
+        for (; j + 16 <= je; j += 16) /* n a constant: no masks */
+            step5t(dt, NT, w, &q, xt, xd, xs, xc, j, 16, &ix, acc);
+        if (j < je)
+            step5t(dt, NT, w, &q, xt, xd, xs, xc, j, je - j, &ix, acc);
         int add = b->accum || cs > b->c0;
         KUNROLL
         for (int t = 0; t < NT; t += 4) { /* four tokens' sums at once */
