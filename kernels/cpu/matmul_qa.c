@@ -670,6 +670,73 @@ KTARGET_AVX2 KINLINE void q8_blocks8(const uint8_t *w, int j, int n,
 /* rows2 for one row and NT (<= NT2T) tokens from b->xt (Q4_1 or long
  * Q8_0 rows). */
 #define NT2T 4
+/* Blocks j .. j+n-1 (n <= 8) of rows2t's row into the chains acc of its
+ * NT tokens. */
+KTARGET_AVX2 KINLINE void step2t(enum kdtype dt, int NT, const uint8_t *w,
+                                 const struct qrow *qr,
+                                 const uint8_t *const *xt,
+                                 const float *const *xd,
+                                 const float *const *xs, int j, int n,
+                                 __m256 *acc)
+{
+    const int bs = dt == KDT_Q8_0 ? KQ_BLK : 16; /* weight bytes a block */
+    const __m256i ones = _mm256_set1_epi16(1);
+    const struct qrow q = *qr;
+    KUNROLL
+    for (int l = 0; l < 8 * bs; l += 64) /* each line once */
+        _mm_prefetch((const char *)w + (size_t)j * bs + l + KQA2_PF,
+                     _MM_HINT_T0);
+    __m256i T[8], A[8];
+    if (dt == KDT_Q8_0)
+        q8_blocks8(w, j, n, T, A);
+    else
+        q4_blocks8(w, j, n, T);
+    __m256 dk, mk;
+    qs_load8(&q, dt == KDT_Q4_1, j, n, &dk, &mk);
+    if (dt != KDT_Q4_1)
+        mk = dk;
+    KUNROLL
+    for (int t = 0; t < NT; t++) {
+        /* x: the half of the 16-block group's vectors for j */
+        const uint8_t *xg = xt[t] + (size_t)(j / 16) * 512 +
+                            32 * (size_t)((j / 8) & 1);
+        __m256i is = _mm256_setzero_si256();
+        if (dt == KDT_Q8_0) {
+            KUNROLL
+            for (int k = 0; k < 8; k += 2) { /* |pair| <= 32512 */
+                __m256i x0 = _mm256_loadu_si256(
+                    (const __m256i *)(xg + 64 * k));
+                __m256i x1 = _mm256_loadu_si256(
+                    (const __m256i *)(xg + 64 * (k + 1)));
+                __m256i p0 = _mm256_maddubs_epi16(
+                    A[k], _mm256_sign_epi8(x0, T[k]));
+                __m256i p1 = _mm256_maddubs_epi16(
+                    A[k + 1], _mm256_sign_epi8(x1, T[k + 1]));
+                is = _mm256_add_epi32(
+                    is, _mm256_add_epi32(_mm256_madd_epi16(p0, ones),
+                                         _mm256_madd_epi16(p1, ones)));
+            }
+        } else {
+            KUNROLL
+            for (int k = 0; k < 4; k++) { /* |products| <= 7620 */
+                __m256i p = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(T[k], _mm256_loadu_si256(
+                                                   (const __m256i *)(xg + 64 * k))),
+                    _mm256_maddubs_epi16(T[4 + k], _mm256_loadu_si256(
+                                                       (const __m256i *)(xg + 64 * (4 + k)))));
+                is = _mm256_add_epi32(is, _mm256_madd_epi16(p, ones));
+            }
+        }
+        __m256 a = acc[t];
+        a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is),
+                            _mm256_mul_ps(dk, load_f8(xd[t] + j, n)),
+                            a);
+        if (dt == KDT_Q4_1)
+            a = _mm256_fmadd_ps(mk, load_f8(xs[t] + j, n), a);
+        acc[t] = a;
+    }
+}
+
 KTARGET_AVX2 KINLINE void rows2t(enum kdtype dt, int NT,
                                  const struct kmm_blk *b, int r, int t0)
 {
@@ -678,10 +745,8 @@ KTARGET_AVX2 KINLINE void rows2t(enum kdtype dt, int NT,
     const uint8_t *w = (const uint8_t *)W->data +
                        (size_t)r * kmat_row_bytes(dt, W->cols);
     const struct qrow q = qrow_of(W, r);
-    const int bs = dt == KDT_Q8_0 ? KQ_BLK : 16; /* weight bytes a block */
     const uint8_t *xt[NT2T];
     const float *xd[NT2T], *xs[NT2T];
-    const __m256i ones = _mm256_set1_epi16(1);
     KUNROLL
     for (int t = 0; t < NT; t++) {
         const uint8_t *xr = b->xq + (size_t)(t0 + t) * b->ldq;
@@ -696,61 +761,21 @@ KTARGET_AVX2 KINLINE void rows2t(enum kdtype dt, int NT,
         for (int t = 0; t < NT; t++)
             acc[0][t] = acc[1][t] = _mm256_setzero_ps();
         const int j0 = cs / KQ_BLK, je = ce / KQ_BLK;
-        for (int j = j0; j < je; j += 8) {
-            int n = je - j < 8 ? je - j : 8, h = ((j - j0) >> 3) & 1;
-            KUNROLL
-            for (int l = 0; l < 8 * bs; l += 64) /* each line once */
-                _mm_prefetch((const char *)w + (size_t)j * bs + l + KQA2_PF,
-                             _MM_HINT_T0);
-            __m256i T[8], A[8];
-            if (dt == KDT_Q8_0)
-                q8_blocks8(w, j, n, T, A);
+        int j = j0;
+        for (; j + 16 <= je; j += 16) { /* whole steps, n a constant */
+            step2t(dt, NT, w, &q, xt, xd, xs, j, 8, acc[0]);
+            step2t(dt, NT, w, &q, xt, xd, xs, j + 8, 8, acc[1]);
+        }
+        int h = 0; /* the rest as rows2 takes it */
+        if (j + 8 <= je) {
+            step2t(dt, NT, w, &q, xt, xd, xs, j, 8, acc[0]);
+            j += 8, h = 1;
+        }
+        if (j < je) {
+            if (h)
+                step2t(dt, NT, w, &q, xt, xd, xs, j, je - j, acc[1]);
             else
-                q4_blocks8(w, j, n, T);
-            __m256 dk, mk;
-            qs_load8(&q, dt == KDT_Q4_1, j, n, &dk, &mk);
-            if (dt != KDT_Q4_1)
-                mk = dk;
-            KUNROLL
-            for (int t = 0; t < NT; t++) {
-                /* x: the half of the 16-block group's vectors for j */
-                const uint8_t *xg = xt[t] + (size_t)(j / 16) * 512 +
-                                    32 * (size_t)((j / 8) & 1);
-                __m256i is = _mm256_setzero_si256();
-                if (dt == KDT_Q8_0) {
-                    KUNROLL
-                    for (int k = 0; k < 8; k += 2) { /* |pair| <= 32512 */
-                        __m256i x0 = _mm256_loadu_si256(
-                            (const __m256i *)(xg + 64 * k));
-                        __m256i x1 = _mm256_loadu_si256(
-                            (const __m256i *)(xg + 64 * (k + 1)));
-                        __m256i p0 = _mm256_maddubs_epi16(
-                            A[k], _mm256_sign_epi8(x0, T[k]));
-                        __m256i p1 = _mm256_maddubs_epi16(
-                            A[k + 1], _mm256_sign_epi8(x1, T[k + 1]));
-                        is = _mm256_add_epi32(
-                            is, _mm256_add_epi32(_mm256_madd_epi16(p0, ones),
-                                                 _mm256_madd_epi16(p1, ones)));
-                    }
-                } else {
-                    KUNROLL
-                    for (int k = 0; k < 4; k++) { /* |products| <= 7620 */
-                        __m256i p = _mm256_add_epi16(
-                            _mm256_maddubs_epi16(T[k], _mm256_loadu_si256(
-                                                           (const __m256i *)(xg + 64 * k))),
-                            _mm256_maddubs_epi16(T[4 + k], _mm256_loadu_si256(
-                                                               (const __m256i *)(xg + 64 * (4 + k)))));
-                        is = _mm256_add_epi32(is, _mm256_madd_epi16(p, ones));
-                    }
-                }
-                __m256 a = acc[h][t];
-                a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is),
-                                    _mm256_mul_ps(dk, load_f8(xd[t] + j, n)),
-                                    a);
-                if (dt == KDT_Q4_1)
-                    a = _mm256_fmadd_ps(mk, load_f8(xs[t] + j, n), a);
-                acc[h][t] = a;
-            }
+                step2t(dt, NT, w, &q, xt, xd, xs, j, je - j, acc[0]);
         }
         int add = b->accum || cs > b->c0;
         KUNROLL
