@@ -82,6 +82,8 @@ struct mtpd_model {
     struct mtp_w mtp[MTPD_MAX_MTP];
     /* RoPE tables */
     float *inv_freq;     /* [rope / 2] */
+    uint16_t *q4s_exp;   /* resident Q4_S matrices' scales and mins as
+                          * Q4_1's fp16 (mark_resident), or NULL */
     float rope_mscale;   /* multiplies cos/sin (YaRN attention factor) */
     float softmax_scale;
     int act_bf16;         /* mtpd_load_opts.act_bf16 set on some BF16
