@@ -223,7 +223,7 @@ typedef void (*kpool_fn)(void *arg, int part, int n_parts);
 void kpool_run(struct kpool *p, kpool_fn fn, void *arg, int n_parts);
 
 /* Guided shares of n_units work units (rows, row chunks) for a run of
- * kpool_parts(p) parts: the first n_threads parts take 70% of the units
+ * kpool_parts(p, n_units) parts: the first n_threads parts take 70% of the units
  * between them (one long stream of weights per thread), the next
  * n_threads 18%, then 8%, then 4%, in unit order; parts are claimed in
  * order, so a thread that finishes early takes the next smaller share.
@@ -232,7 +232,8 @@ void kpool_run(struct kpool *p, kpool_fn fn, void *arg, int n_parts);
  * finish wait for the other: 6% of a memory-bound decode step on two
  * threads (pool.c's caller waited on its worker for 12-17% of its time).
  * Part `part` gets units [*u0, *u1) (possibly empty). */
-int kpool_parts(const struct kpool *p);
+int kpool_parts(const struct kpool *p, int n_units); /* fewer units than
+                                 * the guided parts: one or more a thread */
 void kpool_share(int n_units, int part, int n_parts, int *u0, int *u1);
 
 struct kpool_stats {

@@ -35,6 +35,7 @@ static double now_s(void)
 }
 
 static void mark_resident(struct mtpd_model *m);
+static void q4s_widen(struct mtpd_model *m);
 static void mark_act_bf16(struct mtpd_model *m);
 
 int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
@@ -120,8 +121,10 @@ int mtpd_model_load(const char *dir, const struct mtpd_load_opts *opts,
         mtpd_model_free(m);
         return rc;
     }
-    if (m->device < 0)
+    if (m->device < 0) {
         mark_resident(m);
+        q4s_widen(m);
+    }
     if (m->device < 0 && opts->act_bf16)
         mark_act_bf16(m);
     else if (opts->act_bf16)
@@ -283,7 +286,7 @@ struct q4s_pass {
 static void q4s_one(struct kmat *k, void *ud)
 {
     struct q4s_pass *ps = ud;
-    if (k->data == NULL || k->dtype != KDT_Q4_S)
+    if (k->data == NULL || k->dtype != KDT_Q4_S || !k->resident)
         return;
     size_t nq = (size_t)k->rows * (size_t)(k->cols / KQ_BLK);
     if (ps->buf == NULL) {
@@ -306,9 +309,9 @@ static void q4s_one(struct kmat *k, void *ud)
  * smaller bytes win; for a model that stays in the cache the decode is
  * compute-bound and the rebuilding costs: VNNI, one thread, 512x1024 at
  * one token, Q4_S 10.0-10.5 us against Q4_1's 6.4. A resident model's
- * Q4_S matrices therefore get their scales expanded once (4 bytes a block
- * instead of about 2.3, in one buffer the model owns). Without memory for
- * it they stay Q4_S.
+ * Q4_S matrices (mark_resident) therefore get their scales expanded once
+ * (4 bytes a block instead of about 2.3, in one buffer the model owns).
+ * Without memory for it they stay Q4_S.
  */
 static void q4s_widen(struct mtpd_model *m)
 {
@@ -337,5 +340,4 @@ static void mark_resident(struct mtpd_model *m)
     if (llc == 0 || b > llc / 4 * 3)
         return;
     model_each(m, set_resident, NULL);
-    q4s_widen(m);
 }

@@ -170,27 +170,17 @@ static void down_part(void *arg, int part, int n_parts)
     }
 }
 
-/* Guided shares (kpool_share) when there are enough items, else one
- * item or more per thread. */
-static int ffn_parts(const struct mtpd_ctx *c, const struct ffn_batch *b)
-{
-    int n = kpool_size(c->pool), np = kpool_parts(c->pool);
-    if (np <= b->n_items)
-        return np;
-    return b->n_items < n ? b->n_items : n;
-}
-
 /* Runs every job of b: two pool runs. MTPD_ENOMEM when a kernel could not
  * get its scratch memory (the only way kmatmul_rows fails here). */
 static int ffn_run(struct mtpd_ctx *c, struct ffn_batch *b)
 {
     b->err = 0;
     build_items(b, 1);
-    kpool_run(c->pool, up_part, b, ffn_parts(c, b));
+    kpool_run(c->pool, up_part, b, kpool_parts(c->pool, b->n_items));
     if (b->err)
         return b->err == MTPD_K_ENOMEM ? MTPD_ENOMEM : MTPD_EINVAL;
     build_items(b, 0);
-    kpool_run(c->pool, down_part, b, ffn_parts(c, b));
+    kpool_run(c->pool, down_part, b, kpool_parts(c->pool, b->n_items));
     if (b->err)
         return b->err == MTPD_K_ENOMEM ? MTPD_ENOMEM : MTPD_EINVAL;
     return 0;

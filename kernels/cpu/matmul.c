@@ -569,9 +569,7 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
             j.W = q4s;
     }
     int chunks = (row1 - row0 + KMM_ROW_ALIGN - 1) / KMM_ROW_ALIGN;
-    int parts = kpool_parts(p);
-    if (parts > chunks) /* few rows: a plain split, a chunk or more each */
-        parts = kpool_size(p) < chunks ? kpool_size(p) : chunks;
+    int parts = kpool_parts(p, chunks);
     if (rl) {
         kpool_run(p, rl, &j, parts);
         return MTPD_K_OK;

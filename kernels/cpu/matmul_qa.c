@@ -673,7 +673,7 @@ KTARGET_AVX2 KINLINE void q8_blocks8(const uint8_t *w, int j, int n,
 /* Blocks j .. j+n-1 (n <= 8) of rows2t's row into the chains acc of its
  * NT tokens. */
 KTARGET_AVX2 KINLINE void step2t(enum kdtype dt, int NT, const uint8_t *w,
-                                 const struct qrow *qr,
+                                 const struct qrow *q,
                                  const uint8_t *const *xt,
                                  const float *const *xd,
                                  const float *const *xs, int j, int n,
@@ -681,7 +681,6 @@ KTARGET_AVX2 KINLINE void step2t(enum kdtype dt, int NT, const uint8_t *w,
 {
     const int bs = dt == KDT_Q8_0 ? KQ_BLK : 16; /* weight bytes a block */
     const __m256i ones = _mm256_set1_epi16(1);
-    const struct qrow q = *qr;
     KUNROLL
     for (int l = 0; l < 8 * bs; l += 64) /* each line once */
         _mm_prefetch((const char *)w + (size_t)j * bs + l + KQA2_PF,
@@ -692,7 +691,7 @@ KTARGET_AVX2 KINLINE void step2t(enum kdtype dt, int NT, const uint8_t *w,
     else
         q4_blocks8(w, j, n, T);
     __m256 dk, mk;
-    qs_load8(&q, dt == KDT_Q4_1, j, n, &dk, &mk);
+    qs_load8(q, dt == KDT_Q4_1, j, n, &dk, &mk);
     if (dt != KDT_Q4_1)
         mk = dk;
     KUNROLL

@@ -222,10 +222,12 @@ int kpool_size(const struct kpool *p)
 static const int share_pct[] = {70, 18, 8, 4};
 #define SHARE_LEVELS (int)(sizeof share_pct / sizeof *share_pct)
 
-int kpool_parts(const struct kpool *p)
+int kpool_parts(const struct kpool *p, int n_units)
 {
     int n = kpool_size(p);
-    return n > 1 ? n * SHARE_LEVELS : 1;
+    if (n > 1 && n * SHARE_LEVELS <= n_units)
+        return n * SHARE_LEVELS;
+    return n < n_units ? n : n_units; /* a plain split */
 }
 
 void kpool_share(int n_units, int part, int n_parts, int *u0, int *u1)

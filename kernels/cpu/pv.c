@@ -87,22 +87,14 @@ __attribute__((noinline)) static void pv_scalar(const struct kmat *V, const floa
 #define PV_PF_BYTES (256u << 10)
 #define PV_PF_ROWS 8
 
-static size_t pv_row_bytes(const struct kmat *V)
-{
-    return (size_t)V->cols * (V->dtype == KDT_F32              ? 4
-                              : V->dtype == KDT_F8_E4M3 ||
-                                      V->dtype == KDT_Q8_0   ? 1
-                                                             : 2);
-}
-
 KINLINE int pv_prefetch_all(const struct kmat *V)
 {
-    return (size_t)V->rows * pv_row_bytes(V) <= PV_PF_BYTES;
+    return (size_t)V->rows * kmat_row_bytes(V->dtype, V->cols) <= PV_PF_BYTES;
 }
 
 KINLINE void pv_prefetch_row(const struct kmat *V, int i)
 {
-    size_t rb = pv_row_bytes(V);
+    size_t rb = kmat_row_bytes(V->dtype, V->cols);
     const char *r = (const char *)V->data + (size_t)i * rb;
     for (size_t o = 0; o < rb; o += 64)
         _mm_prefetch(r + o, _MM_HINT_T0);

@@ -1877,8 +1877,11 @@ static enum test_return test_pool_share(void)
     for (int nt = 1; nt <= 4; nt++) {
         struct kpool *p = kpool_new(nt);
         CHECK(p != NULL, "kpool_new(%d)", nt);
-        int np = kpool_parts(p);
+        int np = kpool_parts(p, 1 << 20);
         CHECK(np == (nt > 1 ? 4 * nt : 1), "threads %d: %d parts", nt, np);
+        for (int u = 1; u < 4 * nt; u++) /* too few units: a plain split */
+            CHECK(kpool_parts(p, u) == (u < nt ? u : nt),
+                  "threads %d, %d units: %d parts", nt, u, kpool_parts(p, u));
         kpool_free(p);
         static const int units[] = {0, 1, 3, 7, 16, 100, 128, 1000, 2047};
         for (size_t k = 0; k < sizeof units / sizeof *units; k++) {
