@@ -306,16 +306,32 @@ KTARGET_AVX2 KINLINE void sums8_to_y(const __m256 *a, int n, float *y,
 #define KQA2_PF 2048
 #endif
 
-/* n <= 8 fp16 / fp32 from p as a vector, zero past n. */
+/* kmask8 + 8 - n: n dwords of ones, then zeros (n <= 8). */
+static const int32_t kmask8[16] __attribute__((aligned(64))) = {
+    -1, -1, -1, -1, -1, -1, -1, -1};
+
+/*
+ * n <= 8 fp16 / fp32 from p as a vector, zero past n; nothing past p + n
+ * is read. Short rows (5 or 6 blocks: the default model's expert down
+ * and q_b projections) take these on every step: masked loads, not a
+ * copy through a stack buffer, whose wide reload of narrow stores cannot
+ * be forwarded (the 384x160 Q4_1 matrix ran at 4-5 G weights/s, one
+ * token, against 34 for long rows).
+ */
 KTARGET_AVX2 KINLINE __m256 load_h8(const uint16_t *p, int n)
 {
     if (n == 8)
         return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-    if (n == 4) /* the last step of 12-block rows: no copy through memory */
+    if (n == 4) /* the last step of 12-block rows */
         return _mm256_cvtph_ps(_mm_loadl_epi64((const __m128i *)p));
-    uint16_t t[8] = {0};
-    memcpy(t, p, (size_t)n * sizeof *t);
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)t));
+    __m128i v = _mm_maskload_epi32(
+        (const int *)p, _mm_loadu_si128((const __m128i *)(kmask8 + 8 - n / 2)));
+    if (n & 1) { /* the last one through a general register */
+        long long e = (long long)((uint64_t)p[n - 1] << (16 * ((n - 1) & 3)));
+        v = _mm_or_si128(v, n > 4 ? _mm_set_epi64x(e, 0)
+                                  : _mm_set_epi64x(0, e));
+    }
+    return _mm256_cvtph_ps(v);
 }
 
 KTARGET_AVX2 KINLINE __m256 load_f8(const float *p, int n)
@@ -324,9 +340,19 @@ KTARGET_AVX2 KINLINE __m256 load_f8(const float *p, int n)
         return _mm256_loadu_ps(p);
     if (n == 4)
         return _mm256_insertf128_ps(_mm256_setzero_ps(), _mm_loadu_ps(p), 0);
-    float t[8] = {0};
-    memcpy(t, p, (size_t)n * sizeof *t);
-    return _mm256_loadu_ps(t);
+    return _mm256_maskload_ps(
+        p, _mm256_loadu_si256((const __m256i *)(kmask8 + 8 - n)));
+}
+
+/* n < 8 bytes from p in the low bytes of a vector, zero past n, through
+ * a general register (no partial stores to reload). */
+KTARGET_AVX2 KINLINE __m128i load_b8(const void *p, int n)
+{
+    const uint8_t *b = p;
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v |= (uint64_t)b[i] << (8 * i);
+    return _mm_cvtsi64_si128((long long)v);
 }
 
 /* Scales d (and, q4, mins m) of blocks j .. j+n-1 (n <= 8, j a multiple
@@ -346,11 +372,8 @@ KTARGET_AVX2 KINLINE void qs_load8(const struct qrow *q, int q4, int j, int n,
         sb = _mm_loadl_epi64((const __m128i *)(q->sc + j));
         mb = _mm_loadl_epi64((const __m128i *)(q->mn + j));
     } else {
-        uint8_t t[16] = {0};
-        memcpy(t, q->sc + j, (size_t)n);
-        memcpy(t + 8, q->mn + j, (size_t)n);
-        sb = _mm_loadl_epi64((const __m128i *)t);
-        mb = _mm_loadl_epi64((const __m128i *)(t + 8));
+        sb = load_b8(q->sc + j, n);
+        mb = load_b8(q->mn + j, n);
     }
     uint16_t e2;
     memcpy(&e2, q->ex + 2 * (j / 8), 2);
@@ -573,6 +596,100 @@ KTARGET_AVX2 KINLINE void rows2(enum kdtype dt, int NR, int NT,
             }
         }
     }
+}
+
+/*
+ * One or two tokens, rows of NB <= 16 blocks (one segment): the default
+ * model's 160- to 512-column projections. rows2 pays per row for the
+ * segment loop, the step selection and a horizontal sum per token: at 5
+ * or 6 blocks a row that was most of the cost (384x160 Q4_1 at 6-10 G
+ * weights/s against 34 for long rows, one thread, one token). Here NB is
+ * a constant, the tokens' scales are loaded once, and four (row, token)
+ * sums share one hsum8x4 - rows2's steps and tree (chains 0..7 from step
+ * 0, 8..15 from step 1, added), the same bits.
+ */
+KTARGET_AVX2 KINLINE void short2(enum kdtype dt, int NB, int NT,
+                                 const struct kmm_blk *b, int t0)
+{
+    const struct kmat *W = b->W;
+    const size_t rb = kmat_row_bytes(dt, W->cols);
+    const int n0 = NB < 8 ? NB : 8, n1 = NB - n0;
+    const __m256 z = _mm256_setzero_ps();
+    const int8_t *xq[NT2];
+    __m256 xd[NT2][2], xs[NT2][2];
+    KUNROLL
+    for (int t = 0; t < NT; t++) {
+        const uint8_t *xr = b->xq + (size_t)(t0 + t) * b->ldq;
+        const float *d = (const float *)(xr + W->cols), *sm = d + NB;
+        xq[t] = (const int8_t *)xr;
+        xd[t][0] = load_f8(d, n0), xs[t][0] = load_f8(sm, n0);
+        xd[t][1] = n1 ? load_f8(d + 8, n1) : z;
+        xs[t][1] = n1 ? load_f8(sm + 8, n1) : z;
+    }
+    __m256 pend[4];
+    float *py[4];
+    int np = 0;
+    for (int r = b->r0; r < b->r1; r++) {
+        const uint8_t *w = (const uint8_t *)W->data + (size_t)r * rb;
+        struct qrow q = qrow_of(W, r);
+        __m256 a[NT2][2];
+        KUNROLL
+        for (int h = 0; h < 2; h++) {
+            int j = 8 * h, n = h ? n1 : n0;
+            KUNROLL
+            for (int t = 0; t < NT; t++)
+                a[t][h] = z;
+            if (n == 0)
+                continue;
+            __m256 dk, mk;
+            qs_load8(&q, dt == KDT_Q4_1, j, n, &dk, &mk);
+            KUNROLL
+            for (int t = 0; t < NT; t++) {
+                __m256 p = _mm256_cvtepi32_ps(isum8(dt, NB, w, xq[t], j, n));
+                a[t][h] = _mm256_fmadd_ps(p, _mm256_mul_ps(dk, xd[t][h]), z);
+                if (dt == KDT_Q4_1)
+                    a[t][h] = _mm256_fmadd_ps(mk, xs[t][h], a[t][h]);
+            }
+        }
+        KUNROLL
+        for (int t = 0; t < NT; t++) {
+            pend[np] = _mm256_add_ps(a[t][0], a[t][1]);
+            py[np++] = b->y + (size_t)(t0 + t) * b->ldy + r;
+        }
+        if (np == 4 || r + 1 == b->r1) {
+            float v[4];
+            _mm_storeu_ps(v, hsum8x4(pend[0], np > 1 ? pend[1] : z,
+                                     np > 2 ? pend[2] : z,
+                                     np > 3 ? pend[3] : z));
+            for (int u = 0; u < np; u++)
+                *py[u] = b->accum ? *py[u] + v[u] : v[u];
+            np = 0;
+        }
+    }
+}
+
+/* short2 for this block and tokens t0.. when it applies (one segment of
+ * at most 16 blocks, a common width), else 0. */
+KTARGET_AVX2 KINLINE int short2_nb(enum kdtype dt, int NT,
+                                   const struct kmm_blk *b, int t0)
+{
+    switch (b->W->cols / KQ_BLK) { /* 160, 192, 256, 384, 512 columns */
+    case 5: short2(dt, 5, NT, b, t0); return 1;
+    case 6: short2(dt, 6, NT, b, t0); return 1;
+    case 8: short2(dt, 8, NT, b, t0); return 1;
+    case 12: short2(dt, 12, NT, b, t0); return 1;
+    case 16: short2(dt, 16, NT, b, t0); return 1;
+    default: return 0;
+    }
+}
+
+KTARGET_AVX2 KINLINE int short2_try(enum kdtype dt, const struct kmm_blk *b,
+                                    int t0)
+{
+    if (b->c0 != 0 || b->c1 != b->W->cols)
+        return 0;
+    return b->nt - t0 >= 2 ? short2_nb(dt, 2, b, t0)
+                           : short2_nb(dt, 1, b, t0);
 }
 
 KTARGET_AVX2 KINLINE void loop2(enum kdtype dt, int NR, int NT,
@@ -815,6 +932,9 @@ KTARGET_AVX2 void kmm_block_qa_avx2(const struct kmm_blk *b)
     const enum kdtype q8 = KDT_Q8_0, q4 = KDT_Q4_1;
     for (int t0 = 0; t0 < b->nt; t0 += 2) {
         int two = b->nt - t0 >= 2;
+        if (b->W->dtype == KDT_Q8_0 ? short2_try(q8, b, t0)
+                                    : short2_try(q4, b, t0))
+            continue;
         if (b->W->dtype == KDT_Q8_0)
             two ? loop2(q8, 2, 2, b, t0)
             : b->row1 ? loop2(q8, 1, 1, b, t0) /* kisa_row_stream() */

@@ -720,7 +720,8 @@ static enum test_return test_matmul_q_isa_equal(void)
     static const struct {
         int rows, cols, n;
     } shapes[] = {{45, 2112, 11}, {45, 160, 5}, {45, 384, 17},
-                  {37, 1024, 50}, {16, 224, 40}, {37, 2112, 50}};
+                  {37, 1024, 50}, {16, 224, 40}, {37, 2112, 50},
+                  {45, 192, 1},   {45, 512, 1},  {38, 384, 1}};
     float *x = malloc((size_t)50 * 2112 * sizeof *x);
     float *y0 = malloc((size_t)50 * 45 * sizeof *y0);
     float *y = malloc((size_t)50 * 45 * sizeof *y);
@@ -1289,6 +1290,10 @@ static enum test_return test_matmul_invariant(void)
         {KDT_Q8_0, 37, 160, 0},      {KDT_Q4_1, 37, 160, 0}, /* rows in lanes */
         {KDT_Q4_S, 37, 320, 0},      {KDT_Q4_S, 45, 2112, 0},
         {KDT_Q4_S, 37, 160, 0},
+        /* one token on rows of 5..16 blocks: a kernel of its own (AVX2
+         * short2) */
+        {KDT_Q4_1, 37, 192, 0},      {KDT_Q8_0, 37, 384, 0},
+        {KDT_Q4_S, 45, 512, 0},      {KDT_Q8_0, 21, 256, 0},
     };
     enum test_return ret = TEST_PASS;
     /* both ways of streaming the weights for few tokens (kisa_row_stream:
