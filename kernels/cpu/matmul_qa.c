@@ -1557,7 +1557,7 @@ KTARGET_VNNI KINLINE void loop5(enum kdtype dt, int NR, int NT,
 }
 
 /*
- * short2's VNNI twin: one or two tokens on rows of NB <= 16 blocks (one
+ * short2's VNNI twin: one to three tokens on rows of NB <= 16 blocks (one
  * segment, one step5 a row with a constant block count, so constant
  * masks), four (row, token) chain sets per hsum4x. rows5 with the row
  * stream took one hsum4x per row, three quarters of it unused: 384x160
@@ -1588,6 +1588,14 @@ KTARGET_VNNI KINLINE void short5(enum kdtype dt, int NB, int NT,
     for (int r = b->r0; r < b->r1; r++) {
         const uint8_t *w[1] = {(const uint8_t *)W->data + (size_t)r * rb};
         struct qrow q[1] = {qrow_of(W, r)};
+        if (np + NT > 4) { /* three tokens: the sums of the rows so far */
+            float v[4];
+            _mm_storeu_ps(v, hsum4x(pend[0], np > 1 ? pend[1] : z,
+                                    np > 2 ? pend[2] : z, z));
+            for (int u = 0; u < np; u++)
+                *py[u] = b->accum ? *py[u] + v[u] : v[u];
+            np = 0;
+        }
         __m512 acc[NR5][NT5];
         KUNROLL
         for (int t = 0; t < NT; t++)
@@ -1626,8 +1634,10 @@ KTARGET_VNNI KINLINE int short5_nb(enum kdtype dt, int NT,
 /* NR5 rows x up to NT5 tokens per pass. */
 KTARGET_VNNI KINLINE void block5(enum kdtype dt, const struct kmm_blk *b)
 {
-    if (b->nt <= 2 && b->c0 == 0 && b->c1 == b->W->cols &&
-        (b->nt == 2 ? short5_nb(dt, 2, b, 0) : short5_nb(dt, 1, b, 0)))
+    if (b->nt <= 3 && b->c0 == 0 && b->c1 == b->W->cols &&
+        (b->nt == 3   ? short5_nb(dt, 3, b, 0)
+         : b->nt == 2 ? short5_nb(dt, 2, b, 0)
+                      : short5_nb(dt, 1, b, 0)))
         return;
     for (int t0 = 0; t0 < b->nt; t0 += 4) {
         switch (b->nt - t0) {
