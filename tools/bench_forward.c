@@ -6,7 +6,7 @@
  *
  *   bench_forward --model DIR [--threads N] [--ctx 64] [--secs 1.5]
  *                 [--t 1,2,4,8] [--only T] [--device auto|cpu|cuda:N]
- *                 [--ab ISA,ISA] [--act-bf16]
+ *                 [--ab ISA,ISA] [--act-bf16] [--no-paired]
  *
  * Prints a markdown table: ms per call, cost(T)/cost(1), weight bytes read
  * per call (dense parts once; routed experts: the expected number of
@@ -208,7 +208,7 @@ int main(int argc, char **argv)
     const char *dir = NULL, *device = NULL;
     int threads = 2, ctx = 64;
     double secs = 1.5;
-    int only_t = 0, act_bf16 = 0;
+    int only_t = 0, act_bf16 = 0, paired = 1;
     const char *ab = NULL;
     int Ts[32] = {1, 2, 4, 8}, n_ts = 4, max_t = 8;
     for (int i = 1; i < argc; i++) {
@@ -226,6 +226,8 @@ int main(int argc, char **argv)
             ab = argv[++i]; /* two code paths, interleaved: avx512,amx */
         else if (!strcmp(argv[i], "--act-bf16")) /* mtpd_load_opts */
             act_bf16 = 1;
+        else if (!strcmp(argv[i], "--no-paired")) /* profiling: forward only */
+            paired = 0;
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
             only_t = atoi(argv[++i]); /* one T, for profiling */
         else if (!strcmp(argv[i], "--t") && i + 1 < argc) {
@@ -239,7 +241,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "usage: bench_forward --model DIR [--threads N] "
                     "[--ctx N] [--secs S] [--t LIST] [--only T] "
                     "[--device auto|cpu|cuda:N] [--ab ISA,ISA] "
-                    "[--act-bf16]\n");
+                    "[--act-bf16] [--no-paired]\n");
             return 2;
         }
     }
@@ -328,8 +330,9 @@ int main(int argc, char **argv)
         if (ti == 0)
             base = best;
         double bytes = bytes_for(m, T), gbs = bytes / best / 1e9;
-        double share = paired_share(cx, kv, &s, ctx, bytes, bwp, bw_buf,
-                                    bw_bytes / sizeof *bw_buf, secs);
+        double share = !paired ? 0 : paired_share(cx, kv, &s, ctx, bytes,
+                                    bwp, bw_buf, bw_bytes / sizeof *bw_buf,
+                                    secs);
         if (share < 0) {
             fprintf(stderr, "bench_forward: forward failed\n");
             return 1;
