@@ -42,11 +42,17 @@ int attn_chunk(const struct mtpd_ctx *c, const struct mtpd_kv *kv, int layer,
         maxvis = v > maxvis ? v : maxvis;
     }
     int npg = (maxvis + pp - 1) / pp, rc = 0;
-    /* s [np, maxvis] = queries . cache rows, page by page */
+    /* s [np, maxvis] = queries . cache rows, page by page. A page is
+     * marked resident: it was just written or is read again for the
+     * values below, and the row stream (one row at a time, meant for
+     * weights streamed from memory) left a one-token score on short cache
+     * rows waiting on a single FMA chain per row (the kernels' results do
+     * not depend on it) */
     for (int g = 0; g < npg && rc == 0; g++) {
         struct kmat kc = {.dtype = kv->dtype, .cols = kv->row,
                           .rows = maxvis - g * pp < pp ? maxvis - g * pp : pp,
-                          .data = kv_page(kv, layer, t0 / pp + g)};
+                          .data = kv_page(kv, layer, t0 / pp + g),
+                          .resident = 1};
         rc = kmatmul(NULL, &kc, qc, ldq, cs->s + (size_t)g * pp,
                      ATTN_CHUNK_MAX, np);
     }
@@ -70,7 +76,8 @@ int attn_chunk(const struct mtpd_ctx *c, const struct mtpd_kv *kv, int layer,
     for (int g = 0; g < npg && rc == 0; g++) {
         int rows = maxvis - g * pp < pp ? maxvis - g * pp : pp;
         struct kmat kc = {.dtype = kv->dtype, .rows = rows, .cols = kv->row,
-                          .data = kv_page(kv, layer, t0 / pp + g)};
+                          .data = kv_page(kv, layer, t0 / pp + g),
+                          .resident = 1};
         const float *x = cs->s + (size_t)g * pp;
         if (g == 0) {
             rc = kmatmul_pv(&kc, L, x, ATTN_CHUNK_MAX, o, ldo, np);

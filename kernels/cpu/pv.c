@@ -87,9 +87,13 @@ __attribute__((noinline)) static void pv_scalar(const struct kmat *V, const floa
 #define PV_PF_BYTES (256u << 10)
 #define PV_PF_ROWS 8
 
+/* Not for a resident V (the attention's cache pages, a small model's
+ * W_UK): it is in the caches, and the prefetches cost as many
+ * instructions as half the FMAs of a one-token tile. */
 KINLINE int pv_prefetch_all(const struct kmat *V)
 {
-    return (size_t)V->rows * kmat_row_bytes(V->dtype, V->cols) <= PV_PF_BYTES;
+    return !V->resident &&
+           (size_t)V->rows * kmat_row_bytes(V->dtype, V->cols) <= PV_PF_BYTES;
 }
 
 KINLINE void pv_prefetch_row(const struct kmat *V, int i)
