@@ -673,7 +673,9 @@ KTARGET_AVX2 KINLINE void short2(enum kdtype dt, int NB, int NT,
 KTARGET_AVX2 KINLINE int short2_nb(enum kdtype dt, int NT,
                                    const struct kmm_blk *b, int t0)
 {
-    switch (b->W->cols / KQ_BLK) { /* 160, 192, 256, 384, 512 columns */
+    switch (b->W->cols / KQ_BLK) { /* 128 (W_UV of a 128-rank latent,
+                                     * per head), 160 ... 512 columns */
+    case 4: short2(dt, 4, NT, b, t0); return 1;
     case 5: short2(dt, 5, NT, b, t0); return 1;
     case 6: short2(dt, 6, NT, b, t0); return 1;
     case 8: short2(dt, 8, NT, b, t0); return 1;
@@ -1621,7 +1623,9 @@ KTARGET_VNNI KINLINE void short5(enum kdtype dt, int NB, int NT,
 KTARGET_VNNI KINLINE int short5_nb(enum kdtype dt, int NT,
                                    const struct kmm_blk *b, int t0)
 {
-    switch (b->W->cols / KQ_BLK) { /* 160, 192, 256, 384, 512 columns */
+    switch (b->W->cols / KQ_BLK) { /* 128 (W_UV of a 128-rank latent,
+                                     * per head), 160 ... 512 columns */
+    case 4: short5(dt, 4, NT, b, t0); return 1;
     case 5: short5(dt, 5, NT, b, t0); return 1;
     case 6: short5(dt, 6, NT, b, t0); return 1;
     case 8: short5(dt, 8, NT, b, t0); return 1;

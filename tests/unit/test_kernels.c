@@ -721,7 +721,8 @@ static enum test_return test_matmul_q_isa_equal(void)
         int rows, cols, n;
     } shapes[] = {{45, 2112, 11}, {45, 160, 5}, {45, 384, 17},
                   {37, 1024, 50}, {16, 224, 40}, {37, 2112, 50},
-                  {45, 192, 1},   {45, 512, 1},  {38, 384, 1}};
+                  {45, 192, 1},   {45, 512, 1},  {38, 384, 1},
+                  {19, 128, 3}};
     float *x = malloc((size_t)50 * 2112 * sizeof *x);
     float *y0 = malloc((size_t)50 * 45 * sizeof *y0);
     float *y = malloc((size_t)50 * 45 * sizeof *y);
@@ -1294,6 +1295,7 @@ static enum test_return test_matmul_invariant(void)
          * short2) */
         {KDT_Q4_1, 37, 192, 0},      {KDT_Q8_0, 37, 384, 0},
         {KDT_Q4_S, 45, 512, 0},      {KDT_Q8_0, 21, 256, 0},
+        {KDT_Q8_0, 19, 128, 0},      {KDT_Q4_1, 19, 128, 0},
     };
     enum test_return ret = TEST_PASS;
     /* both ways of streaming the weights for few tokens (kisa_row_stream:
