@@ -303,7 +303,7 @@ KTARGET_AVX2 KINLINE void sums8_to_y(const __m256 *a, int n, float *y,
 #define NT2 2
 /* Weight prefetch distance of the AVX2 kernels, bytes ahead in the row */
 #ifndef KQA2_PF
-#define KQA2_PF 2048
+#define KQA2_PF 8192 /* as KQA_PF (below) */
 #endif
 
 /* kmask8 + 8 - n: n dwords of ones, then zeros (n <= 8). */
@@ -956,19 +956,25 @@ KTARGET_AVX2 void kmm_block_qa_avx2(const struct kmm_blk *b)
 #define NR5 4 /* most rows, tokens per pass (array bounds) */
 #define NT5 4
 /* Weight prefetch distance per pass, bytes ahead of a row's reads (split
- * over its NR rows), and where to. DRAM-bound decode, A/B with the order
- * of the two variants swapped (the harness favours the second one by up
- * to 15%; bench/results/bench_quant_kernels-2026-12-02b.md): Q4_1 128 KiB
- * into L2 took about 0.94x the time of 4 KiB into L1; for Q8_0, 2 KiB vs
- * 4 KiB and 4 vs 2 rows per pass were within 3-5%, kept. */
+ * over its NR rows), and where to. DRAM-bound decode. Measured on the
+ * EPYC VM, whose bandwidth moves 2x within seconds, by alternating two
+ * distances every 13 ms step inside one process (a runtime variable in
+ * place of the macro), each step followed by a plain read of as many
+ * bytes, and comparing the medians of the steps' shares of that read:
+ * 12 large Q4_S matrices one token each, two threads, 128 KiB ahead (the
+ * earlier choice, from whole-run A/Bs that this VM's drift swamped) 80-87%
+ * of the read against 84-90% at 8 KiB, 8 runs of 8; the synthetic model's
+ * matmul list 54-82% against 58-86%; 4 KiB = 8 KiB, 2, 16 and 32 KiB
+ * below. Q8_0 (VNNI) and the AVX2 kernels (KQA2_PF): 8 KiB 1-5 points
+ * over 2 KiB. */
 #ifndef KQA_PF
-#define KQA_PF 2048
+#define KQA_PF 8192
 #endif
 #ifndef KQA_PF_HINT
 #define KQA_PF_HINT _MM_HINT_T0
 #endif
 #ifndef KQA_PF_Q4
-#define KQA_PF_Q4 (128 * 1024)
+#define KQA_PF_Q4 8192
 #endif
 #ifndef KQA_PF_Q4_HINT
 #define KQA_PF_Q4_HINT _MM_HINT_T1
