@@ -297,6 +297,25 @@ KTARGET_AVX2 KINLINE void sums8_to_y(const __m256 *a, int n, float *y,
         *y = add || u > 0 ? *y + v[u] : v[u];
 }
 
+/* The short-row kernels (short2, short5): four (row, token) sums v of a
+ * block of rows into their places py, added when accum. */
+KINLINE void short_put(float *const *py, const float *v, int n, int accum)
+{
+    for (int u = 0; u < n; u++)
+        *py[u] = accum ? *py[u] + v[u] : v[u];
+}
+
+/* Their row widths, in blocks: a case per width with the count a
+ * constant. 128 columns (W_UV of a 128-rank latent, per head), 160 ...
+ * 512 (the default model's projections and head). */
+#define SHORT_CASES(fn, dt, NT, b, t0)                                       \
+    case 4: fn(dt, 4, NT, b, t0); return 1;                                  \
+    case 5: fn(dt, 5, NT, b, t0); return 1;                                  \
+    case 6: fn(dt, 6, NT, b, t0); return 1;                                  \
+    case 8: fn(dt, 8, NT, b, t0); return 1;                                  \
+    case 12: fn(dt, 12, NT, b, t0); return 1;                                \
+    case 16: fn(dt, 16, NT, b, t0); return 1
+
 /* ---- AVX2: eight blocks per step, chains 0..7 and 8..15 -------------- */
 
 #define NR2 2
@@ -661,8 +680,7 @@ KTARGET_AVX2 KINLINE void short2(enum kdtype dt, int NB, int NT,
             _mm_storeu_ps(v, hsum8x4(pend[0], np > 1 ? pend[1] : z,
                                      np > 2 ? pend[2] : z,
                                      np > 3 ? pend[3] : z));
-            for (int u = 0; u < np; u++)
-                *py[u] = b->accum ? *py[u] + v[u] : v[u];
+            short_put(py, v, np, b->accum);
             np = 0;
         }
     }
@@ -673,14 +691,8 @@ KTARGET_AVX2 KINLINE void short2(enum kdtype dt, int NB, int NT,
 KTARGET_AVX2 KINLINE int short2_nb(enum kdtype dt, int NT,
                                    const struct kmm_blk *b, int t0)
 {
-    switch (b->W->cols / KQ_BLK) { /* 128 (W_UV of a 128-rank latent,
-                                     * per head), 160 ... 512 columns */
-    case 4: short2(dt, 4, NT, b, t0); return 1;
-    case 5: short2(dt, 5, NT, b, t0); return 1;
-    case 6: short2(dt, 6, NT, b, t0); return 1;
-    case 8: short2(dt, 8, NT, b, t0); return 1;
-    case 12: short2(dt, 12, NT, b, t0); return 1;
-    case 16: short2(dt, 16, NT, b, t0); return 1;
+    switch (b->W->cols / KQ_BLK) {
+        SHORT_CASES(short2, dt, NT, b, t0);
     default: return 0;
     }
 }
@@ -1600,8 +1612,7 @@ KTARGET_VNNI KINLINE void short5(enum kdtype dt, int NB, int NT,
             float v[4];
             _mm_storeu_ps(v, hsum4x(pend[0], np > 1 ? pend[1] : z,
                                     np > 2 ? pend[2] : z, z));
-            for (int u = 0; u < np; u++)
-                *py[u] = b->accum ? *py[u] + v[u] : v[u];
+            short_put(py, v, np, b->accum);
             np = 0;
         }
         __m512 acc[NR5][NT5];
@@ -1619,8 +1630,7 @@ KTARGET_VNNI KINLINE void short5(enum kdtype dt, int NB, int NT,
             _mm_storeu_ps(v, hsum4x(pend[0], np > 1 ? pend[1] : z,
                                     np > 2 ? pend[2] : z,
                                     np > 3 ? pend[3] : z));
-            for (int u = 0; u < np; u++)
-                *py[u] = b->accum ? *py[u] + v[u] : v[u];
+            short_put(py, v, np, b->accum);
             np = 0;
         }
     }
@@ -1629,14 +1639,8 @@ KTARGET_VNNI KINLINE void short5(enum kdtype dt, int NB, int NT,
 KTARGET_VNNI KINLINE int short5_nb(enum kdtype dt, int NT,
                                    const struct kmm_blk *b, int t0)
 {
-    switch (b->W->cols / KQ_BLK) { /* 128 (W_UV of a 128-rank latent,
-                                     * per head), 160 ... 512 columns */
-    case 4: short5(dt, 4, NT, b, t0); return 1;
-    case 5: short5(dt, 5, NT, b, t0); return 1;
-    case 6: short5(dt, 6, NT, b, t0); return 1;
-    case 8: short5(dt, 8, NT, b, t0); return 1;
-    case 12: short5(dt, 12, NT, b, t0); return 1;
-    case 16: short5(dt, 16, NT, b, t0); return 1;
+    switch (b->W->cols / KQ_BLK) {
+        SHORT_CASES(short5, dt, NT, b, t0);
     default: return 0;
     }
 }
