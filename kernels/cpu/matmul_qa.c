@@ -988,8 +988,9 @@ KTARGET_AVX2 void kmm_block_qa_avx2(const struct kmm_blk *b)
 #ifndef KQA_PF_Q4
 #define KQA_PF_Q4 8192
 #endif
-#ifndef KQA_PF_Q4_HINT
-#define KQA_PF_Q4_HINT _MM_HINT_T1
+#ifndef KQA_PF_Q4_HINT /* into L1, as Q8_0: 3-8 points over L2 (T1), the
+                        * same paired method, 8 runs */
+#define KQA_PF_Q4_HINT _MM_HINT_T0
 #endif
 #ifndef KQA_NR1 /* rows per pass for one token (Q8_0, Q4_1), two, more */
 #define KQA_NR1 4
