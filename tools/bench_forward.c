@@ -10,8 +10,10 @@
  *
  * Prints a markdown table: ms per call, cost(T)/cost(1), weight bytes read
  * per call (dense parts once; routed experts: the expected number of
- * distinct experts T tokens pick, each read once), GB/s, and % of the read
- * bandwidth. Speculative verification pays only while cost(k+1)/cost(1)
+ * distinct experts T tokens pick, each read once), GB/s, % of the read
+ * bandwidth, and that share paired (paired_share: each call followed by
+ * a read of as many bytes; "–" with --no-paired or past the 1 GiB
+ * buffer). Speculative verification pays only while cost(k+1)/cost(1)
  * stays near 1. With --device cuda the times are the GPU's (a forward call
  * returns its logits to the host) but the bandwidth columns still compare
  * with the host's memory: read GB/s against the GPU's copy bandwidth
@@ -103,7 +105,7 @@ static double paired_share(struct mtpd_ctx *cx, struct mtpd_kv *kv,
     static double r[MAXP];
     size_t n = (size_t)(bytes / sizeof *buf), off = 0;
     if (n == 0 || n > n_buf)
-        return 0;
+        return 0; /* more than the buffer: not measured */
     int np = 0;
     double t0 = now_s();
     while ((now_s() - t0 < secs || np < 5) && np < MAXP) {
@@ -337,9 +339,12 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_forward: forward failed\n");
             return 1;
         }
-        printf("| %d | %.3f | %.2f | %.3f | %.1f | %.1f | %.0f%% | %.0f%% "
-               "|\n", T, best * 1e3, best / base, best * 1e3 / T,
-               bytes / 1e6, gbs, 100 * gbs / bw, 100 * share);
+        char sh[16] = "–"; /* --no-paired, or too many bytes */
+        if (share > 0)
+            snprintf(sh, sizeof sh, "%.0f%%", 100 * share);
+        printf("| %d | %.3f | %.2f | %.3f | %.1f | %.1f | %.0f%% | %s |\n",
+               T, best * 1e3, best / base, best * 1e3 / T, bytes / 1e6, gbs,
+               100 * gbs / bw, sh);
     }
     struct kpool_stats st;
     kpool_get_stats(bwp, &st);

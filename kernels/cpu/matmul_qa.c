@@ -617,9 +617,20 @@ KTARGET_AVX2 KINLINE void rows2(enum kdtype dt, int NR, int NT,
     }
 }
 
+/* The n <= 4 pending (row, token) sums of short2 into their places. */
+KTARGET_AVX2 KINLINE void short2_flush(const __m256 *pend, float *const *py,
+                                       int n, int accum)
+{
+    const __m256 z = _mm256_setzero_ps();
+    float v[4];
+    _mm_storeu_ps(v, hsum8x4(pend[0], n > 1 ? pend[1] : z,
+                             n > 2 ? pend[2] : z, n > 3 ? pend[3] : z));
+    short_put(py, v, n, accum);
+}
+
 /*
  * One or two tokens, rows of NB <= 16 blocks (one segment): the default
- * model's 160- to 512-column projections. rows2 pays per row for the
+ * model's 128- to 512-column projections. rows2 pays per row for the
  * segment loop, the step selection and a horizontal sum per token: at 5
  * or 6 blocks a row that was most of the cost (384x160 Q4_1 at 6-10 G
  * weights/s against 34 for long rows, one thread, one token). Here NB is
@@ -651,6 +662,10 @@ KTARGET_AVX2 KINLINE void short2(enum kdtype dt, int NB, int NT,
     for (int r = b->r0; r < b->r1; r++) {
         const uint8_t *w = (const uint8_t *)W->data + (size_t)r * rb;
         struct qrow q = qrow_of(W, r);
+        if (np + NT > 4) {
+            short2_flush(pend, py, np, b->accum);
+            np = 0;
+        }
         __m256 a[NT2][2];
         KUNROLL
         for (int h = 0; h < 2; h++) {
@@ -675,15 +690,9 @@ KTARGET_AVX2 KINLINE void short2(enum kdtype dt, int NB, int NT,
             pend[np] = _mm256_add_ps(a[t][0], a[t][1]);
             py[np++] = b->y + (size_t)(t0 + t) * b->ldy + r;
         }
-        if (np == 4 || r + 1 == b->r1) {
-            float v[4];
-            _mm_storeu_ps(v, hsum8x4(pend[0], np > 1 ? pend[1] : z,
-                                     np > 2 ? pend[2] : z,
-                                     np > 3 ? pend[3] : z));
-            short_put(py, v, np, b->accum);
-            np = 0;
-        }
     }
+    if (np > 0)
+        short2_flush(pend, py, np, b->accum);
 }
 
 /* short2 for this block and tokens t0.. when it applies (one segment of
@@ -1577,6 +1586,18 @@ KTARGET_VNNI KINLINE void loop5(enum kdtype dt, int NR, int NT,
         rows5(dt, 1, NT, b, r, t0);
 }
 
+/* The n <= 4 pending (row, token) chain sets of short5 into their
+ * places. */
+KTARGET_VNNI KINLINE void short5_flush(const __m512 *pend, float *const *py,
+                                       int n, int accum)
+{
+    const __m512 z = _mm512_setzero_ps();
+    float v[4];
+    _mm_storeu_ps(v, hsum4x(pend[0], n > 1 ? pend[1] : z,
+                            n > 2 ? pend[2] : z, n > 3 ? pend[3] : z));
+    short_put(py, v, n, accum);
+}
+
 /*
  * short2's VNNI twin: one to three tokens on rows of NB <= 16 blocks (one
  * segment, one step5 a row with a constant block count, so constant
@@ -1609,11 +1630,8 @@ KTARGET_VNNI KINLINE void short5(enum kdtype dt, int NB, int NT,
     for (int r = b->r0; r < b->r1; r++) {
         const uint8_t *w[1] = {(const uint8_t *)W->data + (size_t)r * rb};
         struct qrow q[1] = {qrow_of(W, r)};
-        if (np + NT > 4) { /* three tokens: the sums of the rows so far */
-            float v[4];
-            _mm_storeu_ps(v, hsum4x(pend[0], np > 1 ? pend[1] : z,
-                                    np > 2 ? pend[2] : z, z));
-            short_put(py, v, np, b->accum);
+        if (np + NT > 4) {
+            short5_flush(pend, py, np, b->accum);
             np = 0;
         }
         __m512 acc[NR5][NT5];
@@ -1626,15 +1644,9 @@ KTARGET_VNNI KINLINE void short5(enum kdtype dt, int NB, int NT,
             pend[np] = acc[0][t];
             py[np++] = b->y + (size_t)(t0 + t) * b->ldy + r;
         }
-        if (np == 4 || r + 1 == b->r1) {
-            float v[4];
-            _mm_storeu_ps(v, hsum4x(pend[0], np > 1 ? pend[1] : z,
-                                    np > 2 ? pend[2] : z,
-                                    np > 3 ? pend[3] : z));
-            short_put(py, v, np, b->accum);
-            np = 0;
-        }
     }
+    if (np > 0)
+        short5_flush(pend, py, np, b->accum);
 }
 
 KTARGET_VNNI KINLINE int short5_nb(enum kdtype dt, int NT,
