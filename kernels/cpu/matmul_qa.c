@@ -394,15 +394,14 @@ KTARGET_AVX2 KINLINE void qs_load8(const struct qrow *q, int q4, int j, int n,
         sb = load_b8(q->sc + j, n);
         mb = load_b8(q->mn + j, n);
     }
-    uint16_t e2;
-    memcpy(&e2, q->ex + 2 * (j / 8), 2);
-    __m128i e = _mm_cvtepi8_epi32(_mm_cvtsi32_si128(e2));
-    __m256 p2 = _mm256_castps128_ps256(_mm_castsi128_ps(
-        _mm_slli_epi32(_mm_add_epi32(e, _mm_set1_epi32(127)), 23)));
+    /* the pair's powers of two built in general registers and broadcast
+     * (a vector build and two cross-lane permutes cost Zen 1 more) */
     *d = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sb)),
-                       _mm256_permutevar8x32_ps(p2, _mm256_setzero_si256()));
+                       _mm256_castsi256_ps(_mm256_set1_epi32(
+                           (q->ex[2 * (j / 8)] + 127) << 23)));
     *m = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(mb)),
-                       _mm256_permutevar8x32_ps(p2, _mm256_set1_epi32(1)));
+                       _mm256_castsi256_ps(_mm256_set1_epi32(
+                           (q->ex[2 * (j / 8) + 1] + 127) << 23)));
 }
 
 /* Q8_0 block: eight int32 partial sums (maddubs takes unsigned times
@@ -425,14 +424,19 @@ KTARGET_AVX2 KINLINE __m256i q8_reduce(const __m256i v[8])
     __m256i h67 = _mm256_hadd_epi32(v[6], v[7]);
     __m256i g0 = _mm256_hadd_epi32(h01, h23); /* b0..b3 half | other half */
     __m256i g1 = _mm256_hadd_epi32(h45, h67);
-    return _mm256_add_epi32(_mm256_permute2x128_si256(g0, g1, 0x20),
-                            _mm256_permute2x128_si256(g0, g1, 0x31));
+    /* halves added in 128 bits, not two vperm2i128 (8 uops each on Zen 1) */
+    __m128i s0 = _mm_add_epi32(_mm256_castsi256_si128(g0),
+                               _mm256_extracti128_si256(g0, 1));
+    __m128i s1 = _mm_add_epi32(_mm256_castsi256_si128(g1),
+                               _mm256_extracti128_si256(g1, 1));
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(s0), s1, 1);
 }
 
 /* Q4_1 blocks j, j+1 (n = 1: j only) of weight row w against the x codes
  * of their group (xg: the group's start, gn its block count, p = j's place
- * in it, even): {4 partials of j, 4 of j+1}. Products fit int16: 15 * 127
- * * 2 twice. */
+ * in it, even): {8 int16 partials of j, 8 of j+1}, each a sum of four
+ * products, |.| <= 4 * 15 * 127 = 7620 (q4_reduce adds them four at a
+ * time in int16). */
 KTARGET_AVX2 KINLINE __m256i q4_lanes(const uint8_t *w, const int8_t *xg,
                                       int gn, int p, int n)
 {
@@ -456,17 +460,23 @@ KTARGET_AVX2 KINLINE __m256i q4_lanes(const uint8_t *w, const int8_t *xg,
     }
     __m256i lo = _mm256_and_si256(v, f);
     __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), f);
-    __m256i s = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl),
-                                 _mm256_maddubs_epi16(hi, xh));
-    return _mm256_madd_epi16(s, _mm256_set1_epi16(1));
+    return _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl),
+                            _mm256_maddubs_epi16(hi, xh));
 }
 
-/* Sums of eight Q4_1 blocks from their pair partials v[0..3]. */
+/*
+ * Sums of eight Q4_1 blocks from their pair partials v[0..3]. Two int16
+ * horizontal adds first (|.| <= 4 * 7620 = 30480 < 2^15: no overflow),
+ * then one widening madd, instead of a madd per pair and int32 adds:
+ * on Zen 1, where integer multiplies have one pipe and take two cycles a
+ * 256-bit op, 1.07x the kernel (one row, one token, cache-resident).
+ */
 KTARGET_AVX2 KINLINE __m256i q4_reduce(const __m256i v[4])
 {
-    __m256i h01 = _mm256_hadd_epi32(v[0], v[1]); /* b0 b0 b2 b2 | b1 .. b3 */
-    __m256i h23 = _mm256_hadd_epi32(v[2], v[3]);
-    __m256i g = _mm256_hadd_epi32(h01, h23);     /* b0 b2 b4 b6 | b1 b3 .. */
+    __m256i h01 = _mm256_hadd_epi16(v[0], v[1]); /* b0 x4 b2 x4 | b1 b3 */
+    __m256i h23 = _mm256_hadd_epi16(v[2], v[3]);
+    __m256i g = _mm256_madd_epi16(_mm256_hadd_epi16(h01, h23),
+                                  _mm256_set1_epi16(1)); /* b0 b2 b4 b6 | .. */
     return _mm256_permutevar8x32_epi32(
         g, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
@@ -534,6 +544,56 @@ KTARGET_AVX2 KINLINE void step2(enum kdtype dt, int NR, int NT, int nb,
     }
 }
 
+/*
+ * step2 for blocks j .. j+15 into acc[0] (j..j+7) and acc[1] (j+8..): the
+ * same float steps in the same order, but every integer sum of the 16
+ * blocks first. Written as two step2 calls the compiler kept each step's
+ * long integer chain (loads, maddubs, the reduction tree, convert) ahead
+ * of its own float steps and Zen 1's scheduler ran out of work: one row,
+ * one token, Q4_S 1.12x the kernel this way (cache-resident).
+ */
+KTARGET_AVX2 KINLINE void step2x16(enum kdtype dt, int NR, int NT, int nb,
+                                   const uint8_t *const *w,
+                                   const struct qrow *q,
+                                   const int8_t *const *xq,
+                                   const float *const *xd,
+                                   const float *const *xs, int j,
+                                   __m256 acc[2][NR2][NT2])
+{
+    __m256 p[2][NR2][NT2];
+    KUNROLL
+    for (int h = 0; h < 2; h++) {
+        KUNROLL
+        for (int t = 0; t < NT; t++) {
+            KUNROLL
+            for (int k = 0; k < NR; k++)
+                p[h][k][t] = _mm256_cvtepi32_ps(
+                    isum8(dt, nb, w[k], xq[t], j + 8 * h, 8));
+        }
+    }
+    KUNROLL
+    for (int h = 0; h < 2; h++) {
+        const int jh = j + 8 * h;
+        __m256 dk[NR2], mk[NR2];
+        KUNROLL
+        for (int k = 0; k < NR; k++)
+            qs_load8(&q[k], dt == KDT_Q4_1, jh, 8, &dk[k], &mk[k]);
+        KUNROLL
+        for (int t = 0; t < NT; t++) {
+            __m256 xdv = _mm256_loadu_ps(xd[t] + jh);
+            __m256 xsv = dt == KDT_Q4_1 ? _mm256_loadu_ps(xs[t] + jh)
+                                        : _mm256_setzero_ps();
+            KUNROLL
+            for (int k = 0; k < NR; k++) {
+                acc[h][k][t] = _mm256_fmadd_ps(
+                    p[h][k][t], _mm256_mul_ps(dk[k], xdv), acc[h][k][t]);
+                if (dt == KDT_Q4_1)
+                    acc[h][k][t] = _mm256_fmadd_ps(mk[k], xsv, acc[h][k][t]);
+            }
+        }
+    }
+}
+
 KTARGET_AVX2 KINLINE void rows2(enum kdtype dt, int NR, int NT,
                                 const struct kmm_blk *b, int r, int t0)
 {
@@ -572,10 +632,8 @@ KTARGET_AVX2 KINLINE void rows2(enum kdtype dt, int NR, int NT,
         }
         const int j0 = cs / KQ_BLK, je = ce / KQ_BLK;
         int j = j0;
-        for (; j + 16 <= je; j += 16) { /* whole steps, n a constant */
-            step2(dt, NR, NT, nb, w, q, xq, xd, xs, j, 8, acc[0]);
-            step2(dt, NR, NT, nb, w, q, xq, xd, xs, j + 8, 8, acc[1]);
-        }
+        for (; j + 16 <= je; j += 16) /* whole steps, n a constant */
+            step2x16(dt, NR, NT, nb, w, q, xq, xd, xs, j, acc);
         /* under 16 blocks left: a whole step into chains 0..7, then a
          * part into 8..15; or a part into 0..7 (constant indices: a
          * computed one kept the chains in memory) */
