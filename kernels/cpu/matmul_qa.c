@@ -320,9 +320,17 @@ KINLINE void short_put(float *const *py, const float *v, int n, int accum)
 
 #define NR2 2
 #define NT2 2
-/* Weight prefetch distance of the AVX2 kernels, bytes ahead in the row */
+/* Weight prefetch distance of the AVX2 kernels, bytes ahead in the row:
+ * Q4 as KQA_PF (below); Q8_0 1 KiB, measured on an AVX2-only EPYC (Zen
+ * 1) by alternating the two every decode step of the synthetic q8 model,
+ * each step paired with a read of as many bytes: 3-6 points more of the
+ * read than at 8 KiB in 6 of 6 runs (2 KiB -5, 512 B -2, none -8); Q4
+ * level or 2-3 points the other way, so it keeps 8 KiB. */
 #ifndef KQA2_PF
-#define KQA2_PF 8192 /* as KQA_PF (below) */
+#define KQA2_PF 8192
+#endif
+#ifndef KQA2_PF_Q8
+#define KQA2_PF_Q8 1024
 #endif
 
 /* kmask8 + 8 - n: n dwords of ones, then zeros (n <= 8). */
@@ -486,9 +494,10 @@ KTARGET_AVX2 KINLINE __m256i isum8(enum kdtype dt, int nb, const uint8_t *w,
                                    const int8_t *x, int j, int n)
 {
     const int bs = dt == KDT_Q8_0 ? KQ_BLK : 16; /* bytes per block */
+    const int pf = dt == KDT_Q8_0 ? KQA2_PF_Q8 : KQA2_PF;
     KUNROLL
     for (int i = 0; i < 8; i += 64 / bs) /* each 64-byte line once */
-        _mm_prefetch((const char *)w + (size_t)(j + i) * bs + KQA2_PF,
+        _mm_prefetch((const char *)w + (size_t)(j + i) * bs + pf,
                      _MM_HINT_T0);
     if (dt == KDT_Q8_0) {
         __m256i v[8];
@@ -1045,7 +1054,7 @@ KTARGET_AVX2 void kmm_block_qa_avx2(const struct kmm_blk *b)
  * of the read against 84-90% at 8 KiB, 8 runs of 8; the synthetic model's
  * matmul list 54-82% against 58-86%; 4 KiB = 8 KiB, 2, 16 and 32 KiB
  * below. Q8_0 (VNNI) and the AVX2 kernels (KQA2_PF): 8 KiB 1-5 points
- * over 2 KiB. */
+ * over 2 KiB (Zen 5; on Zen 1 AVX2 Q8_0 takes 1 KiB, KQA2_PF_Q8). */
 #ifndef KQA_PF
 #define KQA_PF 8192
 #endif
