@@ -450,10 +450,8 @@ KTARGET_AVX2 KINLINE __m256i q4_lanes(const uint8_t *w, const int8_t *xg,
 {
     const __m256i f = _mm256_set1_epi8(15);
     __m256i v, xl, xh;
-    if (n == 2) {
-        v = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)w));
-        v = _mm256_inserti128_si256(
-            v, _mm_loadu_si128((const __m128i *)(w + 16)), 1);
+    if (n == 2) { /* the two blocks are adjacent: one load */
+        v = _mm256_loadu_si256((const __m256i *)w);
         xl = _mm256_loadu_si256((const __m256i *)(xg + 16 * p));
         xh = _mm256_loadu_si256((const __m256i *)(xg + 16 * gn + 16 * p));
     } else {
