@@ -752,6 +752,57 @@ static enum test_return test_matmul_q_isa_equal(void)
     return TEST_PASS;
 }
 
+/* The integer sums at their largest: every Q4 nibble 15 (Q8_0 code
+ * -128) against x codes all +127 or all -127. The AVX2 Q4 kernel adds
+ * the partial sums of a block in int16 before widening (|.| <= 30480)
+ * and the AVX2 Q8_0 kernel moves signs onto x: an overflow there would
+ * change the bits against the scalar kernel, whose sums are plain ints.
+ * One token (row loops and the short-row kernels) and a few (pairs,
+ * transposed blocks). */
+static enum test_return test_matmul_q_extreme(void)
+{
+    enum kisa isas[KISA_COUNT];
+    int n_isa = supported_isas(isas);
+    static const enum kdtype dts[] = {KDT_Q8_0, KDT_Q4_1, KDT_Q4_S};
+    static const struct {
+        int rows, cols, n;
+    } shapes[] = {{9, 2112, 1}, {9, 2112, 3}, {9, 160, 1},
+                  {9, 384, 2},  {9, 512, 5},  {9, 1024, 1}};
+    float *x = malloc((size_t)5 * 2112 * sizeof *x);
+    float *y0 = malloc((size_t)5 * 9 * sizeof *y0);
+    float *y = malloc((size_t)5 * 9 * sizeof *y);
+    CHECK(x && y0 && y, "alloc");
+    for (size_t k = 0; k < 3 * sizeof shapes / sizeof *shapes; k++) {
+        enum kdtype dt = dts[k % 3];
+        int rows = shapes[k / 3].rows, cols = shapes[k / 3].cols;
+        int n = shapes[k / 3].n;
+        struct tmat t;
+        CHECK(tmat_new(&t, dt, rows, cols, 0) == 0, "alloc");
+        memset(t.data, dt == KDT_Q8_0 ? 0x80 : 0xff,
+               (size_t)rows * kmat_row_bytes(dt, cols));
+        for (int sign = -1; sign <= 1; sign += 2) {
+            for (size_t i = 0; i < (size_t)n * cols; i++)
+                x[i] = (float)sign;
+            for (int ii = 0; ii < n_isa; ii++) {
+                kisa_set(isas[ii]);
+                CHECK(kmatmul(NULL, &t.m, x, cols, ii ? y : y0, rows, n) == 0,
+                      "kmatmul");
+                CHECK(ii == 0 ||
+                          memcmp(y, y0, (size_t)n * rows * sizeof *y) == 0,
+                      "%s %dx%d, %d tokens, x %+d: %s differs from %s",
+                      kdtype_str(dt), rows, cols, n, sign, kisa_str(isas[ii]),
+                      kisa_str(isas[0]));
+            }
+        }
+        kisa_set(kisa_detect());
+        tmat_free(&t);
+    }
+    free(x);
+    free(y0);
+    free(y);
+    return TEST_PASS;
+}
+
 /* Q4_S is Q4_1 with scales and mins that kq4s_expand gives (kernels.h):
  * the same bits as that Q4_1 matrix on every path and token count (rows
  * past one expansion group, short rows for the rows-in-lanes kernels, a
@@ -1941,6 +1992,7 @@ static const struct {
     {"matmul_f8_blk_odd", test_matmul_f8_blk_odd},
     {"matmul_q", test_matmul_q},
     {"matmul_q_isa_equal", test_matmul_q_isa_equal},
+    {"matmul_q_extreme", test_matmul_q_extreme},
     {"matmul_q4s", test_matmul_q4s},
     {"matmul_q_amx", test_matmul_q_amx},
     {"matmul_tiled", test_matmul_tiled},
