@@ -706,12 +706,37 @@ done:
     return ret;
 }
 
+/* kmatmul of W on n tokens of x with every ISA this CPU has: the same
+ * bits as the first (scalar). y0, y: n * W->rows floats. Leaves the
+ * detected ISA active. */
+static enum test_return q_isas_agree(const struct kmat *W, const float *x,
+                                     int n, float *y0, float *y,
+                                     const char *what)
+{
+    enum kisa isas[KISA_COUNT];
+    int n_isa = supported_isas(isas);
+    enum test_return ret = TEST_PASS;
+    for (int ii = 0; ii < n_isa && ret == TEST_PASS; ii++) {
+        kisa_set(isas[ii]);
+        if (kmatmul(NULL, W, x, W->cols, ii ? y : y0, W->rows, n) != 0) {
+            fprintf(stderr, "  %s: kmatmul failed\n", what);
+            ret = TEST_FAIL;
+        } else if (ii > 0 &&
+                   memcmp(y, y0, (size_t)n * W->rows * sizeof *y) != 0) {
+            fprintf(stderr, "  %s %s %dx%d, %d tokens: %s differs from %s\n",
+                    what, kdtype_str(W->dtype), W->rows, W->cols, n,
+                    kisa_str(isas[ii]), kisa_str(isas[0]));
+            ret = TEST_FAIL;
+        }
+    }
+    kisa_set(kisa_detect());
+    return ret;
+}
+
 /* Q8_0 / Q4_1: the integer lanes and float steps are the same in every
  * ISA (matmul_qa.c), so every ISA gives the same bits. */
 static enum test_return test_matmul_q_isa_equal(void)
 {
-    enum kisa isas[KISA_COUNT];
-    int n_isa = supported_isas(isas);
     static const enum kdtype dts[] = {KDT_Q8_0, KDT_Q4_1, KDT_Q4_S};
     /* long rows; and short rows with enough tokens for the VNNI
      * rows-in-lanes kernel (matmul.c: rl_min_tok), slabs of 16 rows
@@ -734,17 +759,9 @@ static enum test_return test_matmul_q_isa_equal(void)
         int cols = shapes[k / 3].cols, n = shapes[k / 3].n;
         struct tmat t;
         CHECK(tmat_new(&t, dts[d], rows, cols, 0) == 0, "alloc");
-        for (int ii = 0; ii < n_isa; ii++) {
-            kisa_set(isas[ii]);
-            CHECK(kmatmul(NULL, &t.m, x, cols, ii ? y : y0, rows, n) == 0,
-                  "kmatmul");
-            CHECK(ii == 0 || memcmp(y, y0, (size_t)n * rows * sizeof *y) == 0,
-                  "%s %dx%d, %d tokens: %s differs from %s",
-                  kdtype_str(dts[d]), rows, cols, n, kisa_str(isas[ii]),
-                  kisa_str(isas[0]));
-        }
-        kisa_set(kisa_detect());
+        enum test_return r = q_isas_agree(&t.m, x, n, y0, y, "random");
         tmat_free(&t);
+        CHECK(r == TEST_PASS, "ISAs differ");
     }
     free(x);
     free(y0);
@@ -761,8 +778,6 @@ static enum test_return test_matmul_q_isa_equal(void)
  * transposed blocks). */
 static enum test_return test_matmul_q_extreme(void)
 {
-    enum kisa isas[KISA_COUNT];
-    int n_isa = supported_isas(isas);
     static const enum kdtype dts[] = {KDT_Q8_0, KDT_Q4_1, KDT_Q4_S};
     static const struct {
         int rows, cols, n;
@@ -780,22 +795,14 @@ static enum test_return test_matmul_q_extreme(void)
         CHECK(tmat_new(&t, dt, rows, cols, 0) == 0, "alloc");
         memset(t.data, dt == KDT_Q8_0 ? 0x80 : 0xff,
                (size_t)rows * kmat_row_bytes(dt, cols));
-        for (int sign = -1; sign <= 1; sign += 2) {
+        enum test_return r = TEST_PASS;
+        for (int sign = -1; sign <= 1 && r == TEST_PASS; sign += 2) {
             for (size_t i = 0; i < (size_t)n * cols; i++)
                 x[i] = (float)sign;
-            for (int ii = 0; ii < n_isa; ii++) {
-                kisa_set(isas[ii]);
-                CHECK(kmatmul(NULL, &t.m, x, cols, ii ? y : y0, rows, n) == 0,
-                      "kmatmul");
-                CHECK(ii == 0 ||
-                          memcmp(y, y0, (size_t)n * rows * sizeof *y) == 0,
-                      "%s %dx%d, %d tokens, x %+d: %s differs from %s",
-                      kdtype_str(dt), rows, cols, n, sign, kisa_str(isas[ii]),
-                      kisa_str(isas[0]));
-            }
+            r = q_isas_agree(&t.m, x, n, y0, y, sign > 0 ? "x +127" : "x -127");
         }
-        kisa_set(kisa_detect());
         tmat_free(&t);
+        CHECK(r == TEST_PASS, "ISAs differ at the extremes");
     }
     free(x);
     free(y0);
