@@ -523,13 +523,29 @@ KTARGET_AVX2 KINLINE __m256i isum8(enum kdtype dt, int nb, const uint8_t *w,
     return q4_reduce(v);
 }
 
-/* Blocks j .. j+n-1 (n <= 8) of rows2's rows into the chains acc. */
-KTARGET_AVX2 KINLINE void step2(enum kdtype dt, int NR, int NT, int nb,
-                                const uint8_t *const *w, const struct qrow *q,
-                                const int8_t *const *xq,
-                                const float *const *xd,
-                                const float *const *xs, int j, int n,
-                                __m256 acc[NR2][NT2])
+/* The block sums of blocks j .. j+n-1 (n <= 8) of rows2's rows and
+ * tokens, as floats: a step's integer part. */
+KTARGET_AVX2 KINLINE void step2_sums(enum kdtype dt, int NR, int NT, int nb,
+                                     const uint8_t *const *w,
+                                     const int8_t *const *xq, int j, int n,
+                                     __m256 p[NR2][NT2])
+{
+    KUNROLL
+    for (int t = 0; t < NT; t++) {
+        KUNROLL
+        for (int k = 0; k < NR; k++)
+            p[k][t] = _mm256_cvtepi32_ps(isum8(dt, nb, w[k], xq[t], j, n));
+    }
+}
+
+/* Those sums p of blocks j .. j+n-1 into the chains acc: a step's float
+ * part. */
+KTARGET_AVX2 KINLINE void step2_apply(enum kdtype dt, int NR, int NT,
+                                      const struct qrow *q,
+                                      const float *const *xd,
+                                      const float *const *xs, int j, int n,
+                                      __m256 p[NR2][NT2],
+                                      __m256 acc[NR2][NT2])
 {
     __m256 dk[NR2], mk[NR2];
     KUNROLL
@@ -542,8 +558,7 @@ KTARGET_AVX2 KINLINE void step2(enum kdtype dt, int NR, int NT, int nb,
                                     : _mm256_setzero_ps();
         KUNROLL
         for (int k = 0; k < NR; k++) {
-            __m256 p = _mm256_cvtepi32_ps(isum8(dt, nb, w[k], xq[t], j, n));
-            acc[k][t] = _mm256_fmadd_ps(p, _mm256_mul_ps(dk[k], xdv),
+            acc[k][t] = _mm256_fmadd_ps(p[k][t], _mm256_mul_ps(dk[k], xdv),
                                         acc[k][t]);
             if (dt == KDT_Q4_1)
                 acc[k][t] = _mm256_fmadd_ps(mk[k], xsv, acc[k][t]);
@@ -551,13 +566,27 @@ KTARGET_AVX2 KINLINE void step2(enum kdtype dt, int NR, int NT, int nb,
     }
 }
 
+/* Blocks j .. j+n-1 (n <= 8) of rows2's rows into the chains acc. */
+KTARGET_AVX2 KINLINE void step2(enum kdtype dt, int NR, int NT, int nb,
+                                const uint8_t *const *w, const struct qrow *q,
+                                const int8_t *const *xq,
+                                const float *const *xd,
+                                const float *const *xs, int j, int n,
+                                __m256 acc[NR2][NT2])
+{
+    __m256 p[NR2][NT2];
+    step2_sums(dt, NR, NT, nb, w, xq, j, n, p);
+    step2_apply(dt, NR, NT, q, xd, xs, j, n, p, acc);
+}
+
 /*
- * step2 for blocks j .. j+15 into acc[0] (j..j+7) and acc[1] (j+8..): the
- * same float steps in the same order, but every integer sum of the 16
- * blocks first. Written as two step2 calls the compiler kept each step's
- * long integer chain (loads, maddubs, the reduction tree, convert) ahead
- * of its own float steps and Zen 1's scheduler ran out of work: one row,
- * one token, Q4_S 1.12x the kernel this way (cache-resident).
+ * Two whole steps, blocks j .. j+15, into acc[0] (j..j+7) and acc[1]
+ * (j+8..): the same float steps in the same order, but the integer sums
+ * of all 16 blocks first. Written as two step2 calls the compiler kept
+ * each step's long integer chain (loads, maddubs, the reduction tree,
+ * convert) ahead of its own float steps and Zen 1's scheduler ran out of
+ * work: one row, one token, Q4_S 1.12x the kernel this way
+ * (cache-resident).
  */
 KTARGET_AVX2 KINLINE void step2x16(enum kdtype dt, int NR, int NT, int nb,
                                    const uint8_t *const *w,
@@ -568,37 +597,10 @@ KTARGET_AVX2 KINLINE void step2x16(enum kdtype dt, int NR, int NT, int nb,
                                    __m256 acc[2][NR2][NT2])
 {
     __m256 p[2][NR2][NT2];
-    KUNROLL
-    for (int h = 0; h < 2; h++) {
-        KUNROLL
-        for (int t = 0; t < NT; t++) {
-            KUNROLL
-            for (int k = 0; k < NR; k++)
-                p[h][k][t] = _mm256_cvtepi32_ps(
-                    isum8(dt, nb, w[k], xq[t], j + 8 * h, 8));
-        }
-    }
-    KUNROLL
-    for (int h = 0; h < 2; h++) {
-        const int jh = j + 8 * h;
-        __m256 dk[NR2], mk[NR2];
-        KUNROLL
-        for (int k = 0; k < NR; k++)
-            qs_load8(&q[k], dt == KDT_Q4_1, jh, 8, &dk[k], &mk[k]);
-        KUNROLL
-        for (int t = 0; t < NT; t++) {
-            __m256 xdv = _mm256_loadu_ps(xd[t] + jh);
-            __m256 xsv = dt == KDT_Q4_1 ? _mm256_loadu_ps(xs[t] + jh)
-                                        : _mm256_setzero_ps();
-            KUNROLL
-            for (int k = 0; k < NR; k++) {
-                acc[h][k][t] = _mm256_fmadd_ps(
-                    p[h][k][t], _mm256_mul_ps(dk[k], xdv), acc[h][k][t]);
-                if (dt == KDT_Q4_1)
-                    acc[h][k][t] = _mm256_fmadd_ps(mk[k], xsv, acc[h][k][t]);
-            }
-        }
-    }
+    step2_sums(dt, NR, NT, nb, w, xq, j, 8, p[0]);
+    step2_sums(dt, NR, NT, nb, w, xq, j + 8, 8, p[1]);
+    step2_apply(dt, NR, NT, q, xd, xs, j, 8, p[0], acc[0]);
+    step2_apply(dt, NR, NT, q, xd, xs, j + 8, 8, p[1], acc[1]);
 }
 
 KTARGET_AVX2 KINLINE void rows2(enum kdtype dt, int NR, int NT,
