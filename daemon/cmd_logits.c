@@ -40,7 +40,10 @@ static void logits_usage(FILE *f)
         "                 bf16-rounded activations (AVX512-BF16 CPUs)\n"
         "  --device D     where the model runs: auto (default: a CUDA GPU\n"
         "                 when this build has CUDA and one is present, else\n"
-        "                 the CPU), cpu, cuda (GPU 0) or cuda:N\n");
+        "                 the CPU), cpu, cuda (GPU 0) or cuda:N\n"
+        "  --q4-layout L  auto (default: Q4 weights copied with eight rows\n"
+        "                 interleaved where the kernels are AVX2, same\n"
+        "                 results) or rows (kept as the checkpoint has them)\n");
 }
 
 static void print_row(const float *v, int n)
@@ -55,7 +58,7 @@ int cmd_logits(int argc, char **argv)
 {
     const char *dir = NULL, *ids_s = NULL, *device = NULL, *v;
     long last = 1, threads = 2;
-    int kv_bf16 = 0, act_bf16 = 0;
+    int kv_bf16 = 0, act_bf16 = 0, q4_rows = 0;
     int want_mtp = 0;
     for (int i = 1; i < argc; i++) {
         int r;
@@ -92,6 +95,12 @@ int cmd_logits(int argc, char **argv)
             if (r < 0 || cli_parse_device(v))
                 return 2;
             device = v;
+        } else if ((r = cli_opt(argc, argv, &i, "--q4-layout", &v))) {
+            if (r < 0 || (strcmp(v, "auto") && strcmp(v, "rows"))) {
+                fprintf(stderr, "mtpd: error: --q4-layout needs auto or rows\n");
+                return 2;
+            }
+            q4_rows = !strcmp(v, "rows");
         } else {
             fprintf(stderr, "mtpd: error: unknown option '%s'\n", argv[i]);
             logits_usage(stderr);
@@ -117,7 +126,7 @@ int cmd_logits(int argc, char **argv)
     char err[512] = "";
     struct mtpd_model *m;
     struct mtpd_load_opts lo = {.kv_bf16 = kv_bf16, .act_bf16 = act_bf16,
-                                .device = device};
+                                .device = device, .keep_q4_layout = q4_rows};
     int rc = mtpd_model_load(dir, &lo, &m, err, sizeof(err));
     if (rc) {
         fprintf(stderr, "mtpd: error: %s\n", err);

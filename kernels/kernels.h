@@ -41,6 +41,8 @@ enum kdtype {
     KDT_Q4_S,    /* Q4_1's codes; 8-bit scale and min per KQ_BLK weights,
                   * two power-of-two exponents per KQ4S_GRP blocks (qsc,
                   * qmn, qexp): 4.51 bits per weight */
+    KDT_Q4_X8,   /* Q4_S or Q4_1 with eight rows interleaved (kq4x8_pack):
+                  * a CPU layout made at load for AVX2, never in a file */
     KDT_COUNT
 };
 
@@ -134,6 +136,23 @@ size_t kmat_bytes(const struct kmat *W);
  * expands whole matrices. Uses the active ISA's vectors. */
 void kq4s_expand(const struct kmat *W, int r0, int n, uint16_t *qd,
                  uint16_t *qm);
+/*
+ * Q4_X8: a Q4_S or Q4_1 matrix with eight rows in the lanes of a vector,
+ * so that AVX2 needs no horizontal sums (matmul_q4x8.c). Rows are taken
+ * in slabs of 8 (the last one padded with zero rows); nb = cols / KQ_BLK,
+ * ng = ceil(nb / KQ4S_GRP). data: per slab s and block j, 128 bytes at
+ * (s * nb + j) * 128: four 32-byte vectors, vector v holding in its dword
+ * l bytes 4v..4v+3 of row 8s+l's block j (Q4_1's 16 bytes). Scales, per
+ * slab and block 8 entries (lane l: row 8s+l): from Q4_S qsc, qmn bytes
+ * ([slab][nb][8]) and qexp ([slab][ng][16]: the 8 rows' e, then their f);
+ * from Q4_1 qd, qm fp16 ([slab][nb][8]). The same weights and the same
+ * sums in the same order as the source: bit-identical results.
+ * kq4x8_bytes: the bytes kq4x8_pack writes for W (Q4_S or Q4_1), or 0 for
+ * another dtype. kq4x8_pack: writes them to buf (64-byte aligned) and
+ * sets *out to the Q4_X8 matrix pointing into buf (resident kept).
+ */
+size_t kq4x8_bytes(const struct kmat *W);
+int kq4x8_pack(const struct kmat *W, void *buf, struct kmat *out);
 /* 0 when W's Q4_S exponents are all in [KQ4S_EMIN, KQ4S_EMAX], else
  * MTPD_K_EINVAL (a loader's check of a checkpoint). */
 int kq4s_check(const struct kmat *W);

@@ -84,6 +84,8 @@ struct mtpd_model {
     float *inv_freq;     /* [rope / 2] */
     uint16_t *q4s_exp;   /* resident Q4_S matrices' scales and mins as
                           * Q4_1's fp16 (q4s_widen), or NULL */
+    void *q4x8;          /* Q4 matrices with eight rows interleaved
+                          * (q4_interleave), one buffer, or NULL */
     float rope_mscale;   /* multiplies cos/sin (YaRN attention factor) */
     float softmax_scale;
     int act_bf16;         /* mtpd_load_opts.act_bf16 set on some BF16

@@ -6,7 +6,7 @@
  *
  *   bench_forward --model DIR [--threads N] [--ctx 64] [--secs 1.5]
  *                 [--t 1,2,4,8] [--only T] [--device auto|cpu|cuda:N]
- *                 [--ab ISA,ISA] [--act-bf16] [--no-paired]
+ *                 [--ab ISA,ISA] [--act-bf16] [--no-paired] [--q4-rows]
  *
  * Prints a markdown table: ms per call, cost(T)/cost(1), weight bytes read
  * per call (dense parts once; routed experts: the expected number of
@@ -210,7 +210,7 @@ int main(int argc, char **argv)
     const char *dir = NULL, *device = NULL;
     int threads = 2, ctx = 64;
     double secs = 1.5;
-    int only_t = 0, act_bf16 = 0, paired = 1;
+    int only_t = 0, act_bf16 = 0, paired = 1, q4_rows = 0;
     const char *ab = NULL;
     int Ts[32] = {1, 2, 4, 8}, n_ts = 4, max_t = 8;
     for (int i = 1; i < argc; i++) {
@@ -228,6 +228,8 @@ int main(int argc, char **argv)
             ab = argv[++i]; /* two code paths, interleaved: avx512,amx */
         else if (!strcmp(argv[i], "--act-bf16")) /* mtpd_load_opts */
             act_bf16 = 1;
+        else if (!strcmp(argv[i], "--q4-rows"))
+            q4_rows = 1;
         else if (!strcmp(argv[i], "--no-paired")) /* profiling: forward only */
             paired = 0;
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
@@ -264,7 +266,8 @@ int main(int argc, char **argv)
                 "supported, using %s\n", isa, mtpd_isa());
     char err[512];
     struct mtpd_model *m;
-    struct mtpd_load_opts lo = {.device = device, .act_bf16 = act_bf16};
+    struct mtpd_load_opts lo = {.device = device, .act_bf16 = act_bf16,
+                                .keep_q4_layout = q4_rows};
     if (mtpd_model_load(dir, &lo, &m, err, sizeof(err))) {
         fprintf(stderr, "bench_forward: %s\n", err);
         return 1;

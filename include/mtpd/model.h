@@ -158,6 +158,11 @@ struct mtpd_load_opts {
      * or "cuda:N". A device that is not there is MTPD_ENODEV, with the
      * reason in err. */
     const char *device;
+    int keep_q4_layout; /* 1: Q4 matrices stay row-major; 0 (default): on
+                         * a CPU whose kernels are AVX2 (no AVX-512) they
+                         * are copied at load with eight rows interleaved
+                         * (Q4_X8, kernels.h), 1.2-1.4x faster kernels
+                         * there, the same results bit for bit */
 };
 
 /*

@@ -24,7 +24,7 @@ size_t kdtype_size(enum kdtype t)
 
 size_t kmat_row_bytes(enum kdtype t, int cols)
 {
-    return t == KDT_Q4_1 || t == KDT_Q4_S ? (size_t)cols / 2
+    return t == KDT_Q4_1 || t == KDT_Q4_S || t == KDT_Q4_X8 ? (size_t)cols / 2
                                           : (size_t)cols * kdtype_size(t);
 }
 
@@ -32,6 +32,11 @@ size_t kmat_bytes(const struct kmat *W)
 {
     if (W == NULL || W->data == NULL)
         return 0;
+    if (W->dtype == KDT_Q4_X8) { /* padded slabs */
+        size_t sec[4];
+        kq4x8_sections(W, sec);
+        return sec[0] + sec[1] + sec[2] + sec[3];
+    }
     size_t b = (size_t)W->rows * kmat_row_bytes(W->dtype, W->cols);
     if (W->dtype == KDT_F8_E4M3 && W->blk > 0)
         b += sizeof(float) * (size_t)((W->rows + W->blk - 1) / W->blk) *
@@ -56,6 +61,7 @@ const char *kdtype_str(enum kdtype t)
     case KDT_Q8_0: return "Q8_0";
     case KDT_Q4_1: return "Q4_1";
     case KDT_Q4_S: return "Q4_S";
+    case KDT_Q4_X8: return "Q4_X8";
     default: return "?";
     }
 }

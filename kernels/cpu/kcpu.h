@@ -276,6 +276,21 @@ static inline float kpow2f(int e)
 static inline float kq_weight(const struct kmat *W, int r, int c)
 {
     size_t nb = (size_t)(W->cols / KQ_BLK), j = (size_t)(c / KQ_BLK);
+    if (W->dtype == KDT_Q4_X8) { /* kernels.h: slab s, lane l */
+        size_t s = (size_t)r / 8, l = (size_t)r % 8, e = (s * nb + j) * 8 + l;
+        int i = c % KQ_BLK, b = i % 16;
+        uint8_t v = ((const uint8_t *)W->data)[(s * nb + j) * 128 +
+                                               32 * (size_t)(b / 4) + 4 * l +
+                                               (size_t)(b % 4)];
+        int q = i < 16 ? v & 15 : v >> 4;
+        if (W->qsc == NULL)
+            return __builtin_fmaf((float)q, kf16_to_f32(W->qd[e]),
+                                  kf16_to_f32(W->qm[e]));
+        size_t ng = (nb + KQ4S_GRP - 1) / KQ4S_GRP;
+        const int8_t *ex = W->qexp + (s * ng + j / KQ4S_GRP) * 16 + l;
+        return __builtin_fmaf((float)q, ldexpf((float)W->qsc[e], ex[0]),
+                              ldexpf((float)W->qmn[e], ex[8]));
+    }
     size_t k = (size_t)r * nb + j;
     if (W->dtype == KDT_Q8_0)
         return (float)((const int8_t *)W->data)[(size_t)r * W->cols + c] *
@@ -293,6 +308,17 @@ static inline float kq_weight(const struct kmat *W, int r, int c)
     return __builtin_fmaf((float)q, kf16_to_f32(W->qd[k]),
                           kf16_to_f32(W->qm[k]));
 }
+
+/* matmul_q4x8.c: bytes of a Q4_X8 matrix's sections for W (Q4_S, Q4_1 or
+ * Q4_X8): codes, then scales, mins, exponents (Q4_S) or fp16 scales,
+ * mins, 0 (Q4_1). */
+void kq4x8_sections(const struct kmat *W, size_t sec[4]);
+/* Rows [row0, row1) of a Q4_X8 W for n_tok tokens of x quantized by
+ * kqa_quantize (Q4_1 layout, ldq): slabs [s0, s1), AVX2 (avx2 = 1) or
+ * scalar; y[t * ldy + r] stored for r in [row0, row1) only. */
+void kq4x8_rows(const struct kmat *W, int s0, int s1, int row0, int row1,
+                const uint8_t *xq, size_t ldq, int n_tok, float *y, int ldy,
+                int avx2);
 
 /* fp8 e4m3fn -> fp32 for all 256 codes (dtype.c). */
 extern const float kf8e4m3_table[256];

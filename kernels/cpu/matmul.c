@@ -402,6 +402,41 @@ static void rl2_part(void *arg, int part, int n_parts)
 }
 #endif
 
+/* Q4_X8 (matmul_q4x8.c): x quantized once, slabs split across the pool. */
+struct x8_job {
+    const struct kmat *W;
+    int row0, row1, n_tok, ldy, avx2;
+    const uint8_t *xq;
+    size_t ldq;
+    float *y;
+};
+
+static void x8_part(void *arg, int part, int n_parts)
+{
+    const struct x8_job *j = arg;
+    int sa = j->row0 / 8, sb = (j->row1 + 7) / 8, c0, c1;
+    kpool_share(sb - sa, part, n_parts, &c0, &c1);
+    if (c0 < c1)
+        kq4x8_rows(j->W, sa + c0, sa + c1, j->row0, j->row1, j->xq, j->ldq,
+                   j->n_tok, j->y, j->ldy, j->avx2);
+}
+
+static int x8_matmul(struct kpool *p, const struct kmat *W, int row0,
+                     int row1, const float *x, int ldx, float *y, int ldy,
+                     int n_tok)
+{
+    size_t ldq = KQA_LDQ(W->cols);
+    uint8_t *xq = scratch_get((size_t)n_tok * ldq);
+    if (xq == NULL)
+        return MTPD_K_ENOMEM;
+    kqa_quantize(KDT_Q4_1, x, ldx, W->cols, n_tok, xq, ldq);
+    struct x8_job j = {W, row0, row1, n_tok, ldy,
+                       kisa_active() >= KISA_AVX2, xq, ldq, y};
+    int slabs = (row1 + 7) / 8 - row0 / 8;
+    kpool_run(p, x8_part, &j, kpool_parts(p, slabs));
+    return MTPD_K_OK;
+}
+
 static int kmat_check(const struct kmat *W)
 {
     if (W == NULL || W->data == NULL || W->rows <= 0 || W->cols <= 0 ||
@@ -417,6 +452,10 @@ static int kmat_check(const struct kmat *W)
     if (W->dtype == KDT_Q4_S &&
         (W->qsc == NULL || W->qmn == NULL || W->qexp == NULL ||
          W->cols % KQ_BLK != 0 || W->cols / KQ_BLK > KQ4S_EX / 2))
+        return MTPD_K_EINVAL;
+    if (W->dtype == KDT_Q4_X8 &&
+        (W->cols % KQ_BLK != 0 || ((uintptr_t)W->data & 31) ||
+         (W->qsc ? !W->qmn || !W->qexp : !W->qd || !W->qm)))
         return MTPD_K_EINVAL;
     return MTPD_K_OK;
 }
@@ -435,6 +474,8 @@ int kmatmul_rows(struct kpool *p, const struct kmat *W, int row0, int row1,
         return MTPD_K_EINVAL;
     if (n_tok == 0 || row0 == row1)
         return MTPD_K_OK;
+    if (W->dtype == KDT_Q4_X8)
+        return x8_matmul(p, W, row0, row1, x, ldx, y, ldy, n_tok);
     /* Q4_S: Q4_1's kernels. The AVX2 / VNNI block kernels read its scales
      * in place; the scalar and AMX ones (mm_range) and rows in lanes run on
      * a few rows at a time with the scales expanded (exact, q4s_rows). The
@@ -628,6 +669,7 @@ int kmat_row_f32(const struct kmat *W, int r, float *out)
     case KDT_Q8_0:
     case KDT_Q4_1:
     case KDT_Q4_S:
+    case KDT_Q4_X8:
         for (int c = 0; c < W->cols; c++)
             out[c] = kq_weight(W, r, c);
         break;

@@ -6,6 +6,7 @@ error line (as tests/model/test_bad_checkpoints.py)."""
 import json
 import os
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -434,3 +435,37 @@ def test_q4s_missing_exponents(mtpd, q4_preset):
     edit_tensors(q4_preset, lambda t: t.pop(T_QA + "_qexp"))
     expect_error(mtpd, q4_preset, T_QA + "_qexp", "missing")
 
+
+
+def cpu_has_avx2():
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx2" in flags and "fma" in flags and "f16c" in flags
+
+
+@pytest.mark.skipif(not cpu_has_avx2(), reason="no AVX2 on this CPU")
+@pytest.mark.parametrize("fmt", ["q4", "q4_1"])
+def test_q4_rows_interleaved_same_logits(mtpd, default_q, fmt):
+    """With the AVX2 kernels (MTPD_ISA=avx2) mtpd copies the Q4 matrices
+    with eight rows interleaved at load (kernels.h, Q4_X8); the logits,
+    main model and MTP module, are the ones of the row-major layout bit
+    for bit (--q4-layout rows keeps it)."""
+    env = dict(os.environ, MTPD_ISA="avx2")
+    r = subprocess.run([mtpd, "info", "--model", default_q[fmt]],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "Q4 rows interleaved for AVX2" in r.stderr, r.stderr
+    outs = {}
+    for layout in ("auto", "rows"):
+        r = subprocess.run([mtpd, "logits", "--model", default_q[fmt], "--ids",
+                            "5,17,300,42,9,77,1000,3", "--last", "4", "--mtp",
+                            "--q4-layout", layout],
+                           capture_output=True, text=True, timeout=120,
+                           env=env)
+        assert r.returncode == 0, r.stderr
+        outs[layout] = json.loads(r.stdout)
+    assert outs["auto"] == outs["rows"]
+    assert len(outs["auto"]["logits"]) == 4 and "mtp_logits" in outs["auto"]

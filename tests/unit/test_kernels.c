@@ -810,6 +810,87 @@ static enum test_return test_matmul_q_extreme(void)
     return TEST_PASS;
 }
 
+/* Q4_X8 (matmul_q4x8.c): Q4_S / Q4_1 with eight rows interleaved gives
+ * the source's bits on every ISA and token count (one token: slab pairs;
+ * several: passes of 1-4), rows not a multiple of 8 (padding lanes),
+ * 65-block rows (a short last segment and exponent group), row ranges
+ * that cut slabs (other rows untouched), its rows widened by
+ * kmat_row_f32, the largest int16 partials (nibbles 15, x +-127). */
+static enum test_return test_matmul_q4x8(void)
+{
+    static const enum kdtype dts[] = {KDT_Q4_1, KDT_Q4_S};
+    static const struct {
+        int rows, cols, n, extreme;
+    } shapes[] = {{45, 2080, 1, 0}, {45, 2080, 3, 0}, {13, 160, 9, 0},
+                  {8, 384, 2, 0},   {37, 1024, 5, 0}, {64, 64, 1, 0},
+                  {21, 2080, 1, 1}, {21, 512, 6, 1}};
+    enum kisa isas[KISA_COUNT];
+    int n_isa = supported_isas(isas);
+    size_t nx = (size_t)9 * 2080, ny = (size_t)9 * 64;
+    float *x = malloc(nx * sizeof *x), *y0 = malloc(ny * sizeof *y0);
+    float *y = malloc(ny * sizeof *y), *row = malloc(2080 * sizeof *row);
+    float *row0 = malloc(2080 * sizeof *row0);
+    CHECK(x && y0 && y && row && row0, "alloc");
+    for (size_t k = 0; k < 2 * sizeof shapes / sizeof *shapes; k++) {
+        enum kdtype dt = dts[k % 2];
+        int rows = shapes[k / 2].rows, cols = shapes[k / 2].cols;
+        int n = shapes[k / 2].n, ext = shapes[k / 2].extreme;
+        struct tmat t;
+        struct kmat X;
+        CHECK(tmat_new(&t, dt, rows, cols, 0) == 0, "alloc");
+        if (ext)
+            memset(t.data, 0xff, (size_t)rows * kmat_row_bytes(dt, cols));
+        for (size_t i = 0; i < (size_t)n * cols; i++)
+            x[i] = ext ? (i % 2 ? 1.0f : -1.0f) * (k % 4 < 2 ? 1 : -1)
+                       : rnd_f();
+        void *buf = aligned_alloc(64, kq4x8_bytes(&t.m));
+        CHECK(buf && kq4x8_pack(&t.m, buf, &X) == 0, "pack");
+        CHECK(X.dtype == KDT_Q4_X8 && X.rows == rows, "packed shape");
+        for (int ii = 0; ii < n_isa; ii++) {
+            kisa_set(isas[ii]);
+            CHECK(kmatmul(NULL, &t.m, x, cols, y0, rows, n) == 0, "source");
+            memset(y, 0x7f, ny * sizeof *y);
+            CHECK(kmatmul(NULL, &X, x, cols, y, rows, n) == 0, "x8");
+            CHECK(!memcmp(y, y0, (size_t)n * rows * sizeof *y),
+                  "%s %dx%d, %d tokens, %s: Q4_X8 differs from the source",
+                  kdtype_str(dt), rows, cols, n, kisa_str(isas[ii]));
+            /* rows [3, rows - 2): the others keep their bytes */
+            memset(y, 0x7f, ny * sizeof *y);
+            CHECK(kmatmul_rows(NULL, &X, 3, rows - 2, x, cols, y, rows, n) == 0,
+                  "rows");
+            for (int tk = 0; tk < n; tk++)
+                for (int r = 0; r < rows; r++) {
+                    float v = y[(size_t)tk * rows + r], e;
+                    memset(&e, 0x7f, sizeof e);
+                    if (r >= 3 && r < rows - 2)
+                        CHECK(v == y0[(size_t)tk * rows + r], "row %d", r);
+                    else
+                        CHECK(!memcmp(&v, &e, sizeof v), "row %d touched", r);
+                }
+        }
+        kisa_set(kisa_detect());
+        for (int r = 0; r < rows; r += 5) {
+            CHECK(kmat_row_f32(&X, r, row) == 0 &&
+                  kmat_row_f32(&t.m, r, row0) == 0, "row_f32");
+            CHECK(!memcmp(row, row0, (size_t)cols * sizeof *row), "row %d", r);
+        }
+        CHECK(kmat_bytes(&X) >= kmat_bytes(&t.m) &&
+              kmat_bytes(&X) <= kq4x8_bytes(&t.m), "bytes");
+        free(buf);
+        tmat_free(&t);
+    }
+    struct tmat q8;
+    CHECK(tmat_new(&q8, KDT_Q8_0, 8, 64, 0) == 0, "alloc");
+    CHECK(kq4x8_bytes(&q8.m) == 0, "Q8_0 has no Q4_X8 form");
+    tmat_free(&q8);
+    free(x);
+    free(y0);
+    free(y);
+    free(row);
+    free(row0);
+    return TEST_PASS;
+}
+
 /* Q4_S is Q4_1 with scales and mins that kq4s_expand gives (kernels.h):
  * the same bits as that Q4_1 matrix on every path and token count (rows
  * past one expansion group, short rows for the rows-in-lanes kernels, a
@@ -1105,6 +1186,8 @@ static enum test_return test_mat_row_f32(void)
     for (int dt = 0; dt < KDT_COUNT; dt++) {
         struct tmat t;
         float out[320];
+        if (dt == KDT_Q4_X8) /* made from Q4_S / Q4_1: test_matmul_q4x8 */
+            continue;
         int cols = is_q(dt) ? 320 : 300;
         if (tmat_new(&t, (enum kdtype)dt, 140, cols, 128) != 0)
             return TEST_FAIL;
@@ -2000,6 +2083,7 @@ static const struct {
     {"matmul_q", test_matmul_q},
     {"matmul_q_isa_equal", test_matmul_q_isa_equal},
     {"matmul_q_extreme", test_matmul_q_extreme},
+    {"matmul_q4x8", test_matmul_q4x8},
     {"matmul_q4s", test_matmul_q4s},
     {"matmul_q_amx", test_matmul_q_amx},
     {"matmul_tiled", test_matmul_tiled},
