@@ -320,6 +320,25 @@ void kq4x8_rows(const struct kmat *W, int s0, int s1, int row0, int row1,
                 const uint8_t *xq, size_t ldq, int n_tok, float *y, int ldy,
                 int avx2);
 
+#if KCPU_X86
+#include <immintrin.h>
+/* The chain tree (matmul_qa.c's header) of sixteen chains of eight rows
+ * in the lanes, chains from ns on taken as +0: the rows-in-lanes AVX2
+ * kernels' segment sum. */
+KTARGET_AVX2 KINLINE __m256 kqa_tree8(const __m256 *C, int ns)
+{
+    __m256 c[16], s8[8];
+    for (int i = 0; i < 16; i++)
+        c[i] = i < ns ? C[i] : _mm256_setzero_ps();
+    for (int i = 0; i < 8; i++)
+        s8[i] = _mm256_add_ps(c[i], c[i + 8]);
+    return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s8[0], s8[4]),
+                                       _mm256_add_ps(s8[2], s8[6])),
+                         _mm256_add_ps(_mm256_add_ps(s8[1], s8[5]),
+                                       _mm256_add_ps(s8[3], s8[7])));
+}
+#endif
+
 /* fp8 e4m3fn -> fp32 for all 256 codes (dtype.c). */
 extern const float kf8e4m3_table[256];
 

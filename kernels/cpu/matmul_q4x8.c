@@ -321,16 +321,7 @@ KTARGET_AVX2 KINLINE void x8_pass(int qs, int NS, int NT,
         for (int q = 0; q < NS; q++) {
             KUNROLL
             for (int t = 0; t < NT; t++) {
-                __m256 c[16], s8[8];
-                for (int i = 0; i < 16; i++)
-                    c[i] = i < ns ? C[q][t][i] : _mm256_setzero_ps();
-                for (int i = 0; i < 8; i++)
-                    s8[i] = _mm256_add_ps(c[i], c[i + 8]);
-                __m256 v = _mm256_add_ps(
-                    _mm256_add_ps(_mm256_add_ps(s8[0], s8[4]),
-                                  _mm256_add_ps(s8[2], s8[6])),
-                    _mm256_add_ps(_mm256_add_ps(s8[1], s8[5]),
-                                  _mm256_add_ps(s8[3], s8[7])));
+                __m256 v = kqa_tree8(C[q][t], ns);
                 float *yp = y + (size_t)(t0 + t) * ldy + 8 * (size_t)sl[q];
                 if (full[q]) {
                     if (cs > 0)

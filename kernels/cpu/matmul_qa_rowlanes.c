@@ -578,16 +578,7 @@ KTARGET_AVX2 KINLINE void rl2_pass(int q4, int NT, const struct rl2_slab *sl,
         _mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     KUNROLL
     for (int t = 0; t < NT; t++) {
-        __m256 c[16], s8[8];
-        for (int g = 0; g < 16; g++)
-            c[g] = g < ns ? C[t][g] : _mm256_setzero_ps();
-        for (int i = 0; i < 8; i++)
-            s8[i] = _mm256_add_ps(c[i], c[i + 8]);
-        __m256 v = _mm256_add_ps(
-            _mm256_add_ps(_mm256_add_ps(s8[0], s8[4]),
-                          _mm256_add_ps(s8[2], s8[6])),
-            _mm256_add_ps(_mm256_add_ps(s8[1], s8[5]),
-                          _mm256_add_ps(s8[3], s8[7])));
+        __m256 v = kqa_tree8(C[t], ns);
         float *yp = y + (size_t)(t0 + t) * ldy + r;
         if (add)
             v = _mm256_add_ps(_mm256_maskload_ps(yp, mk), v);
