@@ -327,15 +327,14 @@ static void q4s_widen(struct mtpd_model *m)
     m->q4s_exp = ps.buf;
 }
 
-/* q4_interleave's two passes: bytes needed, then each matrix packed. The
- * output head's copy serves the MTP modules' heads that share its
- * weights. */
+/* q4_interleave's two passes: bytes needed, then each matrix packed. MTP
+ * heads that share the output head's weights (head_src) share its copy. */
 struct q4x8_pass {
     size_t need, used;
     uint8_t *buf; /* NULL on the counting pass */
     const void *head_src;
-    struct kmat head;
-    int n;
+    struct kmat head; /* the output head's copy, once made */
+    int head_seen, n;
 };
 
 static void q4x8_one(struct kmat *k, void *ud)
@@ -343,17 +342,16 @@ static void q4x8_one(struct kmat *k, void *ud)
     struct q4x8_pass *ps = ud;
     if (k->data == NULL || (k->dtype != KDT_Q4_S && k->dtype != KDT_Q4_1))
         return;
-    if (ps->head.data != NULL && k->data == ps->head_src) {
-        *k = ps->head; /* an MTP head sharing lm_head's weights */
+    int head = k->data == ps->head_src;
+    if (head && ps->head_seen) {
+        if (ps->buf != NULL)
+            *k = ps->head;
         return;
     }
-    if (ps->buf == NULL && ps->head_src != NULL && k->data == ps->head_src)
-        return; /* counted once */
+    ps->head_seen |= head;
     size_t b = kq4x8_bytes(k);
     if (ps->buf == NULL) {
         ps->need += b;
-        if (ps->head_src == NULL)
-            ps->head_src = k->data; /* model_each: lm_head first */
         return;
     }
     struct kmat x;
@@ -361,7 +359,7 @@ static void q4x8_one(struct kmat *k, void *ud)
         return;
     ps->used += b;
     ps->n++;
-    if (k->data == ps->head_src)
+    if (head)
         ps->head = x;
     *k = x;
 }
@@ -381,7 +379,7 @@ static void q4_interleave(struct mtpd_model *m)
 {
     if (kisa_active() != KISA_AVX2)
         return;
-    struct q4x8_pass ps = {0};
+    struct q4x8_pass ps = {.head_src = m->lm_head.data};
     model_each(m, q4x8_one, &ps);
     if (ps.need == 0)
         return;
@@ -390,6 +388,7 @@ static void q4_interleave(struct mtpd_model *m)
                   " kept row-major", ps.need / 1e6);
         return;
     }
+    ps.head_seen = 0;
     model_each(m, q4x8_one, &ps);
     m->q4x8 = ps.buf;
     mtpd_logf(MTPD_LOG_INFO, "Q4 rows interleaved for AVX2: %d matrices, "

@@ -271,25 +271,47 @@ static inline float kpow2f(int e)
     return v.f;
 }
 
+/* Block j's scale d and min m of lane l of slab s of a Q4_X8 matrix, as
+ * floats (exact: the values of its source, kernels.h). */
+static inline void kq4x8_scale(const struct kmat *W, size_t s, size_t l,
+                               size_t j, float *d, float *m)
+{
+    size_t nb = (size_t)(W->cols / KQ_BLK), e = (s * nb + j) * 8 + l;
+    if (W->qsc == NULL) {
+        *d = kf16_to_f32(W->qd[e]);
+        *m = kf16_to_f32(W->qm[e]);
+        return;
+    }
+    size_t ng = (size_t)kq4s_ex_bytes(W->cols) / 2;
+    const int8_t *ex = W->qexp + (s * ng + j / KQ4S_GRP) * 16 + l;
+    *d = ldexpf((float)W->qsc[e], ex[0]);
+    *m = ldexpf((float)W->qmn[e], ex[8]);
+}
+
+/* The chain tree every integer kernel ends a segment with (matmul_qa.c's
+ * header; kqa_tree8 in AVX2). */
+static inline float kqa_chains_sum(const float c[16])
+{
+    float s[8];
+    for (int i = 0; i < 8; i++)
+        s[i] = c[i] + c[i + 8];
+    return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+}
+
 /* Weight c of row r of a Q8_0 / Q4_1 / Q4_S matrix, exactly as every
  * kernel widens it (kernels.h). */
 static inline float kq_weight(const struct kmat *W, int r, int c)
 {
     size_t nb = (size_t)(W->cols / KQ_BLK), j = (size_t)(c / KQ_BLK);
     if (W->dtype == KDT_Q4_X8) { /* kernels.h: slab s, lane l */
-        size_t s = (size_t)r / 8, l = (size_t)r % 8, e = (s * nb + j) * 8 + l;
+        size_t s = (size_t)r / 8, l = (size_t)r % 8;
         int i = c % KQ_BLK, b = i % 16;
         uint8_t v = ((const uint8_t *)W->data)[(s * nb + j) * 128 +
                                                32 * (size_t)(b / 4) + 4 * l +
                                                (size_t)(b % 4)];
-        int q = i < 16 ? v & 15 : v >> 4;
-        if (W->qsc == NULL)
-            return __builtin_fmaf((float)q, kf16_to_f32(W->qd[e]),
-                                  kf16_to_f32(W->qm[e]));
-        size_t ng = (nb + KQ4S_GRP - 1) / KQ4S_GRP;
-        const int8_t *ex = W->qexp + (s * ng + j / KQ4S_GRP) * 16 + l;
-        return __builtin_fmaf((float)q, ldexpf((float)W->qsc[e], ex[0]),
-                              ldexpf((float)W->qmn[e], ex[8]));
+        float d, m;
+        kq4x8_scale(W, s, l, j, &d, &m);
+        return __builtin_fmaf((float)(i < 16 ? v & 15 : v >> 4), d, m);
     }
     size_t k = (size_t)r * nb + j;
     if (W->dtype == KDT_Q8_0)

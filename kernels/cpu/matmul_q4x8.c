@@ -35,7 +35,7 @@
 void kq4x8_sections(const struct kmat *W, size_t sec[4])
 {
     size_t nsl = (size_t)(W->rows + 7) / 8, nb = (size_t)(W->cols / KQ_BLK);
-    size_t ng = (nb + KQ4S_GRP - 1) / KQ4S_GRP;
+    size_t ng = (size_t)kq4s_ex_bytes(W->cols) / 2;
     int s = W->dtype == KDT_Q4_S || (W->dtype == KDT_Q4_X8 && W->qsc);
     sec[0] = nsl * nb * 128;
     sec[1] = nsl * nb * 8 * (s ? 1 : 2);
@@ -70,8 +70,7 @@ int kq4x8_pack(const struct kmat *W, void *buf, struct kmat *out)
     uint8_t *w = buf, *sc = w + X8_ALIGN(sec[0]), *mn = sc + X8_ALIGN(sec[1]);
     int8_t *ex = (int8_t *)(mn + X8_ALIGN(sec[2]));
     const size_t nb = (size_t)(W->cols / KQ_BLK), rb = nb * 16;
-    const size_t ng = (nb + KQ4S_GRP - 1) / KQ4S_GRP;
-    const size_t eb = (size_t)kq4s_ex_bytes(W->cols);
+    const size_t eb = (size_t)kq4s_ex_bytes(W->cols), ng = eb / 2;
     for (int r = 0; r < W->rows; r++) {
         size_t s = (size_t)r / 8, l = (size_t)r % 8;
         const uint8_t *src = (const uint8_t *)W->data + (size_t)r * rb;
@@ -109,22 +108,6 @@ int kq4x8_pack(const struct kmat *W, void *buf, struct kmat *out)
 
 /* ---- scalar (the reference for this layout) ------------------------- */
 
-/* Block j's scale d and min m of lane l of slab s, as floats (exact). */
-static void x8_scale(const struct kmat *W, size_t s, size_t l, size_t j,
-                     float *d, float *m)
-{
-    size_t nb = (size_t)(W->cols / KQ_BLK), e = (s * nb + j) * 8 + l;
-    if (W->qsc == NULL) {
-        *d = kf16_to_f32(W->qd[e]);
-        *m = kf16_to_f32(W->qm[e]);
-        return;
-    }
-    size_t ng = (nb + KQ4S_GRP - 1) / KQ4S_GRP;
-    const int8_t *ex = W->qexp + (s * ng + j / KQ4S_GRP) * 16 + l;
-    *d = ldexpf((float)W->qsc[e], ex[0]);
-    *m = ldexpf((float)W->qmn[e], ex[8]);
-}
-
 static void x8_rows_scalar(const struct kmat *W, int s0, int s1, int row0,
                            int row1, const uint8_t *xq, size_t ldq,
                            int n_tok, float *y, int ldy)
@@ -154,15 +137,11 @@ static void x8_rows_scalar(const struct kmat *W, int s0, int s1, int row0,
                                     (v >> 4) * xc[xq_off(1, nb, j, 16 + i)];
                         }
                         float d, m, *a = &c[(j - j0) & 15];
-                        x8_scale(W, (size_t)s, (size_t)l, (size_t)j, &d, &m);
+                        kq4x8_scale(W, (size_t)s, (size_t)l, (size_t)j, &d, &m);
                         *a = fmaf((float)isum, d * xd[j], *a);
                         *a = fmaf(m, xs[j], *a);
                     }
-                    float s8[8];
-                    for (int i = 0; i < 8; i++)
-                        s8[i] = c[i] + c[i + 8];
-                    float v = ((s8[0] + s8[4]) + (s8[2] + s8[6])) +
-                              ((s8[1] + s8[5]) + (s8[3] + s8[7]));
+                    float v = kqa_chains_sum(c);
                     *yp = cs > 0 ? *yp + v : v;
                 }
             }
@@ -191,7 +170,7 @@ KTARGET_AVX2 KINLINE void x8_pass(int qs, int NS, int NT,
                                   size_t ldq, int t0, float *y, int ldy)
 {
     const int nb = W->cols / KQ_BLK, cols = W->cols;
-    const int ng = (nb + KQ4S_GRP - 1) / KQ4S_GRP;
+    const int ng = kq4s_ex_bytes(cols) / 2;
     const __m256i f = _mm256_set1_epi8(15), one = _mm256_set1_epi16(1);
     const int8_t *xc[X8_NT];
     const float *xd[X8_NT], *xs[X8_NT];

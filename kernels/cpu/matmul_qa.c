@@ -198,15 +198,6 @@ void kqa_quantize(enum kdtype dt, const float *x, int ldx, int cols,
     }
 }
 
-/* The chain tree every kernel ends a segment with (kqa_tree in SIMD). */
-KINLINE float chains_sum(const float c[16])
-{
-    float s[8];
-    for (int i = 0; i < 8; i++)
-        s[i] = c[i] + c[i + 8];
-    return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
-}
-
 /* ---- scalar (the reference) ---------------------------------------- */
 
 /* isum of block j: weights of row wr, x codes of a token row xq. */
@@ -251,7 +242,7 @@ void kmm_block_qa_scalar(const struct kmm_blk *b)
                     if (q4)
                         *a = fmaf(kf16_to_f32(m[j]), xs[j], *a);
                 }
-                float v = chains_sum(c);
+                float v = kqa_chains_sum(c);
                 float *yp = b->y + (size_t)t * b->ldy + r;
                 *yp = b->accum || cs > b->c0 ? *yp + v : v;
             }
